@@ -1,0 +1,227 @@
+/**
+ * Plain HTTP for people with curl, next to Connect's own JSON: submit with
+ * `POST /v1/reports`, read with `GET /v1/jobs/{id}`, download finished
+ * reports, and liveness/readiness probes. Submit and read call the very same
+ * ReportService handlers as the RPCs, so validation, errors and idempotency
+ * are identical.
+ */
+import { createReadStream } from "node:fs";
+import { stat } from "node:fs/promises";
+import { fromJson, type JsonValue, toJson } from "@bufbuild/protobuf";
+import {
+  Code,
+  ConnectError,
+  type ContextValues,
+  createHandlerContext,
+  type ServiceImpl,
+} from "@connectrpc/connect";
+import { codeToHttpStatus, errorToJson } from "@connectrpc/connect/protocol-connect";
+import type { Logger } from "pino";
+import { JobSchema } from "../../gen/reports/v1/job_pb.js";
+import {
+  ReportService,
+  SubmitReportRequestSchema,
+} from "../../gen/reports/v1/report_service_pb.js";
+import type { JobReader } from "../queue/job-reader.js";
+import { artifactFile } from "../worker/artifact-store.js";
+import { kTenant } from "./context-keys.js";
+import { toConnectError } from "./error-map.js";
+import type { NodeRequest, NodeResponse } from "./node-types.js";
+import { getTenantJob } from "./report-service.js";
+
+type Req = NodeRequest;
+type Res = NodeResponse;
+
+/** What the plain routes need. */
+export interface HttpRoutesDeps {
+  service: Partial<ServiceImpl<typeof ReportService>>;
+  jobs: JobReader;
+  artifactDir: string;
+  contextValues: (req: Req) => ContextValues;
+  /** Resolves when storage answers; rejects otherwise. */
+  ready: () => Promise<void>;
+  shutdownSignal: AbortSignal;
+  logger: Logger;
+}
+
+const maxBodyBytes = 64 * 1024;
+const shortTypes: Record<string, string> = {
+  weekly: "REPORT_TYPE_WEEKLY",
+  monthly: "REPORT_TYPE_MONTHLY",
+  custom: "REPORT_TYPE_CUSTOM",
+};
+
+/** Creates the fallback handler; answers 404 for anything it does not know. */
+export function createHttpRoutes(deps: HttpRoutesDeps): (req: Req, res: Res) => void {
+  const { service, jobs, logger } = deps;
+
+  const sendJson = (
+    res: Res,
+    status: number,
+    body: unknown,
+    headers: Record<string, string> = {},
+  ) => {
+    const text = JSON.stringify(body);
+    res.writeHead(status, {
+      "content-type": "application/json",
+      "content-length": Buffer.byteLength(text),
+      ...headers,
+    });
+    res.end(text);
+  };
+  const sendError = (res: Res, err: unknown) => {
+    const ce = toConnectError(err, logger);
+    const headers: Record<string, string> = {};
+    const retryAfter = ce.metadata.get("retry-after");
+    if (retryAfter !== null) headers["retry-after"] = retryAfter;
+    sendJson(res, codeToHttpStatus(ce.code), errorToJson(ce, undefined), headers);
+  };
+
+  const context = (req: Req, methodName: "submitReport" | "getJob") =>
+    createHandlerContext({
+      service: ReportService,
+      method: ReportService.method[methodName],
+      protocolName: "http",
+      requestMethod: req.method ?? "GET",
+      url: req.url ?? "/",
+      shutdownSignal: deps.shutdownSignal,
+      requestHeader: headersOf(req),
+      contextValues: deps.contextValues(req),
+    });
+
+  const submit = async (req: Req, res: Res) => {
+    const submitReport = service.submitReport;
+    if (!submitReport) throw new ConnectError("not implemented", Code.Unimplemented);
+    const body = await readJson(req);
+    let request: ReturnType<typeof fromJson<typeof SubmitReportRequestSchema>>;
+    try {
+      const normalized =
+        body !== null && typeof body === "object" && !Array.isArray(body) ? { ...body } : body;
+      if (normalized !== null && typeof normalized === "object" && !Array.isArray(normalized)) {
+        for (const k of ["reportType", "report_type"]) {
+          const v = normalized[k];
+          if (typeof v === "string" && shortTypes[v.toLowerCase()])
+            normalized[k] = shortTypes[v.toLowerCase()] as string;
+        }
+      }
+      request = fromJson(SubmitReportRequestSchema, normalized as JsonValue);
+    } catch (err) {
+      const detail =
+        err instanceof Error ? err.message.replace(/^cannot decode [^:]*: /, "") : "malformed";
+      throw new ConnectError(
+        `request body is not a valid SubmitReportRequest: ${detail}`,
+        Code.InvalidArgument,
+      );
+    }
+    const out = await submitReport(request, context(req, "submitReport"));
+    const jobId = String(out.jobId ?? "");
+    sendJson(
+      res,
+      202,
+      { jobId, statusUrl: out.statusUrl, deduplicated: out.deduplicated ?? false },
+      { location: String(out.statusUrl ?? "") },
+    );
+  };
+
+  const getJob = async (req: Req, res: Res, jobId: string) => {
+    const get = service.getJob;
+    if (!get) throw new ConnectError("not implemented", Code.Unimplemented);
+    const out = await get({ $typeName: "reports.v1.GetJobRequest", jobId }, context(req, "getJob"));
+    sendJson(res, 200, toJson(JobSchema, out.job as never));
+  };
+
+  const download = async (req: Req, res: Res, jobId: string, fileName: string) => {
+    const tenant = deps.contextValues(req).get(kTenant);
+    const job = await getTenantJob(jobs, tenant, jobId);
+    const file = artifactFile(deps.artifactDir, jobId, fileName);
+    if (
+      job.result === undefined ||
+      file === undefined ||
+      !job.result.downloadPath.endsWith(`/${encodeURIComponent(fileName)}`)
+    ) {
+      throw new ConnectError(`job ${jobId} has no report named ${fileName}`, Code.NotFound);
+    }
+    const info = await stat(file).catch(() => undefined);
+    if (info === undefined)
+      throw new ConnectError(`the report of job ${jobId} is no longer available`, Code.NotFound);
+    res.writeHead(200, {
+      "content-type": job.result.contentType,
+      "content-length": info.size,
+      "content-disposition": `attachment; filename="${fileName}"`,
+      "cache-control": "private, max-age=3600",
+    });
+    if (req.method === "HEAD") return void res.end();
+    await new Promise<void>((resolve, reject) => {
+      const stream = createReadStream(file);
+      stream.on("error", reject);
+      stream.on("end", resolve);
+      stream.pipe(res as unknown as NodeJS.WritableStream);
+    });
+  };
+
+  return (req, res) => {
+    const url = new URL(req.url ?? "/", "http://local");
+    const method = req.method ?? "GET";
+    const p = url.pathname;
+    const jobMatch = /^\/v1\/jobs\/([^/]+)$/.exec(p);
+    const fileMatch = /^\/v1\/artifacts\/([^/]+)\/([^/]+)$/.exec(p);
+    const readable = method === "GET" || method === "HEAD";
+    let work: Promise<void>;
+    if (p === "/v1/reports" && method === "POST") work = submit(req, res);
+    else if (jobMatch && readable)
+      work = getJob(req, res, decodeURIComponent(jobMatch[1] as string));
+    else if (fileMatch && readable) {
+      work = download(
+        req,
+        res,
+        decodeURIComponent(fileMatch[1] as string),
+        decodeURIComponent(fileMatch[2] as string),
+      );
+    } else if (p === "/healthz") {
+      work = Promise.resolve(sendJson(res, 200, { status: "ok" }));
+    } else if (p === "/readyz") {
+      const stopping = deps.shutdownSignal.aborted;
+      work = deps.ready().then(
+        () => sendJson(res, stopping ? 503 : 200, { status: stopping ? "stopping" : "ready" }),
+        () => sendJson(res, 503, { status: "storage unavailable" }),
+      );
+    } else {
+      work = Promise.resolve(
+        sendJson(res, 404, { code: "not_found", message: `no route for ${method} ${p}` }),
+      );
+    }
+    work.catch((err: unknown) => {
+      if (res.headersSent) {
+        res.destroy();
+        return;
+      }
+      sendError(res, err);
+    });
+  };
+}
+
+function headersOf(req: Req): Headers {
+  const h = new Headers();
+  for (const [k, v] of Object.entries(req.headers)) {
+    if (k.startsWith(":") || v === undefined) continue;
+    h.set(k, Array.isArray(v) ? v.join(", ") : v);
+  }
+  return h;
+}
+
+async function readJson(req: Req): Promise<JsonValue> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > maxBodyBytes)
+      throw new ConnectError(`request body exceeds ${maxBodyBytes} bytes`, Code.InvalidArgument);
+    chunks.push(chunk);
+  }
+  const text = Buffer.concat(chunks).toString("utf8");
+  try {
+    return JSON.parse(text) as JsonValue;
+  } catch {
+    throw new ConnectError("request body is not valid JSON", Code.InvalidArgument);
+  }
+}

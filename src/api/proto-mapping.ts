@@ -1,0 +1,121 @@
+/** Converts between the domain model and the reports.v1 messages. */
+import { create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import {
+  type Job,
+  type JobEvent,
+  JobEventSchema,
+  JobEventType,
+  JobPriority,
+  JobSchema,
+  JobState,
+  type ReportResult,
+  ReportResultSchema,
+  ReportType,
+} from "../../gen/reports/v1/job_pb.js";
+import type {
+  JobEventType as DomainEventType,
+  JobPriority as DomainPriority,
+  ReportType as DomainReportType,
+  JobState as DomainState,
+  JobEventView,
+  JobView,
+  ReportArtifact,
+} from "../domain/job.js";
+
+const stateToProto: Record<DomainState, JobState> = {
+  queued: JobState.QUEUED,
+  running: JobState.RUNNING,
+  retrying: JobState.RETRYING,
+  succeeded: JobState.SUCCEEDED,
+  failed: JobState.FAILED,
+  cancelled: JobState.CANCELLED,
+};
+
+const eventTypeToProto: Record<DomainEventType, JobEventType> = {
+  queued: JobEventType.QUEUED,
+  started: JobEventType.STARTED,
+  progress: JobEventType.PROGRESS,
+  retrying: JobEventType.RETRYING,
+  succeeded: JobEventType.SUCCEEDED,
+  failed: JobEventType.FAILED,
+  cancelled: JobEventType.CANCELLED,
+};
+
+const reportTypeToProto: Record<DomainReportType, ReportType> = {
+  weekly: ReportType.WEEKLY,
+  monthly: ReportType.MONTHLY,
+  custom: ReportType.CUSTOM,
+};
+
+const priorityToProto: Record<DomainPriority, JobPriority> = {
+  low: JobPriority.LOW,
+  normal: JobPriority.NORMAL,
+  high: JobPriority.HIGH,
+};
+
+/** The domain report type of a proto enum value; undefined for unset or unknown values. */
+export function reportTypeFromProto(t: ReportType): DomainReportType | undefined {
+  return (Object.keys(reportTypeToProto) as DomainReportType[]).find(
+    (k) => reportTypeToProto[k] === t,
+  );
+}
+
+/** The domain priority of a proto enum value; "normal" for unset, undefined for unknown values. */
+export function priorityFromProto(p: JobPriority): DomainPriority | undefined {
+  if (p === JobPriority.UNSPECIFIED) return "normal";
+  return (Object.keys(priorityToProto) as DomainPriority[]).find((k) => priorityToProto[k] === p);
+}
+
+/** The domain state of a proto enum value; undefined for unset or unknown values. */
+export function stateFromProto(s: JobState): DomainState | undefined {
+  return (Object.keys(stateToProto) as DomainState[]).find((k) => stateToProto[k] === s);
+}
+
+function resultToProto(a: ReportArtifact, baseUrl: string): ReportResult {
+  return create(ReportResultSchema, {
+    downloadUrl: `${baseUrl}${a.downloadPath}`,
+    contentType: a.contentType,
+    sizeBytes: BigInt(a.sizeBytes),
+  });
+}
+
+/** A Job message for `job`; download URLs are made absolute with `baseUrl`. */
+export function jobToProto(job: JobView, baseUrl: string): Job {
+  return create(JobSchema, {
+    id: job.id,
+    userId: job.userId,
+    reportType: reportTypeToProto[job.reportType],
+    state: stateToProto[job.state],
+    progress: job.progress,
+    attemptsMade: job.attemptsMade,
+    maxAttempts: job.maxAttempts,
+    result: job.result ? resultToProto(job.result, baseUrl) : undefined,
+    failureReason: job.failureReason,
+    createdAt: timestampFromMs(job.createdAt),
+    startedAt: job.startedAt !== undefined ? timestampFromMs(job.startedAt) : undefined,
+    finishedAt: job.finishedAt !== undefined ? timestampFromMs(job.finishedAt) : undefined,
+    filters: job.filters,
+    priority: priorityToProto[job.priority],
+    runAt: job.runAt !== undefined ? timestampFromMs(job.runAt) : undefined,
+    deadline: job.deadline !== undefined ? timestampFromMs(job.deadline) : undefined,
+    phase: job.phase,
+  });
+}
+
+/** A JobEvent message for `event`. */
+export function eventToProto(event: JobEventView, baseUrl: string): JobEvent {
+  return create(JobEventSchema, {
+    id: event.id,
+    type: eventTypeToProto[event.type],
+    state: stateToProto[event.state],
+    progress: event.progress,
+    phase: event.phase,
+    attempt: event.attempt,
+    time: timestampFromMs(event.time),
+    result: event.result ? resultToProto(event.result, baseUrl) : undefined,
+    error: event.error ?? "",
+    nextAttemptAt:
+      event.nextAttemptAt !== undefined ? timestampFromMs(event.nextAttemptAt) : undefined,
+  });
+}

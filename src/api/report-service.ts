@@ -1,0 +1,125 @@
+/**
+ * ReportService handlers: decode (validate), call, encode. No Redis or
+ * BullMQ here; errors are mapped once by toConnectError.
+ */
+import { create } from "@bufbuild/protobuf";
+import { timestampNow } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import type { Logger } from "pino";
+import {
+  type ReportService,
+  WatchJobResponseSchema,
+} from "../../gen/reports/v1/report_service_pb.js";
+import { JobNotFoundError, ShuttingDownError } from "../domain/errors.js";
+import type { JobView } from "../domain/job.js";
+import type { EventHub } from "../events/event-hub.js";
+import type { EventLog } from "../events/event-log.js";
+import { watchJobEvents } from "../events/watch-job-events.js";
+import type { JobReader } from "../queue/job-reader.js";
+import type { Submitter } from "../queue/submitter.js";
+import { kTenant } from "./context-keys.js";
+import { toConnectError } from "./error-map.js";
+import { eventToProto, jobToProto } from "./proto-mapping.js";
+import { validateGetJob, validateSubmitReport, validateWatchJob } from "./validation.js";
+
+/** What the handlers need. */
+export interface ReportServiceDeps {
+  submitter: Submitter;
+  jobs: JobReader;
+  log: EventLog;
+  hub: EventHub;
+  /** Base of absolute URLs (status and download). */
+  publicUrl: string;
+  keepaliveMs: number;
+  watchMaxDurationMs: number;
+  /** Aborted when the server shuts down; open watches then end with UNAVAILABLE. */
+  shutdownSignal: AbortSignal;
+  logger: Logger;
+}
+
+/** The status URL of a job (plain HTTP GET, JSON). */
+export function statusUrl(publicUrl: string, jobId: string): string {
+  return `${publicUrl}/v1/jobs/${encodeURIComponent(jobId)}`;
+}
+
+/** Reads a job of the caller's tenant, or throws NOT_FOUND (also for other tenants' jobs). */
+export async function getTenantJob(
+  jobs: JobReader,
+  tenant: string,
+  jobId: string,
+): Promise<JobView> {
+  const job = await jobs.get(jobId);
+  if (job === undefined || job.tenant !== tenant) throw new JobNotFoundError(jobId);
+  return job;
+}
+
+/** Creates the ReportService implementation. */
+export function createReportService(
+  deps: ReportServiceDeps,
+): Partial<ServiceImpl<typeof ReportService>> {
+  const { submitter, jobs, log, hub, publicUrl, logger } = deps;
+  const fail = (err: unknown) => toConnectError(err, logger);
+
+  return {
+    async submitReport(req, ctx) {
+      try {
+        const tenant = ctx.values.get(kTenant);
+        const input = validateSubmitReport(req, ctx.requestHeader.get("idempotency-key"), tenant);
+        const { job, deduplicated } = await submitter.submit(input);
+        return {
+          jobId: job.id,
+          statusUrl: statusUrl(publicUrl, job.id),
+          job: jobToProto(job, publicUrl),
+          deduplicated,
+        };
+      } catch (err) {
+        throw fail(err);
+      }
+    },
+
+    async getJob(req, ctx) {
+      try {
+        const jobId = validateGetJob(req);
+        const job = await getTenantJob(jobs, ctx.values.get(kTenant), jobId);
+        return { job: jobToProto(job, publicUrl) };
+      } catch (err) {
+        throw fail(err);
+      }
+    },
+
+    async *watchJob(req, ctx: HandlerContext) {
+      try {
+        const { jobId, afterEventId } = validateWatchJob(req);
+        const maxDuration = AbortSignal.timeout(deps.watchMaxDurationMs);
+        const signal = AbortSignal.any([ctx.signal, deps.shutdownSignal, maxDuration]);
+        try {
+          for await (const item of watchJobEvents(
+            { log, hub },
+            {
+              jobId,
+              tenant: ctx.values.get(kTenant),
+              afterEventId,
+              signal,
+              keepaliveMs: deps.keepaliveMs,
+            },
+          )) {
+            yield item === null
+              ? create(WatchJobResponseSchema, { keepaliveTime: timestampNow() })
+              : create(WatchJobResponseSchema, { event: eventToProto(item, publicUrl) });
+          }
+        } catch (err) {
+          if (deps.shutdownSignal.aborted) throw new ShuttingDownError();
+          if (maxDuration.aborted && !ctx.signal.aborted) {
+            throw new ConnectError(
+              `watch reached its maximum duration (${deps.watchMaxDurationMs} ms); resume from your last event id`,
+              Code.Unavailable,
+            );
+          }
+          throw err;
+        }
+      } catch (err) {
+        throw fail(err);
+      }
+    },
+  };
+}

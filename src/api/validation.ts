@@ -1,0 +1,130 @@
+/**
+ * Request validation, one function per request. Hand-written because
+ * buf/validate/validate.proto cannot be fetched here (see STYLE.md); the
+ * violations use protovalidate's shape so clients can read them the same way.
+ * Every problem of a request is reported at once.
+ */
+import { timestampMs } from "@bufbuild/protobuf/wkt";
+import type {
+  GetJobRequest,
+  SubmitReportRequest,
+  WatchJobRequest,
+} from "../../gen/reports/v1/report_service_pb.js";
+import { type FieldViolation, InvalidArgumentError } from "../domain/errors.js";
+import type { JsonObject, SubmitInput } from "../domain/job.js";
+import { parseStreamId } from "../events/event-codec.js";
+import { priorityFromProto, reportTypeFromProto } from "./proto-mapping.js";
+
+/** Largest accepted filters object, serialized as JSON. */
+export const maxFiltersBytes = 16 * 1024;
+
+const printableAscii = /^[\x20-\x7e]{1,255}$/;
+const jobIdPattern = /^[A-Za-z0-9_-]{1,64}$/;
+
+/**
+ * Validates a SubmitReport request.
+ * @param headerKey - The Idempotency-Key header, used when the field is empty.
+ * @throws InvalidArgumentError listing every bad field.
+ */
+export function validateSubmitReport(
+  req: SubmitReportRequest,
+  headerKey: string | null,
+  tenant: string,
+): SubmitInput {
+  const v: FieldViolation[] = [];
+  const userLength = [...req.userId].length;
+  if (userLength < 1 || userLength > 128) {
+    v.push({ field: "user_id", description: `must be 1-128 characters (got ${userLength})` });
+  }
+  const reportType = reportTypeFromProto(req.reportType);
+  if (reportType === undefined) {
+    v.push({
+      field: "report_type",
+      description: "must be set to REPORT_TYPE_WEEKLY, REPORT_TYPE_MONTHLY or REPORT_TYPE_CUSTOM",
+    });
+  }
+  let idempotencyKey: string | undefined;
+  if (req.idempotencyKey !== "") {
+    idempotencyKey = req.idempotencyKey;
+    if (!printableAscii.test(idempotencyKey)) {
+      v.push({ field: "idempotency_key", description: "must be 1-255 printable ASCII characters" });
+    }
+  } else if (headerKey !== null && headerKey !== "") {
+    idempotencyKey = headerKey;
+    if (!printableAscii.test(idempotencyKey)) {
+      v.push({
+        field: "idempotency_key",
+        description: "Idempotency-Key header must be 1-255 printable ASCII characters",
+      });
+    }
+  }
+  const filters: JsonObject = req.filters ?? {};
+  const filtersBytes = Buffer.byteLength(JSON.stringify(filters));
+  if (filtersBytes > maxFiltersBytes) {
+    v.push({
+      field: "filters",
+      description: `must be at most ${maxFiltersBytes} bytes as JSON (got ${filtersBytes})`,
+    });
+  }
+  const priority = priorityFromProto(req.priority);
+  if (priority === undefined) {
+    v.push({
+      field: "priority",
+      description: "must be JOB_PRIORITY_LOW, JOB_PRIORITY_NORMAL or JOB_PRIORITY_HIGH",
+    });
+  }
+  const runAt = req.runAt ? timestampMs(req.runAt) : undefined;
+  const deadline = req.deadline ? timestampMs(req.deadline) : undefined;
+  if (runAt !== undefined && deadline !== undefined && runAt >= deadline) {
+    v.push({ field: "run_at", description: "must be before deadline" });
+  }
+  if (v.length > 0 || reportType === undefined || priority === undefined)
+    throw new InvalidArgumentError(v);
+  return {
+    tenant,
+    idempotencyKey,
+    userId: req.userId,
+    reportType,
+    filters,
+    priority,
+    runAt,
+    deadline,
+  };
+}
+
+/** Validates a job id field. */
+function jobIdViolations(jobId: string): FieldViolation[] {
+  return jobIdPattern.test(jobId)
+    ? []
+    : [
+        {
+          field: "job_id",
+          description: "must be a job id as returned by SubmitReport (1-64 of A-Z a-z 0-9 _ -)",
+        },
+      ];
+}
+
+/** Validates a GetJob request (or any request that only names a job). */
+export function validateGetJob(req: Pick<GetJobRequest, "jobId">): string {
+  const v = jobIdViolations(req.jobId);
+  if (v.length > 0) throw new InvalidArgumentError(v);
+  return req.jobId;
+}
+
+/** Validates a WatchJob request; returns the job id and the cursor (undefined for "from the start"). */
+export function validateWatchJob(req: WatchJobRequest): { jobId: string; afterEventId?: string } {
+  const v = jobIdViolations(req.jobId);
+  let afterEventId: string | undefined;
+  if (req.afterEventId !== "") {
+    if (parseStreamId(req.afterEventId) === undefined) {
+      v.push({
+        field: "after_event_id",
+        description: "must be an event id from an earlier JobEvent.id, like 1732812345678-0",
+      });
+    } else {
+      afterEventId = req.afterEventId;
+    }
+  }
+  if (v.length > 0) throw new InvalidArgumentError(v);
+  return { jobId: req.jobId, afterEventId };
+}

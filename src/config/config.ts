@@ -1,0 +1,193 @@
+/**
+ * The only reader of process.env. One schema, every problem reported at once,
+ * each on its own line, before anything connects. Secrets are never echoed.
+ */
+import path from "node:path";
+import { type ReportType, reportTypes } from "../domain/job.js";
+
+/** Which parts a process runs. */
+export type Mode = "api" | "worker" | "all";
+
+/** Per-report-type worker settings. */
+export interface ReportTypeSettings {
+  attempts: number;
+  /** A generator running longer than this is aborted and the attempt fails. */
+  timeoutMs: number;
+}
+
+/** The validated configuration of one process. */
+export interface Config {
+  mode: Mode;
+  redisUrl: string;
+  /** True when REDIS_URL was not given (main may then start a private redis-server). */
+  redisUrlDefaulted: boolean;
+  /** Prefix of every Redis key this service writes (BullMQ's included). */
+  redisPrefix: string;
+  host: string;
+  port: number;
+  /** Base of the absolute URLs the API hands out (status and download URLs). */
+  publicUrl: string;
+  workerConcurrency: number;
+  artifactDir: string;
+  reportPhaseDelayMs: number;
+  reportFailRate: number;
+  reportTypes: Record<ReportType, ReportTypeSettings>;
+  retryBackoffMs: number;
+  idempotencyTtlMs: number;
+  retentionSucceededMs: number;
+  retentionFailedMs: number;
+  eventStreamMaxLen: number;
+  maxBacklog: number;
+  watchKeepaliveMs: number;
+  watchMaxDurationMs: number;
+  maxTimeoutMs: number;
+  readMaxBytes: number;
+  shutdownGraceMs: number;
+  corsOrigins: string[];
+  logLevel: string;
+}
+
+/** Raised by loadConfig with one line per problem. */
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n${problems.map((p) => `  ${p}`).join("\n")}`);
+  }
+}
+
+type Env = Record<string, string | undefined>;
+
+const modes: readonly Mode[] = ["api", "worker", "all"];
+const logLevels = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
+
+/**
+ * Reads and validates the configuration from `env`.
+ * @param mode - The mode from the command line, if any (wins over MODE).
+ * @throws ConfigError listing every problem found.
+ */
+export function loadConfig(env: Env, mode?: string): Config {
+  const problems: string[] = [];
+  const read = (name: string): string | undefined => {
+    const v = env[name];
+    return v === undefined || v.trim() === "" ? undefined : v.trim();
+  };
+  const int = (name: string, def: number, min: number, max: number): number => {
+    const raw = read(name);
+    if (raw === undefined) return def;
+    const n = Number(raw);
+    if (!/^-?\d+$/.test(raw) || !Number.isSafeInteger(n) || n < min || n > max) {
+      problems.push(
+        `${name}: must be an integer from ${min} to ${max} (got ${JSON.stringify(raw)})`,
+      );
+      return def;
+    }
+    return n;
+  };
+  const float = (name: string, def: number, min: number, max: number): number => {
+    const raw = read(name);
+    if (raw === undefined) return def;
+    const n = Number(raw);
+    if (!Number.isFinite(n) || n < min || n > max) {
+      problems.push(`${name}: must be a number from ${min} to ${max} (got ${JSON.stringify(raw)})`);
+      return def;
+    }
+    return n;
+  };
+  const oneOf = <T extends string>(
+    name: string,
+    def: T,
+    allowed: readonly T[],
+    raw?: string,
+  ): T => {
+    const v = raw ?? read(name);
+    if (v === undefined) return def;
+    if (!(allowed as readonly string[]).includes(v)) {
+      problems.push(`${name}: must be one of ${allowed.join(", ")} (got ${JSON.stringify(v)})`);
+      return def;
+    }
+    return v as T;
+  };
+
+  const resolvedMode = oneOf("MODE", "all", modes, mode);
+  const rawRedisUrl = read("REDIS_URL");
+  const redisUrl = rawRedisUrl ?? "redis://127.0.0.1:6379";
+  try {
+    const u = new URL(redisUrl);
+    if (u.protocol !== "redis:" && u.protocol !== "rediss:") throw new Error("scheme");
+  } catch {
+    // Never echo the URL: it may carry a password.
+    problems.push("REDIS_URL: must be a redis:// or rediss:// URL");
+  }
+  const redisPrefix = read("REDIS_PREFIX") ?? "rpt";
+  if (!/^[A-Za-z0-9_.-]{1,64}$/.test(redisPrefix)) {
+    problems.push(
+      `REDIS_PREFIX: 1-64 characters of A-Z a-z 0-9 _ . - (got ${JSON.stringify(redisPrefix)})`,
+    );
+  }
+  const host = read("HOST") ?? "127.0.0.1";
+  const port = int("PORT", 8080, 0, 65535);
+  const publicUrlRaw = read("PUBLIC_URL");
+  let publicUrl = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+  if (publicUrlRaw !== undefined) {
+    try {
+      const u = new URL(publicUrlRaw);
+      if (u.protocol !== "http:" && u.protocol !== "https:") throw new Error("scheme");
+      publicUrl = publicUrlRaw.replace(/\/+$/, "");
+    } catch {
+      problems.push(
+        `PUBLIC_URL: must be an http:// or https:// URL (got ${JSON.stringify(publicUrlRaw)})`,
+      );
+    }
+  }
+  const attempts = int("JOB_ATTEMPTS", 5, 1, 100);
+  const defaultTimeout = int("REPORT_TIMEOUT_MS", 5 * 60_000, 100, 24 * 3600_000);
+  const perType = {} as Record<ReportType, ReportTypeSettings>;
+  for (const t of reportTypes) {
+    const upper = t.toUpperCase();
+    perType[t] = {
+      attempts: int(`${upper}_ATTEMPTS`, attempts, 1, 100),
+      timeoutMs: int(`${upper}_TIMEOUT_MS`, defaultTimeout, 100, 24 * 3600_000),
+    };
+  }
+  const corsOrigins = (read("CORS_ORIGINS") ?? "")
+    .split(",")
+    .map((s) => s.trim())
+    .filter((s) => s !== "");
+  for (const o of corsOrigins) {
+    if (o !== "*" && !/^https?:\/\/[^/]+$/.test(o)) {
+      problems.push(
+        `CORS_ORIGINS: ${JSON.stringify(o)} is not an origin like https://app.example.com or *`,
+      );
+    }
+  }
+
+  const config: Config = {
+    mode: resolvedMode,
+    redisUrl,
+    redisUrlDefaulted: rawRedisUrl === undefined,
+    redisPrefix,
+    host,
+    port,
+    publicUrl,
+    workerConcurrency: int("WORKER_CONCURRENCY", 10, 1, 1000),
+    artifactDir: path.resolve(read("ARTIFACT_DIR") ?? "./.data/artifacts"),
+    reportPhaseDelayMs: int("REPORT_PHASE_DELAY_MS", 500, 0, 3600_000),
+    reportFailRate: float("REPORT_FAIL_RATE", 0, 0, 1),
+    reportTypes: perType,
+    retryBackoffMs: int("RETRY_BACKOFF_MS", 1000, 1, 3600_000),
+    idempotencyTtlMs: int("IDEMPOTENCY_TTL_SECONDS", 24 * 3600, 1, 30 * 24 * 3600) * 1000,
+    retentionSucceededMs: int("RETENTION_SUCCEEDED_SECONDS", 24 * 3600, 1, 365 * 24 * 3600) * 1000,
+    retentionFailedMs: int("RETENTION_FAILED_SECONDS", 7 * 24 * 3600, 1, 365 * 24 * 3600) * 1000,
+    eventStreamMaxLen: int("EVENT_STREAM_MAXLEN", 1000, 10, 1_000_000),
+    maxBacklog: int("MAX_BACKLOG", 100_000, 1, 100_000_000),
+    watchKeepaliveMs: int("WATCH_KEEPALIVE_MS", 15_000, 100, 3600_000),
+    watchMaxDurationMs: int("WATCH_MAX_DURATION_MS", 3600_000, 1000, 24 * 3600_000),
+    maxTimeoutMs: int("MAX_TIMEOUT_MS", 3600_000, 1000, 24 * 3600_000),
+    readMaxBytes: int("READ_MAX_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024),
+    shutdownGraceMs: int("SHUTDOWN_GRACE_MS", 10_000, 0, 3600_000),
+    corsOrigins,
+    logLevel: oneOf("LOG_LEVEL", "info", logLevels),
+  };
+  if (problems.length > 0) throw new ConfigError(problems);
+  return config;
+}

@@ -1,0 +1,109 @@
+/**
+ * The job model as the service sees it, independent of protobuf, BullMQ and
+ * Redis. Timestamps are epoch milliseconds.
+ */
+
+/** A JSON value as found in report filters. */
+export type JsonValue =
+  | null
+  | boolean
+  | number
+  | string
+  | JsonValue[]
+  | { [key: string]: JsonValue };
+
+/** A JSON object: the shape of report filters. */
+export type JsonObject = { [key: string]: JsonValue };
+
+/** The report kinds; each has one generator on the worker side. */
+export const reportTypes = ["weekly", "monthly", "custom"] as const;
+
+/** A report kind. */
+export type ReportType = (typeof reportTypes)[number];
+
+/** Where a job is in its life. */
+export type JobState = "queued" | "running" | "retrying" | "succeeded" | "failed" | "cancelled";
+
+/** States a job never leaves on its own. */
+export const terminalStates: ReadonlySet<JobState> = new Set(["succeeded", "failed", "cancelled"]);
+
+/** Scheduling priority. */
+export type JobPriority = "low" | "normal" | "high";
+
+/** What happened to a job; one per event-log entry. */
+export type JobEventType =
+  | "queued"
+  | "started"
+  | "progress"
+  | "retrying"
+  | "succeeded"
+  | "failed"
+  | "cancelled";
+
+/** Event types after which a job's event log ends (until a RetryJob). */
+export const terminalEventTypes: ReadonlySet<JobEventType> = new Set([
+  "succeeded",
+  "failed",
+  "cancelled",
+]);
+
+/** Where a finished report is. `downloadPath` is relative to the API's base URL. */
+export interface ReportArtifact {
+  downloadPath: string;
+  contentType: string;
+  sizeBytes: number;
+}
+
+/** A job as stored: the one record GetJob reads. */
+export interface JobView {
+  id: string;
+  tenant: string;
+  userId: string;
+  reportType: ReportType;
+  state: JobState;
+  progress: number;
+  phase: string;
+  attemptsMade: number;
+  maxAttempts: number;
+  result?: ReportArtifact;
+  failureReason: string;
+  createdAt: number;
+  startedAt?: number;
+  finishedAt?: number;
+  filters: JsonObject;
+  priority: JobPriority;
+  runAt?: number;
+  deadline?: number;
+}
+
+/** One entry of a job's event log. `id` is the stream entry id, the resume cursor. */
+export interface JobEventView {
+  id: string;
+  type: JobEventType;
+  state: JobState;
+  progress: number;
+  phase: string;
+  attempt: number;
+  time: number;
+  result?: ReportArtifact;
+  error?: string;
+  nextAttemptAt?: number;
+}
+
+/** What a caller asks for when submitting a report, after validation. */
+export interface SubmitInput {
+  tenant: string;
+  idempotencyKey?: string;
+  userId: string;
+  reportType: ReportType;
+  filters: JsonObject;
+  priority: JobPriority;
+  runAt?: number;
+  deadline?: number;
+}
+
+/** The answer to a submit. */
+export interface SubmitOutcome {
+  job: JobView;
+  deduplicated: boolean;
+}

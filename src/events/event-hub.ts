@@ -1,0 +1,139 @@
+/**
+ * Fans job events out to every watcher in this process over one Redis
+ * subscriber connection, whatever the number of watchers: a job's channel is
+ * subscribed while at least one watcher wants it. When the connection drops,
+ * messages published meanwhile are lost, so after re-subscribing the hub asks
+ * every listener to resync from the event log (see watchJobEvents).
+ */
+import type { Redis } from "ioredis";
+import type { Logger } from "pino";
+import type { JobEventView } from "../domain/job.js";
+import type { Keys } from "../queue/keys.js";
+import { decodeEvent } from "./event-codec.js";
+
+/** Receives one job's live events. */
+export interface EventListener {
+  onEvent(event: JobEventView): void;
+  /** Live events may have been missed; re-read the log from the last id seen. */
+  onResync(): void;
+}
+
+/** The process-wide event fan-out. */
+export interface EventHub {
+  /** Subscribes `listener` to `jobId`; resolves once live events are flowing. Returns the unsubscribe. */
+  subscribe(jobId: string, listener: EventListener): Promise<() => void>;
+  /** Listeners currently subscribed. */
+  readonly listenerCount: number;
+  /** Unsubscribes everything. The connection itself belongs to the caller. */
+  close(): Promise<void>;
+}
+
+interface Channel {
+  listeners: Set<EventListener>;
+  ready: Promise<void>;
+}
+
+/**
+ * Creates a hub over `subscriber`, a connection used for nothing else (it is
+ * put into subscriber mode).
+ */
+export function createEventHub(deps: { subscriber: Redis; keys: Keys; logger: Logger }): EventHub {
+  const { subscriber, keys, logger } = deps;
+  const channels = new Map<string, Channel>();
+  const channelPrefix = keys.eventChannel("");
+  let listenerCount = 0;
+  let closed = false;
+  let wasReady = subscriber.status === "ready";
+
+  const onMessage = (channel: string, message: string) => {
+    const entry = channels.get(channel);
+    if (entry === undefined) return;
+    let event: JobEventView;
+    try {
+      const [id, fields] = JSON.parse(message) as [string, string[]];
+      event = decodeEvent(id, fields);
+    } catch (err) {
+      logger.warn({ err, channel }, "dropping malformed event message");
+      return;
+    }
+    for (const l of entry.listeners) l.onEvent(event);
+  };
+
+  // After a reconnect, subscribe again ourselves (autoResubscribe is off) and
+  // only then tell listeners to resync, so no event falls between the two.
+  const onReady = () => {
+    if (!wasReady) {
+      wasReady = true;
+      return;
+    }
+    const names = [...channels.keys()];
+    if (names.length === 0) return;
+    subscriber
+      .subscribe(...names)
+      .then(() => {
+        for (const name of names) for (const l of channels.get(name)?.listeners ?? []) l.onResync();
+      })
+      .catch((err: unknown) =>
+        logger.warn({ err }, "re-subscribe failed; will retry on next reconnect"),
+      );
+  };
+
+  subscriber.options.autoResubscribe = false;
+  subscriber.on("message", onMessage);
+  subscriber.on("ready", onReady);
+
+  return {
+    get listenerCount() {
+      return listenerCount;
+    },
+
+    async subscribe(jobId, listener) {
+      if (closed) throw new Error("event hub is closed");
+      const name = `${channelPrefix}${jobId}`;
+      let entry = channels.get(name);
+      if (entry === undefined) {
+        const ready = subscriber.subscribe(name).then(() => undefined);
+        entry = { listeners: new Set(), ready };
+        channels.set(name, entry);
+        // A failed subscribe must not poison later watchers of the same job.
+        ready.catch(() => {
+          if (channels.get(name) === entry && entry?.listeners.size === 0) channels.delete(name);
+        });
+      }
+      const current = entry;
+      current.listeners.add(listener);
+      listenerCount++;
+      let released = false;
+      const release = () => {
+        if (released) return;
+        released = true;
+        listenerCount--;
+        current.listeners.delete(listener);
+        if (current.listeners.size === 0 && channels.get(name) === current) {
+          channels.delete(name);
+          if (!closed) subscriber.unsubscribe(name).catch(() => undefined);
+        }
+      };
+      try {
+        await current.ready;
+      } catch (err) {
+        release();
+        throw err;
+      }
+      return release;
+    },
+
+    async close() {
+      if (closed) return;
+      closed = true;
+      subscriber.off("message", onMessage);
+      subscriber.off("ready", onReady);
+      const names = [...channels.keys()];
+      channels.clear();
+      listenerCount = 0;
+      if (names.length > 0 && subscriber.status === "ready") {
+        await subscriber.unsubscribe(...names).catch(() => undefined);
+      }
+    },
+  };
+}

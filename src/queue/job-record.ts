@@ -1,0 +1,170 @@
+/**
+ * The job record: a Redis hash holding everything GetJob answers, so one
+ * HGETALL serves it whatever the queue's length (BullMQ's getState() scans
+ * the wait list). Field names are short; this module is their only reader.
+ */
+import type {
+  JobPriority,
+  JobState,
+  JobView,
+  JsonObject,
+  ReportArtifact,
+  ReportType,
+} from "../domain/job.js";
+import { reportTypes } from "../domain/job.js";
+
+/** Hash field names of the job record. */
+export const recordField = {
+  id: "id",
+  tenant: "tenant",
+  userId: "user",
+  reportType: "type",
+  state: "state",
+  progress: "progress",
+  phase: "phase",
+  attemptsMade: "attempts",
+  maxAttempts: "maxAttempts",
+  resultPath: "resPath",
+  resultType: "resType",
+  resultSize: "resSize",
+  failureReason: "reason",
+  createdAt: "created",
+  startedAt: "started",
+  finishedAt: "finished",
+  filters: "filters",
+  priority: "priority",
+  runAt: "runAt",
+  deadline: "deadline",
+  fingerprint: "fp",
+  cancelRequested: "cancelReq",
+} as const;
+
+const states: readonly JobState[] = [
+  "queued",
+  "running",
+  "retrying",
+  "succeeded",
+  "failed",
+  "cancelled",
+];
+const priorities: readonly JobPriority[] = ["low", "normal", "high"];
+
+/** Flattens the fields of a new job into HSET arguments. */
+export function encodeNewRecord(job: JobView, fingerprint: string): string[] {
+  const f = recordField;
+  const out = [
+    f.id,
+    job.id,
+    f.tenant,
+    job.tenant,
+    f.userId,
+    job.userId,
+    f.reportType,
+    job.reportType,
+    f.state,
+    job.state,
+    f.progress,
+    String(job.progress),
+    f.phase,
+    job.phase,
+    f.attemptsMade,
+    String(job.attemptsMade),
+    f.maxAttempts,
+    String(job.maxAttempts),
+    f.failureReason,
+    job.failureReason,
+    f.createdAt,
+    String(job.createdAt),
+    f.filters,
+    JSON.stringify(job.filters),
+    f.priority,
+    job.priority,
+    f.fingerprint,
+    fingerprint,
+  ];
+  if (job.runAt !== undefined) out.push(f.runAt, String(job.runAt));
+  if (job.deadline !== undefined) out.push(f.deadline, String(job.deadline));
+  return out;
+}
+
+/** Flattens a result into HSET arguments. */
+export function encodeArtifact(a: ReportArtifact): string[] {
+  return [
+    recordField.resultPath,
+    a.downloadPath,
+    recordField.resultType,
+    a.contentType,
+    recordField.resultSize,
+    String(a.sizeBytes),
+  ];
+}
+
+/** Turns HGETALL output (flat array or object) into a JobView; undefined when empty. */
+export function decodeRecord(
+  raw: Record<string, string> | string[] | null | undefined,
+): JobView | undefined {
+  const h = toObject(raw);
+  if (h === undefined || h[recordField.id] === undefined) return undefined;
+  const f = recordField;
+  const num = (k: string): number | undefined => {
+    const v = h[k];
+    if (v === undefined || v === "") return undefined;
+    const n = Number(v);
+    return Number.isFinite(n) ? n : undefined;
+  };
+  const type = h[f.reportType] as ReportType;
+  const state = h[f.state] as JobState;
+  const priority = h[f.priority] as JobPriority;
+  const job: JobView = {
+    id: h[f.id] ?? "",
+    tenant: h[f.tenant] ?? "",
+    userId: h[f.userId] ?? "",
+    reportType: reportTypes.includes(type) ? type : "custom",
+    state: states.includes(state) ? state : "queued",
+    progress: num(f.progress) ?? 0,
+    phase: h[f.phase] ?? "",
+    attemptsMade: num(f.attemptsMade) ?? 0,
+    maxAttempts: num(f.maxAttempts) ?? 0,
+    failureReason: h[f.failureReason] ?? "",
+    createdAt: num(f.createdAt) ?? 0,
+    startedAt: num(f.startedAt),
+    finishedAt: num(f.finishedAt),
+    filters: parseFilters(h[f.filters]),
+    priority: priorities.includes(priority) ? priority : "normal",
+    runAt: num(f.runAt),
+    deadline: num(f.deadline),
+  };
+  const path = h[f.resultPath];
+  if (path) {
+    job.result = {
+      downloadPath: path,
+      contentType: h[f.resultType] ?? "application/octet-stream",
+      sizeBytes: num(f.resultSize) ?? 0,
+    };
+  }
+  return job;
+}
+
+/** Converts a flat [k, v, k, v] reply or an object reply to an object. */
+export function toObject(
+  raw: Record<string, string> | string[] | null | undefined,
+): Record<string, string> | undefined {
+  if (raw == null) return undefined;
+  if (Array.isArray(raw)) {
+    if (raw.length === 0) return undefined;
+    const o: Record<string, string> = {};
+    for (let i = 0; i + 1 < raw.length; i += 2) o[raw[i] as string] = raw[i + 1] as string;
+    return o;
+  }
+  return Object.keys(raw).length === 0 ? undefined : raw;
+}
+
+function parseFilters(s: string | undefined): JsonObject {
+  if (!s) return {};
+  try {
+    const v: unknown = JSON.parse(s);
+    return v !== null && typeof v === "object" && !Array.isArray(v) ? (v as JsonObject) : {};
+  } catch {
+    return {};
+  }
+}

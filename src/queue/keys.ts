@@ -1,0 +1,36 @@
+/**
+ * Every Redis key this service writes, in one place, each with its retention.
+ * Keys are `:`-separated under one prefix so a deployment (or a test) owns a
+ * namespace and `SCAN prefix:*` finds all of it.
+ */
+
+/** The BullMQ queue that carries report jobs. */
+export const queueName = "reports";
+
+/** Key builders for one prefix. */
+export interface Keys {
+  /** BullMQ's own prefix: its keys are `${bullPrefix}:reports:*`; retention set per job (removeOnComplete/removeOnFail). */
+  readonly bullPrefix: string;
+  /** Hash: the job record GetJob reads in one HGETALL. No TTL while live; on a terminal state it expires with the job's retention. */
+  job(id: string): string;
+  /** Stream: the job's event log, capped at EVENT_STREAM_MAXLEN entries; expires with the job record. */
+  events(id: string): string;
+  /** Pub/sub channel: each event appended to events(id) is also published here, for the watch hub. Holds nothing. */
+  eventChannel(id: string): string;
+  /** Hash {job, fp}: the idempotency record of (tenant, key). Expires IDEMPOTENCY_TTL after the first submit. */
+  idempotency(tenant: string, keyDigest: string): string;
+  /** Sorted set (score: created ms): a tenant's jobs, for ListJobs. Members leave when their job expires. */
+  tenantIndex(tenant: string): string;
+}
+
+/** Builds the key set for `prefix`. */
+export function createKeys(prefix: string): Keys {
+  return {
+    bullPrefix: `${prefix}:bull`,
+    job: (id) => `${prefix}:job:${id}`,
+    events: (id) => `${prefix}:events:${id}`,
+    eventChannel: (id) => `${prefix}:ev:${id}`,
+    idempotency: (tenant, digest) => `${prefix}:idem:${tenant}:${digest}`,
+    tenantIndex: (tenant) => `${prefix}:idx:${tenant}`,
+  };
+}

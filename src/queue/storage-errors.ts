@@ -1,0 +1,37 @@
+/**
+ * Recognizes "Redis is not reachable right now" among the errors ioredis
+ * throws, so callers get UNAVAILABLE (retry) rather than INTERNAL.
+ */
+
+const unavailableMessages = [
+  "Connection is closed",
+  "Stream isn't writeable",
+  "Reached the max retries per request limit",
+  "Command timed out",
+  "connect ETIMEDOUT",
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "EPIPE",
+  "ENOTFOUND",
+  "EHOSTUNREACH",
+  "LOADING",
+  "MASTERDOWN",
+  "READONLY",
+  "BUSY ",
+  "TRYAGAIN",
+  "OOM command not allowed",
+];
+
+/** True when `err` means Redis could not serve the command; the operation may be retried. */
+export function isStorageUnavailable(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  if (err.name === "MaxRetriesPerRequestError") return true;
+  const code = (err as { code?: unknown }).code;
+  if (
+    typeof code === "string" &&
+    /^E(CONNREFUSED|CONNRESET|PIPE|TIMEDOUT|HOSTUNREACH|NOTFOUND)$/.test(code)
+  ) {
+    return true;
+  }
+  return unavailableMessages.some((m) => err.message.includes(m));
+}

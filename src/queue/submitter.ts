@@ -1,0 +1,267 @@
+/**
+ * SubmitReport's hot path: one Redis round trip. A single Lua script checks
+ * the idempotency record, checks the backlog bound, adds the BullMQ job (by
+ * running BullMQ's own add script inside ours), writes the job record, appends
+ * and publishes the QUEUED event, indexes the job for its tenant and stores
+ * the idempotency record, all atomically. Concurrent duplicates therefore
+ * cannot create two jobs, and a caller is acknowledged only for a job that is
+ * really queued.
+ */
+import { createHash, randomBytes } from "node:crypto";
+import { createRequire } from "node:module";
+import { Job, type JobsOptions, type Queue } from "bullmq";
+import type { Redis } from "ioredis";
+import { BackpressureError, IdempotencyConflictError } from "../domain/errors.js";
+import type {
+  JobPriority,
+  JobView,
+  ReportType,
+  SubmitInput,
+  SubmitOutcome,
+} from "../domain/job.js";
+import { encodeEvent } from "../events/event-codec.js";
+import { canonicalJson } from "./canonical-json.js";
+import { decodeRecord, encodeNewRecord } from "./job-record.js";
+import type { Keys } from "./keys.js";
+import { createLuaScript, type LuaScript } from "./lua-script.js";
+
+/** The data a BullMQ job carries to the worker. */
+export interface ReportJobData {
+  tenant: string;
+  userId: string;
+  reportType: ReportType;
+  filters: SubmitInput["filters"];
+  deadline?: number;
+}
+
+/** Settings the submitter needs. */
+export interface SubmitterSettings {
+  attempts: Record<ReportType, number>;
+  retryBackoffMs: number;
+  idempotencyTtlMs: number;
+  retentionSucceededMs: number;
+  retentionFailedMs: number;
+  maxBacklog: number;
+  eventStreamMaxLen: number;
+}
+
+/** Accepts jobs. */
+export interface Submitter {
+  /**
+   * Enqueues a job, or returns the one already created for the same
+   * (tenant, idempotency key).
+   * @throws IdempotencyConflictError, BackpressureError
+   */
+  submit(input: SubmitInput): Promise<SubmitOutcome>;
+}
+
+// BullMQ's add scripts, by name. They ship as CommonJS modules with no
+// `exports` map, so a deep require is the stable way to reach them; the
+// version is pinned exactly in package.json and the integration tests run
+// every variant against a real Redis.
+const require = createRequire(import.meta.url);
+const bullScripts = require("bullmq/dist/cjs/scripts/index.js") as Record<
+  string,
+  { name: string; content: string; keys: number }
+>;
+
+/** Our part of the script; `%BULLMQ%` is replaced by BullMQ's add script. */
+const composedTemplate = `
+local function bullmqAdd(KEYS, ARGV)
+%BULLMQ%
+end
+local p = cjson.decode(ARGV[1])
+if p.idem then
+  local prev = redis.call('HMGET', KEYS[1], 'job', 'fp')
+  if prev[1] then
+    if prev[2] ~= p.fp then return {'conflict', prev[1]} end
+    return {'dup', prev[1], redis.call('HGETALL', p.jobPrefix .. prev[1])}
+  end
+end
+local backlog = redis.call('LLEN', KEYS[5]) + redis.call('ZCARD', KEYS[6])
+  + redis.call('ZCARD', KEYS[7]) + redis.call('LLEN', KEYS[8])
+if backlog >= p.maxBacklog then return {'full', tostring(backlog)} end
+local bkeys = {}
+for i = 9, #KEYS do bkeys[#bkeys + 1] = KEYS[i] end
+local added = bullmqAdd(bkeys, {ARGV[2], ARGV[3], ARGV[4]})
+if type(added) == 'number' and added < 0 then return {'error', tostring(added)} end
+redis.call('HSET', KEYS[2], unpack(p.rec))
+local id = redis.call('XADD', KEYS[3], 'MAXLEN', p.maxLen, '*', unpack(p.ev))
+redis.call('PUBLISH', p.channel, cjson.encode({id, p.ev}))
+redis.call('ZADD', KEYS[4], p.score, p.jobId)
+if p.idem then
+  redis.call('HSET', KEYS[1], 'job', p.jobId, 'fp', p.fp)
+  redis.call('PEXPIRE', KEYS[1], p.idemTtl)
+end
+return {'new', id}
+`;
+
+const composed = new Map<string, { script: LuaScript; keys: number }>();
+function composedFor(commandName: string): { script: LuaScript; keys: number } {
+  const name = commandName.split(":")[0] ?? commandName;
+  let entry = composed.get(name);
+  if (entry === undefined) {
+    const bull = bullScripts[name];
+    if (bull === undefined) throw new Error(`BullMQ script ${name} not found`);
+    entry = {
+      script: createLuaScript(composedTemplate.replace("%BULLMQ%", () => bull.content)),
+      keys: bull.keys,
+    };
+    composed.set(name, entry);
+  }
+  return entry;
+}
+
+/** The custom BullMQ backoff type the worker implements. */
+export const retryBackoffType = "report-retry";
+
+/** BullMQ priorities: lower runs first; every job gets one so the order is total. */
+const bullPriority: Record<JobPriority, number> = { high: 1, normal: 2, low: 3 };
+
+/** Creates a submitter over a command connection and the BullMQ queue. */
+export function createSubmitter(deps: {
+  redis: Redis;
+  queue: Queue;
+  keys: Keys;
+  settings: SubmitterSettings;
+}): Submitter {
+  const { redis, queue, keys, settings } = deps;
+  const q = queue.keys;
+  const backlogKeys = [q.wait, q.prioritized, q.delayed, q.paused] as string[];
+  const jobPrefix = keys.job("");
+
+  return {
+    async submit(input) {
+      const now = Date.now();
+      const id = randomBytes(16).toString("base64url");
+      const fingerprint = createHash("sha256")
+        .update(
+          canonicalJson({
+            userId: input.userId,
+            reportType: input.reportType,
+            filters: input.filters,
+            priority: input.priority,
+            runAt: input.runAt ?? null,
+            deadline: input.deadline ?? null,
+          }),
+        )
+        .digest("base64url");
+      const view: JobView = {
+        id,
+        tenant: input.tenant,
+        userId: input.userId,
+        reportType: input.reportType,
+        state: "queued",
+        progress: 0,
+        phase: "",
+        attemptsMade: 0,
+        maxAttempts: settings.attempts[input.reportType],
+        failureReason: "",
+        createdAt: now,
+        filters: input.filters,
+        priority: input.priority,
+        runAt: input.runAt,
+        deadline: input.deadline,
+      };
+      const data: ReportJobData = {
+        tenant: input.tenant,
+        userId: input.userId,
+        reportType: input.reportType,
+        filters: input.filters,
+        deadline: input.deadline,
+      };
+      const delay = input.runAt !== undefined ? Math.max(0, input.runAt - now) : 0;
+      const opts: JobsOptions = {
+        attempts: view.maxAttempts,
+        // The worker computes each delay (exponential with jitter) so the
+        // RETRYING event can say when the next attempt is due.
+        backoff: { type: retryBackoffType, delay: settings.retryBackoffMs },
+        removeOnComplete: { age: Math.ceil(settings.retentionSucceededMs / 1000) },
+        removeOnFail: { age: Math.ceil(settings.retentionFailedMs / 1000) },
+        priority: bullPriority[input.priority],
+        ...(delay > 0 ? { delay } : {}),
+        timestamp: now,
+      };
+      const call = await captureAdd(new Job(queue, input.reportType, data, opts, id));
+      const { script, keys: bullKeyCount } = composedFor(call.name);
+      const bullKeys = call.args.slice(0, bullKeyCount) as string[];
+      const bullArgv = call.args.slice(bullKeyCount);
+
+      const idemKey = input.idempotencyKey
+        ? keys.idempotency(
+            input.tenant,
+            createHash("sha256").update(input.idempotencyKey).digest("base64url"),
+          )
+        : keys.job(id);
+      const params = {
+        idem: input.idempotencyKey !== undefined && input.idempotencyKey !== "",
+        fp: fingerprint,
+        idemTtl: settings.idempotencyTtlMs,
+        maxBacklog: settings.maxBacklog,
+        maxLen: settings.eventStreamMaxLen,
+        channel: keys.eventChannel(id),
+        jobPrefix,
+        jobId: id,
+        score: String(now),
+        rec: encodeNewRecord(view, fingerprint),
+        ev: encodeEvent({
+          type: "queued",
+          state: "queued",
+          progress: 0,
+          phase: "",
+          attempt: 0,
+          time: now,
+        }),
+      };
+      const reply = (await script.run(
+        redis,
+        [
+          idemKey,
+          keys.job(id),
+          keys.events(id),
+          keys.tenantIndex(input.tenant),
+          ...backlogKeys,
+          ...bullKeys,
+        ],
+        [JSON.stringify(params), ...(bullArgv as (string | Buffer)[])],
+      )) as [string, string, string[]?];
+
+      switch (reply[0]) {
+        case "new":
+          return { job: view, deduplicated: false };
+        case "dup": {
+          const existing = decodeRecord(reply[2]);
+          if (existing === undefined) {
+            throw new IdempotencyConflictError(
+              `idempotency key was used for job ${reply[1]}, which has expired; use a new key`,
+            );
+          }
+          return { job: existing, deduplicated: true };
+        }
+        case "conflict":
+          throw new IdempotencyConflictError();
+        case "full":
+          throw new BackpressureError(
+            `backlog is full (${reply[1]} jobs waiting); retry later`,
+            Math.max(1000, settings.retryBackoffMs),
+          );
+        default:
+          throw new Error(`enqueue failed: BullMQ add returned ${reply[1]}`);
+      }
+    },
+  };
+}
+
+/** The script call BullMQ would make to add `job`, captured instead of sent. */
+async function captureAdd(job: Job): Promise<{ name: string; args: unknown[] }> {
+  let captured: { name: string; args: unknown[] } | undefined;
+  const recorder = {
+    runCommand(name: string, args: unknown[]) {
+      captured = { name, args };
+      return Promise.resolve(job.id ?? "");
+    },
+  };
+  await job.addJob(recorder as unknown as Parameters<Job["addJob"]>[0]);
+  if (captured === undefined) throw new Error("BullMQ did not produce an add command");
+  return captured;
+}

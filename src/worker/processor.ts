@@ -1,0 +1,265 @@
+/**
+ * Runs one attempt of one job: records STARTED, runs the report type's
+ * generator with a progress reporter and an AbortSignal (cancel, shutdown or
+ * run timeout), stores the file, records SUCCEEDED; on failure records
+ * RETRYING (with when the next attempt is due) or FAILED on the last attempt
+ * or a permanent error. Every record write is guarded by the job's state, so
+ * a re-run of a finished job (after a crash) changes nothing.
+ */
+import type { Logger } from "pino";
+import type { JobView, ReportType } from "../domain/job.js";
+import { terminalStates } from "../domain/job.js";
+import type { EventLog } from "../events/event-log.js";
+import type { JobReader } from "../queue/job-reader.js";
+import { encodeArtifact, recordField as f } from "../queue/job-record.js";
+import type { ArtifactStore } from "./artifact-store.js";
+import { PermanentReportError, type ReportGenerator, TransientReportError } from "./generator.js";
+
+/** What the processor needs to know about a queued job (a BullMQ job fits). */
+export interface AttemptContext {
+  id: string;
+  /** Failed attempts so far (BullMQ's attemptsMade). */
+  attemptsMade: number;
+  maxAttempts: number;
+}
+
+/** Settings of the processor. */
+export interface ProcessorSettings {
+  timeoutMs: Record<ReportType, number>;
+  retryBackoffMs: number;
+  retentionSucceededMs: number;
+  retentionFailedMs: number;
+  random?: () => number;
+}
+
+/** How an attempt ended, for the queue adapter. */
+export type AttemptOutcome =
+  | { kind: "succeeded" | "skipped" }
+  /** The worker is stopping: the attempt was abandoned and the job goes back to the queue. */
+  | { kind: "released" }
+  | { kind: "retry"; error: Error; delayMs: number }
+  | { kind: "failed"; error: Error; permanent: boolean };
+
+/** Runs attempts. */
+export interface Processor {
+  run(job: AttemptContext, signal: AbortSignal): Promise<AttemptOutcome>;
+  /** Records FAILED for a job the queue failed on its own (e.g. stalled too often). */
+  markFailed(jobId: string, attempt: number, reason: string): Promise<void>;
+}
+
+/** The abort reason that means "the worker is stopping; give the job back". */
+export const releaseReason = "worker shutting down";
+
+/** Creates a processor. Generators are looked up by report type. */
+export function createProcessor(deps: {
+  log: EventLog;
+  jobs: JobReader;
+  generators: Record<ReportType, ReportGenerator>;
+  artifacts: ArtifactStore;
+  settings: ProcessorSettings;
+  logger: Logger;
+}): Processor {
+  const { log, jobs, generators, artifacts, settings, logger } = deps;
+  const random = settings.random ?? Math.random;
+
+  const fail = async (job: JobView, attempt: number, reason: string) => {
+    const now = Date.now();
+    await log.append(
+      job.id,
+      {
+        type: "failed",
+        state: "failed",
+        progress: job.progress,
+        phase: job.phase,
+        attempt,
+        time: now,
+        error: reason,
+      },
+      {
+        recordUpdates: [f.state, "failed", f.failureReason, reason, f.finishedAt, String(now)],
+        ttlMs: settings.retentionFailedMs,
+      },
+    );
+  };
+
+  return {
+    async run(ctx, signal) {
+      const job = await jobs.get(ctx.id);
+      // Gone (expired) or already finished by an earlier run: nothing to do.
+      if (job === undefined || terminalStates.has(job.state)) return { kind: "skipped" };
+      const attempt = ctx.attemptsMade + 1;
+      const started = Date.now();
+      const startedAppend = await log.append(
+        job.id,
+        {
+          type: "started",
+          state: "running",
+          progress: 5,
+          phase: "started",
+          attempt,
+          time: started,
+        },
+        {
+          recordUpdates: [
+            f.state,
+            "running",
+            f.progress,
+            "5",
+            f.phase,
+            "started",
+            f.attemptsMade,
+            String(attempt),
+            f.maxAttempts,
+            String(ctx.maxAttempts),
+            f.startedAt,
+            String(started),
+          ],
+        },
+      );
+      if (!startedAppend.appended) return { kind: "skipped" };
+
+      const timeoutMs = settings.timeoutMs[job.reportType];
+      const timeout = AbortSignal.timeout(timeoutMs);
+      const attemptSignal = AbortSignal.any([signal, timeout]);
+      let phase = "started";
+      let progress = 5;
+      try {
+        const output = await generators[job.reportType].generate(
+          {
+            jobId: job.id,
+            userId: job.userId,
+            reportType: job.reportType,
+            filters: job.filters,
+            attempt,
+          },
+          async (percent, newPhase) => {
+            progress = Math.max(0, Math.min(99, Math.round(percent)));
+            phase = newPhase;
+            attemptSignal.throwIfAborted();
+            await log.append(
+              job.id,
+              { type: "progress", state: "running", progress, phase, attempt, time: Date.now() },
+              {
+                recordUpdates: [f.progress, String(progress), f.phase, phase],
+                allowedStates: ["running"],
+              },
+            );
+          },
+          attemptSignal,
+        );
+        attemptSignal.throwIfAborted();
+        const artifact = await artifacts.put(
+          job.id,
+          output.fileName,
+          output.contentType,
+          output.content,
+        );
+        const now = Date.now();
+        await log.append(
+          job.id,
+          {
+            type: "succeeded",
+            state: "succeeded",
+            progress: 100,
+            phase: "completed",
+            attempt,
+            time: now,
+            result: artifact,
+          },
+          {
+            recordUpdates: [
+              f.state,
+              "succeeded",
+              f.progress,
+              "100",
+              f.phase,
+              "completed",
+              f.finishedAt,
+              String(now),
+              f.failureReason,
+              "",
+              ...encodeArtifact(artifact),
+            ],
+            allowedStates: ["running"],
+            ttlMs: settings.retentionSucceededMs,
+          },
+        );
+        return { kind: "succeeded" };
+      } catch (err) {
+        if (signal.aborted && signal.reason === releaseReason) {
+          const now = Date.now();
+          await log.append(
+            job.id,
+            { type: "queued", state: "queued", progress: 0, phase: "released", attempt, time: now },
+            {
+              recordUpdates: [
+                f.state,
+                "queued",
+                f.progress,
+                "0",
+                f.phase,
+                "released",
+                f.attemptsMade,
+                String(attempt - 1),
+              ],
+              allowedStates: ["running"],
+            },
+          );
+          return { kind: "released" };
+        }
+        const permanent = err instanceof PermanentReportError;
+        const reason = timeout.aborted
+          ? `attempt timed out after ${timeoutMs} ms in phase ${phase}`
+          : describeFailure(err, phase, logger, job.id);
+        const error = new Error(reason);
+        if (permanent || attempt >= ctx.maxAttempts) {
+          await fail({ ...job, progress, phase }, attempt, reason);
+          return { kind: "failed", error, permanent };
+        }
+        const delayMs = backoffDelay(settings.retryBackoffMs, attempt, random);
+        const now = Date.now();
+        await log.append(
+          job.id,
+          {
+            type: "retrying",
+            state: "retrying",
+            progress,
+            phase,
+            attempt,
+            time: now,
+            error: reason,
+            nextAttemptAt: now + delayMs,
+          },
+          {
+            recordUpdates: [f.state, "retrying", f.failureReason, reason],
+            allowedStates: ["running"],
+          },
+        );
+        return { kind: "retry", error, delayMs };
+      }
+    },
+
+    async markFailed(jobId, attempt, reason) {
+      const job = await jobs.get(jobId);
+      if (job === undefined || terminalStates.has(job.state)) return;
+      await fail(job, attempt, reason);
+    },
+  };
+}
+
+/**
+ * Exponential backoff with jitter: base * 2^(attempt-1), scaled by a random
+ * factor in [0.5, 1] so that jobs failing together do not retry together.
+ */
+export function backoffDelay(baseMs: number, attempt: number, random: () => number): number {
+  const full = baseMs * 2 ** Math.min(attempt - 1, 20);
+  return Math.round(full * (0.5 + 0.5 * random()));
+}
+
+/** A failure reason safe to show callers: generator errors say what they mean; anything else is logged. */
+function describeFailure(err: unknown, phase: string, logger: Logger, jobId: string): string {
+  if (err instanceof PermanentReportError || err instanceof TransientReportError)
+    return err.message;
+  logger.error({ err, jobId, phase }, "report generator failed unexpectedly");
+  return `internal error in phase ${phase}`;
+}
