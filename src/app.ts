@@ -36,9 +36,9 @@ export interface AppOptions {
   logger?: Logger;
   /** Replaces built-in generators per report type. */
   generators?: Partial<Record<ReportType, ReportGenerator>>;
-  /** BullMQ lock duration (default 30 s): a dead worker's jobs are recovered after about this long. */
+  /** Overrides WORKER_LOCK_DURATION_MS. */
   lockDurationMs?: number;
-  /** BullMQ stalled-check interval (default 30 s). */
+  /** Overrides WORKER_STALLED_INTERVAL_MS. */
   stalledIntervalMs?: number;
 }
 
@@ -168,8 +168,8 @@ export function createApp(config: Config, options: AppOptions = {}): App {
         bullPrefix: keys.bullPrefix,
         concurrency: config.workerConcurrency,
         retryBackoffMs: config.retryBackoffMs,
-        lockDurationMs: options.lockDurationMs ?? 30_000,
-        stalledIntervalMs: options.stalledIntervalMs ?? 30_000,
+        lockDurationMs: options.lockDurationMs ?? config.lockDurationMs,
+        stalledIntervalMs: options.stalledIntervalMs ?? config.stalledIntervalMs,
       },
       logger,
     });

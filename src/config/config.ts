@@ -28,6 +28,10 @@ export interface Config {
   /** Base of the absolute URLs the API hands out (status and download URLs). */
   publicUrl: string;
   workerConcurrency: number;
+  /** BullMQ lock duration: a dead worker's jobs are recovered after about this long. */
+  lockDurationMs: number;
+  /** How often workers look for stalled jobs (of dead workers). */
+  stalledIntervalMs: number;
   artifactDir: string;
   reportPhaseDelayMs: number;
   reportFailRate: number;
@@ -170,6 +174,8 @@ export function loadConfig(env: Env, mode?: string): Config {
     port,
     publicUrl,
     workerConcurrency: int("WORKER_CONCURRENCY", 10, 1, 1000),
+    lockDurationMs: int("WORKER_LOCK_DURATION_MS", 30_000, 1000, 3600_000),
+    stalledIntervalMs: int("WORKER_STALLED_INTERVAL_MS", 30_000, 500, 3600_000),
     artifactDir: path.resolve(read("ARTIFACT_DIR") ?? "./.data/artifacts"),
     reportPhaseDelayMs: int("REPORT_PHASE_DELAY_MS", 500, 0, 3600_000),
     reportFailRate: float("REPORT_FAIL_RATE", 0, 0, 1),
