@@ -15,19 +15,22 @@ import { createHttpRoutes } from "./api/http-routes.js";
 import { createReportService } from "./api/report-service.js";
 import { createDualServer, type DualServer } from "./api/server.js";
 import type { Config } from "./config/config.js";
-import type { ReportType } from "./domain/job.js";
+import { type ReportType, reportTypes } from "./domain/job.js";
 import { createEventHub, type EventHub } from "./events/event-hub.js";
 import { createEventLog } from "./events/event-log.js";
 import { closeRedis, createRedisConnection, waitForReady } from "./queue/connections.js";
+import { createJobControl } from "./queue/job-control.js";
+import { createJobLister } from "./queue/job-lister.js";
 import { createJobReader } from "./queue/job-reader.js";
-import { createKeys, type Keys, queueName } from "./queue/keys.js";
-import { createSubmitter } from "./queue/submitter.js";
+import { createKeys, type Keys, queueNameFor } from "./queue/keys.js";
+import { bullJobSpec, createSubmitter } from "./queue/submitter.js";
 import { createLogger } from "./telemetry/logger.js";
 import { createArtifactStore } from "./worker/artifact-store.js";
 import type { ReportGenerator } from "./worker/generator.js";
 import { createCustomReport } from "./worker/generators/custom-report.js";
 import { createMonthlyReport } from "./worker/generators/monthly-report.js";
 import { createWeeklyReport } from "./worker/generators/weekly-report.js";
+import { createJanitor, type Janitor } from "./worker/janitor.js";
 import { createProcessor } from "./worker/processor.js";
 import { createReportWorker, type ReportWorker } from "./worker/report-worker.js";
 
@@ -51,6 +54,8 @@ export interface App {
   readonly hub?: EventHub;
   /** Set in worker and all modes. */
   readonly worker?: ReportWorker;
+  /** Set in worker and all modes. */
+  readonly janitor?: Janitor;
   /** Connects, checks Redis, listens (api) and starts fetching jobs (worker). Returns the API's URL. */
   start(): Promise<{ url?: string; port?: number }>;
   /** Stops in order: watches, server, workers, Redis. Idempotent; never throws. */
@@ -75,33 +80,54 @@ export function createApp(config: Config, options: AppOptions = {}): App {
   const log = createEventLog({ redis: commands, keys, maxLen: config.eventStreamMaxLen });
   const shutdown = new AbortController();
 
+  // One BullMQ queue per report type (own concurrency and rate limits), sharing the command connection.
+  const queues = Object.fromEntries(
+    reportTypes.map((t) => {
+      const q = new Queue(queueNameFor(t), { connection: commands, prefix: keys.bullPrefix });
+      q.on("error", (err) => logger.warn({ err: err.message }, "queue error"));
+      return [t, q];
+    }),
+  ) as Record<ReportType, Queue>;
+  const queueSettings = {
+    retryBackoffMs: config.retryBackoffMs,
+    retentionSucceededMs: config.retentionSucceededMs,
+    retentionFailedMs: config.retentionFailedMs,
+  };
+
   let hub: EventHub | undefined;
-  let queue: Queue | undefined;
   let server: DualServer | undefined;
   if (runsApi) {
     hub = createEventHub({ subscriber: connect("subscriber"), keys, logger });
-    queue = new Queue(queueName, { connection: commands, prefix: keys.bullPrefix });
-    queue.on("error", (err) => logger.warn({ err: err.message }, "queue error"));
     const attempts = Object.fromEntries(
-      Object.entries(config.reportTypes).map(([t, s]) => [t, s.attempts]),
+      reportTypes.map((t) => [t, config.reportTypes[t].attempts]),
     ) as Record<ReportType, number>;
     const submitter = createSubmitter({
       redis: commands,
-      queue,
+      queues,
       keys,
       settings: {
+        ...queueSettings,
         attempts,
-        retryBackoffMs: config.retryBackoffMs,
         idempotencyTtlMs: config.idempotencyTtlMs,
-        retentionSucceededMs: config.retentionSucceededMs,
-        retentionFailedMs: config.retentionFailedMs,
         maxBacklog: config.maxBacklog,
+        backlogRetryAfterMs: config.backlogRetryAfterMs,
         eventStreamMaxLen: config.eventStreamMaxLen,
       },
+    });
+    const control = createJobControl({
+      redis: commands,
+      queues,
+      keys,
+      jobs,
+      log,
+      bullJob: (job) => bullJobSpec(job, queueSettings),
+      settings: { retentionFailedMs: config.retentionFailedMs },
     });
     const service = createReportService({
       submitter,
       jobs,
+      control,
+      lister: createJobLister({ redis: commands, keys }),
       log,
       hub,
       publicUrl: config.publicUrl,
@@ -137,6 +163,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
   }
 
   let worker: ReportWorker | undefined;
+  let janitor: Janitor | undefined;
   if (runsWorker) {
     const simulation = { phaseDelayMs: config.reportPhaseDelayMs, failRate: config.reportFailRate };
     const generators: Record<ReportType, ReportGenerator> = {
@@ -146,31 +173,40 @@ export function createApp(config: Config, options: AppOptions = {}): App {
       ...options.generators,
     };
     const timeoutMs = Object.fromEntries(
-      Object.entries(config.reportTypes).map(([t, s]) => [t, s.timeoutMs]),
+      reportTypes.map((t) => [t, config.reportTypes[t].timeoutMs]),
     ) as Record<ReportType, number>;
+    const artifacts = createArtifactStore(config.artifactDir);
     const processor = createProcessor({
       log,
       jobs,
       generators,
-      artifacts: createArtifactStore(config.artifactDir),
-      settings: {
-        timeoutMs,
-        retryBackoffMs: config.retryBackoffMs,
-        retentionSucceededMs: config.retentionSucceededMs,
-        retentionFailedMs: config.retentionFailedMs,
-      },
+      artifacts,
+      settings: { ...queueSettings, timeoutMs },
       logger,
     });
     worker = createReportWorker({
       connection: connect("worker"),
+      subscriber: connect("subscriber"),
+      commands,
+      keys,
       processor,
       settings: {
         bullPrefix: keys.bullPrefix,
-        concurrency: config.workerConcurrency,
+        types: config.reportTypes,
         retryBackoffMs: config.retryBackoffMs,
         lockDurationMs: options.lockDurationMs ?? config.lockDurationMs,
         stalledIntervalMs: options.stalledIntervalMs ?? config.stalledIntervalMs,
+        cancelPollMs: config.cancelPollMs,
       },
+      logger,
+    });
+    janitor = createJanitor({
+      redis: commands,
+      keys,
+      queues,
+      artifacts,
+      artifactDir: config.artifactDir,
+      settings: { ...queueSettings, intervalMs: config.retentionSweepMs },
       logger,
     });
   }
@@ -190,6 +226,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
     keys,
     hub,
     worker,
+    janitor,
     async start() {
       await waitForReady(commands, 5000).catch(() => {
         throw new Error(`cannot reach Redis at ${redactedTarget(config.redisUrl)} (set REDIS_URL)`);
@@ -208,7 +245,8 @@ export function createApp(config: Config, options: AppOptions = {}): App {
         );
       }
       if (worker) {
-        worker.start();
+        await worker.start();
+        janitor?.start();
         logger.info({ concurrency: config.workerConcurrency }, "worker started");
       }
       return { url, port };
@@ -221,8 +259,11 @@ export function createApp(config: Config, options: AppOptions = {}): App {
         shutdown.abort();
         if (server) await step("server", () => server?.close(Math.min(5000, deadline)));
         if (worker) await step("worker", () => worker?.close(config.shutdownGraceMs));
+        if (janitor) await step("janitor", () => janitor?.close());
         if (hub) await step("hub", () => hub?.close());
-        if (queue) await step("queue", () => queue?.close());
+        await step("queues", async () => {
+          await Promise.all(Object.values(queues).map((q) => q.close()));
+        });
         await step("redis", async () => {
           await Promise.all(connections.map((c) => closeRedis(c)));
         });

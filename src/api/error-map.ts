@@ -59,6 +59,11 @@ export function toConnectError(err: unknown, logger: Logger): ConnectError {
     logger.warn({ err: err instanceof Error ? err.message : String(err) }, "storage unavailable");
     return new ConnectError(new StorageUnavailableError().message, Code.Unavailable);
   }
-  logger.error({ err }, "unexpected error");
+  // Only name, message and stack: driver errors carry whole commands (and request data) as properties.
+  const e =
+    err instanceof Error
+      ? { type: err.name, message: err.message, stack: err.stack }
+      : { message: String(err) };
+  logger.error({ err: e }, "unexpected error");
   return new ConnectError("internal error", Code.Internal);
 }

@@ -15,17 +15,27 @@ import type { JobView } from "../domain/job.js";
 import type { EventHub } from "../events/event-hub.js";
 import type { EventLog } from "../events/event-log.js";
 import { watchJobEvents } from "../events/watch-job-events.js";
+import type { JobControl } from "../queue/job-control.js";
+import type { JobLister } from "../queue/job-lister.js";
 import type { JobReader } from "../queue/job-reader.js";
 import type { Submitter } from "../queue/submitter.js";
 import { kTenant } from "./context-keys.js";
 import { toConnectError } from "./error-map.js";
 import { eventToProto, jobToProto } from "./proto-mapping.js";
-import { validateGetJob, validateSubmitReport, validateWatchJob } from "./validation.js";
+import {
+  validateCancelJob,
+  validateGetJob,
+  validateListJobs,
+  validateSubmitReport,
+  validateWatchJob,
+} from "./validation.js";
 
 /** What the handlers need. */
 export interface ReportServiceDeps {
   submitter: Submitter;
   jobs: JobReader;
+  control: JobControl;
+  lister: JobLister;
   log: EventLog;
   hub: EventHub;
   /** Base of absolute URLs (status and download). */
@@ -54,10 +64,8 @@ export async function getTenantJob(
 }
 
 /** Creates the ReportService implementation. */
-export function createReportService(
-  deps: ReportServiceDeps,
-): Partial<ServiceImpl<typeof ReportService>> {
-  const { submitter, jobs, log, hub, publicUrl, logger } = deps;
+export function createReportService(deps: ReportServiceDeps): ServiceImpl<typeof ReportService> {
+  const { submitter, jobs, control, lister, log, hub, publicUrl, logger } = deps;
   const fail = (err: unknown) => toConnectError(err, logger);
 
   return {
@@ -117,6 +125,39 @@ export function createReportService(
           }
           throw err;
         }
+      } catch (err) {
+        throw fail(err);
+      }
+    },
+
+    async cancelJob(req, ctx) {
+      try {
+        const { jobId, reason } = validateCancelJob(req);
+        const job = await control.cancel(ctx.values.get(kTenant), jobId, reason);
+        return { job: jobToProto(job, publicUrl) };
+      } catch (err) {
+        throw fail(err);
+      }
+    },
+
+    async listJobs(req, ctx) {
+      try {
+        const query = validateListJobs(req, ctx.values.get(kTenant));
+        const page = await lister.list(query);
+        return {
+          jobs: page.jobs.map((j) => jobToProto(j, publicUrl)),
+          nextPageToken: page.nextPageToken,
+        };
+      } catch (err) {
+        throw fail(err);
+      }
+    },
+
+    async retryJob(req, ctx) {
+      try {
+        const jobId = validateGetJob(req);
+        const job = await control.retry(ctx.values.get(kTenant), jobId);
+        return { job: jobToProto(job, publicUrl) };
       } catch (err) {
         throw fail(err);
       }

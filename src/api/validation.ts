@@ -6,14 +6,17 @@
  */
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type {
+  CancelJobRequest,
   GetJobRequest,
+  ListJobsRequest,
   SubmitReportRequest,
   WatchJobRequest,
 } from "../../gen/reports/v1/report_service_pb.js";
 import { type FieldViolation, InvalidArgumentError } from "../domain/errors.js";
-import type { JsonObject, SubmitInput } from "../domain/job.js";
+import type { JobState, JsonObject, SubmitInput } from "../domain/job.js";
 import { parseStreamId } from "../events/event-codec.js";
-import { priorityFromProto, reportTypeFromProto } from "./proto-mapping.js";
+import type { ListQuery } from "../queue/job-lister.js";
+import { priorityFromProto, reportTypeFromProto, stateFromProto } from "./proto-mapping.js";
 
 /** Largest accepted filters object, serialized as JSON. */
 export const maxFiltersBytes = 16 * 1024;
@@ -127,4 +130,50 @@ export function validateWatchJob(req: WatchJobRequest): { jobId: string; afterEv
   }
   if (v.length > 0) throw new InvalidArgumentError(v);
   return { jobId: req.jobId, afterEventId };
+}
+
+/** Validates a CancelJob request; the reason defaults to "cancelled by request". */
+export function validateCancelJob(req: CancelJobRequest): { jobId: string; reason: string } {
+  const v = jobIdViolations(req.jobId);
+  const length = [...req.reason].length;
+  if (length > 512)
+    v.push({ field: "reason", description: `must be at most 512 characters (got ${length})` });
+  if (v.length > 0) throw new InvalidArgumentError(v);
+  return {
+    jobId: req.jobId,
+    reason: req.reason.trim() === "" ? "cancelled by request" : req.reason,
+  };
+}
+
+/** Validates a ListJobs request: page_size 0 (= 50) to 200, known states, user_id up to 128 characters. */
+export function validateListJobs(req: ListJobsRequest, tenant: string): ListQuery {
+  const v: FieldViolation[] = [];
+  if (req.pageSize < 0 || req.pageSize > 200) {
+    v.push({
+      field: "page_size",
+      description: `must be 0 (default 50) to 200 (got ${req.pageSize})`,
+    });
+  }
+  const userLength = [...req.userId].length;
+  if (userLength > 128)
+    v.push({ field: "user_id", description: `must be at most 128 characters (got ${userLength})` });
+  const states: JobState[] = [];
+  for (const s of req.states) {
+    const state = stateFromProto(s);
+    if (state === undefined) {
+      v.push({ field: "states", description: `contains ${s}, which is not a job state` });
+    } else if (!states.includes(state)) {
+      states.push(state);
+    }
+  }
+  if (req.pageToken.length > 512)
+    v.push({ field: "page_token", description: "is not a next_page_token" });
+  if (v.length > 0) throw new InvalidArgumentError(v);
+  return {
+    tenant,
+    userId: req.userId === "" ? undefined : req.userId,
+    states,
+    pageSize: req.pageSize === 0 ? 50 : req.pageSize,
+    pageToken: req.pageToken === "" ? undefined : req.pageToken,
+  };
 }

@@ -13,6 +13,10 @@ export interface ReportTypeSettings {
   attempts: number;
   /** A generator running longer than this is aborted and the attempt fails. */
   timeoutMs: number;
+  /** Jobs of this type running at once in one worker process. */
+  concurrency: number;
+  /** At most `max` jobs of this type start per `durationMs`, across all workers. */
+  rateLimit?: { max: number; durationMs: number };
 }
 
 /** The validated configuration of one process. */
@@ -42,6 +46,12 @@ export interface Config {
   retentionFailedMs: number;
   eventStreamMaxLen: number;
   maxBacklog: number;
+  /** The retry delay a RESOURCE_EXHAUSTED answer suggests. */
+  backlogRetryAfterMs: number;
+  /** How often workers check running jobs for a cancel request they may have missed. */
+  cancelPollMs: number;
+  /** How often the janitor removes what expired (index entries, artifacts, BullMQ jobs). */
+  retentionSweepMs: number;
   watchKeepaliveMs: number;
   watchMaxDurationMs: number;
   maxTimeoutMs: number;
@@ -145,12 +155,17 @@ export function loadConfig(env: Env, mode?: string): Config {
   }
   const attempts = int("JOB_ATTEMPTS", 5, 1, 100);
   const defaultTimeout = int("REPORT_TIMEOUT_MS", 5 * 60_000, 100, 24 * 3600_000);
+  const workerConcurrency = int("WORKER_CONCURRENCY", 10, 1, 1000);
   const perType = {} as Record<ReportType, ReportTypeSettings>;
   for (const t of reportTypes) {
     const upper = t.toUpperCase();
+    const rateMax = int(`${upper}_RATE_MAX`, 0, 0, 1_000_000);
+    const rateDuration = int(`${upper}_RATE_DURATION_MS`, 1000, 1, 24 * 3600_000);
     perType[t] = {
       attempts: int(`${upper}_ATTEMPTS`, attempts, 1, 100),
       timeoutMs: int(`${upper}_TIMEOUT_MS`, defaultTimeout, 100, 24 * 3600_000),
+      concurrency: int(`${upper}_CONCURRENCY`, workerConcurrency, 1, 1000),
+      rateLimit: rateMax > 0 ? { max: rateMax, durationMs: rateDuration } : undefined,
     };
   }
   const corsOrigins = (read("CORS_ORIGINS") ?? "")
@@ -173,7 +188,7 @@ export function loadConfig(env: Env, mode?: string): Config {
     host,
     port,
     publicUrl,
-    workerConcurrency: int("WORKER_CONCURRENCY", 10, 1, 1000),
+    workerConcurrency,
     lockDurationMs: int("WORKER_LOCK_DURATION_MS", 30_000, 1000, 3600_000),
     stalledIntervalMs: int("WORKER_STALLED_INTERVAL_MS", 30_000, 500, 3600_000),
     artifactDir: path.resolve(read("ARTIFACT_DIR") ?? "./.data/artifacts"),
@@ -186,6 +201,9 @@ export function loadConfig(env: Env, mode?: string): Config {
     retentionFailedMs: int("RETENTION_FAILED_SECONDS", 7 * 24 * 3600, 1, 365 * 24 * 3600) * 1000,
     eventStreamMaxLen: int("EVENT_STREAM_MAXLEN", 1000, 10, 1_000_000),
     maxBacklog: int("MAX_BACKLOG", 100_000, 1, 100_000_000),
+    backlogRetryAfterMs: int("BACKLOG_RETRY_AFTER_MS", 5000, 100, 3600_000),
+    cancelPollMs: int("CANCEL_POLL_MS", 500, 50, 60_000),
+    retentionSweepMs: int("RETENTION_SWEEP_MS", 60_000, 100, 24 * 3600_000),
     watchKeepaliveMs: int("WATCH_KEEPALIVE_MS", 15_000, 100, 3600_000),
     watchMaxDurationMs: int("WATCH_MAX_DURATION_MS", 3600_000, 1000, 24 * 3600_000),
     maxTimeoutMs: int("MAX_TIMEOUT_MS", 3600_000, 1000, 24 * 3600_000),

@@ -74,6 +74,8 @@ export interface JobView {
   priority: JobPriority;
   runAt?: number;
   deadline?: number;
+  /** Set when CancelJob asked a running job to stop: the reason given (or "cancelled"). */
+  cancelReason?: string;
 }
 
 /** One entry of a job's event log. `id` is the stream entry id, the resume cursor. */

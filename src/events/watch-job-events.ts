@@ -7,6 +7,8 @@
  * (appends write the log and publish in one atomic script); events present in
  * both are dropped by comparing stream ids with the last one delivered. After
  * a subscriber reconnect the log is read again from the last id delivered.
+ * The watch ends after a terminal event that is the latest one logged; a
+ * terminal event followed by more (RetryJob) does not end a replay.
  */
 import { JobNotFoundError } from "../domain/errors.js";
 import { type JobEventView, terminalEventTypes } from "../domain/job.js";
@@ -64,11 +66,14 @@ export async function* watchJobEvents(
     if (replay === undefined || replay.tenant !== tenant) throw new JobNotFoundError(jobId);
     let queue: JobEventView[] = replay.events;
     for (;;) {
-      for (const event of queue) {
+      for (const [i, event] of queue.entries()) {
         if (last !== undefined && compareStreamIds(event.id, last) <= 0) continue;
         yield event;
         last = event.id;
-        if (terminalEventTypes.has(event.type)) return;
+        // A terminal event ends the watch unless more events follow it (a
+        // RetryJob re-queued the job after it FAILED).
+        if (terminalEventTypes.has(event.type) && i === queue.length - 1 && pending.length === 0)
+          return;
       }
       if (resync) {
         resync = false;

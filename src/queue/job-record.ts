@@ -134,6 +134,8 @@ export function decodeRecord(
     runAt: num(f.runAt),
     deadline: num(f.deadline),
   };
+  const cancelReason = h[f.cancelRequested];
+  if (cancelReason) job.cancelReason = cancelReason;
   const path = h[f.resultPath];
   if (path) {
     job.result = {

@@ -4,8 +4,15 @@
  * namespace and `SCAN prefix:*` finds all of it.
  */
 
-/** The BullMQ queue that carries report jobs. */
-export const queueName = "reports";
+import type { ReportType } from "../domain/job.js";
+
+/**
+ * The BullMQ queue of a report type. One queue per type, so that each type
+ * has its own worker concurrency and rate limit.
+ */
+export function queueNameFor(type: ReportType): string {
+  return `reports-${type}`;
+}
 
 /** Key builders for one prefix. */
 export interface Keys {
@@ -19,8 +26,14 @@ export interface Keys {
   eventChannel(id: string): string;
   /** Hash {job, fp}: the idempotency record of (tenant, key). Expires IDEMPOTENCY_TTL after the first submit. */
   idempotency(tenant: string, keyDigest: string): string;
-  /** Sorted set (score: created ms): a tenant's jobs, for ListJobs. Members leave when their job expires. */
+  /** Sorted set (score: created ms): a tenant's jobs, for ListJobs. Members leave when their job expires (janitor). */
   tenantIndex(tenant: string): string;
+  /** Sorted set like tenantIndex, for one user of the tenant. Same retention. */
+  userIndex(tenant: string, userDigest: string): string;
+  /** Set of tenants that have an index, for the janitor. Kept while any tenant index exists. */
+  readonly tenants: string;
+  /** Pub/sub channel: cancel requests for running jobs (message: job id), heard by every worker. Holds nothing. */
+  readonly controlChannel: string;
 }
 
 /** Builds the key set for `prefix`. */
@@ -32,5 +45,8 @@ export function createKeys(prefix: string): Keys {
     eventChannel: (id) => `${prefix}:ev:${id}`,
     idempotency: (tenant, digest) => `${prefix}:idem:${tenant}:${digest}`,
     tenantIndex: (tenant) => `${prefix}:idx:${tenant}`,
+    userIndex: (tenant, digest) => `${prefix}:idx:${tenant}:user:${digest}`,
+    tenants: `${prefix}:tenants`,
+    controlChannel: `${prefix}:control`,
   };
 }

@@ -42,6 +42,7 @@ export interface SubmitterSettings {
   retentionSucceededMs: number;
   retentionFailedMs: number;
   maxBacklog: number;
+  backlogRetryAfterMs: number;
   eventStreamMaxLen: number;
 }
 
@@ -65,7 +66,13 @@ const bullScripts = require("bullmq/dist/cjs/scripts/index.js") as Record<
   { name: string; content: string; keys: number }
 >;
 
-/** Our part of the script; `%BULLMQ%` is replaced by BullMQ's add script. */
+/**
+ * Our part of the script; `%BULLMQ%` is replaced by BullMQ's add script.
+ * KEYS: idempotency record, job record, event stream, tenant index, user
+ * index, tenant set, then `p.backlogKeys` keys whose lengths make up the
+ * backlog (per queue: wait and paused lists, prioritized and delayed sorted
+ * sets, in that order), then BullMQ's keys.
+ */
 const composedTemplate = `
 local function bullmqAdd(KEYS, ARGV)
 %BULLMQ%
@@ -78,17 +85,26 @@ if p.idem then
     return {'dup', prev[1], redis.call('HGETALL', p.jobPrefix .. prev[1])}
   end
 end
-local backlog = redis.call('LLEN', KEYS[5]) + redis.call('ZCARD', KEYS[6])
-  + redis.call('ZCARD', KEYS[7]) + redis.call('LLEN', KEYS[8])
+local backlog = 0
+for i = 7, 6 + p.backlogKeys do
+  local kind = (i - 7) % 4
+  if kind == 1 or kind == 2 then
+    backlog = backlog + redis.call('ZCARD', KEYS[i])
+  else
+    backlog = backlog + redis.call('LLEN', KEYS[i])
+  end
+end
 if backlog >= p.maxBacklog then return {'full', tostring(backlog)} end
 local bkeys = {}
-for i = 9, #KEYS do bkeys[#bkeys + 1] = KEYS[i] end
+for i = 7 + p.backlogKeys, #KEYS do bkeys[#bkeys + 1] = KEYS[i] end
 local added = bullmqAdd(bkeys, {ARGV[2], ARGV[3], ARGV[4]})
 if type(added) == 'number' and added < 0 then return {'error', tostring(added)} end
 redis.call('HSET', KEYS[2], unpack(p.rec))
 local id = redis.call('XADD', KEYS[3], 'MAXLEN', p.maxLen, '*', unpack(p.ev))
 redis.call('PUBLISH', p.channel, cjson.encode({id, p.ev}))
 redis.call('ZADD', KEYS[4], p.score, p.jobId)
+redis.call('ZADD', KEYS[5], p.score, p.jobId)
+redis.call('SADD', KEYS[6], p.tenant)
 if p.idem then
   redis.call('HSET', KEYS[1], 'job', p.jobId, 'fp', p.fp)
   redis.call('PEXPIRE', KEYS[1], p.idemTtl)
@@ -121,13 +137,16 @@ const bullPriority: Record<JobPriority, number> = { high: 1, normal: 2, low: 3 }
 /** Creates a submitter over a command connection and the BullMQ queue. */
 export function createSubmitter(deps: {
   redis: Redis;
-  queue: Queue;
+  queues: Record<ReportType, Queue>;
   keys: Keys;
   settings: SubmitterSettings;
 }): Submitter {
-  const { redis, queue, keys, settings } = deps;
-  const q = queue.keys;
-  const backlogKeys = [q.wait, q.prioritized, q.delayed, q.paused] as string[];
+  const { redis, queues, keys, settings } = deps;
+  // Waiting, prioritized, delayed and paused jobs of every type make up the backlog.
+  const backlogKeys = Object.values(queues).flatMap((queue) => {
+    const q = queue.keys;
+    return [q.wait, q.prioritized, q.delayed, q.paused] as string[]; // order matters: see the script
+  });
   const jobPrefix = keys.job("");
 
   return {
@@ -163,35 +182,22 @@ export function createSubmitter(deps: {
         runAt: input.runAt,
         deadline: input.deadline,
       };
-      const data: ReportJobData = {
-        tenant: input.tenant,
-        userId: input.userId,
-        reportType: input.reportType,
-        filters: input.filters,
-        deadline: input.deadline,
-      };
-      const delay = input.runAt !== undefined ? Math.max(0, input.runAt - now) : 0;
-      const opts: JobsOptions = {
-        attempts: view.maxAttempts,
-        // The worker computes each delay (exponential with jitter) so the
-        // RETRYING event can say when the next attempt is due.
-        backoff: { type: retryBackoffType, delay: settings.retryBackoffMs },
-        removeOnComplete: { age: Math.ceil(settings.retentionSucceededMs / 1000) },
-        removeOnFail: { age: Math.ceil(settings.retentionFailedMs / 1000) },
-        priority: bullPriority[input.priority],
-        ...(delay > 0 ? { delay } : {}),
-        timestamp: now,
-      };
-      const call = await captureAdd(new Job(queue, input.reportType, data, opts, id));
+      const spec = bullJobSpec(view, settings, now);
+      const call = await captureAdd(
+        new Job(
+          queues[input.reportType],
+          spec.name,
+          spec.data,
+          { ...spec.opts, timestamp: now },
+          id,
+        ),
+      );
       const { script, keys: bullKeyCount } = composedFor(call.name);
       const bullKeys = call.args.slice(0, bullKeyCount) as string[];
       const bullArgv = call.args.slice(bullKeyCount);
 
       const idemKey = input.idempotencyKey
-        ? keys.idempotency(
-            input.tenant,
-            createHash("sha256").update(input.idempotencyKey).digest("base64url"),
-          )
+        ? keys.idempotency(input.tenant, digest(input.idempotencyKey))
         : keys.job(id);
       const params = {
         idem: input.idempotencyKey !== undefined && input.idempotencyKey !== "",
@@ -201,6 +207,8 @@ export function createSubmitter(deps: {
         maxLen: settings.eventStreamMaxLen,
         channel: keys.eventChannel(id),
         jobPrefix,
+        backlogKeys: backlogKeys.length,
+        tenant: input.tenant,
         jobId: id,
         score: String(now),
         rec: encodeNewRecord(view, fingerprint),
@@ -220,6 +228,8 @@ export function createSubmitter(deps: {
           keys.job(id),
           keys.events(id),
           keys.tenantIndex(input.tenant),
+          keys.userIndex(input.tenant, digest(input.userId)),
+          keys.tenants,
           ...backlogKeys,
           ...bullKeys,
         ],
@@ -243,13 +253,58 @@ export function createSubmitter(deps: {
         case "full":
           throw new BackpressureError(
             `backlog is full (${reply[1]} jobs waiting); retry later`,
-            Math.max(1000, settings.retryBackoffMs),
+            settings.backlogRetryAfterMs,
           );
         default:
           throw new Error(`enqueue failed: BullMQ add returned ${reply[1]}`);
       }
     },
   };
+}
+
+/** What BullMQ is given for a job: name, data and options. */
+export interface BullJobSpec {
+  name: string;
+  data: ReportJobData;
+  opts: JobsOptions;
+}
+
+/** The BullMQ name, data and options of `job` (its id goes separately). */
+export function bullJobSpec(
+  job: JobView,
+  settings: Pick<
+    SubmitterSettings,
+    "retryBackoffMs" | "retentionSucceededMs" | "retentionFailedMs"
+  >,
+  now = Date.now(),
+): BullJobSpec {
+  const delay = job.runAt !== undefined ? Math.max(0, job.runAt - now) : 0;
+  return {
+    name: job.reportType,
+    data: {
+      tenant: job.tenant,
+      userId: job.userId,
+      reportType: job.reportType,
+      filters: job.filters,
+      deadline: job.deadline,
+    },
+    opts: {
+      attempts: job.maxAttempts,
+      // The worker computes each delay (exponential with jitter) so the
+      // RETRYING event can say when the next attempt is due.
+      backoff: { type: retryBackoffType, delay: settings.retryBackoffMs },
+      // Finished BullMQ jobs go with the job record (the janitor also cleans).
+      removeOnComplete: { age: Math.ceil(settings.retentionSucceededMs / 1000) },
+      removeOnFail: { age: Math.ceil(settings.retentionFailedMs / 1000) },
+      priority: bullPriority[job.priority],
+      ...(delay > 0 ? { delay } : {}),
+    },
+  };
+}
+
+/** A short, key-safe digest of a caller-chosen string (idempotency keys, user ids). */
+export function digest(value: string): string {
+  return createHash("sha256").update(value).digest("base64url").slice(0, 32);
 }
 
 /** The script call BullMQ would make to add `job`, captured instead of sent. */

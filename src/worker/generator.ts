@@ -60,3 +60,17 @@ export function abortableDelay(ms: number, signal: AbortSignal): Promise<void> {
     signal.addEventListener("abort", onAbort, { once: true });
   });
 }
+
+/**
+ * The downstream is saturated: stop taking jobs of this report type for
+ * `retryAfterMs`. The job goes back to the queue without using an attempt.
+ */
+export class SlowDownError extends Error {
+  override readonly name = "SlowDownError";
+  constructor(
+    message: string,
+    readonly retryAfterMs: number,
+  ) {
+    super(message);
+  }
+}

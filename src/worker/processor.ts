@@ -1,10 +1,11 @@
 /**
  * Runs one attempt of one job: records STARTED, runs the report type's
- * generator with a progress reporter and an AbortSignal (cancel, shutdown or
- * run timeout), stores the file, records SUCCEEDED; on failure records
- * RETRYING (with when the next attempt is due) or FAILED on the last attempt
- * or a permanent error. Every record write is guarded by the job's state, so
- * a re-run of a finished job (after a crash) changes nothing.
+ * generator with a progress reporter and an AbortSignal (cancel, shutdown,
+ * run timeout or deadline), stores the file, records SUCCEEDED. On failure it
+ * records RETRYING (with when the next attempt is due) or FAILED on the last
+ * attempt, a permanent error or a passed deadline. Every record write is
+ * guarded by the job's state, so a re-run of a finished or cancelled job
+ * (after a crash, or a race with CancelJob) changes nothing.
  */
 import type { Logger } from "pino";
 import type { JobView, ReportType } from "../domain/job.js";
@@ -13,7 +14,12 @@ import type { EventLog } from "../events/event-log.js";
 import type { JobReader } from "../queue/job-reader.js";
 import { encodeArtifact, recordField as f } from "../queue/job-record.js";
 import type { ArtifactStore } from "./artifact-store.js";
-import { PermanentReportError, type ReportGenerator, TransientReportError } from "./generator.js";
+import {
+  PermanentReportError,
+  type ReportGenerator,
+  SlowDownError,
+  TransientReportError,
+} from "./generator.js";
 
 /** What the processor needs to know about a queued job (a BullMQ job fits). */
 export interface AttemptContext {
@@ -34,9 +40,11 @@ export interface ProcessorSettings {
 
 /** How an attempt ended, for the queue adapter. */
 export type AttemptOutcome =
-  | { kind: "succeeded" | "skipped" }
+  | { kind: "succeeded" | "skipped" | "cancelled" }
   /** The worker is stopping: the attempt was abandoned and the job goes back to the queue. */
   | { kind: "released" }
+  /** The generator asked to slow down: pause this report type, requeue without using an attempt. */
+  | { kind: "throttled"; delayMs: number }
   | { kind: "retry"; error: Error; delayMs: number }
   | { kind: "failed"; error: Error; permanent: boolean };
 
@@ -47,8 +55,14 @@ export interface Processor {
   markFailed(jobId: string, attempt: number, reason: string): Promise<void>;
 }
 
-/** The abort reason that means "the worker is stopping; give the job back". */
+/** Abort reason: the worker is stopping; give the job back to the queue. */
 export const releaseReason = "worker shutting down";
+
+/** Abort reason: CancelJob asked for this job. */
+export const cancelReason = "job cancelled";
+
+/** The failure reason of jobs whose deadline passed. */
+export const deadlineExceeded = "deadline exceeded";
 
 /** Creates a processor. Generators are looked up by report type. */
 export function createProcessor(deps: {
@@ -85,9 +99,13 @@ export function createProcessor(deps: {
   return {
     async run(ctx, signal) {
       const job = await jobs.get(ctx.id);
-      // Gone (expired) or already finished by an earlier run: nothing to do.
+      // Gone (expired), finished by an earlier run, or cancelled: nothing to do.
       if (job === undefined || terminalStates.has(job.state)) return { kind: "skipped" };
       const attempt = ctx.attemptsMade + 1;
+      if (job.deadline !== undefined && job.deadline <= Date.now()) {
+        await fail(job, attempt - 1, deadlineExceeded);
+        return { kind: "failed", error: new Error(deadlineExceeded), permanent: true };
+      }
       const started = Date.now();
       const startedAppend = await log.append(
         job.id,
@@ -100,19 +118,10 @@ export function createProcessor(deps: {
           time: started,
         },
         {
+          // biome-ignore format: field/value pairs
           recordUpdates: [
-            f.state,
-            "running",
-            f.progress,
-            "5",
-            f.phase,
-            "started",
-            f.attemptsMade,
-            String(attempt),
-            f.maxAttempts,
-            String(ctx.maxAttempts),
-            f.startedAt,
-            String(started),
+            f.state, "running", f.progress, "5", f.phase, "started", f.attemptsMade, String(attempt),
+            f.maxAttempts, String(ctx.maxAttempts), f.startedAt, String(started), f.failureReason, "",
           ],
         },
       );
@@ -120,7 +129,13 @@ export function createProcessor(deps: {
 
       const timeoutMs = settings.timeoutMs[job.reportType];
       const timeout = AbortSignal.timeout(timeoutMs);
-      const attemptSignal = AbortSignal.any([signal, timeout]);
+      const deadline =
+        job.deadline !== undefined
+          ? AbortSignal.timeout(Math.max(0, job.deadline - started))
+          : undefined;
+      const attemptSignal = AbortSignal.any(
+        deadline ? [signal, timeout, deadline] : [signal, timeout],
+      );
       let phase = "started";
       let progress = 5;
       try {
@@ -155,7 +170,7 @@ export function createProcessor(deps: {
           output.content,
         );
         const now = Date.now();
-        await log.append(
+        const done = await log.append(
           job.id,
           {
             type: "succeeded",
@@ -167,57 +182,84 @@ export function createProcessor(deps: {
             result: artifact,
           },
           {
+            // biome-ignore format: field/value pairs
             recordUpdates: [
-              f.state,
-              "succeeded",
-              f.progress,
-              "100",
-              f.phase,
-              "completed",
-              f.finishedAt,
-              String(now),
-              f.failureReason,
-              "",
-              ...encodeArtifact(artifact),
+              f.state, "succeeded", f.progress, "100", f.phase, "completed", f.finishedAt, String(now),
+              f.failureReason, "", ...encodeArtifact(artifact),
             ],
             allowedStates: ["running"],
             ttlMs: settings.retentionSucceededMs,
           },
         );
+        // Cancelled at the last moment: the job stays CANCELLED and its file goes.
+        if (!done.appended) await artifacts.remove(job.id);
         return { kind: "succeeded" };
       } catch (err) {
         if (signal.aborted && signal.reason === releaseReason) {
-          const now = Date.now();
           await log.append(
             job.id,
-            { type: "queued", state: "queued", progress: 0, phase: "released", attempt, time: now },
             {
-              recordUpdates: [
-                f.state,
-                "queued",
-                f.progress,
-                "0",
-                f.phase,
-                "released",
-                f.attemptsMade,
-                String(attempt - 1),
-              ],
+              type: "queued",
+              state: "queued",
+              progress: 0,
+              phase: "released",
+              attempt,
+              time: Date.now(),
+            },
+            {
+              // biome-ignore format: field/value pairs
+              recordUpdates: [f.state, "queued", f.progress, "0", f.phase, "released", f.attemptsMade, String(attempt - 1)],
               allowedStates: ["running"],
             },
           );
           return { kind: "released" };
         }
-        const permanent = err instanceof PermanentReportError;
-        const reason = timeout.aborted
-          ? `attempt timed out after ${timeoutMs} ms in phase ${phase}`
-          : describeFailure(err, phase, logger, job.id);
+        if (signal.aborted && signal.reason === cancelReason) {
+          await recordCancelled(job.id, progress, phase, attempt);
+          return { kind: "cancelled" };
+        }
+        if (err instanceof SlowDownError && !attemptSignal.aborted) {
+          await log.append(
+            job.id,
+            {
+              type: "queued",
+              state: "queued",
+              progress: 0,
+              phase: "throttled",
+              attempt,
+              time: Date.now(),
+              error: err.message,
+            },
+            {
+              // biome-ignore format: field/value pairs
+              recordUpdates: [f.state, "queued", f.progress, "0", f.phase, "throttled", f.attemptsMade, String(attempt - 1)],
+              allowedStates: ["running"],
+            },
+          );
+          return { kind: "throttled", delayMs: err.retryAfterMs };
+        }
+        const deadlinePassed = deadline?.aborted === true && !timeout.aborted;
+        const permanent = err instanceof PermanentReportError || deadlinePassed;
+        const reason = deadlinePassed
+          ? deadlineExceeded
+          : timeout.aborted
+            ? `attempt timed out after ${timeoutMs} ms in phase ${phase}`
+            : describeFailure(err, phase, logger, job.id);
         const error = new Error(reason);
+        const delayMs = backoffDelay(settings.retryBackoffMs, attempt, random);
+        const now = Date.now();
+        if (job.deadline !== undefined && now + delayMs >= job.deadline && !permanent) {
+          await fail(
+            { ...job, progress, phase },
+            attempt,
+            `${deadlineExceeded} (last error: ${reason})`,
+          );
+          return { kind: "failed", error, permanent: true };
+        }
         if (permanent || attempt >= ctx.maxAttempts) {
           await fail({ ...job, progress, phase }, attempt, reason);
           return { kind: "failed", error, permanent };
         }
-        const delayMs = backoffDelay(settings.retryBackoffMs, attempt, random);
-        const now = Date.now();
         await log.append(
           job.id,
           {
@@ -245,6 +287,22 @@ export function createProcessor(deps: {
       await fail(job, attempt, reason);
     },
   };
+
+  async function recordCancelled(jobId: string, progress: number, phase: string, attempt: number) {
+    const job = await jobs.get(jobId);
+    const reason = job?.cancelReason || "cancelled";
+    const now = Date.now();
+    await log.append(
+      jobId,
+      { type: "cancelled", state: "cancelled", progress, phase, attempt, time: now, error: reason },
+      {
+        recordUpdates: [f.state, "cancelled", f.failureReason, reason, f.finishedAt, String(now)],
+        allowedStates: ["running"],
+        ttlMs: settings.retentionFailedMs,
+      },
+    );
+    await artifacts.remove(jobId);
+  }
 }
 
 /**

@@ -1,32 +1,48 @@
 /**
- * The BullMQ side of the worker: fetches jobs, hands each attempt to the
- * processor and translates its outcome back into BullMQ terms (retry with
- * our own backoff delay, fail without retry, or release to the queue on
- * shutdown). The processor and generators never see BullMQ.
+ * The BullMQ side of the worker: one BullMQ Worker per report type (each with
+ * its own concurrency and rate limit), handing each attempt to the processor
+ * and translating its outcome back into BullMQ terms: retry with our backoff
+ * delay, fail without retry, rate-limit the type, or release the job to the
+ * queue on shutdown. It also carries cancel requests to the attempts running
+ * here: a pub/sub message for speed, and a poll of the job records as the
+ * fallback for a message that was missed.
  */
 import { type Job, UnrecoverableError, WaitingError, Worker } from "bullmq";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
-import { queueName } from "../queue/keys.js";
+import { type ReportType, reportTypes } from "../domain/job.js";
+import { recordField } from "../queue/job-record.js";
+import { type Keys, queueNameFor } from "../queue/keys.js";
 import { type ReportJobData, retryBackoffType } from "../queue/submitter.js";
-import { backoffDelay, type Processor, releaseReason } from "./processor.js";
+import { backoffDelay, cancelReason, type Processor, releaseReason } from "./processor.js";
+
+/** Per-report-type worker limits. */
+export interface ReportTypeLimits {
+  concurrency: number;
+  /** At most `max` jobs of this type start per `durationMs` (across all workers). */
+  rateLimit?: { max: number; durationMs: number };
+}
 
 /** Worker tuning. */
 export interface ReportWorkerSettings {
   bullPrefix: string;
-  concurrency: number;
+  types: Record<ReportType, ReportTypeLimits>;
   retryBackoffMs: number;
   /** How long a job's lock lasts without renewal; a dead worker's jobs are recovered after about this long. */
   lockDurationMs: number;
   /** How often the stalled-job check runs. */
   stalledIntervalMs: number;
+  /** How often running jobs' records are checked for a missed cancel request. */
+  cancelPollMs: number;
 }
 
-/** A running BullMQ worker. */
+/** The running workers of one process. */
 export interface ReportWorker {
-  readonly worker: Worker<ReportJobData>;
-  /** Starts fetching jobs. */
-  start(): void;
+  readonly workers: Record<ReportType, Worker<ReportJobData>>;
+  /** Ids of the jobs running in this process now. */
+  activeJobIds(): string[];
+  /** Starts fetching jobs and listening for cancel requests. */
+  start(): Promise<void>;
   /**
    * Stops fetching, lets running attempts finish for up to `graceMs`, then
    * aborts the rest and puts them back in the queue (not failed). Idempotent.
@@ -43,74 +59,146 @@ class RetryableAttemptError extends Error {
   }
 }
 
-/** Creates the worker (not started). `connection` must have maxRetriesPerRequest: null. */
+/**
+ * Creates the workers (not started). `connection` must have
+ * maxRetriesPerRequest: null; `subscriber` is used for nothing else;
+ * `commands` is a fail-fast connection for the cancel poll.
+ */
 export function createReportWorker(deps: {
   connection: Redis;
+  subscriber: Redis;
+  commands: Redis;
+  keys: Keys;
   processor: Processor;
   settings: ReportWorkerSettings;
   logger: Logger;
 }): ReportWorker {
-  const { connection, processor, settings, logger } = deps;
-  const process = async (job: Job<ReportJobData>, token?: string, signal?: AbortSignal) => {
-    const id = job.id as string;
-    const outcome = await processor.run(
-      { id, attemptsMade: job.attemptsMade, maxAttempts: job.opts.attempts ?? 1 },
-      signal ?? new AbortController().signal,
-    );
-    switch (outcome.kind) {
-      case "succeeded":
-      case "skipped":
-        return;
-      case "released":
-        await job.moveToWait(token);
-        throw new WaitingError();
-      case "retry":
-        throw new RetryableAttemptError(outcome.error.message, outcome.delayMs);
-      case "failed":
-        // Recorded as FAILED already; make sure BullMQ does not retry either.
-        throw new UnrecoverableError(outcome.error.message);
+  const { connection, subscriber, commands, keys, processor, settings, logger } = deps;
+  const active = new Map<string, ReportType>();
+
+  const makeProcess =
+    (type: ReportType) => async (job: Job<ReportJobData>, token?: string, signal?: AbortSignal) => {
+      const id = job.id as string;
+      active.set(id, type);
+      try {
+        const outcome = await processor.run(
+          { id, attemptsMade: job.attemptsMade, maxAttempts: job.opts.attempts ?? 1 },
+          signal ?? new AbortController().signal,
+        );
+        switch (outcome.kind) {
+          case "succeeded":
+          case "skipped":
+            return;
+          case "released":
+            await job.moveToWait(token);
+            throw new WaitingError();
+          case "throttled":
+            await workers[type].rateLimit(outcome.delayMs);
+            throw Worker.RateLimitError();
+          case "retry":
+            throw new RetryableAttemptError(outcome.error.message, outcome.delayMs);
+          case "cancelled":
+            throw new UnrecoverableError(cancelReason);
+          case "failed":
+            // Recorded as FAILED already; make sure BullMQ does not retry either.
+            throw new UnrecoverableError(outcome.error.message);
+        }
+      } finally {
+        active.delete(id);
+      }
+    };
+
+  const createWorker = (type: ReportType) => {
+    const limits = settings.types[type];
+    const worker = new Worker<ReportJobData>(queueNameFor(type), makeProcess(type), {
+      connection,
+      prefix: settings.bullPrefix,
+      concurrency: limits.concurrency,
+      limiter: limits.rateLimit
+        ? { max: limits.rateLimit.max, duration: limits.rateLimit.durationMs }
+        : undefined,
+      autorun: false,
+      lockDuration: settings.lockDurationMs,
+      stalledInterval: settings.stalledIntervalMs,
+      maxStalledCount: 1,
+      settings: {
+        backoffStrategy: (attemptsMade: number, backoffType?: string, err?: Error) => {
+          if (err instanceof RetryableAttemptError) return err.delayMs;
+          if (backoffType !== retryBackoffType) return settings.retryBackoffMs;
+          return backoffDelay(settings.retryBackoffMs, attemptsMade, Math.random);
+        },
+      },
+    });
+    worker.on("error", (err) => logger.warn({ err: err.message, type }, "worker error"));
+    // Jobs BullMQ fails on its own (stalled too often) never reach the
+    // processor's catch; record them here. The append is state-guarded, so
+    // failures the processor already recorded are left alone.
+    worker.on("failed", (job, err) => {
+      if (job === undefined || !job.finishedOn || job.id === undefined) return;
+      const reason = /stalled/i.test(err.message)
+        ? "the worker running the job stopped responding too many times"
+        : err.message;
+      processor
+        .markFailed(job.id, Math.max(1, job.attemptsMade), reason)
+        .catch((e: unknown) => logger.warn({ err: e, jobId: job.id }, "could not record failure"));
+    });
+    return worker;
+  };
+  const workers = Object.fromEntries(reportTypes.map((t) => [t, createWorker(t)])) as Record<
+    ReportType,
+    Worker<ReportJobData>
+  >;
+
+  const cancelLocally = (jobId: string) => {
+    const type = active.get(jobId);
+    if (type !== undefined && workers[type].cancelJob(jobId, cancelReason)) {
+      logger.info({ jobId }, "cancel delivered to running job");
     }
   };
-
-  const worker = new Worker<ReportJobData>(queueName, process, {
-    connection,
-    prefix: settings.bullPrefix,
-    concurrency: settings.concurrency,
-    autorun: false,
-    lockDuration: settings.lockDurationMs,
-    stalledInterval: settings.stalledIntervalMs,
-    maxStalledCount: 1,
-    settings: {
-      backoffStrategy: (attemptsMade: number, type?: string, err?: Error) => {
-        if (err instanceof RetryableAttemptError) return err.delayMs;
-        if (type !== retryBackoffType) return settings.retryBackoffMs;
-        return backoffDelay(settings.retryBackoffMs, attemptsMade, Math.random);
-      },
-    },
-  });
-  worker.on("error", (err) => logger.warn({ err: err.message }, "worker error"));
-  // Jobs BullMQ fails on its own (stalled too often) never reach the
-  // processor's catch; record them here. The append is state-guarded, so
-  // failures the processor already recorded are left alone.
-  worker.on("failed", (job, err) => {
-    if (job === undefined || !job.finishedOn || job.id === undefined) return;
-    const reason = /stalled/i.test(err.message)
-      ? "the worker running the job stopped responding too many times"
-      : err.message;
-    processor
-      .markFailed(job.id, Math.max(1, job.attemptsMade), reason)
-      .catch((e: unknown) => logger.warn({ err: e, jobId: job.id }, "could not record failure"));
-  });
+  const onControl = (channel: string, message: string) => {
+    if (channel === keys.controlChannel) cancelLocally(message);
+  };
+  let polling = false;
+  const poll = async () => {
+    if (polling || active.size === 0) return;
+    polling = true;
+    try {
+      const ids = [...active.keys()];
+      const pipeline = commands.pipeline();
+      for (const id of ids) pipeline.hget(keys.job(id), recordField.cancelRequested);
+      const replies = (await pipeline.exec()) ?? [];
+      replies.forEach(([err, value], i) => {
+        if (!err && value) cancelLocally(ids[i] as string);
+      });
+    } catch {
+      // Redis unreachable: the next poll tries again.
+    } finally {
+      polling = false;
+    }
+  };
+  let pollTimer: NodeJS.Timeout | undefined;
 
   let closing: Promise<void> | undefined;
   return {
-    worker,
-    start() {
-      worker.run().catch((err: unknown) => logger.error({ err }, "worker stopped unexpectedly"));
+    workers,
+    activeJobIds: () => [...active.keys()],
+    async start() {
+      subscriber.on("message", onControl);
+      await subscriber.subscribe(keys.controlChannel);
+      pollTimer = setInterval(() => void poll(), settings.cancelPollMs);
+      pollTimer.unref();
+      for (const t of reportTypes) {
+        workers[t]
+          .run()
+          .catch((err: unknown) => logger.error({ err, type: t }, "worker stopped unexpectedly"));
+      }
     },
     close(graceMs) {
       closing ??= (async () => {
-        const closed = worker.close();
+        clearInterval(pollTimer);
+        const closed = Promise.all(reportTypes.map((t) => workers[t].close())).then(
+          () => undefined,
+        );
         let timer: NodeJS.Timeout | undefined;
         const timedOut = await Promise.race([
           closed.then(() => false),
@@ -120,10 +208,15 @@ export function createReportWorker(deps: {
         ]);
         clearTimeout(timer);
         if (timedOut) {
-          logger.info({ graceMs }, "grace period over; releasing running jobs back to the queue");
-          worker.cancelAllJobs(releaseReason);
+          logger.info(
+            { graceMs, running: active.size },
+            "grace period over; releasing running jobs back to the queue",
+          );
+          for (const t of reportTypes) workers[t].cancelAllJobs(releaseReason);
           await closed;
         }
+        subscriber.off("message", onControl);
+        await subscriber.unsubscribe(keys.controlChannel).catch(() => undefined);
       })();
       return closing;
     },

@@ -1,0 +1,112 @@
+/**
+ * Removes what retention has expired, besides what Redis expires by itself
+ * (job records, event streams and idempotency records carry TTLs): index
+ * entries of expired jobs, their report files on disk, and finished BullMQ
+ * jobs past their age (BullMQ otherwise drops them only when later jobs
+ * finish). Runs in worker processes, which own the artifact folder.
+ */
+import { readdir } from "node:fs/promises";
+import type { Queue } from "bullmq";
+import type { Redis } from "ioredis";
+import type { Logger } from "pino";
+import type { ReportType } from "../domain/job.js";
+import type { Keys } from "../queue/keys.js";
+import type { ArtifactStore } from "./artifact-store.js";
+
+/** A periodic sweeper. */
+export interface Janitor {
+  /** Runs one sweep now (also what the timer does). */
+  sweep(): Promise<void>;
+  start(): void;
+  close(): Promise<void>;
+}
+
+/** Creates the janitor. */
+export function createJanitor(deps: {
+  redis: Redis;
+  keys: Keys;
+  queues: Record<ReportType, Queue>;
+  artifacts: ArtifactStore;
+  artifactDir: string;
+  settings: { intervalMs: number; retentionSucceededMs: number; retentionFailedMs: number };
+  logger: Logger;
+}): Janitor {
+  const { redis, keys, queues, artifacts, artifactDir, settings, logger } = deps;
+  let timer: NodeJS.Timeout | undefined;
+  let running: Promise<void> | undefined;
+
+  const existing = async (ids: string[]): Promise<boolean[]> => {
+    if (ids.length === 0) return [];
+    const pipeline = redis.pipeline();
+    for (const id of ids) pipeline.exists(keys.job(id));
+    const replies = (await pipeline.exec()) ?? [];
+    return replies.map(([err, n]) => err !== null || n === 1);
+  };
+
+  const sweepIndexes = async () => {
+    const indexes: string[] = [];
+    let cursor = "0";
+    do {
+      const [next, found] = await redis.scan(cursor, "MATCH", keys.tenantIndex("*"), "COUNT", 500);
+      cursor = next;
+      indexes.push(...found);
+    } while (cursor !== "0");
+    for (const index of indexes) {
+      // Oldest first: expired jobs are among the old ones. Bounded per sweep.
+      for (let start = 0; start < 5000; start += 500) {
+        const ids = await redis.zrange(index, start, start + 499);
+        if (ids.length === 0) break;
+        const alive = await existing(ids);
+        const gone = ids.filter((_, i) => !alive[i]);
+        if (gone.length > 0) await redis.zrem(index, ...gone);
+        start -= gone.length;
+      }
+    }
+  };
+
+  const sweepArtifacts = async () => {
+    const dirs = await readdir(artifactDir).catch(() => [] as string[]);
+    for (let i = 0; i < dirs.length; i += 200) {
+      const chunk = dirs.slice(i, i + 200);
+      const alive = await existing(chunk);
+      await Promise.all(chunk.map((d, j) => (alive[j] ? undefined : artifacts.remove(d))));
+    }
+  };
+
+  const sweepQueues = async () => {
+    for (const queue of Object.values(queues)) {
+      await queue.clean(settings.retentionSucceededMs, 1000, "completed");
+      await queue.clean(settings.retentionFailedMs, 1000, "failed");
+    }
+  };
+
+  const sweep = () => {
+    running ??= (async () => {
+      try {
+        await sweepIndexes();
+        await sweepArtifacts();
+        await sweepQueues();
+      } catch (err) {
+        logger.warn(
+          { err: err instanceof Error ? err.message : String(err) },
+          "retention sweep failed; will retry",
+        );
+      } finally {
+        running = undefined;
+      }
+    })();
+    return running;
+  };
+
+  return {
+    sweep,
+    start() {
+      timer = setInterval(() => void sweep(), settings.intervalMs);
+      timer.unref();
+    },
+    async close() {
+      clearInterval(timer);
+      await running;
+    },
+  };
+}
