@@ -7,6 +7,7 @@
  */
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
+import { ShuttingDownError, StorageUnavailableError } from "../domain/errors.js";
 import type { JobEventView } from "../domain/job.js";
 import type { Keys } from "../queue/keys.js";
 import { decodeEvent } from "./event-codec.js";
@@ -88,7 +89,9 @@ export function createEventHub(deps: { subscriber: Redis; keys: Keys; logger: Lo
     },
 
     async subscribe(jobId, listener) {
-      if (closed) throw new Error("event hub is closed");
+      if (closed) throw new ShuttingDownError();
+      // Fail fast while Redis is away rather than queueing the SUBSCRIBE.
+      if (subscriber.status !== "ready") throw new StorageUnavailableError();
       const name = `${channelPrefix}${jobId}`;
       let entry = channels.get(name);
       if (entry === undefined) {
