@@ -45,6 +45,10 @@ export function createDualServer(handler: Handler, options: ServerOptions): Dual
     { keepAliveTimeout: 65_000, headersTimeout: 66_000, requestTimeout: 0 },
     handler,
   );
+  // h1 never listens (the TCP server hands it sockets), and Node tracks
+  // HTTP/1.1 connections (closeIdleConnections, headersTimeout) only once its
+  // server emits "listening".
+  h1.emit("listening");
 
   h2.on("session", (session) => {
     sessions.add(session);
@@ -132,6 +136,8 @@ export function createDualServer(handler: Handler, options: ServerOptions): Dual
       });
       await Promise.all([closed, drained]);
       clearTimeout(timer);
+      // Stops Node's connection-checking timer; h1 never listened, so the error is expected.
+      h1.close(() => undefined);
     },
   };
 }
