@@ -113,7 +113,10 @@ export function createHttpRoutes(deps: HttpRoutesDeps): (req: Req, res: Res) => 
         Code.InvalidArgument,
       );
     }
-    const out = await submitReport(request, context(req, "submitReport"));
+    const ctx = context(req, "submitReport");
+    // createHandlerContext links an abort listener to the shutdown signal;
+    // only abort() removes it, so every request ends its context.
+    const out = await submitReport(request, ctx).finally(() => ctx.abort());
     const jobId = String(out.jobId ?? "");
     sendJson(
       res,
@@ -126,7 +129,10 @@ export function createHttpRoutes(deps: HttpRoutesDeps): (req: Req, res: Res) => 
   const getJob = async (req: Req, res: Res, jobId: string) => {
     const get = service.getJob;
     if (!get) throw new ConnectError("not implemented", Code.Unimplemented);
-    const out = await get({ $typeName: "reports.v1.GetJobRequest", jobId }, context(req, "getJob"));
+    const ctx = context(req, "getJob");
+    const out = await get({ $typeName: "reports.v1.GetJobRequest", jobId }, ctx).finally(() =>
+      ctx.abort(),
+    );
     sendJson(res, 200, toJson(JobSchema, out.job as never));
   };
 
