@@ -116,7 +116,7 @@ export function createHttpRoutes(deps: HttpRoutesDeps): (req: Req, res: Res) => 
     const ctx = context(req, "submitReport");
     // createHandlerContext links an abort listener to the shutdown signal;
     // only abort() removes it, so every request ends its context.
-    const out = await submitReport(request, ctx).finally(() => ctx.abort());
+    const out = await Promise.resolve(submitReport(request, ctx)).finally(() => ctx.abort());
     const jobId = String(out.jobId ?? "");
     sendJson(
       res,
@@ -130,9 +130,9 @@ export function createHttpRoutes(deps: HttpRoutesDeps): (req: Req, res: Res) => 
     const get = service.getJob;
     if (!get) throw new ConnectError("not implemented", Code.Unimplemented);
     const ctx = context(req, "getJob");
-    const out = await get({ $typeName: "reports.v1.GetJobRequest", jobId }, ctx).finally(() =>
-      ctx.abort(),
-    );
+    const out = await Promise.resolve(
+      get({ $typeName: "reports.v1.GetJobRequest", jobId }, ctx),
+    ).finally(() => ctx.abort());
     sendJson(res, 200, toJson(JobSchema, out.job as never));
   };
 
