@@ -3,6 +3,7 @@
  * that stops everything in order. Tests build apps with this, exactly as
  * main.ts does.
  */
+import { setMaxListeners } from "node:events";
 import { createContextValues } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { Queue } from "bullmq";
@@ -79,6 +80,8 @@ export function createApp(config: Config, options: AppOptions = {}): App {
   const jobs = createJobReader({ redis: commands, keys });
   const log = createEventLog({ redis: commands, keys, maxLen: config.eventStreamMaxLen });
   const shutdown = new AbortController();
+  // Every request's context listens to this signal (connect-node links them).
+  setMaxListeners(0, shutdown.signal);
 
   // One BullMQ queue per report type (own concurrency and rate limits), sharing the command connection.
   const queues = Object.fromEntries(
@@ -212,11 +215,24 @@ export function createApp(config: Config, options: AppOptions = {}): App {
   }
 
   let closing: Promise<void> | undefined;
-  const step = async (name: string, fn: () => Promise<void> | void) => {
+  // Every shutdown step has a deadline: a stuck step (Redis gone, say) is
+  // logged and skipped so the process still exits.
+  const step = async (name: string, fn: () => Promise<void> | void, timeoutMs = 5000) => {
+    let timer: NodeJS.Timeout | undefined;
     try {
-      await fn();
+      await Promise.race([
+        fn(),
+        new Promise((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms`)), timeoutMs);
+        }),
+      ]);
     } catch (err) {
-      logger.warn({ err, step: name }, "shutdown step failed");
+      logger.warn(
+        { err: err instanceof Error ? err.message : String(err), step: name },
+        "shutdown step failed",
+      );
+    } finally {
+      clearTimeout(timer);
     }
   };
 
@@ -258,7 +274,13 @@ export function createApp(config: Config, options: AppOptions = {}): App {
         timer.unref();
         shutdown.abort();
         if (server) await step("server", () => server?.close(Math.min(5000, deadline)));
-        if (worker) await step("worker", () => worker?.close(config.shutdownGraceMs));
+        if (worker) {
+          await step(
+            "worker",
+            () => worker?.close(config.shutdownGraceMs),
+            config.shutdownGraceMs + 5000,
+          );
+        }
         if (janitor) await step("janitor", () => janitor?.close());
         if (hub) await step("hub", () => hub?.close());
         await step("queues", async () => {

@@ -28,6 +28,12 @@ async function main(): Promise<number> {
 
   let privateRedis: PrivateRedis | undefined;
   if (config.redisUrlDefaulted && !(await isListening("127.0.0.1", 6379))) {
+    if (config.mode !== "all") {
+      process.stderr.write(
+        `No Redis at 127.0.0.1:6379: set REDIS_URL (an ${config.mode} process must share Redis with the other parts; only \`npm start\` starts a private one).\n`,
+      );
+      return 1;
+    }
     if (!hasRedisServer()) {
       process.stderr.write(
         "No Redis at 127.0.0.1:6379 and no redis-server on the PATH: install it (apt-get install redis-server, brew install redis) or set REDIS_URL.\n",
