@@ -1,15 +1,13 @@
 /**
  * The callers of the benchmark: one measurement of one kind of call, with
- * its own clients, built and closed here. Runs in the load thread (see
+ * its own clients (lean protocol clients, see lean-clients.ts), built and
+ * closed here. Runs in the load thread (see
  * load-worker.ts) or inline, so the same code drives every measurement.
  */
-import { createClient } from "@connectrpc/connect";
-import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { Queue } from "bullmq";
 import { Redis } from "ioredis";
-import { ReportType } from "../gen/reports/v1/job_pb.js";
-import { ReportService } from "../gen/reports/v1/report_service_pb.js";
 import { queueNameFor } from "../src/queue/keys.js";
+import { connectGetJob, connectJsonSubmit, grpcSubmit } from "./lean-clients.js";
 import { type Measurement, type MeasureOptions, measure } from "./measure.js";
 
 /** The JSON filters every submitted job (and every raw job) carries. */
@@ -49,30 +47,23 @@ export async function runLoad(task: LoadTask): Promise<Measurement> {
   };
   switch (task.kind) {
     case "submit": {
-      const transport =
+      const client =
         task.protocol === "grpc"
-          ? createGrpcTransport({ baseUrl: task.baseUrl })
-          : createConnectTransport({ baseUrl: task.baseUrl, httpVersion: "1.1" });
-      const client = createClient(ReportService, transport);
-      return measure(async (seq) => {
-        const res = await client.submitReport({
-          idempotencyKey: `${task.keyPrefix}-${seq}`,
-          userId: "bench-user",
-          reportType: ReportType.WEEKLY,
-          filters: benchFilters,
-        });
-        if (res.deduplicated) throw new Error("a unique idempotency key was deduplicated");
-      }, options);
+          ? grpcSubmit(task.baseUrl, benchFilters)
+          : connectJsonSubmit(task.baseUrl, task.concurrency, benchFilters);
+      try {
+        return await measure((seq) => client.call(`${task.keyPrefix}-${seq}`), options);
+      } finally {
+        client.close();
+      }
     }
     case "get-job": {
-      const client = createClient(
-        ReportService,
-        createConnectTransport({ baseUrl: task.baseUrl, httpVersion: "1.1", useHttpGet: true }),
-      );
-      return measure(async () => {
-        const { job } = await client.getJob({ jobId: task.jobId });
-        if (job?.id !== task.jobId) throw new Error("GetJob returned another job");
-      }, options);
+      const client = connectGetJob(task.baseUrl, task.concurrency, task.jobId);
+      try {
+        return await measure(() => client.call(), options);
+      } finally {
+        client.close();
+      }
     }
     case "raw-add": {
       const redis = new Redis(task.redisUrl, { maxRetriesPerRequest: null });

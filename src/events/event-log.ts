@@ -29,7 +29,17 @@ local first = 6 + 2 * n
 if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 6, first - 1)) end
 local ev = {}
 for i = first, #ARGV do ev[#ev + 1] = ARGV[i] end
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], '*', unpack(ev))
+local id = redis.call('XADD', KEYS[2], '*', unpack(ev))
+-- Cap the stream with XDEL rather than XADD MAXLEN: trimming does not move
+-- the stream's max-deleted-entry-id (Redis 7.0), which replay relies on to
+-- refuse a cursor into deleted history.
+local excess = redis.call('XLEN', KEYS[2]) - tonumber(ARGV[2])
+if excess > 0 then
+  local old = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', excess)
+  local ids = {}
+  for i = 1, #old do ids[i] = old[i][1] end
+  redis.call('XDEL', KEYS[2], unpack(ids))
+end
 local ttl = tonumber(ARGV[4])
 if ttl > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
@@ -44,7 +54,7 @@ return {1, id}
 
 /**
  * KEYS: record, stream. ARGV: XRANGE start, count.
- * Returns {tenant, max-deleted-entry-id, entries}; {""} when the job is unknown.
+ * Returns {tenant, max-deleted-entry-id, entries, state}; {""} when the job is unknown.
  */
 const replaySource = `
 local tenant = redis.call('HGET', KEYS[1], 'tenant')
@@ -56,7 +66,8 @@ if redis.call('EXISTS', KEYS[2]) == 1 then
     if info[i] == 'max-deleted-entry-id' then maxDeleted = info[i + 1] end
   end
 end
-return {tenant, maxDeleted, redis.call('XRANGE', KEYS[2], ARGV[1], '+', 'COUNT', ARGV[2])}
+return {tenant, maxDeleted, redis.call('XRANGE', KEYS[2], ARGV[1], '+', 'COUNT', ARGV[2]),
+  redis.call('HGET', KEYS[1], 'state')}
 `;
 
 const appendScript = createLuaScript(appendSource);
@@ -81,6 +92,8 @@ export type AppendResult = { appended: true; id: string } | { appended: false; s
 export interface Replay {
   tenant: string;
   events: JobEventView[];
+  /** The job's state when the events were read. */
+  state: JobState;
 }
 
 /** Reads and writes job event logs. */
@@ -127,13 +140,17 @@ export function createEventLog(deps: { redis: Redis; keys: Keys; maxLen: number 
         redis,
         [keys.job(jobId), keys.events(jobId)],
         [start, maxLen + 1],
-      )) as [string, string?, [string, string[]][]?];
-      const [tenant, maxDeleted = "0-0", entries = []] = reply;
+      )) as [string, string?, [string, string[]][]?, string?];
+      const [tenant, maxDeleted = "0-0", entries = [], state = "queued"] = reply;
       if (!tenant) return undefined;
       if (afterId !== undefined && compareStreamIds(afterId, maxDeleted) < 0) {
         throw new CursorTrimmedError(afterId);
       }
-      return { tenant, events: entries.map(([id, fields]) => decodeEvent(id, fields)) };
+      return {
+        tenant,
+        events: entries.map(([id, fields]) => decodeEvent(id, fields)),
+        state: state as JobState,
+      };
     },
   };
 }

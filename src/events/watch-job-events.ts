@@ -11,7 +11,7 @@
  * terminal event followed by more (RetryJob) does not end a replay.
  */
 import { JobNotFoundError } from "../domain/errors.js";
-import { type JobEventView, terminalEventTypes } from "../domain/job.js";
+import { type JobEventView, terminalEventTypes, terminalStates } from "../domain/job.js";
 import { compareStreamIds } from "./event-codec.js";
 import type { EventHub } from "./event-hub.js";
 import type { EventLog } from "./event-log.js";
@@ -64,15 +64,22 @@ export async function* watchJobEvents(
     let last = options.afterEventId;
     const replay = await log.replay(jobId, last);
     if (replay === undefined || replay.tenant !== tenant) throw new JobNotFoundError(jobId);
+    // Resumed from the terminal event (or later): nothing more will come.
+    if (replay.events.length === 0 && terminalStates.has(replay.state)) return;
     let queue: JobEventView[] = replay.events;
     for (;;) {
       for (const [i, event] of queue.entries()) {
         if (last !== undefined && compareStreamIds(event.id, last) <= 0) continue;
         yield event;
         last = event.id;
-        // A terminal event ends the watch unless more events follow it (a
-        // RetryJob re-queued the job after it FAILED).
-        if (terminalEventTypes.has(event.type) && i === queue.length - 1 && pending.length === 0)
+        // A terminal event ends the watch unless newer events follow it (a
+        // RetryJob re-queued the job after it FAILED). Live copies of events
+        // already delivered (pending since the replay) do not count.
+        if (
+          terminalEventTypes.has(event.type) &&
+          !hasNewer(queue.slice(i + 1), event.id) &&
+          !hasNewer(pending, event.id)
+        )
           return;
       }
       if (resync) {
@@ -112,4 +119,9 @@ export async function* watchJobEvents(
   } finally {
     unsubscribe();
   }
+}
+
+/** True when `events` holds one newer than `id`. */
+function hasNewer(events: readonly JobEventView[], id: string): boolean {
+  return events.some((e) => compareStreamIds(e.id, id) > 0);
 }

@@ -1,0 +1,147 @@
+/**
+ * Lean protocol clients for the load generator. The benchmark measures the
+ * service, so its callers should cost as little CPU as possible on this
+ * 2-core machine: these speak Connect JSON over HTTP/1.1 and gRPC over
+ * HTTP/2 directly (the same bytes a generated client sends), without the
+ * generic client machinery, much as wrk or h2load would.
+ */
+import http from "node:http";
+import http2 from "node:http2";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { ReportType } from "../gen/reports/v1/job_pb.js";
+import { SubmitReportRequestSchema } from "../gen/reports/v1/report_service_pb.js";
+
+/** One kind of call, and how to stop using it. */
+export interface LeanClient<A> {
+  call(arg: A): Promise<void>;
+  close(): void;
+}
+
+function parseUrl(baseUrl: string): { host: string; port: number } {
+  const u = new URL(baseUrl);
+  return { host: u.hostname, port: Number(u.port) };
+}
+
+/** HTTP/1.1 keep-alive request returning status and body. */
+function request(
+  agent: http.Agent,
+  target: { host: string; port: number },
+  method: string,
+  path: string,
+  headers: Record<string, string>,
+  body?: string,
+): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      { agent, host: target.host, port: target.port, method, path, headers },
+      (res) => {
+        let data = "";
+        res.setEncoding("utf8");
+        res.on("data", (c: string) => {
+          data += c;
+        });
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, body: data }));
+        res.on("error", reject);
+      },
+    );
+    req.on("error", reject);
+    req.end(body);
+  });
+}
+
+/** SubmitReport as Connect JSON over HTTP/1.1, one idempotency key per call. */
+export function connectJsonSubmit(
+  baseUrl: string,
+  concurrency: number,
+  filters: object,
+): LeanClient<string> {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
+  const target = parseUrl(baseUrl);
+  const rest = JSON.stringify({
+    userId: "bench-user",
+    reportType: "REPORT_TYPE_WEEKLY",
+    filters,
+  }).slice(1);
+  const headers = { "content-type": "application/json", "connect-protocol-version": "1" };
+  return {
+    async call(key) {
+      const body = `{"idempotencyKey":${JSON.stringify(key)},${rest}`;
+      const res = await request(
+        agent,
+        target,
+        "POST",
+        "/reports.v1.ReportService/SubmitReport",
+        headers,
+        body,
+      );
+      if (res.status !== 200) throw new Error(`HTTP ${res.status}: ${res.body.slice(0, 200)}`);
+      if (res.body.includes('"deduplicated":true'))
+        throw new Error("a unique idempotency key was deduplicated");
+    },
+    close: () => agent.destroy(),
+  };
+}
+
+/** GetJob as a Connect GET (JSON over HTTP/1.1). */
+export function connectGetJob(
+  baseUrl: string,
+  concurrency: number,
+  jobId: string,
+): LeanClient<void> {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
+  const target = parseUrl(baseUrl);
+  const path = `/reports.v1.ReportService/GetJob?connect=v1&encoding=json&message=${encodeURIComponent(JSON.stringify({ jobId }))}`;
+  return {
+    async call() {
+      const res = await request(agent, target, "GET", path, {});
+      if (res.status !== 200 || !res.body.includes(jobId))
+        throw new Error(`HTTP ${res.status}: ${res.body.slice(0, 200)}`);
+    },
+    close: () => agent.destroy(),
+  };
+}
+
+/** SubmitReport as gRPC over one HTTP/2 connection, one idempotency key per call. */
+export function grpcSubmit(baseUrl: string, filters: object): LeanClient<string> {
+  const session = http2.connect(baseUrl);
+  session.on("error", () => undefined);
+  const headers = {
+    ":method": "POST",
+    ":path": "/reports.v1.ReportService/SubmitReport",
+    "content-type": "application/grpc+proto",
+    te: "trailers",
+  };
+  return {
+    call(key) {
+      const msg = toBinary(
+        SubmitReportRequestSchema,
+        create(SubmitReportRequestSchema, {
+          idempotencyKey: key,
+          userId: "bench-user",
+          reportType: ReportType.WEEKLY,
+          filters: filters as Record<string, string>,
+        }),
+      );
+      const frame = Buffer.alloc(5 + msg.length);
+      frame.writeUInt32BE(msg.length, 1);
+      frame.set(msg, 5);
+      return new Promise((resolve, reject) => {
+        const stream = session.request(headers);
+        let status: string | undefined;
+        stream.on("trailers", (t) => {
+          status = String(t["grpc-status"]);
+        });
+        stream.on("response", (h) => {
+          if (h["grpc-status"] !== undefined) status = String(h["grpc-status"]);
+        });
+        stream.on("data", () => undefined);
+        stream.on("end", () =>
+          status === "0" ? resolve() : reject(new Error(`grpc-status ${status ?? "missing"}`)),
+        );
+        stream.on("error", reject);
+        stream.end(frame);
+      });
+    },
+    close: () => session.close(),
+  };
+}

@@ -1,0 +1,372 @@
+/**
+ * Exactly one job per (tenant, idempotency key), under any number of
+ * concurrent duplicates, against the real app and Redis.
+ */
+import { createHash } from "node:crypto";
+import { type Client, Code, ConnectError } from "@connectrpc/connect";
+import { Queue } from "bullmq";
+import { Redis } from "ioredis";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { ReportType } from "../../gen/reports/v1/job_pb.js";
+import type { ReportService } from "../../gen/reports/v1/report_service_pb.js";
+import { type ReportType as DomainReportType, reportTypes } from "../../src/domain/job.js";
+import { decodeEvent } from "../../src/events/event-codec.js";
+import { createKeys, queueNameFor } from "../../src/queue/keys.js";
+import { createSubmitter } from "../../src/queue/submitter.js";
+import { protocols, reportClient } from "../helpers/clients.js";
+import { startTestApp, type TestApp, testPrefix } from "../helpers/test-app.js";
+
+type ReportClient = Client<typeof ReportService>;
+type SubmitReportRequestInit = Parameters<ReportClient["submitReport"]>[0];
+
+const ttlSeconds = 3600;
+
+/** Every key under `pattern`, via SCAN (never KEYS). */
+async function scanKeys(redis: Redis, pattern: string): Promise<string[]> {
+  const found: string[] = [];
+  let cursor = "0";
+  do {
+    const [next, keys] = await redis.scan(cursor, "MATCH", pattern, "COUNT", 1000);
+    cursor = next;
+    found.push(...keys);
+  } while (cursor !== "0");
+  return [...new Set(found)];
+}
+
+/** The error `call` rejects with. */
+async function rejection(call: Promise<unknown>): Promise<ConnectError> {
+  try {
+    await call;
+  } catch (err) {
+    return ConnectError.from(err);
+  }
+  throw new Error("expected the call to fail");
+}
+
+describe("SubmitReport idempotency", () => {
+  let t: TestApp;
+  let redis: Redis;
+  let client: ReportClient;
+  let prefix: string;
+
+  beforeAll(async () => {
+    // API only: jobs stay queued, so BullMQ's own counts are exact.
+    t = await startTestApp({ IDEMPOTENCY_TTL_SECONDS: String(ttlSeconds) }, { mode: "api" });
+    redis = new Redis(t.config.redisUrl, { maxRetriesPerRequest: 1 });
+    client = reportClient("grpc", t.url);
+    prefix = t.config.redisPrefix;
+  });
+  afterAll(async () => {
+    redis?.disconnect();
+    await t?.close();
+  });
+
+  /** BullMQ job hashes under our prefix, whatever the queue names. */
+  async function bullJobIds(): Promise<string[]> {
+    const ids: string[] = [];
+    for (const key of await scanKeys(redis, `${prefix}:bull:*`)) {
+      if ((await redis.type(key)) !== "hash") continue;
+      const [data, opts] = await redis.hmget(key, "data", "opts");
+      if (data !== null && opts !== null) ids.push(key.slice(key.lastIndexOf(":") + 1));
+    }
+    return ids;
+  }
+
+  /** Jobs BullMQ holds in any state, summed over every report type's queue. */
+  async function bullJobCount(): Promise<number> {
+    let total = 0;
+    for (const type of reportTypes) {
+      const queue = new Queue(queueNameFor(type), {
+        connection: redis,
+        prefix: t.app.keys.bullPrefix,
+      });
+      const counts = await queue.getJobCounts();
+      total += Object.values(counts).reduce((a, b) => a + b, 0);
+      await queue.close();
+    }
+    return total;
+  }
+
+  async function jobRecords(): Promise<string[]> {
+    return (await scanKeys(redis, `${prefix}:job:*`)).map((k) => k.slice(`${prefix}:job:`.length));
+  }
+
+  it("creates exactly one job for 200 concurrent duplicates, over every protocol", async () => {
+    const jobsBefore = await jobRecords();
+    const idemBefore = await scanKeys(redis, `${prefix}:idem:*`);
+    const clients = protocols.map((p) => reportClient(p, t.url));
+    const request = {
+      idempotencyKey: "concurrent-200",
+      userId: "u1",
+      reportType: ReportType.MONTHLY,
+      filters: { region: "eu", days: 30 },
+    };
+    const answers = await Promise.all(
+      Array.from({ length: 200 }, (_, i) =>
+        (clients[i % clients.length] as ReportClient).submitReport(request),
+      ),
+    );
+
+    const jobIds = new Set(answers.map((a) => a.jobId));
+    expect(jobIds.size).toBe(1);
+    const [jobId] = [...jobIds] as [string];
+    expect(answers.filter((a) => !a.deduplicated)).toHaveLength(1);
+    expect(answers.filter((a) => a.deduplicated)).toHaveLength(199);
+    for (const a of answers) {
+      expect(a.job?.id).toBe(jobId);
+      expect(a.statusUrl).toContain(encodeURIComponent(jobId));
+    }
+
+    // One job record, one BullMQ job, one idempotency record, one QUEUED event.
+    const newJobs = (await jobRecords()).filter((id) => !jobsBefore.includes(id));
+    expect(newJobs).toEqual([jobId]);
+    expect((await bullJobIds()).filter((id) => id === jobId)).toHaveLength(1);
+    expect(await bullJobIds()).toHaveLength((await jobRecords()).length);
+    expect(await bullJobCount()).toBe((await jobRecords()).length);
+    const newIdem = (await scanKeys(redis, `${prefix}:idem:*`)).filter(
+      (k) => !idemBefore.includes(k),
+    );
+    expect(newIdem).toHaveLength(1);
+    const entries = await redis.xrange(`${prefix}:events:${jobId}`, "-", "+");
+    expect(entries.map(([id, fields]) => decodeEvent(id, fields).type)).toEqual(["queued"]);
+  });
+
+  it("returns ALREADY_EXISTS for the same key with a different request", async () => {
+    const base = {
+      idempotencyKey: "changed-request",
+      userId: "u1",
+      reportType: ReportType.CUSTOM,
+      filters: { days: 7, metrics: ["orders"] },
+    };
+    const first = await client.submitReport(base);
+    expect(first.deduplicated).toBe(false);
+    const jobsAfterFirst = await jobRecords();
+
+    const variants: SubmitReportRequestInit[] = [
+      { ...base, filters: { days: 8, metrics: ["orders"] } },
+      { ...base, filters: {} },
+      { ...base, userId: "u2" },
+      { ...base, reportType: ReportType.WEEKLY },
+    ];
+    for (const v of variants) {
+      const err = await rejection(client.submitReport(v));
+      expect(err.code, JSON.stringify(v)).toBe(Code.AlreadyExists);
+      expect(err.rawMessage).toContain("idempotency key");
+      expect(err.rawMessage).not.toContain(first.jobId);
+    }
+    expect(await jobRecords()).toEqual(jobsAfterFirst);
+
+    // The original request still gets the original job, also with its filters' keys reordered.
+    const again = await client.submitReport({ ...base, filters: { metrics: ["orders"], days: 7 } });
+    expect(again).toMatchObject({ jobId: first.jobId, deduplicated: true });
+  });
+
+  it("gives a different key a different job", async () => {
+    const request = { userId: "u1", reportType: ReportType.WEEKLY };
+    const a = await client.submitReport({ ...request, idempotencyKey: "key-a" });
+    const b = await client.submitReport({ ...request, idempotencyKey: "key-b" });
+    expect(a.deduplicated).toBe(false);
+    expect(b.deduplicated).toBe(false);
+    expect(b.jobId).not.toBe(a.jobId);
+  });
+
+  it("creates a new job each time when there is no key", async () => {
+    const request = { userId: "u1", reportType: ReportType.WEEKLY };
+    const answers = await Promise.all(
+      Array.from({ length: 5 }, () => client.submitReport(request)),
+    );
+    expect(new Set(answers.map((a) => a.jobId)).size).toBe(5);
+    expect(answers.every((a) => !a.deduplicated)).toBe(true);
+  });
+
+  it("treats the Idempotency-Key header like the field", async () => {
+    const request = { userId: "u1", reportType: ReportType.WEEKLY };
+    const viaHeader = await client.submitReport(request, {
+      headers: { "idempotency-key": "header-key" },
+    });
+    expect(viaHeader.deduplicated).toBe(false);
+    const viaField = await client.submitReport({ ...request, idempotencyKey: "header-key" });
+    expect(viaField).toMatchObject({ jobId: viaHeader.jobId, deduplicated: true });
+
+    // Field first, header second, over another protocol.
+    const json = reportClient("connect-json", t.url);
+    const fieldFirst = await json.submitReport({ ...request, idempotencyKey: "field-key" });
+    const headerSecond = await json.submitReport(request, {
+      headers: { "idempotency-key": "field-key" },
+    });
+    expect(headerSecond).toMatchObject({ jobId: fieldFirst.jobId, deduplicated: true });
+
+    // The field wins over the header.
+    const both = await client.submitReport(
+      { ...request, idempotencyKey: "field-key" },
+      { headers: { "idempotency-key": "header-key" } },
+    );
+    expect(both).toMatchObject({ jobId: fieldFirst.jobId, deduplicated: true });
+
+    // Header conflicts are ALREADY_EXISTS too.
+    const err = await rejection(
+      client.submitReport(
+        { ...request, userId: "someone-else" },
+        { headers: { "idempotency-key": "header-key" } },
+      ),
+    );
+    expect(err.code).toBe(Code.AlreadyExists);
+  });
+
+  it("deduplicates plain HTTP POST /v1/reports with the Idempotency-Key header", async () => {
+    const post = (body: unknown) =>
+      fetch(`${t.url}/v1/reports`, {
+        method: "POST",
+        headers: { "content-type": "application/json", "idempotency-key": "curl-key" },
+        body: JSON.stringify(body),
+      });
+    const first = await post({ userId: "u1", reportType: "weekly" });
+    expect(first.status).toBe(202);
+    const a = (await first.json()) as { jobId: string; deduplicated: boolean };
+    expect(a.deduplicated).toBe(false);
+    const second = await post({ userId: "u1", reportType: "REPORT_TYPE_WEEKLY" });
+    expect(second.status).toBe(202);
+    expect(await second.json()).toMatchObject({ jobId: a.jobId, deduplicated: true });
+    // And the RPC sees the same job under the same key.
+    const rpc = await client.submitReport({
+      userId: "u1",
+      reportType: ReportType.WEEKLY,
+      idempotencyKey: "curl-key",
+    });
+    expect(rpc).toMatchObject({ jobId: a.jobId, deduplicated: true });
+    const conflict = await post({ userId: "u1", reportType: "monthly" });
+    expect(conflict.status).toBe(409);
+  });
+
+  it("never derives the job id from the key", async () => {
+    const key = "derivable-key-123";
+    const { jobId } = await client.submitReport({
+      userId: "u1",
+      reportType: ReportType.WEEKLY,
+      idempotencyKey: key,
+    });
+    const sha = createHash("sha256").update(key).digest();
+    const forms = [
+      key,
+      Buffer.from(key).toString("base64"),
+      Buffer.from(key).toString("base64url"),
+      Buffer.from(key).toString("hex"),
+      sha.toString("hex"),
+      sha.toString("base64"),
+      sha.toString("base64url"),
+      sha.toString("base64url").slice(0, 32),
+      sha.toString("base64url").slice(0, 22),
+      sha.toString("hex").slice(0, 32),
+      createHash("sha1").update(key).digest("hex"),
+      createHash("md5").update(key).digest("hex"),
+    ];
+    for (const f of forms) {
+      expect(jobId).not.toBe(f);
+      expect(jobId.includes(f), `job id contains ${f}`).toBe(false);
+      expect(f.includes(jobId), `${f} contains the job id`).toBe(false);
+    }
+    // The same key elsewhere (another deployment: another prefix) gives another id.
+    const other = await startTestApp({}, { mode: "api" });
+    try {
+      const elsewhere = await reportClient("grpc", other.url).submitReport({
+        userId: "u1",
+        reportType: ReportType.WEEKLY,
+        idempotencyKey: key,
+      });
+      expect(elsewhere.deduplicated).toBe(false);
+      expect(elsewhere.jobId).not.toBe(jobId);
+    } finally {
+      await other.close();
+    }
+  });
+
+  it("keeps the idempotency record for IDEMPOTENCY_TTL_SECONDS, not in clear text", async () => {
+    const before = await scanKeys(redis, `${prefix}:idem:*`);
+    const key = "ttl-key-clear-text";
+    const first = await client.submitReport({
+      userId: "u1",
+      reportType: ReportType.WEEKLY,
+      idempotencyKey: key,
+    });
+    const added = (await scanKeys(redis, `${prefix}:idem:*`)).filter((k) => !before.includes(k));
+    expect(added).toHaveLength(1);
+    const recordKey = added[0] as string;
+    expect(recordKey).not.toContain(key);
+    const pttl = await redis.pttl(recordKey);
+    expect(pttl).toBeLessThanOrEqual(ttlSeconds * 1000);
+    expect(pttl).toBeGreaterThan(ttlSeconds * 1000 - 60_000);
+
+    // A duplicate neither adds a record nor extends the first one's life.
+    const dup = await client.submitReport({
+      userId: "u1",
+      reportType: ReportType.WEEKLY,
+      idempotencyKey: key,
+    });
+    expect(dup).toMatchObject({ jobId: first.jobId, deduplicated: true });
+    expect((await scanKeys(redis, `${prefix}:idem:*`)).filter((k) => !before.includes(k))).toEqual(
+      added,
+    );
+    expect(await redis.pttl(recordKey)).toBeLessThanOrEqual(pttl);
+  });
+});
+
+describe("createSubmitter()", () => {
+  let redis: Redis;
+  let queues: Record<DomainReportType, Queue>;
+
+  beforeAll(() => {
+    redis = new Redis(inject("redisUrl"), { maxRetriesPerRequest: 1 });
+  });
+  afterAll(async () => {
+    for (const q of Object.values(queues ?? {})) await q.close();
+    redis?.disconnect();
+  });
+
+  // The API has one tenant for now ("default"), so per-tenant keys are checked here, below it.
+  it("keeps idempotency keys per tenant", async () => {
+    const keys = createKeys(testPrefix());
+    queues = Object.fromEntries(
+      reportTypes.map((type) => [
+        type,
+        new Queue(queueNameFor(type), { connection: redis, prefix: keys.bullPrefix }),
+      ]),
+    ) as Record<DomainReportType, Queue>;
+    const perType = <T>(v: T) => ({ weekly: v, monthly: v, custom: v });
+    const submitter = createSubmitter({
+      redis,
+      queues,
+      keys,
+      settings: {
+        attempts: perType(5),
+        retryBackoffMs: 1000,
+        idempotencyTtlMs: 60_000,
+        retentionSucceededMs: 60_000,
+        retentionFailedMs: 60_000,
+        maxBacklog: 1000,
+        backlogRetryAfterMs: 1000,
+        eventStreamMaxLen: 100,
+      },
+    });
+    const input = {
+      idempotencyKey: "shared-key",
+      userId: "u1",
+      reportType: "weekly" as const,
+      filters: {},
+      priority: "normal" as const,
+    };
+    const acme = await submitter.submit({ ...input, tenant: "acme" });
+    const globex = await submitter.submit({ ...input, tenant: "globex" });
+    expect(acme.deduplicated).toBe(false);
+    expect(globex.deduplicated).toBe(false);
+    expect(globex.job.id).not.toBe(acme.job.id);
+    expect(globex.job.tenant).toBe("globex");
+
+    const acmeAgain = await submitter.submit({ ...input, tenant: "acme" });
+    expect(acmeAgain).toMatchObject({
+      deduplicated: true,
+      job: { id: acme.job.id, tenant: "acme" },
+    });
+    const globexAgain = await submitter.submit({ ...input, tenant: "globex" });
+    expect(globexAgain).toMatchObject({ deduplicated: true, job: { id: globex.job.id } });
+  });
+});
