@@ -152,7 +152,7 @@ export function createSubmitter(deps: {
   return {
     async submit(input) {
       const now = Date.now();
-      const id = randomBytes(16).toString("base64url");
+      const id = newJobId();
       const fingerprint = createHash("sha256")
         .update(
           canonicalJson({
@@ -300,6 +300,20 @@ export function bullJobSpec(
       ...(delay > 0 ? { delay } : {}),
     },
   };
+}
+
+// Job ids are 128 random bits. Drawing them from a pooled buffer avoids a
+// getrandom() call per submit on the hot path.
+let idPool = Buffer.alloc(0);
+let idOffset = 0;
+function newJobId(): string {
+  if (idOffset + 16 > idPool.length) {
+    idPool = randomBytes(16 * 256);
+    idOffset = 0;
+  }
+  const id = idPool.toString("base64url", idOffset, idOffset + 16);
+  idOffset += 16;
+  return id;
 }
 
 /** A short, key-safe digest of a caller-chosen string (idempotency keys, user ids). */
