@@ -75,6 +75,18 @@ export function createReportWorker(deps: {
 }): ReportWorker {
   const { connection, subscriber, commands, keys, processor, settings, logger } = deps;
   const active = new Map<string, ReportType>();
+  // BullMQ puts a rate-limited job that has a priority (all of ours do) back
+  // without adding a queue marker, so fetchers blocked on the marker would
+  // sleep out drainDelay (5 s) instead of the pause asked for. Wake them when
+  // the pause ends.
+  const wakeFetchersAfter = (type: ReportType, delayMs: number) => {
+    const marker = workers[type].keys.marker;
+    if (marker === undefined) return;
+    const timer = setTimeout(() => {
+      commands.zadd(marker, 0, "0").catch(() => undefined);
+    }, delayMs + 10);
+    timer.unref();
+  };
 
   const makeProcess =
     (type: ReportType) => async (job: Job<ReportJobData>, token?: string, signal?: AbortSignal) => {
@@ -91,9 +103,11 @@ export function createReportWorker(deps: {
             return;
           case "released":
             await job.moveToWait(token);
+          wakeFetchersAfter(type, 0);
             throw new WaitingError();
           case "throttled":
             await workers[type].rateLimit(outcome.delayMs);
+            wakeFetchersAfter(type, outcome.delayMs);
             throw Worker.RateLimitError();
           case "retry":
             throw new RetryableAttemptError(outcome.error.message, outcome.delayMs);

@@ -1,0 +1,155 @@
+import type { Client } from "@connectrpc/connect";
+import { afterAll, describe, expect, it } from "vitest";
+import {
+  type Job,
+  type JobEvent,
+  JobEventType,
+  JobState,
+  ReportType,
+} from "../../gen/reports/v1/job_pb.js";
+import type { ReportService } from "../../gen/reports/v1/report_service_pb.js";
+import { reportClient } from "../helpers/clients.js";
+import { killAllServices, type ServiceProcess, spawnService } from "../helpers/processes.js";
+import { startTestApp, type TestApp, testEnv, testPrefix } from "../helpers/test-app.js";
+import { waitFor } from "../helpers/wait-for.js";
+
+type ReportClient = Client<typeof ReportService>;
+
+async function getJob(client: ReportClient, jobId: string): Promise<Job> {
+  const { job } = await client.getJob({ jobId });
+  if (job === undefined) throw new Error("GetJob returned no job");
+  return job;
+}
+
+/** Watches `jobId` from its first event until the watch ends; returns every event. */
+async function history(client: ReportClient, jobId: string): Promise<JobEvent[]> {
+  const events: JobEvent[] = [];
+  for await (const res of client.watchJob({ jobId }, { signal: AbortSignal.timeout(30_000) })) {
+    if (res.event) events.push(res.event);
+  }
+  return events;
+}
+
+/** "TYPE(attempt)" for each event, with the phase of QUEUED events after the first. */
+function outline(events: JobEvent[]): string[] {
+  return events.map((e) =>
+    e.type === JobEventType.QUEUED && e.phase !== ""
+      ? `QUEUED(${e.attempt},${e.phase})`
+      : `${JobEventType[e.type]}(${e.attempt})`,
+  );
+}
+
+describe("SIGTERM to a worker process", () => {
+  const apps: TestApp[] = [];
+  afterAll(async () => {
+    await killAllServices();
+    for (const app of apps) await app.close();
+  });
+
+  async function setup(
+    workerEnv: Record<string, string>,
+  ): Promise<{ api: TestApp; client: ReportClient; env: Record<string, string> }> {
+    const api = await startTestApp({ REDIS_PREFIX: testPrefix() }, { mode: "api" });
+    apps.push(api);
+    const env = testEnv({
+      REDIS_PREFIX: api.config.redisPrefix,
+      ARTIFACT_DIR: api.config.artifactDir,
+      ...workerEnv,
+    });
+    return { api, client: reportClient("grpc", api.url), env };
+  }
+
+  /** Submits `n` weekly jobs and waits until every one of them is running in `proc`. */
+  async function submitRunning(client: ReportClient, n: number): Promise<string[]> {
+    const ids: string[] = [];
+    for (let i = 0; i < n; i++) {
+      ids.push(
+        (await client.submitReport({ userId: `u${i}`, reportType: ReportType.WEEKLY })).jobId,
+      );
+    }
+    await waitFor(
+      async () => {
+        const jobs = await Promise.all(ids.map((id) => getJob(client, id)));
+        return jobs.every((j) => j.state === JobState.RUNNING);
+      },
+      { timeoutMs: 15_000, what: "every job to be running" },
+    );
+    return ids;
+  }
+
+  it("lets running jobs finish within the grace period and exits 0", async () => {
+    const { client, env } = await setup({
+      SHUTDOWN_GRACE_MS: "5000",
+      REPORT_PHASE_DELAY_MS: "300",
+    });
+    const proc: ServiceProcess = await spawnService("worker", env);
+    const ids = await submitRunning(client, 3);
+
+    proc.kill("SIGTERM");
+    const exit = await proc.exited;
+    expect(exit, proc.stderr).toEqual({ code: 0, signal: null });
+    // Each job finished in the stopping process: SUCCEEDED, nothing failed or released.
+    for (const jobId of ids) {
+      const job = await getJob(client, jobId);
+      expect(job.state, jobId).toBe(JobState.SUCCEEDED);
+      expect(job.attemptsMade).toBe(1);
+      expect(outline(await history(client, jobId))).toEqual([
+        "QUEUED(0)",
+        "STARTED(1)",
+        "PROGRESS(1)",
+        "PROGRESS(1)",
+        "SUCCEEDED(1)",
+      ]);
+    }
+    const { jobs: failed } = await client.listJobs({ states: [JobState.FAILED] });
+    expect(failed).toEqual([]);
+    expect(proc.logs.some((l) => String(l.msg).includes("releasing running jobs"))).toBe(false);
+  });
+
+  it("releases jobs still running when the grace period ends, exits 0, and another worker completes them", async () => {
+    const graceMs = 200;
+    const { client, env } = await setup({
+      SHUTDOWN_GRACE_MS: String(graceMs),
+      REPORT_PHASE_DELAY_MS: "3000",
+    });
+    const proc = await spawnService("worker", env);
+    const [jobId] = await submitRunning(client, 1);
+    if (jobId === undefined) throw new Error("no job");
+
+    const killedAt = Date.now();
+    proc.kill("SIGTERM");
+    const exit = await proc.exited;
+    const tookMs = Date.now() - killedAt;
+    expect(exit, proc.stderr).toEqual({ code: 0, signal: null });
+    expect(tookMs, `exited after ${tookMs} ms`).toBeLessThan(graceMs + 4000);
+    expect(proc.logs.some((l) => String(l.msg).includes("releasing running jobs"))).toBe(true);
+
+    // Back in the queue, not failed, with its attempt given back.
+    const released = await getJob(client, jobId);
+    expect(released.state).toBe(JobState.QUEUED);
+    expect(released.attemptsMade).toBe(0);
+    expect(released.failureReason).toBe("");
+
+    await spawnService("worker", { ...env, REPORT_PHASE_DELAY_MS: "20" });
+    const job = await waitFor(
+      async () => {
+        const j = await getJob(client, jobId);
+        return j.state === JobState.SUCCEEDED ? j : undefined;
+      },
+      { timeoutMs: 20_000, intervalMs: 50, what: "the second worker to complete the job" },
+    );
+    expect(job.attemptsMade).toBe(1);
+    const events = await history(client, jobId);
+    expect(outline(events)).toEqual([
+      "QUEUED(0)",
+      "STARTED(1)",
+      "QUEUED(1,released)",
+      "STARTED(1)",
+      "PROGRESS(1)",
+      "PROGRESS(1)",
+      "SUCCEEDED(1)",
+    ]);
+    expect(events[2]?.state).toBe(JobState.QUEUED);
+    expect(events.some((e) => e.type === JobEventType.FAILED)).toBe(false);
+  });
+});

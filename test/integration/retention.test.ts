@@ -1,0 +1,222 @@
+import { existsSync } from "node:fs";
+import path from "node:path";
+import { type Client, Code, ConnectError } from "@connectrpc/connect";
+import { Redis } from "ioredis";
+import { afterAll, afterEach, describe, expect, it } from "vitest";
+import { type Job, JobState, ReportType } from "../../gen/reports/v1/job_pb.js";
+import type { ReportService } from "../../gen/reports/v1/report_service_pb.js";
+import { PermanentReportError, type ReportGenerator } from "../../src/worker/generator.js";
+import { reportClient } from "../helpers/clients.js";
+import { startTestApp, type TestApp } from "../helpers/test-app.js";
+import { waitFor } from "../helpers/wait-for.js";
+
+type ReportClient = Client<typeof ReportService>;
+
+async function errorOf(call: Promise<unknown>): Promise<ConnectError | undefined> {
+  try {
+    await call;
+    return undefined;
+  } catch (err) {
+    return ConnectError.from(err);
+  }
+}
+
+/** Every key of the whole Redis matching `pattern` (SCAN, never KEYS). */
+async function scanAll(redis: Redis, pattern: string): Promise<string[]> {
+  const found: string[] = [];
+  let cursor = "0";
+  do {
+    const [next, keys] = await redis.scan(cursor, "MATCH", pattern, "COUNT", 1000);
+    cursor = next;
+    found.push(...keys);
+  } while (cursor !== "0");
+  return found;
+}
+
+function waitForState(client: ReportClient, jobId: string, state: JobState): Promise<Job> {
+  return waitFor(
+    async () => {
+      const { job } = await client.getJob({ jobId });
+      return job?.state === state ? job : undefined;
+    },
+    { timeoutMs: 15_000, what: `job ${jobId} to be ${JobState[state]}` },
+  );
+}
+
+/** A weekly generator that fails permanently for users named "bad-*" and succeeds otherwise. */
+const generator: ReportGenerator = {
+  async generate(input) {
+    if (input.userId.startsWith("bad-")) throw new PermanentReportError("bad filters");
+    return { fileName: "r.csv", contentType: "text/csv", content: "day,n\n" };
+  },
+};
+
+describe("retention", () => {
+  // A plain connection to the run's Redis, opened with the first app.
+  let redis: Redis;
+  const apps: TestApp[] = [];
+  afterEach(async () => {
+    for (const app of apps) await app.close();
+    apps.length = 0;
+  });
+  afterAll(() => {
+    redis?.disconnect();
+  });
+
+  async function start(env: Record<string, string>): Promise<{ t: TestApp; client: ReportClient }> {
+    const t = await startTestApp(env, { generators: { weekly: generator } });
+    apps.push(t);
+    redis ??= new Redis(t.config.redisUrl);
+    return { t, client: reportClient("grpc", t.url) };
+  }
+
+  /** Keys of `prefix` a job may leave behind when it has really gone. */
+  async function leftovers(t: TestApp, jobId: string): Promise<string[]> {
+    const prefix = t.config.redisPrefix;
+    const out: string[] = [];
+    // Any key of the whole server naming the job: record, events, BullMQ's job hash and logs.
+    out.push(...(await scanAll(redis, `*${jobId}*`)));
+    // Index entries (tenant and user indexes).
+    for (const index of await scanAll(redis, `${prefix}:idx:*`)) {
+      if ((await redis.zscore(index, jobId)) !== null) out.push(`${index} ∋ ${jobId}`);
+    }
+    // BullMQ's finished sets.
+    for (const set of await scanAll(redis, `${prefix}:bull:*:completed`)) {
+      if ((await redis.zscore(set, jobId)) !== null) out.push(`${set} ∋ ${jobId}`);
+    }
+    for (const set of await scanAll(redis, `${prefix}:bull:*:failed`)) {
+      if ((await redis.zscore(set, jobId)) !== null) out.push(`${set} ∋ ${jobId}`);
+    }
+    // Idempotency records (their keys hold a digest, not the id).
+    for (const key of await scanAll(redis, `${prefix}:idem:*`)) {
+      if ((await redis.hget(key, "job")) === jobId) out.push(key);
+    }
+    // The report folder.
+    if (existsSync(path.join(t.config.artifactDir, jobId))) out.push(`artifact dir of ${jobId}`);
+    return out;
+  }
+
+  /** Waits until every trace of `jobId` is gone, sweeping on the way. */
+  async function waitUntilGone(t: TestApp, jobId: string): Promise<void> {
+    let last: string[] = [];
+    await waitFor(
+      async () => {
+        await t.app.janitor?.sweep();
+        last = await leftovers(t, jobId);
+        return last.length === 0;
+      },
+      { timeoutMs: 15_000, intervalMs: 100, what: `every trace of ${jobId} to go` },
+    ).catch((err: unknown) => {
+      throw new Error(`still there: ${last.join(", ")}`, { cause: err });
+    });
+  }
+
+  const shortRetention = {
+    RETENTION_SUCCEEDED_SECONDS: "1",
+    RETENTION_FAILED_SECONDS: "1",
+    IDEMPOTENCY_TTL_SECONDS: "1",
+    RETENTION_SWEEP_MS: "200",
+  };
+
+  for (const outcome of ["SUCCEEDED", "FAILED"] as const) {
+    it(`removes every key, index entry and file of a ${outcome} job once its retention passes`, async () => {
+      const { t, client } = await start(shortRetention);
+      const userId = outcome === "SUCCEEDED" ? "good-1" : "bad-1";
+      const { jobId } = await client.submitReport({
+        userId,
+        reportType: ReportType.WEEKLY,
+        idempotencyKey: `ret-${outcome}`,
+      });
+      const job = await waitForState(client, jobId, JobState[outcome]);
+      if (outcome === "SUCCEEDED") {
+        expect(existsSync(path.join(t.config.artifactDir, jobId))).toBe(true);
+        expect(job.result?.downloadUrl).toMatch(/\/v1\/artifacts\//);
+      }
+      // Before it expires, it is there to find.
+      expect((await scanAll(redis, `*${jobId}*`)).length).toBeGreaterThan(0);
+      expect((await client.listJobs({ userId })).jobs.map((j) => j.id)).toEqual([jobId]);
+
+      await waitUntilGone(t, jobId);
+
+      expect((await errorOf(client.getJob({ jobId })))?.code).toBe(Code.NotFound);
+      expect((await client.listJobs({ userId })).jobs).toEqual([]);
+      expect((await client.listJobs({})).jobs.map((j) => j.id)).not.toContain(jobId);
+      expect((await errorOf(client.watchJob({ jobId })[Symbol.asyncIterator]().next()))?.code).toBe(
+        Code.NotFound,
+      );
+      if (outcome === "SUCCEEDED") {
+        const download = await fetch(job.result?.downloadUrl ?? "");
+        expect(download.status).toBe(404);
+      }
+    });
+  }
+
+  it("removes index entries and files even without an explicit sweep (the janitor's timer)", async () => {
+    const { t, client } = await start(shortRetention);
+    const { jobId } = await client.submitReport({
+      userId: "good-2",
+      reportType: ReportType.WEEKLY,
+    });
+    await waitForState(client, jobId, JobState.SUCCEEDED);
+    let last: string[] = [];
+    await waitFor(
+      async () => {
+        last = await leftovers(t, jobId);
+        return last.length === 0;
+      },
+      { timeoutMs: 15_000, intervalMs: 100, what: "the janitor to clear the job" },
+    ).catch((err: unknown) => {
+      throw new Error(`still there: ${last.join(", ")}`, { cause: err });
+    });
+  });
+
+  it("does not resurrect or duplicate a job when its idempotency key outlives it", async () => {
+    const { t, client } = await start({
+      RETENTION_SUCCEEDED_SECONDS: "1",
+      IDEMPOTENCY_TTL_SECONDS: "60",
+      RETENTION_SWEEP_MS: "200",
+    });
+    const request = {
+      userId: "good-3",
+      reportType: ReportType.WEEKLY,
+      idempotencyKey: "outlives-its-job",
+    };
+    const { jobId } = await client.submitReport(request);
+    await waitForState(client, jobId, JobState.SUCCEEDED);
+    // While the job lives, the key answers with it.
+    const dup = await client.submitReport(request);
+    expect(dup).toMatchObject({ jobId, deduplicated: true });
+
+    await waitFor(async () => (await errorOf(client.getJob({ jobId })))?.code === Code.NotFound, {
+      timeoutMs: 10_000,
+      what: "the job to expire",
+    });
+    const prefix = t.config.redisPrefix;
+    const jobKeysBefore = await scanAll(redis, `${prefix}:job:*`);
+    expect(jobKeysBefore).toEqual([]);
+
+    for (const attempt of [1, 2]) {
+      const err = await errorOf(client.submitReport(request));
+      expect(err?.code, `repeat ${attempt}`).toBe(Code.AlreadyExists);
+      expect(err?.rawMessage).toMatch(/expired/);
+      expect(err?.rawMessage).toContain(jobId);
+    }
+    // Over plain HTTP too.
+    const res = await fetch(`${t.url}/v1/reports`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "idempotency-key": request.idempotencyKey },
+      body: JSON.stringify({ userId: request.userId, reportType: "weekly" }),
+    });
+    expect(res.status).toBe(409);
+
+    // Nothing came back to life and nothing new was made.
+    expect(await scanAll(redis, `${prefix}:job:*`)).toEqual([]);
+    expect(await scanAll(redis, `${prefix}:events:*`)).toEqual([]);
+    expect((await client.listJobs({})).jobs).toEqual([]);
+    expect((await errorOf(client.getJob({ jobId })))?.code).toBe(Code.NotFound);
+    // A new key makes a new job.
+    const fresh = await client.submitReport({ ...request, idempotencyKey: "a-new-key" });
+    expect(fresh.jobId).not.toBe(jobId);
+    expect(fresh.deduplicated).toBe(false);
+  });
+});
