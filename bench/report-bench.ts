@@ -18,11 +18,12 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { createClient } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
+import { connectNodeAdapter, createConnectTransport } from "@connectrpc/connect-node";
 import { Queue } from "bullmq";
 import { Redis } from "ioredis";
 import { ReportType } from "../gen/reports/v1/job_pb.js";
 import { ReportService } from "../gen/reports/v1/report_service_pb.js";
+import { createDualServer } from "../src/api/server.js";
 import { type App, createApp } from "../src/app.js";
 import { loadConfig } from "../src/config/config.js";
 import { queueNameFor } from "../src/queue/keys.js";
@@ -84,6 +85,16 @@ export interface BenchResults {
     rawQueueAdd: Figures;
     connectJsonVsRaw: number;
     grpcVsRaw: number;
+    /**
+     * The framework's floor: a SubmitReport handler that does nothing, on the
+     * same server stack (connect-node behind the one-port server), over the
+     * same protocols. What no SubmitReport can beat on this machine.
+     */
+    noopConnectJson: Figures;
+    noopGrpc: Figures;
+    /** The service's SubmitReport over the no-op handler's throughput. */
+    connectJsonVsNoop: number;
+    grpcVsNoop: number;
   };
   getJob: {
     /** GetJob as a Connect GET (JSON, HTTP/1.1) with only the target job queued. */
@@ -241,6 +252,35 @@ export async function runReportBenchmark(
       ...timing,
     });
 
+    // The framework floor: the same server stack with a SubmitReport that does nothing.
+    const noopServer = createDualServer(
+      connectNodeAdapter({
+        routes: (router) =>
+          router.service(ReportService, {
+            submitReport: () => ({ jobId: "noop", statusUrl: "", deduplicated: false }),
+          }),
+      }),
+      { keepaliveMs: 30_000, logger: createLogger("silent") },
+    );
+    const noopAddress = await noopServer.listen(0, "127.0.0.1");
+    cleanups.unshift(() => noopServer.close(1000));
+    const noopUrl = `http://127.0.0.1:${noopAddress.port}`;
+    progress("no-op SubmitReport handler (framework floor), Connect JSON and gRPC");
+    const noopConnect = await load.run({
+      kind: "submit",
+      protocol: "connect-json",
+      baseUrl: noopUrl,
+      keyPrefix: `noop-${runId}-cj`,
+      ...timing,
+    });
+    const noopGrpc = await load.run({
+      kind: "submit",
+      protocol: "grpc",
+      baseUrl: noopUrl,
+      keyPrefix: `noop-${runId}-grpc`,
+      ...timing,
+    });
+
     const cpus = os.cpus();
     return {
       options,
@@ -256,6 +296,10 @@ export async function runReportBenchmark(
         rawQueueAdd: raw,
         connectJsonVsRaw: ratio(submitConnect.rps, raw.rps),
         grpcVsRaw: ratio(submitGrpc.rps, raw.rps),
+        noopConnectJson: noopConnect,
+        noopGrpc,
+        connectJsonVsNoop: ratio(submitConnect.rps, noopConnect.rps),
+        grpcVsNoop: ratio(submitGrpc.rps, noopGrpc.rps),
       },
       getJob: {
         emptyQueue,
@@ -352,9 +396,27 @@ function describe(o: BenchOptions): string {
 export function formatTable(r: BenchResults): string {
   const { submit, getJob } = r;
   const rows: [string, Figures, string][] = [
-    ["SubmitReport  Connect JSON, HTTP/1.1", submit.connectJson, x(submit.connectJsonVsRaw, "raw")],
-    ["SubmitReport  gRPC, HTTP/2", submit.grpc, x(submit.grpcVsRaw, "raw")],
+    [
+      "SubmitReport  Connect JSON, HTTP/1.1",
+      submit.connectJson,
+      `${x(submit.connectJsonVsRaw, "raw")}, ${x(submit.connectJsonVsNoop, "no-op")}`,
+    ],
+    [
+      "SubmitReport  gRPC, HTTP/2",
+      submit.grpc,
+      `${x(submit.grpcVsRaw, "raw")}, ${x(submit.grpcVsNoop, "no-op")}`,
+    ],
     ["raw BullMQ queue.add", submit.rawQueueAdd, "baseline"],
+    [
+      "no-op handler  Connect JSON, HTTP/1.1",
+      submit.noopConnectJson,
+      x(ratio(submit.noopConnectJson.rps, submit.rawQueueAdd.rps), "raw"),
+    ],
+    [
+      "no-op handler  gRPC, HTTP/2",
+      submit.noopGrpc,
+      x(ratio(submit.noopGrpc.rps, submit.rawQueueAdd.rps), "raw"),
+    ],
     ["GetJob  Connect GET, empty queue", getJob.emptyQueue, "baseline"],
     [
       `GetJob  Connect GET, ${getJob.waitingJobs} waiting`,
