@@ -77,6 +77,11 @@ describe("runReportBenchmark()", () => {
       r.submit.connectJson.rps / r.submit.rawQueueAdd.rps,
     );
     expect(r.submit.grpcVsRaw).toBeCloseTo(r.submit.grpc.rps / r.submit.rawQueueAdd.rps);
+    expectSane(r.submit.noopConnectJson, "no-op Connect JSON");
+    expectSane(r.submit.noopGrpc, "no-op gRPC");
+    expect(r.submit.connectJsonVsNoop).toBeCloseTo(
+      r.submit.connectJson.rps / r.submit.noopConnectJson.rps,
+    );
     expect(r.getJob.backlogVsEmpty).toBeCloseTo(
       r.getJob.behindBacklog.rps / r.getJob.emptyQueue.rps,
     );
@@ -100,7 +105,8 @@ describe("runReportBenchmark()", () => {
     expect(table).toContain("SubmitReport  Connect JSON, HTTP/1.1");
     expect(table).toContain("raw BullMQ queue.add");
     expect(table).toContain("CPU µs/call");
-    expect(table.split("\n").length).toBe(9);
+    expect(table.split("\n").length).toBe(11);
+    expect(table).toContain("no-op handler");
     const json = formatJson(r);
     expect(json).not.toContain("\n");
     expect(JSON.parse(json).submit.grpc.requests).toBe(r.submit.grpc.requests);
