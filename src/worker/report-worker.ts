@@ -103,7 +103,7 @@ export function createReportWorker(deps: {
             return;
           case "released":
             await job.moveToWait(token);
-          wakeFetchersAfter(type, 0);
+            wakeFetchersAfter(type, 0);
             throw new WaitingError();
           case "throttled":
             await workers[type].rateLimit(outcome.delayMs);

@@ -82,10 +82,17 @@ describe("worker crash (at-least-once processing)", () => {
     if (api === undefined) throw new Error("no api");
     const client = reportClient("grpc", api.url);
     const out: JobEvent[] = [];
-    for await (const res of client.watchJob({ jobId }, { signal: AbortSignal.timeout(10_000) })) {
-      if (res.event === undefined) continue;
-      out.push(res.event);
-      if (stop(res.event)) break;
+    // Leaving the loop does not cancel a Connect stream; aborting does.
+    const done = new AbortController();
+    const signal = AbortSignal.any([done.signal, AbortSignal.timeout(10_000)]);
+    try {
+      for await (const res of client.watchJob({ jobId }, { signal })) {
+        if (res.event === undefined) continue;
+        out.push(res.event);
+        if (stop(res.event)) break;
+      }
+    } finally {
+      done.abort();
     }
     return out;
   }

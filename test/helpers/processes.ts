@@ -3,7 +3,8 @@
  * <mode>`), the way `npm run api|worker|start` does, for end-to-end tests of
  * crashes and signals. Its pino JSON lines are captured so a test can wait
  * for one; every process started here is killed by `killAllServices()` (call
- * it in afterAll) and, as a last resort, when the test process exits.
+ * it in afterAll) and, as a last resort, when the test process exits or
+ * dies (see parentWatchdog).
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -58,6 +59,17 @@ process.once("exit", () => {
   for (const child of running) child.kill("SIGKILL");
 });
 
+/**
+ * Preloaded into each child: when this test process dies without cleaning up
+ * (a crash, or the runner killing it), the child's stdin pipe ends and the
+ * orphan kills itself. The pipe is unref'd, so it never keeps a stopping
+ * service alive.
+ */
+const parentWatchdog = `data:text/javascript,${encodeURIComponent(
+  "process.stdin.on('end',()=>process.kill(process.pid,'SIGKILL'));" +
+    "process.stdin.on('error',()=>{});process.stdin.resume();process.stdin.unref();",
+)}`;
+
 /** Environment passed through from the test process; everything else comes from `env`. */
 const inherited = ["PATH", "HOME", "TMPDIR", "LANG", "TZ"];
 
@@ -65,7 +77,7 @@ const inherited = ["PATH", "HOME", "TMPDIR", "LANG", "TZ"];
  * Spawns `src/main.ts <mode>` with `env` (typically `testEnv({...})`) and
  * resolves once it has logged that it started. In api/all modes a free PORT
  * is chosen unless `env` has one; ARTIFACT_DIR defaults to a temporary
- * folder removed when the process is killed by `killAllServices()`.
+ * folder removed when the process exits.
  * LOG_LEVEL is raised to at least info, since tests wait on log lines.
  */
 export async function spawnService(
@@ -90,19 +102,24 @@ export async function spawnService(
     ...(ownArtifactDir === undefined ? {} : { ARTIFACT_DIR: ownArtifactDir }),
   };
 
-  const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts", mode], {
-    cwd: repoRoot,
-    env: fullEnv,
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+  const child = spawn(
+    process.execPath,
+    ["--import", parentWatchdog, "--import", "tsx", "src/main.ts", mode],
+    { cwd: repoRoot, env: fullEnv, stdio: ["pipe", "pipe", "pipe"] },
+  );
   running.add(child);
+  child.stdin?.on("error", () => undefined);
 
   const logs: LogLine[] = [];
   let stderr = "";
   let exit: ProcessExit | undefined;
   const waiters = new Set<{ match: (line: LogLine) => boolean; onExit: () => void }>();
   const exited = new Promise<ProcessExit>((resolve) => {
-    child.once("exit", (code, signal) => {
+    child.once("error", (err) => {
+      stderr += `spawn failed: ${err.message}\n`;
+    });
+    // "close" rather than "exit": every line the child wrote has been read.
+    child.once("close", (code, signal) => {
       exit = { code, signal };
       running.delete(child);
       if (ownArtifactDir !== undefined) rmSync(ownArtifactDir, { recursive: true, force: true });
