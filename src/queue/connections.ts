@@ -82,7 +82,7 @@ export async function waitForReady(redis: Redis, timeoutMs: number): Promise<voi
 export async function closeRedis(redis: Redis): Promise<void> {
   try {
     if (redis.status === "ready") {
-      await Promise.race([redis.quit(), new Promise((r) => setTimeout(r, 1000))]);
+      await Promise.race([redis.quit(), new Promise((r) => setTimeout(r, 1000).unref())]);
     }
   } catch {
     // Closing anyway below.
