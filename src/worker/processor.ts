@@ -13,6 +13,7 @@ import { terminalStates } from "../domain/job.js";
 import type { EventLog } from "../events/event-log.js";
 import type { JobReader } from "../queue/job-reader.js";
 import { encodeArtifact, recordField as f } from "../queue/job-record.js";
+import { isStorageUnavailable } from "../queue/storage-errors.js";
 import type { ArtifactStore } from "./artifact-store.js";
 import {
   PermanentReportError,
@@ -318,6 +319,13 @@ export function backoffDelay(baseMs: number, attempt: number, random: () => numb
 function describeFailure(err: unknown, phase: string, logger: Logger, jobId: string): string {
   if (err instanceof PermanentReportError || err instanceof TransientReportError)
     return err.message;
+  if (isStorageUnavailable(err)) {
+    logger.warn(
+      { err: (err as Error).message, jobId, phase },
+      "storage unavailable during attempt",
+    );
+    return `storage unavailable in phase ${phase}; will retry`;
+  }
   logger.error({ err, jobId, phase }, "report generator failed unexpectedly");
   return `internal error in phase ${phase}`;
 }

@@ -143,7 +143,14 @@ export function createReportWorker(deps: {
         },
       },
     });
-    worker.on("error", (err) => logger.warn({ err: err.message, type }, "worker error"));
+    // Rate-limited: during an outage BullMQ reports every reconnect attempt.
+    let lastErrorLog = 0;
+    worker.on("error", (err) => {
+      const now = Date.now();
+      if (now - lastErrorLog < 5000) return;
+      lastErrorLog = now;
+      logger.warn({ err: err.message, type }, "worker error");
+    });
     // Jobs BullMQ fails on its own (stalled too often) never reach the
     // processor's catch; record them here. The append is state-guarded, so
     // failures the processor already recorded are left alone.
