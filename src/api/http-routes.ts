@@ -22,8 +22,8 @@ import {
   ReportService,
   SubmitReportRequestSchema,
 } from "../../gen/reports/v1/report_service_pb.js";
+import { artifactFile } from "../domain/artifact-paths.js";
 import type { JobReader } from "../queue/job-reader.js";
-import { artifactFile } from "../worker/artifact-store.js";
 import { kTenant } from "./context-keys.js";
 import { toConnectError } from "./error-map.js";
 import type { NodeRequest, NodeResponse } from "./node-types.js";

@@ -6,6 +6,7 @@
 import { randomBytes } from "node:crypto";
 import { mkdir, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
+import { artifactFile, artifactFolder, artifactPath } from "../domain/artifact-paths.js";
 import type { ReportArtifact } from "../domain/job.js";
 
 /** Stores report files. */
@@ -18,20 +19,6 @@ export interface ArtifactStore {
   ): Promise<ReportArtifact>;
   /** Removes a job's files; no error when there are none. */
   remove(jobId: string): Promise<void>;
-}
-
-const safeName = /^[A-Za-z0-9_.-]{1,128}$/;
-
-/** The download path the API serves for a job's file. */
-export function artifactPath(jobId: string, fileName: string): string {
-  return `/v1/artifacts/${encodeURIComponent(jobId)}/${encodeURIComponent(fileName)}`;
-}
-
-/** Resolves a job's file on disk; undefined for names that could escape the folder. */
-export function artifactFile(dir: string, jobId: string, fileName: string): string | undefined {
-  if (!safeName.test(jobId) || !safeName.test(fileName) || fileName.startsWith("."))
-    return undefined;
-  return path.join(dir, jobId, fileName);
 }
 
 /** Creates a store rooted at `dir`. */
@@ -49,8 +36,9 @@ export function createArtifactStore(dir: string): ArtifactStore {
       return { downloadPath: artifactPath(jobId, fileName), contentType, sizeBytes };
     },
     async remove(jobId) {
-      if (!safeName.test(jobId)) return;
-      await rm(path.join(dir, jobId), { recursive: true, force: true });
+      const folder = artifactFolder(dir, jobId);
+      if (folder === undefined) return;
+      await rm(folder, { recursive: true, force: true });
     },
   };
 }
