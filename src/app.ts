@@ -255,10 +255,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
         port = address.port;
         const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
         url = `http://${host}:${port}`;
-        logger.info(
-          { url, mode: config.mode },
-          "api listening (gRPC, gRPC-Web and Connect on one port)",
-        );
+        logger.info({ url }, "api listening (gRPC, gRPC-Web and Connect on one port)");
       }
       if (worker) {
         await worker.start();
