@@ -1,6 +1,5 @@
-import { type Timestamp, timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
-import { type Client, Code, ConnectError } from "@connectrpc/connect";
-import { Queue } from "bullmq";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { Code } from "@connectrpc/connect";
 import { Redis } from "ioredis";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import {
@@ -10,66 +9,24 @@ import {
   JobState,
   ReportType,
 } from "../../gen/reports/v1/job_pb.js";
-import type { ReportService } from "../../gen/reports/v1/report_service_pb.js";
-import { queueNameFor } from "../../src/queue/keys.js";
 import type { ReportGenerator } from "../../src/worker/generator.js";
 import { reportClient } from "../helpers/clients.js";
 import { killAllServices, type ServiceProcess, spawnService } from "../helpers/processes.js";
+import {
+  bullQueue,
+  errorOf,
+  getJob,
+  type HistoryOptions,
+  history,
+  ms,
+  type ReportClient,
+  waitForState,
+} from "../helpers/rpc.js";
 import { startTestApp, type TestApp, testEnv, testPrefix } from "../helpers/test-app.js";
 import { waitFor } from "../helpers/wait-for.js";
 
-type ReportClient = Client<typeof ReportService>;
-
-/** Milliseconds since the epoch of a timestamp that must be set. */
-function ms(ts: Timestamp | undefined): number {
-  if (ts === undefined) throw new Error("timestamp missing");
-  return timestampMs(ts);
-}
-
-async function errorOf(call: Promise<unknown>): Promise<ConnectError | undefined> {
-  try {
-    await call;
-    return undefined;
-  } catch (err) {
-    return ConnectError.from(err);
-  }
-}
-
-async function getJob(client: ReportClient, jobId: string): Promise<Job> {
-  const { job } = await client.getJob({ jobId });
-  if (job === undefined) throw new Error("GetJob returned no job");
-  return job;
-}
-
-function waitForState(
-  client: ReportClient,
-  jobId: string,
-  state: JobState,
-  timeoutMs = 15_000,
-): Promise<Job> {
-  return waitFor(
-    async () => {
-      const job = await getJob(client, jobId);
-      return job.state === state ? job : undefined;
-    },
-    { timeoutMs, what: `job ${jobId} to be ${JobState[state]}` },
-  );
-}
-
-/** Watches `jobId` from its first event until the watch ends (or `stop` holds); returns every event. */
-async function history(
-  client: ReportClient,
-  jobId: string,
-  stop: (e: JobEvent) => boolean = () => false,
-): Promise<JobEvent[]> {
-  const events: JobEvent[] = [];
-  for await (const res of client.watchJob({ jobId }, { signal: AbortSignal.timeout(30_000) })) {
-    if (res.event === undefined) continue;
-    events.push(res.event);
-    if (stop(res.event)) break;
-  }
-  return events;
-}
+/** The deadline of every watch in this file: a watch that does not end fails the test. */
+const watch: HistoryOptions = { timeoutMs: 30_000 };
 
 function types(events: JobEvent[]): string[] {
   return events.map((e) => JobEventType[e.type]);
@@ -94,19 +51,6 @@ async function measureCancel(
   });
   const elapsedMs = Date.now() - began;
   return { began, elapsedMs, answer: (await answer).job };
-}
-
-/** A queue handle on the run's Redis, to see what BullMQ holds for a job. */
-function bullQueue(prefix: string, redisUrl: string): { queue: Queue; close(): Promise<void> } {
-  const connection = new Redis(redisUrl, { maxRetriesPerRequest: null });
-  const queue = new Queue(queueNameFor("weekly"), { connection, prefix: `${prefix}:bull` });
-  return {
-    queue,
-    async close() {
-      await queue.close();
-      connection.disconnect();
-    },
-  };
 }
 
 describe("CancelJob with the worker in another process", () => {
@@ -166,14 +110,14 @@ describe("CancelJob with the worker in another process", () => {
     await waitForState(client, after.jobId, JobState.SUCCEEDED);
 
     for (const jobId of [early.jobId, later.jobId]) {
-      const events = await history(client, jobId);
+      const events = await history(client, jobId, watch);
       expect(types(events), jobId).toEqual(["QUEUED", "CANCELLED"]);
       const job = await getJob(client, jobId);
       expect(job.state).toBe(JobState.CANCELLED);
       expect(job.startedAt).toBeUndefined();
       expect(job.attemptsMade).toBe(0);
     }
-    expect((await history(client, early.jobId)).at(-1)?.error).toBe("not needed");
+    expect((await history(client, early.jobId, watch)).at(-1)?.error).toBe("not needed");
     // Out of BullMQ too: nothing left that could run it.
     const bull = bullQueue(app.config.redisPrefix, app.config.redisUrl);
     closers.push(bull.close);
@@ -205,7 +149,10 @@ describe("CancelJob with the worker in another process", () => {
     // Every attempt fails; the first retry is due 1-2 s after the failure.
     await worker(app, { REPORT_FAIL_RATE: "1", RETRY_BACKOFF_MS: "2000" });
     const { jobId } = await client.submitReport({ userId: "retry", reportType: ReportType.WEEKLY });
-    const untilRetrying = await history(client, jobId, (e) => e.type === JobEventType.RETRYING);
+    const untilRetrying = await history(client, jobId, {
+      ...watch,
+      stop: (e) => e.type === JobEventType.RETRYING,
+    });
     const retrying = untilRetrying.at(-1);
     expect(retrying?.type).toBe(JobEventType.RETRYING);
     const dueAt = ms(retrying?.nextAttemptAt);
@@ -227,7 +174,7 @@ describe("CancelJob with the worker in another process", () => {
       timeoutMs: 15_000,
       what: "the clock job to start",
     });
-    const events = await history(client, jobId);
+    const events = await history(client, jobId, watch);
     expect(types(events)).toEqual(["QUEUED", "STARTED", "RETRYING", "CANCELLED"]);
     expect(events.at(-1)?.error).toBe("stop retrying");
     const final = await getJob(client, jobId);
@@ -241,7 +188,7 @@ describe("CancelJob with the worker in another process", () => {
     // Phases of 3 s; no poll fallback within the test's time: the pub/sub message must do it.
     const proc = await worker(app, { REPORT_PHASE_DELAY_MS: "3000", CANCEL_POLL_MS: "60000" });
     const { jobId } = await client.submitReport({ userId: "run", reportType: ReportType.WEEKLY });
-    const watched = history(reportClient("connect-json", app.url), jobId);
+    const watched = history(reportClient("connect-json", app.url), jobId, watch);
     await waitForState(client, jobId, JobState.RUNNING);
 
     const reason = "user closed the page";
@@ -272,7 +219,7 @@ describe("CancelJob with the worker in another process", () => {
     expect(bullJob?.finishedOn).toBeDefined();
     expect((bullJob?.finishedOn ?? 0) - began).toBeLessThan(1500);
     expect(bullJob?.attemptsMade).toBe(1);
-    expect(types(await history(client, jobId))).toEqual(["QUEUED", "STARTED", "CANCELLED"]);
+    expect(types(await history(client, jobId, watch))).toEqual(["QUEUED", "STARTED", "CANCELLED"]);
     const { jobs } = await client.listJobs({ states: [JobState.CANCELLED] });
     expect(jobs.map((j) => j.id)).toEqual([jobId]);
   });
@@ -323,7 +270,7 @@ describe("CancelJob with an in-process worker", () => {
     t = await startTestApp({ CANCEL_POLL_MS: "60000" }, { generators: { weekly: generator } });
     const client = reportClient("grpc", t.url);
     const { jobId } = await client.submitReport({ userId: "sig", reportType: ReportType.WEEKLY });
-    const watched = history(client, jobId);
+    const watched = history(client, jobId, watch);
     await waitFor(async () => (await getJob(client, jobId)).progress === 40, {
       what: "the generator to be running",
     });
@@ -359,7 +306,7 @@ describe("CancelJob with an in-process worker", () => {
     expect(job.failureReason).toBe("missed message");
     expect(generator.seen).toHaveLength(1);
     expect(generator.seen[0]?.reason).toBe("job cancelled");
-    expect(types(await history(client, jobId))).toEqual([
+    expect(types(await history(client, jobId, watch))).toEqual([
       "QUEUED",
       "STARTED",
       "PROGRESS",

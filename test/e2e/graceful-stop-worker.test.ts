@@ -1,43 +1,10 @@
-import type { Client } from "@connectrpc/connect";
 import { afterAll, describe, expect, it } from "vitest";
-import {
-  type Job,
-  type JobEvent,
-  JobEventType,
-  JobState,
-  ReportType,
-} from "../../gen/reports/v1/job_pb.js";
-import type { ReportService } from "../../gen/reports/v1/report_service_pb.js";
+import { JobEventType, JobState, ReportType } from "../../gen/reports/v1/job_pb.js";
 import { reportClient } from "../helpers/clients.js";
 import { killAllServices, type ServiceProcess, spawnService } from "../helpers/processes.js";
+import { getJob, history, outlineWithPhases, type ReportClient } from "../helpers/rpc.js";
 import { startTestApp, type TestApp, testEnv, testPrefix } from "../helpers/test-app.js";
 import { waitFor } from "../helpers/wait-for.js";
-
-type ReportClient = Client<typeof ReportService>;
-
-async function getJob(client: ReportClient, jobId: string): Promise<Job> {
-  const { job } = await client.getJob({ jobId });
-  if (job === undefined) throw new Error("GetJob returned no job");
-  return job;
-}
-
-/** Watches `jobId` from its first event until the watch ends; returns every event. */
-async function history(client: ReportClient, jobId: string): Promise<JobEvent[]> {
-  const events: JobEvent[] = [];
-  for await (const res of client.watchJob({ jobId }, { signal: AbortSignal.timeout(30_000) })) {
-    if (res.event) events.push(res.event);
-  }
-  return events;
-}
-
-/** "TYPE(attempt)" for each event, with the phase of QUEUED events after the first. */
-function outline(events: JobEvent[]): string[] {
-  return events.map((e) =>
-    e.type === JobEventType.QUEUED && e.phase !== ""
-      ? `QUEUED(${e.attempt},${e.phase})`
-      : `${JobEventType[e.type]}(${e.attempt})`,
-  );
-}
 
 describe("SIGTERM to a worker process", () => {
   const apps: TestApp[] = [];
@@ -93,7 +60,7 @@ describe("SIGTERM to a worker process", () => {
       const job = await getJob(client, jobId);
       expect(job.state, jobId).toBe(JobState.SUCCEEDED);
       expect(job.attemptsMade).toBe(1);
-      expect(outline(await history(client, jobId))).toEqual([
+      expect(outlineWithPhases(await history(client, jobId, { timeoutMs: 30_000 }))).toEqual([
         "QUEUED(0)",
         "STARTED(1)",
         "PROGRESS(1)",
@@ -139,8 +106,8 @@ describe("SIGTERM to a worker process", () => {
       { timeoutMs: 20_000, intervalMs: 50, what: "the second worker to complete the job" },
     );
     expect(job.attemptsMade).toBe(1);
-    const events = await history(client, jobId);
-    expect(outline(events)).toEqual([
+    const events = await history(client, jobId, { timeoutMs: 30_000 });
+    expect(outlineWithPhases(events)).toEqual([
       "QUEUED(0)",
       "STARTED(1)",
       "QUEUED(1,released)",

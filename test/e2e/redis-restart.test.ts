@@ -1,16 +1,15 @@
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import { afterAll, describe, expect, it } from "vitest";
 import { JobState, ReportType } from "../../gen/reports/v1/job_pb.js";
 import { protocols, reportClient } from "../helpers/clients.js";
 import { type RedisServerHandle, startRedisServer } from "../helpers/redis-server.js";
+import { errorOf, waitForEnd } from "../helpers/rpc.js";
 import { startTestApp, type TestApp } from "../helpers/test-app.js";
 import { waitFor } from "../helpers/wait-for.js";
 
 /** Text that would mean a Redis or socket error leaked onto the wire. */
 const leaked =
   /ECONN|EPIPE|ETIMEDOUT|Connection is closed|Stream isn't writeable|offline queue|max retries|ioredis|redis|127\.0\.0\.1|\bat \S+ \(/i;
-
-const ended = new Set([JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED]);
 
 describe("Redis restart", () => {
   let redis: RedisServerHandle | undefined;
@@ -27,13 +26,7 @@ describe("Redis restart", () => {
     const stateOf = async (jobId: string) => (await client.getJob({ jobId })).job?.state;
     /** Waits until the job has ended (whichever way) and returns it. */
     const finished = (jobId: string, what: string) =>
-      waitFor(
-        async () => {
-          const { job } = await client.getJob({ jobId });
-          return job !== undefined && ended.has(job.state) ? job : undefined;
-        },
-        { timeoutMs: 20_000, intervalMs: 100, what },
-      );
+      waitForEnd(client, jobId, { timeoutMs: 20_000, intervalMs: 100, what });
 
     const done = await client.submitReport({ userId: "before", reportType: ReportType.WEEKLY });
     expect((await finished(done.jobId, "the first job to end")).state).toBe(JobState.SUCCEEDED);
@@ -56,10 +49,7 @@ describe("Redis restart", () => {
       };
       for (const [name, call] of Object.entries(calls)) {
         const began = Date.now();
-        const err = await call().then(
-          () => undefined,
-          (e: unknown) => ConnectError.from(e),
-        );
+        const err = await errorOf(call());
         const elapsed = Date.now() - began;
         expect(err, `${name} over ${protocol} should fail`).toBeDefined();
         expect(err?.code, `${name} over ${protocol}: ${err?.message}`).toBe(Code.Unavailable);

@@ -7,6 +7,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import type { JobEvent } from "../../gen/reports/v1/job_pb.js";
 import { JobEventType, ReportType } from "../../gen/reports/v1/job_pb.js";
 import { reportClient } from "../helpers/clients.js";
+import { deferred } from "../helpers/generators.js";
 import { type RedisServerHandle, startRedisServer } from "../helpers/redis-server.js";
 import { startTestApp, type TestApp } from "../helpers/test-app.js";
 import { waitFor } from "../helpers/wait-for.js";
@@ -21,10 +22,7 @@ describe("createEventHub() across a Redis restart", () => {
 
   it("delivers every event of a job exactly once to a watch that stays open through the outage", async () => {
     redis = await startRedisServer({ appendonly: true });
-    let release: () => void = () => undefined;
-    const gate = new Promise<void>((resolve) => {
-      release = resolve;
-    });
+    const { promise: gate, resolve: release } = deferred();
     t = await startTestApp(
       { REDIS_URL: redis.url },
       {

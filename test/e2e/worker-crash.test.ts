@@ -3,10 +3,8 @@ import { afterAll, describe, expect, it } from "vitest";
 import { type JobEvent, JobEventType, JobState, ReportType } from "../../gen/reports/v1/job_pb.js";
 import { reportClient } from "../helpers/clients.js";
 import { killAllServices, spawnService } from "../helpers/processes.js";
+import { history, waitForEnd } from "../helpers/rpc.js";
 import { startTestApp, type TestApp, testEnv, testPrefix } from "../helpers/test-app.js";
-import { waitFor } from "../helpers/wait-for.js";
-
-const ended = new Set([JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED]);
 
 describe("worker crash (at-least-once processing)", () => {
   let api: TestApp | undefined;
@@ -46,13 +44,11 @@ describe("worker crash (at-least-once processing)", () => {
     const killedAt = Date.now();
 
     await spawnService("worker", workerEnv);
-    const job = await waitFor(
-      async () => {
-        const { job } = await client.getJob({ jobId });
-        return job !== undefined && ended.has(job.state) ? job : undefined;
-      },
-      { timeoutMs: 20_000, intervalMs: 100, what: "the second worker to finish the job" },
-    );
+    const job = await waitForEnd(client, jobId, {
+      timeoutMs: 20_000,
+      intervalMs: 100,
+      what: "the second worker to finish the job",
+    });
     expect(JobState[job.state], job.failureReason).toBe("SUCCEEDED");
     expect(job.progress).toBe(100);
     expect(job.result?.downloadUrl).toMatch(/\/v1\/artifacts\//);
@@ -80,20 +76,6 @@ describe("worker crash (at-least-once processing)", () => {
   /** Watches the job from its first event until `stop` holds for one (included) or the job ends. */
   async function watchUntil(jobId: string, stop: (e: JobEvent) => boolean): Promise<JobEvent[]> {
     if (api === undefined) throw new Error("no api");
-    const client = reportClient("grpc", api.url);
-    const out: JobEvent[] = [];
-    // Leaving the loop does not cancel a Connect stream; aborting does.
-    const done = new AbortController();
-    const signal = AbortSignal.any([done.signal, AbortSignal.timeout(10_000)]);
-    try {
-      for await (const res of client.watchJob({ jobId }, { signal })) {
-        if (res.event === undefined) continue;
-        out.push(res.event);
-        if (stop(res.event)) break;
-      }
-    } finally {
-      done.abort();
-    }
-    return out;
+    return history(reportClient("grpc", api.url), jobId, { timeoutMs: 10_000, stop });
   }
 });

@@ -1,57 +1,13 @@
-import { type Timestamp, timestampMs } from "@bufbuild/protobuf/wkt";
-import { type Client, Code, ConnectError } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import { afterEach, describe, expect, it } from "vitest";
 import { RetryInfoSchema } from "../../gen/reports/v1/errors_pb.js";
-import {
-  type Job,
-  type JobEvent,
-  JobEventType,
-  JobState,
-  ReportType,
-} from "../../gen/reports/v1/job_pb.js";
-import type { ReportService } from "../../gen/reports/v1/report_service_pb.js";
-import {
-  type ReportGenerator,
-  type ReportOutput,
-  SlowDownError,
-} from "../../src/worker/generator.js";
+import { JobEventType, JobState, ReportType } from "../../gen/reports/v1/job_pb.js";
+import { SlowDownError } from "../../src/worker/generator.js";
 import { protocols, reportClient } from "../helpers/clients.js";
+import { csvOutput, scripted } from "../helpers/generators.js";
+import { errorOf, getJob, history, ms } from "../helpers/rpc.js";
 import { startTestApp, type TestApp, testPrefix } from "../helpers/test-app.js";
 import { waitFor } from "../helpers/wait-for.js";
-
-type ReportClient = Client<typeof ReportService>;
-
-const output: ReportOutput = { fileName: "r.csv", contentType: "text/csv", content: "day,n\n" };
-
-/** Milliseconds since the epoch of a timestamp that must be set. */
-function ms(ts: Timestamp | undefined): number {
-  if (ts === undefined) throw new Error("timestamp missing");
-  return timestampMs(ts);
-}
-
-async function errorOf(call: Promise<unknown>): Promise<ConnectError | undefined> {
-  try {
-    await call;
-    return undefined;
-  } catch (err) {
-    return ConnectError.from(err);
-  }
-}
-
-async function getJob(client: ReportClient, jobId: string): Promise<Job> {
-  const { job } = await client.getJob({ jobId });
-  if (job === undefined) throw new Error("GetJob returned no job");
-  return job;
-}
-
-/** Watches `jobId` from its first event until the watch ends; returns every event. */
-async function history(client: ReportClient, jobId: string): Promise<JobEvent[]> {
-  const events: JobEvent[] = [];
-  for await (const res of client.watchJob({ jobId }, { signal: AbortSignal.timeout(20_000) })) {
-    if (res.event) events.push(res.event);
-  }
-  return events;
-}
 
 describe("backpressure", () => {
   const apps: TestApp[] = [];
@@ -196,17 +152,13 @@ describe("backpressure", () => {
 
   it("puts a job back in the queue without using an attempt when the generator asks to slow down", async () => {
     let slowDowns = 0;
-    const calls: number[] = [];
-    const generator: ReportGenerator = {
-      async generate(input) {
-        calls.push(input.attempt);
-        if (slowDowns === 0) {
-          slowDowns++;
-          throw new SlowDownError("downstream saturated", 500);
-        }
-        return output;
-      },
-    };
+    const generator = scripted(async () => {
+      if (slowDowns === 0) {
+        slowDowns++;
+        throw new SlowDownError("downstream saturated", 500);
+      }
+      return csvOutput;
+    });
     const app = await start({ JOB_ATTEMPTS: "1" }, { generators: { weekly: generator } });
     const client = reportClient("grpc", app.url);
     const { jobId } = await client.submitReport({ userId: "slow", reportType: ReportType.WEEKLY });
@@ -230,7 +182,7 @@ describe("backpressure", () => {
     expect(pausedMs).toBeGreaterThanOrEqual(450);
     expect(pausedMs, `ran again ${pausedMs} ms after the slow-down`).toBeLessThan(2500);
     // With a single attempt allowed, a consumed attempt would have failed the job.
-    expect(calls).toEqual([1, 1]);
+    expect(generator.calls).toEqual([1, 1]);
     expect(job.state).toBe(JobState.SUCCEEDED);
     expect(job.attemptsMade).toBe(1);
     expect(job.maxAttempts).toBe(1);

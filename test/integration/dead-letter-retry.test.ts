@@ -1,28 +1,21 @@
-import { type Client, Code, ConnectError } from "@connectrpc/connect";
-import { Queue } from "bullmq";
-import { Redis } from "ioredis";
+import { Code } from "@connectrpc/connect";
 import { afterEach, describe, expect, it } from "vitest";
-import {
-  type Job,
-  type JobEvent,
-  JobEventType,
-  JobState,
-  ReportType,
-} from "../../gen/reports/v1/job_pb.js";
-import type { ReportService } from "../../gen/reports/v1/report_service_pb.js";
-import { queueNameFor } from "../../src/queue/keys.js";
-import {
-  type ReportGenerator,
-  type ReportOutput,
-  TransientReportError,
-} from "../../src/worker/generator.js";
+import { JobEventType, JobState, ReportType } from "../../gen/reports/v1/job_pb.js";
+import { type ReportGenerator, TransientReportError } from "../../src/worker/generator.js";
 import { reportClient } from "../helpers/clients.js";
+import { csvOutput, deferred, scripted } from "../helpers/generators.js";
+import {
+  type BullQueue,
+  bullQueue,
+  codeOf,
+  getJob,
+  history,
+  outlineWithPhases,
+  type ReportClient,
+  waitForState,
+} from "../helpers/rpc.js";
 import { startTestApp, type TestApp } from "../helpers/test-app.js";
 import { waitFor } from "../helpers/wait-for.js";
-
-type ReportClient = Client<typeof ReportService>;
-
-const output: ReportOutput = { fileName: "r.csv", contentType: "text/csv", content: "day,n\n" };
 
 /**
  * A weekly generator that fails transiently while `healthy` is false; once
@@ -34,90 +27,33 @@ function flaky(): ReportGenerator & {
   hold(): () => void;
 } {
   let gate: Promise<void> = Promise.resolve();
-  const g = {
-    healthy: false,
-    calls: [] as number[],
-    hold() {
-      let open!: () => void;
-      gate = new Promise<void>((r) => {
-        open = r;
-      });
-      return open;
-    },
-    async generate(
-      input: { attempt: number },
-      progress: (p: number, phase: string) => Promise<void>,
-    ) {
-      g.calls.push(input.attempt);
+  const g = Object.assign(
+    scripted(async (_input, progress) => {
       if (!g.healthy) throw new TransientReportError("downstream still down");
       await progress(40, "fetch-data");
       await gate;
-      return output;
+      return csvOutput;
+    }),
+    {
+      healthy: false,
+      hold() {
+        const { promise, resolve } = deferred();
+        gate = promise;
+        return resolve;
+      },
     },
-  };
+  );
   return g;
-}
-
-/** Collects a watch from its first event; `onEvent` runs for each one. */
-async function watchAll(
-  client: ReportClient,
-  jobId: string,
-  onEvent: (e: JobEvent) => void = () => {},
-): Promise<JobEvent[]> {
-  const events: JobEvent[] = [];
-  for await (const res of client.watchJob({ jobId }, { signal: AbortSignal.timeout(20_000) })) {
-    if (res.event === undefined) continue;
-    events.push(res.event);
-    onEvent(res.event);
-  }
-  return events;
-}
-
-/** "TYPE(attempt)" for each event, with the phase of QUEUED events, e.g. "QUEUED(0,retry)". */
-function outline(events: JobEvent[]): string[] {
-  return events.map((e) =>
-    e.type === JobEventType.QUEUED && e.phase !== ""
-      ? `QUEUED(${e.attempt},${e.phase})`
-      : `${JobEventType[e.type]}(${e.attempt})`,
-  );
-}
-
-async function getJob(client: ReportClient, jobId: string): Promise<Job> {
-  const { job } = await client.getJob({ jobId });
-  if (job === undefined) throw new Error("GetJob returned no job");
-  return job;
-}
-
-function waitForState(client: ReportClient, jobId: string, state: JobState): Promise<Job> {
-  return waitFor(
-    async () => {
-      const job = await getJob(client, jobId);
-      return job.state === state ? job : undefined;
-    },
-    { timeoutMs: 15_000, what: `job ${jobId} to be ${JobState[state]}` },
-  );
-}
-
-async function codeOf(call: Promise<unknown>): Promise<Code | undefined> {
-  try {
-    await call;
-    return undefined;
-  } catch (err) {
-    return ConnectError.from(err).code;
-  }
 }
 
 describe("dead letters and RetryJob", () => {
   let t: TestApp | undefined;
-  let redis: Redis | undefined;
-  let queue: Queue | undefined;
+  let bull: BullQueue | undefined;
   afterEach(async () => {
-    await queue?.close();
-    redis?.disconnect();
+    await bull?.close();
     await t?.close();
     t = undefined;
-    queue = undefined;
-    redis = undefined;
+    bull = undefined;
   });
 
   async function start(generator: ReportGenerator): Promise<ReportClient> {
@@ -139,8 +75,8 @@ describe("dead letters and RetryJob", () => {
     expect(failed.failureReason).toBe("downstream still down");
     const { jobs: dead } = await client.listJobs({ states: [JobState.FAILED] });
     expect(dead.map((j) => j.id)).toEqual([jobId]);
-    const firstRun = await watchAll(client, jobId);
-    expect(outline(firstRun)).toEqual([
+    const firstRun = await history(client, jobId);
+    expect(outlineWithPhases(firstRun)).toEqual([
       "QUEUED(0)",
       "STARTED(1)",
       "RETRYING(1)",
@@ -160,14 +96,16 @@ describe("dead letters and RetryJob", () => {
 
     // A watch from the start replays the first run, its FAILED, and carries on live.
     let sawRerunStart = false;
-    const watched = watchAll(client, jobId, (e) => {
-      if (e.type === JobEventType.PROGRESS && e.attempt === 1 && !sawRerunStart) {
-        sawRerunStart = true;
-        open();
-      }
+    const watched = history(client, jobId, {
+      onEvent: (e) => {
+        if (e.type === JobEventType.PROGRESS && e.attempt === 1 && !sawRerunStart) {
+          sawRerunStart = true;
+          open();
+        }
+      },
     });
     const events = await watched;
-    expect(outline(events)).toEqual([
+    expect(outlineWithPhases(events)).toEqual([
       "QUEUED(0)",
       "STARTED(1)",
       "RETRYING(1)",
@@ -202,12 +140,8 @@ describe("dead letters and RetryJob", () => {
     const { jobId } = await client.submitReport({ userId: "gone", reportType: ReportType.WEEKLY });
     await waitForState(client, jobId, JobState.FAILED);
     if (t === undefined) throw new Error("no app");
-    redis = new Redis(t.config.redisUrl, { maxRetriesPerRequest: null });
-    queue = new Queue(queueNameFor("weekly"), {
-      connection: redis,
-      prefix: `${t.config.redisPrefix}:bull`,
-    });
-    const q = queue;
+    bull = bullQueue(t.config.redisPrefix, t.config.redisUrl);
+    const q = bull.queue;
     await waitFor(async () => (await q.getJobState(jobId)) === "failed", {
       what: "BullMQ to fail the job",
     });
@@ -238,8 +172,8 @@ describe("dead letters and RetryJob", () => {
     );
     expect(again.attemptsMade).toBe(2);
     expect(generator.calls).toEqual([1, 2, 1, 2]);
-    const events = await watchAll(client, jobId);
-    expect(outline(events)).toEqual([
+    const events = await history(client, jobId);
+    expect(outlineWithPhases(events)).toEqual([
       "QUEUED(0)",
       "STARTED(1)",
       "RETRYING(1)",

@@ -3,20 +3,19 @@
  * concurrent duplicates, against the real app and Redis.
  */
 import { createHash } from "node:crypto";
-import { type Client, Code, ConnectError } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import { Queue } from "bullmq";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { ReportType } from "../../gen/reports/v1/job_pb.js";
-import type { ReportService } from "../../gen/reports/v1/report_service_pb.js";
 import { type ReportType as DomainReportType, reportTypes } from "../../src/domain/job.js";
 import { decodeEvent } from "../../src/events/event-codec.js";
 import { createKeys, queueNameFor } from "../../src/queue/keys.js";
 import { createSubmitter } from "../../src/queue/submitter.js";
 import { protocols, reportClient } from "../helpers/clients.js";
+import { connectErrorOf, type ReportClient } from "../helpers/rpc.js";
 import { startTestApp, type TestApp, testPrefix } from "../helpers/test-app.js";
 
-type ReportClient = Client<typeof ReportService>;
 type SubmitReportRequestInit = Parameters<ReportClient["submitReport"]>[0];
 
 const ttlSeconds = 3600;
@@ -31,16 +30,6 @@ async function scanKeys(redis: Redis, pattern: string): Promise<string[]> {
     found.push(...keys);
   } while (cursor !== "0");
   return [...new Set(found)];
-}
-
-/** The error `call` rejects with. */
-async function rejection(call: Promise<unknown>): Promise<ConnectError> {
-  try {
-    await call;
-  } catch (err) {
-    return ConnectError.from(err);
-  }
-  throw new Error("expected the call to fail");
 }
 
 describe("SubmitReport idempotency", () => {
@@ -149,7 +138,7 @@ describe("SubmitReport idempotency", () => {
       { ...base, reportType: ReportType.WEEKLY },
     ];
     for (const v of variants) {
-      const err = await rejection(client.submitReport(v));
+      const err = await connectErrorOf(client.submitReport(v));
       expect(err.code, JSON.stringify(v)).toBe(Code.AlreadyExists);
       expect(err.rawMessage).toContain("idempotency key");
       expect(err.rawMessage).not.toContain(first.jobId);
@@ -204,7 +193,7 @@ describe("SubmitReport idempotency", () => {
     expect(both).toMatchObject({ jobId: fieldFirst.jobId, deduplicated: true });
 
     // Header conflicts are ALREADY_EXISTS too.
-    const err = await rejection(
+    const err = await connectErrorOf(
       client.submitReport(
         { ...request, userId: "someone-else" },
         { headers: { "idempotency-key": "header-key" } },

@@ -1,22 +1,11 @@
 import { timestampMs } from "@bufbuild/protobuf/wkt";
-import { type Client, Code, ConnectError } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Job, JobState, ReportType } from "../../gen/reports/v1/job_pb.js";
-import type { ReportService } from "../../gen/reports/v1/report_service_pb.js";
 import { reportClient } from "../helpers/clients.js";
+import { codeOf, errorOf, type ReportClient } from "../helpers/rpc.js";
 import { startTestApp, type TestApp } from "../helpers/test-app.js";
 import { waitFor } from "../helpers/wait-for.js";
-
-type ReportClient = Client<typeof ReportService>;
-
-async function codeOf(call: Promise<unknown>): Promise<Code | undefined> {
-  try {
-    await call;
-    return undefined;
-  } catch (err) {
-    return ConnectError.from(err).code;
-  }
-}
 
 /**
  * Submits `n` weekly jobs for `userId`, one after another, each created in a
@@ -87,10 +76,7 @@ describe("ListJobs", () => {
     expect(max.jobs.at(-1)).toEqual(job);
 
     for (const pageSize of [201, -1]) {
-      const err = await client.listJobs({ pageSize }).then(
-        () => undefined,
-        (e: unknown) => ConnectError.from(e),
-      );
+      const err = await errorOf(client.listJobs({ pageSize }));
       expect(err?.code, `page_size ${pageSize}`).toBe(Code.InvalidArgument);
       expect(err?.rawMessage).toMatch(/page_size/);
     }
@@ -162,10 +148,7 @@ describe("ListJobs", () => {
       { userId: "tokens", pageToken: Buffer.from('{"s":"1","i":"x"}').toString("base64url") },
     ];
     for (const query of misuses) {
-      const err = await client.listJobs(query).then(
-        () => undefined,
-        (e: unknown) => ConnectError.from(e),
-      );
+      const err = await errorOf(client.listJobs(query));
       expect(err?.code, JSON.stringify(query)).toBe(Code.InvalidArgument);
       expect(err?.rawMessage).toMatch(/page_token/);
     }

@@ -4,23 +4,14 @@
  * submit, idempotency, GetJob, WatchJob and the artifact download.
  */
 import { randomUUID } from "node:crypto";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Job, JobEventType, JobState, ReportType } from "../../gen/reports/v1/job_pb.js";
 import type { WatchJobResponse } from "../../gen/reports/v1/report_service_pb.js";
 import { protocols, reportClient } from "../helpers/clients.js";
+import { connectErrorOf } from "../helpers/rpc.js";
 import { startTestApp, type TestApp } from "../helpers/test-app.js";
 import { waitFor } from "../helpers/wait-for.js";
-
-/** Awaits `promise` and returns the ConnectError it rejects with. */
-async function connectErrorOf(promise: Promise<unknown>): Promise<ConnectError> {
-  try {
-    await promise;
-  } catch (err) {
-    return ConnectError.from(err);
-  }
-  throw new Error("expected the call to fail");
-}
 
 /** Collects every message of a stream until it ends (or the call fails). */
 async function collect(stream: AsyncIterable<WatchJobResponse>): Promise<WatchJobResponse[]> {

@@ -1,25 +1,15 @@
 import { existsSync } from "node:fs";
 import path from "node:path";
-import { type Client, Code, ConnectError } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import { Redis } from "ioredis";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
-import { type Job, JobState, ReportType } from "../../gen/reports/v1/job_pb.js";
-import type { ReportService } from "../../gen/reports/v1/report_service_pb.js";
+import { JobState, ReportType } from "../../gen/reports/v1/job_pb.js";
 import { PermanentReportError, type ReportGenerator } from "../../src/worker/generator.js";
 import { reportClient } from "../helpers/clients.js";
+import { csvOutput } from "../helpers/generators.js";
+import { errorOf, type ReportClient, waitForState } from "../helpers/rpc.js";
 import { startTestApp, type TestApp } from "../helpers/test-app.js";
 import { waitFor } from "../helpers/wait-for.js";
-
-type ReportClient = Client<typeof ReportService>;
-
-async function errorOf(call: Promise<unknown>): Promise<ConnectError | undefined> {
-  try {
-    await call;
-    return undefined;
-  } catch (err) {
-    return ConnectError.from(err);
-  }
-}
 
 /** Every key of the whole Redis matching `pattern` (SCAN, never KEYS). */
 async function scanAll(redis: Redis, pattern: string): Promise<string[]> {
@@ -33,21 +23,11 @@ async function scanAll(redis: Redis, pattern: string): Promise<string[]> {
   return found;
 }
 
-function waitForState(client: ReportClient, jobId: string, state: JobState): Promise<Job> {
-  return waitFor(
-    async () => {
-      const { job } = await client.getJob({ jobId });
-      return job?.state === state ? job : undefined;
-    },
-    { timeoutMs: 15_000, what: `job ${jobId} to be ${JobState[state]}` },
-  );
-}
-
 /** A weekly generator that fails permanently for users named "bad-*" and succeeds otherwise. */
 const generator: ReportGenerator = {
   async generate(input) {
     if (input.userId.startsWith("bad-")) throw new PermanentReportError("bad filters");
-    return { fileName: "r.csv", contentType: "text/csv", content: "day,n\n" };
+    return csvOutput;
   },
 };
 

@@ -1,5 +1,3 @@
-import { type Timestamp, timestampMs } from "@bufbuild/protobuf/wkt";
-import type { Client } from "@connectrpc/connect";
 import { afterEach, describe, expect, it } from "vitest";
 import {
   type Job,
@@ -8,57 +6,16 @@ import {
   JobState,
   ReportType,
 } from "../../gen/reports/v1/job_pb.js";
-import type { ReportService } from "../../gen/reports/v1/report_service_pb.js";
 import {
   PermanentReportError,
-  type ProgressReporter,
   type ReportGenerator,
-  type ReportInput,
   type ReportOutput,
   TransientReportError,
 } from "../../src/worker/generator.js";
 import { reportClient } from "../helpers/clients.js";
+import { csvOutput, scripted } from "../helpers/generators.js";
+import { getJob, history, ms, outline } from "../helpers/rpc.js";
 import { startTestApp, type TestApp } from "../helpers/test-app.js";
-
-const output: ReportOutput = { fileName: "r.csv", contentType: "text/csv", content: "day,n\n" };
-
-/** A weekly generator running `body`, recording the attempt number of every call. */
-function scripted(
-  body: (
-    input: ReportInput,
-    progress: ProgressReporter,
-    signal: AbortSignal,
-  ) => Promise<ReportOutput>,
-): ReportGenerator & { calls: number[] } {
-  const calls: number[] = [];
-  return {
-    calls,
-    generate(input, progress, signal) {
-      calls.push(input.attempt);
-      return body(input, progress, signal);
-    },
-  };
-}
-
-/** Watches `jobId` from its first event until it ends; returns every event. */
-async function history(client: Client<typeof ReportService>, jobId: string): Promise<JobEvent[]> {
-  const events: JobEvent[] = [];
-  for await (const res of client.watchJob({ jobId }, { signal: AbortSignal.timeout(20_000) })) {
-    if (res.event) events.push(res.event);
-  }
-  return events;
-}
-
-/** "TYPE(attempt)" for each event, e.g. "STARTED(2)". */
-function outline(events: JobEvent[]): string[] {
-  return events.map((e) => `${JobEventType[e.type]}(${e.attempt})`);
-}
-
-/** Milliseconds since the epoch of a timestamp that must be set. */
-function ms(ts: Timestamp | undefined): number {
-  if (ts === undefined) throw new Error("timestamp missing");
-  return timestampMs(ts);
-}
 
 describe("report worker retries", () => {
   let t: TestApp | undefined;
@@ -79,8 +36,7 @@ describe("report worker retries", () => {
     const client = reportClient("grpc", t.url);
     const { jobId } = await client.submitReport({ userId: "u1", reportType: ReportType.WEEKLY });
     const events = await history(client, jobId);
-    const { job } = await client.getJob({ jobId });
-    if (job === undefined) throw new Error("GetJob returned no job");
+    const job = await getJob(client, jobId);
     return { job, events };
   }
 
@@ -88,7 +44,7 @@ describe("report worker retries", () => {
     const generator = scripted(async (input, progress) => {
       if (input.attempt < 3) throw new TransientReportError(`downstream hiccup ${input.attempt}`);
       await progress(80, "render");
-      return output;
+      return csvOutput;
     });
     const { job, events } = await runJob(generator);
 
@@ -207,7 +163,7 @@ describe("report worker retries", () => {
   it("aborts an attempt that runs past the report type's timeout and retries it", async () => {
     const seen: { aborted: boolean; reason: unknown }[] = [];
     const generator = scripted(async (input, _progress, signal) => {
-      if (input.attempt > 1) return output;
+      if (input.attempt > 1) return csvOutput;
       // Hangs until the worker aborts it.
       return new Promise<ReportOutput>((_resolve, reject) => {
         signal.addEventListener(

@@ -1,26 +1,21 @@
-import { type Timestamp, timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
-import type { Client } from "@connectrpc/connect";
-import { Queue } from "bullmq";
-import { Redis } from "ioredis";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import type { Queue } from "bullmq";
 import { afterEach, describe, expect, it } from "vitest";
-import {
-  type Job,
-  type JobEvent,
-  JobEventType,
-  JobPriority,
-  JobState,
-  ReportType,
-} from "../../gen/reports/v1/job_pb.js";
-import type { ReportService } from "../../gen/reports/v1/report_service_pb.js";
-import { queueNameFor } from "../../src/queue/keys.js";
-import type { ReportGenerator, ReportInput, ReportOutput } from "../../src/worker/generator.js";
+import { JobEventType, JobPriority, JobState, ReportType } from "../../gen/reports/v1/job_pb.js";
+import type { ReportGenerator, ReportInput } from "../../src/worker/generator.js";
 import { reportClient } from "../helpers/clients.js";
+import { csvOutput, deferred } from "../helpers/generators.js";
+import {
+  type BullQueue,
+  bullQueue,
+  getJob,
+  history,
+  ms,
+  outline,
+  type ReportClient,
+} from "../helpers/rpc.js";
 import { startTestApp, type TestApp } from "../helpers/test-app.js";
 import { waitFor } from "../helpers/wait-for.js";
-
-type ReportClient = Client<typeof ReportService>;
-
-const output: ReportOutput = { fileName: "r.csv", contentType: "text/csv", content: "day,n\n" };
 
 /** Rejects with the signal's reason once it aborts; never resolves otherwise. */
 function untilAborted(signal: AbortSignal): Promise<never> {
@@ -58,43 +53,14 @@ function hanging(): ReportGenerator & {
   };
 }
 
-/** Watches `jobId` from its first event until the watch ends; returns every event. */
-async function history(client: ReportClient, jobId: string): Promise<JobEvent[]> {
-  const events: JobEvent[] = [];
-  for await (const res of client.watchJob({ jobId }, { signal: AbortSignal.timeout(20_000) })) {
-    if (res.event) events.push(res.event);
-  }
-  return events;
-}
-
-/** "TYPE(attempt)" for each event, e.g. "STARTED(2)". */
-function outline(events: JobEvent[]): string[] {
-  return events.map((e) => `${JobEventType[e.type]}(${e.attempt})`);
-}
-
-/** Milliseconds since the epoch of a timestamp that must be set. */
-function ms(ts: Timestamp | undefined): number {
-  if (ts === undefined) throw new Error("timestamp missing");
-  return timestampMs(ts);
-}
-
-async function getJob(client: ReportClient, jobId: string): Promise<Job> {
-  const { job } = await client.getJob({ jobId });
-  if (job === undefined) throw new Error("GetJob returned no job");
-  return job;
-}
-
 describe("run timeouts, deadlines, run_at and priority", () => {
   let t: TestApp | undefined;
-  let redis: Redis | undefined;
-  let queue: Queue | undefined;
+  let bull: BullQueue | undefined;
   afterEach(async () => {
-    await queue?.close();
-    redis?.disconnect();
+    await bull?.close();
     await t?.close();
     t = undefined;
-    queue = undefined;
-    redis = undefined;
+    bull = undefined;
   });
 
   async function start(
@@ -107,12 +73,8 @@ describe("run timeouts, deadlines, run_at and priority", () => {
 
   /** The BullMQ view of a weekly job: tells whether BullMQ still means to run it. */
   function weeklyQueue(app: TestApp): Queue {
-    redis = new Redis(app.config.redisUrl, { maxRetriesPerRequest: null });
-    queue = new Queue(queueNameFor("weekly"), {
-      connection: redis,
-      prefix: `${app.config.redisPrefix}:bull`,
-    });
-    return queue;
+    bull = bullQueue(app.config.redisPrefix, app.config.redisUrl);
+    return bull.queue;
   }
 
   it("aborts a hanging generator at the type's timeout, retries it, then fails after the last attempt", async () => {
@@ -259,16 +221,13 @@ describe("run timeouts, deadlines, run_at and priority", () => {
   });
 
   it("starts waiting jobs by priority: HIGH, then NORMAL, then LOW", async () => {
-    let release!: () => void;
-    const gate = new Promise<void>((r) => {
-      release = r;
-    });
+    const { promise: gate, resolve: release } = deferred();
     const order: string[] = [];
     const generator: ReportGenerator = {
       async generate(input) {
         order.push(input.userId);
         if (input.userId === "blocker") await gate;
-        return output;
+        return csvOutput;
       },
     };
     const { client } = await start({ WORKER_CONCURRENCY: "1", WEEKLY_CONCURRENCY: "1" }, generator);

@@ -7,7 +7,7 @@
 
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { ViolationsSchema } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
-import { type CallOptions, Code, ConnectError } from "@connectrpc/connect";
+import { type CallOptions, Code, type ConnectError } from "@connectrpc/connect";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { ReportType } from "../../gen/reports/v1/job_pb.js";
@@ -18,18 +18,9 @@ import type {
 } from "../../gen/reports/v1/report_service_pb.js";
 import { protocols, reportClient } from "../helpers/clients.js";
 import { type RedisServerHandle, startRedisServer } from "../helpers/redis-server.js";
+import { connectErrorOf } from "../helpers/rpc.js";
 import { startTestApp, type TestApp } from "../helpers/test-app.js";
 import { waitFor } from "../helpers/wait-for.js";
-
-/** Awaits `promise` and returns the ConnectError it rejects with. */
-async function connectErrorOf(promise: Promise<unknown>): Promise<ConnectError> {
-  try {
-    await promise;
-  } catch (err) {
-    return ConnectError.from(err);
-  }
-  throw new Error("expected the call to fail");
-}
 
 /** The field paths listed by the error's Violations detail, sorted. */
 function violatedFields(err: ConnectError): string[] {

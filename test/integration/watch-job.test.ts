@@ -7,7 +7,7 @@
  * never with sleeps.
  */
 
-import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -16,24 +16,11 @@ import { ReportService, type WatchJobResponse } from "../../gen/reports/v1/repor
 import { compareStreamIds } from "../../src/events/event-codec.js";
 import type { ReportGenerator } from "../../src/worker/generator.js";
 import { protocols, reportClient } from "../helpers/clients.js";
+import { type Deferred, deferred } from "../helpers/generators.js";
 import { type RedisServerHandle, startRedisServer } from "../helpers/redis-server.js";
+import { type ReportClient, waitForState } from "../helpers/rpc.js";
 import { startTestApp, type TestApp } from "../helpers/test-app.js";
 import { waitFor } from "../helpers/wait-for.js";
-
-type ReportClient = Client<typeof ReportService>;
-
-interface Deferred {
-  promise: Promise<void>;
-  resolve(): void;
-}
-
-function deferred(): Deferred {
-  let resolve!: () => void;
-  const promise = new Promise<void>((r) => {
-    resolve = r;
-  });
-  return { promise, resolve };
-}
 
 /** Resolves with `promise`, or rejects as soon as `signal` aborts. */
 function untilReleased(promise: Promise<void>, signal: AbortSignal): Promise<void> {
@@ -259,16 +246,6 @@ function expectIncreasingIds(events: readonly JobEvent[]): void {
   }
 }
 
-async function waitForState(client: ReportClient, jobId: string, state: JobState): Promise<void> {
-  await waitFor(
-    async () => {
-      const { job } = await client.getJob({ jobId });
-      return job?.state === state;
-    },
-    { what: `job ${jobId} in state ${JobState[state]}` },
-  );
-}
-
 async function connectedClients(redis: Redis): Promise<number> {
   const info = await redis.info("clients");
   const m = /connected_clients:(\d+)/.exec(info);
@@ -338,7 +315,7 @@ describe("WatchJob", () => {
 
   it("gives a watcher joined after the end the full history and the end", async () => {
     const { jobId } = await client.submitReport({ userId: "u1", reportType: ReportType.WEEKLY });
-    await waitForState(client, jobId, JobState.SUCCEEDED);
+    await waitForState(client, jobId, JobState.SUCCEEDED, 10_000);
     const events = await watchToEnd(client, { jobId });
     expectFullHistory(events);
     expect(events.at(-1)?.result?.downloadUrl).toContain(
@@ -369,7 +346,7 @@ describe("WatchJob", () => {
 
   it("resumes a finished job from every cursor with exactly the events after it", async () => {
     const { jobId } = await client.submitReport({ userId: "u1", reportType: ReportType.WEEKLY });
-    await waitForState(client, jobId, JobState.SUCCEEDED);
+    await waitForState(client, jobId, JobState.SUCCEEDED, 10_000);
     const all = await watchToEnd(client, { jobId });
     expectFullHistory(all);
     for (let k = 1; k < all.length; k++) {
@@ -381,7 +358,7 @@ describe("WatchJob", () => {
   it("ends at once, with no events, when resumed after the terminal event", async () => {
     // A client that lost its connection between the last event and the end of the stream.
     const { jobId } = await client.submitReport({ userId: "u1", reportType: ReportType.WEEKLY });
-    await waitForState(client, jobId, JobState.SUCCEEDED);
+    await waitForState(client, jobId, JobState.SUCCEEDED, 10_000);
     const all = await watchToEnd(client, { jobId });
     expect(await watchToEnd(client, { jobId, afterEventId: all.at(-1)?.id ?? "" })).toEqual([]);
   });
@@ -397,7 +374,7 @@ describe("WatchJob", () => {
     const { jobId } = await client.submitReport({ userId: "u1", reportType: ReportType.WEEKLY });
     const err = await watchError(client, { jobId, afterEventId: "not-a-cursor" });
     expect(err.code).toBe(Code.InvalidArgument);
-    await waitForState(client, jobId, JobState.SUCCEEDED);
+    await waitForState(client, jobId, JobState.SUCCEEDED, 10_000);
   });
 
   for (const protocol of protocols) {
@@ -437,7 +414,7 @@ describe("WatchJob with a short event stream", () => {
     expect(queued?.type).toBe(JobEventType.QUEUED);
 
     gates.release(jobId);
-    await waitForState(client, jobId, JobState.SUCCEEDED);
+    await waitForState(client, jobId, JobState.SUCCEEDED, 10_000);
 
     const err = await watchError(client, { jobId, afterEventId: queued?.id ?? "" });
     expect(err.code).toBe(Code.OutOfRange);
