@@ -152,13 +152,15 @@ export function createProcessor(deps: {
             progress = Math.max(0, Math.min(99, Math.round(percent)));
             phase = newPhase;
             attemptSignal.throwIfAborted();
-            await log.append(
-              job.id,
-              { type: "progress", state: "running", progress, phase, attempt, time: Date.now() },
-              {
-                recordUpdates: [f.progress, String(progress), f.phase, phase],
-                allowedStates: ["running"],
-              },
+            await ownStorage(() =>
+              log.append(
+                job.id,
+                { type: "progress", state: "running", progress, phase, attempt, time: Date.now() },
+                {
+                  recordUpdates: [f.progress, String(progress), f.phase, phase],
+                  allowedStates: ["running"],
+                },
+              ),
             );
           },
           attemptSignal,
@@ -171,26 +173,28 @@ export function createProcessor(deps: {
           output.content,
         );
         const now = Date.now();
-        const done = await log.append(
-          job.id,
-          {
-            type: "succeeded",
-            state: "succeeded",
-            progress: 100,
-            phase: "completed",
-            attempt,
-            time: now,
-            result: artifact,
-          },
-          {
-            // biome-ignore format: field/value pairs
-            recordUpdates: [
+        const done = await ownStorage(() =>
+          log.append(
+            job.id,
+            {
+              type: "succeeded",
+              state: "succeeded",
+              progress: 100,
+              phase: "completed",
+              attempt,
+              time: now,
+              result: artifact,
+            },
+            {
+              // biome-ignore format: field/value pairs
+              recordUpdates: [
               f.state, "succeeded", f.progress, "100", f.phase, "completed", f.finishedAt, String(now),
               f.failureReason, "", ...encodeArtifact(artifact),
             ],
-            allowedStates: ["running"],
-            ttlMs: settings.retentionSucceededMs,
-          },
+              allowedStates: ["running"],
+              ttlMs: settings.retentionSucceededMs,
+            },
+          ),
         );
         // Cancelled at the last moment: the job stays CANCELLED and its file goes.
         if (!done.appended) await artifacts.remove(job.id);
@@ -307,6 +311,26 @@ export function createProcessor(deps: {
 }
 
 /**
+ * A failure of the worker's own Redis writes during an attempt (not of the
+ * generator's downstream calls, whose errors may mention the same socket
+ * errors): the attempt failed because storage was away.
+ */
+class AttemptStorageError extends Error {
+  override readonly name = "AttemptStorageError";
+}
+
+/** Runs one of the worker's own storage calls, marking "storage unavailable" failures as such. */
+async function ownStorage<T>(call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (err) {
+    if (isStorageUnavailable(err))
+      throw new AttemptStorageError((err as Error).message, { cause: err });
+    throw err;
+  }
+}
+
+/**
  * Exponential backoff with jitter: base * 2^(attempt-1), scaled by a random
  * factor in [0.5, 1] so that jobs failing together do not retry together.
  */
@@ -319,12 +343,9 @@ export function backoffDelay(baseMs: number, attempt: number, random: () => numb
 function describeFailure(err: unknown, phase: string, logger: Logger, jobId: string): string {
   if (err instanceof PermanentReportError || err instanceof TransientReportError)
     return err.message;
-  if (isStorageUnavailable(err)) {
-    logger.warn(
-      { err: (err as Error).message, jobId, phase },
-      "storage unavailable during attempt",
-    );
-    return `storage unavailable in phase ${phase}; will retry`;
+  if (err instanceof AttemptStorageError) {
+    logger.warn({ err: err.message, jobId, phase }, "storage unavailable during attempt");
+    return `storage unavailable in phase ${phase}`;
   }
   logger.error({ err, jobId, phase }, "report generator failed unexpectedly");
   return `internal error in phase ${phase}`;
