@@ -209,7 +209,12 @@ export function createApp(config: Config, options: AppOptions = {}): App {
       queues,
       artifacts,
       artifactDir: config.artifactDir,
-      settings: { ...queueSettings, intervalMs: config.retentionSweepMs },
+      settings: {
+        ...queueSettings,
+        intervalMs: config.retentionSweepMs,
+        retentionSucceededCount: config.retentionSucceededCount,
+        retentionFailedCount: config.retentionFailedCount,
+      },
       logger,
     });
   }

@@ -44,6 +44,10 @@ export interface Config {
   idempotencyTtlMs: number;
   retentionSucceededMs: number;
   retentionFailedMs: number;
+  /** Keep at most this many SUCCEEDED jobs (0: no limit; the age still applies). */
+  retentionSucceededCount: number;
+  /** Keep at most this many FAILED and CANCELLED jobs (0: no limit). */
+  retentionFailedCount: number;
   eventStreamMaxLen: number;
   maxBacklog: number;
   /** The retry delay a RESOURCE_EXHAUSTED answer suggests. */
@@ -199,6 +203,8 @@ export function loadConfig(env: Env, mode?: string): Config {
     idempotencyTtlMs: int("IDEMPOTENCY_TTL_SECONDS", 24 * 3600, 1, 30 * 24 * 3600) * 1000,
     retentionSucceededMs: int("RETENTION_SUCCEEDED_SECONDS", 24 * 3600, 1, 365 * 24 * 3600) * 1000,
     retentionFailedMs: int("RETENTION_FAILED_SECONDS", 7 * 24 * 3600, 1, 365 * 24 * 3600) * 1000,
+    retentionSucceededCount: int("RETENTION_SUCCEEDED_COUNT", 0, 0, 100_000_000),
+    retentionFailedCount: int("RETENTION_FAILED_COUNT", 0, 0, 100_000_000),
     eventStreamMaxLen: int("EVENT_STREAM_MAXLEN", 1000, 10, 1_000_000),
     maxBacklog: int("MAX_BACKLOG", 100_000, 1, 100_000_000),
     backlogRetryAfterMs: int("BACKLOG_RETRY_AFTER_MS", 5000, 100, 3600_000),

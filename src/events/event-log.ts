@@ -11,9 +11,13 @@ import { createLuaScript } from "../queue/lua-script.js";
 import { compareStreamIds, decodeEvent, encodeEvent, type NewJobEvent } from "./event-codec.js";
 
 /**
- * KEYS: record, stream. ARGV: channel, maxlen, allowed states ("*" or a
- * comma list), ttl ms (>0 expire both keys, -1 persist both, 0 leave),
- * record pair count n, n record field/value pairs, then event field/value pairs.
+ * KEYS: record, stream, finished-succeeded index, finished-failed index.
+ * ARGV: channel, maxlen, allowed states ("*" or a comma list), ttl ms (>0
+ * expire both keys, -1 persist both, 0 leave), job id, record pair count n,
+ * n record field/value pairs, then event field/value pairs.
+ * A terminal event enters the job in the finished index of its kind (for
+ * count-based retention); an event that takes a job out of a terminal state
+ * (RetryJob) takes it out of both.
  * Returns {1, id} when appended, {0, state or ""} when the record is missing
  * or its state is not allowed.
  */
@@ -24,11 +28,24 @@ local allowed = ARGV[3]
 if allowed ~= '*' and not string.find(',' .. allowed .. ',', ',' .. state .. ',', 1, true) then
   return {0, state}
 end
-local n = tonumber(ARGV[5])
-local first = 6 + 2 * n
-if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 6, first - 1)) end
+local n = tonumber(ARGV[6])
+local first = 7 + 2 * n
+if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 7, first - 1)) end
 local ev = {}
-for i = first, #ARGV do ev[#ev + 1] = ARGV[i] end
+local newState, time = '', 0
+for i = first, #ARGV do
+  ev[#ev + 1] = ARGV[i]
+  if ARGV[i - 1] == 's' and (i - first) % 2 == 1 then newState = ARGV[i] end
+  if ARGV[i - 1] == 'tm' and (i - first) % 2 == 1 then time = ARGV[i] end
+end
+if newState == 'succeeded' then
+  redis.call('ZADD', KEYS[3], time, ARGV[5])
+elseif newState == 'failed' or newState == 'cancelled' then
+  redis.call('ZADD', KEYS[4], time, ARGV[5])
+elseif state == 'succeeded' or state == 'failed' or state == 'cancelled' then
+  redis.call('ZREM', KEYS[3], ARGV[5])
+  redis.call('ZREM', KEYS[4], ARGV[5])
+end
 local id = redis.call('XADD', KEYS[2], '*', unpack(ev))
 -- Cap the stream with XDEL rather than XADD MAXLEN: trimming does not move
 -- the stream's max-deleted-entry-id (Redis 7.0), which replay relies on to
@@ -117,12 +134,13 @@ export function createEventLog(deps: { redis: Redis; keys: Keys; maxLen: number 
       const updates = options.recordUpdates ?? [];
       const reply = (await appendScript.run(
         redis,
-        [keys.job(jobId), keys.events(jobId)],
+        [keys.job(jobId), keys.events(jobId), keys.finished("succeeded"), keys.finished("failed")],
         [
           keys.eventChannel(jobId),
           maxLen,
           allowed === "*" ? "*" : allowed.join(","),
           options.ttlMs ?? 0,
+          jobId,
           updates.length / 2,
           ...updates,
           ...encodeEvent(event),

@@ -30,6 +30,12 @@ export interface Keys {
   tenantIndex(tenant: string): string;
   /** Sorted set like tenantIndex, for one user of the tenant. Same retention. */
   userIndex(tenant: string, userDigest: string): string;
+  /**
+   * Sorted set (score: finished ms) of jobs that ended SUCCEEDED, or FAILED or
+   * CANCELLED ("failed"), for count-based retention. Members leave when their
+   * job expires, is trimmed by count (janitor) or is retried.
+   */
+  finished(kind: "succeeded" | "failed"): string;
   /** Set of tenants that have an index, for the janitor. Kept while any tenant index exists. */
   readonly tenants: string;
   /** Pub/sub channel: cancel requests for running jobs (message: job id), heard by every worker. Holds nothing. */
@@ -46,6 +52,7 @@ export function createKeys(prefix: string): Keys {
     idempotency: (tenant, digest) => `${prefix}:idem:${tenant}:${digest}`,
     tenantIndex: (tenant) => `${prefix}:idx:${tenant}`,
     userIndex: (tenant, digest) => `${prefix}:idx:${tenant}:user:${digest}`,
+    finished: (kind) => `${prefix}:finished:${kind}`,
     tenants: `${prefix}:tenants`,
     controlChannel: `${prefix}:control`,
   };

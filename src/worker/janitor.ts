@@ -3,7 +3,8 @@
  * (job records, event streams and idempotency records carry TTLs): index
  * entries of expired jobs, their report files on disk, and finished BullMQ
  * jobs past their age (BullMQ otherwise drops them only when later jobs
- * finish). Runs in worker processes, which own the artifact folder.
+ * finish), and the oldest finished jobs beyond RETENTION_*_COUNT. Runs in
+ * worker processes, which own the artifact folder.
  */
 import { readdir } from "node:fs/promises";
 import type { Queue } from "bullmq";
@@ -11,7 +12,21 @@ import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { ReportType } from "../domain/job.js";
 import type { Keys } from "../queue/keys.js";
+import { createLuaScript } from "../queue/lua-script.js";
 import type { ArtifactStore } from "./artifact-store.js";
+
+/**
+ * KEYS: finished index, job record, event stream. ARGV: job id.
+ * Deletes the job's record and log if it is still in the index; returns its
+ * report type, or nil when it was not (retried or already gone).
+ */
+const removeFinishedScript = createLuaScript(`
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return false end
+local kind = redis.call('HGET', KEYS[2], 'type')
+redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('ZREM', KEYS[1], ARGV[1])
+return kind
+`);
 
 /** A periodic sweeper. */
 export interface Janitor {
@@ -28,7 +43,14 @@ export function createJanitor(deps: {
   queues: Record<ReportType, Queue>;
   artifacts: ArtifactStore;
   artifactDir: string;
-  settings: { intervalMs: number; retentionSucceededMs: number; retentionFailedMs: number };
+  settings: {
+    intervalMs: number;
+    retentionSucceededMs: number;
+    retentionFailedMs: number;
+    /** At most this many finished jobs of each kind are kept (0: no limit). */
+    retentionSucceededCount: number;
+    retentionFailedCount: number;
+  };
   logger: Logger;
 }): Janitor {
   const { redis, keys, queues, artifacts, artifactDir, settings, logger } = deps;
@@ -73,6 +95,49 @@ export function createJanitor(deps: {
     }
   };
 
+  /**
+   * Removes a finished job whole: record, events, BullMQ job, file. The
+   * record and log go only while the job is still in the finished index, in
+   * one script, so a job retried meanwhile is left alone. Index entries of
+   * ListJobs go with the next sweep.
+   */
+  const removeJob = async (index: string, id: string) => {
+    const type = (await removeFinishedScript.run(
+      redis,
+      [index, keys.job(id), keys.events(id)],
+      [id],
+    )) as ReportType | null;
+    if (type === null) return;
+    if (queues[type] !== undefined) await queues[type].remove(id).catch(() => 0);
+    await artifacts.remove(id);
+  };
+
+  const sweepFinished = async () => {
+    const limits = {
+      succeeded: settings.retentionSucceededCount,
+      failed: settings.retentionFailedCount,
+    };
+    for (const kind of ["succeeded", "failed"] as const) {
+      const index = keys.finished(kind);
+      // Entries of jobs that expired (or were retried away) by themselves.
+      for (let start = 0; start < 5000; start += 500) {
+        const ids = await redis.zrange(index, start, start + 499);
+        if (ids.length === 0) break;
+        const alive = await existing(ids);
+        const gone = ids.filter((_, i) => !alive[i]);
+        if (gone.length > 0) await redis.zrem(index, ...gone);
+        start -= gone.length;
+      }
+      // Beyond the count: the oldest finished jobs go, 1,000 per sweep at most.
+      const limit = limits[kind];
+      if (limit <= 0) continue;
+      const excess = Math.min(1000, (await redis.zcard(index)) - limit);
+      if (excess <= 0) continue;
+      const oldest = await redis.zrange(index, 0, excess - 1);
+      for (const id of oldest) await removeJob(index, id);
+    }
+  };
+
   const sweepQueues = async () => {
     for (const queue of Object.values(queues)) {
       await queue.clean(settings.retentionSucceededMs, 1000, "completed");
@@ -83,6 +148,7 @@ export function createJanitor(deps: {
   const sweep = () => {
     running ??= (async () => {
       try {
+        await sweepFinished();
         await sweepIndexes();
         await sweepArtifacts();
         await sweepQueues();
