@@ -50,6 +50,8 @@ export async function startPrivateRedis(dir: string): Promise<PrivateRedis> {
       abs,
       "--appendonly",
       "yes",
+      "--appendfsync",
+      "always",
       "--save",
       "",
       "--maxmemory-policy",
