@@ -65,6 +65,22 @@ export function createJanitor(deps: {
     return replies.map(([err, n]) => err !== null || n === 1);
   };
 
+  /**
+   * Removes the members of sorted set `index` whose job record is gone,
+   * oldest first (expired jobs are among the old ones), at most 5,000 looked
+   * at per sweep.
+   */
+  const dropExpired = async (index: string) => {
+    for (let start = 0; start < 5000; start += 500) {
+      const ids = await redis.zrange(index, start, start + 499);
+      if (ids.length === 0) break;
+      const alive = await existing(ids);
+      const gone = ids.filter((_, i) => !alive[i]);
+      if (gone.length > 0) await redis.zrem(index, ...gone);
+      start -= gone.length;
+    }
+  };
+
   const sweepIndexes = async () => {
     const indexes: string[] = [];
     let cursor = "0";
@@ -74,15 +90,7 @@ export function createJanitor(deps: {
       indexes.push(...found);
     } while (cursor !== "0");
     for (const index of indexes) {
-      // Oldest first: expired jobs are among the old ones. Bounded per sweep.
-      for (let start = 0; start < 5000; start += 500) {
-        const ids = await redis.zrange(index, start, start + 499);
-        if (ids.length === 0) break;
-        const alive = await existing(ids);
-        const gone = ids.filter((_, i) => !alive[i]);
-        if (gone.length > 0) await redis.zrem(index, ...gone);
-        start -= gone.length;
-      }
+      await dropExpired(index);
     }
   };
 
@@ -120,14 +128,7 @@ export function createJanitor(deps: {
     for (const kind of ["succeeded", "failed"] as const) {
       const index = keys.finished(kind);
       // Entries of jobs that expired (or were retried away) by themselves.
-      for (let start = 0; start < 5000; start += 500) {
-        const ids = await redis.zrange(index, start, start + 499);
-        if (ids.length === 0) break;
-        const alive = await existing(ids);
-        const gone = ids.filter((_, i) => !alive[i]);
-        if (gone.length > 0) await redis.zrem(index, ...gone);
-        start -= gone.length;
-      }
+      await dropExpired(index);
       // Beyond the count: the oldest finished jobs go, 1,000 per sweep at most.
       const limit = limits[kind];
       if (limit <= 0) continue;
