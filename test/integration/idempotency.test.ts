@@ -13,24 +13,13 @@ import { decodeEvent } from "../../src/events/event-codec.js";
 import { createKeys, queueNameFor } from "../../src/queue/keys.js";
 import { createSubmitter } from "../../src/queue/submitter.js";
 import { protocols, reportClient } from "../helpers/clients.js";
+import { scanKeys } from "../helpers/redis-keys.js";
 import { connectErrorOf, type ReportClient } from "../helpers/rpc.js";
 import { startTestApp, type TestApp, testPrefix } from "../helpers/test-app.js";
 
 type SubmitReportRequestInit = Parameters<ReportClient["submitReport"]>[0];
 
 const ttlSeconds = 3600;
-
-/** Every key under `pattern`, via SCAN (never KEYS). */
-async function scanKeys(redis: Redis, pattern: string): Promise<string[]> {
-  const found: string[] = [];
-  let cursor = "0";
-  do {
-    const [next, keys] = await redis.scan(cursor, "MATCH", pattern, "COUNT", 1000);
-    cursor = next;
-    found.push(...keys);
-  } while (cursor !== "0");
-  return [...new Set(found)];
-}
 
 describe("SubmitReport idempotency", () => {
   let t: TestApp;

@@ -12,6 +12,7 @@ import { JobState, ReportType } from "../../gen/reports/v1/job_pb.js";
 import { PermanentReportError, type ReportGenerator } from "../../src/worker/generator.js";
 import { reportClient } from "../helpers/clients.js";
 import { csvOutput, deferred } from "../helpers/generators.js";
+import { scanKeys } from "../helpers/redis-keys.js";
 import { codeOf, waitForState } from "../helpers/rpc.js";
 import { startTestApp, type TestApp } from "../helpers/test-app.js";
 
@@ -72,8 +73,7 @@ describe("createJanitor() count-based retention", () => {
     const kept = [ok[2], ok[3], bad[2], bad[0]] as string[];
     for (const id of gone) {
       expect(await codeOf(client.getJob({ jobId: id })), `job ${id}`).toBe(Code.NotFound);
-      const [, keys] = await redis.scan("0", "MATCH", `*${id}*`, "COUNT", 100_000);
-      expect(keys, `keys of ${id}`).toEqual([]);
+      expect(await scanKeys(redis, `*${id}*`), `keys of ${id}`).toEqual([]);
       expect(existsSync(path.join(t.config.artifactDir, id))).toBe(false);
     }
     for (const id of kept) expect((await client.getJob({ jobId: id })).job?.id).toBe(id);

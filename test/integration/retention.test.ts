@@ -7,21 +7,10 @@ import { JobState, ReportType } from "../../gen/reports/v1/job_pb.js";
 import { PermanentReportError, type ReportGenerator } from "../../src/worker/generator.js";
 import { reportClient } from "../helpers/clients.js";
 import { csvOutput } from "../helpers/generators.js";
+import { scanKeys } from "../helpers/redis-keys.js";
 import { errorOf, type ReportClient, waitForState } from "../helpers/rpc.js";
 import { startTestApp, type TestApp } from "../helpers/test-app.js";
 import { waitFor } from "../helpers/wait-for.js";
-
-/** Every key of the whole Redis matching `pattern` (SCAN, never KEYS). */
-async function scanAll(redis: Redis, pattern: string): Promise<string[]> {
-  const found: string[] = [];
-  let cursor = "0";
-  do {
-    const [next, keys] = await redis.scan(cursor, "MATCH", pattern, "COUNT", 1000);
-    cursor = next;
-    found.push(...keys);
-  } while (cursor !== "0");
-  return found;
-}
 
 /** A weekly generator that fails permanently for users named "bad-*" and succeeds otherwise. */
 const generator: ReportGenerator = {
@@ -55,20 +44,20 @@ describe("retention", () => {
     const prefix = t.config.redisPrefix;
     const out: string[] = [];
     // Any key of the whole server naming the job: record, events, BullMQ's job hash and logs.
-    out.push(...(await scanAll(redis, `*${jobId}*`)));
+    out.push(...(await scanKeys(redis, `*${jobId}*`)));
     // Index entries (tenant and user indexes).
-    for (const index of await scanAll(redis, `${prefix}:idx:*`)) {
+    for (const index of await scanKeys(redis, `${prefix}:idx:*`)) {
       if ((await redis.zscore(index, jobId)) !== null) out.push(`${index} ∋ ${jobId}`);
     }
     // BullMQ's finished sets.
-    for (const set of await scanAll(redis, `${prefix}:bull:*:completed`)) {
+    for (const set of await scanKeys(redis, `${prefix}:bull:*:completed`)) {
       if ((await redis.zscore(set, jobId)) !== null) out.push(`${set} ∋ ${jobId}`);
     }
-    for (const set of await scanAll(redis, `${prefix}:bull:*:failed`)) {
+    for (const set of await scanKeys(redis, `${prefix}:bull:*:failed`)) {
       if ((await redis.zscore(set, jobId)) !== null) out.push(`${set} ∋ ${jobId}`);
     }
     // Idempotency records (their keys hold a digest, not the id).
-    for (const key of await scanAll(redis, `${prefix}:idem:*`)) {
+    for (const key of await scanKeys(redis, `${prefix}:idem:*`)) {
       if ((await redis.hget(key, "job")) === jobId) out.push(key);
     }
     // The report folder.
@@ -113,7 +102,7 @@ describe("retention", () => {
         expect(job.result?.downloadUrl).toMatch(/\/v1\/artifacts\//);
       }
       // Before it expires, it is there to find.
-      expect((await scanAll(redis, `*${jobId}*`)).length).toBeGreaterThan(0);
+      expect((await scanKeys(redis, `*${jobId}*`)).length).toBeGreaterThan(0);
       expect((await client.listJobs({ userId })).jobs.map((j) => j.id)).toEqual([jobId]);
 
       await waitUntilGone(t, jobId);
@@ -172,7 +161,7 @@ describe("retention", () => {
       what: "the job to expire",
     });
     const prefix = t.config.redisPrefix;
-    const jobKeysBefore = await scanAll(redis, `${prefix}:job:*`);
+    const jobKeysBefore = await scanKeys(redis, `${prefix}:job:*`);
     expect(jobKeysBefore).toEqual([]);
 
     for (const attempt of [1, 2]) {
@@ -190,8 +179,8 @@ describe("retention", () => {
     expect(res.status).toBe(409);
 
     // Nothing came back to life and nothing new was made.
-    expect(await scanAll(redis, `${prefix}:job:*`)).toEqual([]);
-    expect(await scanAll(redis, `${prefix}:events:*`)).toEqual([]);
+    expect(await scanKeys(redis, `${prefix}:job:*`)).toEqual([]);
+    expect(await scanKeys(redis, `${prefix}:events:*`)).toEqual([]);
     expect((await client.listJobs({})).jobs).toEqual([]);
     expect((await errorOf(client.getJob({ jobId })))?.code).toBe(Code.NotFound);
     // A new key makes a new job.

@@ -17,6 +17,7 @@ import type {
   WatchJobRequestSchema,
 } from "../../gen/reports/v1/report_service_pb.js";
 import { protocols, reportClient } from "../helpers/clients.js";
+import { scanKeys } from "../helpers/redis-keys.js";
 import { type RedisServerHandle, startRedisServer } from "../helpers/redis-server.js";
 import { connectErrorOf } from "../helpers/rpc.js";
 import { startTestApp, type TestApp } from "../helpers/test-app.js";
@@ -199,12 +200,7 @@ describe("request validation", () => {
     const prefix = t.config.redisPrefix;
     const found: string[] = [];
     for (const pattern of [`${prefix}:job:*`, `${prefix}:events:*`, `${prefix}:idem:*`]) {
-      let cursor = "0";
-      do {
-        const [next, keys] = await redis.scan(cursor, "MATCH", pattern, "COUNT", 1000);
-        cursor = next;
-        found.push(...keys);
-      } while (cursor !== "0");
+      found.push(...(await scanKeys(redis, pattern)));
     }
     return found;
   };
