@@ -9,10 +9,14 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { Queue } from "bullmq";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
+import { Health } from "../gen/grpc/health/v1/health_pb.js";
+import { file_reports_v1_errors } from "../gen/reports/v1/errors_pb.js";
 import { ReportService } from "../gen/reports/v1/report_service_pb.js";
 import { kTenant } from "./api/context-keys.js";
 import { withCors } from "./api/cors.js";
+import { createHealthService } from "./api/health-service.js";
 import { createHttpRoutes } from "./api/http-routes.js";
+import { addReflection } from "./api/reflection-service.js";
 import { createReportService } from "./api/report-service.js";
 import { createDualServer, type DualServer } from "./api/server.js";
 import type { Config } from "./config/config.js";
@@ -24,6 +28,7 @@ import { createJobControl } from "./queue/job-control.js";
 import { createJobLister } from "./queue/job-lister.js";
 import { createJobReader } from "./queue/job-reader.js";
 import { createKeys, type Keys, queueNameFor } from "./queue/keys.js";
+import { createStorageHealth, type StorageHealth } from "./queue/storage-health.js";
 import { bullJobSpec, createSubmitter } from "./queue/submitter.js";
 import { createLogger } from "./telemetry/logger.js";
 import { createArtifactStore } from "./worker/artifact-store.js";
@@ -57,6 +62,8 @@ export interface App {
   readonly worker?: ReportWorker;
   /** Set in worker and all modes. */
   readonly janitor?: Janitor;
+  /** Whether Redis answers (gRPC health, /readyz); checked from start() on. */
+  readonly storageHealth: StorageHealth;
   /** Connects, checks Redis, listens (api) and starts fetching jobs (worker). Returns the API's URL. */
   start(): Promise<{ url?: string; port?: number }>;
   /** Stops in order: watches, server, workers, Redis. Idempotent; never throws. */
@@ -80,6 +87,13 @@ export function createApp(config: Config, options: AppOptions = {}): App {
   const jobs = createJobReader({ redis: commands, keys });
   const log = createEventLog({ redis: commands, keys, maxLen: config.eventStreamMaxLen });
   const shutdown = new AbortController();
+  // Short PING deadline: health must turn NOT_SERVING within seconds of Redis hanging.
+  const storageHealth = createStorageHealth({
+    redis: commands,
+    intervalMs: 1000,
+    timeoutMs: 1000,
+    logger,
+  });
   // Every request's context listens to this signal (connect-node links them).
   setMaxListeners(0, shutdown.signal);
 
@@ -145,14 +159,27 @@ export function createApp(config: Config, options: AppOptions = {}): App {
       jobs,
       artifactDir: config.artifactDir,
       contextValues,
+      // The same state gRPC health reports, so the two probes never disagree.
       ready: async () => {
-        await commands.ping();
+        if (!storageHealth.healthy) throw new Error("storage unavailable");
       },
       shutdownSignal: shutdown.signal,
       logger,
     });
     const handler = connectNodeAdapter({
-      routes: (router) => router.service(ReportService, service),
+      routes: (router) => {
+        router.service(ReportService, service);
+        router.service(
+          Health,
+          createHealthService({
+            storage: storageHealth,
+            services: [ReportService.typeName],
+            shutdownSignal: shutdown.signal,
+          }),
+        );
+        // Last: reflection lists everything registered before it.
+        addReflection(router, [file_reports_v1_errors]);
+      },
       readMaxBytes: config.readMaxBytes,
       maxTimeoutMs: config.maxTimeoutMs,
       shutdownSignal: shutdown.signal,
@@ -248,11 +275,13 @@ export function createApp(config: Config, options: AppOptions = {}): App {
     hub,
     worker,
     janitor,
+    storageHealth,
     async start() {
       await waitForReady(commands, 5000).catch(() => {
         throw new Error(`cannot reach Redis at ${redactedTarget(config.redisUrl)} (set REDIS_URL)`);
       });
       await checkEvictionPolicy(commands, logger);
+      await storageHealth.start();
       let url: string | undefined;
       let port: number | undefined;
       if (server) {
@@ -275,6 +304,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
         const timer = setTimeout(() => logger.warn("shutdown is taking long"), deadline);
         timer.unref();
         shutdown.abort();
+        storageHealth.close();
         if (server) await step("server", () => server?.close(Math.min(5000, deadline)));
         if (worker) {
           await step(

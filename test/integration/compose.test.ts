@@ -26,13 +26,18 @@ interface ComposeService {
   healthcheck?: { test?: string[] };
 }
 
-/** `docker-compose config` (resolved and normalized) as JSON, via the YAML module docker-compose itself runs on. */
+/** `docker-compose config` (resolved and normalized) as JSON. */
 function composeConfig(): { services: Record<string, ComposeService>; volumes: object } {
   const yaml = execFileSync("docker-compose", ["-f", "docker-compose.yml", "config"], {
     cwd: root,
     encoding: "utf8",
     env: { PATH: process.env.PATH ?? "" },
   });
+  return yamlToJson(yaml) as { services: Record<string, ComposeService>; volumes: object };
+}
+
+/** Parses YAML with the YAML module docker-compose itself runs on (no new dependency). */
+function yamlToJson(yaml: string): unknown {
   // Debian's docker-compose is a Python program that depends on python3-yaml;
   // its own interpreter is the one guaranteed to have it.
   const bin = execFileSync("sh", ["-c", "command -v docker-compose"], { encoding: "utf8" }).trim();
@@ -74,7 +79,13 @@ describe("docker-compose.yml", () => {
 
   it("runs Redis with AOF and noeviction, and api and worker against it", () => {
     const { services, volumes } = composeConfig();
-    expect(Object.keys(services).sort()).toEqual(["api", "redis", "worker"]);
+    expect(Object.keys(services).sort()).toEqual([
+      "api",
+      "jaeger",
+      "otel-collector",
+      "redis",
+      "worker",
+    ]);
     const redis = services.redis as ComposeService;
     expect(redis.image).toMatch(/^redis:7/);
     expect(redis.command?.join(" ")).toContain("--appendonly yes");
@@ -99,6 +110,65 @@ describe("docker-compose.yml", () => {
     expect(api.environment?.HOST).toBe("0.0.0.0");
     expect(api.ports?.some((p) => Number(p.target) === 8080)).toBe(true);
     expect(Object.keys(volumes).sort()).toEqual(["artifacts", "redis-data"]);
+  });
+
+  it("sends api and worker telemetry to a collector that forwards traces to Jaeger", () => {
+    const { services } = composeConfig();
+    const names = new Set<string>();
+    for (const name of ["api", "worker"]) {
+      const env = (services[name] as ComposeService).environment ?? {};
+      expect(env.OTEL_EXPORTER_OTLP_ENDPOINT, name).toBe("http://otel-collector:4318");
+      expect(env.OTEL_SERVICE_NAME, name).toMatch(/^report-jobs-/);
+      names.add(env.OTEL_SERVICE_NAME as string);
+    }
+    expect(names.size, "api and worker report under different service names").toBe(2);
+
+    const collector = services["otel-collector"] as ComposeService;
+    const jaeger = services.jaeger as ComposeService;
+    // Pinned images: a tag, and not "latest".
+    expect(collector.image).toMatch(/^otel\/opentelemetry-collector-contrib:\d+\.\d+\.\d+$/);
+    expect(jaeger.image).toMatch(/^jaegertracing\/all-in-one:\d+\.\d+\.\d+$/);
+    expect(jaeger.ports?.some((p) => Number(p.target) === 16686)).toBe(true);
+    expect(collector.ports?.some((p) => Number(p.target) === 4318)).toBe(true);
+
+    // The collector reads the config file from this repository.
+    const mount = collector.volumes?.find((v) => v.includes(":/etc/otelcol-contrib/config.yaml"));
+    expect(mount, "the collector mounts its config file").toBeDefined();
+    const hostPath = (mount as string).split(":")[0] as string;
+    expect(collector.command?.join(" ")).toContain("--config=/etc/otelcol-contrib/config.yaml");
+    const file = path.resolve(root, hostPath);
+    expect(existsSync(file), file).toBe(true);
+
+    interface CollectorConfig {
+      receivers?: Record<string, { protocols?: Record<string, { endpoint?: string }> } | null>;
+      exporters?: Record<string, { endpoint?: string } | null>;
+      service?: {
+        pipelines?: Record<string, { receivers?: string[]; exporters?: string[] }>;
+      };
+    }
+    const config = yamlToJson(readFileSync(file, "utf8")) as CollectorConfig;
+    // OTLP over gRPC and HTTP, on addresses other containers can reach.
+    const otlp = config.receivers?.otlp?.protocols ?? {};
+    expect(otlp.http?.endpoint).toBe("0.0.0.0:4318");
+    expect(otlp.grpc?.endpoint).toBe("0.0.0.0:4317");
+    // An OTLP exporter aimed at the jaeger service...
+    const toJaeger = Object.entries(config.exporters ?? {}).find(
+      ([name, e]) =>
+        /^otlp(http)?(\/|$)/.test(name) &&
+        /^(https?:\/\/)?jaeger:43(17|18)/.test(e?.endpoint ?? ""),
+    )?.[0];
+    expect(toJaeger, "an OTLP exporter to jaeger").toBeDefined();
+    // ...fed by the OTLP receiver in a traces pipeline.
+    const pipelines = Object.entries(config.service?.pipelines ?? {});
+    expect(
+      pipelines.some(
+        ([name, p]) =>
+          /^traces(\/|$)/.test(name) &&
+          (p.receivers ?? []).includes("otlp") &&
+          (p.exporters ?? []).includes(toJaeger as string),
+      ),
+      "a traces pipeline from the otlp receiver to the Jaeger exporter",
+    ).toBe(true);
   });
 });
 

@@ -1,0 +1,96 @@
+/**
+ * grpc.health.v1.Health on the API port, for load balancers, Kubernetes
+ * gRPC probes and grpc-health-probe. The whole server ("") and
+ * reports.v1.ReportService are SERVING while storage answers, and
+ * NOT_SERVING while it does not or once shutdown has begun: every RPC of
+ * ReportService needs Redis, so there is no partial health to report.
+ */
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import {
+  type Health,
+  type HealthCheckRequest,
+  type HealthCheckResponse,
+  HealthCheckResponseSchema,
+  HealthListResponseSchema,
+  HealthCheckResponse_ServingStatus as ServingStatus,
+} from "../../gen/grpc/health/v1/health_pb.js";
+
+/** The storage state the health service reports (implemented in src/queue/storage-health.ts). */
+export interface HealthSource {
+  readonly healthy: boolean;
+  subscribe(listener: (healthy: boolean) => void): () => void;
+}
+
+/** What the health service needs. */
+export interface HealthServiceDeps {
+  storage: HealthSource;
+  /** Full names of the services to report besides "" (the server as a whole). */
+  services: readonly string[];
+  /** Aborted when the server starts shutting down: NOT_SERVING from then on, and watches end. */
+  shutdownSignal: AbortSignal;
+}
+
+/** Creates the Health implementation. */
+export function createHealthService(deps: HealthServiceDeps): ServiceImpl<typeof Health> {
+  const { storage, shutdownSignal } = deps;
+  const known = new Set(["", ...deps.services]);
+  const serving = () =>
+    !shutdownSignal.aborted && storage.healthy ? ServingStatus.SERVING : ServingStatus.NOT_SERVING;
+  const response = (status: ServingStatus) => create(HealthCheckResponseSchema, { status });
+
+  return {
+    check(req: HealthCheckRequest): HealthCheckResponse {
+      if (!known.has(req.service)) {
+        throw new ConnectError(`unknown service "${req.service}"`, Code.NotFound);
+      }
+      return response(serving());
+    },
+
+    list() {
+      const status = serving();
+      return create(HealthListResponseSchema, {
+        statuses: Object.fromEntries([...known].map((name) => [name, response(status)])),
+      });
+    },
+
+    async *watch(req: HealthCheckRequest, ctx: HandlerContext) {
+      const current = () => (known.has(req.service) ? serving() : ServingStatus.SERVICE_UNKNOWN);
+      // `changes` counts notifications, so one that arrives while a response
+      // is being written is not lost: the loop only sleeps when nothing
+      // changed since it last looked.
+      let changes = 0;
+      let wake: (() => void) | undefined;
+      const notify = () => {
+        changes++;
+        wake?.();
+      };
+      const unsubscribe = storage.subscribe(notify);
+      // ctx.signal also aborts on shutdown (connect-node links shutdownSignal).
+      ctx.signal.addEventListener("abort", notify);
+      shutdownSignal.addEventListener("abort", notify);
+      try {
+        let last: ServingStatus | undefined;
+        for (;;) {
+          const seen = changes;
+          const status = current();
+          if (status !== last) {
+            last = status;
+            yield response(status);
+          }
+          if (ctx.signal.aborted || shutdownSignal.aborted) return;
+          if (changes === seen) {
+            await new Promise<void>((resolve) => {
+              wake = resolve;
+            });
+            wake = undefined;
+          }
+        }
+      } finally {
+        unsubscribe();
+        ctx.signal.removeEventListener("abort", notify);
+        shutdownSignal.removeEventListener("abort", notify);
+      }
+    },
+  };
+}
