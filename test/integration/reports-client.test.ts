@@ -5,6 +5,9 @@
  * which calls are retried and which are not, and the bounded retry budget.
  * Then the real app: a full submit-and-watch round trip.
  */
+import { execFile } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
@@ -15,6 +18,9 @@ import { ReportService } from "../../gen/reports/v1/report_service_pb.js";
 import { createDualServer, type DualServer } from "../../src/api/server.js";
 import { createReportsClient, type ReportsProtocol } from "../../src/client/reports-client.js";
 import { startTestApp, type TestApp } from "../helpers/test-app.js";
+
+const run = promisify(execFile);
+const reportctlBin = fileURLToPath(new URL("../../bin/reportctl.mjs", import.meta.url));
 
 /** What the recording service saw, per method. */
 interface Seen {
@@ -92,6 +98,16 @@ describe("createReportsClient()", () => {
       expect(seen.authorization).toEqual(["Bearer k-123", null]);
     },
   );
+
+  it("reportctl sends its --api-key, or REPORTS_API_KEY, as the bearer token", async () => {
+    const cli = (args: string[], env: Record<string, string>) =>
+      run(process.execPath, [reportctlBin, "--url", url, ...args, "get", "job1", "--json"], {
+        env: { PATH: process.env.PATH ?? "", ...env },
+      });
+    await cli([], { REPORTS_API_KEY: "from-env" });
+    await cli(["--api-key", "from-flag", "--protocol", "connect"], { REPORTS_API_KEY: "from-env" });
+    expect(seen.authorization).toEqual(["Bearer from-env", "Bearer from-flag"]);
+  });
 
   it("retries GetJob on UNAVAILABLE until it answers", async () => {
     seen.failFirst.GetJob = 2;
