@@ -29,6 +29,7 @@ import { toConnectError } from "./error-map.js";
 import type { NodeRequest, NodeResponse } from "./node-types.js";
 import { getTenantJob } from "./report-service.js";
 import { serveJobEvents } from "./sse-route.js";
+import { createStaticAssets } from "./static-assets.js";
 
 type Req = NodeRequest;
 type Res = NodeResponse;
@@ -43,6 +44,8 @@ export interface HttpRoutesDeps {
   ready: () => Promise<void>;
   shutdownSignal: AbortSignal;
   logger: Logger;
+  /** The built browser app served at `/` (default web/dist). */
+  webDir?: string;
 }
 
 const maxBodyBytes = 64 * 1024;
@@ -55,6 +58,7 @@ const shortTypes: Record<string, string> = {
 /** Creates the fallback handler; answers 404 for anything it does not know. */
 export function createHttpRoutes(deps: HttpRoutesDeps): (req: Req, res: Res) => void {
   const { service, jobs, logger } = deps;
+  const assets = createStaticAssets(deps.webDir);
 
   const sendJson = (
     res: Res,
@@ -206,6 +210,8 @@ export function createHttpRoutes(deps: HttpRoutesDeps): (req: Req, res: Res) => 
         () => sendJson(res, stopping ? 503 : 200, { status: stopping ? "stopping" : "ready" }),
         () => sendJson(res, 503, { status: "storage unavailable" }),
       );
+    } else if (p === "/" || p === "/index.html" || p.startsWith("/assets/")) {
+      work = assets(req, res, p).then(() => undefined);
     } else {
       work = Promise.resolve(
         sendJson(res, 404, { code: "not_found", message: `no route for ${method} ${p}` }),
