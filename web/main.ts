@@ -97,6 +97,7 @@ const ui = {
 /** One job on screen. */
 interface JobCard {
   jobId: string;
+  userId: string;
   li: HTMLLIElement;
   /** The last event id shown: where a watch resumes. */
   lastEventId: string;
@@ -164,7 +165,11 @@ async function submit(): Promise<void> {
   }
 }
 
-/** ListJobs for the user in the form: the newest 20, watching the active ones. */
+/**
+ * ListJobs for the user in the form: the newest 20, watching the active ones.
+ * Cards of that user that the answer does not have yet (a submit that raced
+ * the list) stay on top; other users' cards go.
+ */
 async function loadJobs(): Promise<void> {
   listing?.abort();
   const controller = new AbortController();
@@ -174,12 +179,16 @@ async function loadJobs(): Promise<void> {
   try {
     const { jobs } = await client.listJobs({ userId, pageSize: 20 }, { signal: controller.signal });
     if (controller.signal.aborted) return;
-    for (const card of cards.values()) card.watch?.abort();
-    cards.clear();
-    waiting.length = 0;
-    ui.jobs.replaceChildren();
+    for (const card of [...cards.values()]) {
+      if (card.userId === userId) continue;
+      card.watch?.abort();
+      const at = waiting.indexOf(card);
+      if (at >= 0) waiting.splice(at, 1);
+      card.li.remove();
+      cards.delete(card.jobId);
+    }
     for (const job of jobs) upsertCard(job, { first: false });
-    ui.jobsEmpty.hidden = jobs.length > 0;
+    ui.jobsEmpty.hidden = cards.size > 0;
   } catch (err) {
     if (!controller.signal.aborted) showConnectError(err);
   }
@@ -189,13 +198,20 @@ async function loadJobs(): Promise<void> {
 function upsertCard(job: Job, where: { first: boolean }): void {
   let card = cards.get(job.id);
   if (card === undefined) {
-    card = { jobId: job.id, li: renderCard(job), lastEventId: "", reconnects: 0 };
+    card = {
+      jobId: job.id,
+      userId: job.userId,
+      li: renderCard(job),
+      lastEventId: "",
+      reconnects: 0,
+    };
     cards.set(job.id, card);
-    if (where.first) ui.jobs.prepend(card.li);
-    else ui.jobs.append(card.li);
     ui.jobsEmpty.hidden = true;
   }
-  showJob(card, job);
+  if (where.first) ui.jobs.prepend(card.li);
+  else ui.jobs.append(card.li);
+  // A card its watch already updates shows newer news than a listed snapshot.
+  if (card.lastEventId === "") showJob(card, job);
   if (activeStates.has(job.state)) startWatch(card);
 }
 
@@ -366,8 +382,11 @@ async function retry(jobId: string): Promise<void> {
   try {
     const { job } = await client.retryJob({ jobId });
     if (card && job) {
+      // The watch that delivered FAILED may still be winding down: replace it, so
+      // the new attempt is watched (after the FAILED event, its events follow it).
+      card.watch?.abort();
+      card.watch = undefined;
       showJob(card, job);
-      // The watch goes on after the FAILED event: the new attempt's events follow it.
       startWatch(card);
     }
   } catch (err) {

@@ -23,6 +23,7 @@ import {
   SubmitReportRequestSchema,
 } from "../../gen/reports/v1/report_service_pb.js";
 import { artifactFile } from "../domain/artifact-paths.js";
+import { IdempotencyConflictError } from "../domain/errors.js";
 import type { JobReader } from "../queue/job-reader.js";
 import { kTenant } from "./context-keys.js";
 import { toConnectError } from "./error-map.js";
@@ -49,6 +50,8 @@ export interface HttpRoutesDeps {
 }
 
 const maxBodyBytes = 64 * 1024;
+/** The sentence of an idempotency key reused with another request. */
+const payloadMismatch = new IdempotencyConflictError().message;
 const shortTypes: Record<string, string> = {
   weekly: "REPORT_TYPE_WEEKLY",
   monthly: "REPORT_TYPE_MONTHLY",
@@ -126,9 +129,12 @@ export function createHttpRoutes(deps: HttpRoutesDeps): (req: Req, res: Res) => 
     const out = await Promise.resolve(submitReport(request, ctx))
       .catch((err: unknown) => {
         // IETF Idempotency-Key draft: a key reused with another payload is 422 here
-        // (RPCs keep ALREADY_EXISTS, which is 409 in Connect's own mapping).
+        // (RPCs keep ALREADY_EXISTS, which is 409 in Connect's own mapping). A key
+        // whose job has expired is the other ALREADY_EXISTS, and stays 409.
         const ce = toConnectError(err, logger);
-        if (ce.code === Code.AlreadyExists) throw new UnprocessableError(ce);
+        if (ce.code === Code.AlreadyExists && ce.rawMessage === payloadMismatch) {
+          throw new UnprocessableError(ce);
+        }
         throw ce;
       })
       .finally(() => ctx.abort());

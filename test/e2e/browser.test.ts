@@ -213,6 +213,26 @@ describe("browser app served by the API at /", () => {
     expect(pageErrors).toEqual([]);
   });
 
+  it("keeps a just-submitted job when an older ListJobs answer arrives after it", async () => {
+    const gate = deferred();
+    const held = gate.promise;
+    const release = () => gate.resolve();
+    // A ListJobs answer from before the submit (no jobs yet), arriving after it.
+    await page.route("**/reports.v1.ReportService/ListJobs*", async (route) => {
+      await held;
+      await route.fulfill({ status: 200, contentType: "application/json", body: "{}" });
+    });
+    await page.getByLabel("User id").fill("race-user");
+    await page.getByRole("button", { name: "Submit report" }).click(); // blur: a ListJobs
+    const jobId = await newestJobId(page);
+    const listed = page.waitForResponse("**/reports.v1.ReportService/ListJobs*");
+    release();
+    await listed;
+    await untilVisible(page, `${card(jobId)}[data-state="SUCCEEDED"]`);
+    expect(await page.locator("li.job").count()).toBe(1);
+    expect(pageErrors).toEqual([]);
+  });
+
   it("cancels a running job and retries a failed one", async () => {
     await page.getByLabel("User id").fill("buttons");
     await page.getByLabel("Report type").selectOption("custom");
