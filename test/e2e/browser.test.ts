@@ -290,6 +290,46 @@ describe("browser app served by the API at /", () => {
     expect(pageErrors).toEqual([]);
   });
 
+  it("follows a job with a plain EventSource on GET /v1/jobs/{id}/events", async () => {
+    const { jobId } = await reportClient("connect-binary", t.url).submitReport({
+      userId: "sse-browser",
+      reportType: ReportType.WEEKLY,
+    });
+    const events = await page.evaluate(
+      (id) =>
+        new Promise<{ type: string; id: string; progress: number }[]>((resolve, reject) => {
+          const seen: { type: string; id: string; progress: number }[] = [];
+          const source = new EventSource(`/v1/jobs/${id}/events`);
+          const timer = setTimeout(() => reject(new Error(JSON.stringify(seen))), 15_000);
+          for (const type of ["queued", "started", "progress", "succeeded"]) {
+            source.addEventListener(type, (e) => {
+              const m = e as MessageEvent<string>;
+              seen.push({ type, id: m.lastEventId, progress: JSON.parse(m.data).progress ?? 0 });
+              if (type === "succeeded") {
+                source.close();
+                clearTimeout(timer);
+                resolve(seen);
+              }
+            });
+          }
+        }),
+      jobId,
+    );
+    expect(events.map((e) => e.type)).toEqual([
+      "queued",
+      "started",
+      "progress",
+      "progress",
+      "succeeded",
+    ]);
+    expect(events.map((e) => e.progress)).toEqual([0, 5, 40, 80, 100]);
+    const ids: string[] = [];
+    for await (const r of reportClient("connect-binary", t.url).watchJob({ jobId })) {
+      if (r.event) ids.push(r.event.id);
+    }
+    expect(events.map((e) => e.id)).toEqual(ids);
+  });
+
   it("shows invalid_argument naming user_id for an empty user id", async () => {
     await page.getByLabel("User id").fill("");
     await page.getByRole("button", { name: "Submit report" }).click();

@@ -3,10 +3,11 @@
  * child process against a running service; in a pseudo-terminal (`script`)
  * for the progress bar; `--json` output; exit codes.
  */
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTestApp, type TestApp } from "../helpers/test-app.js";
+import { waitFor } from "../helpers/wait-for.js";
 
 const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
 const bin = `${repoRoot}bin/reportctl.mjs`;
@@ -244,6 +245,45 @@ describe("reportctl", () => {
     const run = await reportctl(["--url", "http://127.0.0.1:9", "get", "j1"]);
     expect(run.code).toBe(8);
     expect(run.stderr).toMatch(/^reportctl: unavailable: /);
+  });
+
+  it("exits 130 on Ctrl-C (SIGINT) during a watch, and --run-at keeps the job queued", async () => {
+    const submitted = await reportctl([
+      "--url",
+      t.url,
+      "--json",
+      "submit",
+      "--type",
+      "weekly",
+      "--user",
+      "cli-later",
+      "--run-at",
+      "+1h",
+    ]);
+    expect(submitted.code).toBe(0);
+    const { jobId, job } = JSON.parse(submitted.stdout) as {
+      jobId: string;
+      job: { runAt: string; state: string };
+    };
+    expect(job.state).toBe("JOB_STATE_QUEUED");
+    expect(Date.parse(job.runAt) - Date.now()).toBeGreaterThan(59 * 60_000);
+    const child = spawn(process.execPath, [bin, "--url", t.url, "watch", jobId], {
+      cwd: repoRoot,
+      env: { PATH: process.env.PATH ?? "" },
+    });
+    try {
+      let out = "";
+      child.stdout.setEncoding("utf8");
+      child.stdout.on("data", (c: string) => {
+        out += c;
+      });
+      const exited = new Promise<number | null>((resolve) => child.once("close", resolve));
+      await waitFor(() => out.includes("QUEUED"), { what: "the QUEUED line" });
+      child.kill("SIGINT");
+      expect(await exited).toBe(130);
+    } finally {
+      child.kill("SIGKILL");
+    }
   });
 
   it("prints help for the tool and for each command", async () => {

@@ -160,6 +160,13 @@ describe("GET /v1/jobs/{id}/events", () => {
     });
   });
 
+  it("streams over HTTP/2 (prior knowledge) on the same port", async () => {
+    const jobId = await submit("sse-h2");
+    const res = await curlSse(["--http2-prior-knowledge", `${t.url}/v1/jobs/${jobId}/events`]);
+    expect(res.status).toBe(200);
+    expect(parseSse(res.body).messages.map((m) => m.id)).toEqual(await rpcEventIds(jobId));
+  });
+
   it("sends text/event-stream with no-cache headers", async () => {
     const jobId = await submit("sse-headers");
     const { stdout } = await run("curl", [
