@@ -23,11 +23,14 @@ import {
   SubmitReportRequestSchema,
 } from "../../gen/reports/v1/report_service_pb.js";
 import { artifactFile } from "../domain/artifact-paths.js";
+import { IdempotencyConflictError } from "../domain/errors.js";
 import type { JobReader } from "../queue/job-reader.js";
 import { kTenant } from "./context-keys.js";
 import { toConnectError } from "./error-map.js";
 import type { NodeRequest, NodeResponse } from "./node-types.js";
 import { getTenantJob } from "./report-service.js";
+import { serveJobEvents } from "./sse-route.js";
+import { createStaticAssets } from "./static-assets.js";
 
 type Req = NodeRequest;
 type Res = NodeResponse;
@@ -42,9 +45,13 @@ export interface HttpRoutesDeps {
   ready: () => Promise<void>;
   shutdownSignal: AbortSignal;
   logger: Logger;
+  /** The built browser app served at `/` (default web/dist). */
+  webDir?: string;
 }
 
 const maxBodyBytes = 64 * 1024;
+/** The sentence of an idempotency key reused with another request. */
+const payloadMismatch = new IdempotencyConflictError().message;
 const shortTypes: Record<string, string> = {
   weekly: "REPORT_TYPE_WEEKLY",
   monthly: "REPORT_TYPE_MONTHLY",
@@ -54,6 +61,7 @@ const shortTypes: Record<string, string> = {
 /** Creates the fallback handler; answers 404 for anything it does not know. */
 export function createHttpRoutes(deps: HttpRoutesDeps): (req: Req, res: Res) => void {
   const { service, jobs, logger } = deps;
+  const assets = createStaticAssets(deps.webDir);
 
   const sendJson = (
     res: Res,
@@ -70,6 +78,8 @@ export function createHttpRoutes(deps: HttpRoutesDeps): (req: Req, res: Res) => 
     res.end(text);
   };
   const sendError = (res: Res, err: unknown) => {
+    if (err instanceof UnprocessableError)
+      return sendJson(res, 422, errorToJson(err.cause, undefined));
     const ce = toConnectError(err, logger);
     const headers: Record<string, string> = {};
     const retryAfter = ce.metadata.get("retry-after");
@@ -77,7 +87,7 @@ export function createHttpRoutes(deps: HttpRoutesDeps): (req: Req, res: Res) => 
     sendJson(res, codeToHttpStatus(ce.code), errorToJson(ce, undefined), headers);
   };
 
-  const context = (req: Req, methodName: "submitReport" | "getJob") =>
+  const context = (req: Req, methodName: "submitReport" | "getJob" | "watchJob") =>
     createHandlerContext({
       service: ReportService,
       method: ReportService.method[methodName],
@@ -116,7 +126,18 @@ export function createHttpRoutes(deps: HttpRoutesDeps): (req: Req, res: Res) => 
     const ctx = context(req, "submitReport");
     // createHandlerContext links an abort listener to the shutdown signal;
     // only abort() removes it, so every request ends its context.
-    const out = await Promise.resolve(submitReport(request, ctx)).finally(() => ctx.abort());
+    const out = await Promise.resolve(submitReport(request, ctx))
+      .catch((err: unknown) => {
+        // IETF Idempotency-Key draft: a key reused with another payload is 422 here
+        // (RPCs keep ALREADY_EXISTS, which is 409 in Connect's own mapping). A key
+        // whose job has expired is the other ALREADY_EXISTS, and stays 409.
+        const ce = toConnectError(err, logger);
+        if (ce.code === Code.AlreadyExists && ce.rawMessage === payloadMismatch) {
+          throw new UnprocessableError(ce);
+        }
+        throw ce;
+      })
+      .finally(() => ctx.abort());
     const jobId = String(out.jobId ?? "");
     sendJson(
       res,
@@ -170,13 +191,17 @@ export function createHttpRoutes(deps: HttpRoutesDeps): (req: Req, res: Res) => 
     const method = req.method ?? "GET";
     const p = url.pathname;
     const jobMatch = /^\/v1\/jobs\/([^/]+)$/.exec(p);
+    const eventsMatch = /^\/v1\/jobs\/([^/]+)\/events$/.exec(p);
     const fileMatch = /^\/v1\/artifacts\/([^/]+)\/([^/]+)$/.exec(p);
     const readable = method === "GET" || method === "HEAD";
     let work: Promise<void>;
     if (p === "/v1/reports" && method === "POST") work = submit(req, res);
     else if (jobMatch && readable)
       work = getJob(req, res, decodeURIComponent(jobMatch[1] as string));
-    else if (fileMatch && readable) {
+    else if (eventsMatch && method === "GET") {
+      const jobId = decodeURIComponent(eventsMatch[1] as string);
+      work = serveJobEvents({ service, context, logger }, req, res, jobId);
+    } else if (fileMatch && readable) {
       work = download(
         req,
         res,
@@ -191,6 +216,8 @@ export function createHttpRoutes(deps: HttpRoutesDeps): (req: Req, res: Res) => 
         () => sendJson(res, stopping ? 503 : 200, { status: stopping ? "stopping" : "ready" }),
         () => sendJson(res, 503, { status: "storage unavailable" }),
       );
+    } else if (p === "/" || p === "/index.html" || p.startsWith("/assets/")) {
+      work = assets(req, res, p).then(() => undefined);
     } else {
       work = Promise.resolve(
         sendJson(res, 404, { code: "not_found", message: `no route for ${method} ${p}` }),
@@ -206,11 +233,20 @@ export function createHttpRoutes(deps: HttpRoutesDeps): (req: Req, res: Res) => 
   };
 }
 
+/** An error the plain routes answer with 422 Unprocessable Content. */
+class UnprocessableError extends Error {
+  constructor(override readonly cause: ConnectError) {
+    super(cause.message);
+  }
+}
+
 function headersOf(req: Req): Headers {
   const h = new Headers();
   for (const [k, v] of Object.entries(req.headers)) {
     if (k.startsWith(":") || v === undefined) continue;
-    h.set(k, Array.isArray(v) ? v.join(", ") : v);
+    const value = Array.isArray(v) ? v.join(", ") : v;
+    // The Idempotency-Key draft sends the key as a structured-field string: "abc".
+    h.set(k, k === "idempotency-key" ? value.replace(/^"(.*)"$/, "$1") : value);
   }
   return h;
 }

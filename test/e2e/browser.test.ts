@@ -1,97 +1,34 @@
 /**
- * The browser example (examples/browser) in headless Chromium, with the real
- * Connect-Web bundle against the real service. The page is served from
- * another origin than the API, so every call goes through CORS.
+ * The browser app (web/, served by the API at `/`) in headless Chromium, with
+ * the real Connect-Web bundle against the real service: submit, live progress
+ * to 100, the download (the file itself), cancel and retry buttons, the API
+ * key header, keyboard use; then the same app served from another origin
+ * (CORS), resuming its watches when the server cuts them with UNAVAILABLE.
+ * A screenshot of the finished job lands in test-artifacts/.
  */
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { toJson } from "@bufbuild/protobuf";
 import { type Browser, chromium, type Page } from "playwright-core";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { JobSchema, ReportType } from "../../gen/reports/v1/job_pb.js";
+import { ReportType } from "../../gen/reports/v1/job_pb.js";
+import { buildWeb } from "../../scripts/build-web.mjs";
 import { reportClient } from "../helpers/clients.js";
+import { csvOutput, type Deferred, deferred } from "../helpers/generators.js";
 import { startTestApp, type TestApp } from "../helpers/test-app.js";
-import { waitFor } from "../helpers/wait-for.js";
 
-const exampleDir = fileURLToPath(new URL("../../examples/browser/", import.meta.url));
+const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
+const artifactsDir = path.join(repoRoot, "test-artifacts");
 
-/** examples/browser/build.mjs */
-interface BuildModule {
-  buildExample(options: { outDir?: string }): Promise<{ outFile: string }>;
-}
 /** examples/browser/serve.mjs */
 interface ServeModule {
   startExampleServer(options: {
     port?: number;
-    distDir?: string;
+    api?: string;
   }): Promise<{ url: string; close(): Promise<void> }>;
 }
 
-/** Imports one of the example's plain-JS scripts (they carry JSDoc types, not .d.ts files). */
-async function importExample<T>(file: string): Promise<T> {
-  return (await import(pathToFileURL(path.join(exampleDir, file)).href)) as T;
-}
-
-/** One row of the page's event list. */
-interface ShownEvent {
-  id: string;
-  type: string;
-  phase: string;
-}
-
-/** The events the page lists, in order. */
-function shownEvents(page: Page): Promise<ShownEvent[]> {
-  return page.$$eval("#events li", (items) =>
-    items.map((li) => ({
-      id: (li as HTMLElement).dataset.eventId ?? "",
-      type: (li as HTMLElement).dataset.type ?? "",
-      phase: (li as HTMLElement).dataset.phase ?? "",
-    })),
-  );
-}
-
-/**
- * Waits until `selector` is visible, failing early when the page shows an
- * error instead; the failure says what the page showed.
- */
-async function untilVisible(page: Page, selector: string, timeoutMs = 10_000): Promise<void> {
-  try {
-    await page
-      .locator(`${selector}, #error:not([hidden])`)
-      .first()
-      .waitFor({ state: "visible", timeout: timeoutMs });
-    if (await page.locator(selector).first().isVisible()) return;
-  } catch {
-    // Reported below with what the page shows.
-  }
-  const error = await page.locator("#error").textContent();
-  const events = (await shownEvents(page)).map((e) => e.type).join(", ");
-  throw new Error(
-    `${selector} not shown (waited up to ${timeoutMs} ms); page error: ${JSON.stringify(error)}; events: [${events}]`,
-  );
-}
-
-/*
- * Node-side calls use connect-binary (HTTP/2): the app's close() ends idle h2
- * sessions at once, while idle HTTP/1.1 keep-alive connections wait out its deadline.
- */
-
-/** Every event id of a finished job, as a Node client watching from the start sees them. */
-async function serverEventIds(url: string, jobId: string): Promise<string[]> {
-  const ids: string[] = [];
-  for await (const res of reportClient("connect-binary", url).watchJob({ jobId })) {
-    if (res.event) ids.push(res.event.id);
-  }
-  return ids;
-}
-
-/**
- * Launches Debian's Chromium. Each describe has its own and closes it before
- * its app: the app's close() would otherwise wait out the browser's idle
- * keep-alive connections.
- */
+/** Launches Debian's Chromium (never a downloaded one). */
 function launchChromium(): Promise<Browser> {
   const executablePath = "/usr/bin/chromium";
   if (!existsSync(executablePath)) {
@@ -112,185 +49,363 @@ function launchChromium(): Promise<Browser> {
   });
 }
 
-describe("examples/browser", () => {
-  let outDir: string;
+/** The card of a job: `li.job[data-job-id=...]`. */
+const card = (jobId: string) => `li.job[data-job-id="${jobId}"]`;
+
+/**
+ * Waits until `selector` is visible, failing early when the page shows an
+ * error instead; the failure says what the page showed.
+ */
+async function untilVisible(page: Page, selector: string, timeoutMs = 15_000): Promise<void> {
+  try {
+    await page
+      .locator(`${selector}, #error:not([hidden])`)
+      .first()
+      .waitFor({ state: "visible", timeout: timeoutMs });
+    if (await page.locator(selector).first().isVisible()) return;
+  } catch {
+    // Reported below with what the page shows.
+  }
+  const error = await page.locator("#error").textContent();
+  const jobs = await page.locator("#jobs").textContent();
+  throw new Error(
+    `${selector} not shown (waited up to ${timeoutMs} ms); page error: ${JSON.stringify(error)}; jobs: ${JSON.stringify(jobs)}`,
+  );
+}
+
+/** Records every value the page's progress bars take (a MutationObserver in the page). */
+async function recordProgress(page: Page): Promise<void> {
+  await page.evaluate(() => {
+    const seen: number[] = [];
+    (window as unknown as { progressSeen: number[] }).progressSeen = seen;
+    new MutationObserver((records) => {
+      for (const r of records) {
+        if (r.target instanceof HTMLProgressElement) seen.push(r.target.value);
+      }
+    }).observe(document.body, {
+      subtree: true,
+      attributes: true,
+      attributeFilter: ["value"],
+    });
+    // Property writes (bar.value = n) reflect to the attribute, which the observer sees.
+  });
+}
+
+/** The newest job card's id. */
+async function newestJobId(page: Page): Promise<string> {
+  await page.locator("li.job").first().waitFor();
+  return (await page.locator("li.job").first().getAttribute("data-job-id")) ?? "";
+}
+
+/** A custom-report generator that holds each job until the test releases it. */
+function heldGenerator(gates: Map<string, Deferred>) {
+  return {
+    async generate(
+      input: { jobId: string },
+      progress: (p: number, phase: string) => Promise<void>,
+      signal: AbortSignal,
+    ) {
+      await progress(40, "fetch-data");
+      let gate = gates.get(input.jobId);
+      if (gate === undefined) {
+        gate = deferred();
+        gates.set(input.jobId, gate);
+      }
+      await new Promise<void>((resolve, reject) => {
+        signal.addEventListener("abort", () => reject(signal.reason), { once: true });
+        void gate.promise.then(resolve);
+      });
+      return csvOutput;
+    },
+  };
+}
+
+describe("browser app served by the API at /", () => {
+  let t: TestApp;
+  let browser: Browser;
+  let page: Page;
+  let pageErrors: string[];
+  const gates = new Map<string, Deferred>();
+
+  beforeAll(async () => {
+    await buildWeb();
+    t = await startTestApp(
+      { REPORT_PHASE_DELAY_MS: "150" },
+      { generators: { custom: heldGenerator(gates) } },
+    );
+    browser = await launchChromium();
+  }, 60_000);
+  afterAll(async () => {
+    for (const g of gates.values()) g.resolve();
+    await browser?.close();
+    await t?.close();
+  });
+  beforeEach(async () => {
+    pageErrors = [];
+    const context = await browser.newContext({ acceptDownloads: true });
+    page = await context.newPage();
+    page.on("pageerror", (err) => pageErrors.push(err.message));
+    await page.goto(`${t.url}/`);
+    await page.locator("#api-url", { hasText: t.url }).waitFor();
+  });
+  afterEach(async () => {
+    await page?.context().close();
+  });
+
+  it("submits a report, shows progress to 100 and downloads the file", async () => {
+    await recordProgress(page);
+    await page.getByLabel("User id").fill("browser-user");
+    await page.getByLabel("Report type").selectOption("weekly");
+    await page.getByLabel("Filters (JSON)").fill('{"end_date": "2026-01-31"}');
+    await page.getByRole("button", { name: "Submit report" }).click();
+    const jobId = await newestJobId(page);
+    await untilVisible(page, `${card(jobId)}[data-state="SUCCEEDED"] a.download`);
+
+    const progress = page.locator(`${card(jobId)} progress`);
+    expect(await progress.evaluate((p) => (p as HTMLProgressElement).value)).toBe(100);
+    const seen = await page.evaluate(
+      () => (window as unknown as { progressSeen: number[] }).progressSeen,
+    );
+    // The bar moved through the phases live, not just to its end.
+    expect(seen).toEqual(expect.arrayContaining([40, 80, 100]));
+    expect(await page.locator(`${card(jobId)} [role="status"]`).textContent()).toBe(
+      "100% · completed",
+    );
+
+    const { job } = await reportClient("connect-binary", t.url).getJob({ jobId });
+    expect(job?.userId).toBe("browser-user");
+    const link = page.locator(`${card(jobId)} a.download`);
+    expect(await link.getAttribute("href")).toBe(job?.result?.downloadUrl);
+
+    // A real download, through the link.
+    const [download] = await Promise.all([page.waitForEvent("download"), link.click()]);
+    expect(download.suggestedFilename()).toBe("weekly-browser-user.csv");
+    const file = await download.path();
+    const text = readFileSync(file, "utf8");
+    expect(text.split("\r\n")[0]).toBe("date,sessions,orders,revenue");
+    expect(text).toContain("2026-01-31,");
+
+    mkdirSync(artifactsDir, { recursive: true });
+    await page.screenshot({ path: path.join(artifactsDir, "browser-app.png"), fullPage: true });
+    expect(pageErrors).toEqual([]);
+  });
+
+  it("lists the user's jobs and can be used with the keyboard alone", async () => {
+    const node = reportClient("connect-binary", t.url);
+    const { jobId: older } = await node.submitReport({
+      userId: "kb-user",
+      reportType: ReportType.MONTHLY,
+    });
+    await page.getByLabel("User id").focus();
+    await page.keyboard.press("ControlOrMeta+a");
+    await page.keyboard.type("kb-user");
+    await page.keyboard.press("Tab"); // change event: the list reloads for kb-user
+    await untilVisible(page, card(older));
+    // Tab to the submit button and press Enter.
+    await page.getByRole("button", { name: "Submit report" }).focus();
+    await page.keyboard.press("Enter");
+    await page.locator("li.job").nth(1).waitFor();
+    const ids = await page
+      .locator("li.job")
+      .evaluateAll((lis) => lis.map((li) => (li as HTMLElement).dataset.jobId));
+    expect(ids).toHaveLength(2);
+    expect(ids[1]).toBe(older);
+    expect(pageErrors).toEqual([]);
+  });
+
+  it("keeps a just-submitted job when an older ListJobs answer arrives after it", async () => {
+    const gate = deferred();
+    const held = gate.promise;
+    const release = () => gate.resolve();
+    // A ListJobs answer from before the submit (no jobs yet), arriving after it.
+    await page.route("**/reports.v1.ReportService/ListJobs*", async (route) => {
+      await held;
+      await route.fulfill({ status: 200, contentType: "application/json", body: "{}" });
+    });
+    await page.getByLabel("User id").fill("race-user");
+    await page.getByRole("button", { name: "Submit report" }).click(); // blur: a ListJobs
+    const jobId = await newestJobId(page);
+    const listed = page.waitForResponse("**/reports.v1.ReportService/ListJobs*");
+    release();
+    await listed;
+    await untilVisible(page, `${card(jobId)}[data-state="SUCCEEDED"]`);
+    expect(await page.locator("li.job").count()).toBe(1);
+    expect(pageErrors).toEqual([]);
+  });
+
+  it("cancels a running job and retries a failed one", async () => {
+    await page.getByLabel("User id").fill("buttons");
+    await page.getByLabel("Report type").selectOption("custom");
+    await page.getByRole("button", { name: "Submit report" }).click();
+    const running = await newestJobId(page);
+    await untilVisible(page, `${card(running)}[data-state="RUNNING"]`);
+    await page.getByRole("button", { name: `Cancel job ${running}` }).click();
+    await untilVisible(page, `${card(running)}[data-state="CANCELLED"]`);
+    expect(await page.locator(`${card(running)} .cancel`).isHidden()).toBe(true);
+
+    // A permanent failure (bad filters) is FAILED at once; Retry runs it again.
+    await page.getByLabel("Report type").selectOption("weekly");
+    await page.getByLabel("Filters (JSON)").fill('{"end_date": "not a date"}');
+    await page.getByRole("button", { name: "Submit report" }).click();
+    await page.locator(`li.job[data-job-id]:not([data-job-id="${running}"])`).first().waitFor();
+    const failed = await newestJobId(page);
+    await untilVisible(page, `${card(failed)}[data-state="FAILED"] .retry`);
+    expect(await page.locator(`${card(failed)} .reason`).textContent()).toContain("end_date");
+    await page.getByRole("button", { name: `Retry job ${failed}` }).click();
+    const node = reportClient("connect-binary", t.url);
+    const types: string[] = [];
+    await expect
+      .poll(
+        async () => {
+          types.length = 0;
+          for await (const r of node.watchJob({ jobId: failed }))
+            if (r.event) types.push(String(r.event.type));
+          return types.filter((x) => x === "1").length;
+        },
+        { timeout: 10_000 },
+      )
+      .toBe(2); // QUEUED twice: submitted, then retried
+    await untilVisible(page, `${card(failed)}[data-state="FAILED"] .retry`);
+    expect(pageErrors).toEqual([]);
+  });
+
+  it("sends the API key from sessionStorage as Authorization: Bearer", async () => {
+    const seen: (string | undefined)[] = [];
+    page.on("request", (req) => {
+      if (req.url().includes("/reports.v1.ReportService/")) seen.push(req.headers().authorization);
+    });
+    await page.getByText("API key", { exact: true }).first().click(); // opens <details>
+    await page.getByLabel("API key").fill("k-browser-1");
+    await page.getByRole("button", { name: "Save" }).click();
+    await page.getByText("A key is set.").waitFor();
+    expect(await page.evaluate(() => sessionStorage.getItem("reports.apiKey"))).toBe("k-browser-1");
+    await page.getByLabel("User id").fill("key-user");
+    await page.getByRole("button", { name: "Submit report" }).click();
+    await newestJobId(page);
+    expect(seen.length).toBeGreaterThan(1);
+    expect(seen.at(-1)).toBe("Bearer k-browser-1");
+    // Kept for this tab across reloads.
+    await page.reload();
+    expect(await page.getByLabel("API key").inputValue()).toBe("k-browser-1");
+    expect(pageErrors).toEqual([]);
+  });
+
+  it("follows a job with a plain EventSource on GET /v1/jobs/{id}/events", async () => {
+    const { jobId } = await reportClient("connect-binary", t.url).submitReport({
+      userId: "sse-browser",
+      reportType: ReportType.WEEKLY,
+    });
+    const events = await page.evaluate(
+      (id) =>
+        new Promise<{ type: string; id: string; progress: number }[]>((resolve, reject) => {
+          const seen: { type: string; id: string; progress: number }[] = [];
+          const source = new EventSource(`/v1/jobs/${id}/events`);
+          const timer = setTimeout(() => reject(new Error(JSON.stringify(seen))), 15_000);
+          for (const type of ["queued", "started", "progress", "succeeded"]) {
+            source.addEventListener(type, (e) => {
+              const m = e as MessageEvent<string>;
+              seen.push({ type, id: m.lastEventId, progress: JSON.parse(m.data).progress ?? 0 });
+              if (type === "succeeded") {
+                source.close();
+                clearTimeout(timer);
+                resolve(seen);
+              }
+            });
+          }
+        }),
+      jobId,
+    );
+    expect(events.map((e) => e.type)).toEqual([
+      "queued",
+      "started",
+      "progress",
+      "progress",
+      "succeeded",
+    ]);
+    expect(events.map((e) => e.progress)).toEqual([0, 5, 40, 80, 100]);
+    const ids: string[] = [];
+    for await (const r of reportClient("connect-binary", t.url).watchJob({ jobId })) {
+      if (r.event) ids.push(r.event.id);
+    }
+    expect(events.map((e) => e.id)).toEqual(ids);
+  });
+
+  it("shows invalid_argument naming user_id for an empty user id", async () => {
+    await page.getByLabel("User id").fill("");
+    await page.getByRole("button", { name: "Submit report" }).click();
+    await untilVisible(page, "#error");
+    const error = (await page.textContent("#error")) ?? "";
+    expect(error).toContain("invalid_argument");
+    expect(error).toContain("user_id");
+    expect(await page.getAttribute("#error", "role")).toBe("alert");
+  });
+});
+
+describe("browser app on another origin (CORS), with watches cut by UNAVAILABLE", () => {
+  let t: TestApp;
+  let browser: Browser;
   let site: { url: string; close(): Promise<void> } | undefined;
 
   beforeAll(async () => {
-    outDir = mkdtempSync(path.join(tmpdir(), "report-jobs-browser-"));
-    const { buildExample } = await importExample<BuildModule>("build.mjs");
-    await buildExample({ outDir });
-    const { startExampleServer } = await importExample<ServeModule>("serve.mjs");
-    site = await startExampleServer({ port: 0, distDir: outDir });
-  });
-
+    await buildWeb();
+    const serve = (await import(
+      pathToFileURL(path.join(repoRoot, "examples/browser/serve.mjs")).href
+    )) as ServeModule;
+    // The API's address is only known once it listens: serve the page first, then start the API.
+    site = await serve.startExampleServer({ port: 0, api: "http://placeholder.invalid" });
+    // Watches end with UNAVAILABLE after 1 s while the job takes 4 phases of 600 ms.
+    t = await startTestApp({
+      CORS_ORIGINS: site.url,
+      REPORT_PHASE_DELAY_MS: "600",
+      WATCH_MAX_DURATION_MS: "1000",
+    });
+    browser = await launchChromium();
+  }, 60_000);
   afterAll(async () => {
+    await browser?.close();
     await site?.close();
-    rmSync(outDir, { recursive: true, force: true });
+    await t?.close();
   });
 
-  /** Opens the example page against the API at `apiUrl`; uncaught page errors land in `errors`. */
-  async function openPage(browser: Browser, apiUrl: string, errors: string[]): Promise<Page> {
-    if (site === undefined) throw new Error("beforeAll did not finish");
+  it("submits through CORS and resumes the watch to SUCCEEDED", async () => {
+    if (site === undefined) throw new Error("no site");
     const page = await browser.newPage();
+    const errors: string[] = [];
     page.on("pageerror", (err) => errors.push(err.message));
-    await page.goto(`${site.url}/?api=${encodeURIComponent(apiUrl)}`);
-    await page.locator("#api-url", { hasText: apiUrl }).waitFor();
-    return page;
-  }
-
-  describe("against the service on another origin", () => {
-    let t: TestApp;
-    let browser: Browser;
-    let page: Page;
-    let pageErrors: string[];
-
-    beforeAll(async () => {
-      if (site === undefined) throw new Error("static server did not start");
-      t = await startTestApp({ CORS_ORIGINS: site.url, REPORT_PHASE_DELAY_MS: "100" });
-      browser = await launchChromium();
-    });
-    afterAll(async () => {
-      await browser?.close();
-      await t?.close();
-    });
-    beforeEach(async () => {
-      pageErrors = [];
-      page = await openPage(browser, t.url, pageErrors);
-    });
-    afterEach(async () => {
-      await page?.close();
-    });
-
-    it("submits a report, lists its events live and links the download", async () => {
-      await page.fill("#user-id", "browser-user");
-      await page.selectOption("#report-type", "weekly");
-      await page.fill("#filters", '{"end_date": "2026-01-31"}');
-      await page.click("#submit");
-      await untilVisible(page, '#events li[data-type="SUCCEEDED"]');
-
-      const events = await shownEvents(page);
-      expect(events.map((e) => (e.type === "PROGRESS" ? `PROGRESS:${e.phase}` : e.type))).toEqual([
-        "QUEUED",
-        "STARTED",
-        "PROGRESS:fetch-data",
-        "PROGRESS:render",
-        "SUCCEEDED",
-      ]);
-      expect(await page.textContent("#job-state")).toBe("SUCCEEDED");
-      expect(await page.getAttribute("#progress", "value")).toBe("100");
-
-      const jobId = (await page.textContent("#job-id")) ?? "";
-      const { job } = await reportClient("connect-binary", t.url).getJob({ jobId });
-      expect(job?.userId).toBe("browser-user");
-      expect(job?.reportType).toBe(ReportType.WEEKLY);
-      const downloadUrl = job?.result?.downloadUrl ?? "";
-      expect(downloadUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/v1\/artifacts\//);
-      await untilVisible(page, "#download");
-      expect(await page.getAttribute("#download", "href")).toBe(downloadUrl);
-      expect(events.map((e) => e.id)).toEqual(await serverEventIds(t.url, jobId));
-
-      // The browser itself downloads the report, cross-origin.
-      const download = await page.evaluate(async (href) => {
-        const res = await fetch(href);
-        return {
-          status: res.status,
-          type: res.headers.get("content-type"),
-          text: await res.text(),
-        };
-      }, downloadUrl);
-      expect(download.status).toBe(200);
-      expect(download.type).toBe("text/csv");
-      expect(download.text.split("\r\n")[0]).toBe("date,sessions,orders,revenue");
-      expect(download.text).toContain("2026-01-31,");
-
-      const screenshot = process.env.EXAMPLE_SCREENSHOT;
-      if (screenshot) await page.screenshot({ path: screenshot, fullPage: true });
-      expect(pageErrors).toEqual([]);
-    });
-
-    it("reads a job with GetJob over Connect-Web from the page", async () => {
-      const node = reportClient("connect-binary", t.url);
-      const { jobId } = await node.submitReport({
-        userId: "u-get",
-        reportType: ReportType.MONTHLY,
-      });
-      const fromNode = await waitFor(
-        async () => {
-          const { job } = await node.getJob({ jobId });
-          return job?.result ? job : undefined;
-        },
-        { what: "the job to succeed" },
-      );
-
-      const fromPage = await page.evaluate(async (id) => {
-        // Set by examples/browser/main.ts (typed there as ReportsExample).
-        const api = (window as { reportsExample?: { getJob(id: string): Promise<unknown> } })
-          .reportsExample;
-        if (api === undefined) throw new Error("window.reportsExample is not set");
-        return api.getJob(id);
-      }, jobId);
-      expect(fromPage).toEqual(toJson(JobSchema, fromNode));
-      expect(pageErrors).toEqual([]);
-    });
-
-    it("shows invalid_argument naming user_id for an empty user id", async () => {
-      await page.fill("#user-id", "");
-      await page.click("#submit");
-      await untilVisible(page, "#error");
-
-      const error = (await page.textContent("#error")) ?? "";
-      expect(error).toContain("invalid_argument");
-      expect(error).toContain("user_id");
-      expect(await page.isVisible("#job")).toBe(false);
-      expect(pageErrors).toEqual([]);
-    });
+    try {
+      await page.goto(`${site.url}/?api=${encodeURIComponent(t.url)}`);
+      await page.locator("#api-url", { hasText: t.url }).waitFor();
+      await page.getByLabel("User id").fill("cors-user");
+      await page.getByRole("button", { name: "Submit report" }).click();
+      const jobId = await newestJobId(page);
+      await untilVisible(page, `${card(jobId)}[data-state="SUCCEEDED"] a.download`);
+      const reconnects = Number(await page.getAttribute(card(jobId), "data-reconnects"));
+      expect(reconnects).toBeGreaterThanOrEqual(1);
+      expect(
+        await page
+          .locator(`${card(jobId)} progress`)
+          .evaluate((p) => (p as HTMLProgressElement).value),
+      ).toBe(100);
+      // The browser downloads cross-origin too.
+      const href = (await page.getAttribute(`${card(jobId)} a.download`, "href")) ?? "";
+      const got = await page.evaluate(async (u) => {
+        const res = await fetch(u);
+        return { status: res.status, text: await res.text() };
+      }, href);
+      expect(got.status).toBe(200);
+      expect(got.text.split("\r\n")[0]).toBe("date,sessions,orders,revenue");
+      expect(errors).toEqual([]);
+    } finally {
+      await page.close();
+    }
   });
 
-  describe("when the service cuts watches with UNAVAILABLE", () => {
-    let t: TestApp;
-    let browser: Browser;
-
-    beforeAll(async () => {
-      if (site === undefined) throw new Error("static server did not start");
-      // Watches end with UNAVAILABLE after 1 s (the smallest maximum) while the
-      // job takes at least 3 phases of 600 ms: the page has to resume at least once.
-      t = await startTestApp({
-        CORS_ORIGINS: site.url,
-        REPORT_PHASE_DELAY_MS: "600",
-        WATCH_MAX_DURATION_MS: "1000",
-      });
-      browser = await launchChromium();
-    });
-    afterAll(async () => {
-      await browser?.close();
-      await t?.close();
-    });
-
-    it("resumes from the last event id, showing every event once and in order", async () => {
-      const pageErrors: string[] = [];
-      const page = await openPage(browser, t.url, pageErrors);
-      try {
-        await page.fill("#user-id", "resume-user");
-        await page.click("#submit");
-        await untilVisible(page, '#events li[data-type="SUCCEEDED"]');
-
-        const reconnects = Number(await page.getAttribute("#connection", "data-reconnects"));
-        expect(reconnects).toBeGreaterThanOrEqual(1);
-        const jobId = (await page.textContent("#job-id")) ?? "";
-        const events = await shownEvents(page);
-        expect(events.map((e) => e.id)).toEqual(await serverEventIds(t.url, jobId));
-        expect(events.map((e) => e.type)).toEqual([
-          "QUEUED",
-          "STARTED",
-          "PROGRESS",
-          "PROGRESS",
-          "SUCCEEDED",
-        ]);
-        expect(pageErrors).toEqual([]);
-      } finally {
-        await page.close();
-      }
-    });
+  it("redirects / to the configured API, as `npm run example:browser` serves it", async () => {
+    if (site === undefined) throw new Error("no site");
+    const res = await fetch(`${site.url}/`, { redirect: "manual" });
+    expect(res.status).toBe(302);
+    expect(res.headers.get("location")).toBe(
+      `/?api=${encodeURIComponent("http://placeholder.invalid")}`,
+    );
   });
 });

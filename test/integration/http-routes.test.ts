@@ -6,6 +6,9 @@
  */
 import { execFile } from "node:child_process";
 import { randomUUID } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTestApp, type TestApp } from "../helpers/test-app.js";
@@ -173,13 +176,52 @@ describe("createHttpRoutes()", () => {
     const again = await postReport(body, key);
     expect(again.status).toBe(202);
     expect(again.json()).toEqual({ ...accepted, deduplicated: true });
-    // The same key with another request is a conflict, as over RPC.
+    // The same key with another payload: 422, per the IETF Idempotency-Key draft
+    // (the body keeps the Connect code, as RPCs answer ALREADY_EXISTS).
     const conflict = await postReport(
       JSON.stringify({ userId: "u1", reportType: "monthly", filters }),
       key,
     );
-    expect(conflict.status).toBe(409);
+    expect(conflict.status).toBe(422);
     expect(conflict.json().code).toBe("already_exists");
+    // The draft's structured-field form of the key ("...") is the same key.
+    const quoted = await postReport(body, `"${key}"`);
+    expect(quoted.status).toBe(202);
+    expect(quoted.json()).toEqual({ ...accepted, deduplicated: true });
+  });
+
+  it("runs the README's curl flow verbatim: 202, then polling GET until done", async () => {
+    const base = t.url;
+    const key = `readme-${randomUUID()}`;
+    // As in README.md ("Plain HTTP routes"), with the test server's address.
+    const post = await run("bash", [
+      "-c",
+      `curl -sS -X POST ${base}/v1/reports -H 'content-type: application/json' \\
+  -H 'Idempotency-Key: ${key}' -d '{"userId":"alice","reportType":"weekly"}'`,
+    ]);
+    const accepted = JSON.parse(post.stdout) as { jobId: string; statusUrl: string };
+    expect(accepted.statusUrl).toBe(`${base}/v1/jobs/${accepted.jobId}`);
+    const job = await waitFor(
+      async () => {
+        const { stdout } = await run("bash", ["-c", `curl -sS ${base}/v1/jobs/${accepted.jobId}`]);
+        const j = JSON.parse(stdout) as { state: string; result?: { downloadUrl: string } };
+        return j.state === "JOB_STATE_SUCCEEDED" ? j : undefined;
+      },
+      { timeoutMs: 15_000, intervalMs: 50, what: "the README job to succeed" },
+    );
+    const file = job.result?.downloadUrl.split("/").at(-1) ?? "";
+    expect(file).toBe("weekly-alice.csv");
+    const dir = mkdtempSync(path.join(tmpdir(), "readme-curl-"));
+    try {
+      await run("bash", ["-c", `curl -sS -O ${base}/v1/artifacts/${accepted.jobId}/${file}`], {
+        cwd: dir,
+      });
+      expect(readFileSync(path.join(dir, file), "utf8")).toMatch(
+        /^date,sessions,orders,revenue\r\n/,
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("answers GET /v1/jobs/{id} with the job as JSON until it succeeds", async () => {

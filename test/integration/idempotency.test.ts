@@ -212,8 +212,9 @@ describe("SubmitReport idempotency", () => {
       idempotencyKey: "curl-key",
     });
     expect(rpc).toMatchObject({ jobId: a.jobId, deduplicated: true });
+    // Another payload under the key: 422 over plain HTTP (IETF Idempotency-Key draft).
     const conflict = await post({ userId: "u1", reportType: "monthly" });
-    expect(conflict.status).toBe(409);
+    expect(conflict.status).toBe(422);
   });
 
   it("never derives the job id from the key", async () => {

@@ -176,6 +176,7 @@ describe("retention", () => {
       headers: { "content-type": "application/json", "idempotency-key": request.idempotencyKey },
       body: JSON.stringify({ userId: request.userId, reportType: "weekly" }),
     });
+    // Not a payload mismatch (that is 422): the key outlived its job, a conflict.
     expect(res.status).toBe(409);
 
     // Nothing came back to life and nothing new was made.

@@ -1,0 +1,285 @@
+/**
+ * The typed Node client of reports.v1.ReportService, for programs:
+ *
+ *     const client = createReportsClient({ baseUrl: "http://127.0.0.1:8080", protocol: "grpc" });
+ *     const { jobId } = await client.submitReport({ userId: "alice", reportType: ReportType.WEEKLY });
+ *     for await (const event of client.watchJob(jobId)) console.log(event.progress, event.phase);
+ *
+ * On top of the generated client it adds three things:
+ * - `Authorization: Bearer <apiKey>` on every call when an API key is given;
+ * - bounded retries with exponential backoff and full jitter on UNAVAILABLE
+ *   (and a connection reset) for the calls that are safe to repeat: GetJob and
+ *   ListJobs (no side effects), CancelJob (cancelling a cancelled job returns
+ *   it unchanged, so a repeat cannot do more than the first call), and
+ *   SubmitReport only when it carries an idempotency key (then a repeat
+ *   returns the same job). RetryJob is never repeated: if the first call
+ *   landed and the job failed again, a second one would run it once more.
+ * - `watchJob(jobId, options)`: the job's events as an async iterable that
+ *   resumes after the last event it yielded when the stream drops (server
+ *   restart, UNAVAILABLE, a reset connection), skips keepalives, and ends
+ *   after the terminal event. `watchJob(request)` is still the plain RPC.
+ */
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import {
+  type CallOptions,
+  type Client,
+  Code,
+  ConnectError,
+  createClient,
+  type Interceptor,
+  type Transport,
+} from "@connectrpc/connect";
+import {
+  createConnectTransport,
+  createGrpcTransport,
+  createGrpcWebTransport,
+} from "@connectrpc/connect-node";
+import { type JobEvent, JobEventType } from "../../gen/reports/v1/job_pb.js";
+import {
+  ReportService,
+  type WatchJobRequestSchema,
+  type WatchJobResponse,
+} from "../../gen/reports/v1/report_service_pb.js";
+
+export {
+  type Job,
+  type JobEvent,
+  JobEventType,
+  JobPriority,
+  JobState,
+  ReportType,
+} from "../../gen/reports/v1/job_pb.js";
+export { ReportService } from "../../gen/reports/v1/report_service_pb.js";
+
+/** The wire protocol: gRPC (HTTP/2), Connect (binary over HTTP/2 by default) or gRPC-Web (HTTP/1.1). */
+export type ReportsProtocol = "grpc" | "connect" | "grpc-web";
+
+/** Retry policy for UNAVAILABLE on calls that are safe to repeat. */
+export interface RetryOptions {
+  /** Attempts in all, the first included (default 4; 1 turns retries off). */
+  maxAttempts?: number;
+  /** Upper bound of the first backoff, in ms (default 100); doubles per attempt. */
+  initialDelayMs?: number;
+  /** Largest backoff, in ms (default 2000). */
+  maxDelayMs?: number;
+}
+
+/** Options of createReportsClient. */
+export interface ReportsClientOptions {
+  /** The API's base URL, e.g. `http://127.0.0.1:8080`. */
+  baseUrl: string;
+  /** Default "connect". */
+  protocol?: ReportsProtocol;
+  /** Sent as `Authorization: Bearer <apiKey>` on every call. */
+  apiKey?: string;
+  /** Overrides the protocol's HTTP version (gRPC is always HTTP/2). */
+  httpVersion?: "1.1" | "2";
+  /** Connect only: JSON instead of binary protobuf on the wire (default false). */
+  useJson?: boolean;
+  retry?: RetryOptions;
+  /** Consecutive failed reconnects of `watchJob(jobId)` without a new event before it gives up (default 10). */
+  maxWatchReconnects?: number;
+  /** Extra interceptors, run after the client's own (auth, retry). */
+  interceptors?: Interceptor[];
+}
+
+/** Options of the resumable `watchJob(jobId, options)`. */
+export interface WatchOptions {
+  /** Start after this event id (a cursor from an earlier watch); default: the job's first event. */
+  afterEventId?: string;
+  /** Ends the watch; the iterator then throws a CANCELED ConnectError. */
+  signal?: AbortSignal;
+}
+
+/** The typed ReportService client, with a resumable `watchJob(jobId)`. */
+export type ReportsClient = Omit<Client<typeof ReportService>, "watchJob"> & {
+  /** Follows a job to its end, resuming after the last event on a dropped stream. */
+  watchJob(jobId: string, options?: WatchOptions): AsyncIterable<JobEvent>;
+  /** The plain WatchJob RPC (one stream, keepalives included, no resume). */
+  watchJob(
+    request: MessageInitShape<typeof WatchJobRequestSchema>,
+    options?: CallOptions,
+  ): AsyncIterable<WatchJobResponse>;
+};
+
+const terminalEvents = new Set([
+  JobEventType.SUCCEEDED,
+  JobEventType.FAILED,
+  JobEventType.CANCELLED,
+]);
+
+/** Creates a client; its HTTP/2 sessions close when idle, so it needs no close(). */
+export function createReportsClient(options: ReportsClientOptions): ReportsClient {
+  const interceptors: Interceptor[] = [];
+  if (options.apiKey !== undefined && options.apiKey !== "") {
+    interceptors.push(bearerAuth(options.apiKey));
+  }
+  interceptors.push(retryUnavailable(options.retry ?? {}), ...(options.interceptors ?? []));
+  const rpc = createClient(ReportService, transportFor(options, interceptors));
+  const maxReconnects = options.maxWatchReconnects ?? 10;
+  const retry = resolveRetry(options.retry ?? {});
+
+  async function* follow(jobId: string, watch: WatchOptions): AsyncGenerator<JobEvent> {
+    let after = watch.afterEventId ?? "";
+    let failures = 0;
+    for (;;) {
+      try {
+        for await (const res of rpc.watchJob(
+          { jobId, afterEventId: after },
+          { signal: watch.signal },
+        )) {
+          if (res.event === undefined) continue; // a keepalive
+          failures = 0;
+          after = res.event.id;
+          yield res.event;
+          if (terminalEvents.has(res.event.type)) return;
+        }
+        // A clean end without a terminal event: the watch was resumed from the
+        // terminal event, so nothing more will come.
+        return;
+      } catch (err) {
+        const ce = ConnectError.from(err);
+        if (watch.signal?.aborted || !isDroppedStream(ce) || failures >= maxReconnects) throw ce;
+        failures++;
+        await sleep(backoffMs(failures, retry), watch.signal);
+      }
+    }
+  }
+
+  function watchJob(
+    jobIdOrRequest: string | MessageInitShape<typeof WatchJobRequestSchema>,
+    opts?: WatchOptions | CallOptions,
+  ): AsyncIterable<JobEvent> | AsyncIterable<WatchJobResponse> {
+    if (typeof jobIdOrRequest === "string") {
+      return follow(jobIdOrRequest, (opts ?? {}) as WatchOptions);
+    }
+    return rpc.watchJob(jobIdOrRequest, opts as CallOptions | undefined);
+  }
+
+  return {
+    submitReport: rpc.submitReport,
+    getJob: rpc.getJob,
+    cancelJob: rpc.cancelJob,
+    listJobs: rpc.listJobs,
+    retryJob: rpc.retryJob,
+    watchJob: watchJob as ReportsClient["watchJob"],
+  };
+}
+
+function transportFor(options: ReportsClientOptions, interceptors: Interceptor[]): Transport {
+  const baseUrl = options.baseUrl.replace(/\/+$/, "");
+  switch (options.protocol ?? "connect") {
+    case "grpc":
+      return createGrpcTransport({ baseUrl, interceptors });
+    case "grpc-web":
+      return createGrpcWebTransport({
+        baseUrl,
+        httpVersion: options.httpVersion ?? "1.1",
+        interceptors,
+      });
+    case "connect":
+      return createConnectTransport({
+        baseUrl,
+        httpVersion: options.httpVersion ?? "2",
+        useBinaryFormat: !options.useJson,
+        interceptors,
+      });
+  }
+}
+
+/** Adds `Authorization: Bearer <apiKey>`. */
+function bearerAuth(apiKey: string): Interceptor {
+  return (next) => (req) => {
+    req.header.set("authorization", `Bearer ${apiKey}`);
+    return next(req);
+  };
+}
+
+/** Methods safe to repeat whatever their request. */
+const alwaysSafe = new Set(["GetJob", "ListJobs", "CancelJob"]);
+
+/** Whether repeating this unary request cannot do more than sending it once. */
+function isSafeToRepeat(methodName: string, message: unknown, header: Headers): boolean {
+  if (alwaysSafe.has(methodName)) return true;
+  if (methodName === "SubmitReport") {
+    const key = (message as { idempotencyKey?: string }).idempotencyKey ?? "";
+    return key !== "" || (header.get("idempotency-key") ?? "") !== "";
+  }
+  return false;
+}
+
+/** Retries UNAVAILABLE (and a connection reset) on unary calls that are safe to repeat. */
+function retryUnavailable(options: RetryOptions): Interceptor {
+  const policy = resolveRetry(options);
+  return (next) => async (req) => {
+    if (req.stream || !isSafeToRepeat(req.method.name, req.message, req.header)) return next(req);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await next(req);
+      } catch (err) {
+        const ce = ConnectError.from(err);
+        const transient =
+          ce.code === Code.Unavailable ||
+          isConnectionReset(ce) ||
+          (ce.code === Code.Canceled && !req.signal.aborted);
+        if (!transient || attempt >= policy.maxAttempts || req.signal.aborted) throw ce;
+        await sleep(backoffMs(attempt, policy), req.signal);
+      }
+    }
+  };
+}
+
+function resolveRetry(o: RetryOptions): Required<RetryOptions> {
+  return {
+    maxAttempts: Math.max(1, o.maxAttempts ?? 4),
+    initialDelayMs: o.initialDelayMs ?? 100,
+    maxDelayMs: o.maxDelayMs ?? 2000,
+  };
+}
+
+/** Full jitter: a random delay up to min(max, initial * 2^(attempt-1)). */
+function backoffMs(attempt: number, p: Required<RetryOptions>): number {
+  const cap = Math.min(p.maxDelayMs, p.initialDelayMs * 2 ** (attempt - 1));
+  return Math.round(Math.random() * cap);
+}
+
+/** A reset or refused connection, as connect-node reports it (ECONNRESET is ABORTED there). */
+function isConnectionReset(ce: ConnectError): boolean {
+  if (ce.code !== Code.Aborted && ce.code !== Code.Internal && ce.code !== Code.Unknown) {
+    return false;
+  }
+  for (let e: unknown = ce.cause; e instanceof Error; e = e.cause) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === "string" && /^(ECONNRESET|ECONNREFUSED|EPIPE|ERR_HTTP2_)/.test(code)) {
+      return true;
+    }
+  }
+  return /premature close|stream closed|socket hang up|missing trailer|protocol error/i.test(
+    ce.rawMessage,
+  );
+}
+
+/**
+ * A watch stream that broke on the way (not an answer about the job):
+ * resuming is safe. CANCELED counts when the caller did not cancel: that is
+ * how an HTTP/2 stream reset by a dying server (RST_STREAM CANCEL) shows up.
+ */
+function isDroppedStream(ce: ConnectError): boolean {
+  return ce.code === Code.Unavailable || ce.code === Code.Canceled || isConnectionReset(ce);
+}
+
+/** Waits `ms`, or rejects with CANCELED as soon as `signal` aborts. */
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(new ConnectError("operation was aborted", Code.Canceled));
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(new ConnectError("operation was aborted", Code.Canceled));
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
