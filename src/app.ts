@@ -10,11 +10,19 @@ import { Queue } from "bullmq";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { ReportService } from "../gen/reports/v1/report_service_pb.js";
+import {
+  authenticateHttp,
+  createAuthenticator,
+  createAuthInterceptor,
+  logAuthMode,
+} from "./api/auth.js";
 import { kTenant } from "./api/context-keys.js";
 import { withCors } from "./api/cors.js";
+import { createDownloadSigner } from "./api/download-signer.js";
 import { createHttpRoutes } from "./api/http-routes.js";
 import { createReportService } from "./api/report-service.js";
 import { createDualServer, type DualServer } from "./api/server.js";
+import { createWatchLimiter } from "./api/watch-limiter.js";
 import type { Config } from "./config/config.js";
 import { type ReportType, reportTypes } from "./domain/job.js";
 import { createEventHub, type EventHub } from "./events/event-hub.js";
@@ -115,7 +123,15 @@ export function createApp(config: Config, options: AppOptions = {}): App {
         maxBacklog: config.maxBacklog,
         backlogRetryAfterMs: config.backlogRetryAfterMs,
         eventStreamMaxLen: config.eventStreamMaxLen,
+        tenantSubmitRate: config.tenantSubmitRate,
+        tenantSubmitBurst: config.tenantSubmitBurst,
       },
+    });
+    const auth = createAuthenticator(config.apiKeys);
+    logAuthMode(config, logger);
+    const downloadSigner = createDownloadSigner({
+      secret: config.downloadUrlSecret,
+      ttlMs: config.downloadUrlTtlMs,
     });
     const control = createJobControl({
       redis: commands,
@@ -136,15 +152,19 @@ export function createApp(config: Config, options: AppOptions = {}): App {
       publicUrl: config.publicUrl,
       keepaliveMs: config.watchKeepaliveMs,
       watchMaxDurationMs: config.watchMaxDurationMs,
+      downloadSigner,
+      watchLimiter: createWatchLimiter(config.tenantMaxWatches),
       shutdownSignal: shutdown.signal,
       logger,
     });
+    // RPCs start in the open tenant; the auth interceptor sets the caller's.
     const contextValues = () => createContextValues().set(kTenant, "default");
     const fallback = createHttpRoutes({
       service,
       jobs,
       artifactDir: config.artifactDir,
-      contextValues,
+      contextValues: (req) => authenticateHttp(auth, req),
+      signer: downloadSigner,
       ready: async () => {
         await commands.ping();
       },
@@ -153,6 +173,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
     });
     const handler = connectNodeAdapter({
       routes: (router) => router.service(ReportService, service),
+      interceptors: [createAuthInterceptor(auth, config.authExemptServices)],
       readMaxBytes: config.readMaxBytes,
       maxTimeoutMs: config.maxTimeoutMs,
       shutdownSignal: shutdown.signal,

@@ -229,7 +229,8 @@ function showEvent(event: JobEvent): void {
   ui.progressLabel.textContent = `${event.progress}%`;
   if (event.type === JobEventType.SUCCEEDED && event.result) {
     ui.download.href = event.result.downloadUrl;
-    ui.download.textContent = event.result.downloadUrl.split("/").pop() ?? "download";
+    ui.download.textContent =
+      new URL(event.result.downloadUrl).pathname.split("/").pop() ?? "download";
     ui.downloadLine.hidden = false;
   }
 }
