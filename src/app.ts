@@ -20,6 +20,7 @@ import { kTenant } from "./api/context-keys.js";
 import { withCors } from "./api/cors.js";
 import { createDownloadSigner } from "./api/download-signer.js";
 import { createHttpRoutes } from "./api/http-routes.js";
+import { withParseErrorsAsInvalidArgument } from "./api/parse-errors.js";
 import { createReportService } from "./api/report-service.js";
 import { createDualServer, type DualServer } from "./api/server.js";
 import { createWatchLimiter } from "./api/watch-limiter.js";
@@ -172,7 +173,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
       logger,
     });
     const handler = connectNodeAdapter({
-      routes: (router) => router.service(ReportService, service),
+      routes: withParseErrorsAsInvalidArgument((router) => router.service(ReportService, service)),
       interceptors: [createAuthInterceptor(auth, config.authExemptServices)],
       readMaxBytes: config.readMaxBytes,
       maxTimeoutMs: config.maxTimeoutMs,
