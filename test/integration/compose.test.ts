@@ -22,7 +22,7 @@ interface ComposeService {
   environment?: Record<string, string>;
   depends_on?: Record<string, { condition?: string }>;
   volumes?: string[];
-  ports?: { published?: number | string; target?: number }[];
+  ports?: Array<{ published?: number | string; target?: number } | string>;
   healthcheck?: { test?: string[] };
 }
 
@@ -97,7 +97,9 @@ describe("docker-compose.yml", () => {
     }
     const api = services.api as ComposeService;
     expect(api.environment?.HOST).toBe("0.0.0.0");
-    expect(api.ports?.some((p) => Number(p.target) === 8080)).toBe(true);
+    // Published on the host's loopback only: without API_KEYS the API runs open (ALLOW_UNAUTHENTICATED).
+    expect(api.ports).toEqual(["127.0.0.1:8080:8080/tcp"]);
+    expect(api.environment?.ALLOW_UNAUTHENTICATED).toBe("true");
     expect(Object.keys(volumes).sort()).toEqual(["artifacts", "redis-data"]);
   });
 });
