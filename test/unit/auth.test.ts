@@ -2,11 +2,13 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { Code, ConnectError, createContextValues } from "@connectrpc/connect";
+import { pino } from "pino";
 import { afterAll, describe, expect, it } from "vitest";
 import { ReportService } from "../../gen/reports/v1/report_service_pb.js";
 import {
   createAuthenticator,
   createAuthInterceptor,
+  logAuthMode,
   unauthenticatedMessage,
 } from "../../src/api/auth.js";
 import { kTenant } from "../../src/api/context-keys.js";
@@ -180,5 +182,83 @@ describe("createAuthInterceptor()", () => {
     await expect(call("grpc.reflection.v1.ServerReflection")).rejects.toMatchObject({
       code: Code.Unauthenticated,
     });
+  });
+});
+
+describe("limits and download settings", () => {
+  it("has secure defaults and reads overrides", () => {
+    const d = loadConfig({});
+    expect(d).toMatchObject({
+      apiKeys: [],
+      allowUnauthenticated: false,
+      downloadUrlTtlMs: 3600_000,
+      tenantSubmitRate: 0,
+      tenantSubmitBurst: 1,
+      tenantMaxWatches: 10_000,
+    });
+    expect(d.downloadUrlSecret).toBeUndefined();
+    const c = loadConfig({
+      DOWNLOAD_URL_SECRET: "s".repeat(32),
+      DOWNLOAD_URL_TTL_SECONDS: "60",
+      TENANT_SUBMIT_RATE: "2.5",
+      TENANT_MAX_WATCHES: "0",
+    });
+    expect(c).toMatchObject({
+      downloadUrlSecret: "s".repeat(32),
+      downloadUrlTtlMs: 60_000,
+      tenantSubmitRate: 2.5,
+      tenantSubmitBurst: 3,
+      tenantMaxWatches: 0,
+    });
+    expect(
+      loadConfig({ TENANT_SUBMIT_RATE: "1", TENANT_SUBMIT_BURST: "20" }).tenantSubmitBurst,
+    ).toBe(20);
+  });
+
+  it("reports bad values one line each, never echoing the secret", () => {
+    const p = problems({
+      DOWNLOAD_URL_SECRET: "short-secret",
+      TENANT_SUBMIT_RATE: "-1",
+      TENANT_SUBMIT_BURST: "0",
+      ALLOW_UNAUTHENTICATED: "maybe",
+    });
+    expect(p).toEqual([
+      'ALLOW_UNAUTHENTICATED: must be true or false (got "maybe")',
+      "DOWNLOAD_URL_SECRET: must be at least 32 characters",
+      'TENANT_SUBMIT_RATE: must be a number from 0 to 1000000 (got "-1")',
+      'TENANT_SUBMIT_BURST: must be an integer from 1 to 1000000 (got "0")',
+    ]);
+    expect(p.join("\n")).not.toContain("short-secret");
+  });
+});
+
+describe("logAuthMode()", () => {
+  const lines = (env: Record<string, string>) => {
+    const out: Array<{ level: number; msg: string }> = [];
+    const logger = pino({ level: "info" }, { write: (s: string) => out.push(JSON.parse(s)) });
+    logAuthMode(loadConfig(env), logger);
+    return out.map((l) => [l.level, l.msg] as const);
+  };
+
+  it("says once how callers are authenticated", () => {
+    expect(lines({})).toEqual([
+      [
+        30,
+        'no API keys configured: serving without authentication on loopback (127.0.0.1); every caller is tenant "default"',
+      ],
+    ]);
+    const open = lines({ HOST: "0.0.0.0", ALLOW_UNAUTHENTICATED: "true" });
+    expect(open).toHaveLength(1);
+    expect(open[0]?.[0]).toBe(40);
+    expect(open[0]?.[1]).toMatch(
+      /^ALLOW_UNAUTHENTICATED=true: serving WITHOUT AUTHENTICATION on 0\.0\.0\.0/,
+    );
+  });
+
+  it("warns about a per-process download secret only when keys are configured", () => {
+    const keyed = lines({ API_KEYS: `a:${key1}` });
+    expect(keyed.map(([level]) => level)).toEqual([30, 40]);
+    expect(keyed[1]?.[1]).toMatch(/^DOWNLOAD_URL_SECRET is not set/);
+    expect(lines({ API_KEYS: `a:${key1}`, DOWNLOAD_URL_SECRET: "s".repeat(32) })).toHaveLength(1);
   });
 });
