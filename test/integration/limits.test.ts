@@ -4,6 +4,7 @@
  * message size limits on every protocol and on the plain HTTP route.
  */
 import { Code } from "@connectrpc/connect";
+import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RetryInfoSchema } from "../../gen/reports/v1/errors_pb.js";
 import { ReportType } from "../../gen/reports/v1/job_pb.js";
@@ -76,6 +77,44 @@ describe("per-tenant submit rate", () => {
       what: "a token to refill",
     });
     expect(Date.now() - started).toBeGreaterThan(500);
+  });
+});
+
+describe("the rate limit on the hot path", () => {
+  let t: TestApp;
+  let monitor: Redis | undefined;
+  beforeAll(async () => {
+    t = await startTestApp(
+      { API_KEYS, TENANT_SUBMIT_RATE: "1000", TENANT_SUBMIT_BURST: "1000" },
+      { mode: "api" },
+    );
+  });
+  afterAll(async () => {
+    monitor?.disconnect();
+    await t?.close();
+  });
+
+  it("keeps SubmitReport at one Redis round trip", async () => {
+    const client = reportClient("connect-binary", t.url, { apiKey: acmeKey });
+    await client.submitReport(request); // loads the script (EVALSHA, then EVAL once)
+    const commands: string[][] = [];
+    monitor = await new Redis(t.config.redisUrl).monitor();
+    monitor.on("monitor", (_time: string, args: string[], source: string) => {
+      // Commands a script runs are reported too, with source "lua": only the client's count.
+      if (source === "lua") return;
+      if (args.some((a) => String(a).startsWith(`${t.config.redisPrefix}:`))) commands.push(args);
+    });
+    await client.submitReport(request);
+    // MONITOR reports a command as it runs; a marker after ours shows everything arrived.
+    const marker = `${t.config.redisPrefix}:marker`;
+    const probe = new Redis(t.config.redisUrl);
+    await probe.get(marker);
+    probe.disconnect();
+    await waitFor(() => commands.some((c) => c.includes(marker)), { what: "the marker" });
+    const ours = commands.filter((c) => !c.includes(marker));
+    expect(ours.map((c) => String(c[0]).toLowerCase())).toEqual(["evalsha"]);
+    // The bucket is inside that one script: it exists after the submit.
+    expect(ours[0]).toContain(`${t.config.redisPrefix}:rate:acme`);
   });
 });
 
