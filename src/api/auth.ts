@@ -19,7 +19,7 @@ import {
 import type { Logger } from "pino";
 import { type ApiKeyEntry, isLoopbackHost } from "../config/api-keys.js";
 import type { Config } from "../config/config.js";
-import { kTenant } from "./context-keys.js";
+import { kAuthenticated, kTenant } from "./context-keys.js";
 import type { NodeRequest } from "./node-types.js";
 
 /** The tenant of every caller when no keys are configured (open mode). */
@@ -86,6 +86,7 @@ export function createAuthInterceptor(
   return (next) => async (req) => {
     if (!exempt.has(req.service.typeName)) {
       req.contextValues.set(kTenant, auth.tenantOf(req.header.get("authorization")));
+      req.contextValues.set(kAuthenticated, true);
     }
     return next(req);
   };
@@ -99,7 +100,16 @@ export function createAuthInterceptor(
 export function authenticateHttp(auth: Authenticator, req: NodeRequest): ContextValues {
   const header = req.headers.authorization;
   const tenant = auth.tenantOf(Array.isArray(header) ? header[0] : header);
-  return createContextValues().set(kTenant, tenant);
+  return createContextValues().set(kTenant, tenant).set(kAuthenticated, true);
+}
+
+/**
+ * The tenant a handler acts for.
+ * @throws ConnectError UNAUTHENTICATED when authentication did not run for the request (fail closed).
+ */
+export function callerTenant(values: ContextValues): string {
+  if (!values.get(kAuthenticated)) throw unauthenticated();
+  return values.get(kTenant);
 }
 
 /**

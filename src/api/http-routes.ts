@@ -25,7 +25,7 @@ import {
 import { artifactFile, artifactPath } from "../domain/artifact-paths.js";
 import type { JobView } from "../domain/job.js";
 import type { JobReader } from "../queue/job-reader.js";
-import { kTenant } from "./context-keys.js";
+import { callerTenant } from "./auth.js";
 import type { DownloadSigner } from "./download-signer.js";
 import { toConnectError } from "./error-map.js";
 import type { NodeRequest, NodeResponse } from "./node-types.js";
@@ -180,7 +180,7 @@ export function createHttpRoutes(deps: HttpRoutesDeps): (req: Req, res: Res) => 
       if (signed === undefined) return badLink(res);
       job = signed;
     } else {
-      const tenant = deps.contextValues(req).get(kTenant);
+      const tenant = callerTenant(deps.contextValues(req));
       job = await getTenantJob(jobs, tenant, jobId);
     }
     const file = artifactFile(deps.artifactDir, jobId, fileName);

@@ -19,7 +19,7 @@ import type { JobControl } from "../queue/job-control.js";
 import type { JobLister } from "../queue/job-lister.js";
 import type { JobReader } from "../queue/job-reader.js";
 import type { Submitter } from "../queue/submitter.js";
-import { kTenant } from "./context-keys.js";
+import { callerTenant } from "./auth.js";
 import type { DownloadSigner } from "./download-signer.js";
 import { toConnectError } from "./error-map.js";
 import { eventToProto, jobToProto } from "./proto-mapping.js";
@@ -79,7 +79,7 @@ export function createReportService(deps: ReportServiceDeps): ServiceImpl<typeof
   return {
     async submitReport(req, ctx) {
       try {
-        const tenant = ctx.values.get(kTenant);
+        const tenant = callerTenant(ctx.values);
         const input = validateSubmitReport(req, ctx.requestHeader.get("idempotency-key"), tenant);
         const { job, deduplicated } = await submitter.submit(input);
         return {
@@ -96,7 +96,7 @@ export function createReportService(deps: ReportServiceDeps): ServiceImpl<typeof
     async getJob(req, ctx) {
       try {
         const jobId = validateGetJob(req);
-        const job = await getTenantJob(jobs, ctx.values.get(kTenant), jobId);
+        const job = await getTenantJob(jobs, callerTenant(ctx.values), jobId);
         return { job: toProto(job) };
       } catch (err) {
         throw fail(err);
@@ -106,7 +106,7 @@ export function createReportService(deps: ReportServiceDeps): ServiceImpl<typeof
     async *watchJob(req, ctx: HandlerContext) {
       try {
         const { jobId, afterEventId } = validateWatchJob(req);
-        const tenant = ctx.values.get(kTenant);
+        const tenant = callerTenant(ctx.values);
         const release = deps.watchLimiter?.acquire(tenant);
         const sign = signer && ((path: string) => signer.sign(tenant, path));
         const maxDuration = AbortSignal.timeout(deps.watchMaxDurationMs);
@@ -146,7 +146,7 @@ export function createReportService(deps: ReportServiceDeps): ServiceImpl<typeof
     async cancelJob(req, ctx) {
       try {
         const { jobId, reason } = validateCancelJob(req);
-        const job = await control.cancel(ctx.values.get(kTenant), jobId, reason);
+        const job = await control.cancel(callerTenant(ctx.values), jobId, reason);
         return { job: toProto(job) };
       } catch (err) {
         throw fail(err);
@@ -155,7 +155,7 @@ export function createReportService(deps: ReportServiceDeps): ServiceImpl<typeof
 
     async listJobs(req, ctx) {
       try {
-        const query = validateListJobs(req, ctx.values.get(kTenant));
+        const query = validateListJobs(req, callerTenant(ctx.values));
         const page = await lister.list(query);
         return {
           jobs: page.jobs.map(toProto),
@@ -169,7 +169,7 @@ export function createReportService(deps: ReportServiceDeps): ServiceImpl<typeof
     async retryJob(req, ctx) {
       try {
         const jobId = validateGetJob(req);
-        const job = await control.retry(ctx.values.get(kTenant), jobId);
+        const job = await control.retry(callerTenant(ctx.values), jobId);
         return { job: toProto(job) };
       } catch (err) {
         throw fail(err);

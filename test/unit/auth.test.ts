@@ -6,6 +6,7 @@ import { pino } from "pino";
 import { afterAll, describe, expect, it } from "vitest";
 import { ReportService } from "../../gen/reports/v1/report_service_pb.js";
 import {
+  callerTenant,
   createAuthenticator,
   createAuthInterceptor,
   logAuthMode,
@@ -182,6 +183,25 @@ describe("createAuthInterceptor()", () => {
     await expect(call("grpc.reflection.v1.ServerReflection")).rejects.toMatchObject({
       code: Code.Unauthenticated,
     });
+  });
+});
+
+describe("callerTenant()", () => {
+  it("fails closed when authentication did not run, even with a tenant set", () => {
+    const values = createContextValues().set(kTenant, "default");
+    expect(() => callerTenant(values)).toThrow(unauthenticatedMessage);
+  });
+
+  it("returns the tenant the interceptor set", async () => {
+    const auth = createAuthenticator([{ tenant: "acme", sha256: hashApiKey(key1) }]);
+    const contextValues = createContextValues();
+    const req = {
+      service: { typeName: ReportService.typeName },
+      header: new Headers({ authorization: `Bearer ${key1}` }),
+      contextValues,
+    } as unknown as Parameters<ReturnType<ReturnType<typeof createAuthInterceptor>>>[0];
+    await createAuthInterceptor(auth, [])(async () => ({}) as never)(req);
+    expect(callerTenant(contextValues)).toBe("acme");
   });
 });
 
