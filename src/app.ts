@@ -12,13 +12,22 @@ import type { Logger } from "pino";
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { file_reports_v1_errors } from "../gen/reports/v1/errors_pb.js";
 import { ReportService } from "../gen/reports/v1/report_service_pb.js";
+import {
+  authenticateHttp,
+  createAuthenticator,
+  createAuthInterceptor,
+  logAuthMode,
+} from "./api/auth.js";
 import { kTenant } from "./api/context-keys.js";
 import { withCors } from "./api/cors.js";
+import { createDownloadSigner } from "./api/download-signer.js";
 import { createHealthService } from "./api/health-service.js";
 import { createHttpRoutes } from "./api/http-routes.js";
+import { withParseErrorsAsInvalidArgument } from "./api/parse-errors.js";
 import { addReflection } from "./api/reflection-service.js";
 import { createReportService } from "./api/report-service.js";
 import { createDualServer, type DualServer } from "./api/server.js";
+import { createWatchLimiter } from "./api/watch-limiter.js";
 import type { Config } from "./config/config.js";
 import { type ReportType, reportTypes } from "./domain/job.js";
 import { createEventHub, type EventHub } from "./events/event-hub.js";
@@ -129,7 +138,15 @@ export function createApp(config: Config, options: AppOptions = {}): App {
         maxBacklog: config.maxBacklog,
         backlogRetryAfterMs: config.backlogRetryAfterMs,
         eventStreamMaxLen: config.eventStreamMaxLen,
+        tenantSubmitRate: config.tenantSubmitRate,
+        tenantSubmitBurst: config.tenantSubmitBurst,
       },
+    });
+    const auth = createAuthenticator(config.apiKeys);
+    logAuthMode(config, logger);
+    const downloadSigner = createDownloadSigner({
+      secret: config.downloadUrlSecret,
+      ttlMs: config.downloadUrlTtlMs,
     });
     const control = createJobControl({
       redis: commands,
@@ -150,15 +167,19 @@ export function createApp(config: Config, options: AppOptions = {}): App {
       publicUrl: config.publicUrl,
       keepaliveMs: config.watchKeepaliveMs,
       watchMaxDurationMs: config.watchMaxDurationMs,
+      downloadSigner,
+      watchLimiter: createWatchLimiter(config.tenantMaxWatches),
       shutdownSignal: shutdown.signal,
       logger,
     });
+    // RPCs start in the open tenant; the auth interceptor sets the caller's.
     const contextValues = () => createContextValues().set(kTenant, "default");
     const fallback = createHttpRoutes({
       service,
       jobs,
       artifactDir: config.artifactDir,
-      contextValues,
+      contextValues: (req) => authenticateHttp(auth, req),
+      signer: downloadSigner,
       // The same state gRPC health reports, so the two probes never disagree.
       ready: async () => {
         if (!storageHealth.healthy) throw new Error("storage unavailable");
@@ -167,7 +188,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
       logger,
     });
     const handler = connectNodeAdapter({
-      routes: (router) => {
+      routes: withParseErrorsAsInvalidArgument((router) => {
         router.service(ReportService, service);
         router.service(
           Health,
@@ -179,7 +200,8 @@ export function createApp(config: Config, options: AppOptions = {}): App {
         );
         // Last: reflection lists everything registered before it.
         addReflection(router, [file_reports_v1_errors]);
-      },
+      }),
+      interceptors: [createAuthInterceptor(auth, config.authExemptServices)],
       readMaxBytes: config.readMaxBytes,
       maxTimeoutMs: config.maxTimeoutMs,
       shutdownSignal: shutdown.signal,

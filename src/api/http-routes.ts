@@ -22,10 +22,12 @@ import {
   ReportService,
   SubmitReportRequestSchema,
 } from "../../gen/reports/v1/report_service_pb.js";
-import { artifactFile } from "../domain/artifact-paths.js";
+import { artifactFile, artifactPath } from "../domain/artifact-paths.js";
 import { IdempotencyConflictError } from "../domain/errors.js";
+import type { JobView } from "../domain/job.js";
 import type { JobReader } from "../queue/job-reader.js";
-import { kTenant } from "./context-keys.js";
+import { callerTenant } from "./auth.js";
+import type { DownloadSigner } from "./download-signer.js";
 import { toConnectError } from "./error-map.js";
 import type { NodeRequest, NodeResponse } from "./node-types.js";
 import { getTenantJob } from "./report-service.js";
@@ -40,7 +42,14 @@ export interface HttpRoutesDeps {
   service: Partial<ServiceImpl<typeof ReportService>>;
   jobs: JobReader;
   artifactDir: string;
+  /**
+   * The request's context values with its authenticated tenant (kTenant).
+   * Throws ConnectError UNAUTHENTICATED; every `/v1/*` route calls it first
+   * (downloads only when they carry no signature).
+   */
   contextValues: (req: Req) => ContextValues;
+  /** Checks the signature of download URLs (and signs the ones handed out). */
+  signer?: DownloadSigner;
   /** Resolves when storage answers; rejects otherwise. */
   ready: () => Promise<void>;
   shutdownSignal: AbortSignal;
@@ -49,7 +58,8 @@ export interface HttpRoutesDeps {
   webDir?: string;
 }
 
-const maxBodyBytes = 64 * 1024;
+/** Largest POST /v1/reports body; larger ones get 413 before they are read whole. */
+export const maxBodyBytes = 64 * 1024;
 /** The sentence of an idempotency key reused with another request. */
 const payloadMismatch = new IdempotencyConflictError().message;
 const shortTypes: Record<string, string> = {
@@ -82,12 +92,19 @@ export function createHttpRoutes(deps: HttpRoutesDeps): (req: Req, res: Res) => 
       return sendJson(res, 422, errorToJson(err.cause, undefined));
     const ce = toConnectError(err, logger);
     const headers: Record<string, string> = {};
-    const retryAfter = ce.metadata.get("retry-after");
-    if (retryAfter !== null) headers["retry-after"] = retryAfter;
-    sendJson(res, codeToHttpStatus(ce.code), errorToJson(ce, undefined), headers);
+    for (const name of ["retry-after", "www-authenticate"]) {
+      const value = ce.metadata.get(name);
+      if (value !== null) headers[name] = value;
+    }
+    const status = bodyTooLarge.has(ce) ? 413 : codeToHttpStatus(ce.code);
+    sendJson(res, status, errorToJson(ce, undefined), headers);
   };
 
-  const context = (req: Req, methodName: "submitReport" | "getJob" | "watchJob") =>
+  const context = (
+    req: Req,
+    methodName: "submitReport" | "getJob" | "watchJob",
+    values: ContextValues,
+  ) =>
     createHandlerContext({
       service: ReportService,
       method: ReportService.method[methodName],
@@ -96,10 +113,10 @@ export function createHttpRoutes(deps: HttpRoutesDeps): (req: Req, res: Res) => 
       url: req.url ?? "/",
       shutdownSignal: deps.shutdownSignal,
       requestHeader: headersOf(req),
-      contextValues: deps.contextValues(req),
+      contextValues: values,
     });
 
-  const submit = async (req: Req, res: Res) => {
+  const submit = async (req: Req, res: Res, values: ContextValues) => {
     const submitReport = service.submitReport;
     if (!submitReport) throw new ConnectError("not implemented", Code.Unimplemented);
     const body = await readJson(req);
@@ -123,7 +140,7 @@ export function createHttpRoutes(deps: HttpRoutesDeps): (req: Req, res: Res) => 
         Code.InvalidArgument,
       );
     }
-    const ctx = context(req, "submitReport");
+    const ctx = context(req, "submitReport", values);
     // createHandlerContext links an abort listener to the shutdown signal;
     // only abort() removes it, so every request ends its context.
     const out = await Promise.resolve(submitReport(request, ctx))
@@ -147,19 +164,50 @@ export function createHttpRoutes(deps: HttpRoutesDeps): (req: Req, res: Res) => 
     );
   };
 
-  const getJob = async (req: Req, res: Res, jobId: string) => {
+  const getJob = async (req: Req, res: Res, values: ContextValues, jobId: string) => {
     const get = service.getJob;
     if (!get) throw new ConnectError("not implemented", Code.Unimplemented);
-    const ctx = context(req, "getJob");
+    const ctx = context(req, "getJob", values);
     const out = await Promise.resolve(
       get({ $typeName: "reports.v1.GetJobRequest", jobId }, ctx),
     ).finally(() => ctx.abort());
     sendJson(res, 200, toJson(JobSchema, out.job as never));
   };
 
-  const download = async (req: Req, res: Res, jobId: string, fileName: string) => {
-    const tenant = deps.contextValues(req).get(kTenant);
-    const job = await getTenantJob(jobs, tenant, jobId);
+  // Every failure of a signed link (altered, expired, another job's or
+  // file's, no such job) gets this one answer, so a link reveals nothing.
+  const badLink = (res: Res) =>
+    sendJson(res, 403, {
+      code: "permission_denied",
+      message: "download link is invalid or has expired; get a fresh one from GetJob",
+    });
+
+  /** The job of a signed download link, or undefined when the link does not verify. */
+  const signedJob = async (url: URL, jobId: string, fileName: string) => {
+    const signer = deps.signer;
+    if (signer === undefined || artifactFile(deps.artifactDir, jobId, fileName) === undefined)
+      return undefined;
+    const job = await jobs.get(jobId);
+    const ok = signer.verify(
+      job?.tenant,
+      artifactPath(jobId, fileName),
+      url.searchParams.get("expires"),
+      url.searchParams.get("signature"),
+    );
+    return ok ? job : undefined;
+  };
+
+  const download = async (req: Req, res: Res, url: URL, jobId: string, fileName: string) => {
+    let job: JobView;
+    if (url.searchParams.has("signature") || url.searchParams.has("expires")) {
+      // A signed link stands in for the key: no Authorization needed.
+      const signed = await signedJob(url, jobId, fileName);
+      if (signed === undefined) return badLink(res);
+      job = signed;
+    } else {
+      const tenant = callerTenant(deps.contextValues(req));
+      job = await getTenantJob(jobs, tenant, jobId);
+    }
     const file = artifactFile(deps.artifactDir, jobId, fileName);
     if (
       job.result === undefined ||
@@ -195,19 +243,28 @@ export function createHttpRoutes(deps: HttpRoutesDeps): (req: Req, res: Res) => 
     const fileMatch = /^\/v1\/artifacts\/([^/]+)\/([^/]+)$/.exec(p);
     const readable = method === "GET" || method === "HEAD";
     let work: Promise<void>;
-    if (p === "/v1/reports" && method === "POST") work = submit(req, res);
-    else if (jobMatch && readable)
-      work = getJob(req, res, decodeURIComponent(jobMatch[1] as string));
-    else if (eventsMatch && method === "GET") {
-      const jobId = decodeURIComponent(eventsMatch[1] as string);
-      work = serveJobEvents({ service, context, logger }, req, res, jobId);
-    } else if (fileMatch && readable) {
+    if (fileMatch && readable) {
       work = download(
         req,
         res,
-        decodeURIComponent(fileMatch[1] as string),
-        decodeURIComponent(fileMatch[2] as string),
+        url,
+        safeDecode(fileMatch[1] as string),
+        safeDecode(fileMatch[2] as string),
       );
+    } else if (p.startsWith("/v1/")) {
+      // Every other /v1/* route: authenticate first (before reading a body), then route.
+      work = (async () => {
+        const values = deps.contextValues(req);
+        if (p === "/v1/reports" && method === "POST") return submit(req, res, values);
+        if (jobMatch && readable)
+          return getJob(req, res, values, safeDecode(jobMatch[1] as string));
+        if (eventsMatch && method === "GET") {
+          const jobId = safeDecode(eventsMatch[1] as string);
+          const withValues = (r: Req, m: "watchJob") => context(r, m, values);
+          return serveJobEvents({ service, context: withValues, logger }, req, res, jobId);
+        }
+        sendJson(res, 404, { code: "not_found", message: `no route for ${method} ${p}` });
+      })();
     } else if (p === "/healthz") {
       work = Promise.resolve(sendJson(res, 200, { status: "ok" }));
     } else if (p === "/readyz") {
@@ -240,6 +297,15 @@ class UnprocessableError extends Error {
   }
 }
 
+/** decodeURIComponent that maps malformed escapes to a string no route matches (never throws). */
+function safeDecode(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return "%";
+  }
+}
+
 function headersOf(req: Req): Headers {
   const h = new Headers();
   for (const [k, v] of Object.entries(req.headers)) {
@@ -251,16 +317,60 @@ function headersOf(req: Req): Headers {
   return h;
 }
 
+/**
+ * Errors for bodies over maxBodyBytes: HTTP 413. A set, not a subclass:
+ * ConnectError's Symbol.hasInstance accepts every ConnectError as an instance of a subclass.
+ */
+const bodyTooLarge = new WeakSet<ConnectError>();
+function tooLargeError(): ConnectError {
+  const err = new ConnectError(
+    `request body exceeds ${maxBodyBytes} bytes`,
+    Code.ResourceExhausted,
+  );
+  bodyTooLarge.add(err);
+  return err;
+}
+
+/**
+ * Reads the body up to maxBodyBytes. Not with `for await`: leaving that loop
+ * destroys the request, and on HTTP/1.1 the socket with it, before the 413
+ * could be sent; here the rest is left to Node to discard.
+ */
+function readBody(req: Req): Promise<Buffer> {
+  if (Number(req.headers["content-length"] ?? 0) > maxBodyBytes)
+    return Promise.reject(tooLargeError());
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const done = () => {
+      req.off("data", onData);
+      req.off("end", onEnd);
+      req.off("error", onError);
+    };
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > maxBodyBytes) {
+        done();
+        reject(tooLargeError());
+      } else chunks.push(chunk);
+    };
+    const onEnd = () => {
+      done();
+      resolve(Buffer.concat(chunks));
+    };
+    const onError = (err: Error) => {
+      done();
+      reject(err);
+    };
+    req.on("data", onData);
+    req.on("end", onEnd);
+    req.on("error", onError);
+  });
+}
+
 async function readJson(req: Req): Promise<JsonValue> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > maxBodyBytes)
-      throw new ConnectError(`request body exceeds ${maxBodyBytes} bytes`, Code.InvalidArgument);
-    chunks.push(chunk);
-  }
-  const text = Buffer.concat(chunks).toString("utf8");
+  const body = await readBody(req);
+  const text = body.toString("utf8");
   try {
     return JSON.parse(text) as JsonValue;
   } catch {

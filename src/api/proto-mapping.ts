@@ -72,16 +72,26 @@ export function stateFromProto(s: JobState): DomainState | undefined {
   return (Object.keys(stateToProto) as DomainState[]).find((k) => stateToProto[k] === s);
 }
 
-function resultToProto(a: ReportArtifact, baseUrl: string): ReportResult {
+/** Turns a download path into the path (and query) handed out: signs it, see download-signer.ts. */
+export type LinkSigner = (downloadPath: string) => string;
+
+function resultToProto(a: ReportArtifact, baseUrl: string, sign?: LinkSigner): ReportResult {
   return create(ReportResultSchema, {
-    downloadUrl: `${baseUrl}${a.downloadPath}`,
+    downloadUrl: `${baseUrl}${sign ? sign(a.downloadPath) : a.downloadPath}`,
     contentType: a.contentType,
     sizeBytes: BigInt(a.sizeBytes),
   });
 }
 
-/** A Job message for `job`; download URLs are made absolute with `baseUrl`. */
-export function jobToProto(job: JobView, baseUrl: string): Job {
+/**
+ * A Job message for `job`; download URLs are made absolute with `baseUrl`
+ * and signed with `signer` for the job's tenant when given.
+ */
+export function jobToProto(
+  job: JobView,
+  baseUrl: string,
+  signer?: { sign(tenant: string, downloadPath: string): string },
+): Job {
   return create(JobSchema, {
     id: job.id,
     userId: job.userId,
@@ -90,7 +100,9 @@ export function jobToProto(job: JobView, baseUrl: string): Job {
     progress: job.progress,
     attemptsMade: job.attemptsMade,
     maxAttempts: job.maxAttempts,
-    result: job.result ? resultToProto(job.result, baseUrl) : undefined,
+    result: job.result
+      ? resultToProto(job.result, baseUrl, signer && ((p) => signer.sign(job.tenant, p)))
+      : undefined,
     failureReason: job.failureReason,
     createdAt: timestampFromMs(job.createdAt),
     startedAt: job.startedAt !== undefined ? timestampFromMs(job.startedAt) : undefined,
@@ -103,8 +115,8 @@ export function jobToProto(job: JobView, baseUrl: string): Job {
   });
 }
 
-/** A JobEvent message for `event`. */
-export function eventToProto(event: JobEventView, baseUrl: string): JobEvent {
+/** A JobEvent message for `event`; `sign` signs a result's download path. */
+export function eventToProto(event: JobEventView, baseUrl: string, sign?: LinkSigner): JobEvent {
   return create(JobEventSchema, {
     id: event.id,
     type: eventTypeToProto[event.type],
@@ -113,7 +125,7 @@ export function eventToProto(event: JobEventView, baseUrl: string): JobEvent {
     phase: event.phase,
     attempt: event.attempt,
     time: timestampFromMs(event.time),
-    result: event.result ? resultToProto(event.result, baseUrl) : undefined,
+    result: event.result ? resultToProto(event.result, baseUrl, sign) : undefined,
     error: event.error ?? "",
     nextAttemptAt:
       event.nextAttemptAt !== undefined ? timestampFromMs(event.nextAttemptAt) : undefined,

@@ -19,7 +19,8 @@ import type { JobControl } from "../queue/job-control.js";
 import type { JobLister } from "../queue/job-lister.js";
 import type { JobReader } from "../queue/job-reader.js";
 import type { Submitter } from "../queue/submitter.js";
-import { kTenant } from "./context-keys.js";
+import { callerTenant } from "./auth.js";
+import type { DownloadSigner } from "./download-signer.js";
 import { toConnectError } from "./error-map.js";
 import { eventToProto, jobToProto } from "./proto-mapping.js";
 import {
@@ -29,6 +30,7 @@ import {
   validateSubmitReport,
   validateWatchJob,
 } from "./validation.js";
+import type { WatchLimiter } from "./watch-limiter.js";
 
 /** What the handlers need. */
 export interface ReportServiceDeps {
@@ -42,6 +44,10 @@ export interface ReportServiceDeps {
   publicUrl: string;
   keepaliveMs: number;
   watchMaxDurationMs: number;
+  /** Signs download URLs (result.download_url); unsigned paths without it. */
+  downloadSigner?: DownloadSigner;
+  /** Caps concurrent watches per tenant; no cap without it. */
+  watchLimiter?: WatchLimiter;
   /** Aborted when the server shuts down; open watches then end with UNAVAILABLE. */
   shutdownSignal: AbortSignal;
   logger: Logger;
@@ -67,17 +73,19 @@ export async function getTenantJob(
 export function createReportService(deps: ReportServiceDeps): ServiceImpl<typeof ReportService> {
   const { submitter, jobs, control, lister, log, hub, publicUrl, logger } = deps;
   const fail = (err: unknown) => toConnectError(err, logger);
+  const signer = deps.downloadSigner;
+  const toProto = (job: JobView) => jobToProto(job, publicUrl, signer);
 
   return {
     async submitReport(req, ctx) {
       try {
-        const tenant = ctx.values.get(kTenant);
+        const tenant = callerTenant(ctx.values);
         const input = validateSubmitReport(req, ctx.requestHeader.get("idempotency-key"), tenant);
         const { job, deduplicated } = await submitter.submit(input);
         return {
           jobId: job.id,
           statusUrl: statusUrl(publicUrl, job.id),
-          job: jobToProto(job, publicUrl),
+          job: toProto(job),
           deduplicated,
         };
       } catch (err) {
@@ -88,8 +96,8 @@ export function createReportService(deps: ReportServiceDeps): ServiceImpl<typeof
     async getJob(req, ctx) {
       try {
         const jobId = validateGetJob(req);
-        const job = await getTenantJob(jobs, ctx.values.get(kTenant), jobId);
-        return { job: jobToProto(job, publicUrl) };
+        const job = await getTenantJob(jobs, callerTenant(ctx.values), jobId);
+        return { job: toProto(job) };
       } catch (err) {
         throw fail(err);
       }
@@ -98,6 +106,9 @@ export function createReportService(deps: ReportServiceDeps): ServiceImpl<typeof
     async *watchJob(req, ctx: HandlerContext) {
       try {
         const { jobId, afterEventId } = validateWatchJob(req);
+        const tenant = callerTenant(ctx.values);
+        const release = deps.watchLimiter?.acquire(tenant);
+        const sign = signer && ((path: string) => signer.sign(tenant, path));
         const maxDuration = AbortSignal.timeout(deps.watchMaxDurationMs);
         const signal = AbortSignal.any([ctx.signal, deps.shutdownSignal, maxDuration]);
         try {
@@ -105,7 +116,7 @@ export function createReportService(deps: ReportServiceDeps): ServiceImpl<typeof
             { log, hub },
             {
               jobId,
-              tenant: ctx.values.get(kTenant),
+              tenant,
               afterEventId,
               signal,
               keepaliveMs: deps.keepaliveMs,
@@ -113,7 +124,7 @@ export function createReportService(deps: ReportServiceDeps): ServiceImpl<typeof
           )) {
             yield item === null
               ? create(WatchJobResponseSchema, { keepaliveTime: timestampNow() })
-              : create(WatchJobResponseSchema, { event: eventToProto(item, publicUrl) });
+              : create(WatchJobResponseSchema, { event: eventToProto(item, publicUrl, sign) });
           }
         } catch (err) {
           if (deps.shutdownSignal.aborted) throw new ShuttingDownError();
@@ -124,6 +135,8 @@ export function createReportService(deps: ReportServiceDeps): ServiceImpl<typeof
             );
           }
           throw err;
+        } finally {
+          release?.();
         }
       } catch (err) {
         throw fail(err);
@@ -133,8 +146,8 @@ export function createReportService(deps: ReportServiceDeps): ServiceImpl<typeof
     async cancelJob(req, ctx) {
       try {
         const { jobId, reason } = validateCancelJob(req);
-        const job = await control.cancel(ctx.values.get(kTenant), jobId, reason);
-        return { job: jobToProto(job, publicUrl) };
+        const job = await control.cancel(callerTenant(ctx.values), jobId, reason);
+        return { job: toProto(job) };
       } catch (err) {
         throw fail(err);
       }
@@ -142,10 +155,10 @@ export function createReportService(deps: ReportServiceDeps): ServiceImpl<typeof
 
     async listJobs(req, ctx) {
       try {
-        const query = validateListJobs(req, ctx.values.get(kTenant));
+        const query = validateListJobs(req, callerTenant(ctx.values));
         const page = await lister.list(query);
         return {
-          jobs: page.jobs.map((j) => jobToProto(j, publicUrl)),
+          jobs: page.jobs.map(toProto),
           nextPageToken: page.nextPageToken,
         };
       } catch (err) {
@@ -156,8 +169,8 @@ export function createReportService(deps: ReportServiceDeps): ServiceImpl<typeof
     async retryJob(req, ctx) {
       try {
         const jobId = validateGetJob(req);
-        const job = await control.retry(ctx.values.get(kTenant), jobId);
-        return { job: jobToProto(job, publicUrl) };
+        const job = await control.retry(callerTenant(ctx.values), jobId);
+        return { job: toProto(job) };
       } catch (err) {
         throw fail(err);
       }

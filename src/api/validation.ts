@@ -20,6 +20,27 @@ import { priorityFromProto, reportTypeFromProto, stateFromProto } from "./proto-
 
 /** Largest accepted filters object, serialized as JSON. */
 export const maxFiltersBytes = 16 * 1024;
+/** Deepest accepted nesting of filters: the top-level object is depth 1. */
+export const maxFiltersDepth = 8;
+/** Most object keys accepted in filters, counted at every level. */
+export const maxFiltersKeys = 256;
+
+/** Depth and total object keys of a JSON value; stops counting past the limits (bounded work). */
+function measureJson(value: unknown): { depth: number; keys: number } {
+  let depth = 0;
+  let keys = 0;
+  const stack: Array<[unknown, number]> = [[value, 1]];
+  while (stack.length > 0) {
+    const [v, d] = stack.pop() as [unknown, number];
+    if (v === null || typeof v !== "object") continue;
+    depth = Math.max(depth, d);
+    if (depth > maxFiltersDepth || keys > maxFiltersKeys) break;
+    const children = Array.isArray(v) ? v : Object.values(v as object);
+    if (!Array.isArray(v)) keys += children.length;
+    for (const c of children) stack.push([c, d + 1]);
+  }
+  return { depth, keys };
+}
 
 const printableAscii = /^[\x20-\x7e]{1,255}$/;
 const jobIdPattern = /^[A-Za-z0-9_-]{1,64}$/;
@@ -67,6 +88,19 @@ export function validateSubmitReport(
     v.push({
       field: "filters",
       description: `must be at most ${maxFiltersBytes} bytes as JSON (got ${filtersBytes})`,
+    });
+  }
+  const shape = measureJson(filters);
+  if (shape.depth > maxFiltersDepth) {
+    v.push({
+      field: "filters",
+      description: `must be nested at most ${maxFiltersDepth} levels deep`,
+    });
+  }
+  if (shape.keys > maxFiltersKeys) {
+    v.push({
+      field: "filters",
+      description: `must have at most ${maxFiltersKeys} keys in all`,
     });
   }
   const priority = priorityFromProto(req.priority);

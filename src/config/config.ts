@@ -2,8 +2,10 @@
  * The only reader of process.env. One schema, every problem reported at once,
  * each on its own line, before anything connects. Secrets are never echoed.
  */
+import { readFileSync } from "node:fs";
 import path from "node:path";
 import { type ReportType, reportTypes } from "../domain/job.js";
+import { type ApiKeyEntry, isLoopbackHost, parseApiKeys, parseApiKeysFile } from "./api-keys.js";
 
 /** Which parts a process runs. */
 export type Mode = "api" | "worker" | "all";
@@ -63,6 +65,22 @@ export interface Config {
   shutdownGraceMs: number;
   corsOrigins: string[];
   logLevel: string;
+  /** Accepted API keys (digests only), from API_KEYS and API_KEYS_FILE. Empty: open mode. */
+  apiKeys: ApiKeyEntry[];
+  /** ALLOW_UNAUTHENTICATED: run open (no keys) on a non-loopback HOST. */
+  allowUnauthenticated: boolean;
+  /** Fully-qualified service names callable without a key (health, reflection). */
+  authExemptServices: string[];
+  /** HMAC key of signed download URLs; undefined: a random one per process. */
+  downloadUrlSecret?: string;
+  /** How long a signed download URL stays valid. */
+  downloadUrlTtlMs: number;
+  /** Submits per second per tenant (token bucket refill); 0 turns the limit off. */
+  tenantSubmitRate: number;
+  /** Token bucket size: submits a tenant may make at once. */
+  tenantSubmitBurst: number;
+  /** Concurrent WatchJob streams per tenant in one API process; 0 turns the cap off. */
+  tenantMaxWatches: number;
 }
 
 /** Raised by loadConfig with one line per problem. */
@@ -184,6 +202,67 @@ export function loadConfig(env: Env, mode?: string): Config {
     }
   }
 
+  const bool = (name: string, def: boolean): boolean => {
+    const raw = read(name);
+    if (raw === undefined) return def;
+    if (/^(true|1|yes)$/i.test(raw)) return true;
+    if (/^(false|0|no)$/i.test(raw)) return false;
+    problems.push(`${name}: must be true or false (got ${JSON.stringify(raw)})`);
+    return def;
+  };
+  // API keys: never echoed, not even in a problem line (api-keys.ts names entries by position).
+  const apiKeys = parseApiKeys(env.API_KEYS ?? "", problems);
+  const apiKeysFile = read("API_KEYS_FILE");
+  if (apiKeysFile !== undefined) {
+    let text: string | undefined;
+    try {
+      text = readFileSync(apiKeysFile, "utf8");
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code ?? "unreadable";
+      problems.push(`API_KEYS_FILE: cannot read ${apiKeysFile} (${code})`);
+    }
+    if (text !== undefined) {
+      const fromFile = parseApiKeysFile(text, apiKeysFile, problems);
+      // An empty file would lock every caller out (or, worse, read as "no keys": open).
+      if (fromFile.length === 0 && !problems.some((p) => p.startsWith("API_KEYS_FILE:")))
+        problems.push(`API_KEYS_FILE: ${apiKeysFile} lists no keys`);
+      apiKeys.push(...fromFile);
+    }
+  }
+  const allowUnauthenticated = bool("ALLOW_UNAUTHENTICATED", false);
+  if (
+    apiKeys.length === 0 &&
+    apiKeysFile === undefined &&
+    !problems.some((p) => p.startsWith("API_KEYS")) &&
+    resolvedMode !== "worker" &&
+    !isLoopbackHost(host) &&
+    !allowUnauthenticated
+  ) {
+    problems.push(
+      `API_KEYS: no API keys configured and HOST=${host} is not a loopback address; set API_KEYS or API_KEYS_FILE (or ALLOW_UNAUTHENTICATED=true to serve without authentication)`,
+    );
+  }
+  const authExemptServices = (
+    env.AUTH_EXEMPT_SERVICES ??
+    "grpc.health.v1.Health,grpc.reflection.v1.ServerReflection,grpc.reflection.v1alpha.ServerReflection"
+  )
+    .split(",")
+    .map((s) => s.trim())
+    .filter((s) => s !== "");
+  for (const s of authExemptServices) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$/.test(s)) {
+      problems.push(
+        `AUTH_EXEMPT_SERVICES: ${JSON.stringify(s)} is not a fully-qualified service name like grpc.health.v1.Health`,
+      );
+    }
+  }
+  const downloadUrlSecret = read("DOWNLOAD_URL_SECRET");
+  if (downloadUrlSecret !== undefined && downloadUrlSecret.length < 32) {
+    // Never echo the secret.
+    problems.push("DOWNLOAD_URL_SECRET: must be at least 32 characters");
+  }
+  const tenantSubmitRate = float("TENANT_SUBMIT_RATE", 0, 0, 1_000_000);
+
   const config: Config = {
     mode: resolvedMode,
     redisUrl,
@@ -217,6 +296,19 @@ export function loadConfig(env: Env, mode?: string): Config {
     shutdownGraceMs: int("SHUTDOWN_GRACE_MS", 10_000, 0, 3600_000),
     corsOrigins,
     logLevel: oneOf("LOG_LEVEL", "info", logLevels),
+    apiKeys,
+    allowUnauthenticated,
+    authExemptServices,
+    downloadUrlSecret,
+    downloadUrlTtlMs: int("DOWNLOAD_URL_TTL_SECONDS", 3600, 1, 7 * 24 * 3600) * 1000,
+    tenantSubmitRate,
+    tenantSubmitBurst: int(
+      "TENANT_SUBMIT_BURST",
+      Math.max(1, Math.ceil(tenantSubmitRate)),
+      1,
+      1_000_000,
+    ),
+    tenantMaxWatches: int("TENANT_MAX_WATCHES", 10_000, 0, 10_000_000),
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return config;

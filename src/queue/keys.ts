@@ -36,6 +36,11 @@ export interface Keys {
    * job expires, is trimmed by count (janitor) or is retried.
    */
   finished(kind: "succeeded" | "failed"): string;
+  /**
+   * Hash {tokens, ts}: the tenant's SubmitReport token bucket (TENANT_SUBMIT_RATE).
+   * Expires once it would be full again (burst / rate), so idle tenants leave nothing.
+   */
+  submitRate(tenant: string): string;
   /** Set of tenants that have an index, for the janitor. Kept while any tenant index exists. */
   readonly tenants: string;
   /** Pub/sub channel: cancel requests for running jobs (message: job id), heard by every worker. Holds nothing. */
@@ -53,6 +58,7 @@ export function createKeys(prefix: string): Keys {
     tenantIndex: (tenant) => `${prefix}:idx:${tenant}`,
     userIndex: (tenant, digest) => `${prefix}:idx:${tenant}:user:${digest}`,
     finished: (kind) => `${prefix}:finished:${kind}`,
+    submitRate: (tenant) => `${prefix}:rate:${tenant}`,
     tenants: `${prefix}:tenants`,
     controlChannel: `${prefix}:control`,
   };

@@ -44,6 +44,10 @@ export interface SubmitterSettings {
   maxBacklog: number;
   backlogRetryAfterMs: number;
   eventStreamMaxLen: number;
+  /** Submits per second per tenant (token refill rate); 0 or unset: no limit. */
+  tenantSubmitRate?: number;
+  /** Token bucket size per tenant. */
+  tenantSubmitBurst?: number;
 }
 
 /** Accepts jobs. */
@@ -69,7 +73,7 @@ const bullScripts = require("bullmq/dist/cjs/scripts/index.js") as Record<
 /**
  * Our part of the script; `%BULLMQ%` is replaced by BullMQ's add script.
  * KEYS: idempotency record, job record, event stream, tenant index, user
- * index, tenant set, then `p.backlogKeys` keys whose lengths make up the
+ * index, tenant set, the tenant's submit token bucket, then `p.backlogKeys` keys whose lengths make up the
  * backlog (per queue: wait and paused lists, prioritized and delayed sorted
  * sets, in that order), then BullMQ's keys.
  */
@@ -85,9 +89,24 @@ if p.idem then
     return {'dup', prev[1], redis.call('HGETALL', p.jobPrefix .. prev[1])}
   end
 end
+-- Token bucket (after the duplicate check: a deduplicated resubmit costs no
+-- token). Redis's clock, so every API replica shares one bucket per tenant.
+local tokens
+if p.rate > 0 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local b = redis.call('HMGET', KEYS[7], 'tokens', 'ts')
+  tokens = tonumber(b[1]) or p.burst
+  local ts = tonumber(b[2]) or now
+  if now > ts then tokens = math.min(p.burst, tokens + (now - ts) * p.rate / 1000) end
+  if tokens < 1 then
+    return {'rate', tostring(math.ceil((1 - tokens) * 1000 / p.rate))}
+  end
+  tokens = {tokens - 1, math.max(now, ts)}
+end
 local backlog = 0
-for i = 7, 6 + p.backlogKeys do
-  local kind = (i - 7) % 4
+for i = 8, 7 + p.backlogKeys do
+  local kind = (i - 8) % 4
   if kind == 1 or kind == 2 then
     backlog = backlog + redis.call('ZCARD', KEYS[i])
   else
@@ -95,8 +114,13 @@ for i = 7, 6 + p.backlogKeys do
   end
 end
 if backlog >= p.maxBacklog then return {'full', tostring(backlog)} end
+-- The token is spent only by a submit that is accepted.
+if tokens then
+  redis.call('HSET', KEYS[7], 'tokens', tostring(tokens[1]), 'ts', tostring(tokens[2]))
+  redis.call('PEXPIRE', KEYS[7], math.ceil((p.burst - tokens[1]) * 1000 / p.rate) + 1000)
+end
 local bkeys = {}
-for i = 7 + p.backlogKeys, #KEYS do bkeys[#bkeys + 1] = KEYS[i] end
+for i = 8 + p.backlogKeys, #KEYS do bkeys[#bkeys + 1] = KEYS[i] end
 local added = bullmqAdd(bkeys, {ARGV[2], ARGV[3], ARGV[4]})
 if type(added) == 'number' and added < 0 then return {'error', tostring(added)} end
 redis.call('HSET', KEYS[2], unpack(p.rec))
@@ -208,6 +232,8 @@ export function createSubmitter(deps: {
         channel: keys.eventChannel(id),
         jobPrefix,
         backlogKeys: backlogKeys.length,
+        rate: settings.tenantSubmitRate ?? 0,
+        burst: settings.tenantSubmitBurst ?? 1,
         tenant: input.tenant,
         jobId: id,
         score: String(now),
@@ -230,6 +256,7 @@ export function createSubmitter(deps: {
           keys.tenantIndex(input.tenant),
           keys.userIndex(input.tenant, digest(input.userId)),
           keys.tenants,
+          keys.submitRate(input.tenant),
           ...backlogKeys,
           ...bullKeys,
         ],
@@ -254,6 +281,11 @@ export function createSubmitter(deps: {
           throw new BackpressureError(
             `backlog is full (${reply[1]} jobs waiting); retry later`,
             settings.backlogRetryAfterMs,
+          );
+        case "rate":
+          throw new BackpressureError(
+            `this tenant is over its submit rate (${settings.tenantSubmitRate} per second, bursts of ${settings.tenantSubmitBurst}); retry later`,
+            Number(reply[1]),
           );
         default:
           throw new Error(`enqueue failed: BullMQ add returned ${reply[1]}`);

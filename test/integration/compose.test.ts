@@ -22,7 +22,7 @@ interface ComposeService {
   environment?: Record<string, string>;
   depends_on?: Record<string, { condition?: string }>;
   volumes?: string[];
-  ports?: { published?: number | string; target?: number }[];
+  ports?: Array<{ published?: number | string; target?: number } | string>;
   healthcheck?: { test?: string[] };
 }
 
@@ -108,7 +108,9 @@ describe("docker-compose.yml", () => {
     }
     const api = services.api as ComposeService;
     expect(api.environment?.HOST).toBe("0.0.0.0");
-    expect(api.ports?.some((p) => Number(p.target) === 8080)).toBe(true);
+    // Published on the host's loopback only: without API_KEYS the API runs open (ALLOW_UNAUTHENTICATED).
+    expect(api.ports).toEqual(["127.0.0.1:8080:8080/tcp"]);
+    expect(api.environment?.ALLOW_UNAUTHENTICATED).toBe("true");
     expect(Object.keys(volumes).sort()).toEqual(["artifacts", "redis-data"]);
   });
 
@@ -128,8 +130,10 @@ describe("docker-compose.yml", () => {
     // Pinned images: a tag, and not "latest".
     expect(collector.image).toMatch(/^otel\/opentelemetry-collector-contrib:\d+\.\d+\.\d+$/);
     expect(jaeger.image).toMatch(/^jaegertracing\/all-in-one:\d+\.\d+\.\d+$/);
-    expect(jaeger.ports?.some((p) => Number(p.target) === 16686)).toBe(true);
-    expect(collector.ports?.some((p) => Number(p.target) === 4318)).toBe(true);
+    const target = (p: NonNullable<ComposeService["ports"]>[number]) =>
+      Number(typeof p === "string" ? p.split(":").pop() : p.target);
+    expect(jaeger.ports?.some((p) => target(p) === 16686)).toBe(true);
+    expect(collector.ports?.some((p) => target(p) === 4318)).toBe(true);
 
     // The collector reads the config file from this repository.
     const mount = collector.volumes?.find((v) => v.includes(":/etc/otelcol-contrib/config.yaml"));

@@ -335,3 +335,39 @@ describe("ReportService over @grpc/grpc-js", () => {
     expect(watch.metadata.get("grpc-status-details-bin")).toHaveLength(1);
   });
 });
+
+describe("@grpc/grpc-js with API keys", () => {
+  const key = "grpcjs-key-0123456789abcdef";
+  let t: TestApp;
+  let client: ReportServiceGrpcClient;
+  const metadata = (authorization?: string) => {
+    const m = new grpc.Metadata();
+    if (authorization !== undefined) m.set("authorization", authorization);
+    return m;
+  };
+
+  beforeAll(async () => {
+    t = await startTestApp({ API_KEYS: `acme:${key}` }, { mode: "api" });
+    client = new ReportServiceGrpcClient(new URL(t.url).host);
+  });
+  afterAll(async () => {
+    client?.raw.close();
+    await t?.close();
+  });
+
+  it("is UNAUTHENTICATED without a key or with a wrong one, alike, and works with the key", async () => {
+    const request = { user_id: "grpcjs", report_type: "REPORT_TYPE_WEEKLY" };
+    const none = await grpcErrorOf(client.unary("SubmitReport", request));
+    const wrong = await grpcErrorOf(
+      client.unary("SubmitReport", request, metadata("Bearer wrong-key-0123456789abcdef")),
+    );
+    for (const err of [none, wrong]) expect(err.code).toBe(grpc.status.UNAUTHENTICATED);
+    expect(decodeURIComponent(wrong.details)).toBe(decodeURIComponent(none.details));
+    const ok = await client.unary<PlainSubmitResponse>(
+      "SubmitReport",
+      request,
+      metadata(`Bearer ${key}`),
+    );
+    expect(ok.job_id).toMatch(/^[A-Za-z0-9_-]{22}$/);
+  });
+});

@@ -209,7 +209,7 @@ describe("createHttpRoutes()", () => {
       },
       { timeoutMs: 15_000, intervalMs: 50, what: "the README job to succeed" },
     );
-    const file = job.result?.downloadUrl.split("/").at(-1) ?? "";
+    const file = new URL(job.result?.downloadUrl ?? base).pathname.split("/").at(-1) ?? "";
     expect(file).toBe("weekly-alice.csv");
     const dir = mkdtempSync(path.join(tmpdir(), "readme-curl-"));
     try {

@@ -246,7 +246,9 @@ describe("createReportService()", () => {
         // The job that the stream ended on is really finished.
         const { job } = await client.getJob({ jobId: submitted.jobId });
         expect(job?.state).toBe(JobState.SUCCEEDED);
-        expect(job?.result?.downloadUrl).toBe(succeeded?.result?.downloadUrl);
+        // Same file; the signature's expiry may differ between the two reads.
+        const path = (url = "") => new URL(url).pathname;
+        expect(path(job?.result?.downloadUrl)).toBe(path(succeeded?.result?.downloadUrl));
       });
 
       it("replays the whole history to a watcher that arrives after the end", async () => {

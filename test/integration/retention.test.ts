@@ -114,8 +114,11 @@ describe("retention", () => {
         Code.NotFound,
       );
       if (outcome === "SUCCEEDED") {
-        const download = await fetch(job.result?.downloadUrl ?? "");
-        expect(download.status).toBe(404);
+        // The signed link can no longer be verified (its job is gone): refused like any bad link.
+        const link = new URL(job.result?.downloadUrl ?? "");
+        expect((await fetch(link)).status).toBe(403);
+        // The bare path (the caller's key; open mode here) finds nothing.
+        expect((await fetch(new URL(link.pathname, link))).status).toBe(404);
       }
     });
   }

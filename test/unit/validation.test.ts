@@ -9,6 +9,8 @@ import {
 } from "../../gen/reports/v1/report_service_pb.js";
 import {
   maxFiltersBytes,
+  maxFiltersDepth,
+  maxFiltersKeys,
   validateGetJob,
   validateSubmitReport,
   validateWatchJob,
@@ -128,6 +130,42 @@ describe("validateSubmitReport()", () => {
     // Bytes, not characters.
     const multiByte = { s: "é".repeat(maxFiltersBytes / 2) };
     expect(violatedFields(() => submit({ ...valid, filters: multiByte }))).toEqual(["filters"]);
+  });
+
+  it(`limits filters to ${maxFiltersDepth} levels of nesting`, () => {
+    type Nested = { [k: string]: Nested | number[] | number };
+    const nest = (levels: number): Nested => {
+      // levels counts objects and arrays, the top-level object included.
+      let v: Nested | number[] = [1];
+      for (let i = 1; i < levels; i++) v = { a: v };
+      return v as Nested;
+    };
+    expect(submit({ ...valid, filters: nest(maxFiltersDepth) }).filters).toEqual(
+      nest(maxFiltersDepth),
+    );
+    const err = (() => {
+      try {
+        submit({ ...valid, filters: nest(maxFiltersDepth + 1) });
+      } catch (e) {
+        return e as InvalidArgumentError;
+      }
+    })();
+    expect(err?.violations).toEqual([
+      { field: "filters", description: `must be nested at most ${maxFiltersDepth} levels deep` },
+    ]);
+  });
+
+  it(`limits filters to ${maxFiltersKeys} keys, counted at every level`, () => {
+    const keys = (n: number) =>
+      Object.fromEntries(Array.from({ length: n }, (_, i) => [`k${i}`, i]));
+    expect(Object.keys(submit({ ...valid, filters: keys(maxFiltersKeys) }).filters)).toHaveLength(
+      maxFiltersKeys,
+    );
+    expect(violatedFields(() => submit({ ...valid, filters: keys(maxFiltersKeys + 1) }))).toEqual([
+      "filters",
+    ]);
+    const split = { a: keys(maxFiltersKeys / 2), b: [keys(maxFiltersKeys / 2)] };
+    expect(violatedFields(() => submit({ ...valid, filters: split }))).toEqual(["filters"]);
   });
 
   it("requires run_at before deadline", () => {
