@@ -15,6 +15,7 @@ import { withCors } from "./api/cors.js";
 import { createHttpRoutes } from "./api/http-routes.js";
 import { createReportService } from "./api/report-service.js";
 import { createDualServer, type DualServer } from "./api/server.js";
+import { createTelemetryInterceptor } from "./api/telemetry-interceptor.js";
 import type { Config } from "./config/config.js";
 import { type ReportType, reportTypes } from "./domain/job.js";
 import { createEventHub, type EventHub } from "./events/event-hub.js";
@@ -153,6 +154,8 @@ export function createApp(config: Config, options: AppOptions = {}): App {
     });
     const handler = connectNodeAdapter({
       routes: (router) => router.service(ReportService, service),
+      // Tracing first, so its span covers every other interceptor.
+      interceptors: [createTelemetryInterceptor()],
       readMaxBytes: config.readMaxBytes,
       maxTimeoutMs: config.maxTimeoutMs,
       shutdownSignal: shutdown.signal,

@@ -12,6 +12,7 @@ import {
   startPrivateRedis,
 } from "./queue/private-redis.js";
 import { createLogger } from "./telemetry/logger.js";
+import { currentTelemetry } from "./telemetry/telemetry.js";
 
 async function main(): Promise<number> {
   let config: Config;
@@ -60,6 +61,7 @@ async function main(): Promise<number> {
       app
         .close()
         .then(() => privateRedis?.stop())
+        .then(() => currentTelemetry()?.shutdown())
         .then(
           () => resolve(0),
           () => resolve(1),

@@ -7,6 +7,7 @@
  * guarded by the job's state, so a re-run of a finished or cancelled job
  * (after a crash, or a race with CancelJob) changes nothing.
  */
+import { context, type Span, SpanStatusCode, trace } from "@opentelemetry/api";
 import type { Logger } from "pino";
 import type { JobView, ReportType } from "../domain/job.js";
 import { terminalStates } from "../domain/job.js";
@@ -14,6 +15,7 @@ import type { EventLog } from "../events/event-log.js";
 import type { JobReader } from "../queue/job-reader.js";
 import { encodeArtifact, recordField as f } from "../queue/job-record.js";
 import { isStorageUnavailable } from "../queue/storage-errors.js";
+import { attrAttempt, attrJobId, attrPhase, attrReportType } from "../telemetry/attributes.js";
 import type { ArtifactStore } from "./artifact-store.js";
 import {
   PermanentReportError,
@@ -139,6 +141,7 @@ export function createProcessor(deps: {
       );
       let phase = "started";
       let progress = 5;
+      const phases = createPhaseSpans(job, attempt);
       try {
         const output = await generators[job.reportType].generate(
           {
@@ -151,6 +154,7 @@ export function createProcessor(deps: {
           async (percent, newPhase) => {
             progress = Math.max(0, Math.min(99, Math.round(percent)));
             phase = newPhase;
+            phases.enter(newPhase);
             attemptSignal.throwIfAborted();
             await ownStorage(() =>
               log.append(
@@ -166,6 +170,7 @@ export function createProcessor(deps: {
           attemptSignal,
         );
         attemptSignal.throwIfAborted();
+        phases.enter("completed");
         const artifact = await artifacts.put(
           job.id,
           output.fileName,
@@ -198,8 +203,15 @@ export function createProcessor(deps: {
         );
         // Cancelled at the last moment: the job stays CANCELLED and its file goes.
         if (!done.appended) await artifacts.remove(job.id);
+        phases.end();
         return { kind: "succeeded" };
       } catch (err) {
+        // Released, cancelled or throttled attempts did not fail.
+        const stopped =
+          (signal.aborted && (signal.reason === releaseReason || signal.reason === cancelReason)) ||
+          (err instanceof SlowDownError && !attemptSignal.aborted);
+        if (stopped) phases.end();
+        else phases.fail(err);
         if (signal.aborted && signal.reason === releaseReason) {
           await log.append(
             job.id,
@@ -349,4 +361,53 @@ function describeFailure(err: unknown, phase: string, logger: Logger, jobId: str
   }
   logger.error({ err, jobId, phase }, "report generator failed unexpectedly");
   return `internal error in phase ${phase}`;
+}
+
+/** The tracer of the worker's own spans. */
+const tracer = trace.getTracer("report-jobs-worker");
+
+/**
+ * One child span per generator phase of an attempt ("phase started",
+ * "phase fetch-data", ...), under the active (BullMQ consumer) span. A phase
+ * lasts from the progress report that enters it to the one that leaves it;
+ * "completed" covers storing the file and recording success.
+ */
+function createPhaseSpans(job: JobView, attempt: number) {
+  const parent = context.active();
+  const start = (phase: string): Span =>
+    tracer.startSpan(
+      `phase ${phase}`,
+      {
+        attributes: {
+          [attrPhase]: phase,
+          [attrJobId]: job.id,
+          [attrReportType]: job.reportType,
+          [attrAttempt]: attempt,
+        },
+      },
+      parent,
+    );
+  let current: { phase: string; span: Span } | undefined = {
+    phase: "started",
+    span: start("started"),
+  };
+  return {
+    enter(phase: string) {
+      if (current?.phase === phase) return;
+      current?.span.end();
+      current = { phase, span: start(phase) };
+    },
+    end() {
+      current?.span.end();
+      current = undefined;
+    },
+    fail(err: unknown) {
+      if (current === undefined) return;
+      const error = err instanceof Error ? err : new Error(String(err));
+      current.span.recordException(error);
+      current.span.setStatus({ code: SpanStatusCode.ERROR, message: error.message });
+      current.span.end();
+      current = undefined;
+    },
+  };
 }
