@@ -27,6 +27,9 @@ import { createJobReader } from "./queue/job-reader.js";
 import { createKeys, type Keys, queueNameFor } from "./queue/keys.js";
 import { bullJobSpec, createSubmitter } from "./queue/submitter.js";
 import { createLogger } from "./telemetry/logger.js";
+import { reportMetrics } from "./telemetry/metrics.js";
+import { createMetricsServer } from "./telemetry/metrics-server.js";
+import { currentTelemetry } from "./telemetry/telemetry.js";
 import { createArtifactStore } from "./worker/artifact-store.js";
 import type { ReportGenerator } from "./worker/generator.js";
 import { createCustomReport } from "./worker/generators/custom-report.js";
@@ -58,8 +61,11 @@ export interface App {
   readonly worker?: ReportWorker;
   /** Set in worker and all modes. */
   readonly janitor?: Janitor;
-  /** Connects, checks Redis, listens (api) and starts fetching jobs (worker). Returns the API's URL. */
-  start(): Promise<{ url?: string; port?: number }>;
+  /**
+   * Connects, checks Redis, listens (api; and the metrics/probe port in every
+   * mode) and starts fetching jobs (worker). Returns the API's and the metrics server's URLs.
+   */
+  start(): Promise<{ url?: string; port?: number; metricsUrl?: string }>;
   /** Stops in order: watches, server, workers, Redis. Idempotent; never throws. */
   close(): Promise<void>;
 }
@@ -222,6 +228,19 @@ export function createApp(config: Config, options: AppOptions = {}): App {
     });
   }
 
+  // The metrics and probe port (every mode): /metrics, /healthz, /readyz.
+  const instruments = reportMetrics();
+  const stopObserving: Array<() => void> = [];
+  const metricsServer = createMetricsServer({
+    prometheus: currentTelemetry()?.prometheus,
+    ready: async () => {
+      if (closing !== undefined) return false;
+      await commands.ping();
+      return worker === undefined || reportTypes.every((t) => worker?.workers[t].isRunning());
+    },
+    logger,
+  });
+
   let closing: Promise<void> | undefined;
   // Every shutdown step has a deadline: a stuck step (Redis gone, say) is
   // logged and skipped so the process still exits.
@@ -256,6 +275,13 @@ export function createApp(config: Config, options: AppOptions = {}): App {
         throw new Error(`cannot reach Redis at ${redactedTarget(config.redisUrl)} (set REDIS_URL)`);
       });
       await checkEvictionPolicy(commands, logger);
+      const metricsAddress = await metricsServer.listen(config.metricsPort, config.metricsHost);
+      const metricsUrl = `http://${metricsAddress.family === "IPv6" ? `[${metricsAddress.address}]` : metricsAddress.address}:${metricsAddress.port}`;
+      logger.info({ url: `${metricsUrl}/metrics` }, "metrics and probes listening");
+      stopObserving.push(
+        instruments.observeQueueDepth(() => queueDepth(queues)),
+        ...(hub ? [instruments.observeWatchers(() => hub?.listenerCount ?? 0)] : []),
+      );
       let url: string | undefined;
       let port: number | undefined;
       if (server) {
@@ -270,7 +296,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
         janitor?.start();
         logger.info({ concurrency: config.workerConcurrency }, "worker started");
       }
-      return { url, port };
+      return { url, port, metricsUrl };
     },
     close() {
       closing ??= (async () => {
@@ -291,9 +317,12 @@ export function createApp(config: Config, options: AppOptions = {}): App {
         await step("queues", async () => {
           await Promise.all(Object.values(queues).map((q) => q.close()));
         });
+        for (const stop of stopObserving.splice(0)) stop();
         await step("redis", async () => {
           await Promise.all(connections.map((c) => closeRedis(c)));
         });
+        // Last: probes and scrapes answer (not ready) while the rest drains.
+        await step("metrics server", () => metricsServer.close());
         clearTimeout(timer);
       })();
       return closing;
@@ -327,4 +356,15 @@ async function checkEvictionPolicy(redis: Redis, logger: Logger): Promise<void> 
       "could not read Redis maxmemory-policy (CONFIG is disabled); make sure it is noeviction",
     );
   }
+}
+
+/** Jobs per report type and BullMQ state, for the reports.queue.depth gauge. */
+async function queueDepth(
+  queues: Record<ReportType, Queue>,
+): Promise<Array<{ type: ReportType; state: string; count: number }>> {
+  const states = ["waiting", "prioritized", "delayed", "active", "paused", "failed"] as const;
+  const counts = await Promise.all(reportTypes.map((t) => queues[t].getJobCounts(...states)));
+  return reportTypes.flatMap((type, i) =>
+    states.map((state) => ({ type, state, count: counts[i]?.[state] ?? 0 })),
+  );
 }

@@ -11,6 +11,7 @@ import type { JobView, ReportType } from "../domain/job.js";
 import type { EventLog } from "../events/event-log.js";
 import { attrJobId, attrReportType, attrTenant, bullmqAttr } from "../telemetry/attributes.js";
 import { traceEnqueue } from "../telemetry/bullmq-telemetry.js";
+import { reportMetrics } from "../telemetry/metrics.js";
 import { linkTo } from "../telemetry/trace-context.js";
 import type { JobReader } from "./job-reader.js";
 import { recordField as f } from "./job-record.js";
@@ -99,6 +100,7 @@ export function createJobControl(deps: {
               },
             );
             if (!done.appended) continue;
+            reportMetrics().jobFinished(job.reportType, "cancelled", (now - job.createdAt) / 1000);
             // Not run, ever: out of the queue. A worker that fetched it meanwhile skips it (state).
             await queues[job.reportType].remove(jobId).catch(() => 0);
             return { ...job, state: "cancelled", failureReason: reason, finishedAt: now };

@@ -29,6 +29,7 @@ import {
   bullmqAttr,
 } from "../telemetry/attributes.js";
 import { traceEnqueue } from "../telemetry/bullmq-telemetry.js";
+import { reportMetrics } from "../telemetry/metrics.js";
 import { traceIdOf } from "../telemetry/trace-context.js";
 import { canonicalJson } from "./canonical-json.js";
 import { decodeRecord, encodeNewRecord } from "./job-record.js";
@@ -160,12 +161,28 @@ export function createSubmitter(deps: {
   const jobPrefix = keys.job("");
 
   return {
-    submit(input) {
-      // The producer span BullMQ's Queue.add would make, made here because the
-      // add runs inside our script; its context travels in the job's options.
-      return traceEnqueue(queueNameFor(input.reportType), input.reportType, [], (t) =>
-        submitTraced(input, t),
-      );
+    async submit(input) {
+      const started = performance.now();
+      const seconds = () => (performance.now() - started) / 1000;
+      try {
+        // The producer span BullMQ's Queue.add would make, made here because the
+        // add runs inside our script; its context travels in the job's options.
+        const outcome = await traceEnqueue(
+          queueNameFor(input.reportType),
+          input.reportType,
+          [],
+          (t) => submitTraced(input, t),
+        );
+        reportMetrics().submitted(
+          input.reportType,
+          outcome.deduplicated ? "deduplicated" : "accepted",
+          seconds(),
+        );
+        return outcome;
+      } catch (err) {
+        reportMetrics().submitted(input.reportType, "rejected", seconds());
+        throw err;
+      }
     },
   };
 

@@ -16,6 +16,7 @@ import type { JobReader } from "../queue/job-reader.js";
 import { encodeArtifact, recordField as f } from "../queue/job-record.js";
 import { isStorageUnavailable } from "../queue/storage-errors.js";
 import { attrAttempt, attrJobId, attrPhase, attrReportType } from "../telemetry/attributes.js";
+import { type JobOutcome, reportMetrics } from "../telemetry/metrics.js";
 import type { ArtifactStore } from "./artifact-store.js";
 import {
   PermanentReportError,
@@ -81,7 +82,7 @@ export function createProcessor(deps: {
 
   const fail = async (job: JobView, attempt: number, reason: string) => {
     const now = Date.now();
-    await log.append(
+    const failed = await log.append(
       job.id,
       {
         type: "failed",
@@ -97,6 +98,7 @@ export function createProcessor(deps: {
         ttlMs: settings.retentionFailedMs,
       },
     );
+    if (failed.appended) finished(job, "failed", now);
   };
 
   return {
@@ -203,6 +205,7 @@ export function createProcessor(deps: {
         );
         // Cancelled at the last moment: the job stays CANCELLED and its file goes.
         if (!done.appended) await artifacts.remove(job.id);
+        else finished(job, "succeeded", now);
         phases.end();
         return { kind: "succeeded" };
       } catch (err) {
@@ -309,7 +312,7 @@ export function createProcessor(deps: {
     const job = await jobs.get(jobId);
     const reason = job?.cancelReason || "cancelled";
     const now = Date.now();
-    await log.append(
+    const cancelled = await log.append(
       jobId,
       { type: "cancelled", state: "cancelled", progress, phase, attempt, time: now, error: reason },
       {
@@ -318,6 +321,7 @@ export function createProcessor(deps: {
         ttlMs: settings.retentionFailedMs,
       },
     );
+    if (cancelled.appended && job !== undefined) finished(job, "cancelled", now);
     await artifacts.remove(jobId);
   }
 }
@@ -410,4 +414,9 @@ function createPhaseSpans(job: JobView, attempt: number) {
       current = undefined;
     },
   };
+}
+
+/** Records a job's terminal state: enqueue-to-finish latency and the outcome. */
+function finished(job: JobView, outcome: JobOutcome, now: number): void {
+  reportMetrics().jobFinished(job.reportType, outcome, (now - job.createdAt) / 1000);
 }

@@ -17,6 +17,7 @@ import { type Keys, queueNameFor } from "../queue/keys.js";
 import { type ReportJobData, retryBackoffType } from "../queue/submitter.js";
 import { attrAttempt, attrJobId, attrReportType, attrTenant } from "../telemetry/attributes.js";
 import { createBullTelemetry } from "../telemetry/bullmq-telemetry.js";
+import { reportMetrics } from "../telemetry/metrics.js";
 import { backoffDelay, cancelReason, type Processor, releaseReason } from "./processor.js";
 
 /** Per-report-type worker limits. */
@@ -108,6 +109,7 @@ export function createReportWorker(deps: {
           { id, attemptsMade: job.attemptsMade, maxAttempts: job.opts.attempts ?? 1 },
           signal ?? new AbortController().signal,
         );
+        reportMetrics().attemptEnded(type, outcome.kind);
         if (outcome.kind === "retry" || outcome.kind === "failed") {
           span?.recordException(outcome.error);
           span?.setStatus({ code: SpanStatusCode.ERROR, message: outcome.error.message });
