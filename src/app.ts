@@ -14,6 +14,7 @@ import { kTenant } from "./api/context-keys.js";
 import { withCors } from "./api/cors.js";
 import { createHttpRoutes } from "./api/http-routes.js";
 import { createReportService } from "./api/report-service.js";
+import { createRequestLogInterceptor } from "./api/request-log-interceptor.js";
 import { createDualServer, type DualServer } from "./api/server.js";
 import { createTelemetryInterceptor } from "./api/telemetry-interceptor.js";
 import type { Config } from "./config/config.js";
@@ -72,7 +73,9 @@ export interface App {
 
 /** Builds an app for `config.mode`. */
 export function createApp(config: Config, options: AppOptions = {}): App {
-  const logger = options.logger ?? createLogger(config.logLevel, { mode: config.mode });
+  const logger =
+    options.logger ??
+    createLogger(config.logLevel, { mode: config.mode }, { format: config.logFormat });
   const keys = createKeys(config.redisPrefix);
   const runsApi = config.mode !== "worker";
   const runsWorker = config.mode !== "api";
@@ -160,8 +163,8 @@ export function createApp(config: Config, options: AppOptions = {}): App {
     });
     const handler = connectNodeAdapter({
       routes: (router) => router.service(ReportService, service),
-      // Tracing first, so its span covers every other interceptor.
-      interceptors: [createTelemetryInterceptor()],
+      // Tracing first, so its span covers every other interceptor (and the request log line).
+      interceptors: [createTelemetryInterceptor(), createRequestLogInterceptor(logger)],
       readMaxBytes: config.readMaxBytes,
       maxTimeoutMs: config.maxTimeoutMs,
       shutdownSignal: shutdown.signal,

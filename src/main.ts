@@ -25,7 +25,7 @@ async function main(): Promise<number> {
     }
     throw err;
   }
-  const logger = createLogger(config.logLevel, { mode: config.mode });
+  const logger = createLogger(config.logLevel, { mode: config.mode }, { format: config.logFormat });
 
   let privateRedis: PrivateRedis | undefined;
   if (config.redisUrlDefaulted && !(await isListening("127.0.0.1", 6379))) {

@@ -80,6 +80,25 @@ export function createProcessor(deps: {
   const { log, jobs, generators, artifacts, settings, logger } = deps;
   const random = settings.random ?? Math.random;
 
+  /** One log line per state transition: never the filters or the report. */
+  const transition = (
+    job: JobView,
+    state: string,
+    attempt: number,
+    extra: Record<string, unknown> = {},
+  ) =>
+    logger.info(
+      {
+        job_id: job.id,
+        tenant: job.tenant,
+        report_type: job.reportType,
+        state,
+        attempt,
+        ...extra,
+      },
+      `job ${state}`,
+    );
+
   const fail = async (job: JobView, attempt: number, reason: string) => {
     const now = Date.now();
     const failed = await log.append(
@@ -98,7 +117,10 @@ export function createProcessor(deps: {
         ttlMs: settings.retentionFailedMs,
       },
     );
-    if (failed.appended) finished(job, "failed", now);
+    if (failed.appended) {
+      finished(job, "failed", now);
+      transition(job, "failed", attempt, { phase: job.phase, reason });
+    }
   };
 
   return {
@@ -131,6 +153,7 @@ export function createProcessor(deps: {
         },
       );
       if (!startedAppend.appended) return { kind: "skipped" };
+      transition(job, "running", attempt, { queued_ms: started - job.createdAt });
 
       const timeoutMs = settings.timeoutMs[job.reportType];
       const timeout = AbortSignal.timeout(timeoutMs);
@@ -205,7 +228,13 @@ export function createProcessor(deps: {
         );
         // Cancelled at the last moment: the job stays CANCELLED and its file goes.
         if (!done.appended) await artifacts.remove(job.id);
-        else finished(job, "succeeded", now);
+        else {
+          finished(job, "succeeded", now);
+          transition(job, "succeeded", attempt, {
+            duration_ms: now - started,
+            size_bytes: artifact.sizeBytes,
+          });
+        }
         phases.end();
         return { kind: "succeeded" };
       } catch (err) {
@@ -232,10 +261,12 @@ export function createProcessor(deps: {
               allowedStates: ["running"],
             },
           );
+          transition(job, "queued", attempt, { phase: "released" });
           return { kind: "released" };
         }
         if (signal.aborted && signal.reason === cancelReason) {
           await recordCancelled(job.id, progress, phase, attempt);
+          transition(job, "cancelled", attempt, { phase });
           return { kind: "cancelled" };
         }
         if (err instanceof SlowDownError && !attemptSignal.aborted) {
@@ -256,6 +287,7 @@ export function createProcessor(deps: {
               allowedStates: ["running"],
             },
           );
+          transition(job, "queued", attempt, { phase: "throttled", delay_ms: err.retryAfterMs });
           return { kind: "throttled", delayMs: err.retryAfterMs };
         }
         const deadlinePassed = deadline?.aborted === true && !timeout.aborted;
@@ -297,6 +329,7 @@ export function createProcessor(deps: {
             allowedStates: ["running"],
           },
         );
+        transition(job, "retrying", attempt, { phase, reason, delay_ms: delayMs });
         return { kind: "retry", error, delayMs };
       }
     },
