@@ -6,6 +6,7 @@
 import {
   context,
   INVALID_SPAN_CONTEXT,
+  isSpanContextValid,
   type Link,
   propagation,
   type Span,
@@ -53,7 +54,7 @@ export function createBullTelemetry(): Telemetry {
 export interface EnqueueTrace {
   /** What goes in the job's `opts.telemetry.metadata`. */
   metadata: string;
-  /** The producer span's traceparent, kept in the job record (links, trace ids of events). */
+  /** The producer span's traceparent, kept in the job record (links, trace ids of events); "" when not tracing. */
   traceparent: string;
   /** The producer span; the caller adds attributes, the helper ends it. */
   span: Span;
@@ -90,8 +91,11 @@ export async function traceEnqueue<T>(
       const carrier: Record<string, string> = {};
       propagation.inject(context.active(), carrier);
       const sc = span.spanContext();
-      const traceparent =
-        carrier.traceparent ?? `00-${sc.traceId}-${sc.spanId}-0${(sc.traceFlags & 1).toString(16)}`;
+      // No SDK (OTEL_SDK_DISABLED): no trace, and no all-zero ids in records and events.
+      const traceparent = !isSpanContextValid(sc)
+        ? ""
+        : (carrier.traceparent ??
+          `00-${sc.traceId}-${sc.spanId}-0${(sc.traceFlags & 1).toString(16)}`);
       try {
         return await fn({ metadata: JSON.stringify(carrier), traceparent, span });
       } catch (err) {
