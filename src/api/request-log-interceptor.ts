@@ -8,7 +8,7 @@
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { kTenant } from "./context-keys.js";
-import { protocolOf } from "./telemetry-interceptor.js";
+import { probeServices, protocolOf } from "./telemetry-interceptor.js";
 
 /** Codes that mean the server failed (logged as warnings); the rest are the caller's. */
 const serverFaults = new Set<Code>([
@@ -42,6 +42,8 @@ export function createRequestLogInterceptor(logger: Logger): Interceptor {
         ...(jobId ? { job_id: jobId } : {}),
       };
       if (code !== undefined && serverFaults.has(code)) logger.warn(fields, "rpc failed");
+      // Health probes come every few seconds: visible at debug only.
+      else if (probeServices.has(req.service.typeName)) logger.debug(fields, "rpc");
       else logger.info(fields, "rpc");
     };
     let res: Awaited<ReturnType<typeof next>>;

@@ -70,10 +70,17 @@ function codeName(code: Code): string {
   return (Code[code] ?? "Unknown").replace(/([a-z])([A-Z])/g, "$1_$2").toLowerCase();
 }
 
+/**
+ * Services whose calls are probes, not work: traced by nobody, like the
+ * plain-HTTP /healthz and /readyz (a kubelet calls them every few seconds).
+ */
+export const probeServices: ReadonlySet<string> = new Set(["grpc.health.v1.Health"]);
+
 /** Creates the tracing interceptor; put it first so it covers the others. */
 export function createTelemetryInterceptor(): Interceptor {
   const tracer = trace.getTracer("report-jobs-api");
   return (next) => async (req) => {
+    if (probeServices.has(req.service.typeName)) return next(req);
     const protocol = protocolOf(req.header.get("content-type"));
     let parent: Context = context.active();
     if (trace.getSpan(parent) === undefined) {
