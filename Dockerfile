@@ -27,12 +27,12 @@ RUN mkdir -p /data/artifacts && chown -R node:node /data
 # The official image's unprivileged user (uid 1000).
 USER node
 
-# 8080: the API (api and all modes). 9464: /metrics, /healthz and /readyz (every mode).
-EXPOSE 8080 9464
+EXPOSE 8080
 
-# Liveness, on the metrics port, which every mode serves (workers included).
+# Liveness of the API (api and all modes). A worker-only container has no
+# HTTP port: docker-compose.yml disables this check for it.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \
-  CMD ["node", "-e", "fetch(`http://127.0.0.1:${process.env.METRICS_PORT || 9464}/healthz`).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+  CMD ["node", "-e", "fetch(`http://127.0.0.1:${process.env.PORT || 8080}/healthz`).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 
 # tsx forwards SIGTERM to the service, which drains and exits 0.
 STOPSIGNAL SIGTERM

@@ -105,10 +105,17 @@ export function createReportWorker(deps: {
         [attrAttempt]: job.attemptsMade + 1,
       });
       try {
-        const outcome = await processor.run(
-          { id, attemptsMade: job.attemptsMade, maxAttempts: job.opts.attempts ?? 1 },
-          signal ?? new AbortController().signal,
-        );
+        const outcome = await processor
+          .run(
+            { id, attemptsMade: job.attemptsMade, maxAttempts: job.opts.attempts ?? 1 },
+            signal ?? new AbortController().signal,
+          )
+          .catch((err: unknown) => {
+            // Not an outcome: the processor itself failed (Redis away, say).
+            span?.recordException(err as Error);
+            span?.setStatus({ code: SpanStatusCode.ERROR, message: (err as Error).message });
+            throw err;
+          });
         reportMetrics().attemptEnded(type, outcome.kind);
         if (outcome.kind === "retry" || outcome.kind === "failed") {
           span?.recordException(outcome.error);
