@@ -12,6 +12,7 @@ import type { Logger } from "pino";
 import { ReportService } from "../gen/reports/v1/report_service_pb.js";
 import { kTenant } from "./api/context-keys.js";
 import { withCors } from "./api/cors.js";
+import { withHttpRequestLog } from "./api/http-request-log.js";
 import { createHttpRoutes } from "./api/http-routes.js";
 import { createReportService } from "./api/report-service.js";
 import { createRequestLogInterceptor } from "./api/request-log-interceptor.js";
@@ -169,7 +170,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
       maxTimeoutMs: config.maxTimeoutMs,
       shutdownSignal: shutdown.signal,
       contextValues,
-      fallback,
+      fallback: withHttpRequestLog(fallback, { logger, contextValues }),
     });
     server = createDualServer(withCors(handler, config.corsOrigins), {
       keepaliveMs: 30_000,

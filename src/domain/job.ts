@@ -76,6 +76,8 @@ export interface JobView {
   deadline?: number;
   /** Set when CancelJob asked a running job to stop: the reason given (or "cancelled"). */
   cancelReason?: string;
+  /** When the latest run was queued: RetryJob's time for a re-run (createdAt otherwise). */
+  requeuedAt?: number;
   /** W3C traceparent of the enqueue (producer) span of the job's latest run, when traced. */
   traceparent?: string;
 }

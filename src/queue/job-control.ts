@@ -100,7 +100,8 @@ export function createJobControl(deps: {
               },
             );
             if (!done.appended) continue;
-            reportMetrics().jobFinished(job.reportType, "cancelled", (now - job.createdAt) / 1000);
+            const queuedAt = job.requeuedAt ?? job.createdAt;
+            reportMetrics().jobFinished(job.reportType, "cancelled", (now - queuedAt) / 1000);
             // Not run, ever: out of the queue. A worker that fetched it meanwhile skips it (state).
             await queues[job.reportType].remove(jobId).catch(() => 0);
             return { ...job, state: "cancelled", failureReason: reason, finishedAt: now };
@@ -160,7 +161,7 @@ export function createJobControl(deps: {
         recordUpdates: [
             f.state, "queued", f.progress, "0", f.phase, "retry", f.attemptsMade, "0", f.failureReason, "",
             f.finishedAt, "", f.startedAt, "", f.resultPath, "", f.cancelRequested, "",
-            f.traceparent, traceparent,
+            f.traceparent, traceparent, f.requeuedAt, String(now),
           ],
         allowedStates: ["failed"],
         ttlMs: -1,
@@ -217,6 +218,7 @@ export function createJobControl(deps: {
       startedAt: undefined,
       result: undefined,
       traceparent,
+      requeuedAt: now,
     };
   }
 }

@@ -37,6 +37,8 @@ export const recordField = {
   deadline: "deadline",
   fingerprint: "fp",
   cancelRequested: "cancelReq",
+  /** When RetryJob re-queued the job (ms): the start of the enqueue-to-finish latency of the re-run. */
+  requeuedAt: "requeued",
   /** W3C traceparent of the latest run's enqueue span; the event log copies its trace id into events. */
   traceparent: "trace",
 } as const;
@@ -136,6 +138,7 @@ export function decodeRecord(
     priority: priorities.includes(priority) ? priority : "normal",
     runAt: num(f.runAt),
     deadline: num(f.deadline),
+    requeuedAt: num(f.requeuedAt),
   };
   const cancelReason = h[f.cancelRequested];
   if (cancelReason) job.cancelReason = cancelReason;

@@ -153,7 +153,9 @@ export function createProcessor(deps: {
         },
       );
       if (!startedAppend.appended) return { kind: "skipped" };
-      transition(job, "running", attempt, { queued_ms: started - job.createdAt });
+      transition(job, "running", attempt, {
+        queued_ms: started - (job.requeuedAt ?? job.createdAt),
+      });
 
       const timeoutMs = settings.timeoutMs[job.reportType];
       const timeout = AbortSignal.timeout(timeoutMs);
@@ -451,5 +453,6 @@ function createPhaseSpans(job: JobView, attempt: number) {
 
 /** Records a job's terminal state: enqueue-to-finish latency and the outcome. */
 function finished(job: JobView, outcome: JobOutcome, now: number): void {
-  reportMetrics().jobFinished(job.reportType, outcome, (now - job.createdAt) / 1000);
+  const queuedAt = job.requeuedAt ?? job.createdAt;
+  reportMetrics().jobFinished(job.reportType, outcome, (now - queuedAt) / 1000);
 }

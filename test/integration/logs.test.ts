@@ -92,6 +92,30 @@ describe("logs", () => {
     expect(lines.join("\n")).not.toContain(secret);
   });
 
+  it("writes one line per plain-HTTP request too, without the body", async () => {
+    const { lines, logger } = captured();
+    t = await startTestApp({}, { logger, generators: { weekly: scripted(async () => csvOutput) } });
+    const secret = "SECRET-IN-HTTP-BODY";
+    const res = await fetch(`${t.url}/v1/reports?x=1`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "idempotency-key": "http-1" },
+      body: JSON.stringify({ userId: "u1", reportType: "weekly", filters: { q: secret } }),
+    });
+    expect(res.status).toBe(202);
+    const line = await waitFor(() =>
+      lines.map((l) => JSON.parse(l) as Line).find((l) => l.msg === "http"),
+    );
+    expect(line).toMatchObject({
+      method: "POST",
+      path: "/v1/reports",
+      protocol: "http",
+      status: 202,
+      tenant: "default",
+    });
+    expect(typeof line.duration_ms).toBe("number");
+    expect(lines.join("\n")).not.toContain(secret);
+  });
+
   it("redacts filters and credentials even when code logs them by mistake", () => {
     const { lines, logger } = captured();
     logger.info(

@@ -1,6 +1,7 @@
 // Telemetry first: the SDK (and its Prometheus reader) must be registered before the app loads.
 import "../helpers/telemetry.js";
-import { afterEach, describe, expect, it } from "vitest";
+import { Redis } from "ioredis";
+import { afterEach, describe, expect, inject, it } from "vitest";
 import { JobState, ReportType } from "../../gen/reports/v1/job_pb.js";
 import { PermanentReportError } from "../../src/worker/generator.js";
 import { reportClient } from "../helpers/clients.js";
@@ -98,6 +99,38 @@ describe("metrics on METRICS_PORT", () => {
     expect(sample(text, "reports_submit_idempotent_hits_total", { report_type: "weekly" })).toBe(2);
   });
 
+  it("measures a RetryJob'd run from its re-queue, not from the job's creation", async () => {
+    let fail = true;
+    const weekly = scripted(async () => {
+      if (fail) throw new PermanentReportError("bad filters");
+      return csvOutput;
+    });
+    t = await startTestApp({}, { generators: { weekly } });
+    const client = reportClient("grpc", t.url);
+    const { jobId } = await client.submitReport({ userId: "u1", reportType: ReportType.WEEKLY });
+    await waitForState(client, jobId, JobState.FAILED);
+    // The job was created two hours ago, as far as its record says.
+    const redis = new Redis(inject("redisUrl"));
+    try {
+      await redis.hset(t.app.keys.job(jobId), "created", String(Date.now() - 2 * 3600_000));
+    } finally {
+      redis.disconnect();
+    }
+    // Metrics are cumulative for the whole test process: compare with before.
+    const succeeded = { report_type: "weekly", outcome: "succeeded" };
+    const before = await scrape();
+    const count0 = sample(before, "reports_job_duration_count", succeeded) ?? 0;
+    const fast0 = sample(before, "reports_job_duration_bucket", { ...succeeded, le: "60" }) ?? 0;
+    fail = false;
+    await client.retryJob({ jobId });
+    await waitForState(client, jobId, JobState.SUCCEEDED);
+    const text = await waitFor(async () => {
+      const s = await scrape();
+      return sample(s, "reports_job_duration_count", succeeded) === count0 + 1 && s;
+    });
+    expect(sample(text, "reports_job_duration_bucket", { ...succeeded, le: "60" })).toBe(fast0 + 1);
+  });
+
   it("shows queue depth by state and active watchers, both moving", async () => {
     const gate = deferred();
     const started = deferred();
@@ -171,7 +204,7 @@ describe("metrics on METRICS_PORT", () => {
   it("says which variable to change when METRICS_PORT is taken", async () => {
     t = await startTestApp();
     const port = new URL(t.metricsUrl).port;
-    const err = await startTestApp({ METRICS_PORT: port }).then(
+    const err = await startTestApp({ METRICS_PORT: port }, { mode: "api" }).then(
       async (second) => {
         await second.close();
         return undefined;
