@@ -36,5 +36,6 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \
 
 # tsx forwards SIGTERM to the service, which drains and exits 0.
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["node_modules/.bin/tsx", "src/main.ts"]
+# The telemetry preload starts OpenTelemetry before the app is imported.
+ENTRYPOINT ["node_modules/.bin/tsx", "--import", "./src/telemetry/preload.ts", "src/main.ts"]
 CMD ["all"]

@@ -22,11 +22,14 @@ import { kTenant } from "./api/context-keys.js";
 import { withCors } from "./api/cors.js";
 import { createDownloadSigner } from "./api/download-signer.js";
 import { createHealthService } from "./api/health-service.js";
+import { withHttpRequestLog } from "./api/http-request-log.js";
 import { createHttpRoutes } from "./api/http-routes.js";
 import { withParseErrorsAsInvalidArgument } from "./api/parse-errors.js";
 import { addReflection } from "./api/reflection-service.js";
 import { createReportService } from "./api/report-service.js";
+import { createRequestLogInterceptor } from "./api/request-log-interceptor.js";
 import { createDualServer, type DualServer } from "./api/server.js";
+import { createTelemetryInterceptor } from "./api/telemetry-interceptor.js";
 import { createWatchLimiter } from "./api/watch-limiter.js";
 import type { Config } from "./config/config.js";
 import { type ReportType, reportTypes } from "./domain/job.js";
@@ -40,6 +43,9 @@ import { createKeys, type Keys, queueNameFor } from "./queue/keys.js";
 import { createStorageHealth, type StorageHealth } from "./queue/storage-health.js";
 import { bullJobSpec, createSubmitter } from "./queue/submitter.js";
 import { createLogger } from "./telemetry/logger.js";
+import { reportMetrics } from "./telemetry/metrics.js";
+import { createMetricsServer } from "./telemetry/metrics-server.js";
+import { currentTelemetry } from "./telemetry/telemetry.js";
 import { createArtifactStore } from "./worker/artifact-store.js";
 import type { ReportGenerator } from "./worker/generator.js";
 import { createCustomReport } from "./worker/generators/custom-report.js";
@@ -73,15 +79,20 @@ export interface App {
   readonly janitor?: Janitor;
   /** Whether Redis answers (gRPC health, /readyz); checked from start() on. */
   readonly storageHealth: StorageHealth;
-  /** Connects, checks Redis, listens (api) and starts fetching jobs (worker). Returns the API's URL. */
-  start(): Promise<{ url?: string; port?: number }>;
+  /**
+   * Connects, checks Redis, listens (api; and the metrics/probe port in every
+   * mode) and starts fetching jobs (worker). Returns the API's and the metrics server's URLs.
+   */
+  start(): Promise<{ url?: string; port?: number; metricsUrl?: string }>;
   /** Stops in order: watches, server, workers, Redis. Idempotent; never throws. */
   close(): Promise<void>;
 }
 
 /** Builds an app for `config.mode`. */
 export function createApp(config: Config, options: AppOptions = {}): App {
-  const logger = options.logger ?? createLogger(config.logLevel, { mode: config.mode });
+  const logger =
+    options.logger ??
+    createLogger(config.logLevel, { mode: config.mode }, { format: config.logFormat });
   const keys = createKeys(config.redisPrefix);
   const runsApi = config.mode !== "worker";
   const runsWorker = config.mode !== "api";
@@ -201,12 +212,18 @@ export function createApp(config: Config, options: AppOptions = {}): App {
         // Last: reflection lists everything registered before it.
         addReflection(router, [file_reports_v1_errors]);
       }),
-      interceptors: [createAuthInterceptor(auth, config.authExemptServices)],
+      // Tracing first, so its span covers every other interceptor (and the request
+      // log line); authentication last, so a refused call is still traced and logged.
+      interceptors: [
+        createTelemetryInterceptor(),
+        createRequestLogInterceptor(logger),
+        createAuthInterceptor(auth, config.authExemptServices),
+      ],
       readMaxBytes: config.readMaxBytes,
       maxTimeoutMs: config.maxTimeoutMs,
       shutdownSignal: shutdown.signal,
       contextValues,
-      fallback,
+      fallback: withHttpRequestLog(fallback, { logger, contextValues }),
     });
     server = createDualServer(withCors(handler, config.corsOrigins), {
       keepaliveMs: 30_000,
@@ -268,6 +285,19 @@ export function createApp(config: Config, options: AppOptions = {}): App {
     });
   }
 
+  // The metrics and probe port (every mode): /metrics, /healthz, /readyz.
+  const instruments = reportMetrics();
+  const stopObserving: Array<() => void> = [];
+  const metricsServer = createMetricsServer({
+    prometheus: currentTelemetry()?.prometheus,
+    ready: async () => {
+      // The same Redis state gRPC health and the API's /readyz report.
+      if (closing !== undefined || !storageHealth.healthy) return false;
+      return worker === undefined || reportTypes.every((t) => worker?.workers[t].isRunning());
+    },
+    logger,
+  });
+
   let closing: Promise<void> | undefined;
   // Every shutdown step has a deadline: a stuck step (Redis gone, say) is
   // logged and skipped so the process still exits.
@@ -304,6 +334,13 @@ export function createApp(config: Config, options: AppOptions = {}): App {
       });
       await checkEvictionPolicy(commands, logger);
       await storageHealth.start();
+      const metricsAddress = await metricsServer.listen(config.metricsPort, config.metricsHost);
+      const metricsUrl = `http://${metricsAddress.family === "IPv6" ? `[${metricsAddress.address}]` : metricsAddress.address}:${metricsAddress.port}`;
+      logger.info({ url: `${metricsUrl}/metrics` }, "metrics and probes listening");
+      stopObserving.push(
+        instruments.observeQueueDepth(() => queueDepth(queues)),
+        ...(hub ? [instruments.observeWatchers(() => hub?.listenerCount ?? 0)] : []),
+      );
       let url: string | undefined;
       let port: number | undefined;
       if (server) {
@@ -318,7 +355,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
         janitor?.start();
         logger.info({ concurrency: config.workerConcurrency }, "worker started");
       }
-      return { url, port };
+      return { url, port, metricsUrl };
     },
     close() {
       closing ??= (async () => {
@@ -340,9 +377,12 @@ export function createApp(config: Config, options: AppOptions = {}): App {
         await step("queues", async () => {
           await Promise.all(Object.values(queues).map((q) => q.close()));
         });
+        for (const stop of stopObserving.splice(0)) stop();
         await step("redis", async () => {
           await Promise.all(connections.map((c) => closeRedis(c)));
         });
+        // Last: probes and scrapes answer (not ready) while the rest drains.
+        await step("metrics server", () => metricsServer.close());
         clearTimeout(timer);
       })();
       return closing;
@@ -376,4 +416,15 @@ async function checkEvictionPolicy(redis: Redis, logger: Logger): Promise<void> 
       "could not read Redis maxmemory-policy (CONFIG is disabled); make sure it is noeviction",
     );
   }
+}
+
+/** Jobs per report type and BullMQ state, for the reports.queue.depth gauge. */
+async function queueDepth(
+  queues: Record<ReportType, Queue>,
+): Promise<Array<{ type: ReportType; state: string; count: number }>> {
+  const states = ["waiting", "prioritized", "delayed", "active", "paused", "failed"] as const;
+  const counts = await Promise.all(reportTypes.map((t) => queues[t].getJobCounts(...states)));
+  return reportTypes.flatMap((type, i) =>
+    states.map((state) => ({ type, state, count: counts[i]?.[state] ?? 0 })),
+  );
 }

@@ -12,6 +12,7 @@ import {
   startPrivateRedis,
 } from "./queue/private-redis.js";
 import { createLogger } from "./telemetry/logger.js";
+import { currentTelemetry } from "./telemetry/telemetry.js";
 
 async function main(): Promise<number> {
   let config: Config;
@@ -24,7 +25,7 @@ async function main(): Promise<number> {
     }
     throw err;
   }
-  const logger = createLogger(config.logLevel, { mode: config.mode });
+  const logger = createLogger(config.logLevel, { mode: config.mode }, { format: config.logFormat });
 
   let privateRedis: PrivateRedis | undefined;
   if (config.redisUrlDefaulted && !(await isListening("127.0.0.1", 6379))) {
@@ -60,6 +61,7 @@ async function main(): Promise<number> {
       app
         .close()
         .then(() => privateRedis?.stop())
+        .then(() => currentTelemetry()?.shutdown())
         .then(
           () => resolve(0),
           () => resolve(1),

@@ -22,6 +22,7 @@ import type {
   JobView,
   ReportArtifact,
 } from "../domain/job.js";
+import { traceIdOf } from "../telemetry/trace-context.js";
 
 const stateToProto: Record<DomainState, JobState> = {
   queued: JobState.QUEUED,
@@ -112,6 +113,7 @@ export function jobToProto(
     runAt: job.runAt !== undefined ? timestampFromMs(job.runAt) : undefined,
     deadline: job.deadline !== undefined ? timestampFromMs(job.deadline) : undefined,
     phase: job.phase,
+    traceId: traceIdOf(job.traceparent),
   });
 }
 
@@ -129,5 +131,6 @@ export function eventToProto(event: JobEventView, baseUrl: string, sign?: LinkSi
     error: event.error ?? "",
     nextAttemptAt:
       event.nextAttemptAt !== undefined ? timestampFromMs(event.nextAttemptAt) : undefined,
+    traceId: event.traceId ?? "",
   });
 }

@@ -81,6 +81,12 @@ export interface Config {
   tenantSubmitBurst: number;
   /** Concurrent WatchJob streams per tenant in one API process; 0 turns the cap off. */
   tenantMaxWatches: number;
+  /** "json" (default) or "pretty" (human-readable, for a terminal). */
+  logFormat: "json" | "pretty";
+  /** Port of the metrics and probe server (/metrics, /healthz, /readyz); 0 picks a free one. */
+  metricsPort: number;
+  /** Interface the metrics server listens on (METRICS_HOST, default HOST). */
+  metricsHost: string;
 }
 
 /** Raised by loadConfig with one line per problem. */
@@ -309,7 +315,70 @@ export function loadConfig(env: Env, mode?: string): Config {
       1_000_000,
     ),
     tenantMaxWatches: int("TENANT_MAX_WATCHES", 10_000, 0, 10_000_000),
+    logFormat: oneOf("LOG_FORMAT", "json", ["json", "pretty"] as const),
+    metricsPort: int("METRICS_PORT", 9464, 0, 65535),
+    metricsHost: read("METRICS_HOST") ?? host,
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return config;
+}
+
+/** What the OpenTelemetry setup needs from the environment (the SDK reads the rest of OTEL_* itself). */
+export interface TelemetrySettings {
+  /** OTEL_SDK_DISABLED=true: no SDK, no instrumentation, no metrics. */
+  disabled: boolean;
+  /** OTEL_SERVICE_NAME, else a name per mode (unless OTEL_RESOURCE_ATTRIBUTES names the service). */
+  serviceName?: string;
+  /** Let the SDK build span exporters from OTEL_TRACES_EXPORTER / OTEL_EXPORTER_OTLP_* (else: none). */
+  exportTraces: boolean;
+  /** Push metrics over OTLP (an endpoint is set and OTEL_METRICS_EXPORTER allows it). */
+  exportMetricsOtlp: boolean;
+  /** OTEL_METRIC_EXPORT_INTERVAL, in ms (default 60000). */
+  metricExportIntervalMs: number;
+}
+
+/** The default OpenTelemetry service name of each mode. */
+export const defaultServiceNames: Record<Mode, string> = {
+  api: "report-jobs-api",
+  worker: "report-jobs-worker",
+  all: "report-jobs",
+};
+
+/**
+ * Reads the few OTEL_* decisions made before the SDK starts. Never throws: a
+ * bad value falls back to its default (the SDK warns about its own variables).
+ */
+export function loadTelemetrySettings(env: Env, mode?: string): TelemetrySettings {
+  const read = (name: string): string | undefined => {
+    const v = env[name]?.trim();
+    return v === undefined || v === "" ? undefined : v;
+  };
+  const list = (name: string) =>
+    (read(name) ?? "")
+      .split(",")
+      .map((s) => s.trim().toLowerCase())
+      .filter((s) => s !== "");
+  const resolvedMode = (modes as readonly string[]).includes(mode ?? read("MODE") ?? "all")
+    ? ((mode ?? read("MODE") ?? "all") as Mode)
+    : "all";
+  const namedByResource = /(^|,)\s*service\.name\s*=/.test(read("OTEL_RESOURCE_ATTRIBUTES") ?? "");
+  const tracesExporters = list("OTEL_TRACES_EXPORTER");
+  const metricsExporters = list("OTEL_METRICS_EXPORTER");
+  const endpoint = read("OTEL_EXPORTER_OTLP_ENDPOINT") !== undefined;
+  const interval = Number(read("OTEL_METRIC_EXPORT_INTERVAL") ?? "60000");
+  return {
+    disabled: read("OTEL_SDK_DISABLED")?.toLowerCase() === "true",
+    serviceName:
+      read("OTEL_SERVICE_NAME") ??
+      (namedByResource ? undefined : defaultServiceNames[resolvedMode]),
+    exportTraces:
+      tracesExporters.length > 0
+        ? !tracesExporters.includes("none")
+        : endpoint || read("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") !== undefined,
+    exportMetricsOtlp:
+      (metricsExporters.length === 0 || metricsExporters.includes("otlp")) &&
+      !metricsExporters.includes("none") &&
+      (endpoint || read("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") !== undefined),
+    metricExportIntervalMs: Number.isFinite(interval) && interval > 0 ? interval : 60_000,
+  };
 }

@@ -76,6 +76,10 @@ export interface JobView {
   deadline?: number;
   /** Set when CancelJob asked a running job to stop: the reason given (or "cancelled"). */
   cancelReason?: string;
+  /** When the latest run was queued: RetryJob's time for a re-run (createdAt otherwise). */
+  requeuedAt?: number;
+  /** W3C traceparent of the enqueue (producer) span of the job's latest run, when traced. */
+  traceparent?: string;
 }
 
 /** One entry of a job's event log. `id` is the stream entry id, the resume cursor. */
@@ -90,6 +94,8 @@ export interface JobEventView {
   result?: ReportArtifact;
   error?: string;
   nextAttemptAt?: number;
+  /** Trace id (32 hex digits) of the job's run this event belongs to, when traced. */
+  traceId?: string;
 }
 
 /** What a caller asks for when submitting a report, after validation. */

@@ -52,6 +52,7 @@ export function encodeEvent(e: NewJobEvent): string[] {
     );
   if (e.error) out.push("e", e.error);
   if (e.nextAttemptAt !== undefined) out.push("na", String(e.nextAttemptAt));
+  if (e.traceId) out.push("tr", e.traceId);
   return out;
 }
 
@@ -80,6 +81,7 @@ export function decodeEvent(id: string, fields: readonly string[]): JobEventView
   }
   if (h.e) ev.error = h.e;
   if (h.na) ev.nextAttemptAt = Number(h.na);
+  if (h.tr) ev.traceId = h.tr;
   return ev;
 }
 

@@ -46,6 +46,16 @@ elseif state == 'succeeded' or state == 'failed' or state == 'cancelled' then
   redis.call('ZREM', KEYS[3], ARGV[5])
   redis.call('ZREM', KEYS[4], ARGV[5])
 end
+-- Every event carries the trace id of the job's current run (from the
+-- record's traceparent "00-<trace id>-<span id>-<flags>").
+local tp = redis.call('HGET', KEYS[1], 'trace')
+if tp then
+  local tr = string.match(tp, '^%x%x%-(%x+)%-')
+  if tr then
+    ev[#ev + 1] = 'tr'
+    ev[#ev + 1] = tr
+  end
+end
 local id = redis.call('XADD', KEYS[2], '*', unpack(ev))
 -- Cap the stream with XDEL rather than XADD MAXLEN: trimming does not move
 -- the stream's max-deleted-entry-id (Redis 7.0), which replay relies on to

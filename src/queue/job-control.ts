@@ -9,9 +9,13 @@ import type { Redis } from "ioredis";
 import { FailedPreconditionError, JobNotFoundError } from "../domain/errors.js";
 import type { JobView, ReportType } from "../domain/job.js";
 import type { EventLog } from "../events/event-log.js";
+import { attrJobId, attrReportType, attrTenant, bullmqAttr } from "../telemetry/attributes.js";
+import { traceEnqueue } from "../telemetry/bullmq-telemetry.js";
+import { reportMetrics } from "../telemetry/metrics.js";
+import { linkTo } from "../telemetry/trace-context.js";
 import type { JobReader } from "./job-reader.js";
 import { recordField as f } from "./job-record.js";
-import type { Keys } from "./keys.js";
+import { type Keys, queueNameFor } from "./keys.js";
 import { createLuaScript } from "./lua-script.js";
 import type { BullJobSpec } from "./submitter.js";
 
@@ -96,6 +100,8 @@ export function createJobControl(deps: {
               },
             );
             if (!done.appended) continue;
+            const queuedAt = job.requeuedAt ?? job.createdAt;
+            reportMetrics().jobFinished(job.reportType, "cancelled", (now - queuedAt) / 1000);
             // Not run, ever: out of the queue. A worker that fetched it meanwhile skips it (state).
             await queues[job.reportType].remove(jobId).catch(() => 0);
             return { ...job, state: "cancelled", failureReason: reason, finishedAt: now };
@@ -126,74 +132,93 @@ export function createJobControl(deps: {
           `job ${jobId} is ${job.state.toUpperCase()}; only FAILED jobs can be retried`,
         );
       }
-      const now = Date.now();
-      const requeued = await log.append(
-        jobId,
-        { type: "queued", state: "queued", progress: 0, phase: "retry", attempt: 0, time: now },
-        {
-          // biome-ignore format: field/value pairs
-          recordUpdates: [
-            f.state, "queued", f.progress, "0", f.phase, "retry", f.attemptsMade, "0", f.failureReason, "",
-            f.finishedAt, "", f.startedAt, "", f.resultPath, "", f.cancelRequested, "",
-          ],
-          allowedStates: ["failed"],
-          ttlMs: -1,
+      // The re-run is a new trace (this RetryJob call's), linked to the earlier run's.
+      return traceEnqueue(
+        queueNameFor(job.reportType),
+        job.reportType,
+        linkTo(job.traceparent),
+        (t) => {
+          t.span.setAttributes({
+            [bullmqAttr.jobId]: jobId,
+            [attrJobId]: jobId,
+            [attrReportType]: job.reportType,
+            [attrTenant]: tenant,
+          });
+          return requeue(job, t.traceparent, t.metadata);
         },
       );
-      if (!requeued.appended) {
-        throw new FailedPreconditionError(
-          `job ${jobId} changed state meanwhile; read it and try again`,
-        );
-      }
-      const queue = queues[job.reportType];
-      try {
-        const existing = await queue.getJob(jobId);
-        if (existing !== undefined && (await existing.isFailed())) {
-          await existing.retry("failed", { resetAttemptsMade: true, resetAttemptsStarted: true });
-        } else {
-          // BullMQ already dropped it (its own retention): queue it afresh under the same id.
-          if (existing !== undefined) await existing.remove().catch(() => undefined);
-          const spec = deps.bullJob({ ...job, runAt: undefined });
-          await queue.add(spec.name, spec.data, { ...spec.opts, jobId });
-        }
-      } catch (err) {
-        await log.append(
-          jobId,
-          {
-            type: "failed",
-            state: "failed",
-            progress: 0,
-            phase: "retry",
-            attempt: 0,
-            time: Date.now(),
-            error: "retry could not be scheduled",
-          },
-          {
-            recordUpdates: [
-              f.state,
-              "failed",
-              f.failureReason,
-              "retry could not be scheduled",
-              f.finishedAt,
-              String(Date.now()),
-            ],
-            allowedStates: ["queued"],
-            ttlMs: settings.retentionFailedMs,
-          },
-        );
-        throw err;
-      }
-      return {
-        ...job,
-        state: "queued",
-        progress: 0,
-        phase: "retry",
-        attemptsMade: 0,
-        failureReason: "",
-        finishedAt: undefined,
-        startedAt: undefined,
-        result: undefined,
-      };
     },
   };
+
+  async function requeue(job: JobView, traceparent: string, metadata: string): Promise<JobView> {
+    const jobId = job.id;
+    const now = Date.now();
+    const requeued = await log.append(
+      jobId,
+      { type: "queued", state: "queued", progress: 0, phase: "retry", attempt: 0, time: now },
+      {
+        // biome-ignore format: field/value pairs
+        recordUpdates: [
+            f.state, "queued", f.progress, "0", f.phase, "retry", f.attemptsMade, "0", f.failureReason, "",
+            f.finishedAt, "", f.startedAt, "", f.resultPath, "", f.cancelRequested, "",
+            f.traceparent, traceparent, f.requeuedAt, String(now),
+          ],
+        allowedStates: ["failed"],
+        ttlMs: -1,
+      },
+    );
+    if (!requeued.appended) {
+      throw new FailedPreconditionError(
+        `job ${jobId} changed state meanwhile; read it and try again`,
+      );
+    }
+    const queue = queues[job.reportType];
+    try {
+      // Queued afresh under the same id (not Job.retry, which would keep the
+      // first run's trace context in the job's options).
+      const existing = await queue.getJob(jobId);
+      if (existing !== undefined) await existing.remove().catch(() => undefined);
+      const spec = deps.bullJob({ ...job, runAt: undefined });
+      await queue.add(spec.name, spec.data, { ...spec.opts, jobId, telemetry: { metadata } });
+    } catch (err) {
+      await log.append(
+        jobId,
+        {
+          type: "failed",
+          state: "failed",
+          progress: 0,
+          phase: "retry",
+          attempt: 0,
+          time: Date.now(),
+          error: "retry could not be scheduled",
+        },
+        {
+          recordUpdates: [
+            f.state,
+            "failed",
+            f.failureReason,
+            "retry could not be scheduled",
+            f.finishedAt,
+            String(Date.now()),
+          ],
+          allowedStates: ["queued"],
+          ttlMs: settings.retentionFailedMs,
+        },
+      );
+      throw err;
+    }
+    return {
+      ...job,
+      state: "queued",
+      progress: 0,
+      phase: "retry",
+      attemptsMade: 0,
+      failureReason: "",
+      finishedAt: undefined,
+      startedAt: undefined,
+      result: undefined,
+      traceparent,
+      requeuedAt: now,
+    };
+  }
 }

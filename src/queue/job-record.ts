@@ -37,6 +37,10 @@ export const recordField = {
   deadline: "deadline",
   fingerprint: "fp",
   cancelRequested: "cancelReq",
+  /** When RetryJob re-queued the job (ms): the start of the enqueue-to-finish latency of the re-run. */
+  requeuedAt: "requeued",
+  /** W3C traceparent of the latest run's enqueue span; the event log copies its trace id into events. */
+  traceparent: "trace",
 } as const;
 
 const states: readonly JobState[] = [
@@ -84,6 +88,7 @@ export function encodeNewRecord(job: JobView, fingerprint: string): string[] {
   ];
   if (job.runAt !== undefined) out.push(f.runAt, String(job.runAt));
   if (job.deadline !== undefined) out.push(f.deadline, String(job.deadline));
+  if (job.traceparent) out.push(f.traceparent, job.traceparent);
   return out;
 }
 
@@ -133,9 +138,12 @@ export function decodeRecord(
     priority: priorities.includes(priority) ? priority : "normal",
     runAt: num(f.runAt),
     deadline: num(f.deadline),
+    requeuedAt: num(f.requeuedAt),
   };
   const cancelReason = h[f.cancelRequested];
   if (cancelReason) job.cancelReason = cancelReason;
+  const traceparent = h[f.traceparent];
+  if (traceparent) job.traceparent = traceparent;
   const path = h[f.resultPath];
   if (path) {
     job.result = {

@@ -9,6 +9,7 @@
  */
 import { createHash, randomBytes } from "node:crypto";
 import { createRequire } from "node:module";
+import type { Span } from "@opentelemetry/api";
 import { Job, type JobsOptions, type Queue } from "bullmq";
 import type { Redis } from "ioredis";
 import { BackpressureError, IdempotencyConflictError } from "../domain/errors.js";
@@ -20,9 +21,19 @@ import type {
   SubmitOutcome,
 } from "../domain/job.js";
 import { encodeEvent } from "../events/event-codec.js";
+import {
+  attrDeduplicated,
+  attrJobId,
+  attrReportType,
+  attrTenant,
+  bullmqAttr,
+} from "../telemetry/attributes.js";
+import { traceEnqueue } from "../telemetry/bullmq-telemetry.js";
+import { reportMetrics } from "../telemetry/metrics.js";
+import { traceIdOf } from "../telemetry/trace-context.js";
 import { canonicalJson } from "./canonical-json.js";
 import { decodeRecord, encodeNewRecord } from "./job-record.js";
-import type { Keys } from "./keys.js";
+import { type Keys, queueNameFor } from "./keys.js";
 import { createLuaScript, type LuaScript } from "./lua-script.js";
 
 /** The data a BullMQ job carries to the worker. */
@@ -175,123 +186,161 @@ export function createSubmitter(deps: {
 
   return {
     async submit(input) {
-      const now = Date.now();
-      const id = newJobId();
-      const fingerprint = createHash("sha256")
-        .update(
-          canonicalJson({
-            userId: input.userId,
-            reportType: input.reportType,
-            filters: input.filters,
-            priority: input.priority,
-            runAt: input.runAt ?? null,
-            deadline: input.deadline ?? null,
-          }),
-        )
-        .digest("base64url");
-      const view: JobView = {
-        id,
-        tenant: input.tenant,
-        userId: input.userId,
-        reportType: input.reportType,
-        state: "queued",
-        progress: 0,
-        phase: "",
-        attemptsMade: 0,
-        maxAttempts: settings.attempts[input.reportType],
-        failureReason: "",
-        createdAt: now,
-        filters: input.filters,
-        priority: input.priority,
-        runAt: input.runAt,
-        deadline: input.deadline,
-      };
-      const spec = bullJobSpec(view, settings, now);
-      const call = await captureAdd(
-        new Job(
-          queues[input.reportType],
-          spec.name,
-          spec.data,
-          { ...spec.opts, timestamp: now },
-          id,
-        ),
-      );
-      const { script, keys: bullKeyCount } = composedFor(call.name);
-      const bullKeys = call.args.slice(0, bullKeyCount) as string[];
-      const bullArgv = call.args.slice(bullKeyCount);
-
-      const idemKey = input.idempotencyKey
-        ? keys.idempotency(input.tenant, digest(input.idempotencyKey))
-        : keys.job(id);
-      const params = {
-        idem: input.idempotencyKey !== undefined && input.idempotencyKey !== "",
-        fp: fingerprint,
-        idemTtl: settings.idempotencyTtlMs,
-        maxBacklog: settings.maxBacklog,
-        maxLen: settings.eventStreamMaxLen,
-        channel: keys.eventChannel(id),
-        jobPrefix,
-        backlogKeys: backlogKeys.length,
-        rate: settings.tenantSubmitRate ?? 0,
-        burst: settings.tenantSubmitBurst ?? 1,
-        tenant: input.tenant,
-        jobId: id,
-        score: String(now),
-        rec: encodeNewRecord(view, fingerprint),
-        ev: encodeEvent({
-          type: "queued",
-          state: "queued",
-          progress: 0,
-          phase: "",
-          attempt: 0,
-          time: now,
-        }),
-      };
-      const reply = (await script.run(
-        redis,
-        [
-          idemKey,
-          keys.job(id),
-          keys.events(id),
-          keys.tenantIndex(input.tenant),
-          keys.userIndex(input.tenant, digest(input.userId)),
-          keys.tenants,
-          keys.submitRate(input.tenant),
-          ...backlogKeys,
-          ...bullKeys,
-        ],
-        [JSON.stringify(params), ...(bullArgv as (string | Buffer)[])],
-      )) as [string, string, string[]?];
-
-      switch (reply[0]) {
-        case "new":
-          return { job: view, deduplicated: false };
-        case "dup": {
-          const existing = decodeRecord(reply[2]);
-          if (existing === undefined) {
-            throw new IdempotencyConflictError(
-              `idempotency key was used for job ${reply[1]}, which has expired; use a new key`,
-            );
-          }
-          return { job: existing, deduplicated: true };
-        }
-        case "conflict":
-          throw new IdempotencyConflictError();
-        case "full":
-          throw new BackpressureError(
-            `backlog is full (${reply[1]} jobs waiting); retry later`,
-            settings.backlogRetryAfterMs,
-          );
-        case "rate":
-          throw new BackpressureError(
-            `this tenant is over its submit rate (${settings.tenantSubmitRate} per second, bursts of ${settings.tenantSubmitBurst}); retry later`,
-            Number(reply[1]),
-          );
-        default:
-          throw new Error(`enqueue failed: BullMQ add returned ${reply[1]}`);
+      const started = performance.now();
+      const seconds = () => (performance.now() - started) / 1000;
+      try {
+        // The producer span BullMQ's Queue.add would make, made here because the
+        // add runs inside our script; its context travels in the job's options.
+        const outcome = await traceEnqueue(
+          queueNameFor(input.reportType),
+          input.reportType,
+          [],
+          (t) => submitTraced(input, t),
+        );
+        reportMetrics().submitted(
+          input.reportType,
+          outcome.deduplicated ? "deduplicated" : "accepted",
+          seconds(),
+        );
+        return outcome;
+      } catch (err) {
+        reportMetrics().submitted(input.reportType, "rejected", seconds());
+        throw err;
       }
     },
   };
+
+  async function submitTraced(
+    input: SubmitInput,
+    t: { metadata: string; traceparent: string; span: Span },
+  ): Promise<SubmitOutcome> {
+    const now = Date.now();
+    const id = newJobId();
+    const fingerprint = createHash("sha256")
+      .update(
+        canonicalJson({
+          userId: input.userId,
+          reportType: input.reportType,
+          filters: input.filters,
+          priority: input.priority,
+          runAt: input.runAt ?? null,
+          deadline: input.deadline ?? null,
+        }),
+      )
+      .digest("base64url");
+    const view: JobView = {
+      id,
+      tenant: input.tenant,
+      userId: input.userId,
+      reportType: input.reportType,
+      state: "queued",
+      progress: 0,
+      phase: "",
+      attemptsMade: 0,
+      maxAttempts: settings.attempts[input.reportType],
+      failureReason: "",
+      createdAt: now,
+      filters: input.filters,
+      priority: input.priority,
+      runAt: input.runAt,
+      deadline: input.deadline,
+      traceparent: t.traceparent,
+    };
+    t.span.setAttributes({
+      [bullmqAttr.jobId]: id,
+      [attrJobId]: id,
+      [attrReportType]: input.reportType,
+      [attrTenant]: input.tenant,
+    });
+    const spec = bullJobSpec(view, settings, now);
+    const call = await captureAdd(
+      new Job(
+        queues[input.reportType],
+        spec.name,
+        spec.data,
+        { ...spec.opts, timestamp: now, telemetry: { metadata: t.metadata } },
+        id,
+      ),
+    );
+    const { script, keys: bullKeyCount } = composedFor(call.name);
+    const bullKeys = call.args.slice(0, bullKeyCount) as string[];
+    const bullArgv = call.args.slice(bullKeyCount);
+
+    const idemKey = input.idempotencyKey
+      ? keys.idempotency(input.tenant, digest(input.idempotencyKey))
+      : keys.job(id);
+    const params = {
+      idem: input.idempotencyKey !== undefined && input.idempotencyKey !== "",
+      fp: fingerprint,
+      idemTtl: settings.idempotencyTtlMs,
+      maxBacklog: settings.maxBacklog,
+      maxLen: settings.eventStreamMaxLen,
+      channel: keys.eventChannel(id),
+      jobPrefix,
+      backlogKeys: backlogKeys.length,
+      rate: settings.tenantSubmitRate ?? 0,
+      burst: settings.tenantSubmitBurst ?? 1,
+      tenant: input.tenant,
+      jobId: id,
+      score: String(now),
+      rec: encodeNewRecord(view, fingerprint),
+      ev: encodeEvent({
+        type: "queued",
+        state: "queued",
+        progress: 0,
+        phase: "",
+        attempt: 0,
+        time: now,
+        traceId: traceIdOf(t.traceparent),
+      }),
+    };
+    const reply = (await script.run(
+      redis,
+      [
+        idemKey,
+        keys.job(id),
+        keys.events(id),
+        keys.tenantIndex(input.tenant),
+        keys.userIndex(input.tenant, digest(input.userId)),
+        keys.tenants,
+        keys.submitRate(input.tenant),
+        ...backlogKeys,
+        ...bullKeys,
+      ],
+      [JSON.stringify(params), ...(bullArgv as (string | Buffer)[])],
+    )) as [string, string, string[]?];
+
+    switch (reply[0]) {
+      case "new":
+        return { job: view, deduplicated: false };
+      case "dup": {
+        const existing = decodeRecord(reply[2]);
+        // Nothing was enqueued: the span says so and names the existing job.
+        t.span.setAttributes({ [attrDeduplicated]: true, [attrJobId]: reply[1] ?? "" });
+        t.span.setAttribute(bullmqAttr.jobId, reply[1] ?? "");
+        if (existing === undefined) {
+          throw new IdempotencyConflictError(
+            `idempotency key was used for job ${reply[1]}, which has expired; use a new key`,
+          );
+        }
+        return { job: existing, deduplicated: true };
+      }
+      case "conflict":
+        throw new IdempotencyConflictError();
+      case "full":
+        throw new BackpressureError(
+          `backlog is full (${reply[1]} jobs waiting); retry later`,
+          settings.backlogRetryAfterMs,
+        );
+      case "rate":
+        throw new BackpressureError(
+          `this tenant is over its submit rate (${settings.tenantSubmitRate} per second, bursts of ${settings.tenantSubmitBurst}); retry later`,
+          Number(reply[1]),
+        );
+      default:
+        throw new Error(`enqueue failed: BullMQ add returned ${reply[1]}`);
+    }
+  }
 }
 
 /** What BullMQ is given for a job: name, data and options. */

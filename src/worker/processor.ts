@@ -7,6 +7,7 @@
  * guarded by the job's state, so a re-run of a finished or cancelled job
  * (after a crash, or a race with CancelJob) changes nothing.
  */
+import { context, type Span, SpanStatusCode, trace } from "@opentelemetry/api";
 import type { Logger } from "pino";
 import type { JobView, ReportType } from "../domain/job.js";
 import { terminalStates } from "../domain/job.js";
@@ -14,6 +15,8 @@ import type { EventLog } from "../events/event-log.js";
 import type { JobReader } from "../queue/job-reader.js";
 import { encodeArtifact, recordField as f } from "../queue/job-record.js";
 import { isStorageUnavailable } from "../queue/storage-errors.js";
+import { attrAttempt, attrJobId, attrPhase, attrReportType } from "../telemetry/attributes.js";
+import { type JobOutcome, reportMetrics } from "../telemetry/metrics.js";
 import type { ArtifactStore } from "./artifact-store.js";
 import {
   PermanentReportError,
@@ -77,9 +80,28 @@ export function createProcessor(deps: {
   const { log, jobs, generators, artifacts, settings, logger } = deps;
   const random = settings.random ?? Math.random;
 
+  /** One log line per state transition: never the filters or the report. */
+  const transition = (
+    job: JobView,
+    state: string,
+    attempt: number,
+    extra: Record<string, unknown> = {},
+  ) =>
+    logger.info(
+      {
+        job_id: job.id,
+        tenant: job.tenant,
+        report_type: job.reportType,
+        state,
+        attempt,
+        ...extra,
+      },
+      `job ${state}`,
+    );
+
   const fail = async (job: JobView, attempt: number, reason: string) => {
     const now = Date.now();
-    await log.append(
+    const failed = await log.append(
       job.id,
       {
         type: "failed",
@@ -95,6 +117,10 @@ export function createProcessor(deps: {
         ttlMs: settings.retentionFailedMs,
       },
     );
+    if (failed.appended) {
+      finished(job, "failed", now);
+      transition(job, "failed", attempt, { phase: job.phase, reason });
+    }
   };
 
   return {
@@ -127,6 +153,9 @@ export function createProcessor(deps: {
         },
       );
       if (!startedAppend.appended) return { kind: "skipped" };
+      transition(job, "running", attempt, {
+        queued_ms: started - (job.requeuedAt ?? job.createdAt),
+      });
 
       const timeoutMs = settings.timeoutMs[job.reportType];
       const timeout = AbortSignal.timeout(timeoutMs);
@@ -139,6 +168,7 @@ export function createProcessor(deps: {
       );
       let phase = "started";
       let progress = 5;
+      const phases = createPhaseSpans(job, attempt);
       try {
         const output = await generators[job.reportType].generate(
           {
@@ -151,6 +181,7 @@ export function createProcessor(deps: {
           async (percent, newPhase) => {
             progress = Math.max(0, Math.min(99, Math.round(percent)));
             phase = newPhase;
+            phases.enter(newPhase);
             attemptSignal.throwIfAborted();
             await ownStorage(() =>
               log.append(
@@ -166,6 +197,7 @@ export function createProcessor(deps: {
           attemptSignal,
         );
         attemptSignal.throwIfAborted();
+        phases.enter("completed");
         const artifact = await artifacts.put(
           job.id,
           output.fileName,
@@ -198,8 +230,22 @@ export function createProcessor(deps: {
         );
         // Cancelled at the last moment: the job stays CANCELLED and its file goes.
         if (!done.appended) await artifacts.remove(job.id);
+        else {
+          finished(job, "succeeded", now);
+          transition(job, "succeeded", attempt, {
+            duration_ms: now - started,
+            size_bytes: artifact.sizeBytes,
+          });
+        }
+        phases.end();
         return { kind: "succeeded" };
       } catch (err) {
+        // Released, cancelled or throttled attempts did not fail.
+        const stopped =
+          (signal.aborted && (signal.reason === releaseReason || signal.reason === cancelReason)) ||
+          (err instanceof SlowDownError && !attemptSignal.aborted);
+        if (stopped) phases.end();
+        else phases.fail(err);
         if (signal.aborted && signal.reason === releaseReason) {
           await log.append(
             job.id,
@@ -217,10 +263,12 @@ export function createProcessor(deps: {
               allowedStates: ["running"],
             },
           );
+          transition(job, "queued", attempt, { phase: "released" });
           return { kind: "released" };
         }
         if (signal.aborted && signal.reason === cancelReason) {
           await recordCancelled(job.id, progress, phase, attempt);
+          transition(job, "cancelled", attempt, { phase });
           return { kind: "cancelled" };
         }
         if (err instanceof SlowDownError && !attemptSignal.aborted) {
@@ -241,6 +289,7 @@ export function createProcessor(deps: {
               allowedStates: ["running"],
             },
           );
+          transition(job, "queued", attempt, { phase: "throttled", delay_ms: err.retryAfterMs });
           return { kind: "throttled", delayMs: err.retryAfterMs };
         }
         const deadlinePassed = deadline?.aborted === true && !timeout.aborted;
@@ -282,6 +331,7 @@ export function createProcessor(deps: {
             allowedStates: ["running"],
           },
         );
+        transition(job, "retrying", attempt, { phase, reason, delay_ms: delayMs });
         return { kind: "retry", error, delayMs };
       }
     },
@@ -297,7 +347,7 @@ export function createProcessor(deps: {
     const job = await jobs.get(jobId);
     const reason = job?.cancelReason || "cancelled";
     const now = Date.now();
-    await log.append(
+    const cancelled = await log.append(
       jobId,
       { type: "cancelled", state: "cancelled", progress, phase, attempt, time: now, error: reason },
       {
@@ -306,6 +356,7 @@ export function createProcessor(deps: {
         ttlMs: settings.retentionFailedMs,
       },
     );
+    if (cancelled.appended && job !== undefined) finished(job, "cancelled", now);
     await artifacts.remove(jobId);
   }
 }
@@ -349,4 +400,59 @@ function describeFailure(err: unknown, phase: string, logger: Logger, jobId: str
   }
   logger.error({ err, jobId, phase }, "report generator failed unexpectedly");
   return `internal error in phase ${phase}`;
+}
+
+/** The tracer of the worker's own spans. */
+const tracer = trace.getTracer("report-jobs-worker");
+
+/**
+ * One child span per generator phase of an attempt ("phase started",
+ * "phase fetch-data", ...), under the active (BullMQ consumer) span. A phase
+ * lasts from the progress report that enters it to the one that leaves it;
+ * "completed" covers storing the file and recording success.
+ */
+function createPhaseSpans(job: JobView, attempt: number) {
+  const parent = context.active();
+  const start = (phase: string): Span =>
+    tracer.startSpan(
+      `phase ${phase}`,
+      {
+        attributes: {
+          [attrPhase]: phase,
+          [attrJobId]: job.id,
+          [attrReportType]: job.reportType,
+          [attrAttempt]: attempt,
+        },
+      },
+      parent,
+    );
+  let current: { phase: string; span: Span } | undefined = {
+    phase: "started",
+    span: start("started"),
+  };
+  return {
+    enter(phase: string) {
+      if (current?.phase === phase) return;
+      current?.span.end();
+      current = { phase, span: start(phase) };
+    },
+    end() {
+      current?.span.end();
+      current = undefined;
+    },
+    fail(err: unknown) {
+      if (current === undefined) return;
+      const error = err instanceof Error ? err : new Error(String(err));
+      current.span.recordException(error);
+      current.span.setStatus({ code: SpanStatusCode.ERROR, message: error.message });
+      current.span.end();
+      current = undefined;
+    },
+  };
+}
+
+/** Records a job's terminal state: enqueue-to-finish latency and the outcome. */
+function finished(job: JobView, outcome: JobOutcome, now: number): void {
+  const queuedAt = job.requeuedAt ?? job.createdAt;
+  reportMetrics().jobFinished(job.reportType, outcome, (now - queuedAt) / 1000);
 }

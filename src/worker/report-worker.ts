@@ -7,6 +7,7 @@
  * here: a pub/sub message for speed, and a poll of the job records as the
  * fallback for a message that was missed.
  */
+import { SpanStatusCode, trace } from "@opentelemetry/api";
 import { type Job, UnrecoverableError, WaitingError, Worker } from "bullmq";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
@@ -14,6 +15,9 @@ import { type ReportType, reportTypes } from "../domain/job.js";
 import { recordField } from "../queue/job-record.js";
 import { type Keys, queueNameFor } from "../queue/keys.js";
 import { type ReportJobData, retryBackoffType } from "../queue/submitter.js";
+import { attrAttempt, attrJobId, attrReportType, attrTenant } from "../telemetry/attributes.js";
+import { createBullTelemetry } from "../telemetry/bullmq-telemetry.js";
+import { reportMetrics } from "../telemetry/metrics.js";
 import { backoffDelay, cancelReason, type Processor, releaseReason } from "./processor.js";
 
 /** Per-report-type worker limits. */
@@ -92,11 +96,31 @@ export function createReportWorker(deps: {
     (type: ReportType) => async (job: Job<ReportJobData>, token?: string, signal?: AbortSignal) => {
       const id = job.id as string;
       active.set(id, type);
+      // BullMQ's consumer span for this attempt (bullmq-otel), continuing the enqueue's trace.
+      const span = trace.getActiveSpan();
+      span?.setAttributes({
+        [attrJobId]: id,
+        [attrReportType]: type,
+        [attrTenant]: job.data.tenant,
+        [attrAttempt]: job.attemptsMade + 1,
+      });
       try {
-        const outcome = await processor.run(
-          { id, attemptsMade: job.attemptsMade, maxAttempts: job.opts.attempts ?? 1 },
-          signal ?? new AbortController().signal,
-        );
+        const outcome = await processor
+          .run(
+            { id, attemptsMade: job.attemptsMade, maxAttempts: job.opts.attempts ?? 1 },
+            signal ?? new AbortController().signal,
+          )
+          .catch((err: unknown) => {
+            // Not an outcome: the processor itself failed (Redis away, say).
+            span?.recordException(err as Error);
+            span?.setStatus({ code: SpanStatusCode.ERROR, message: (err as Error).message });
+            throw err;
+          });
+        reportMetrics().attemptEnded(type, outcome.kind);
+        if (outcome.kind === "retry" || outcome.kind === "failed") {
+          span?.recordException(outcome.error);
+          span?.setStatus({ code: SpanStatusCode.ERROR, message: outcome.error.message });
+        }
         switch (outcome.kind) {
           case "succeeded":
           case "skipped":
@@ -122,6 +146,7 @@ export function createReportWorker(deps: {
       }
     };
 
+  const telemetry = createBullTelemetry();
   const createWorker = (type: ReportType) => {
     const limits = settings.types[type];
     const worker = new Worker<ReportJobData>(queueNameFor(type), makeProcess(type), {
@@ -135,6 +160,7 @@ export function createReportWorker(deps: {
       lockDuration: settings.lockDurationMs,
       stalledInterval: settings.stalledIntervalMs,
       maxStalledCount: 1,
+      telemetry,
       settings: {
         backoffStrategy: (attemptsMade: number, backoffType?: string, err?: Error) => {
           if (err instanceof RetryableAttemptError) return err.delayMs;

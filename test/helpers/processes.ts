@@ -104,7 +104,16 @@ export async function spawnService(
 
   const child = spawn(
     process.execPath,
-    ["--import", parentWatchdog, "--import", "tsx", "src/main.ts", mode],
+    [
+      "--import",
+      parentWatchdog,
+      "--import",
+      "tsx",
+      "--import",
+      "./src/telemetry/preload.ts",
+      "src/main.ts",
+      mode,
+    ],
     { cwd: repoRoot, env: fullEnv, stdio: ["pipe", "pipe", "pipe"] },
   );
   running.add(child);

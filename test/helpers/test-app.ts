@@ -18,6 +18,8 @@ export interface TestApp {
   config: Config;
   /** Base URL of the API (when the mode runs it). */
   url: string;
+  /** Base URL of the metrics and probe server (/metrics, /healthz, /readyz). */
+  metricsUrl: string;
   close(): Promise<void>;
 }
 
@@ -39,6 +41,8 @@ export function testEnv(env: Record<string, string> = {}): Record<string, string
     RETRY_BACKOFF_MS: "50",
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "silent",
     SHUTDOWN_GRACE_MS: "2000",
+    // Many apps and processes share this host: each metrics server takes a free port.
+    METRICS_PORT: "0",
     ...env,
   };
 }
@@ -60,11 +64,16 @@ export async function startTestApp(
     stalledIntervalMs: 1000,
     ...options,
   });
-  const started = await app.start();
+  const started = await app.start().catch(async (err: unknown) => {
+    await app.close();
+    rmSync(artifactDir, { recursive: true, force: true });
+    throw err;
+  });
   return {
     app,
     config,
     url: started.url ?? config.publicUrl,
+    metricsUrl: started.metricsUrl ?? "",
     async close() {
       await app.close();
       rmSync(artifactDir, { recursive: true, force: true });

@@ -1,0 +1,161 @@
+/**
+ * A SERVER span per RPC, with the rpc.* semantic conventions, for all three
+ * protocols. Over HTTP/1.1 the HTTP instrumentation's span is active and
+ * becomes the parent; over HTTP/2 (which that instrumentation does not see)
+ * the caller's W3C traceparent is read from the request headers. Streaming
+ * calls (WatchJob) keep their span open until the stream ends, and their
+ * handler runs inside it.
+ */
+
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import {
+  type Context,
+  context,
+  propagation,
+  type Span,
+  SpanKind,
+  SpanStatusCode,
+  type TextMapGetter,
+  trace,
+} from "@opentelemetry/api";
+import {
+  attrErrorType,
+  attrJobId,
+  attrRpcConnectErrorCode,
+  attrRpcGrpcStatusCode,
+  attrRpcMethod,
+  attrRpcProtocol,
+  attrRpcService,
+  attrRpcSystem,
+} from "../telemetry/attributes.js";
+
+/** The wire protocol of a call, from its Content-Type. */
+export type RpcProtocol = "grpc" | "grpc_web" | "connect";
+
+/** Which protocol a request's Content-Type names (Connect GET requests have none). */
+export function protocolOf(contentType: string | null): RpcProtocol {
+  const ct = (contentType ?? "").toLowerCase();
+  if (ct.startsWith("application/grpc-web")) return "grpc_web";
+  if (ct.startsWith("application/grpc")) return "grpc";
+  return "connect";
+}
+
+const headerGetter: TextMapGetter<Headers> = {
+  keys: (h) => {
+    const keys: string[] = [];
+    h.forEach((_, k) => {
+      keys.push(k);
+    });
+    return keys;
+  },
+  get: (h, key) => h.get(key) ?? undefined,
+};
+
+/**
+ * gRPC server spans are errors only for codes that mean the server failed
+ * (the semantic conventions' list); a NOT_FOUND or INVALID_ARGUMENT is the
+ * caller's problem and leaves the span UNSET.
+ */
+const serverErrorCodes = new Set<Code>([
+  Code.Unknown,
+  Code.DeadlineExceeded,
+  Code.Unimplemented,
+  Code.Internal,
+  Code.Unavailable,
+  Code.DataLoss,
+]);
+
+/** Connect's snake_case name of a code ("not_found"). */
+function codeName(code: Code): string {
+  return (Code[code] ?? "Unknown").replace(/([a-z])([A-Z])/g, "$1_$2").toLowerCase();
+}
+
+/**
+ * Services whose calls are probes, not work: traced by nobody, like the
+ * plain-HTTP /healthz and /readyz (a kubelet calls them every few seconds).
+ */
+export const probeServices: ReadonlySet<string> = new Set(["grpc.health.v1.Health"]);
+
+/** Creates the tracing interceptor; put it first so it covers the others. */
+export function createTelemetryInterceptor(): Interceptor {
+  const tracer = trace.getTracer("report-jobs-api");
+  return (next) => async (req) => {
+    if (probeServices.has(req.service.typeName)) return next(req);
+    const protocol = protocolOf(req.header.get("content-type"));
+    let parent: Context = context.active();
+    if (trace.getSpan(parent) === undefined) {
+      parent = propagation.extract(parent, req.header, headerGetter);
+    }
+    const span = tracer.startSpan(
+      `${req.service.typeName}/${req.method.name}`,
+      {
+        kind: SpanKind.SERVER,
+        attributes: {
+          [attrRpcSystem]: protocol === "connect" ? "connect_rpc" : "grpc",
+          [attrRpcService]: req.service.typeName,
+          [attrRpcMethod]: req.method.name,
+          [attrRpcProtocol]: protocol,
+        },
+      },
+      parent,
+    );
+    const ctx = trace.setSpan(parent, span);
+    try {
+      const res = await context.with(ctx, () => next(req));
+      if (!res.stream) {
+        const jobId = (res.message as { jobId?: unknown }).jobId;
+        if (typeof jobId === "string" && jobId !== "") span.setAttribute(attrJobId, jobId);
+        finish(span, protocol, undefined);
+        return res;
+      }
+      return { ...res, message: traced(res.message, span, ctx, protocol) };
+    } catch (err) {
+      finish(span, protocol, err);
+      throw err;
+    }
+  };
+}
+
+/** Runs each step of a response stream inside the call's context; ends the span with the stream. */
+async function* traced<T>(
+  stream: AsyncIterable<T>,
+  span: Span,
+  ctx: Context,
+  protocol: RpcProtocol,
+): AsyncGenerator<T> {
+  const it = stream[Symbol.asyncIterator]();
+  let error: unknown;
+  try {
+    for (;;) {
+      const r = await context.with(ctx, () => it.next());
+      if (r.done) return;
+      yield r.value;
+    }
+  } catch (err) {
+    error = err;
+    throw err;
+  } finally {
+    // A consumer that stops early (client gone) ends the handler too.
+    if (error === undefined) {
+      await Promise.resolve(context.with(ctx, () => it.return?.())).catch(() => undefined);
+    }
+    finish(span, protocol, error);
+  }
+}
+
+function finish(span: Span, protocol: RpcProtocol, err: unknown): void {
+  if (err === undefined) {
+    span.setAttribute(attrRpcGrpcStatusCode, 0); // OK
+    span.end();
+    return;
+  }
+  const ce = ConnectError.from(err);
+  span.setAttribute(attrRpcGrpcStatusCode, ce.code);
+  span.setAttribute(attrErrorType, codeName(ce.code));
+  if (protocol === "connect") span.setAttribute(attrRpcConnectErrorCode, codeName(ce.code));
+  if (serverErrorCodes.has(ce.code)) {
+    span.recordException(ce);
+    span.setStatus({ code: SpanStatusCode.ERROR, message: ce.rawMessage });
+  }
+  span.end();
+}

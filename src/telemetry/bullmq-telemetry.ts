@@ -1,0 +1,110 @@
+/**
+ * BullMQ's OpenTelemetry add-on (bullmq-otel), for the `telemetry` option of
+ * our Queues and Workers, and the producer span of the enqueues that do not go
+ * through Queue.add (the submitter runs BullMQ's add script inside its own).
+ */
+import {
+  context,
+  INVALID_SPAN_CONTEXT,
+  isSpanContextValid,
+  type Link,
+  propagation,
+  type Span,
+  SpanKind,
+  SpanStatusCode,
+  trace,
+} from "@opentelemetry/api";
+import type { Telemetry } from "bullmq";
+import { BullMQOTelSpan, BullMQOtel } from "bullmq-otel";
+import {
+  attrMessagingDestination,
+  attrMessagingOperationType,
+  attrMessagingSystem,
+  bullmqAttr,
+} from "./attributes.js";
+
+/** The instrumentation scope name of BullMQ spans (ours and bullmq-otel's). */
+export const bullTracerName = "bullmq";
+
+/**
+ * The `telemetry` option for BullMQ Queues and Workers. Internal spans that
+ * would start a trace of their own (a worker's idle fetch, the stalled-job
+ * check, lock renewals) are not recorded: they would bury the job traces
+ * under a root trace every few seconds. Spans inside a trace (the consumer
+ * span of a job, its fetch) are kept.
+ */
+export function createBullTelemetry(): Telemetry {
+  const otel = new BullMQOtel(bullTracerName);
+  const tracer = otel.tracer;
+  return {
+    contextManager: otel.contextManager,
+    tracer: {
+      startSpan(name, options, ctx) {
+        const parent = ctx ?? context.active();
+        if (options?.kind === SpanKind.INTERNAL && trace.getSpan(parent) === undefined) {
+          return new BullMQOTelSpan(trace.wrapSpanContext(INVALID_SPAN_CONTEXT));
+        }
+        return tracer.startSpan(name, options, ctx);
+      },
+    },
+  } as Telemetry;
+}
+
+/** W3C trace context of a span, as BullMQ carries it in `opts.telemetry.metadata` (JSON). */
+export interface EnqueueTrace {
+  /** What goes in the job's `opts.telemetry.metadata`. */
+  metadata: string;
+  /** The producer span's traceparent, kept in the job record (links, trace ids of events); "" when not tracing. */
+  traceparent: string;
+  /** The producer span; the caller adds attributes, the helper ends it. */
+  span: Span;
+}
+
+/**
+ * Runs `fn` inside a PRODUCER span named as BullMQ names its own
+ * (`add <queue>.<job name>`), handing it the propagation metadata to put in
+ * the job's options so the Worker's consumer span continues this trace.
+ * `links` point at earlier traces of the same job (RetryJob).
+ */
+export async function traceEnqueue<T>(
+  queueName: string,
+  jobName: string,
+  links: Link[],
+  fn: (t: EnqueueTrace) => Promise<T>,
+): Promise<T> {
+  const tracer = trace.getTracer(bullTracerName);
+  return tracer.startActiveSpan(
+    `add ${queueName}.${jobName}`,
+    {
+      kind: SpanKind.PRODUCER,
+      links,
+      attributes: {
+        [bullmqAttr.queueName]: queueName,
+        [bullmqAttr.queueOperation]: "add",
+        [bullmqAttr.jobName]: jobName,
+        [attrMessagingSystem]: "bullmq",
+        [attrMessagingDestination]: queueName,
+        [attrMessagingOperationType]: "send",
+      },
+    },
+    async (span) => {
+      const carrier: Record<string, string> = {};
+      propagation.inject(context.active(), carrier);
+      const sc = span.spanContext();
+      // No SDK (OTEL_SDK_DISABLED): no trace, and no all-zero ids in records and events.
+      const traceparent = !isSpanContextValid(sc)
+        ? ""
+        : (carrier.traceparent ??
+          `00-${sc.traceId}-${sc.spanId}-0${(sc.traceFlags & 1).toString(16)}`);
+      try {
+        return await fn({ metadata: JSON.stringify(carrier), traceparent, span });
+      } catch (err) {
+        span.recordException(err as Error);
+        span.setStatus({ code: SpanStatusCode.ERROR, message: (err as Error).message });
+        throw err;
+      } finally {
+        span.end();
+      }
+    },
+  );
+}

@@ -1,0 +1,146 @@
+/**
+ * The service's own metrics (OpenTelemetry instruments; the Prometheus
+ * endpoint and OTLP export are set up in telemetry.ts). Names are dotted per
+ * the OpenTelemetry conventions; Prometheus shows them with underscores, and
+ * counters with _total (reports.job.duration → reports_job_duration_bucket,
+ * reports.job.outcomes → reports_job_outcomes_total). Labels
+ * are low-cardinality only: report type, outcome, state. Never a job id,
+ * tenant or user.
+ */
+import { type Meter, metrics, type ObservableResult } from "@opentelemetry/api";
+import type { ReportType } from "../domain/job.js";
+
+/** How a job ended. */
+export type JobOutcome = "succeeded" | "failed" | "cancelled";
+
+/** How one attempt ended. */
+export type AttemptOutcome =
+  | "succeeded"
+  | "retry"
+  | "failed"
+  | "cancelled"
+  | "released"
+  | "throttled"
+  | "skipped";
+
+/** How SubmitReport ended for the queue. */
+export type SubmitOutcome = "accepted" | "deduplicated" | "rejected";
+
+/** Label names (Prometheus keeps them as they are). */
+export const labelReportType = "report_type";
+export const labelOutcome = "outcome";
+export const labelState = "state";
+
+/**
+ * Enqueue-to-finish latency buckets, in seconds: jobs take seconds to
+ * minutes (phases of ~0.5 s each by default, retries with backoff, a 5 min
+ * default timeout), so the buckets are dense from 1 s to 5 min and reach 1 h
+ * for backlogs.
+ */
+export const jobDurationBuckets = [
+  0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1200, 1800, 3600,
+];
+
+/**
+ * SubmitReport latency buckets, in seconds: one Redis round trip, so
+ * sub-millisecond to a few ms normally; the upper buckets catch a slow Redis.
+ */
+export const submitDurationBuckets = [
+  0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+];
+
+/** The instruments the parts record on. */
+export interface ReportMetrics {
+  /** A job reached a terminal state; `seconds` since it was enqueued. */
+  jobFinished(type: ReportType, outcome: JobOutcome, seconds: number): void;
+  /** One attempt ended. */
+  attemptEnded(type: ReportType, outcome: AttemptOutcome): void;
+  /** SubmitReport's enqueue took `seconds`. */
+  submitted(type: ReportType, outcome: SubmitOutcome, seconds: number): void;
+  /** Observes queue depth by report type and state on every collection; returns the stop function. */
+  observeQueueDepth(
+    read: () => Promise<Array<{ type: ReportType; state: string; count: number }>>,
+  ): () => void;
+  /** Observes the number of open WatchJob streams; returns the stop function. */
+  observeWatchers(read: () => number): () => void;
+}
+
+/** Creates the instruments on `meter` (the global provider's by default). */
+export function createReportMetrics(meter: Meter = metrics.getMeter("report-jobs")): ReportMetrics {
+  const jobDuration = meter.createHistogram("reports.job.duration", {
+    description: "Time from enqueue to the job's terminal state, by report type and outcome",
+    unit: "s",
+    advice: { explicitBucketBoundaries: jobDurationBuckets },
+  });
+  const jobOutcomes = meter.createCounter("reports.job.outcomes", {
+    description: "Jobs that reached a terminal state, by report type and outcome",
+    unit: "{job}",
+  });
+  const attempts = meter.createCounter("reports.job.attempts", {
+    description: "Attempts that ended, by report type and outcome (retry: failed, another follows)",
+    unit: "{attempt}",
+  });
+  const submitDuration = meter.createHistogram("reports.submit.duration", {
+    description: "SubmitReport's enqueue (one Redis round trip), by report type and outcome",
+    unit: "s",
+    advice: { explicitBucketBoundaries: submitDurationBuckets },
+  });
+  const idempotentHits = meter.createCounter("reports.submit.idempotent_hits", {
+    description:
+      "SubmitReport calls answered with the job already created under the same idempotency key",
+    unit: "{request}",
+  });
+  const queueDepth = meter.createObservableGauge("reports.queue.depth", {
+    description: "Jobs in the BullMQ queues, by report type and state",
+    unit: "{job}",
+  });
+  const watchers = meter.createObservableGauge("reports.watchers.active", {
+    description: "Open WatchJob streams in this process",
+    unit: "{stream}",
+  });
+
+  return {
+    jobFinished(type, outcome, seconds) {
+      const labels = { [labelReportType]: type, [labelOutcome]: outcome };
+      jobDuration.record(Math.max(0, seconds), labels);
+      jobOutcomes.add(1, labels);
+    },
+    attemptEnded(type, outcome) {
+      attempts.add(1, { [labelReportType]: type, [labelOutcome]: outcome });
+    },
+    submitted(type, outcome, seconds) {
+      submitDuration.record(seconds, { [labelReportType]: type, [labelOutcome]: outcome });
+      if (outcome === "deduplicated") idempotentHits.add(1, { [labelReportType]: type });
+    },
+    observeQueueDepth(read) {
+      const callback = async (result: ObservableResult) => {
+        try {
+          for (const { type, state, count } of await read()) {
+            result.observe(count, { [labelReportType]: type, [labelState]: state });
+          }
+        } catch {
+          // Redis unreachable: no sample this time (absent, not zero).
+        }
+      };
+      queueDepth.addCallback(callback);
+      return () => queueDepth.removeCallback(callback);
+    },
+    observeWatchers(read) {
+      const callback = (result: ObservableResult) => result.observe(read());
+      watchers.addCallback(callback);
+      return () => watchers.removeCallback(callback);
+    },
+  };
+}
+
+let shared: ReportMetrics | undefined;
+
+/**
+ * The process's instruments, created on first use from the global meter
+ * provider, so the SDK must be started before (the preload does; tests
+ * start theirs first).
+ */
+export function reportMetrics(): ReportMetrics {
+  shared ??= createReportMetrics();
+  return shared;
+}

@@ -1,0 +1,111 @@
+/**
+ * The OpenTelemetry SDK of one process: tracing (HTTP and ioredis
+ * instrumentation, plus the spans our own code makes), and metrics read by the
+ * Prometheus endpoint and, when an OTLP endpoint is configured, pushed over
+ * OTLP. Started once, before the app is imported (see preload.ts); tests call
+ * startTelemetry() themselves with in-memory exporters.
+ */
+import { metrics } from "@opentelemetry/api";
+import { OTLPMetricExporter } from "@opentelemetry/exporter-metrics-otlp-http";
+import { PrometheusExporter } from "@opentelemetry/exporter-prometheus";
+import { HttpInstrumentation } from "@opentelemetry/instrumentation-http";
+import { IORedisInstrumentation } from "@opentelemetry/instrumentation-ioredis";
+import { type IMetricReader, PeriodicExportingMetricReader } from "@opentelemetry/sdk-metrics";
+import { NodeSDK } from "@opentelemetry/sdk-node";
+import { NoopSpanProcessor, type SpanProcessor } from "@opentelemetry/sdk-trace-base";
+import type { TelemetrySettings } from "../config/config.js";
+
+/** How to start telemetry. */
+export interface TelemetryOptions {
+  /** From loadTelemetrySettings(process.env, mode). */
+  settings: TelemetrySettings;
+  /** Replaces the span exporters chosen from OTEL_* (tests pass an in-memory exporter). */
+  spanProcessors?: SpanProcessor[];
+  /** Extra metric readers (tests), besides the Prometheus reader and OTLP. */
+  metricReaders?: IMetricReader[];
+}
+
+/** The started SDK of this process. */
+export interface Telemetry {
+  /** False when OTEL_SDK_DISABLED=true. */
+  readonly enabled: boolean;
+  /** Serves /metrics (the metrics server calls its request handler). Undefined when disabled. */
+  readonly prometheus?: PrometheusExporter;
+  /** Flushes and stops exporters. Idempotent. */
+  shutdown(): Promise<void>;
+}
+
+let current: Telemetry | undefined;
+
+/** URL paths of probes and scrapes: traced by nobody (they are noise, every few seconds). */
+const untracedPaths = new Set(["/metrics", "/healthz", "/readyz"]);
+
+/**
+ * Starts the SDK and registers it globally. OpenTelemetry's global providers
+ * can be set once per process, so a second call returns the first one.
+ */
+export function startTelemetry(options: TelemetryOptions): Telemetry {
+  if (current !== undefined) return current;
+  const { settings } = options;
+  if (settings.disabled) {
+    current = { enabled: false, shutdown: async () => undefined };
+    return current;
+  }
+  // The Prometheus exporter is only a reader here: our metrics server (which
+  // also answers the worker's probes) calls its request handler.
+  const prometheus = new PrometheusExporter({ preventServerStart: true });
+  const readers: IMetricReader[] = [prometheus, ...(options.metricReaders ?? [])];
+  if (settings.exportMetricsOtlp) {
+    readers.push(
+      new PeriodicExportingMetricReader({
+        exporter: new OTLPMetricExporter(),
+        exportIntervalMillis: settings.metricExportIntervalMs,
+      }),
+    );
+  }
+  const sdk = new NodeSDK({
+    serviceName: settings.serviceName,
+    // Undefined: the SDK builds exporters from OTEL_TRACES_EXPORTER and
+    // OTEL_EXPORTER_OTLP_*. Without any, spans are still made (their ids go
+    // in logs and WatchJob events) but dropped instead of sent to a default
+    // endpoint that is not there.
+    spanProcessors:
+      options.spanProcessors ?? (settings.exportTraces ? undefined : [new NoopSpanProcessor()]),
+    metricReaders: readers,
+    // Logs stay on stdout (pino); no OTLP log pipeline.
+    logRecordProcessors: [],
+    instrumentations: [
+      new HttpInstrumentation({
+        ignoreIncomingRequestHook: (req) => untracedPaths.has((req.url ?? "").split("?")[0] ?? ""),
+      }),
+      new IORedisInstrumentation({
+        // Only commands made inside a traced operation (a request, a job):
+        // the worker's idle polling would otherwise be a stream of root traces.
+        requireParentSpan: true,
+        // The command name only: arguments carry job payloads and filters.
+        dbStatementSerializer: (command) => command,
+      }),
+    ],
+  });
+  sdk.start();
+  let stopping: Promise<void> | undefined;
+  current = {
+    enabled: true,
+    prometheus,
+    shutdown() {
+      stopping ??= sdk.shutdown().catch(() => undefined);
+      return stopping;
+    },
+  };
+  return current;
+}
+
+/** The telemetry this process started, if any. */
+export function currentTelemetry(): Telemetry | undefined {
+  return current;
+}
+
+/** True once a real MeterProvider is registered (metrics are recorded, not dropped). */
+export function metricsEnabled(): boolean {
+  return current?.enabled === true && metrics.getMeterProvider() !== undefined;
+}

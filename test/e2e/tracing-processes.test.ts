@@ -1,0 +1,108 @@
+import { afterAll, describe, expect, it } from "vitest";
+import { JobState, ReportType } from "../../gen/reports/v1/job_pb.js";
+import { reportClient } from "../helpers/clients.js";
+import {
+  type OtlpReceiver,
+  type ReceivedSpan,
+  startOtlpReceiver,
+} from "../helpers/otlp-receiver.js";
+import { killAllServices, spawnService } from "../helpers/processes.js";
+import { getJob, history } from "../helpers/rpc.js";
+import { testEnv, testPrefix } from "../helpers/test-app.js";
+import { waitFor } from "../helpers/wait-for.js";
+
+const SERVER = 2;
+const CLIENT = 3;
+const PRODUCER = 4;
+const CONSUMER = 5;
+
+describe("one trace across the API and worker processes (OTLP http/json)", () => {
+  let receiver: OtlpReceiver | undefined;
+  afterAll(async () => {
+    await killAllServices();
+    await receiver?.close();
+  });
+
+  it("chains the RPC, the enqueue, the worker's process span and its phases by trace id", async () => {
+    receiver = await startOtlpReceiver();
+    const env = testEnv({
+      REDIS_PREFIX: testPrefix(),
+      OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+      OTEL_EXPORTER_OTLP_PROTOCOL: "http/json",
+      OTEL_BSP_SCHEDULE_DELAY: "100",
+      OTEL_METRIC_EXPORT_INTERVAL: "300",
+    });
+    const api = await spawnService("api", env);
+    await spawnService("worker", { ...env, ARTIFACT_DIR: api.env.ARTIFACT_DIR ?? "" });
+    // Connect JSON over HTTP/1.1: the HTTP instrumentation's span comes first.
+    const client = reportClient("connect-json", api.url);
+    const { jobId } = await client.submitReport({
+      userId: "u1",
+      reportType: ReportType.WEEKLY,
+      filters: { end_date: "2026-01-31" },
+    });
+    await history(client, jobId);
+    const job = await getJob(client, jobId);
+    expect(job.state).toBe(JobState.SUCCEEDED);
+    const traceId = job.traceId;
+
+    const spans = await waitFor(
+      () => {
+        const s = receiver?.spans.filter((x) => x.traceId === traceId) ?? [];
+        return (
+          s.some((x) => x.kind === CONSUMER) && s.some((x) => x.name === "phase completed") && s
+        );
+      },
+      { what: "the worker's spans at the receiver", timeoutMs: 15_000 },
+    );
+    const byName = (name: string) => {
+      const found = spans.filter((s) => s.name === name);
+      expect(found, `one span "${name}"`).toHaveLength(1);
+      return found[0] as ReceivedSpan;
+    };
+
+    const rpc = byName("reports.v1.ReportService/SubmitReport");
+    expect(rpc).toMatchObject({ service: "report-jobs-api", kind: SERVER });
+    expect(rpc.attributes).toMatchObject({
+      "rpc.system": "connect_rpc",
+      "rpc.method": "SubmitReport",
+    });
+    const http = spans.find((s) => s.spanId === rpc.parentSpanId);
+    expect(http).toMatchObject({ kind: SERVER, scope: "@opentelemetry/instrumentation-http" });
+
+    const producer = byName("add reports-weekly.weekly");
+    expect(producer).toMatchObject({ service: "report-jobs-api", kind: PRODUCER });
+    expect(producer.parentSpanId).toBe(rpc.spanId);
+    // The one Redis round trip of the submit, traced by the ioredis instrumentation.
+    const redisCalls = spans.filter((s) => s.parentSpanId === producer.spanId && s.kind === CLIENT);
+    expect(redisCalls.length).toBeGreaterThan(0);
+    expect(
+      redisCalls.every(
+        (s) => s.attributes["db.system"] === "redis" || s.attributes["db.system.name"] === "redis",
+      ),
+    ).toBe(true);
+
+    const consumer = byName("process reports-weekly");
+    expect(consumer).toMatchObject({ service: "report-jobs-worker", kind: CONSUMER });
+    expect(consumer.parentSpanId).toBe(producer.spanId);
+    expect(consumer.attributes).toMatchObject({ "bullmq.job.id": jobId, "reports.job.attempt": 1 });
+
+    const phases = spans
+      .filter((s) => s.parentSpanId === consumer.spanId && s.name.startsWith("phase "))
+      .map((s) => s.name);
+    expect(phases).toEqual([
+      "phase started",
+      "phase fetch-data",
+      "phase render",
+      "phase completed",
+    ]);
+    for (const s of spans.filter((x) => x.name.startsWith("phase "))) {
+      expect(s.service).toBe("report-jobs-worker");
+    }
+
+    // Metrics go over OTLP too when an endpoint is set.
+    await waitFor(() => receiver?.metricNames.has("reports.job.duration"), {
+      what: "reports.job.duration over OTLP",
+    });
+  });
+});
