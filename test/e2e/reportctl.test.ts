@@ -86,7 +86,9 @@ describe("reportctl", () => {
     // No terminal control sequences in a pipe.
     expect(run.stdout).not.toContain("\r");
     expect(lines.at(-1)).toMatch(
-      new RegExp(`^download: ${t.url}/v1/artifacts/${jobId}/weekly-cli-1\\.csv$`),
+      new RegExp(
+        `^download: ${t.url}/v1/artifacts/${jobId}/weekly-cli-1\\.csv\\?expires=\\d+&signature=[\\w-]+$`,
+      ),
     );
   });
 
