@@ -1,6 +1,18 @@
 # report-jobs: one image for every mode. `docker run IMAGE api`, `... worker`
 # or `... all` (the default). Runs the TypeScript sources with tsx, exactly as
-# `npm start` does, so there is no separate build step to drift.
+# `npm start` does; only the browser app is built (first stage).
+# The browser app (web/) is bundled by esbuild, a devDependency, in a stage of
+# its own; only its output (web/dist) goes into the image.
+FROM node:20-bookworm-slim AS web
+WORKDIR /build
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY tsconfig.json ./
+COPY gen ./gen
+COPY web ./web
+COPY scripts/build-web.mjs ./scripts/build-web.mjs
+RUN node scripts/build-web.mjs
+
 FROM node:20-bookworm-slim
 
 ENV NODE_ENV=production \
@@ -19,6 +31,7 @@ RUN npm ci --omit=dev --no-audit --no-fund \
 COPY tsconfig.json ./
 COPY gen ./gen
 COPY src ./src
+COPY --from=web /build/web/dist ./web/dist
 
 # The artifact folder is shared by api (serves downloads) and worker (writes
 # reports); a volume mounted here inherits this ownership when first created.

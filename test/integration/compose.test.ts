@@ -188,7 +188,8 @@ describe("Dockerfile", () => {
       .split("\n")
       .map((l) => l.trim())
       .filter((l) => l !== "" && !l.startsWith("#"));
-    for (const copy of ops.filter((o) => o.op === "COPY")) {
+    // COPY --from takes files from the build stage, not from this folder.
+    for (const copy of ops.filter((o) => o.op === "COPY" && !o.args.startsWith("--from="))) {
       const sources = copy.args.split(/\s+/).slice(0, -1);
       for (const src of sources) {
         expect(existsSync(path.join(root, src)), `COPY ${src}`).toBe(true);
@@ -202,6 +203,28 @@ describe("Dockerfile", () => {
       expect(existsSync(path.join(root, file)), file).toBe(true);
     }
     expect(entry.at(-1)).toBe("src/main.ts");
+  });
+
+  it("builds the browser app in a stage of its own and ships only its output", () => {
+    const stage = ops.findIndex((o) => o.op === "FROM" && /\bAS web$/i.test(o.args));
+    expect(stage, "a FROM ... AS web stage").toBeGreaterThanOrEqual(0);
+    const runtime = ops.findLastIndex((o) => o.op === "FROM");
+    const webOps = ops.slice(stage, runtime);
+    expect(webOps.some((o) => o.op === "RUN" && o.args.includes("scripts/build-web.mjs"))).toBe(
+      true,
+    );
+    const shipped = ops
+      .slice(runtime)
+      .find((o) => o.op === "COPY" && o.args.startsWith("--from=web"));
+    expect(shipped?.args).toMatch(/\/web\/dist \.\/web\/dist$/);
+  });
+
+  it("checks the worker's readiness on its metrics port", () => {
+    const worker = composeConfig().services.worker as ComposeService & {
+      healthcheck?: { test?: string[]; disable?: boolean };
+    };
+    expect(worker.healthcheck?.disable).toBeFalsy();
+    expect(worker.healthcheck?.test?.join(" ")).toContain("http://127.0.0.1:9464/readyz");
   });
 
   describe("its entrypoint and health check", () => {
