@@ -141,6 +141,8 @@ export async function runReportBenchmark(
         PORT: String(port),
         ARTIFACT_DIR: artifactDir,
         LOG_LEVEL: "silent",
+        // A free metrics port: a service running on this host keeps 9464.
+        METRICS_PORT: "0",
         // Every measurement adds jobs that nobody consumes; the backlog bound
         // must not turn the accept path into RESOURCE_EXHAUSTED mid-run.
         MAX_BACKLOG: "100000000",

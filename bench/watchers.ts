@@ -26,6 +26,8 @@ const config = loadConfig(
     REDIS_URL: redisServer.url,
     PORT: String(port),
     LOG_LEVEL: "silent",
+    // A free metrics port: a service running on this host keeps 9464.
+    METRICS_PORT: "0",
     WATCH_KEEPALIVE_MS: "60000",
   },
   "api",
