@@ -40,12 +40,16 @@ export function createStorageHealth(deps: StorageHealthDeps): StorageHealth {
   // Only the newest PING may set the state: a slow answer to an old one must
   // not override a newer failure.
   let sequence = 0;
+  // The first time Redis answers is the normal start, not a recovery.
+  let wasDown = false;
 
   const set = (next: boolean, reason: string) => {
     if (closed || next === healthy) return;
     healthy = next;
-    if (next) logger.info("storage is reachable again: serving");
-    else logger.warn({ reason }, "storage is unreachable: not serving");
+    if (next && wasDown) logger.info("storage is reachable again: serving");
+    else if (next) logger.debug("storage is reachable: serving");
+    wasDown ||= !next;
+    if (!next) logger.warn({ reason }, "storage is unreachable: not serving");
     for (const listener of [...listeners]) {
       try {
         listener(next);
