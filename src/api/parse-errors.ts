@@ -64,13 +64,29 @@ export function withParseErrorsAsInvalidArgument(
 function fix(res: UniversalServerResponse): UniversalServerResponse {
   if (res.header) fixGrpcHeaders(res.header);
   const body = res.body;
-  if (body === undefined) return res;
+  if (body === undefined || !mayCarryRewrittenError(res)) return res;
   const out: UniversalServerResponse = { ...res };
   out.body = (async function* () {
     for await (const chunk of body) yield fixChunk(chunk, out);
     if (res.trailer) fixGrpcHeaders(res.trailer);
   })();
   return out;
+}
+
+/**
+ * False for answers that cannot carry an error to rewrite, which then pass
+ * through without a wrapped body: a Connect unary answer (the body is the
+ * whole message, or a JSON error) below HTTP 500. The errors rewritten are
+ * 500 (INTERNAL) and 501 (UNIMPLEMENTED) there; streaming protocols (gRPC,
+ * gRPC-Web, Connect streams) put errors in trailers or an end frame, after
+ * any status, so they are always checked.
+ */
+function mayCarryRewrittenError(res: UniversalServerResponse): boolean {
+  if (res.status >= 500) return true;
+  const contentType = res.header?.get("content-type") ?? "";
+  return (
+    contentType.startsWith("application/grpc") || contentType.startsWith("application/connect+")
+  );
 }
 
 /** gRPC: grpc-status 13 with a percent-encoded "parse binary" message. */

@@ -32,6 +32,15 @@ export function createRequestLogInterceptor(logger: Logger): Interceptor {
     const started = performance.now();
     const line = (err: unknown, jobId?: string) => {
       const code = err === undefined ? undefined : ConnectError.from(err).code;
+      const level =
+        code !== undefined && serverFaults.has(code)
+          ? "warn"
+          : // Health probes come every few seconds: visible at debug only.
+            probeServices.has(req.service.typeName)
+            ? "debug"
+            : "info";
+      // A line below the logger's level costs nothing to build.
+      if (!logger.isLevelEnabled(level)) return;
       const fields = {
         rpc: `${req.service.typeName}/${req.method.name}`,
         method: req.method.name,
@@ -41,10 +50,7 @@ export function createRequestLogInterceptor(logger: Logger): Interceptor {
         tenant: req.contextValues.get(kTenant),
         ...(jobId ? { job_id: jobId } : {}),
       };
-      if (code !== undefined && serverFaults.has(code)) logger.warn(fields, "rpc failed");
-      // Health probes come every few seconds: visible at debug only.
-      else if (probeServices.has(req.service.typeName)) logger.debug(fields, "rpc");
-      else logger.info(fields, "rpc");
+      logger[level](fields, level === "warn" ? "rpc failed" : "rpc");
     };
     let res: Awaited<ReturnType<typeof next>>;
     try {

@@ -14,6 +14,7 @@ import {
   propagation,
   type Span,
   SpanKind,
+  type SpanOptions,
   SpanStatusCode,
   type TextMapGetter,
   trace,
@@ -76,9 +77,37 @@ function codeName(code: Code): string {
  */
 export const probeServices: ReadonlySet<string> = new Set(["grpc.health.v1.Health"]);
 
+/** Span name and start options of one (service, method, protocol): built once, reused by every call. */
+interface SpanShape {
+  name: string;
+  options: SpanOptions;
+}
+
 /** Creates the tracing interceptor; put it first so it covers the others. */
 export function createTelemetryInterceptor(): Interceptor {
   const tracer = trace.getTracer("report-jobs-api");
+  // The SDK copies the attributes it is given, so one object per shape serves every call.
+  const shapes = new Map<string, SpanShape>();
+  const shapeOf = (service: string, method: string, protocol: RpcProtocol): SpanShape => {
+    const key = `${protocol} ${service}/${method}`;
+    let shape = shapes.get(key);
+    if (shape === undefined) {
+      shape = {
+        name: `${service}/${method}`,
+        options: {
+          kind: SpanKind.SERVER,
+          attributes: {
+            [attrRpcSystem]: protocol === "connect" ? "connect_rpc" : "grpc",
+            [attrRpcService]: service,
+            [attrRpcMethod]: method,
+            [attrRpcProtocol]: protocol,
+          },
+        },
+      };
+      shapes.set(key, shape);
+    }
+    return shape;
+  };
   return (next) => async (req) => {
     if (probeServices.has(req.service.typeName)) return next(req);
     const protocol = protocolOf(req.header.get("content-type"));
@@ -86,25 +115,16 @@ export function createTelemetryInterceptor(): Interceptor {
     if (trace.getSpan(parent) === undefined) {
       parent = propagation.extract(parent, req.header, headerGetter);
     }
-    const span = tracer.startSpan(
-      `${req.service.typeName}/${req.method.name}`,
-      {
-        kind: SpanKind.SERVER,
-        attributes: {
-          [attrRpcSystem]: protocol === "connect" ? "connect_rpc" : "grpc",
-          [attrRpcService]: req.service.typeName,
-          [attrRpcMethod]: req.method.name,
-          [attrRpcProtocol]: protocol,
-        },
-      },
-      parent,
-    );
+    const shape = shapeOf(req.service.typeName, req.method.name, protocol);
+    const span = tracer.startSpan(shape.name, shape.options, parent);
     const ctx = trace.setSpan(parent, span);
     try {
       const res = await context.with(ctx, () => next(req));
       if (!res.stream) {
         const jobId = (res.message as { jobId?: unknown }).jobId;
-        if (typeof jobId === "string" && jobId !== "") span.setAttribute(attrJobId, jobId);
+        if (typeof jobId === "string" && jobId !== "" && span.isRecording()) {
+          span.setAttribute(attrJobId, jobId);
+        }
         finish(span, protocol, undefined);
         return res;
       }
@@ -144,6 +164,11 @@ async function* traced<T>(
 }
 
 function finish(span: Span, protocol: RpcProtocol, err: unknown): void {
+  if (!span.isRecording()) {
+    // Not sampled: the attributes would go nowhere.
+    span.end();
+    return;
+  }
   if (err === undefined) {
     span.setAttribute(attrRpcGrpcStatusCode, 0); // OK
     span.end();

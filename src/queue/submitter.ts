@@ -246,12 +246,14 @@ export function createSubmitter(deps: {
       deadline: input.deadline,
       traceparent: t.traceparent,
     };
-    t.span.setAttributes({
-      [bullmqAttr.jobId]: id,
-      [attrJobId]: id,
-      [attrReportType]: input.reportType,
-      [attrTenant]: input.tenant,
-    });
+    if (t.span.isRecording()) {
+      t.span.setAttributes({
+        [bullmqAttr.jobId]: id,
+        [attrJobId]: id,
+        [attrReportType]: input.reportType,
+        [attrTenant]: input.tenant,
+      });
+    }
     const spec = bullJobSpec(view, settings, now);
     const call = await captureAdd(
       new Job(

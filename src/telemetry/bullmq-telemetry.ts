@@ -11,7 +11,9 @@ import {
   propagation,
   type Span,
   SpanKind,
+  type SpanOptions,
   SpanStatusCode,
+  type Tracer,
   trace,
 } from "@opentelemetry/api";
 import type { Telemetry } from "bullmq";
@@ -60,6 +62,33 @@ export interface EnqueueTrace {
   span: Span;
 }
 
+let enqueueTracer: Tracer | undefined;
+const enqueueShapes = new Map<string, { name: string; options: SpanOptions }>();
+
+/** The producer span's name and options for a queue and job name; one object each, reused (the SDK copies attributes). */
+function enqueueShape(queueName: string, jobName: string): { name: string; options: SpanOptions } {
+  const name = `add ${queueName}.${jobName}`;
+  let shape = enqueueShapes.get(name);
+  if (shape === undefined) {
+    shape = {
+      name,
+      options: {
+        kind: SpanKind.PRODUCER,
+        attributes: {
+          [bullmqAttr.queueName]: queueName,
+          [bullmqAttr.queueOperation]: "add",
+          [bullmqAttr.jobName]: jobName,
+          [attrMessagingSystem]: "bullmq",
+          [attrMessagingDestination]: queueName,
+          [attrMessagingOperationType]: "send",
+        },
+      },
+    };
+    enqueueShapes.set(name, shape);
+  }
+  return shape;
+}
+
 /**
  * Runs `fn` inside a PRODUCER span named as BullMQ names its own
  * (`add <queue>.<job name>`), handing it the propagation metadata to put in
@@ -72,21 +101,12 @@ export async function traceEnqueue<T>(
   links: Link[],
   fn: (t: EnqueueTrace) => Promise<T>,
 ): Promise<T> {
-  const tracer = trace.getTracer(bullTracerName);
+  enqueueTracer ??= trace.getTracer(bullTracerName);
+  const tracer = enqueueTracer;
+  const shape = enqueueShape(queueName, jobName);
   return tracer.startActiveSpan(
-    `add ${queueName}.${jobName}`,
-    {
-      kind: SpanKind.PRODUCER,
-      links,
-      attributes: {
-        [bullmqAttr.queueName]: queueName,
-        [bullmqAttr.queueOperation]: "add",
-        [bullmqAttr.jobName]: jobName,
-        [attrMessagingSystem]: "bullmq",
-        [attrMessagingDestination]: queueName,
-        [attrMessagingOperationType]: "send",
-      },
-    },
+    shape.name,
+    links.length === 0 ? shape.options : { ...shape.options, links },
     async (span) => {
       const carrier: Record<string, string> = {};
       propagation.inject(context.active(), carrier);

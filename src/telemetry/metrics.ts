@@ -7,7 +7,7 @@
  * are low-cardinality only: report type, outcome, state. Never a job id,
  * tenant or user.
  */
-import { type Meter, metrics, type ObservableResult } from "@opentelemetry/api";
+import { type Attributes, type Meter, metrics, type ObservableResult } from "@opentelemetry/api";
 import type { ReportType } from "../domain/job.js";
 
 /** How a job ended. */
@@ -99,18 +99,39 @@ export function createReportMetrics(meter: Meter = metrics.getMeter("report-jobs
     unit: "{stream}",
   });
 
+  // Label sets are few (report type x outcome): built once each, not per record.
+  const byType = new Map<string, { type: Attributes; outcomes: Map<string, Attributes> }>();
+  const labelsOf = (type: string) => {
+    let entry = byType.get(type);
+    if (entry === undefined) {
+      entry = { type: { [labelReportType]: type }, outcomes: new Map() };
+      byType.set(type, entry);
+    }
+    return entry;
+  };
+  const typeOnly = (type: string): Attributes => labelsOf(type).type;
+  const typeOutcome = (type: string, outcome: string): Attributes => {
+    const { outcomes } = labelsOf(type);
+    let labels = outcomes.get(outcome);
+    if (labels === undefined) {
+      labels = { [labelReportType]: type, [labelOutcome]: outcome };
+      outcomes.set(outcome, labels);
+    }
+    return labels;
+  };
+
   return {
     jobFinished(type, outcome, seconds) {
-      const labels = { [labelReportType]: type, [labelOutcome]: outcome };
+      const labels = typeOutcome(type, outcome);
       jobDuration.record(Math.max(0, seconds), labels);
       jobOutcomes.add(1, labels);
     },
     attemptEnded(type, outcome) {
-      attempts.add(1, { [labelReportType]: type, [labelOutcome]: outcome });
+      attempts.add(1, typeOutcome(type, outcome));
     },
     submitted(type, outcome, seconds) {
-      submitDuration.record(seconds, { [labelReportType]: type, [labelOutcome]: outcome });
-      if (outcome === "deduplicated") idempotentHits.add(1, { [labelReportType]: type });
+      submitDuration.record(seconds, typeOutcome(type, outcome));
+      if (outcome === "deduplicated") idempotentHits.add(1, typeOnly(type));
     },
     observeQueueDepth(read) {
       const callback = async (result: ObservableResult) => {

@@ -12,7 +12,11 @@ import { HttpInstrumentation } from "@opentelemetry/instrumentation-http";
 import { IORedisInstrumentation } from "@opentelemetry/instrumentation-ioredis";
 import { type IMetricReader, PeriodicExportingMetricReader } from "@opentelemetry/sdk-metrics";
 import { NodeSDK } from "@opentelemetry/sdk-node";
-import { NoopSpanProcessor, type SpanProcessor } from "@opentelemetry/sdk-trace-base";
+import {
+  AlwaysOffSampler,
+  NoopSpanProcessor,
+  type SpanProcessor,
+} from "@opentelemetry/sdk-trace-base";
 import type { TelemetrySettings } from "../config/config.js";
 
 /** How to start telemetry. */
@@ -63,20 +67,32 @@ export function startTelemetry(options: TelemetryOptions): Telemetry {
       }),
     );
   }
+  // Nothing receives spans when no exporter is configured (and no test hands
+  // in its own processors).
+  const sendsSpans = options.spanProcessors !== undefined || settings.exportTraces;
   const sdk = new NodeSDK({
     serviceName: settings.serviceName,
     // Undefined: the SDK builds exporters from OTEL_TRACES_EXPORTER and
-    // OTEL_EXPORTER_OTLP_*. Without any, spans are still made (their ids go
-    // in logs and WatchJob events) but dropped instead of sent to a default
-    // endpoint that is not there.
-    spanProcessors:
-      options.spanProcessors ?? (settings.exportTraces ? undefined : [new NoopSpanProcessor()]),
+    // OTEL_EXPORTER_OTLP_*. Without any, spans are dropped instead of sent to
+    // a default endpoint that is not there.
+    spanProcessors: options.spanProcessors ?? (sendsSpans ? undefined : [new NoopSpanProcessor()]),
+    // ...and not even recorded: the always-off sampler makes non-recording
+    // spans, which still carry fresh trace and span ids (they go in logs, job
+    // records, WatchJob events and the BullMQ job, unsampled, so the worker
+    // does not record either), without the attribute, event and timing work
+    // of a recorded span that nobody would read. Undefined: the SDK's default
+    // (OTEL_TRACES_SAMPLER, else parent-based always-on).
+    sampler: sendsSpans ? undefined : new AlwaysOffSampler(),
     metricReaders: readers,
     // Logs stay on stdout (pino); no OTLP log pipeline.
     logRecordProcessors: [],
     instrumentations: [
       new HttpInstrumentation({
-        ignoreIncomingRequestHook: (req) => untracedPaths.has((req.url ?? "").split("?")[0] ?? ""),
+        ignoreIncomingRequestHook: (req) => {
+          const url = req.url ?? "";
+          const query = url.indexOf("?");
+          return untracedPaths.has(query === -1 ? url : url.slice(0, query));
+        },
       }),
       new IORedisInstrumentation({
         // Only commands made inside a traced operation (a request, a job):

@@ -18,9 +18,11 @@ const CONSUMER = 5;
 
 describe("one trace across the API and worker processes (OTLP http/json)", () => {
   let receiver: OtlpReceiver | undefined;
+  let quietReceiver: OtlpReceiver | undefined;
   afterAll(async () => {
     await killAllServices();
     await receiver?.close();
+    await quietReceiver?.close();
   });
 
   it("chains the RPC, the enqueue, the worker's process span and its phases by trace id", async () => {
@@ -104,5 +106,51 @@ describe("one trace across the API and worker processes (OTLP http/json)", () =>
     await waitFor(() => receiver?.metricNames.has("reports.job.duration"), {
       what: "reports.job.duration over OTLP",
     });
+  });
+
+  it("without an exporter records no spans, yet trace ids still reach jobs, events and logs", async () => {
+    quietReceiver = await startOtlpReceiver();
+    const otlp = quietReceiver;
+    // The API exports nothing (no OTLP endpoint): its spans are not recorded,
+    // and the job it enqueues is unsampled, so the worker, which could export,
+    // records nothing of this trace either.
+    const env = testEnv({ REDIS_PREFIX: testPrefix() });
+    const api = await spawnService("api", env);
+    const worker = await spawnService("worker", {
+      ...env,
+      ARTIFACT_DIR: api.env.ARTIFACT_DIR ?? "",
+      OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url,
+      OTEL_EXPORTER_OTLP_PROTOCOL: "http/json",
+      OTEL_BSP_SCHEDULE_DELAY: "100",
+      OTEL_METRIC_EXPORT_INTERVAL: "300",
+    });
+    const traceId = "5af92f3577b34da6a3ce929d0e0e4737";
+    const client = reportClient("connect-json", api.url);
+    const { jobId } = await client.submitReport(
+      { userId: "u1", reportType: ReportType.WEEKLY, filters: { end_date: "2026-01-31" } },
+      { headers: { traceparent: `00-${traceId}-00f067aa0ba902b7-01` } },
+    );
+    const events = await history(client, jobId);
+    const job = await getJob(client, jobId);
+    expect(job.state).toBe(JobState.SUCCEEDED);
+    // The caller's trace continues in the job, its events and both processes' logs.
+    expect(job.traceId).toBe(traceId);
+    expect(events.length).toBeGreaterThan(0);
+    expect(events.every((e) => e.traceId === traceId)).toBe(true);
+    const rpcLine = await waitFor(
+      () => api.logs.find((l) => l.msg === "rpc" && l.job_id === jobId),
+      { what: "the SubmitReport log line" },
+    );
+    expect(rpcLine.trace_id).toBe(traceId);
+    const workers = await waitFor(
+      () => {
+        const lines = worker.logs.filter((l) => l.job_id === jobId && l.msg === "job succeeded");
+        return otlp.metricNames.has("reports.job.duration") && lines.length > 0 && lines;
+      },
+      { what: "the worker's job lines and its metrics over OTLP", timeoutMs: 15_000 },
+    );
+    expect(workers.some((l) => l.trace_id === traceId)).toBe(true);
+    // The worker's metrics arrived (it exports), after its spans would have.
+    expect(otlp.spans.filter((x) => x.traceId === traceId)).toEqual([]);
   });
 });
