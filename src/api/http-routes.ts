@@ -5,7 +5,6 @@
  * ReportService handlers as the RPCs, so validation, errors and idempotency
  * are identical.
  */
-import { createReadStream } from "node:fs";
 import { stat } from "node:fs/promises";
 import { fromJson, type JsonValue, toJson } from "@bufbuild/protobuf";
 import {
@@ -31,6 +30,7 @@ import type { DownloadSigner } from "./download-signer.js";
 import { toConnectError } from "./error-map.js";
 import type { NodeRequest, NodeResponse } from "./node-types.js";
 import { getTenantJob } from "./report-service.js";
+import { sendFile } from "./send-file.js";
 import { serveJobEvents } from "./sse-route.js";
 import { createStaticAssets } from "./static-assets.js";
 
@@ -226,12 +226,7 @@ export function createHttpRoutes(deps: HttpRoutesDeps): (req: Req, res: Res) => 
       "cache-control": "private, max-age=3600",
     });
     if (req.method === "HEAD") return void res.end();
-    await new Promise<void>((resolve, reject) => {
-      const stream = createReadStream(file);
-      stream.on("error", reject);
-      stream.on("end", resolve);
-      stream.pipe(res as unknown as NodeJS.WritableStream);
-    });
+    await sendFile(res, file);
   };
 
   return (req, res) => {

@@ -6,11 +6,11 @@
  * page's own calls carry the key. Only flat file names under assets/ are
  * served, so no path can leave the folder.
  */
-import { createReadStream } from "node:fs";
 import { stat } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { NodeRequest, NodeResponse } from "./node-types.js";
+import { sendFile } from "./send-file.js";
 
 /** Where `npm run build:web` (and `npm start`'s prestart) puts the app. */
 export const defaultWebDir = fileURLToPath(new URL("../../web/dist/", import.meta.url));
@@ -93,12 +93,7 @@ export function createStaticAssets(
       res.end();
       return true;
     }
-    await new Promise<void>((resolve, reject) => {
-      const stream = createReadStream(file);
-      stream.on("error", reject);
-      stream.on("end", resolve);
-      stream.pipe(res as unknown as NodeJS.WritableStream);
-    });
+    await sendFile(res, file);
     return true;
   };
 }

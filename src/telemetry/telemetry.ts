@@ -88,6 +88,10 @@ export function startTelemetry(options: TelemetryOptions): Telemetry {
     logRecordProcessors: [],
     instrumentations: [
       new HttpInstrumentation({
+        // A signed download link's signature is a credential (it downloads the
+        // file without a key): never in url.query. The default list has only
+        // "Signature" (case-sensitive) and cloud storage parameters.
+        redactedQueryParamsServer: ["signature"],
         ignoreIncomingRequestHook: (req) => {
           const url = req.url ?? "";
           const query = url.indexOf("?");

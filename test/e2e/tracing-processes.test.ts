@@ -106,6 +106,18 @@ describe("one trace across the API and worker processes (OTLP http/json)", () =>
     await waitFor(() => receiver?.metricNames.has("reports.job.duration"), {
       what: "reports.job.duration over OTLP",
     });
+
+    // A signed download link is a credential: its signature stays out of the HTTP span.
+    const link = new URL(job.result?.downloadUrl ?? "");
+    const signature = link.searchParams.get("signature") ?? "";
+    expect(signature).not.toBe("");
+    expect((await fetch(link)).status).toBe(200);
+    const download = await waitFor(
+      () => receiver?.spans.find((s) => s.attributes["url.path"] === link.pathname),
+      { what: "the download's HTTP server span" },
+    );
+    expect(download.attributes["url.query"]).toMatch(/(^|&)signature=REDACTED(&|$)/);
+    expect(JSON.stringify(download)).not.toContain(signature);
   });
 
   it("without an exporter records no spans, yet trace ids still reach jobs, events and logs", async () => {

@@ -4,12 +4,17 @@
  * when it is expired, or when moved to another job or file. Replicas sharing
  * DOWNLOAD_URL_SECRET accept each other's links; others do not.
  */
+import { readdirSync, readlinkSync } from "node:fs";
+import net from "node:net";
+import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { JobState, ReportType } from "../../gen/reports/v1/job_pb.js";
 import { createDownloadSigner } from "../../src/api/download-signer.js";
 import { reportClient } from "../helpers/clients.js";
+import { scripted } from "../helpers/generators.js";
 import { waitForState } from "../helpers/rpc.js";
 import { startTestApp, type TestApp } from "../helpers/test-app.js";
+import { waitFor } from "../helpers/wait-for.js";
 
 const acmeKey = "acme-key-0123456789abcdef";
 const globexKey = "globex-key-0123456789abcdef";
@@ -135,6 +140,52 @@ describe("signed download URLs", () => {
       await same.close();
       await other.close();
     }
+  });
+});
+
+describe("downloads that the client leaves", () => {
+  let t: TestApp;
+  beforeAll(async () => {
+    // Larger than the socket and stream buffers: still being read when the client goes.
+    const big = scripted(async () => ({
+      fileName: "big.csv",
+      contentType: "text/csv",
+      content: "x".repeat(4 * 1024 * 1024),
+    }));
+    t = await startTestApp(env, { generators: { weekly: big } });
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it("close the report file at once", async () => {
+    const acme = reportClient("connect-binary", t.url, { apiKey: acmeKey });
+    const { jobId } = await acme.submitReport({ userId: "big", reportType: ReportType.WEEKLY });
+    const job = await waitForState(acme, jobId, JobState.SUCCEEDED);
+    const link = new URL(job.result?.downloadUrl ?? "");
+    const file = path.join(t.config.artifactDir, jobId, "big.csv");
+    const openFds = () =>
+      readdirSync("/proc/self/fd").filter((fd) => {
+        try {
+          return readlinkSync(`/proc/self/fd/${fd}`) === file;
+        } catch {
+          return false;
+        }
+      }).length;
+    for (let i = 0; i < 5; i++) {
+      await new Promise<void>((resolve, reject) => {
+        const socket = net.connect(Number(link.port), link.hostname, () =>
+          socket.write(`GET ${link.pathname}${link.search} HTTP/1.1\r\nhost: x\r\n\r\n`),
+        );
+        socket.on("error", reject);
+        // The first bytes of the answer: the file is open and being sent. Then leave.
+        socket.once("data", () => {
+          socket.destroy();
+          resolve();
+        });
+      });
+    }
+    await waitFor(() => openFds() === 0, { timeoutMs: 5000, what: "the report file closed" });
   });
 });
 

@@ -4,9 +4,9 @@
  * when the app is not built. Then the real app serving the real build at `/`.
  */
 import { execFile } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
-import type { AddressInfo } from "node:net";
+import net, { type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildWeb } from "../../scripts/build-web.mjs";
 import { createStaticAssets } from "../../src/api/static-assets.js";
 import { startTestApp, type TestApp } from "../helpers/test-app.js";
+import { waitFor } from "../helpers/wait-for.js";
 
 const run = promisify(execFile);
 
@@ -107,6 +108,35 @@ describe("createStaticAssets()", () => {
     }
     const post = await curl(["-X", "POST", `${site.url}/`]);
     expect(post.status).toBe(405);
+  });
+
+  it("closes the file when the client leaves mid-download", async () => {
+    // Larger than the socket and stream buffers, so the file is still being read when the client goes.
+    const big = path.join(dir, "assets", "big-ABC123.js");
+    writeFileSync(big, "x".repeat(4 * 1024 * 1024));
+    const openFds = () =>
+      readdirSync("/proc/self/fd").filter((fd) => {
+        try {
+          return readlinkSync(`/proc/self/fd/${fd}`) === big;
+        } catch {
+          return false;
+        }
+      }).length;
+    const { port, hostname } = new URL(site.url);
+    for (let i = 0; i < 5; i++) {
+      await new Promise<void>((resolve, reject) => {
+        const socket = net.connect(Number(port), hostname, () =>
+          socket.write("GET /assets/big-ABC123.js HTTP/1.1\r\nhost: x\r\n\r\n"),
+        );
+        socket.on("error", reject);
+        // The first bytes of the answer: the file is open and being sent. Then leave.
+        socket.once("data", () => {
+          socket.destroy();
+          resolve();
+        });
+      });
+    }
+    await waitFor(() => openFds() === 0, { timeoutMs: 5000 });
   });
 
   it("answers 503 with what to run when the app is not built", async () => {
