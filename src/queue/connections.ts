@@ -4,7 +4,7 @@
  * UNAVAILABLE within seconds; BullMQ workers retry forever
  * (maxRetriesPerRequest: null); blocking readers get their own connection.
  */
-import { Redis, type RedisOptions } from "ioredis";
+import { type Command, Redis, type RedisOptions } from "ioredis";
 import type { Logger } from "pino";
 
 /** Which role a connection plays (also its CLIENT SETNAME suffix). */
@@ -18,9 +18,13 @@ const base: RedisOptions = {
   retryStrategy: (times) => Math.min(100 * 2 ** Math.min(times, 5), 2000),
 };
 
+/** How long a command of a fail-fast connection may wait for its reply (a hung Redis). */
+export const commandTimeoutMs = 3000;
+
 const byPurpose: Record<ConnectionPurpose, RedisOptions> = {
-  command: { enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: 3000 },
-  control: { enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: 3000 },
+  // Their timeout is withStallTolerantTimeout's, not ioredis' commandTimeout.
+  command: { enableOfflineQueue: false, maxRetriesPerRequest: 1 },
+  control: { enableOfflineQueue: false, maxRetriesPerRequest: 1 },
   worker: { enableOfflineQueue: true, maxRetriesPerRequest: null },
   subscriber: { enableOfflineQueue: true, maxRetriesPerRequest: null },
 };
@@ -34,12 +38,14 @@ export function createRedisConnection(
   purpose: ConnectionPurpose,
   logger: Logger,
   name = "reports",
+  timeoutMs = commandTimeoutMs,
 ): Redis {
   const redis = new Redis(url, {
     ...base,
     ...byPurpose[purpose],
     connectionName: `${name}:${purpose}`,
   });
+  if (purpose === "command" || purpose === "control") withStallTolerantTimeout(redis, timeoutMs);
   let lastLog = 0;
   redis.on("error", (err: unknown) => {
     const now = Date.now();
@@ -48,6 +54,39 @@ export function createRedisConnection(
     logger.warn({ purpose, err: errorText(err) }, "redis connection error");
   });
   return redis;
+}
+
+/**
+ * Fails a command whose reply has not come within `ms` (Redis hung or
+ * unreachable without a reset), like ioredis' `commandTimeout`, but never
+ * because this process was busy. After a long synchronous stretch (a burst of
+ * thousands of new WatchJob streams, say) Node runs expired timers before the
+ * I/O callbacks that deliver replies already waiting in the socket, so
+ * `commandTimeout` fails commands Redis answered in time. Here the expired
+ * timer gives I/O one more turn of the loop (setImmediate runs after it)
+ * before failing the command.
+ */
+function withStallTolerantTimeout(redis: Redis, ms: number): void {
+  const send = redis.sendCommand.bind(redis);
+  redis.sendCommand = ((command: Command, ...rest: unknown[]) => {
+    const timer = stallTolerantTimeout(ms, () => {
+      if (!command.isResolved) command.reject(new Error("Command timed out"));
+    });
+    command.promise.then(
+      () => clearTimeout(timer),
+      () => clearTimeout(timer),
+    );
+    return (send as (c: Command, ...r: unknown[]) => unknown)(command, ...rest);
+  }) as Redis["sendCommand"];
+}
+
+/**
+ * setTimeout for a deadline on a Redis reply: when it expires, `onExpiry`
+ * runs only after pending I/O callbacks have had their turn (see
+ * withStallTolerantTimeout), so a reply that arrived during a stall wins.
+ */
+export function stallTolerantTimeout(ms: number, onExpiry: () => void): NodeJS.Timeout {
+  return setTimeout(() => setImmediate(onExpiry), ms);
 }
 
 function errorText(err: unknown): string {

@@ -6,6 +6,7 @@
  */
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
+import { stallTolerantTimeout } from "./connections.js";
 
 /** Whether storage answers now, and a way to hear about changes. */
 export interface StorageHealth {
@@ -69,7 +70,9 @@ export function createStorageHealth(deps: StorageHealthDeps): StorageHealth {
       await Promise.race([
         redis.ping(),
         new Promise((_, reject) => {
-          deadline = setTimeout(() => reject(new Error("PING timed out")), deps.timeoutMs);
+          deadline = stallTolerantTimeout(deps.timeoutMs, () =>
+            reject(new Error("PING timed out")),
+          );
         }),
       ]);
       if (mine === sequence) set(true, "ping");

@@ -15,6 +15,10 @@ export interface RedisServerHandle {
   readonly dir: string;
   /** Kills the process (SIGKILL by default) and waits for it to exit. */
   kill(signal?: NodeJS.Signals): Promise<void>;
+  /** Freezes the server (SIGSTOP): connections stay open, nothing answers. */
+  pause(): void;
+  /** Thaws a paused server (SIGCONT). */
+  resume(): void;
   /** Starts it again on the same port and folder (AOF data is reloaded). */
   restart(): Promise<void>;
   /** Stops it and removes its folder. */
@@ -71,6 +75,8 @@ export async function startRedisServer(
     url: `redis://127.0.0.1:${port}`,
     dir,
     kill,
+    pause: () => void child?.kill("SIGSTOP"),
+    resume: () => void child?.kill("SIGCONT"),
     restart: launch,
     async stop() {
       await kill("SIGKILL");

@@ -1,0 +1,59 @@
+/**
+ * Command connections fail fast when Redis hangs, but never because this
+ * process was too busy to read a reply Redis sent in time.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createRedisConnection, waitForReady } from "../../src/queue/connections.js";
+import { createLogger } from "../../src/telemetry/logger.js";
+import { type RedisServerHandle, startRedisServer } from "../helpers/redis-server.js";
+
+const logger = createLogger("silent");
+
+/** Keeps the event loop busy for `ms`, as a burst of synchronous work does. */
+function blockEventLoop(ms: number): void {
+  const end = performance.now() + ms;
+  while (performance.now() < end) {
+    // busy: no timer, no I/O callback can run
+  }
+}
+
+describe("createRedisConnection() for commands", () => {
+  let redis: RedisServerHandle;
+  beforeAll(async () => {
+    redis = await startRedisServer();
+  });
+  afterAll(async () => {
+    redis?.resume();
+    await redis?.stop();
+  });
+
+  it("does not time out a command answered while the event loop was blocked", async () => {
+    const conn = createRedisConnection(redis.url, "command", logger, "test", 200);
+    try {
+      await waitForReady(conn, 5000);
+      const reply = conn.ping();
+      blockEventLoop(600);
+      await expect(reply).resolves.toBe("PONG");
+      // And the connection is still good afterwards.
+      await expect(conn.ping()).resolves.toBe("PONG");
+    } finally {
+      conn.disconnect();
+    }
+  });
+
+  it("fails a command within its timeout when Redis hangs, and recovers after", async () => {
+    const conn = createRedisConnection(redis.url, "command", logger, "test", 300);
+    try {
+      await waitForReady(conn, 5000);
+      redis.pause();
+      const began = performance.now();
+      await expect(conn.ping()).rejects.toThrow(/timed out/);
+      expect(performance.now() - began).toBeLessThan(2000);
+      redis.resume();
+      await expect(conn.ping()).resolves.toBe("PONG");
+    } finally {
+      redis.resume();
+      conn.disconnect();
+    }
+  });
+});
