@@ -21,24 +21,44 @@ export const reportTypes = ["weekly", "monthly", "custom"] as const;
 /** A report kind. */
 export type ReportType = (typeof reportTypes)[number];
 
+/** Every job state, in life order: the one table of them (codecs and mappings read it). */
+export const jobStates = [
+  "queued",
+  "running",
+  "retrying",
+  "succeeded",
+  "failed",
+  "cancelled",
+] as const;
+
 /** Where a job is in its life. */
-export type JobState = "queued" | "running" | "retrying" | "succeeded" | "failed" | "cancelled";
+export type JobState = (typeof jobStates)[number];
+
+/** States a worker or CancelJob may still move a job out of. */
+export const liveStates: readonly JobState[] = ["queued", "running", "retrying"];
 
 /** States a job never leaves on its own. */
 export const terminalStates: ReadonlySet<JobState> = new Set(["succeeded", "failed", "cancelled"]);
 
+/** Every scheduling priority, lowest first. */
+export const jobPriorities = ["low", "normal", "high"] as const;
+
 /** Scheduling priority. */
-export type JobPriority = "low" | "normal" | "high";
+export type JobPriority = (typeof jobPriorities)[number];
+
+/** Every event type: the one table of them. */
+export const jobEventTypes = [
+  "queued",
+  "started",
+  "progress",
+  "retrying",
+  "succeeded",
+  "failed",
+  "cancelled",
+] as const;
 
 /** What happened to a job; one per event-log entry. */
-export type JobEventType =
-  | "queued"
-  | "started"
-  | "progress"
-  | "retrying"
-  | "succeeded"
-  | "failed"
-  | "cancelled";
+export type JobEventType = (typeof jobEventTypes)[number];
 
 /** Event types after which a job's event log ends (until a RetryJob). */
 export const terminalEventTypes: ReadonlySet<JobEventType> = new Set([

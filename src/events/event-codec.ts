@@ -2,28 +2,20 @@
  * How a job event is stored as a Redis stream entry (and published to the
  * job's channel). Field names are short; this module is their only reader.
  */
-import type { JobEventType, JobEventView, JobState, ReportArtifact } from "../domain/job.js";
+import {
+  type JobEventType,
+  type JobEventView,
+  type JobState,
+  jobEventTypes,
+  jobStates,
+  type ReportArtifact,
+} from "../domain/job.js";
 
 /** An event before it has a stream id. */
 export type NewJobEvent = Omit<JobEventView, "id">;
 
-const eventTypes: readonly JobEventType[] = [
-  "queued",
-  "started",
-  "progress",
-  "retrying",
-  "succeeded",
-  "failed",
-  "cancelled",
-];
-const states: readonly JobState[] = [
-  "queued",
-  "running",
-  "retrying",
-  "succeeded",
-  "failed",
-  "cancelled",
-];
+const eventTypes: readonly JobEventType[] = jobEventTypes;
+const states: readonly JobState[] = jobStates;
 
 /** Flattens an event into XADD field/value arguments. */
 export function encodeEvent(e: NewJobEvent): string[] {

@@ -5,7 +5,7 @@
  */
 import type { Redis } from "ioredis";
 import { CursorTrimmedError } from "../domain/errors.js";
-import { type JobEventView, type JobState, terminalStates } from "../domain/job.js";
+import { type JobEventView, type JobState, liveStates, terminalStates } from "../domain/job.js";
 import type { Keys } from "../queue/keys.js";
 import { createLuaScript } from "../queue/lua-script.js";
 import { compareStreamIds, decodeEvent, encodeEvent, type NewJobEvent } from "./event-codec.js";
@@ -99,8 +99,6 @@ return {tenant, maxDeleted, redis.call('XRANGE', KEYS[2], ARGV[1], '+', 'COUNT',
 
 const appendScript = createLuaScript(appendSource);
 const replayScript = createLuaScript(replaySource);
-
-const liveStates = ["queued", "running", "retrying"] as const;
 
 /** How an append touches the job record. */
 export interface AppendOptions {

@@ -11,7 +11,7 @@ import type {
   ReportArtifact,
   ReportType,
 } from "../domain/job.js";
-import { reportTypes } from "../domain/job.js";
+import { jobPriorities, jobStates, reportTypes } from "../domain/job.js";
 
 /** Hash field names of the job record. */
 export const recordField = {
@@ -43,15 +43,8 @@ export const recordField = {
   traceparent: "trace",
 } as const;
 
-const states: readonly JobState[] = [
-  "queued",
-  "running",
-  "retrying",
-  "succeeded",
-  "failed",
-  "cancelled",
-];
-const priorities: readonly JobPriority[] = ["low", "normal", "high"];
+const states: readonly JobState[] = jobStates;
+const priorities: readonly JobPriority[] = jobPriorities;
 
 /** Flattens the fields of a new job into HSET arguments. */
 export function encodeNewRecord(job: JobView, fingerprint: string): string[] {
