@@ -152,7 +152,7 @@ export async function runReportBenchmark(
     const app: App = createApp(config, { logger: createLogger("silent") });
     cleanups.unshift(() => app.close());
     const started = await app.start();
-    const baseUrl = started.url ?? config.publicUrl;
+    const baseUrl = started.url ?? config.api.publicUrl;
 
     const runner = createLoadRunner(options.callers);
     cleanups.unshift(() => runner.close());

@@ -25,10 +25,14 @@ async function main(): Promise<number> {
     }
     throw err;
   }
-  const logger = createLogger(config.logLevel, { mode: config.mode }, { format: config.logFormat });
+  const logger = createLogger(
+    config.telemetry.logLevel,
+    { mode: config.mode },
+    { format: config.telemetry.logFormat },
+  );
 
   let privateRedis: PrivateRedis | undefined;
-  if (config.redisUrlDefaulted && !(await isListening("127.0.0.1", 6379))) {
+  if (config.redis.urlDefaulted && !(await isListening("127.0.0.1", 6379))) {
     if (config.mode !== "all") {
       process.stderr.write(
         `No Redis at 127.0.0.1:6379: set REDIS_URL (an ${config.mode} process must share Redis with the other parts; only \`npm start\` starts a private one).\n`,
@@ -42,7 +46,7 @@ async function main(): Promise<number> {
       return 1;
     }
     privateRedis = await startPrivateRedis("./.data/redis");
-    config = { ...config, redisUrl: privateRedis.url };
+    config = { ...config, redis: { ...config.redis, url: privateRedis.url } };
     logger.info(
       `no Redis on 127.0.0.1:6379: started a private redis-server at ${privateRedis.url} (data in ${privateRedis.dir})`,
     );

@@ -18,7 +18,7 @@ import {
 } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { type ApiKeyEntry, isLoopbackHost } from "../config/api-keys.js";
-import type { Config } from "../config/config.js";
+import type { ApiConfig, AuthConfig } from "../config/config.js";
 import { kAuthenticated, kTenant } from "./context-keys.js";
 import type { NodeRequest } from "./node-types.js";
 
@@ -119,27 +119,31 @@ export function callerTenant(values: ContextValues): string {
  * while keys are configured (replicas would reject each other's links).
  */
 export function logAuthMode(
-  config: Pick<Config, "apiKeys" | "allowUnauthenticated" | "host" | "downloadUrlSecret">,
+  config: {
+    auth: Pick<AuthConfig, "apiKeys" | "allowUnauthenticated" | "downloadUrlSecret">;
+    api: Pick<ApiConfig, "host">;
+  },
   logger: Logger,
 ): void {
-  const tenants = new Set(config.apiKeys.map((k) => k.tenant));
-  if (config.apiKeys.length > 0) {
+  const { auth, api } = config;
+  const tenants = new Set(auth.apiKeys.map((k) => k.tenant));
+  if (auth.apiKeys.length > 0) {
     logger.info(
-      { tenants: tenants.size, keys: config.apiKeys.length },
+      { tenants: tenants.size, keys: auth.apiKeys.length },
       "API keys required (Authorization: Bearer <key>)",
     );
-    if (config.downloadUrlSecret === undefined) {
+    if (auth.downloadUrlSecret === undefined) {
       logger.warn(
         "DOWNLOAD_URL_SECRET is not set: download links are signed with a random per-process secret and fail on other replicas and after a restart; set the same DOWNLOAD_URL_SECRET on every API replica",
       );
     }
-  } else if (isLoopbackHost(config.host)) {
+  } else if (isLoopbackHost(api.host)) {
     logger.info(
-      `no API keys configured: serving without authentication on loopback (${config.host}); every caller is tenant "${openTenant}"`,
+      `no API keys configured: serving without authentication on loopback (${api.host}); every caller is tenant "${openTenant}"`,
     );
   } else {
     logger.warn(
-      `ALLOW_UNAUTHENTICATED=true: serving WITHOUT AUTHENTICATION on ${config.host}; anyone who can reach this port can submit, read and cancel jobs (tenant "${openTenant}"). Set API_KEYS or API_KEYS_FILE.`,
+      `ALLOW_UNAUTHENTICATED=true: serving WITHOUT AUTHENTICATION on ${api.host}; anyone who can reach this port can submit, read and cancel jobs (tenant "${openTenant}"). Set API_KEYS or API_KEYS_FILE.`,
     );
   }
 }

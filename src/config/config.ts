@@ -21,72 +21,134 @@ export interface ReportTypeSettings {
   rateLimit?: { max: number; durationMs: number };
 }
 
-/** The validated configuration of one process. */
-export interface Config {
-  mode: Mode;
-  redisUrl: string;
+/** Where Redis is and which keys are ours. */
+export interface RedisConfig {
+  /** REDIS_URL (may carry a password: never logged). */
+  url: string;
   /** True when REDIS_URL was not given (main may then start a private redis-server). */
-  redisUrlDefaulted: boolean;
+  urlDefaulted: boolean;
   /** Prefix of every Redis key this service writes (BullMQ's included). */
-  redisPrefix: string;
+  prefix: string;
+}
+
+/** The API port: where it listens, what it accepts, how watches and downloads behave. */
+export interface ApiConfig {
   host: string;
   port: number;
   /** Base of the absolute URLs the API hands out (status and download URLs). */
   publicUrl: string;
-  workerConcurrency: number;
+  /** Browser origins allowed by CORS ("*": any). */
+  corsOrigins: string[];
+  /** Largest request message, in bytes. */
+  readMaxBytes: number;
+  /** Longest deadline a caller may ask for, in ms. */
+  maxTimeoutMs: number;
+  /** How often an idle WatchJob stream gets a keepalive, in ms. */
+  watchKeepaliveMs: number;
+  /** Longest a WatchJob stream stays open, in ms. */
+  watchMaxDurationMs: number;
+  /** How long a signed download URL stays valid, in ms. */
+  downloadUrlTtlMs: number;
+}
+
+/** The worker part: how many jobs, how long, how often, and where the reports go. */
+export interface WorkerConfig {
+  /** WORKER_CONCURRENCY: the default of each report type's concurrency. */
+  concurrency: number;
   /** BullMQ lock duration: a dead worker's jobs are recovered after about this long. */
   lockDurationMs: number;
   /** How often workers look for stalled jobs (of dead workers). */
   stalledIntervalMs: number;
-  artifactDir: string;
-  reportPhaseDelayMs: number;
-  reportFailRate: number;
-  reportTypes: Record<ReportType, ReportTypeSettings>;
-  retryBackoffMs: number;
-  idempotencyTtlMs: number;
-  retentionSucceededMs: number;
-  retentionFailedMs: number;
-  /** Keep at most this many SUCCEEDED jobs (0: no limit; the age still applies). */
-  retentionSucceededCount: number;
-  /** Keep at most this many FAILED and CANCELLED jobs (0: no limit). */
-  retentionFailedCount: number;
-  eventStreamMaxLen: number;
-  maxBacklog: number;
-  /** The retry delay a RESOURCE_EXHAUSTED answer suggests. */
-  backlogRetryAfterMs: number;
   /** How often workers check running jobs for a cancel request they may have missed. */
   cancelPollMs: number;
-  /** How often the janitor removes what expired (index entries, artifacts, BullMQ jobs). */
-  retentionSweepMs: number;
-  watchKeepaliveMs: number;
-  watchMaxDurationMs: number;
-  maxTimeoutMs: number;
-  readMaxBytes: number;
+  /** On stop, how long running jobs may finish before they go back to the queue, in ms. */
   shutdownGraceMs: number;
-  corsOrigins: string[];
-  logLevel: string;
-  /** Accepted API keys (digests only), from API_KEYS and API_KEYS_FILE. Empty: open mode. */
-  apiKeys: ApiKeyEntry[];
-  /** ALLOW_UNAUTHENTICATED: run open (no keys) on a non-loopback HOST. */
-  allowUnauthenticated: boolean;
-  /** Fully-qualified service names callable without a key (health, reflection). */
-  authExemptServices: string[];
-  /** HMAC key of signed download URLs; undefined: a random one per process. */
-  downloadUrlSecret?: string;
-  /** How long a signed download URL stays valid. */
-  downloadUrlTtlMs: number;
+  /** Where reports are written (and served from by the API's download URLs). */
+  artifactDir: string;
+  /**
+   * Attempts, timeout, concurrency and rate of each report type. The API
+   * stamps `attempts` on each job it accepts; the worker enforces the rest.
+   */
+  reportTypes: Record<ReportType, ReportTypeSettings>;
+  /** Base delay of the exponential retry backoff, in ms. */
+  retryBackoffMs: number;
+  /** The built-in generators' simulated work. */
+  simulation: {
+    /** Time each report phase takes, in ms. */
+    phaseDelayMs: number;
+    /** Chance (0 to 1) that a phase fails. */
+    failRate: number;
+  };
+}
+
+/** How long what is finished stays, and how it is swept. */
+export interface RetentionConfig {
+  /** Age at which a SUCCEEDED job (record, events, artifacts) expires, in ms. */
+  succeededMs: number;
+  /** Age at which a FAILED or CANCELLED job expires, in ms. */
+  failedMs: number;
+  /** Keep at most this many SUCCEEDED jobs (0: no limit; the age still applies). */
+  succeededCount: number;
+  /** Keep at most this many FAILED and CANCELLED jobs (0: no limit). */
+  failedCount: number;
+  /** How often the janitor removes what expired (index entries, artifacts, BullMQ jobs), in ms. */
+  sweepMs: number;
+  /** Events kept per job stream. */
+  eventStreamMaxLen: number;
+  /** How long an idempotency key maps to its job, in ms. */
+  idempotencyTtlMs: number;
+}
+
+/** Admission limits: what a caller or tenant may ask of the service at once. */
+export interface LimitsConfig {
+  /** Jobs waiting across all types before submits get RESOURCE_EXHAUSTED. */
+  maxBacklog: number;
+  /** The retry delay a RESOURCE_EXHAUSTED answer suggests, in ms. */
+  backlogRetryAfterMs: number;
   /** Submits per second per tenant (token bucket refill); 0 turns the limit off. */
   tenantSubmitRate: number;
   /** Token bucket size: submits a tenant may make at once. */
   tenantSubmitBurst: number;
   /** Concurrent WatchJob streams per tenant in one API process; 0 turns the cap off. */
   tenantMaxWatches: number;
+}
+
+/** Who may call, and the secret of download links. Never logged. */
+export interface AuthConfig {
+  /** Accepted API keys (digests only), from API_KEYS and API_KEYS_FILE. Empty: open mode. */
+  apiKeys: ApiKeyEntry[];
+  /** ALLOW_UNAUTHENTICATED: run open (no keys) on a non-loopback HOST. */
+  allowUnauthenticated: boolean;
+  /** Fully-qualified service names callable without a key (health, reflection). */
+  exemptServices: string[];
+  /** HMAC key of signed download URLs; undefined: a random one per process. */
+  downloadUrlSecret?: string;
+}
+
+/** Logs and the metrics and probe port (the OTEL_* decisions are TelemetrySettings). */
+export interface TelemetryConfig {
+  logLevel: string;
   /** "json" (default) or "pretty" (human-readable, for a terminal). */
   logFormat: "json" | "pretty";
   /** Port of the metrics and probe server (/metrics, /healthz, /readyz); 0 picks a free one. */
   metricsPort: number;
   /** Interface the metrics server listens on (METRICS_HOST, default HOST). */
   metricsHost: string;
+}
+
+/**
+ * The validated configuration of one process, one slice per part: each
+ * builder is handed the slice (or two) it needs, never the whole of it.
+ */
+export interface Config {
+  mode: Mode;
+  redis: RedisConfig;
+  api: ApiConfig;
+  worker: WorkerConfig;
+  retention: RetentionConfig;
+  limits: LimitsConfig;
+  auth: AuthConfig;
+  telemetry: TelemetryConfig;
 }
 
 /** Raised by loadConfig with one line per problem. */
@@ -269,55 +331,84 @@ export function loadConfig(env: Env, mode?: string): Config {
   }
   const tenantSubmitRate = float("TENANT_SUBMIT_RATE", 0, 0, 1_000_000);
 
+  // Read in this order so the problem lines keep their order.
+  const lockDurationMs = int("WORKER_LOCK_DURATION_MS", 30_000, 1000, 3600_000);
+  const stalledIntervalMs = int("WORKER_STALLED_INTERVAL_MS", 30_000, 500, 3600_000);
+  const artifactDir = path.resolve(read("ARTIFACT_DIR") ?? "./.data/artifacts");
+  const phaseDelayMs = int("REPORT_PHASE_DELAY_MS", 500, 0, 3600_000);
+  const failRate = float("REPORT_FAIL_RATE", 0, 0, 1);
+  const retryBackoffMs = int("RETRY_BACKOFF_MS", 1000, 1, 3600_000);
+  const idempotencyTtlMs = int("IDEMPOTENCY_TTL_SECONDS", 24 * 3600, 1, 30 * 24 * 3600) * 1000;
+  const succeededMs = int("RETENTION_SUCCEEDED_SECONDS", 24 * 3600, 1, 365 * 24 * 3600) * 1000;
+  const failedMs = int("RETENTION_FAILED_SECONDS", 7 * 24 * 3600, 1, 365 * 24 * 3600) * 1000;
+  const succeededCount = int("RETENTION_SUCCEEDED_COUNT", 0, 0, 100_000_000);
+  const failedCount = int("RETENTION_FAILED_COUNT", 0, 0, 100_000_000);
+  const eventStreamMaxLen = int("EVENT_STREAM_MAXLEN", 1000, 10, 1_000_000);
+  const maxBacklog = int("MAX_BACKLOG", 100_000, 1, 100_000_000);
+  const backlogRetryAfterMs = int("BACKLOG_RETRY_AFTER_MS", 5000, 100, 3600_000);
+  const cancelPollMs = int("CANCEL_POLL_MS", 500, 50, 60_000);
+  const sweepMs = int("RETENTION_SWEEP_MS", 60_000, 100, 24 * 3600_000);
+  const watchKeepaliveMs = int("WATCH_KEEPALIVE_MS", 15_000, 100, 3600_000);
+  const watchMaxDurationMs = int("WATCH_MAX_DURATION_MS", 3600_000, 1000, 24 * 3600_000);
+  const maxTimeoutMs = int("MAX_TIMEOUT_MS", 3600_000, 1000, 24 * 3600_000);
+  const readMaxBytes = int("READ_MAX_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024);
+  const shutdownGraceMs = int("SHUTDOWN_GRACE_MS", 10_000, 0, 3600_000);
+  const logLevel = oneOf("LOG_LEVEL", "info", logLevels);
+  const downloadUrlTtlMs = int("DOWNLOAD_URL_TTL_SECONDS", 3600, 1, 7 * 24 * 3600) * 1000;
+  const tenantSubmitBurst = int(
+    "TENANT_SUBMIT_BURST",
+    Math.max(1, Math.ceil(tenantSubmitRate)),
+    1,
+    1_000_000,
+  );
+  const tenantMaxWatches = int("TENANT_MAX_WATCHES", 10_000, 0, 10_000_000);
+  const logFormat = oneOf("LOG_FORMAT", "json", ["json", "pretty"] as const);
+  const metricsPort = int("METRICS_PORT", 9464, 0, 65535);
+  const metricsHost = read("METRICS_HOST") ?? host;
+
   const config: Config = {
     mode: resolvedMode,
-    redisUrl,
-    redisUrlDefaulted: rawRedisUrl === undefined,
-    redisPrefix,
-    host,
-    port,
-    publicUrl,
-    workerConcurrency,
-    lockDurationMs: int("WORKER_LOCK_DURATION_MS", 30_000, 1000, 3600_000),
-    stalledIntervalMs: int("WORKER_STALLED_INTERVAL_MS", 30_000, 500, 3600_000),
-    artifactDir: path.resolve(read("ARTIFACT_DIR") ?? "./.data/artifacts"),
-    reportPhaseDelayMs: int("REPORT_PHASE_DELAY_MS", 500, 0, 3600_000),
-    reportFailRate: float("REPORT_FAIL_RATE", 0, 0, 1),
-    reportTypes: perType,
-    retryBackoffMs: int("RETRY_BACKOFF_MS", 1000, 1, 3600_000),
-    idempotencyTtlMs: int("IDEMPOTENCY_TTL_SECONDS", 24 * 3600, 1, 30 * 24 * 3600) * 1000,
-    retentionSucceededMs: int("RETENTION_SUCCEEDED_SECONDS", 24 * 3600, 1, 365 * 24 * 3600) * 1000,
-    retentionFailedMs: int("RETENTION_FAILED_SECONDS", 7 * 24 * 3600, 1, 365 * 24 * 3600) * 1000,
-    retentionSucceededCount: int("RETENTION_SUCCEEDED_COUNT", 0, 0, 100_000_000),
-    retentionFailedCount: int("RETENTION_FAILED_COUNT", 0, 0, 100_000_000),
-    eventStreamMaxLen: int("EVENT_STREAM_MAXLEN", 1000, 10, 1_000_000),
-    maxBacklog: int("MAX_BACKLOG", 100_000, 1, 100_000_000),
-    backlogRetryAfterMs: int("BACKLOG_RETRY_AFTER_MS", 5000, 100, 3600_000),
-    cancelPollMs: int("CANCEL_POLL_MS", 500, 50, 60_000),
-    retentionSweepMs: int("RETENTION_SWEEP_MS", 60_000, 100, 24 * 3600_000),
-    watchKeepaliveMs: int("WATCH_KEEPALIVE_MS", 15_000, 100, 3600_000),
-    watchMaxDurationMs: int("WATCH_MAX_DURATION_MS", 3600_000, 1000, 24 * 3600_000),
-    maxTimeoutMs: int("MAX_TIMEOUT_MS", 3600_000, 1000, 24 * 3600_000),
-    readMaxBytes: int("READ_MAX_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024),
-    shutdownGraceMs: int("SHUTDOWN_GRACE_MS", 10_000, 0, 3600_000),
-    corsOrigins,
-    logLevel: oneOf("LOG_LEVEL", "info", logLevels),
-    apiKeys,
-    allowUnauthenticated,
-    authExemptServices,
-    downloadUrlSecret,
-    downloadUrlTtlMs: int("DOWNLOAD_URL_TTL_SECONDS", 3600, 1, 7 * 24 * 3600) * 1000,
-    tenantSubmitRate,
-    tenantSubmitBurst: int(
-      "TENANT_SUBMIT_BURST",
-      Math.max(1, Math.ceil(tenantSubmitRate)),
-      1,
-      1_000_000,
-    ),
-    tenantMaxWatches: int("TENANT_MAX_WATCHES", 10_000, 0, 10_000_000),
-    logFormat: oneOf("LOG_FORMAT", "json", ["json", "pretty"] as const),
-    metricsPort: int("METRICS_PORT", 9464, 0, 65535),
-    metricsHost: read("METRICS_HOST") ?? host,
+    redis: { url: redisUrl, urlDefaulted: rawRedisUrl === undefined, prefix: redisPrefix },
+    api: {
+      host,
+      port,
+      publicUrl,
+      corsOrigins,
+      readMaxBytes,
+      maxTimeoutMs,
+      watchKeepaliveMs,
+      watchMaxDurationMs,
+      downloadUrlTtlMs,
+    },
+    worker: {
+      concurrency: workerConcurrency,
+      lockDurationMs,
+      stalledIntervalMs,
+      cancelPollMs,
+      shutdownGraceMs,
+      artifactDir,
+      reportTypes: perType,
+      retryBackoffMs,
+      simulation: { phaseDelayMs, failRate },
+    },
+    retention: {
+      succeededMs,
+      failedMs,
+      succeededCount,
+      failedCount,
+      sweepMs,
+      eventStreamMaxLen,
+      idempotencyTtlMs,
+    },
+    limits: {
+      maxBacklog,
+      backlogRetryAfterMs,
+      tenantSubmitRate,
+      tenantSubmitBurst,
+      tenantMaxWatches,
+    },
+    auth: { apiKeys, allowUnauthenticated, exemptServices: authExemptServices, downloadUrlSecret },
+    telemetry: { logLevel, logFormat, metricsPort, metricsHost },
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return config;

@@ -6,6 +6,7 @@
  */
 import type { Queue } from "bullmq";
 import type { Redis } from "ioredis";
+import type { RetentionConfig } from "../config/config.js";
 import { FailedPreconditionError, JobNotFoundError } from "../domain/errors.js";
 import type { JobView, ReportType } from "../domain/job.js";
 import type { EventLog } from "../events/event-log.js";
@@ -55,7 +56,8 @@ export function createJobControl(deps: {
   jobs: JobReader;
   log: EventLog;
   bullJob: (job: JobView) => BullJobSpec;
-  settings: { retentionFailedMs: number };
+  /** How long a cancelled or dead-lettered job stays. */
+  settings: Pick<RetentionConfig, "failedMs">;
 }): JobControl {
   const { redis, queues, keys, jobs, log, settings } = deps;
 
@@ -96,7 +98,7 @@ export function createJobControl(deps: {
                 // biome-ignore format: field/value pairs
                 recordUpdates: [f.state, "cancelled", f.failureReason, reason, f.finishedAt, String(now), f.cancelRequested, reason],
                 allowedStates: ["queued", "retrying"],
-                ttlMs: settings.retentionFailedMs,
+                ttlMs: settings.failedMs,
               },
             );
             if (!done.appended) continue;
@@ -202,7 +204,7 @@ export function createJobControl(deps: {
             String(Date.now()),
           ],
           allowedStates: ["queued"],
-          ttlMs: settings.retentionFailedMs,
+          ttlMs: settings.failedMs,
         },
       );
       throw err;

@@ -12,6 +12,7 @@ import { createRequire } from "node:module";
 import type { Span } from "@opentelemetry/api";
 import { Job, type JobsOptions, type Queue } from "bullmq";
 import type { Redis } from "ioredis";
+import type { LimitsConfig, RetentionConfig, WorkerConfig } from "../config/config.js";
 import { BackpressureError, IdempotencyConflictError } from "../domain/errors.js";
 import type {
   JobPriority,
@@ -45,20 +46,18 @@ export interface ReportJobData {
   deadline?: number;
 }
 
-/** Settings the submitter needs. */
+/** Settings the submitter needs: slices of the configuration. */
 export interface SubmitterSettings {
-  attempts: Record<ReportType, number>;
-  retryBackoffMs: number;
-  idempotencyTtlMs: number;
-  retentionSucceededMs: number;
-  retentionFailedMs: number;
-  maxBacklog: number;
-  backlogRetryAfterMs: number;
-  eventStreamMaxLen: number;
-  /** Submits per second per tenant (token refill rate); 0 or unset: no limit. */
-  tenantSubmitRate?: number;
-  /** Token bucket size per tenant. */
-  tenantSubmitBurst?: number;
+  /** Each type's attempts (stamped on the job) and the retry backoff. */
+  worker: Pick<WorkerConfig, "reportTypes" | "retryBackoffMs">;
+  retention: Pick<
+    RetentionConfig,
+    "succeededMs" | "failedMs" | "idempotencyTtlMs" | "eventStreamMaxLen"
+  >;
+  limits: Pick<
+    LimitsConfig,
+    "maxBacklog" | "backlogRetryAfterMs" | "tenantSubmitRate" | "tenantSubmitBurst"
+  >;
 }
 
 /** Accepts jobs. */
@@ -237,7 +236,7 @@ export function createSubmitter(deps: {
       progress: 0,
       phase: "",
       attemptsMade: 0,
-      maxAttempts: settings.attempts[input.reportType],
+      maxAttempts: settings.worker.reportTypes[input.reportType].attempts,
       failureReason: "",
       createdAt: now,
       filters: input.filters,
@@ -274,14 +273,14 @@ export function createSubmitter(deps: {
     const params = {
       idem: input.idempotencyKey !== undefined && input.idempotencyKey !== "",
       fp: fingerprint,
-      idemTtl: settings.idempotencyTtlMs,
-      maxBacklog: settings.maxBacklog,
-      maxLen: settings.eventStreamMaxLen,
+      idemTtl: settings.retention.idempotencyTtlMs,
+      maxBacklog: settings.limits.maxBacklog,
+      maxLen: settings.retention.eventStreamMaxLen,
       channel: keys.eventChannel(id),
       jobPrefix,
       backlogKeys: backlogKeys.length,
-      rate: settings.tenantSubmitRate ?? 0,
-      burst: settings.tenantSubmitBurst ?? 1,
+      rate: settings.limits.tenantSubmitRate,
+      burst: settings.limits.tenantSubmitBurst,
       tenant: input.tenant,
       jobId: id,
       score: String(now),
@@ -332,11 +331,11 @@ export function createSubmitter(deps: {
       case "full":
         throw new BackpressureError(
           `backlog is full (${reply[1]} jobs waiting); retry later`,
-          settings.backlogRetryAfterMs,
+          settings.limits.backlogRetryAfterMs,
         );
       case "rate":
         throw new BackpressureError(
-          `this tenant is over its submit rate (${settings.tenantSubmitRate} per second, bursts of ${settings.tenantSubmitBurst}); retry later`,
+          `this tenant is over its submit rate (${settings.limits.tenantSubmitRate} per second, bursts of ${settings.limits.tenantSubmitBurst}); retry later`,
           Number(reply[1]),
         );
       default:
@@ -355,10 +354,10 @@ export interface BullJobSpec {
 /** The BullMQ name, data and options of `job` (its id goes separately). */
 export function bullJobSpec(
   job: JobView,
-  settings: Pick<
-    SubmitterSettings,
-    "retryBackoffMs" | "retentionSucceededMs" | "retentionFailedMs"
-  >,
+  settings: {
+    worker: Pick<WorkerConfig, "retryBackoffMs">;
+    retention: Pick<RetentionConfig, "succeededMs" | "failedMs">;
+  },
   now = Date.now(),
 ): BullJobSpec {
   const delay = job.runAt !== undefined ? Math.max(0, job.runAt - now) : 0;
@@ -375,10 +374,10 @@ export function bullJobSpec(
       attempts: job.maxAttempts,
       // The worker computes each delay (exponential with jitter) so the
       // RETRYING event can say when the next attempt is due.
-      backoff: { type: retryBackoffType, delay: settings.retryBackoffMs },
+      backoff: { type: retryBackoffType, delay: settings.worker.retryBackoffMs },
       // Finished BullMQ jobs go with the job record (the janitor also cleans).
-      removeOnComplete: { age: Math.ceil(settings.retentionSucceededMs / 1000) },
-      removeOnFail: { age: Math.ceil(settings.retentionFailedMs / 1000) },
+      removeOnComplete: { age: Math.ceil(settings.retention.succeededMs / 1000) },
+      removeOnFail: { age: Math.ceil(settings.retention.failedMs / 1000) },
       priority: bullPriority[job.priority],
       ...(delay > 0 ? { delay } : {}),
     },

@@ -10,6 +10,7 @@ import { readdir } from "node:fs/promises";
 import type { Queue } from "bullmq";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
+import type { RetentionConfig } from "../config/config.js";
 import type { ReportType } from "../domain/job.js";
 import type { Keys } from "../queue/keys.js";
 import { createLuaScript } from "../queue/lua-script.js";
@@ -43,14 +44,11 @@ export function createJanitor(deps: {
   queues: Record<ReportType, Queue>;
   artifacts: ArtifactStore;
   artifactDir: string;
-  settings: {
-    intervalMs: number;
-    retentionSucceededMs: number;
-    retentionFailedMs: number;
-    /** At most this many finished jobs of each kind are kept (0: no limit). */
-    retentionSucceededCount: number;
-    retentionFailedCount: number;
-  };
+  /** Ages and counts to keep, and how often to sweep. */
+  settings: Pick<
+    RetentionConfig,
+    "sweepMs" | "succeededMs" | "failedMs" | "succeededCount" | "failedCount"
+  >;
   logger: Logger;
 }): Janitor {
   const { redis, keys, queues, artifacts, artifactDir, settings, logger } = deps;
@@ -122,8 +120,8 @@ export function createJanitor(deps: {
 
   const sweepFinished = async () => {
     const limits = {
-      succeeded: settings.retentionSucceededCount,
-      failed: settings.retentionFailedCount,
+      succeeded: settings.succeededCount,
+      failed: settings.failedCount,
     };
     for (const kind of ["succeeded", "failed"] as const) {
       const index = keys.finished(kind);
@@ -141,8 +139,8 @@ export function createJanitor(deps: {
 
   const sweepQueues = async () => {
     for (const queue of Object.values(queues)) {
-      await queue.clean(settings.retentionSucceededMs, 1000, "completed");
-      await queue.clean(settings.retentionFailedMs, 1000, "failed");
+      await queue.clean(settings.succeededMs, 1000, "completed");
+      await queue.clean(settings.failedMs, 1000, "failed");
     }
   };
 
@@ -168,7 +166,7 @@ export function createJanitor(deps: {
   return {
     sweep,
     start() {
-      timer = setInterval(() => void sweep(), settings.intervalMs);
+      timer = setInterval(() => void sweep(), settings.sweepMs);
       timer.unref();
     },
     async close() {

@@ -9,6 +9,7 @@
  */
 import { context, type Span, SpanStatusCode, trace } from "@opentelemetry/api";
 import type { Logger } from "pino";
+import type { RetentionConfig, WorkerConfig } from "../config/config.js";
 import type { JobView, ReportType } from "../domain/job.js";
 import { terminalStates } from "../domain/job.js";
 import type { EventLog } from "../events/event-log.js";
@@ -33,12 +34,11 @@ export interface AttemptContext {
   maxAttempts: number;
 }
 
-/** Settings of the processor. */
+/** Settings of the processor: slices of the configuration. */
 export interface ProcessorSettings {
-  timeoutMs: Record<ReportType, number>;
-  retryBackoffMs: number;
-  retentionSucceededMs: number;
-  retentionFailedMs: number;
+  /** Each type's timeout, and the retry backoff. */
+  worker: Pick<WorkerConfig, "reportTypes" | "retryBackoffMs">;
+  retention: Pick<RetentionConfig, "succeededMs" | "failedMs">;
   random?: () => number;
 }
 
@@ -114,7 +114,7 @@ export function createProcessor(deps: {
       },
       {
         recordUpdates: [f.state, "failed", f.failureReason, reason, f.finishedAt, String(now)],
-        ttlMs: settings.retentionFailedMs,
+        ttlMs: settings.retention.failedMs,
       },
     );
     if (failed.appended) {
@@ -157,7 +157,7 @@ export function createProcessor(deps: {
         queued_ms: started - (job.requeuedAt ?? job.createdAt),
       });
 
-      const timeoutMs = settings.timeoutMs[job.reportType];
+      const timeoutMs = settings.worker.reportTypes[job.reportType].timeoutMs;
       const timeout = AbortSignal.timeout(timeoutMs);
       const deadline =
         job.deadline !== undefined
@@ -224,7 +224,7 @@ export function createProcessor(deps: {
               f.failureReason, "", ...encodeArtifact(artifact),
             ],
               allowedStates: ["running"],
-              ttlMs: settings.retentionSucceededMs,
+              ttlMs: settings.retention.succeededMs,
             },
           ),
         );
@@ -300,7 +300,7 @@ export function createProcessor(deps: {
             ? `attempt timed out after ${timeoutMs} ms in phase ${phase}`
             : describeFailure(err, phase, logger, job.id);
         const error = new Error(reason);
-        const delayMs = backoffDelay(settings.retryBackoffMs, attempt, random);
+        const delayMs = backoffDelay(settings.worker.retryBackoffMs, attempt, random);
         const now = Date.now();
         if (job.deadline !== undefined && now + delayMs >= job.deadline && !permanent) {
           await fail(
@@ -353,7 +353,7 @@ export function createProcessor(deps: {
       {
         recordUpdates: [f.state, "cancelled", f.failureReason, reason, f.finishedAt, String(now)],
         allowedStates: ["running"],
-        ttlMs: settings.retentionFailedMs,
+        ttlMs: settings.retention.failedMs,
       },
     );
     if (cancelled.appended && job !== undefined) finished(job, "cancelled", now);

@@ -11,6 +11,7 @@ import { SpanStatusCode, trace } from "@opentelemetry/api";
 import { type Job, UnrecoverableError, WaitingError, Worker } from "bullmq";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
+import type { WorkerConfig } from "../config/config.js";
 import { type ReportType, reportTypes } from "../domain/job.js";
 import { recordField } from "../queue/job-record.js";
 import { type Keys, queueNameFor } from "../queue/keys.js";
@@ -27,17 +28,13 @@ export interface ReportTypeLimits {
   rateLimit?: { max: number; durationMs: number };
 }
 
-/** Worker tuning. */
-export interface ReportWorkerSettings {
-  bullPrefix: string;
-  types: Record<ReportType, ReportTypeLimits>;
-  retryBackoffMs: number;
-  /** How long a job's lock lasts without renewal; a dead worker's jobs are recovered after about this long. */
-  lockDurationMs: number;
-  /** How often the stalled-job check runs. */
-  stalledIntervalMs: number;
-  /** How often running jobs' records are checked for a missed cancel request. */
-  cancelPollMs: number;
+/** Worker tuning: the worker slice of the configuration. */
+export interface ReportWorkerSettings
+  extends Pick<
+    WorkerConfig,
+    "retryBackoffMs" | "lockDurationMs" | "stalledIntervalMs" | "cancelPollMs"
+  > {
+  reportTypes: Record<ReportType, ReportTypeLimits>;
 }
 
 /** The running workers of one process. */
@@ -148,10 +145,10 @@ export function createReportWorker(deps: {
 
   const telemetry = createBullTelemetry();
   const createWorker = (type: ReportType) => {
-    const limits = settings.types[type];
+    const limits = settings.reportTypes[type];
     const worker = new Worker<ReportJobData>(queueNameFor(type), makeProcess(type), {
       connection,
-      prefix: settings.bullPrefix,
+      prefix: keys.bullPrefix,
       concurrency: limits.concurrency,
       limiter: limits.rateLimit
         ? { max: limits.rateLimit.max, duration: limits.rateLimit.durationMs }

@@ -72,8 +72,8 @@ describe("CancelJob with the worker in another process", () => {
     return spawnService(
       "worker",
       testEnv({
-        REDIS_PREFIX: app.config.redisPrefix,
-        ARTIFACT_DIR: app.config.artifactDir,
+        REDIS_PREFIX: app.config.redis.prefix,
+        ARTIFACT_DIR: app.config.worker.artifactDir,
         ...env,
       }),
     );
@@ -119,7 +119,7 @@ describe("CancelJob with the worker in another process", () => {
     }
     expect((await history(client, early.jobId, watch)).at(-1)?.error).toBe("not needed");
     // Out of BullMQ too: nothing left that could run it.
-    const bull = bullQueue(app.config.redisPrefix, app.config.redisUrl);
+    const bull = bullQueue(app.config.redis.prefix, app.config.redis.url);
     closers.push(bull.close);
     expect(await bull.queue.getJob(early.jobId)).toBeUndefined();
     expect(await bull.queue.getJob(later.jobId)).toBeUndefined();
@@ -210,7 +210,7 @@ describe("CancelJob with the worker in another process", () => {
     await proc.waitForLog("cancel delivered to running job");
 
     // The attempt really ended at once (its 3 s phase was aborted), and BullMQ will not retry it.
-    const bull = bullQueue(app.config.redisPrefix, app.config.redisUrl);
+    const bull = bullQueue(app.config.redis.prefix, app.config.redis.url);
     closers.push(bull.close);
     await waitFor(async () => (await bull.queue.getJobState(jobId)) === "failed", {
       what: "BullMQ to fail the cancelled job for good",
@@ -297,7 +297,7 @@ describe("CancelJob with an in-process worker", () => {
     });
 
     // What CancelJob writes, minus the PUBLISH: only the poll can notice it.
-    redis = new Redis(t.config.redisUrl);
+    redis = new Redis(t.config.redis.url);
     const began = Date.now();
     await redis.hset(t.app.keys.job(jobId), "cancelReq", "missed message");
     const job = await waitForState(client, jobId, JobState.CANCELLED, 5000);

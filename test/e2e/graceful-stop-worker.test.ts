@@ -19,8 +19,8 @@ describe("SIGTERM to a worker process", () => {
     const api = await startTestApp({ REDIS_PREFIX: testPrefix() }, { mode: "api" });
     apps.push(api);
     const env = testEnv({
-      REDIS_PREFIX: api.config.redisPrefix,
-      ARTIFACT_DIR: api.config.artifactDir,
+      REDIS_PREFIX: api.config.redis.prefix,
+      ARTIFACT_DIR: api.config.worker.artifactDir,
       ...workerEnv,
     });
     return { api, client: reportClient("grpc", api.url), env };

@@ -21,7 +21,7 @@ describe("worker crash (at-least-once processing)", () => {
     // make the dead worker's job stall (and be recovered) within ~3 s.
     const workerEnv = testEnv({
       REDIS_PREFIX: prefix,
-      ARTIFACT_DIR: api.config.artifactDir,
+      ARTIFACT_DIR: api.config.worker.artifactDir,
       REPORT_PHASE_DELAY_MS: "1000",
       WORKER_LOCK_DURATION_MS: "2000",
       WORKER_STALLED_INTERVAL_MS: "500",

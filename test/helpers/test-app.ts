@@ -59,7 +59,7 @@ export async function startTestApp(
     options.mode ?? "all",
   );
   const app = createApp(config, {
-    logger: createLogger(config.logLevel),
+    logger: createLogger(config.telemetry.logLevel),
     lockDurationMs: 2000,
     stalledIntervalMs: 1000,
     ...options,
@@ -72,7 +72,7 @@ export async function startTestApp(
   return {
     app,
     config,
-    url: started.url ?? config.publicUrl,
+    url: started.url ?? config.api.publicUrl,
     metricsUrl: started.metricsUrl ?? "",
     async close() {
       await app.close();

@@ -140,7 +140,7 @@ describe("dead letters and RetryJob", () => {
     const { jobId } = await client.submitReport({ userId: "gone", reportType: ReportType.WEEKLY });
     await waitForState(client, jobId, JobState.FAILED);
     if (t === undefined) throw new Error("no app");
-    bull = bullQueue(t.config.redisPrefix, t.config.redisUrl);
+    bull = bullQueue(t.config.redis.prefix, t.config.redis.url);
     const q = bull.queue;
     await waitFor(async () => (await q.getJobState(jobId)) === "failed", {
       what: "BullMQ to fail the job",

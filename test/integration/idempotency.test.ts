@@ -30,9 +30,9 @@ describe("SubmitReport idempotency", () => {
   beforeAll(async () => {
     // API only: jobs stay queued, so BullMQ's own counts are exact.
     t = await startTestApp({ IDEMPOTENCY_TTL_SECONDS: String(ttlSeconds) }, { mode: "api" });
-    redis = new Redis(t.config.redisUrl, { maxRetriesPerRequest: 1 });
+    redis = new Redis(t.config.redis.url, { maxRetriesPerRequest: 1 });
     client = reportClient("grpc", t.url);
-    prefix = t.config.redisPrefix;
+    prefix = t.config.redis.prefix;
   });
   afterAll(async () => {
     redis?.disconnect();
@@ -316,14 +316,22 @@ describe("createSubmitter()", () => {
       queues,
       keys,
       settings: {
-        attempts: perType(5),
-        retryBackoffMs: 1000,
-        idempotencyTtlMs: 60_000,
-        retentionSucceededMs: 60_000,
-        retentionFailedMs: 60_000,
-        maxBacklog: 1000,
-        backlogRetryAfterMs: 1000,
-        eventStreamMaxLen: 100,
+        worker: {
+          reportTypes: perType({ attempts: 5, timeoutMs: 60_000, concurrency: 1 }),
+          retryBackoffMs: 1000,
+        },
+        retention: {
+          idempotencyTtlMs: 60_000,
+          succeededMs: 60_000,
+          failedMs: 60_000,
+          eventStreamMaxLen: 100,
+        },
+        limits: {
+          maxBacklog: 1000,
+          backlogRetryAfterMs: 1000,
+          tenantSubmitRate: 0,
+          tenantSubmitBurst: 1,
+        },
       },
     });
     const input = {

@@ -28,7 +28,7 @@ describe("per-tenant submit rate", () => {
     const env = { API_KEYS, TENANT_SUBMIT_RATE: "0.5", TENANT_SUBMIT_BURST: "3" };
     a = await startTestApp(env, { mode: "api" });
     // A second API process on the same Redis and prefix: the same buckets.
-    b = await startTestApp({ ...env, REDIS_PREFIX: a.config.redisPrefix }, { mode: "api" });
+    b = await startTestApp({ ...env, REDIS_PREFIX: a.config.redis.prefix }, { mode: "api" });
   });
   afterAll(async () => {
     await a?.close();
@@ -98,23 +98,23 @@ describe("the rate limit on the hot path", () => {
     const client = reportClient("connect-binary", t.url, { apiKey: acmeKey });
     await client.submitReport(request); // loads the script (EVALSHA, then EVAL once)
     const commands: string[][] = [];
-    monitor = await new Redis(t.config.redisUrl).monitor();
+    monitor = await new Redis(t.config.redis.url).monitor();
     monitor.on("monitor", (_time: string, args: string[], source: string) => {
       // Commands a script runs are reported too, with source "lua": only the client's count.
       if (source === "lua") return;
-      if (args.some((a) => String(a).startsWith(`${t.config.redisPrefix}:`))) commands.push(args);
+      if (args.some((a) => String(a).startsWith(`${t.config.redis.prefix}:`))) commands.push(args);
     });
     await client.submitReport(request);
     // MONITOR reports a command as it runs; a marker after ours shows everything arrived.
-    const marker = `${t.config.redisPrefix}:marker`;
-    const probe = new Redis(t.config.redisUrl);
+    const marker = `${t.config.redis.prefix}:marker`;
+    const probe = new Redis(t.config.redis.url);
     await probe.get(marker);
     probe.disconnect();
     await waitFor(() => commands.some((c) => c.includes(marker)), { what: "the marker" });
     const ours = commands.filter((c) => !c.includes(marker));
     expect(ours.map((c) => String(c[0]).toLowerCase())).toEqual(["evalsha"]);
     // The bucket is inside that one script: it exists after the submit.
-    expect(ours[0]).toContain(`${t.config.redisPrefix}:rate:acme`);
+    expect(ours[0]).toContain(`${t.config.redis.prefix}:rate:acme`);
   });
 });
 

@@ -51,7 +51,7 @@ describe("createJanitor() count-based retention", () => {
       },
       { generators: { weekly: generator } },
     );
-    redis = new Redis(t.config.redisUrl);
+    redis = new Redis(t.config.redis.url);
     const client = reportClient("grpc", t.url);
     const run = async (userId: string, state: JobState) => {
       const { jobId } = await client.submitReport({ userId, reportType: ReportType.WEEKLY });
@@ -74,7 +74,7 @@ describe("createJanitor() count-based retention", () => {
     for (const id of gone) {
       expect(await codeOf(client.getJob({ jobId: id })), `job ${id}`).toBe(Code.NotFound);
       expect(await scanKeys(redis, `*${id}*`), `keys of ${id}`).toEqual([]);
-      expect(existsSync(path.join(t.config.artifactDir, id))).toBe(false);
+      expect(existsSync(path.join(t.config.worker.artifactDir, id))).toBe(false);
     }
     for (const id of kept) expect((await client.getJob({ jobId: id })).job?.id).toBe(id);
     retryGate.resolve();
@@ -82,8 +82,8 @@ describe("createJanitor() count-based retention", () => {
     await t.app.janitor?.sweep();
     // bad[0] is now one of the 2 newest SUCCEEDED jobs; ok[2] is the oldest and goes.
     expect(await codeOf(client.getJob({ jobId: ok[2] as string }))).toBe(Code.NotFound);
-    expect(await redis.zcard(`${t.config.redisPrefix}:finished:succeeded`)).toBe(2);
-    expect(await redis.zcard(`${t.config.redisPrefix}:finished:failed`)).toBe(1);
+    expect(await redis.zcard(`${t.config.redis.prefix}:finished:succeeded`)).toBe(2);
+    expect(await redis.zcard(`${t.config.redis.prefix}:finished:failed`)).toBe(1);
     const listed = (await client.listJobs({})).jobs.map((j) => j.id);
     for (const id of gone) expect(listed).not.toContain(id);
   });

@@ -35,13 +35,13 @@ describe("retention", () => {
   async function start(env: Record<string, string>): Promise<{ t: TestApp; client: ReportClient }> {
     const t = await startTestApp(env, { generators: { weekly: generator } });
     apps.push(t);
-    redis ??= new Redis(t.config.redisUrl);
+    redis ??= new Redis(t.config.redis.url);
     return { t, client: reportClient("grpc", t.url) };
   }
 
   /** Keys of `prefix` a job may leave behind when it has really gone. */
   async function leftovers(t: TestApp, jobId: string): Promise<string[]> {
-    const prefix = t.config.redisPrefix;
+    const prefix = t.config.redis.prefix;
     const out: string[] = [];
     // Any key of the whole server naming the job: record, events, BullMQ's job hash and logs.
     out.push(...(await scanKeys(redis, `*${jobId}*`)));
@@ -61,7 +61,8 @@ describe("retention", () => {
       if ((await redis.hget(key, "job")) === jobId) out.push(key);
     }
     // The report folder.
-    if (existsSync(path.join(t.config.artifactDir, jobId))) out.push(`artifact dir of ${jobId}`);
+    if (existsSync(path.join(t.config.worker.artifactDir, jobId)))
+      out.push(`artifact dir of ${jobId}`);
     return out;
   }
 
@@ -98,7 +99,7 @@ describe("retention", () => {
       });
       const job = await waitForState(client, jobId, JobState[outcome]);
       if (outcome === "SUCCEEDED") {
-        expect(existsSync(path.join(t.config.artifactDir, jobId))).toBe(true);
+        expect(existsSync(path.join(t.config.worker.artifactDir, jobId))).toBe(true);
         expect(job.result?.downloadUrl).toMatch(/\/v1\/artifacts\//);
       }
       // Before it expires, it is there to find.
@@ -163,7 +164,7 @@ describe("retention", () => {
       timeoutMs: 10_000,
       what: "the job to expire",
     });
-    const prefix = t.config.redisPrefix;
+    const prefix = t.config.redis.prefix;
     const jobKeysBefore = await scanKeys(redis, `${prefix}:job:*`);
     expect(jobKeysBefore).toEqual([]);
 

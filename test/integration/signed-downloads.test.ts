@@ -126,7 +126,10 @@ describe("signed download URLs", () => {
   });
 
   it("works on a replica with the same DOWNLOAD_URL_SECRET, not on one without it", async () => {
-    const shared = { REDIS_PREFIX: t.config.redisPrefix, ARTIFACT_DIR: t.config.artifactDir };
+    const shared = {
+      REDIS_PREFIX: t.config.redis.prefix,
+      ARTIFACT_DIR: t.config.worker.artifactDir,
+    };
     const same = await startTestApp({ ...env, ...shared }, { mode: "api" });
     const other = await startTestApp(
       { ...env, ...shared, DOWNLOAD_URL_SECRET: "another-secret-0123456789abcdef-0123456" },
@@ -163,7 +166,7 @@ describe("downloads that the client leaves", () => {
     const { jobId } = await acme.submitReport({ userId: "big", reportType: ReportType.WEEKLY });
     const job = await waitForState(acme, jobId, JobState.SUCCEEDED);
     const link = new URL(job.result?.downloadUrl ?? "");
-    const file = path.join(t.config.artifactDir, jobId, "big.csv");
+    const file = path.join(t.config.worker.artifactDir, jobId, "big.csv");
     const openFds = () =>
       readdirSync("/proc/self/fd").filter((fd) => {
         try {

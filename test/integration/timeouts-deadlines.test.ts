@@ -73,7 +73,7 @@ describe("run timeouts, deadlines, run_at and priority", () => {
 
   /** The BullMQ view of a weekly job: tells whether BullMQ still means to run it. */
   function weeklyQueue(app: TestApp): Queue {
-    bull = bullQueue(app.config.redisPrefix, app.config.redisUrl);
+    bull = bullQueue(app.config.redis.prefix, app.config.redis.url);
     return bull.queue;
   }
 

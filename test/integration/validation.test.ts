@@ -197,7 +197,7 @@ describe("request validation", () => {
 
   /** Every key under the app's prefix that only an accepted submit writes. */
   const submitKeys = async (): Promise<string[]> => {
-    const prefix = t.config.redisPrefix;
+    const prefix = t.config.redis.prefix;
     const found: string[] = [];
     for (const pattern of [`${prefix}:job:*`, `${prefix}:events:*`, `${prefix}:idem:*`]) {
       found.push(...(await scanKeys(redis, pattern)));
@@ -248,7 +248,7 @@ describe("request validation", () => {
     });
     expect(res.deduplicated).toBe(false);
     const keys = await submitKeys();
-    expect(keys).toContain(`${t.config.redisPrefix}:job:${res.jobId}`);
+    expect(keys).toContain(`${t.config.redis.prefix}:job:${res.jobId}`);
   });
 });
 
@@ -312,7 +312,7 @@ describe("error responses on the wire", () => {
 
   it("answers a Redis command error as INTERNAL without its text", async () => {
     // A job record of the wrong type makes HGETALL/XRANGE fail with WRONGTYPE.
-    const prefix = t.config.redisPrefix;
+    const prefix = t.config.redis.prefix;
     await redis.set(`${prefix}:job:wrongType1`, "not a hash");
     await redis.set(`${prefix}:events:wrongType1`, "not a stream");
     for (const protocol of protocols) {

@@ -289,7 +289,7 @@ describe("WatchJob", () => {
       expect(w.events[0]?.type).toBe(JobEventType.QUEUED);
       expect(api.app.hub?.listenerCount).toBe(1);
 
-      worker = await startTestApp({ REDIS_PREFIX: api.config.redisPrefix }, { mode: "worker" });
+      worker = await startTestApp({ REDIS_PREFIX: api.config.redis.prefix }, { mode: "worker" });
       expect(await ended(w)).toBeUndefined();
       expectFullHistory(w.events);
       // What a late watcher replays is exactly what the early one saw live.

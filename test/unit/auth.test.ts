@@ -35,7 +35,7 @@ describe("API key configuration", () => {
 
   it("reads API_KEYS as tenant:key pairs, keeping only digests, several keys per tenant", () => {
     const c = loadConfig({ API_KEYS: `acme:${key1}, acme:${key2} ,globex:${key1}x` });
-    expect(c.apiKeys).toEqual([
+    expect(c.auth.apiKeys).toEqual([
       { tenant: "acme", sha256: hashApiKey(key1) },
       { tenant: "acme", sha256: hashApiKey(key2) },
       { tenant: "globex", sha256: hashApiKey(`${key1}x`) },
@@ -50,7 +50,7 @@ describe("API key configuration", () => {
       `# keys\n\nacme ${hashApiKey(key1)}\n  globex   ${hashApiKey(key2).toUpperCase()}  \n`,
     );
     const c = loadConfig({ API_KEYS_FILE: file });
-    expect(c.apiKeys).toEqual([
+    expect(c.auth.apiKeys).toEqual([
       { tenant: "acme", sha256: hashApiKey(key1) },
       { tenant: "globex", sha256: hashApiKey(key2) },
     ]);
@@ -98,13 +98,13 @@ describe("API key configuration", () => {
   });
 
   it("defaults the auth exemptions to health and reflection, and reads AUTH_EXEMPT_SERVICES", () => {
-    expect(loadConfig({}).authExemptServices).toEqual([
+    expect(loadConfig({}).auth.exemptServices).toEqual([
       "grpc.health.v1.Health",
       "grpc.reflection.v1.ServerReflection",
       "grpc.reflection.v1alpha.ServerReflection",
     ]);
-    expect(loadConfig({ AUTH_EXEMPT_SERVICES: "a.B" }).authExemptServices).toEqual(["a.B"]);
-    expect(loadConfig({ AUTH_EXEMPT_SERVICES: "" }).authExemptServices).toEqual([]);
+    expect(loadConfig({ AUTH_EXEMPT_SERVICES: "a.B" }).auth.exemptServices).toEqual(["a.B"]);
+    expect(loadConfig({ AUTH_EXEMPT_SERVICES: "" }).auth.exemptServices).toEqual([]);
     expect(problems({ AUTH_EXEMPT_SERVICES: "nodots" })).toHaveLength(1);
   });
 });
@@ -209,14 +209,11 @@ describe("limits and download settings", () => {
   it("has secure defaults and reads overrides", () => {
     const d = loadConfig({});
     expect(d).toMatchObject({
-      apiKeys: [],
-      allowUnauthenticated: false,
-      downloadUrlTtlMs: 3600_000,
-      tenantSubmitRate: 0,
-      tenantSubmitBurst: 1,
-      tenantMaxWatches: 10_000,
+      auth: { apiKeys: [], allowUnauthenticated: false },
+      api: { downloadUrlTtlMs: 3600_000 },
+      limits: { tenantSubmitRate: 0, tenantSubmitBurst: 1, tenantMaxWatches: 10_000 },
     });
-    expect(d.downloadUrlSecret).toBeUndefined();
+    expect(d.auth.downloadUrlSecret).toBeUndefined();
     const c = loadConfig({
       DOWNLOAD_URL_SECRET: "s".repeat(32),
       DOWNLOAD_URL_TTL_SECONDS: "60",
@@ -224,14 +221,12 @@ describe("limits and download settings", () => {
       TENANT_MAX_WATCHES: "0",
     });
     expect(c).toMatchObject({
-      downloadUrlSecret: "s".repeat(32),
-      downloadUrlTtlMs: 60_000,
-      tenantSubmitRate: 2.5,
-      tenantSubmitBurst: 3,
-      tenantMaxWatches: 0,
+      auth: { downloadUrlSecret: "s".repeat(32) },
+      api: { downloadUrlTtlMs: 60_000 },
+      limits: { tenantSubmitRate: 2.5, tenantSubmitBurst: 3, tenantMaxWatches: 0 },
     });
     expect(
-      loadConfig({ TENANT_SUBMIT_RATE: "1", TENANT_SUBMIT_BURST: "20" }).tenantSubmitBurst,
+      loadConfig({ TENANT_SUBMIT_RATE: "1", TENANT_SUBMIT_BURST: "20" }).limits.tenantSubmitBurst,
     ).toBe(20);
   });
 

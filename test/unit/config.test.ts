@@ -18,36 +18,39 @@ describe("loadConfig()", () => {
     const c = loadConfig({});
     expect(c).toMatchObject({
       mode: "all",
-      redisUrl: "redis://127.0.0.1:6379",
-      redisUrlDefaulted: true,
-      redisPrefix: "rpt",
-      host: "127.0.0.1",
-      port: 8080,
-      publicUrl: "http://127.0.0.1:8080",
-      workerConcurrency: 10,
-      artifactDir: path.resolve("./.data/artifacts"),
-      reportPhaseDelayMs: 500,
-      reportFailRate: 0,
-      retryBackoffMs: 1000,
-      idempotencyTtlMs: 24 * 3600 * 1000,
-      retentionSucceededMs: 24 * 3600 * 1000,
-      retentionFailedMs: 7 * 24 * 3600 * 1000,
-      eventStreamMaxLen: 1000,
-      watchKeepaliveMs: 15_000,
-      corsOrigins: [],
-      logLevel: "info",
+      redis: { url: "redis://127.0.0.1:6379", urlDefaulted: true, prefix: "rpt" },
+      api: {
+        host: "127.0.0.1",
+        port: 8080,
+        publicUrl: "http://127.0.0.1:8080",
+        watchKeepaliveMs: 15_000,
+        corsOrigins: [],
+      },
+      worker: {
+        concurrency: 10,
+        artifactDir: path.resolve("./.data/artifacts"),
+        simulation: { phaseDelayMs: 500, failRate: 0 },
+        retryBackoffMs: 1000,
+      },
+      retention: {
+        idempotencyTtlMs: 24 * 3600 * 1000,
+        succeededMs: 24 * 3600 * 1000,
+        failedMs: 7 * 24 * 3600 * 1000,
+        eventStreamMaxLen: 1000,
+      },
+      telemetry: { logLevel: "info" },
     });
     for (const t of ["weekly", "monthly", "custom"] as const) {
-      expect(c.reportTypes[t].attempts).toBe(5);
-      expect(c.reportTypes[t].timeoutMs).toBeGreaterThan(0);
+      expect(c.worker.reportTypes[t].attempts).toBe(5);
+      expect(c.worker.reportTypes[t].timeoutMs).toBeGreaterThan(0);
     }
   });
 
   it("treats blank values as unset", () => {
     const c = loadConfig({ PORT: "  ", REDIS_URL: "", LOG_LEVEL: " " });
-    expect(c.port).toBe(8080);
-    expect(c.redisUrlDefaulted).toBe(true);
-    expect(c.logLevel).toBe("info");
+    expect(c.api.port).toBe(8080);
+    expect(c.redis.urlDefaulted).toBe(true);
+    expect(c.telemetry.logLevel).toBe("info");
   });
 
   it("reads overrides, per-report-type settings and the mode argument", () => {
@@ -66,19 +69,19 @@ describe("loadConfig()", () => {
       "api",
     );
     expect(c.mode).toBe("api");
-    expect(c.redisUrl).toBe("redis://cache.internal:6380/2");
-    expect(c.redisUrlDefaulted).toBe(false);
-    expect(c.port).toBe(9000);
-    expect(c.publicUrl).toBe("http://[::1]:9000");
-    expect(c.reportTypes.weekly.attempts).toBe(3);
-    expect(c.reportTypes.monthly.attempts).toBe(7);
-    expect(c.idempotencyTtlMs).toBe(3_600_000);
-    expect(c.reportFailRate).toBe(0.25);
-    expect(c.corsOrigins).toEqual(["https://app.example.com", "*"]);
+    expect(c.redis.url).toBe("redis://cache.internal:6380/2");
+    expect(c.redis.urlDefaulted).toBe(false);
+    expect(c.api.port).toBe(9000);
+    expect(c.api.publicUrl).toBe("http://[::1]:9000");
+    expect(c.worker.reportTypes.weekly.attempts).toBe(3);
+    expect(c.worker.reportTypes.monthly.attempts).toBe(7);
+    expect(c.retention.idempotencyTtlMs).toBe(3_600_000);
+    expect(c.worker.simulation.failRate).toBe(0.25);
+    expect(c.api.corsOrigins).toEqual(["https://app.example.com", "*"]);
   });
 
   it("strips trailing slashes from PUBLIC_URL", () => {
-    expect(loadConfig({ PUBLIC_URL: "https://reports.example.com/" }).publicUrl).toBe(
+    expect(loadConfig({ PUBLIC_URL: "https://reports.example.com/" }).api.publicUrl).toBe(
       "https://reports.example.com",
     );
   });
@@ -123,7 +126,7 @@ describe("loadConfig()", () => {
     expect(configError({ PORT: "-1" }).problems).toHaveLength(1);
     expect(configError({ EVENT_STREAM_MAXLEN: "9" }).problems).toHaveLength(1);
     expect(configError({ WATCH_KEEPALIVE_MS: "99" }).problems).toHaveLength(1);
-    expect(loadConfig({ PORT: "0" }).port).toBe(0);
+    expect(loadConfig({ PORT: "0" }).api.port).toBe(0);
   });
 
   it("never echoes REDIS_URL, which may carry a password", () => {
@@ -146,6 +149,6 @@ describe("loadConfig()", () => {
 
   it("accepts rediss:// URLs with credentials", () => {
     const c = loadConfig({ REDIS_URL: "rediss://default:pw@cache.example.com:6380" });
-    expect(c.redisUrl).toBe("rediss://default:pw@cache.example.com:6380");
+    expect(c.redis.url).toBe("rediss://default:pw@cache.example.com:6380");
   });
 });

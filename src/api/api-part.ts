@@ -1,0 +1,143 @@
+/**
+ * The API part of a process, built unstarted: the ReportService handlers and
+ * the plain HTTP routes behind one Connect handler (interceptors, CORS,
+ * request log) on the dual-protocol server. The queue-side services and the
+ * event hub are handed in, so nothing here touches Redis or BullMQ.
+ */
+import type { AddressInfo } from "node:net";
+import { createContextValues } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import type { Logger } from "pino";
+import type { ApiConfig, AuthConfig } from "../config/config.js";
+import type { EventHub } from "../events/event-hub.js";
+import type { EventLog } from "../events/event-log.js";
+import type { JobControl } from "../queue/job-control.js";
+import type { JobLister } from "../queue/job-lister.js";
+import type { JobReader } from "../queue/job-reader.js";
+import type { Submitter } from "../queue/submitter.js";
+import {
+  authenticateHttp,
+  createAuthenticator,
+  createAuthInterceptor,
+  logAuthMode,
+} from "./auth.js";
+import { kTenant } from "./context-keys.js";
+import { withCors } from "./cors.js";
+import { createDownloadSigner } from "./download-signer.js";
+import type { HealthSource } from "./health-service.js";
+import { withHttpRequestLog } from "./http-request-log.js";
+import { createHttpRoutes } from "./http-routes.js";
+import { withParseErrorsAsInvalidArgument } from "./parse-errors.js";
+import { createReportService } from "./report-service.js";
+import { createRequestLogInterceptor } from "./request-log-interceptor.js";
+import { createRpcRoutes } from "./rpc-routes.js";
+import { createDualServer, type DualServer } from "./server.js";
+import { createTelemetryInterceptor } from "./telemetry-interceptor.js";
+import { createWatchLimiter } from "./watch-limiter.js";
+
+/** What the API part is built from. */
+export interface ApiPartDeps {
+  /** The api slice of the configuration. */
+  settings: ApiConfig;
+  /** The auth slice of the configuration. */
+  auth: AuthConfig;
+  /** Concurrent WatchJob streams per tenant in this process (TENANT_MAX_WATCHES; 0: no cap). */
+  maxWatchesPerTenant: number;
+  /** Where finished reports are (the worker writes them), served by download URLs. */
+  artifactDir: string;
+  submitter: Submitter;
+  control: JobControl;
+  jobs: JobReader;
+  lister: JobLister;
+  log: EventLog;
+  hub: EventHub;
+  /** Whether storage answers: gRPC health and /readyz report it. */
+  storage: HealthSource;
+  /** Aborted when shutdown begins: open streams end with UNAVAILABLE. */
+  shutdownSignal: AbortSignal;
+  logger: Logger;
+}
+
+/** The built, unstarted API. */
+export interface ApiPart {
+  readonly server: DualServer;
+  /** Listens on the configured host and port; resolves with the base URL and the port taken. */
+  listen(): Promise<{ url: string; port: number }>;
+}
+
+/** Builds the API part (not listening). Logs once how callers are authenticated. */
+export function createApiPart(deps: ApiPartDeps): ApiPart {
+  const { settings, auth: authConfig, storage, shutdownSignal, logger } = deps;
+  const auth = createAuthenticator(authConfig.apiKeys);
+  logAuthMode({ auth: authConfig, api: settings }, logger);
+  const downloadSigner = createDownloadSigner({
+    secret: authConfig.downloadUrlSecret,
+    ttlMs: settings.downloadUrlTtlMs,
+  });
+  const service = createReportService({
+    submitter: deps.submitter,
+    jobs: deps.jobs,
+    control: deps.control,
+    lister: deps.lister,
+    log: deps.log,
+    hub: deps.hub,
+    publicUrl: settings.publicUrl,
+    keepaliveMs: settings.watchKeepaliveMs,
+    watchMaxDurationMs: settings.watchMaxDurationMs,
+    downloadSigner,
+    watchLimiter: createWatchLimiter(deps.maxWatchesPerTenant),
+    shutdownSignal,
+    logger,
+  });
+  // RPCs start in the open tenant; the auth interceptor sets the caller's.
+  const contextValues = () => createContextValues().set(kTenant, "default");
+  const fallback = createHttpRoutes({
+    service,
+    jobs: deps.jobs,
+    artifactDir: deps.artifactDir,
+    contextValues: (req) => authenticateHttp(auth, req),
+    signer: downloadSigner,
+    // The same state gRPC health reports, so the two probes never disagree.
+    ready: async () => {
+      if (!storage.healthy) throw new Error("storage unavailable");
+    },
+    shutdownSignal,
+    logger,
+  });
+  const handler = connectNodeAdapter({
+    routes: withParseErrorsAsInvalidArgument(
+      createRpcRoutes({ reportService: service, storage, shutdownSignal }),
+    ),
+    // Tracing first, so its span covers every other interceptor (and the request
+    // log line); authentication last, so a refused call is still traced and logged.
+    interceptors: [
+      createTelemetryInterceptor(),
+      createRequestLogInterceptor(logger),
+      createAuthInterceptor(auth, authConfig.exemptServices),
+    ],
+    readMaxBytes: settings.readMaxBytes,
+    maxTimeoutMs: settings.maxTimeoutMs,
+    shutdownSignal,
+    contextValues,
+    fallback: withHttpRequestLog(fallback, { logger, contextValues }),
+  });
+  const server = createDualServer(withCors(handler, settings.corsOrigins), {
+    keepaliveMs: 30_000,
+    logger,
+  });
+  return {
+    server,
+    async listen() {
+      const address = await server.listen(settings.port, settings.host);
+      const url = httpUrl(address);
+      logger.info({ url }, "api listening (gRPC, gRPC-Web and Connect on one port)");
+      return { url, port: address.port };
+    },
+  };
+}
+
+/** `http://host:port` of a listening address (IPv6 hosts in brackets). */
+export function httpUrl(address: AddressInfo): string {
+  const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
+  return `http://${host}:${address.port}`;
+}
