@@ -6,13 +6,14 @@
  * (CORS), resuming its watches when the server cuts them with UNAVAILABLE.
  * A screenshot of the finished job lands in test-artifacts/.
  */
-import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { type Browser, chromium, type Page } from "playwright-core";
+import type { Browser, Page } from "playwright-core";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { ReportType } from "../../gen/reports/v1/job_pb.js";
 import { buildWeb } from "../../scripts/build-web.mjs";
+import { launchChromium } from "../helpers/chromium.js";
 import { reportClient } from "../helpers/clients.js";
 import { csvOutput, type Deferred, deferred } from "../helpers/generators.js";
 import { startTestApp, type TestApp } from "../helpers/test-app.js";
@@ -28,26 +29,14 @@ interface ServeModule {
   }): Promise<{ url: string; close(): Promise<void> }>;
 }
 
-/** Launches Debian's Chromium (never a downloaded one). */
-function launchChromium(): Promise<Browser> {
-  const executablePath = "/usr/bin/chromium";
-  if (!existsSync(executablePath)) {
-    throw new Error(`${executablePath} is missing; install it with: apt-get install -y chromium`);
-  }
-  return chromium.launch({
-    executablePath,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
-}
+/** Debian's Chromium, with the flags this file has always used on top of the base ones. */
+const launchBrowser = () =>
+  launchChromium([
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+  ]);
 
 /** The card of a job: `li.job[data-job-id=...]`. */
 const card = (jobId: string) => `li.job[data-job-id="${jobId}"]`;
@@ -133,7 +122,7 @@ describe("browser app served by the API at /", () => {
       { REPORT_PHASE_DELAY_MS: "150" },
       { generators: { custom: heldGenerator(gates) } },
     );
-    browser = await launchChromium();
+    browser = await launchBrowser();
   }, 60_000);
   afterAll(async () => {
     for (const g of gates.values()) g.resolve();
@@ -364,7 +353,7 @@ describe("browser app on another origin (CORS), with watches cut by UNAVAILABLE"
       REPORT_PHASE_DELAY_MS: "600",
       WATCH_MAX_DURATION_MS: "1000",
     });
-    browser = await launchChromium();
+    browser = await launchBrowser();
   }, 60_000);
   afterAll(async () => {
     await browser?.close();

@@ -4,11 +4,11 @@
  * success and a 401 with its WWW-Authenticate header; a page on another
  * origin cannot read anything.
  */
-import { existsSync } from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import { type Browser, chromium } from "playwright-core";
+import type { Browser } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { launchChromium } from "../helpers/chromium.js";
 import { startTestApp, type TestApp } from "../helpers/test-app.js";
 
 const apiKey = "browser-key-0123456789abcdef";
@@ -38,20 +38,13 @@ describe("CORS from a real browser", () => {
   let browser: Browser;
 
   beforeAll(async () => {
-    const executablePath = "/usr/bin/chromium";
-    if (!existsSync(executablePath)) {
-      throw new Error(`${executablePath} is missing; install it with: apt-get install -y chromium`);
-    }
     allowed = await site();
     other = await site();
     t = await startTestApp(
       { CORS_ORIGINS: allowed.url, API_KEYS: `acme:${apiKey}` },
       { mode: "api" },
     );
-    browser = await chromium.launch({
-      executablePath,
-      args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-    });
+    browser = await launchChromium();
   });
   afterAll(async () => {
     await browser?.close();
