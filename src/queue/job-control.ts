@@ -16,7 +16,7 @@ import { linkTo } from "../telemetry/trace-context.js";
 import type { JobReader } from "./job-reader.js";
 import { recordField as f } from "./job-record.js";
 import { type Keys, queueNameFor } from "./keys.js";
-import { createLuaScript } from "./lua-script.js";
+import { loadLuaScript } from "./scripts/load.js";
 import type { BullJobSpec } from "./submitter.js";
 
 /** Cancels and re-runs jobs. */
@@ -35,17 +35,7 @@ export interface JobControl {
   retry(tenant: string, jobId: string): Promise<JobView>;
 }
 
-/**
- * KEYS: record. ARGV: reason, control channel, job id.
- * Flags a running job for cancellation and tells every worker; returns 1, or
- * 0 when the job is no longer running.
- */
-const requestCancelScript = createLuaScript(`
-if redis.call('HGET', KEYS[1], 'state') ~= 'running' then return 0 end
-redis.call('HSET', KEYS[1], 'cancelReq', ARGV[1])
-redis.call('PUBLISH', ARGV[2], ARGV[3])
-return 1
-`);
+const requestCancelScript = loadLuaScript("request-cancel");
 
 /** Creates job control over a command connection and the report queues. */
 export function createJobControl(deps: {
