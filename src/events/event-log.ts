@@ -1,17 +1,13 @@
 /**
- * The per-job event log: one Redis stream per job. Every append also updates
- * the job record and publishes the event on the job's channel, atomically in
- * one Lua script, so the record, the log and live watchers never disagree.
+ * A job's event log as its readers and writers see it: one stream of events
+ * per job, each append applied with the job record and published to live
+ * watchers atomically, so the record, the log and the watchers never
+ * disagree. The Redis side (scripts, keys) is in queue/redis-event-log.ts;
+ * this module is the contract watchJobEvents and the API depend on, so
+ * events/ never imports queue/.
  */
-import type { Redis } from "ioredis";
-import { CursorTrimmedError } from "../domain/errors.js";
-import { type JobEventView, type JobState, liveStates, terminalStates } from "../domain/job.js";
-import type { Keys } from "../queue/keys.js";
-import { loadLuaScript } from "../queue/scripts/load.js";
-import { compareStreamIds, decodeEvent, encodeEvent, type NewJobEvent } from "./event-codec.js";
-
-const appendScript = loadLuaScript("apply-transition");
-const replayScript = loadLuaScript("replay-events");
+import type { JobEventView, JobState } from "../domain/job.js";
+import type { NewJobEvent } from "./event-codec.js";
 
 /** How an append touches the job record. */
 export interface AppendOptions {
@@ -44,59 +40,4 @@ export interface EventLog {
    * @throws CursorTrimmedError when events after `afterId` were trimmed away.
    */
   replay(jobId: string, afterId?: string): Promise<Replay | undefined>;
-}
-
-/** Creates the event log over a command connection. */
-export function createEventLog(deps: { redis: Redis; keys: Keys; maxLen: number }): EventLog {
-  const { redis, keys, maxLen } = deps;
-  return {
-    async append(jobId, event, options = {}) {
-      const allowed = options.allowedStates ?? liveStates;
-      const updates = options.recordUpdates ?? [];
-      const reply = (await appendScript.run(
-        redis,
-        [keys.job(jobId), keys.events(jobId), keys.finished("succeeded"), keys.finished("failed")],
-        [
-          keys.eventChannel(jobId),
-          maxLen,
-          allowed.join(","),
-          options.ttlMs ?? 0,
-          jobId,
-          event.state,
-          event.time,
-          updates.length / 2,
-          ...updates,
-          ...encodeEvent(event),
-        ],
-      )) as [number, string];
-      if (reply[0] === 1) return { appended: true, id: reply[1] };
-      return reply[1] === ""
-        ? { appended: false }
-        : { appended: false, state: reply[1] as JobState };
-    },
-
-    async replay(jobId, afterId) {
-      const start = afterId === undefined ? "-" : `(${afterId}`;
-      const reply = (await replayScript.run(
-        redis,
-        [keys.job(jobId), keys.events(jobId)],
-        [start, maxLen + 1],
-      )) as [string, string?, [string, string[]][]?, string?];
-      const [tenant, maxDeleted = "0-0", entries = [], state = "queued"] = reply;
-      if (!tenant) return undefined;
-      if (afterId !== undefined && compareStreamIds(afterId, maxDeleted) < 0) {
-        throw new CursorTrimmedError(afterId);
-      }
-      return {
-        tenant,
-        events: entries.map(([id, fields]) => decodeEvent(id, fields)),
-        state: state as JobState,
-      };
-    },
-  };
-}
-
-/** True when no further event follows `state` (until a RetryJob). */
-export function isTerminal(state: JobState): boolean {
-  return terminalStates.has(state);
 }
