@@ -42,6 +42,7 @@ import { createKeys, type Keys, queueNameFor } from "./queue/keys.js";
 import { createEventLog } from "./queue/redis-event-log.js";
 import { createStorageHealth, type StorageHealth } from "./queue/storage-health.js";
 import { bullJobSpec, createSubmitter } from "./queue/submitter.js";
+import { createTransitionApplier } from "./queue/transition-applier.js";
 import { createLogger } from "./telemetry/logger.js";
 import { reportMetrics } from "./telemetry/metrics.js";
 import { createMetricsServer } from "./telemetry/metrics-server.js";
@@ -130,6 +131,12 @@ export function createApp(config: Config, options: AppOptions = {}): App {
     retentionSucceededMs: config.retentionSucceededMs,
     retentionFailedMs: config.retentionFailedMs,
   };
+  const transitions = createTransitionApplier({
+    redis: commands,
+    keys,
+    settings: { ...queueSettings, eventStreamMaxLen: config.eventStreamMaxLen },
+    logger,
+  });
 
   let hub: EventHub | undefined;
   let server: DualServer | undefined;
@@ -164,9 +171,8 @@ export function createApp(config: Config, options: AppOptions = {}): App {
       queues,
       keys,
       jobs,
-      log,
+      transitions,
       bullJob: (job) => bullJobSpec(job, queueSettings),
-      settings: { retentionFailedMs: config.retentionFailedMs },
     });
     const service = createReportService({
       submitter,
@@ -246,7 +252,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
     ) as Record<ReportType, number>;
     const artifacts = createArtifactStore(config.artifactDir);
     const processor = createProcessor({
-      log,
+      transitions,
       jobs,
       generators,
       artifacts,
