@@ -21,6 +21,7 @@ import type {
   SubmitInput,
   SubmitOutcome,
 } from "../domain/job.js";
+import { jobTransitions } from "../domain/job-transitions.js";
 import { encodeEvent } from "../events/event-codec.js";
 import {
   attrDeduplicated,
@@ -226,14 +227,7 @@ export function createSubmitter(deps: {
       jobId: id,
       score: String(now),
       rec: encodeNewRecord(view, fingerprint),
-      ev: encodeEvent({
-        type: "queued",
-        state: "queued",
-        progress: 0,
-        phase: "",
-        attempt: 0,
-        time: now,
-      }),
+      ev: encodeEvent(jobTransitions.submitted.derive({ at: now }).event),
     };
     const reply = (await script.run(
       redis,
