@@ -252,7 +252,7 @@ export const jobTransitions: { readonly [N in TransitionName]: Transition<Transi
     fence: "checks",
     finishes: true,
     logFields: ({ phase, reason }) => ({ phase, reason }),
-    derive: (input) => failedAt(input),
+    derive: (input) => ended("failed", input),
   },
   cancelled: {
     from: ["running"],
@@ -262,7 +262,7 @@ export const jobTransitions: { readonly [N in TransitionName]: Transition<Transi
     fence: "checks",
     finishes: true,
     logFields: ({ phase }) => ({ phase }),
-    derive: (input) => cancelledAt(input),
+    derive: (input) => ended("cancelled", input),
   },
   released: {
     from: ["running"],
@@ -295,7 +295,7 @@ export const jobTransitions: { readonly [N in TransitionName]: Transition<Transi
     fence: "none",
     finishes: true,
     logFields: ({ phase, reason }) => ({ phase, reason }),
-    derive: (input) => failedAt(input),
+    derive: (input) => ended("failed", input),
   },
   cancelledWaiting: {
     from: ["queued", "retrying"],
@@ -305,7 +305,7 @@ export const jobTransitions: { readonly [N in TransitionName]: Transition<Transi
     fence: "none",
     finishes: true,
     derive: (input) => {
-      const { event, record } = cancelledAt(input);
+      const { event, record } = ended("cancelled", input);
       // Flagged too, so a worker that fetched the job meanwhile sees why it must not run.
       return { event, record: { ...record, cancelRequested: input.reason } };
     },
@@ -343,37 +343,32 @@ export const jobTransitions: { readonly [N in TransitionName]: Transition<Transi
     fence: "none",
     finishes: false,
     derive: ({ at }) =>
-      failedAt({ attempt: 0, at, progress: 0, phase: "retry", reason: retryUnscheduledReason }),
+      ended("failed", {
+        attempt: 0,
+        at,
+        progress: 0,
+        phase: "retry",
+        reason: retryUnscheduledReason,
+      }),
   },
 };
 
-function failedAt(i: Position & { attempt: number; at: number; reason: string }) {
+/** The job ends FAILED or CANCELLED where it stood, with a reason. */
+function ended(
+  state: "failed" | "cancelled",
+  i: Position & { attempt: number; at: number; reason: string },
+) {
   return {
     event: {
-      type: "failed",
-      state: "failed",
+      type: state,
+      state,
       progress: i.progress,
       phase: i.phase,
       attempt: i.attempt,
       time: i.at,
       error: i.reason,
     },
-    record: { state: "failed", failureReason: i.reason, finishedAt: i.at },
-  } satisfies { event: TransitionEvent; record: RecordUpdate };
-}
-
-function cancelledAt(i: Position & { attempt: number; at: number; reason: string }) {
-  return {
-    event: {
-      type: "cancelled",
-      state: "cancelled",
-      progress: i.progress,
-      phase: i.phase,
-      attempt: i.attempt,
-      time: i.at,
-      error: i.reason,
-    },
-    record: { state: "cancelled", failureReason: i.reason, finishedAt: i.at },
+    record: { state, failureReason: i.reason, finishedAt: i.at },
   } satisfies { event: TransitionEvent; record: RecordUpdate };
 }
 

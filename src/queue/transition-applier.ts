@@ -68,7 +68,7 @@ export function createTransitionApplier(deps: {
     async apply(job, name, input) {
       const transition = jobTransitions[name];
       const { event, record } = transition.derive(input);
-      const token = transition.fence === "checks" ? (input as { token: string }).token : "";
+      const token = transition.fence === "checks" ? attemptToken(input) : "";
       const updates = encodeRecordUpdate(record);
       const reply = (await applyScript.run(
         redis,
@@ -126,4 +126,10 @@ export function createTransitionApplier(deps: {
       return { applied: true, eventId: reply[1] };
     },
   };
+}
+
+/** The fencing token a write of an attempt carries (AttemptWrite.token). */
+function attemptToken(input: object): string {
+  if ("token" in input && typeof input.token === "string" && input.token !== "") return input.token;
+  throw new Error("a write of an attempt needs the attempt's fencing token");
 }
