@@ -10,15 +10,16 @@ import { createApiPart, httpUrl } from "./api/api-part.js";
 import type { Config } from "./config/config.js";
 import { type ReportType, reportTypes } from "./domain/job.js";
 import { createEventHub, type EventHub } from "./events/event-hub.js";
-import { createEventLog } from "./events/event-log.js";
 import { createConnectionSet } from "./queue/connection-set.js";
 import { createJobControl } from "./queue/job-control.js";
 import { createJobLister } from "./queue/job-lister.js";
 import { createJobReader } from "./queue/job-reader.js";
 import { createKeys, type Keys } from "./queue/keys.js";
+import { createEventLog } from "./queue/redis-event-log.js";
 import { createReportQueues } from "./queue/report-queues.js";
 import { createStorageHealth, type StorageHealth } from "./queue/storage-health.js";
 import { bullJobSpec, createSubmitter } from "./queue/submitter.js";
+import { createTransitionApplier } from "./queue/transition-applier.js";
 import { createShutdown } from "./shutdown.js";
 import { createLogger } from "./telemetry/logger.js";
 import { reportMetrics } from "./telemetry/metrics.js";
@@ -97,6 +98,12 @@ export function createApp(config: Config, options: AppOptions = {}): App {
 
   const jobs = createJobReader({ redis: commands, keys });
   const log = createEventLog({ redis: commands, keys, maxLen: config.retention.eventStreamMaxLen });
+  const transitions = createTransitionApplier({
+    redis: commands,
+    keys,
+    settings: config.retention,
+    logger,
+  });
   // Short PING deadline: health must turn NOT_SERVING within seconds of Redis hanging.
   const storageHealth = createStorageHealth({
     redis: commands,
@@ -128,7 +135,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
           keys,
           queues: queues.byType,
           jobs,
-          log,
+          transitions,
           generators: options.generators,
           logger,
         });
@@ -160,9 +167,8 @@ export function createApp(config: Config, options: AppOptions = {}): App {
             queues: queues.byType,
             keys,
             jobs,
-            log,
+            transitions,
             bullJob: (job) => bullJobSpec(job, bullJobSettings),
-            settings: config.retention,
           }),
           lister: createJobLister({ redis: commands, keys }),
           jobs,

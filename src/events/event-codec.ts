@@ -1,6 +1,6 @@
 /**
  * How a job event is stored as a Redis stream entry (and published to the
- * job's channel). Field names are short; this module is their only reader.
+ * job's channel). Field names are short: `eventField` is their one table.
  */
 import {
   type JobEventType,
@@ -17,63 +17,75 @@ export type NewJobEvent = Omit<JobEventView, "id">;
 const eventTypes: readonly JobEventType[] = jobEventTypes;
 const states: readonly JobState[] = jobStates;
 
+/** Stream entry field names of an event (Lua scripts name them as `EVENT.<key>`). */
+export const eventField = {
+  type: "t",
+  state: "s",
+  progress: "p",
+  phase: "ph",
+  attempt: "a",
+  time: "tm",
+  resultPath: "rp",
+  resultType: "rt",
+  resultSize: "rs",
+  error: "e",
+  nextAttemptAt: "na",
+  traceId: "tr",
+} as const;
+
 /** Flattens an event into XADD field/value arguments. */
 export function encodeEvent(e: NewJobEvent): string[] {
-  const out = [
-    "t",
-    e.type,
-    "s",
-    e.state,
-    "p",
-    String(e.progress),
-    "ph",
-    e.phase,
-    "a",
-    String(e.attempt),
-    "tm",
-    String(e.time),
-  ];
-  if (e.result)
-    out.push(
-      "rp",
-      e.result.downloadPath,
-      "rt",
-      e.result.contentType,
-      "rs",
-      String(e.result.sizeBytes),
-    );
-  if (e.error) out.push("e", e.error);
-  if (e.nextAttemptAt !== undefined) out.push("na", String(e.nextAttemptAt));
-  if (e.traceId) out.push("tr", e.traceId);
+  const f = eventField;
+  const out: string[] = [];
+  const put = (field: string, value: string | number) => out.push(field, String(value));
+  put(f.type, e.type);
+  put(f.state, e.state);
+  put(f.progress, e.progress);
+  put(f.phase, e.phase);
+  put(f.attempt, e.attempt);
+  put(f.time, e.time);
+  if (e.result) {
+    put(f.resultPath, e.result.downloadPath);
+    put(f.resultType, e.result.contentType);
+    put(f.resultSize, e.result.sizeBytes);
+  }
+  if (e.error) put(f.error, e.error);
+  if (e.nextAttemptAt !== undefined) put(f.nextAttemptAt, e.nextAttemptAt);
+  if (e.traceId) put(f.traceId, e.traceId);
   return out;
 }
 
 /** Decodes a stream entry's flat field list. Unknown fields are ignored. */
 export function decodeEvent(id: string, fields: readonly string[]): JobEventView {
+  const f = eventField;
   const h: Record<string, string> = {};
   for (let i = 0; i + 1 < fields.length; i += 2) h[fields[i] as string] = fields[i + 1] as string;
-  const type = h.t as JobEventType;
-  const state = h.s as JobState;
+  const type = h[f.type] as JobEventType;
+  const state = h[f.state] as JobState;
   const ev: JobEventView = {
     id,
     type: eventTypes.includes(type) ? type : "progress",
     state: states.includes(state) ? state : "queued",
-    progress: Number(h.p ?? 0) || 0,
-    phase: h.ph ?? "",
-    attempt: Number(h.a ?? 0) || 0,
-    time: Number(h.tm ?? 0) || 0,
+    progress: Number(h[f.progress] ?? 0) || 0,
+    phase: h[f.phase] ?? "",
+    attempt: Number(h[f.attempt] ?? 0) || 0,
+    time: Number(h[f.time] ?? 0) || 0,
   };
-  if (h.rp) {
+  const path = h[f.resultPath];
+  if (path) {
     const result: ReportArtifact = {
-      downloadPath: h.rp,
-      contentType: h.rt ?? "application/octet-stream",
-      sizeBytes: Number(h.rs ?? 0) || 0,
+      downloadPath: path,
+      contentType: h[f.resultType] ?? "application/octet-stream",
+      sizeBytes: Number(h[f.resultSize] ?? 0) || 0,
     };
     ev.result = result;
   }
-  if (h.e) ev.error = h.e;
-  if (h.na) ev.nextAttemptAt = Number(h.na);
-  if (h.tr) ev.traceId = h.tr;
+  const error = h[f.error];
+  if (error) ev.error = error;
+  const next = h[f.nextAttemptAt];
+  if (next) ev.nextAttemptAt = Number(next);
+  const traceId = h[f.traceId];
+  if (traceId) ev.traceId = traceId;
   return ev;
 }
 

@@ -9,7 +9,6 @@ import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { ShuttingDownError, StorageUnavailableError } from "../domain/errors.js";
 import type { JobEventView } from "../domain/job.js";
-import type { Keys } from "../queue/keys.js";
 import { decodeEvent } from "./event-codec.js";
 
 /** Receives one job's live events. */
@@ -34,14 +33,23 @@ interface Channel {
   ready: Promise<void>;
 }
 
+/** Names a job's event channel: queue/keys.ts's `Keys` is one. */
+export interface EventChannels {
+  eventChannel(jobId: string): string;
+}
+
 /**
  * Creates a hub over `subscriber`, a connection used for nothing else (it is
- * put into subscriber mode).
+ * put into subscriber mode). The channel names are handed in, so that
+ * events/ does not import queue/ (which imports events/ for the codec).
  */
-export function createEventHub(deps: { subscriber: Redis; keys: Keys; logger: Logger }): EventHub {
+export function createEventHub(deps: {
+  subscriber: Redis;
+  keys: EventChannels;
+  logger: Logger;
+}): EventHub {
   const { subscriber, keys, logger } = deps;
   const channels = new Map<string, Channel>();
-  const channelPrefix = keys.eventChannel("");
   let listenerCount = 0;
   let closed = false;
   let wasReady = subscriber.status === "ready";
@@ -92,7 +100,7 @@ export function createEventHub(deps: { subscriber: Redis; keys: Keys; logger: Lo
       if (closed) throw new ShuttingDownError();
       // Fail fast while Redis is away rather than queueing the SUBSCRIBE.
       if (subscriber.status !== "ready") throw new StorageUnavailableError();
-      const name = `${channelPrefix}${jobId}`;
+      const name = keys.eventChannel(jobId);
       let entry = channels.get(name);
       if (entry === undefined) {
         const ready = subscriber.subscribe(name).then(() => undefined);

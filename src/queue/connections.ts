@@ -8,7 +8,7 @@ import { type Command, Redis, type RedisOptions } from "ioredis";
 import type { Logger } from "pino";
 
 /** Which role a connection plays (also its CLIENT SETNAME suffix). */
-export type ConnectionPurpose = "command" | "worker" | "subscriber" | "control";
+export type ConnectionPurpose = "command" | "worker" | "subscriber";
 
 const base: RedisOptions = {
   lazyConnect: false,
@@ -24,7 +24,6 @@ export const commandTimeoutMs = 3000;
 const byPurpose: Record<ConnectionPurpose, RedisOptions> = {
   // Their timeout is withStallTolerantTimeout's, not ioredis' commandTimeout.
   command: { enableOfflineQueue: false, maxRetriesPerRequest: 1 },
-  control: { enableOfflineQueue: false, maxRetriesPerRequest: 1 },
   worker: { enableOfflineQueue: true, maxRetriesPerRequest: null },
   subscriber: { enableOfflineQueue: true, maxRetriesPerRequest: null },
 };
@@ -45,7 +44,7 @@ export function createRedisConnection(
     ...byPurpose[purpose],
     connectionName: `${name}:${purpose}`,
   });
-  if (purpose === "command" || purpose === "control") withStallTolerantTimeout(redis, timeoutMs);
+  if (purpose === "command") withStallTolerantTimeout(redis, timeoutMs);
   let lastLog = 0;
   redis.on("error", (err: unknown) => {
     const now = Date.now();

@@ -1,24 +1,21 @@
 /**
  * CancelJob and RetryJob. Both change the job record and its event log first
- * (atomically, guarded by the state they expect), then bring BullMQ along:
+ * (one transition each, guarded by the state they expect), then bring BullMQ along:
  * a worker that races with either change sees the new state in the record
  * and does nothing.
  */
 import type { Queue } from "bullmq";
 import type { Redis } from "ioredis";
-import type { RetentionConfig } from "../config/config.js";
 import { FailedPreconditionError, JobNotFoundError } from "../domain/errors.js";
 import type { JobView, ReportType } from "../domain/job.js";
-import type { EventLog } from "../events/event-log.js";
 import { attrJobId, attrReportType, attrTenant, bullmqAttr } from "../telemetry/attributes.js";
 import { traceEnqueue } from "../telemetry/bullmq-telemetry.js";
-import { reportMetrics } from "../telemetry/metrics.js";
 import { linkTo } from "../telemetry/trace-context.js";
 import type { JobReader } from "./job-reader.js";
-import { recordField as f } from "./job-record.js";
 import { type Keys, queueNameFor } from "./keys.js";
-import { createLuaScript } from "./lua-script.js";
+import { loadLuaScript } from "./scripts/load.js";
 import type { BullJobSpec } from "./submitter.js";
+import type { TransitionApplier } from "./transition-applier.js";
 
 /** Cancels and re-runs jobs. */
 export interface JobControl {
@@ -36,17 +33,7 @@ export interface JobControl {
   retry(tenant: string, jobId: string): Promise<JobView>;
 }
 
-/**
- * KEYS: record. ARGV: reason, control channel, job id.
- * Flags a running job for cancellation and tells every worker; returns 1, or
- * 0 when the job is no longer running.
- */
-const requestCancelScript = createLuaScript(`
-if redis.call('HGET', KEYS[1], 'state') ~= 'running' then return 0 end
-redis.call('HSET', KEYS[1], 'cancelReq', ARGV[1])
-redis.call('PUBLISH', ARGV[2], ARGV[3])
-return 1
-`);
+const requestCancelScript = loadLuaScript("request-cancel");
 
 /** Creates job control over a command connection and the report queues. */
 export function createJobControl(deps: {
@@ -54,12 +41,10 @@ export function createJobControl(deps: {
   queues: Record<ReportType, Queue>;
   keys: Keys;
   jobs: JobReader;
-  log: EventLog;
+  transitions: TransitionApplier;
   bullJob: (job: JobView) => BullJobSpec;
-  /** How long a cancelled or dead-lettered job stays. */
-  settings: Pick<RetentionConfig, "failedMs">;
 }): JobControl {
-  const { redis, queues, keys, jobs, log, settings } = deps;
+  const { redis, queues, keys, jobs, transitions } = deps;
 
   const load = async (tenant: string, jobId: string) => {
     const job = await jobs.get(jobId);
@@ -83,27 +68,14 @@ export function createJobControl(deps: {
           case "queued":
           case "retrying": {
             const now = Date.now();
-            const done = await log.append(
-              jobId,
-              {
-                type: "cancelled",
-                state: "cancelled",
-                progress: job.progress,
-                phase: job.phase,
-                attempt: job.attemptsMade,
-                time: now,
-                error: reason,
-              },
-              {
-                // biome-ignore format: field/value pairs
-                recordUpdates: [f.state, "cancelled", f.failureReason, reason, f.finishedAt, String(now), f.cancelRequested, reason],
-                allowedStates: ["queued", "retrying"],
-                ttlMs: settings.failedMs,
-              },
-            );
-            if (!done.appended) continue;
-            const queuedAt = job.requeuedAt ?? job.createdAt;
-            reportMetrics().jobFinished(job.reportType, "cancelled", (now - queuedAt) / 1000);
+            const done = await transitions.apply(job, "cancelledWaiting", {
+              attempt: job.attemptsMade,
+              progress: job.progress,
+              phase: job.phase,
+              at: now,
+              reason,
+            });
+            if (!done.applied) continue;
             // Not run, ever: out of the queue. A worker that fetched it meanwhile skips it (state).
             await queues[job.reportType].remove(jobId).catch(() => 0);
             return { ...job, state: "cancelled", failureReason: reason, finishedAt: now };
@@ -155,21 +127,8 @@ export function createJobControl(deps: {
   async function requeue(job: JobView, traceparent: string, metadata: string): Promise<JobView> {
     const jobId = job.id;
     const now = Date.now();
-    const requeued = await log.append(
-      jobId,
-      { type: "queued", state: "queued", progress: 0, phase: "retry", attempt: 0, time: now },
-      {
-        // biome-ignore format: field/value pairs
-        recordUpdates: [
-            f.state, "queued", f.progress, "0", f.phase, "retry", f.attemptsMade, "0", f.failureReason, "",
-            f.finishedAt, "", f.startedAt, "", f.resultPath, "", f.cancelRequested, "",
-            f.traceparent, traceparent, f.requeuedAt, String(now),
-          ],
-        allowedStates: ["failed"],
-        ttlMs: -1,
-      },
-    );
-    if (!requeued.appended) {
+    const requeued = await transitions.apply(job, "requeued", { at: now, traceparent });
+    if (!requeued.applied) {
       throw new FailedPreconditionError(
         `job ${jobId} changed state meanwhile; read it and try again`,
       );
@@ -183,30 +142,7 @@ export function createJobControl(deps: {
       const spec = deps.bullJob({ ...job, runAt: undefined });
       await queue.add(spec.name, spec.data, { ...spec.opts, jobId, telemetry: { metadata } });
     } catch (err) {
-      await log.append(
-        jobId,
-        {
-          type: "failed",
-          state: "failed",
-          progress: 0,
-          phase: "retry",
-          attempt: 0,
-          time: Date.now(),
-          error: "retry could not be scheduled",
-        },
-        {
-          recordUpdates: [
-            f.state,
-            "failed",
-            f.failureReason,
-            "retry could not be scheduled",
-            f.finishedAt,
-            String(Date.now()),
-          ],
-          allowedStates: ["queued"],
-          ttlMs: settings.failedMs,
-        },
-      );
+      await transitions.apply(job, "retryUnscheduled", { at: Date.now() });
       throw err;
     }
     return {

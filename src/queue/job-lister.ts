@@ -12,7 +12,7 @@ import { InvalidArgumentError } from "../domain/errors.js";
 import type { JobState, JobView } from "../domain/job.js";
 import { decodeRecord } from "./job-record.js";
 import type { Keys } from "./keys.js";
-import { createLuaScript } from "./lua-script.js";
+import { loadLuaScript } from "./scripts/load.js";
 import { digest } from "./submitter.js";
 
 /** What to list. */
@@ -36,48 +36,7 @@ export interface JobLister {
   list(query: ListQuery): Promise<ListPage>;
 }
 
-/**
- * KEYS: index. ARGV: job key prefix, max score ("+inf" or a score),
- * cursor id ("" for none), page size, states (",a,b," or ""), scan budget.
- * Returns {done, lastScore, lastId, record...} where each record is an
- * HGETALL reply; done = 1 when the index has nothing after the page.
- */
-const listScript = createLuaScript(`
-local pageSize = tonumber(ARGV[4])
-local budget = tonumber(ARGV[6])
-local states = ARGV[5]
-local cursorScore = ARGV[2]
-local cursorId = ARGV[3]
-local out = {}
-local stale = {}
-local lastScore, lastId = '', ''
-local offset, scanned, done = 0, 0, 0
-while true do
-  local items = redis.call('ZREVRANGEBYSCORE', KEYS[1], cursorScore, '-inf', 'WITHSCORES', 'LIMIT', offset, 100)
-  if #items == 0 then done = 1 break end
-  offset = offset + #items / 2
-  for i = 1, #items, 2 do
-    local id, score = items[i], items[i + 1]
-    if not (cursorId ~= '' and score == cursorScore and id >= cursorId) then
-      if #out >= pageSize or scanned >= budget then
-        return {0, lastScore, lastId, unpack(out)}
-      end
-      scanned = scanned + 1
-      lastScore, lastId = score, id
-      local rec = redis.call('HGETALL', ARGV[1] .. id)
-      if #rec == 0 then
-        stale[#stale + 1] = id
-      else
-        local state = ''
-        for j = 1, #rec, 2 do if rec[j] == 'state' then state = rec[j + 1] end end
-        if states == '' or string.find(states, ',' .. state .. ',', 1, true) then out[#out + 1] = rec end
-      end
-    end
-  end
-end
-if #stale > 0 then redis.call('ZREM', KEYS[1], unpack(stale)) end
-return {done, lastScore, lastId, unpack(out)}
-`);
+const listScript = loadLuaScript("list-jobs");
 
 interface Cursor {
   s: string;

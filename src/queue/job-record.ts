@@ -3,6 +3,7 @@
  * HGETALL serves it whatever the queue's length (BullMQ's getState() scans
  * the wait list). Field names are short; this module is their only reader.
  */
+
 import type {
   JobPriority,
   JobState,
@@ -12,6 +13,7 @@ import type {
   ReportType,
 } from "../domain/job.js";
 import { jobPriorities, jobStates, reportTypes } from "../domain/job.js";
+import type { RecordUpdate } from "../domain/job-transitions.js";
 
 /** Hash field names of the job record. */
 export const recordField = {
@@ -41,6 +43,11 @@ export const recordField = {
   requeuedAt: "requeued",
   /** W3C traceparent of the latest run's enqueue span; the event log copies its trace id into events. */
   traceparent: "trace",
+  /**
+   * The fencing token of the job's current attempt, set by its STARTED: the
+   * attempt's later writes are refused unless they carry it (domain/job-transitions.ts).
+   */
+  attemptToken: "fence",
 } as const;
 
 const states: readonly JobState[] = jobStates;
@@ -95,6 +102,35 @@ export function encodeArtifact(a: ReportArtifact): string[] {
     recordField.resultSize,
     String(a.sizeBytes),
   ];
+}
+
+/** The record field of each scalar of a RecordUpdate (complete: the type says so). */
+const updateField: Record<Exclude<keyof RecordUpdate, "result">, string> = {
+  state: recordField.state,
+  progress: recordField.progress,
+  phase: recordField.phase,
+  attemptsMade: recordField.attemptsMade,
+  maxAttempts: recordField.maxAttempts,
+  failureReason: recordField.failureReason,
+  startedAt: recordField.startedAt,
+  finishedAt: recordField.finishedAt,
+  cancelRequested: recordField.cancelRequested,
+  traceparent: recordField.traceparent,
+  requeuedAt: recordField.requeuedAt,
+  attemptToken: recordField.attemptToken,
+};
+
+/** Flattens a transition's record fields into HSET arguments; a cleared field is written empty. */
+export function encodeRecordUpdate(u: RecordUpdate): string[] {
+  const out: string[] = [];
+  for (const [key, field] of Object.entries(updateField)) {
+    const value = u[key as keyof typeof updateField];
+    if (value !== undefined) out.push(field, value === null ? "" : String(value));
+  }
+  // Clearing the path clears the result (decodeRecord reads a result only with a path).
+  if (u.result === null) out.push(recordField.resultPath, "");
+  else if (u.result !== undefined) out.push(...encodeArtifact(u.result));
+  return out;
 }
 
 /** Turns HGETALL output (flat array or object) into a JobView; undefined when empty. */

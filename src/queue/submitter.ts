@@ -2,8 +2,9 @@
  * SubmitReport's hot path: one Redis round trip. A single Lua script checks
  * the idempotency record, checks the backlog bound, adds the BullMQ job (by
  * running BullMQ's own add script inside ours), writes the job record, appends
- * and publishes the QUEUED event, indexes the job for its tenant and stores
- * the idempotency record, all atomically. Concurrent duplicates therefore
+ * and publishes the QUEUED event (the same append body as every other event:
+ * scripts/includes/append-event.lua), indexes the job for its tenant and
+ * stores the idempotency record, all atomically. Concurrent duplicates therefore
  * cannot create two jobs, and a caller is acknowledged only for a job that is
  * really queued.
  */
@@ -21,6 +22,7 @@ import type {
   SubmitInput,
   SubmitOutcome,
 } from "../domain/job.js";
+import { jobTransitions } from "../domain/job-transitions.js";
 import { encodeEvent } from "../events/event-codec.js";
 import {
   attrDeduplicated,
@@ -31,11 +33,11 @@ import {
 } from "../telemetry/attributes.js";
 import { traceEnqueue } from "../telemetry/bullmq-telemetry.js";
 import { reportMetrics } from "../telemetry/metrics.js";
-import { traceIdOf } from "../telemetry/trace-context.js";
 import { canonicalJson } from "./canonical-json.js";
 import { decodeRecord, encodeNewRecord } from "./job-record.js";
 import { type Keys, queueNameFor } from "./keys.js";
 import { createLuaScript, type LuaScript } from "./lua-script.js";
+import { loadScriptSource } from "./scripts/load.js";
 
 /** The data a BullMQ job carries to the worker. */
 export interface ReportJobData {
@@ -80,71 +82,10 @@ const bullScripts = require("bullmq/dist/cjs/scripts/index.js") as Record<
   { name: string; content: string; keys: number }
 >;
 
-/**
- * Our part of the script; `%BULLMQ%` is replaced by BullMQ's add script.
- * KEYS: idempotency record, job record, event stream, tenant index, user
- * index, tenant set, the tenant's submit token bucket, then `p.backlogKeys` keys whose lengths make up the
- * backlog (per queue: wait and paused lists, prioritized and delayed sorted
- * sets, in that order), then BullMQ's keys.
- */
-const composedTemplate = `
-local function bullmqAdd(KEYS, ARGV)
-%BULLMQ%
-end
-local p = cjson.decode(ARGV[1])
-if p.idem then
-  local prev = redis.call('HMGET', KEYS[1], 'job', 'fp')
-  if prev[1] then
-    if prev[2] ~= p.fp then return {'conflict', prev[1]} end
-    return {'dup', prev[1], redis.call('HGETALL', p.jobPrefix .. prev[1])}
-  end
-end
--- Token bucket (after the duplicate check: a deduplicated resubmit costs no
--- token). Redis's clock, so every API replica shares one bucket per tenant.
-local tokens
-if p.rate > 0 then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local b = redis.call('HMGET', KEYS[7], 'tokens', 'ts')
-  tokens = tonumber(b[1]) or p.burst
-  local ts = tonumber(b[2]) or now
-  if now > ts then tokens = math.min(p.burst, tokens + (now - ts) * p.rate / 1000) end
-  if tokens < 1 then
-    return {'rate', tostring(math.ceil((1 - tokens) * 1000 / p.rate))}
-  end
-  tokens = {tokens - 1, math.max(now, ts)}
-end
-local backlog = 0
-for i = 8, 7 + p.backlogKeys do
-  local kind = (i - 8) % 4
-  if kind == 1 or kind == 2 then
-    backlog = backlog + redis.call('ZCARD', KEYS[i])
-  else
-    backlog = backlog + redis.call('LLEN', KEYS[i])
-  end
-end
-if backlog >= p.maxBacklog then return {'full', tostring(backlog)} end
--- The token is spent only by a submit that is accepted.
-if tokens then
-  redis.call('HSET', KEYS[7], 'tokens', tostring(tokens[1]), 'ts', tostring(tokens[2]))
-  redis.call('PEXPIRE', KEYS[7], math.ceil((p.burst - tokens[1]) * 1000 / p.rate) + 1000)
-end
-local bkeys = {}
-for i = 8 + p.backlogKeys, #KEYS do bkeys[#bkeys + 1] = KEYS[i] end
-local added = bullmqAdd(bkeys, {ARGV[2], ARGV[3], ARGV[4]})
-if type(added) == 'number' and added < 0 then return {'error', tostring(added)} end
-redis.call('HSET', KEYS[2], unpack(p.rec))
-local id = redis.call('XADD', KEYS[3], 'MAXLEN', p.maxLen, '*', unpack(p.ev))
-redis.call('PUBLISH', p.channel, cjson.encode({id, p.ev}))
-redis.call('ZADD', KEYS[4], p.score, p.jobId)
-redis.call('ZADD', KEYS[5], p.score, p.jobId)
-redis.call('SADD', KEYS[6], p.tenant)
-if p.idem then
-  redis.call('HSET', KEYS[1], 'job', p.jobId, 'fp', p.fp)
-  redis.call('PEXPIRE', KEYS[1], p.idemTtl)
-end
-return {'new', id}
-`;
+/** Our part of the composed script: scripts/submit.lua, with a slot for BullMQ's add script. */
+const submitSource = loadScriptSource("submit");
+const bullmqSlot = /^--- @bullmq-add$/m;
+if (!bullmqSlot.test(submitSource)) throw new Error("submit.lua has no --- @bullmq-add line");
 
 const composed = new Map<string, { script: LuaScript; keys: number }>();
 function composedFor(commandName: string): { script: LuaScript; keys: number } {
@@ -154,7 +95,7 @@ function composedFor(commandName: string): { script: LuaScript; keys: number } {
     const bull = bullScripts[name];
     if (bull === undefined) throw new Error(`BullMQ script ${name} not found`);
     entry = {
-      script: createLuaScript(composedTemplate.replace("%BULLMQ%", () => bull.content)),
+      script: createLuaScript(submitSource.replace(bullmqSlot, () => bull.content)),
       keys: bull.keys,
     };
     composed.set(name, entry);
@@ -285,15 +226,7 @@ export function createSubmitter(deps: {
       jobId: id,
       score: String(now),
       rec: encodeNewRecord(view, fingerprint),
-      ev: encodeEvent({
-        type: "queued",
-        state: "queued",
-        progress: 0,
-        phase: "",
-        attempt: 0,
-        time: now,
-        traceId: traceIdOf(t.traceparent),
-      }),
+      ev: encodeEvent(jobTransitions.submitted.derive({ at: now }).event),
     };
     const reply = (await script.run(
       redis,

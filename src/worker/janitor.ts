@@ -13,21 +13,10 @@ import type { Logger } from "pino";
 import type { RetentionConfig } from "../config/config.js";
 import type { ReportType } from "../domain/job.js";
 import type { Keys } from "../queue/keys.js";
-import { createLuaScript } from "../queue/lua-script.js";
+import { loadLuaScript } from "../queue/scripts/load.js";
 import type { ArtifactStore } from "./artifact-store.js";
 
-/**
- * KEYS: finished index, job record, event stream. ARGV: job id.
- * Deletes the job's record and log if it is still in the index; returns its
- * report type, or nil when it was not (retried or already gone).
- */
-const removeFinishedScript = createLuaScript(`
-if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return false end
-local kind = redis.call('HGET', KEYS[2], 'type')
-redis.call('DEL', KEYS[2], KEYS[3])
-redis.call('ZREM', KEYS[1], ARGV[1])
-return kind
-`);
+const removeFinishedScript = loadLuaScript("remove-finished-job");
 
 /** A periodic sweeper. */
 export interface Janitor {

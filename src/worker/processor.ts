@@ -3,21 +3,24 @@
  * generator with a progress reporter and an AbortSignal (cancel, shutdown,
  * run timeout or deadline), stores the file, records SUCCEEDED. On failure it
  * records RETRYING (with when the next attempt is due) or FAILED on the last
- * attempt, a permanent error or a passed deadline. Every record write is
- * guarded by the job's state, so a re-run of a finished or cancelled job
- * (after a crash, or a race with CancelJob) changes nothing.
+ * attempt, a permanent error or a passed deadline. Each of these is one
+ * transition of domain/job-transitions.ts, applied atomically and guarded by
+ * the job's state, so a re-run of a finished or cancelled job (after a crash,
+ * or a race with CancelJob) changes nothing; and by the attempt's fencing
+ * token, so once another attempt of the job has started, this one's writes
+ * change nothing either.
  */
+import { randomBytes } from "node:crypto";
 import { context, type Span, SpanStatusCode, trace } from "@opentelemetry/api";
 import type { Logger } from "pino";
-import type { RetentionConfig, WorkerConfig } from "../config/config.js";
+import type { WorkerConfig } from "../config/config.js";
 import type { JobView, ReportType } from "../domain/job.js";
 import { terminalStates } from "../domain/job.js";
-import type { EventLog } from "../events/event-log.js";
+import { type AttemptWrite, attemptStart, type Position } from "../domain/job-transitions.js";
 import type { JobReader } from "../queue/job-reader.js";
-import { encodeArtifact, recordField as f } from "../queue/job-record.js";
 import { isStorageUnavailable } from "../queue/storage-errors.js";
+import type { TransitionApplier } from "../queue/transition-applier.js";
 import { attrAttempt, attrJobId, attrPhase, attrReportType } from "../telemetry/attributes.js";
-import { type JobOutcome, reportMetrics } from "../telemetry/metrics.js";
 import type { ArtifactStore } from "./artifact-store.js";
 import {
   PermanentReportError,
@@ -34,11 +37,10 @@ export interface AttemptContext {
   maxAttempts: number;
 }
 
-/** Settings of the processor: slices of the configuration. */
+/** Settings of the processor. */
 export interface ProcessorSettings {
   /** Each type's timeout, and the retry backoff. */
   worker: Pick<WorkerConfig, "reportTypes" | "retryBackoffMs">;
-  retention: Pick<RetentionConfig, "succeededMs" | "failedMs">;
   random?: () => number;
 }
 
@@ -70,58 +72,15 @@ export const deadlineExceeded = "deadline exceeded";
 
 /** Creates a processor. Generators are looked up by report type. */
 export function createProcessor(deps: {
-  log: EventLog;
+  transitions: TransitionApplier;
   jobs: JobReader;
   generators: Record<ReportType, ReportGenerator>;
   artifacts: ArtifactStore;
   settings: ProcessorSettings;
   logger: Logger;
 }): Processor {
-  const { log, jobs, generators, artifacts, settings, logger } = deps;
+  const { transitions, jobs, generators, artifacts, settings, logger } = deps;
   const random = settings.random ?? Math.random;
-
-  /** One log line per state transition: never the filters or the report. */
-  const transition = (
-    job: JobView,
-    state: string,
-    attempt: number,
-    extra: Record<string, unknown> = {},
-  ) =>
-    logger.info(
-      {
-        job_id: job.id,
-        tenant: job.tenant,
-        report_type: job.reportType,
-        state,
-        attempt,
-        ...extra,
-      },
-      `job ${state}`,
-    );
-
-  const fail = async (job: JobView, attempt: number, reason: string) => {
-    const now = Date.now();
-    const failed = await log.append(
-      job.id,
-      {
-        type: "failed",
-        state: "failed",
-        progress: job.progress,
-        phase: job.phase,
-        attempt,
-        time: now,
-        error: reason,
-      },
-      {
-        recordUpdates: [f.state, "failed", f.failureReason, reason, f.finishedAt, String(now)],
-        ttlMs: settings.retention.failedMs,
-      },
-    );
-    if (failed.appended) {
-      finished(job, "failed", now);
-      transition(job, "failed", attempt, { phase: job.phase, reason });
-    }
-  };
 
   return {
     async run(ctx, signal) {
@@ -130,44 +89,26 @@ export function createProcessor(deps: {
       if (job === undefined || terminalStates.has(job.state)) return { kind: "skipped" };
       const attempt = ctx.attemptsMade + 1;
       if (job.deadline !== undefined && job.deadline <= Date.now()) {
-        await fail(job, attempt - 1, deadlineExceeded);
+        await abandon(job, attempt - 1, deadlineExceeded);
         return { kind: "failed", error: new Error(deadlineExceeded), permanent: true };
       }
-      const started = Date.now();
-      const startedAppend = await log.append(
-        job.id,
-        {
-          type: "started",
-          state: "running",
-          progress: 5,
-          phase: "started",
-          attempt,
-          time: started,
-        },
-        {
-          // biome-ignore format: field/value pairs
-          recordUpdates: [
-            f.state, "running", f.progress, "5", f.phase, "started", f.attemptsMade, String(attempt),
-            f.maxAttempts, String(ctx.maxAttempts), f.startedAt, String(started), f.failureReason, "",
-          ],
-        },
-      );
-      if (!startedAppend.appended) return { kind: "skipped" };
-      transition(job, "running", attempt, {
-        queued_ms: started - (job.requeuedAt ?? job.createdAt),
+      // Every write of this attempt carries its fencing token.
+      const own = { attempt, token: randomBytes(12).toString("base64url") };
+      const startedAt = Date.now();
+      const started = await transitions.apply(job, "started", {
+        ...own,
+        at: startedAt,
+        maxAttempts: ctx.maxAttempts,
       });
+      if (!started.applied) return { kind: "skipped" };
 
-      const timeoutMs = settings.worker.reportTypes[job.reportType].timeoutMs;
-      const timeout = AbortSignal.timeout(timeoutMs);
-      const deadline =
-        job.deadline !== undefined
-          ? AbortSignal.timeout(Math.max(0, job.deadline - started))
-          : undefined;
-      const attemptSignal = AbortSignal.any(
-        deadline ? [signal, timeout, deadline] : [signal, timeout],
+      const limits = attemptLimits(
+        job,
+        startedAt,
+        signal,
+        settings.worker.reportTypes[job.reportType].timeoutMs,
       );
-      let phase = "started";
-      let progress = 5;
+      const where: Position = { ...attemptStart };
       const phases = createPhaseSpans(job, attempt);
       try {
         const output = await generators[job.reportType].generate(
@@ -178,25 +119,18 @@ export function createProcessor(deps: {
             filters: job.filters,
             attempt,
           },
-          async (percent, newPhase) => {
-            progress = Math.max(0, Math.min(99, Math.round(percent)));
-            phase = newPhase;
-            phases.enter(newPhase);
-            attemptSignal.throwIfAborted();
+          async (percent, phase) => {
+            where.progress = Math.max(0, Math.min(99, Math.round(percent)));
+            where.phase = phase;
+            phases.enter(phase);
+            limits.signal.throwIfAborted();
             await ownStorage(() =>
-              log.append(
-                job.id,
-                { type: "progress", state: "running", progress, phase, attempt, time: Date.now() },
-                {
-                  recordUpdates: [f.progress, String(progress), f.phase, phase],
-                  allowedStates: ["running"],
-                },
-              ),
+              transitions.apply(job, "progress", { ...own, ...where, at: Date.now() }),
             );
           },
-          attemptSignal,
+          limits.signal,
         );
-        attemptSignal.throwIfAborted();
+        limits.signal.throwIfAborted();
         phases.enter("completed");
         const artifact = await artifacts.put(
           job.id,
@@ -204,161 +138,134 @@ export function createProcessor(deps: {
           output.contentType,
           output.content,
         );
-        const now = Date.now();
         const done = await ownStorage(() =>
-          log.append(
-            job.id,
-            {
-              type: "succeeded",
-              state: "succeeded",
-              progress: 100,
-              phase: "completed",
-              attempt,
-              time: now,
-              result: artifact,
-            },
-            {
-              // biome-ignore format: field/value pairs
-              recordUpdates: [
-              f.state, "succeeded", f.progress, "100", f.phase, "completed", f.finishedAt, String(now),
-              f.failureReason, "", ...encodeArtifact(artifact),
-            ],
-              allowedStates: ["running"],
-              ttlMs: settings.retention.succeededMs,
-            },
-          ),
+          transitions.apply(job, "succeeded", { ...own, at: Date.now(), startedAt, artifact }),
         );
         // Cancelled at the last moment: the job stays CANCELLED and its file goes.
-        if (!done.appended) await artifacts.remove(job.id);
-        else {
-          finished(job, "succeeded", now);
-          transition(job, "succeeded", attempt, {
-            duration_ms: now - started,
-            size_bytes: artifact.sizeBytes,
-          });
-        }
+        if (!done.applied) await artifacts.remove(job.id);
         phases.end();
         return { kind: "succeeded" };
       } catch (err) {
-        // Released, cancelled or throttled attempts did not fail.
-        const stopped =
-          (signal.aborted && (signal.reason === releaseReason || signal.reason === cancelReason)) ||
-          (err instanceof SlowDownError && !attemptSignal.aborted);
-        if (stopped) phases.end();
+        const stop = stopOf(err, signal, limits.signal);
+        if (stop !== undefined) phases.end();
         else phases.fail(err);
-        if (signal.aborted && signal.reason === releaseReason) {
-          await log.append(
-            job.id,
-            {
-              type: "queued",
-              state: "queued",
-              progress: 0,
-              phase: "released",
-              attempt,
-              time: Date.now(),
-            },
-            {
-              // biome-ignore format: field/value pairs
-              recordUpdates: [f.state, "queued", f.progress, "0", f.phase, "released", f.attemptsMade, String(attempt - 1)],
-              allowedStates: ["running"],
-            },
-          );
-          transition(job, "queued", attempt, { phase: "released" });
-          return { kind: "released" };
+        switch (stop) {
+          case "released":
+            await transitions.apply(job, "released", { ...own, at: Date.now() });
+            return { kind: "released" };
+          case "cancelled":
+            await recordCancelled(job, { ...own, ...where });
+            return { kind: "cancelled" };
+          case "throttled": {
+            const { message, retryAfterMs } = err as SlowDownError;
+            await transitions.apply(job, "throttled", {
+              ...own,
+              at: Date.now(),
+              reason: message,
+              retryAfterMs,
+            });
+            return { kind: "throttled", delayMs: retryAfterMs };
+          }
+          case undefined:
+            return recordFailure(job, { ...own, ...where }, err, limits, ctx.maxAttempts);
         }
-        if (signal.aborted && signal.reason === cancelReason) {
-          await recordCancelled(job.id, progress, phase, attempt);
-          transition(job, "cancelled", attempt, { phase });
-          return { kind: "cancelled" };
-        }
-        if (err instanceof SlowDownError && !attemptSignal.aborted) {
-          await log.append(
-            job.id,
-            {
-              type: "queued",
-              state: "queued",
-              progress: 0,
-              phase: "throttled",
-              attempt,
-              time: Date.now(),
-              error: err.message,
-            },
-            {
-              // biome-ignore format: field/value pairs
-              recordUpdates: [f.state, "queued", f.progress, "0", f.phase, "throttled", f.attemptsMade, String(attempt - 1)],
-              allowedStates: ["running"],
-            },
-          );
-          transition(job, "queued", attempt, { phase: "throttled", delay_ms: err.retryAfterMs });
-          return { kind: "throttled", delayMs: err.retryAfterMs };
-        }
-        const deadlinePassed = deadline?.aborted === true && !timeout.aborted;
-        const permanent = err instanceof PermanentReportError || deadlinePassed;
-        const reason = deadlinePassed
-          ? deadlineExceeded
-          : timeout.aborted
-            ? `attempt timed out after ${timeoutMs} ms in phase ${phase}`
-            : describeFailure(err, phase, logger, job.id);
-        const error = new Error(reason);
-        const delayMs = backoffDelay(settings.worker.retryBackoffMs, attempt, random);
-        const now = Date.now();
-        if (job.deadline !== undefined && now + delayMs >= job.deadline && !permanent) {
-          await fail(
-            { ...job, progress, phase },
-            attempt,
-            `${deadlineExceeded} (last error: ${reason})`,
-          );
-          return { kind: "failed", error, permanent: true };
-        }
-        if (permanent || attempt >= ctx.maxAttempts) {
-          await fail({ ...job, progress, phase }, attempt, reason);
-          return { kind: "failed", error, permanent };
-        }
-        await log.append(
-          job.id,
-          {
-            type: "retrying",
-            state: "retrying",
-            progress,
-            phase,
-            attempt,
-            time: now,
-            error: reason,
-            nextAttemptAt: now + delayMs,
-          },
-          {
-            recordUpdates: [f.state, "retrying", f.failureReason, reason],
-            allowedStates: ["running"],
-          },
-        );
-        transition(job, "retrying", attempt, { phase, reason, delay_ms: delayMs });
-        return { kind: "retry", error, delayMs };
       }
     },
 
     async markFailed(jobId, attempt, reason) {
       const job = await jobs.get(jobId);
       if (job === undefined || terminalStates.has(job.state)) return;
-      await fail(job, attempt, reason);
+      await abandon(job, attempt, reason);
     },
   };
 
-  async function recordCancelled(jobId: string, progress: number, phase: string, attempt: number) {
-    const job = await jobs.get(jobId);
-    const reason = job?.cancelReason || "cancelled";
-    const now = Date.now();
-    const cancelled = await log.append(
-      jobId,
-      { type: "cancelled", state: "cancelled", progress, phase, attempt, time: now, error: reason },
-      {
-        recordUpdates: [f.state, "cancelled", f.failureReason, reason, f.finishedAt, String(now)],
-        allowedStates: ["running"],
-        ttlMs: settings.retention.failedMs,
-      },
-    );
-    if (cancelled.appended && job !== undefined) finished(job, "cancelled", now);
-    await artifacts.remove(jobId);
+  /** Fails a job outside an attempt (not fenced). */
+  async function abandon(job: JobView, attempt: number, reason: string) {
+    const { progress, phase } = job;
+    await transitions.apply(job, "abandoned", { attempt, progress, phase, at: Date.now(), reason });
   }
+
+  /** A failed attempt: RETRYING with the next attempt's time, or FAILED when no attempt follows. */
+  async function recordFailure(
+    job: JobView,
+    place: AttemptPlace,
+    err: unknown,
+    limits: AttemptLimits,
+    maxAttempts: number,
+  ): Promise<AttemptOutcome> {
+    const deadlinePassed = limits.deadline?.aborted === true && !limits.timeout.aborted;
+    const permanent = err instanceof PermanentReportError || deadlinePassed;
+    const reason = deadlinePassed
+      ? deadlineExceeded
+      : limits.timeout.aborted
+        ? `attempt timed out after ${limits.timeoutMs} ms in phase ${place.phase}`
+        : describeFailure(err, place.phase, logger, job.id);
+    const error = new Error(reason);
+    const delayMs = backoffDelay(settings.worker.retryBackoffMs, place.attempt, random);
+    const now = Date.now();
+    if (job.deadline !== undefined && now + delayMs >= job.deadline && !permanent) {
+      const last = `${deadlineExceeded} (last error: ${reason})`;
+      await transitions.apply(job, "failed", { ...place, at: now, reason: last });
+      return { kind: "failed", error, permanent: true };
+    }
+    if (permanent || place.attempt >= maxAttempts) {
+      await transitions.apply(job, "failed", { ...place, at: now, reason });
+      return { kind: "failed", error, permanent };
+    }
+    const nextAttemptAt = now + delayMs;
+    await transitions.apply(job, "retrying", { ...place, at: now, reason, nextAttemptAt });
+    return { kind: "retry", error, delayMs };
+  }
+
+  /** CANCELLED with the reason CancelJob gave; the attempt's file (if any) goes. */
+  async function recordCancelled(job: JobView, place: AttemptPlace) {
+    const current = await jobs.get(job.id);
+    const reason = current?.cancelReason || "cancelled";
+    await transitions.apply(current ?? job, "cancelled", { ...place, at: Date.now(), reason });
+    await artifacts.remove(job.id);
+  }
+}
+
+/** An attempt (number and fencing token) and where it was when it stopped. */
+type AttemptPlace = Omit<AttemptWrite, "at"> & Position;
+
+/** Why an attempt stopped without failing: released, cancelled or throttled; undefined for a failure. */
+function stopOf(
+  err: unknown,
+  signal: AbortSignal,
+  attemptSignal: AbortSignal,
+): "released" | "cancelled" | "throttled" | undefined {
+  if (signal.aborted && signal.reason === releaseReason) return "released";
+  if (signal.aborted && signal.reason === cancelReason) return "cancelled";
+  if (err instanceof SlowDownError && !attemptSignal.aborted) return "throttled";
+  return undefined;
+}
+
+/** The signals that end an attempt: the worker's (cancel, shutdown), the run timeout, the job's deadline. */
+interface AttemptLimits {
+  signal: AbortSignal;
+  timeout: AbortSignal;
+  timeoutMs: number;
+  deadline?: AbortSignal;
+}
+
+function attemptLimits(
+  job: JobView,
+  startedAt: number,
+  signal: AbortSignal,
+  timeoutMs: number,
+): AttemptLimits {
+  const timeout = AbortSignal.timeout(timeoutMs);
+  const deadline =
+    job.deadline !== undefined
+      ? AbortSignal.timeout(Math.max(0, job.deadline - startedAt))
+      : undefined;
+  return {
+    signal: AbortSignal.any(deadline ? [signal, timeout, deadline] : [signal, timeout]),
+    timeout,
+    timeoutMs,
+    deadline,
+  };
 }
 
 /**
@@ -449,10 +356,4 @@ function createPhaseSpans(job: JobView, attempt: number) {
       current = undefined;
     },
   };
-}
-
-/** Records a job's terminal state: enqueue-to-finish latency and the outcome. */
-function finished(job: JobView, outcome: JobOutcome, now: number): void {
-  const queuedAt = job.requeuedAt ?? job.createdAt;
-  reportMetrics().jobFinished(job.reportType, outcome, (now - queuedAt) / 1000);
 }

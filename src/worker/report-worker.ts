@@ -40,8 +40,6 @@ export interface ReportWorkerSettings
 /** The running workers of one process. */
 export interface ReportWorker {
   readonly workers: Record<ReportType, Worker<ReportJobData>>;
-  /** Ids of the jobs running in this process now. */
-  activeJobIds(): string[];
   /** Starts fetching jobs and listening for cancel requests. */
   start(): Promise<void>;
   /**
@@ -225,7 +223,6 @@ export function createReportWorker(deps: {
   let closing: Promise<void> | undefined;
   return {
     workers,
-    activeJobIds: () => [...active.keys()],
     async start() {
       subscriber.on("message", onControl);
       await subscriber.subscribe(keys.controlChannel);

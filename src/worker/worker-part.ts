@@ -8,9 +8,9 @@ import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { RetentionConfig, WorkerConfig } from "../config/config.js";
 import type { ReportType } from "../domain/job.js";
-import type { EventLog } from "../events/event-log.js";
 import type { JobReader } from "../queue/job-reader.js";
 import type { Keys } from "../queue/keys.js";
+import type { TransitionApplier } from "../queue/transition-applier.js";
 import { createArtifactStore } from "./artifact-store.js";
 import type { ReportGenerator } from "./generator.js";
 import { createCustomReport } from "./generators/custom-report.js";
@@ -35,7 +35,8 @@ export interface WorkerPartDeps {
   keys: Keys;
   queues: Record<ReportType, Queue>;
   jobs: JobReader;
-  log: EventLog;
+  /** Applies the job state transitions of attempts. */
+  transitions: TransitionApplier;
   /** Replaces built-in generators per report type (tests). */
   generators?: Partial<Record<ReportType, ReportGenerator>>;
   logger: Logger;
@@ -60,11 +61,11 @@ export function createWorkerPart(deps: WorkerPartDeps): WorkerPart {
   };
   const artifacts = createArtifactStore(settings.artifactDir);
   const processor = createProcessor({
-    log: deps.log,
+    transitions: deps.transitions,
     jobs: deps.jobs,
     generators,
     artifacts,
-    settings: { worker: settings, retention },
+    settings: { worker: settings },
     logger,
   });
   const worker = createReportWorker({

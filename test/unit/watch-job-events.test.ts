@@ -31,9 +31,6 @@ function fakeStorage(initial: JobEventView[], tenant = "t1") {
     async close() {},
   };
   const log: EventLog = {
-    async append() {
-      throw new Error("not used");
-    },
     async replay(_jobId, afterId): Promise<Replay | undefined> {
       replays++;
       const after = afterId === undefined ? -1 : Number(afterId.split("-")[0]);

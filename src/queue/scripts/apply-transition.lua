@@ -1,0 +1,67 @@
+--[[
+  Applies one job state transition (the table of src/domain/job-transitions.ts):
+  checks the job's state and, for a write of an attempt, the attempt's fencing
+  token; updates the record, appends and publishes the event, keeps the
+  finished indexes and sets the retention, all or nothing. A refused
+  transition changes nothing.
+  A terminal state enters the job in the finished index of its kind (for
+  count-based retention); leaving a terminal state (RetryJob) takes it out of
+  both.
+
+  Input:
+    KEYS[1] job record
+    KEYS[2] event stream
+    KEYS[3] finished index of succeeded jobs
+    KEYS[4] finished index of failed and cancelled jobs
+
+    ARGV[1] event channel
+    ARGV[2] how many entries the stream keeps
+    ARGV[3] the states the job must be in: a comma list
+    ARGV[4] the fencing token the record must hold ("": not an attempt's write)
+    ARGV[5] ttl ms: >0 both keys expire after it, -1 both persist, 0 unchanged
+    ARGV[6] job id
+    ARGV[7] the job's state after the transition
+    ARGV[8] the transition's time (ms): the finished index's score
+    ARGV[9] n, the number of record field/value pairs that follow
+    ARGV[10 .. 9+2n] record field/value pairs
+    ARGV[10+2n ..] event field/value pairs (event-codec.ts)
+
+  Output:
+    {1, entry id}  applied
+    {0, state}     refused: the job's state is not allowed ("" when there is no record)
+    {-1, state}    refused: the record holds another attempt's token (a stale attempt)
+]]
+--- @include "includes/append-event"
+
+local state = redis.call('HGET', KEYS[1], RECORD.state)
+if not state then return {0, ''} end
+if not string.find(',' .. ARGV[3] .. ',', ',' .. state .. ',', 1, true) then
+  return {0, state}
+end
+if ARGV[4] ~= '' and redis.call('HGET', KEYS[1], RECORD.attemptToken) ~= ARGV[4] then
+  return {-1, state}
+end
+local n = tonumber(ARGV[9])
+local first = 10 + 2 * n
+if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 10, first - 1)) end
+local jobId, newState, time = ARGV[6], ARGV[7], ARGV[8]
+if newState == 'succeeded' then
+  redis.call('ZADD', KEYS[3], time, jobId)
+elseif newState == 'failed' or newState == 'cancelled' then
+  redis.call('ZADD', KEYS[4], time, jobId)
+elseif state == 'succeeded' or state == 'failed' or state == 'cancelled' then
+  redis.call('ZREM', KEYS[3], jobId)
+  redis.call('ZREM', KEYS[4], jobId)
+end
+local ev = {}
+for i = first, #ARGV do ev[#ev + 1] = ARGV[i] end
+local id = appendEvent(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ev)
+local ttl = tonumber(ARGV[5])
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+elseif ttl < 0 then
+  redis.call('PERSIST', KEYS[1])
+  redis.call('PERSIST', KEYS[2])
+end
+return {1, id}

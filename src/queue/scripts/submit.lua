@@ -1,0 +1,98 @@
+--[[
+  SubmitReport in one round trip: checks the idempotency record, the tenant's
+  submit rate and the backlog bound, adds the BullMQ job (BullMQ's own add
+  script runs inside this one), writes the job record, appends the QUEUED
+  event, indexes the job for its tenant and user and stores the idempotency
+  record, all or nothing.
+
+  The line `--- @bullmq-add` is replaced, by submitter.ts, with the body of
+  BullMQ's add script for the job's kind (standard, prioritized, delayed):
+  one composed script per kind.
+
+  Input:
+    KEYS[1] idempotency record (hash {job, fp}); the job record when no key was given
+    KEYS[2] job record
+    KEYS[3] event stream
+    KEYS[4] tenant index
+    KEYS[5] user index
+    KEYS[6] set of tenants
+    KEYS[7] the tenant's submit token bucket
+    KEYS[8 .. 7+p.backlogKeys] the keys whose lengths make up the backlog: per
+            queue its wait and paused lists, prioritized and delayed sorted
+            sets, in that order
+    KEYS[8+p.backlogKeys ..] BullMQ's add script's keys
+
+    ARGV[1] JSON parameters p: idem (a key was given), fp (request
+            fingerprint), idemTtl (ms), maxBacklog, maxLen (stream entries),
+            channel (event channel), jobPrefix (job record key prefix),
+            backlogKeys (count), rate (tokens/s, 0: no limit), burst, tenant,
+            jobId, score (created ms), rec (record field/value pairs), ev
+            (QUEUED event field/value pairs, without a trace id)
+    ARGV[2..4] BullMQ's add script's ARGV
+
+  Output:
+    {'new', entry id}        queued
+    {'dup', job id, record}  the key's job (HGETALL reply; empty once expired)
+    {'conflict', job id}     the key was used for a different request
+    {'rate', retry ms}       the tenant is over its submit rate
+    {'full', backlog}        the backlog is full
+    {'error', code}          BullMQ's add failed with this code
+]]
+--- @include "includes/append-event"
+
+local function bullmqAdd(KEYS, ARGV)
+--- @bullmq-add
+end
+local p = cjson.decode(ARGV[1])
+if p.idem then
+  local prev = redis.call('HMGET', KEYS[1], 'job', 'fp')
+  if prev[1] then
+    if prev[2] ~= p.fp then return {'conflict', prev[1]} end
+    return {'dup', prev[1], redis.call('HGETALL', p.jobPrefix .. prev[1])}
+  end
+end
+-- Token bucket (after the duplicate check: a deduplicated resubmit costs no
+-- token). Redis's clock, so every API replica shares one bucket per tenant.
+local tokens
+if p.rate > 0 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local b = redis.call('HMGET', KEYS[7], 'tokens', 'ts')
+  tokens = tonumber(b[1]) or p.burst
+  local ts = tonumber(b[2]) or now
+  if now > ts then tokens = math.min(p.burst, tokens + (now - ts) * p.rate / 1000) end
+  if tokens < 1 then
+    return {'rate', tostring(math.ceil((1 - tokens) * 1000 / p.rate))}
+  end
+  tokens = {tokens - 1, math.max(now, ts)}
+end
+local backlog = 0
+for i = 8, 7 + p.backlogKeys do
+  local kind = (i - 8) % 4
+  if kind == 1 or kind == 2 then
+    backlog = backlog + redis.call('ZCARD', KEYS[i])
+  else
+    backlog = backlog + redis.call('LLEN', KEYS[i])
+  end
+end
+if backlog >= p.maxBacklog then return {'full', tostring(backlog)} end
+-- The token is spent only by a submit that is accepted.
+if tokens then
+  redis.call('HSET', KEYS[7], 'tokens', tostring(tokens[1]), 'ts', tostring(tokens[2]))
+  redis.call('PEXPIRE', KEYS[7], math.ceil((p.burst - tokens[1]) * 1000 / p.rate) + 1000)
+end
+local bkeys = {}
+for i = 8 + p.backlogKeys, #KEYS do bkeys[#bkeys + 1] = KEYS[i] end
+local added = bullmqAdd(bkeys, {ARGV[2], ARGV[3], ARGV[4]})
+if type(added) == 'number' and added < 0 then return {'error', tostring(added)} end
+redis.call('HSET', KEYS[2], unpack(p.rec))
+-- After the record: the event's trace id comes from the record's traceparent.
+local id = appendEvent(KEYS[2], KEYS[3], p.channel, p.maxLen, p.ev)
+redis.call('ZADD', KEYS[4], p.score, p.jobId)
+redis.call('ZADD', KEYS[5], p.score, p.jobId)
+redis.call('SADD', KEYS[6], p.tenant)
+if p.idem then
+  redis.call('HSET', KEYS[1], 'job', p.jobId, 'fp', p.fp)
+  redis.call('PEXPIRE', KEYS[1], p.idemTtl)
+end
+return {'new', id}

@@ -1,0 +1,133 @@
+/**
+ * Applies job state transitions (domain/job-transitions.ts) to Redis: one
+ * script run per transition checks the job's state (and an attempt's fencing
+ * token), writes the record fields, appends and publishes the event, keeps
+ * the finished indexes and sets the retention, all or nothing. It is the only
+ * writer of job events besides the submit script, and where each applied
+ * transition's metric and log line are emitted, so they cannot be forgotten
+ * at a call site.
+ */
+import type { Redis } from "ioredis";
+import type { Logger } from "pino";
+import type { RetentionConfig } from "../config/config.js";
+import type { JobState } from "../domain/job.js";
+import {
+  type AppliedTransitionName,
+  jobTransitions,
+  type TransitionInputs,
+  type TransitionSubject,
+  type TtlPolicy,
+} from "../domain/job-transitions.js";
+import { encodeEvent } from "../events/event-codec.js";
+import { type JobOutcome, reportMetrics } from "../telemetry/metrics.js";
+import { encodeRecordUpdate } from "./job-record.js";
+import type { Keys } from "./keys.js";
+import { loadLuaScript } from "./scripts/load.js";
+
+const applyScript = loadLuaScript("apply-transition");
+
+/** The outcome of a transition. */
+export type TransitionResult =
+  | { applied: true; eventId: string }
+  /**
+   * Refused, and nothing changed: `state` is the job's (undefined when it has
+   * no record); `fenced` when the state allowed it but the record holds
+   * another attempt's token.
+   */
+  | { applied: false; state?: JobState; fenced: boolean };
+
+/** Applies transitions. */
+export interface TransitionApplier {
+  /** Applies transition `name` to `job` if its state (and fencing token) allow it. */
+  apply<N extends AppliedTransitionName>(
+    job: TransitionSubject,
+    name: N,
+    input: TransitionInputs[N],
+  ): Promise<TransitionResult>;
+}
+
+/** Creates the applier over a command connection. */
+export function createTransitionApplier(deps: {
+  redis: Redis;
+  keys: Keys;
+  /** Stream cap and the ages stamped on finished jobs. */
+  settings: Pick<RetentionConfig, "eventStreamMaxLen" | "succeededMs" | "failedMs">;
+  logger: Logger;
+}): TransitionApplier {
+  const { redis, keys, settings, logger } = deps;
+  const ttlMs: Record<TtlPolicy, number> = {
+    leave: 0,
+    "expire-succeeded": settings.succeededMs,
+    "expire-failed": settings.failedMs,
+    persist: -1,
+  };
+
+  return {
+    async apply(job, name, input) {
+      const transition = jobTransitions[name];
+      const { event, record } = transition.derive(input);
+      const token = transition.fence === "checks" ? attemptToken(input) : "";
+      const updates = encodeRecordUpdate(record);
+      const reply = (await applyScript.run(
+        redis,
+        [
+          keys.job(job.id),
+          keys.events(job.id),
+          keys.finished("succeeded"),
+          keys.finished("failed"),
+        ],
+        [
+          keys.eventChannel(job.id),
+          settings.eventStreamMaxLen,
+          transition.from.join(","),
+          token,
+          ttlMs[transition.ttl],
+          job.id,
+          transition.to,
+          event.time,
+          updates.length / 2,
+          ...updates,
+          ...encodeEvent(event),
+        ],
+      )) as [number, string];
+      if (reply[0] !== 1) {
+        const state = reply[1] === "" ? undefined : (reply[1] as JobState);
+        logger.debug(
+          { job_id: job.id, transition: name, state, fenced: reply[0] === -1 },
+          "job transition refused",
+        );
+        return { applied: false, state, fenced: reply[0] === -1 };
+      }
+      if (transition.finishes) {
+        const queuedAt = job.requeuedAt ?? job.createdAt;
+        reportMetrics().jobFinished(
+          job.reportType,
+          transition.to as JobOutcome,
+          (event.time - queuedAt) / 1000,
+        );
+      }
+      // One line per transition: never the filters or the report.
+      const fields = transition.logFields?.(input, job);
+      if (fields !== undefined) {
+        logger.info(
+          {
+            job_id: job.id,
+            tenant: job.tenant,
+            report_type: job.reportType,
+            state: transition.to,
+            attempt: event.attempt,
+            ...fields,
+          },
+          `job ${transition.to}`,
+        );
+      }
+      return { applied: true, eventId: reply[1] };
+    },
+  };
+}
+
+/** The fencing token a write of an attempt carries (AttemptWrite.token). */
+function attemptToken(input: object): string {
+  if ("token" in input && typeof input.token === "string" && input.token !== "") return input.token;
+  throw new Error("a write of an attempt needs the attempt's fencing token");
+}

@@ -1,0 +1,224 @@
+/**
+ * createTransitionApplier() on a real Redis: a transition writes the record,
+ * the log, the channel, the finished index and the retention in one step; a
+ * refused one (wrong state, or a stale attempt's token) changes none of them.
+ */
+import { Redis } from "ioredis";
+import { pino } from "pino";
+import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from "vitest";
+import type { JobView } from "../../src/domain/job.js";
+import { decodeEvent } from "../../src/events/event-codec.js";
+import { decodeRecord, encodeNewRecord, recordField } from "../../src/queue/job-record.js";
+import { createKeys, type Keys } from "../../src/queue/keys.js";
+import {
+  createTransitionApplier,
+  type TransitionApplier,
+} from "../../src/queue/transition-applier.js";
+import { testPrefix } from "../helpers/test-app.js";
+import { waitFor } from "../helpers/wait-for.js";
+
+const traceId = "4bf92f3577b34da6a3ce929d0e0e4736";
+const artifact = { downloadPath: "/v1/artifacts/j/r.csv", contentType: "text/csv", sizeBytes: 3 };
+
+describe("createTransitionApplier()", () => {
+  let redis: Redis;
+  let subscriber: Redis;
+  let keys: Keys;
+  let transitions: TransitionApplier;
+  let job: JobView;
+  let counter = 0;
+
+  beforeAll(() => {
+    redis = new Redis(inject("redisUrl"));
+    subscriber = new Redis(inject("redisUrl"));
+  });
+  afterAll(() => {
+    redis.disconnect();
+    subscriber.disconnect();
+  });
+  beforeEach(async () => {
+    keys = createKeys(testPrefix());
+    transitions = createTransitionApplier({
+      redis,
+      keys,
+      settings: { eventStreamMaxLen: 100, succeededMs: 60_000, failedMs: 90_000 },
+      logger: pino({ level: "silent" }),
+    });
+    job = {
+      id: `job-${++counter}`,
+      tenant: "t1",
+      userId: "u1",
+      reportType: "weekly",
+      state: "queued",
+      progress: 0,
+      phase: "",
+      attemptsMade: 0,
+      maxAttempts: 3,
+      failureReason: "",
+      createdAt: 1_000,
+      filters: {},
+      priority: "normal",
+      traceparent: `00-${traceId}-00f067aa0ba902b7-01`,
+    };
+    await redis.hset(keys.job(job.id), ...encodeNewRecord(job, "fp"));
+  });
+
+  /** Everything a transition may touch. */
+  async function snapshot() {
+    return {
+      record: await redis.hgetall(keys.job(job.id)),
+      events: await redis.xrange(keys.events(job.id), "-", "+"),
+      ttl: [await redis.pttl(keys.job(job.id)), await redis.pttl(keys.events(job.id))],
+      succeeded: await redis.zrange(keys.finished("succeeded"), 0, -1, "WITHSCORES"),
+      failed: await redis.zrange(keys.finished("failed"), 0, -1, "WITHSCORES"),
+    };
+  }
+
+  /** Messages published on the job's channel, from now on. */
+  async function listen() {
+    const messages: string[] = [];
+    const channel = keys.eventChannel(job.id);
+    subscriber.on("message", (ch: string, m: string) => {
+      if (ch === channel) messages.push(m);
+    });
+    await subscriber.subscribe(channel);
+    return messages;
+  }
+
+  it("writes the record, the event (with the run's trace id), the channel, the index and the retention at once", async () => {
+    const messages = await listen();
+    const started = await transitions.apply(job, "started", {
+      attempt: 1,
+      at: 2_000,
+      token: "A",
+      maxAttempts: 3,
+    });
+    expect(started).toEqual({ applied: true, eventId: expect.any(String) });
+    const done = await transitions.apply(job, "succeeded", {
+      attempt: 1,
+      at: 3_000,
+      token: "A",
+      startedAt: 2_000,
+      artifact,
+    });
+    expect(done.applied).toBe(true);
+
+    const s = await snapshot();
+    expect(decodeRecord(s.record)).toMatchObject({
+      state: "succeeded",
+      progress: 100,
+      attemptsMade: 1,
+      startedAt: 2_000,
+      finishedAt: 3_000,
+      result: artifact,
+    });
+    expect(s.record[recordField.attemptToken]).toBe("A");
+    expect(s.events.map(([id, f]) => decodeEvent(id, f))).toMatchObject([
+      { type: "started", state: "running", attempt: 1, time: 2_000, traceId },
+      { type: "succeeded", state: "succeeded", result: artifact, traceId },
+    ]);
+    for (const ttl of s.ttl) expect(ttl).toBeGreaterThan(50_000);
+    expect(s.succeeded).toEqual([job.id, "3000"]);
+    await waitFor(() => messages.length === 2, { what: "two published events" });
+    expect(messages.map((m) => (JSON.parse(m) as [string])[0])).toEqual(s.events.map(([id]) => id));
+  });
+
+  it("refuses a transition from a state it does not leave, changing nothing", async () => {
+    const before = await snapshot();
+    const progress = { attempt: 1, at: 2_000, token: "A", progress: 40, phase: "x" };
+    expect(await transitions.apply(job, "progress", progress)).toEqual({
+      applied: false,
+      state: "queued",
+      fenced: false,
+    });
+    expect(await transitions.apply(job, "requeued", { at: 2_000, traceparent: "" })).toEqual({
+      applied: false,
+      state: "queued",
+      fenced: false,
+    });
+    expect(await snapshot()).toEqual(before);
+    expect(await transitions.apply({ ...job, id: "no-such-job" }, "progress", progress)).toEqual({
+      applied: false,
+      state: undefined,
+      fenced: false,
+    });
+  });
+
+  it("refuses every write of a stale attempt once another attempt started, changing nothing", async () => {
+    const a = { attempt: 1, token: "A" };
+    const b = { attempt: 2, token: "B" };
+    await transitions.apply(job, "started", { ...a, at: 2_000, maxAttempts: 3 });
+    // Attempt A loses its lock; attempt B takes the job over.
+    await transitions.apply(job, "started", { ...b, at: 3_000, maxAttempts: 3 });
+    const before = await snapshot();
+    const messages = await listen();
+
+    const where = { progress: 50, phase: "render" };
+    const stale = [
+      transitions.apply(job, "progress", { ...a, ...where, at: 4_000 }),
+      transitions.apply(job, "succeeded", { ...a, at: 4_000, startedAt: 2_000, artifact }),
+      transitions.apply(job, "retrying", {
+        ...a,
+        ...where,
+        at: 4_000,
+        reason: "x",
+        nextAttemptAt: 5_000,
+      }),
+      transitions.apply(job, "failed", { ...a, ...where, at: 4_000, reason: "x" }),
+      transitions.apply(job, "cancelled", { ...a, ...where, at: 4_000, reason: "x" }),
+      transitions.apply(job, "released", { ...a, at: 4_000 }),
+      transitions.apply(job, "throttled", { ...a, at: 4_000, reason: "x", retryAfterMs: 10 }),
+    ];
+    for (const result of await Promise.all(stale)) {
+      expect(result).toEqual({ applied: false, state: "running", fenced: true });
+    }
+    expect(await snapshot()).toEqual(before);
+
+    // The attempt holding the job still writes; the first message is its own.
+    const own = await transitions.apply(job, "progress", { ...b, ...where, at: 4_500 });
+    expect(own.applied).toBe(true);
+    await waitFor(() => messages.length > 0, { what: "a published event" });
+    expect(messages).toHaveLength(1);
+    expect(JSON.parse(messages[0] as string)[0]).toBe(own.applied && own.eventId);
+    const done = await transitions.apply(job, "succeeded", {
+      ...b,
+      at: 5_000,
+      startedAt: 3_000,
+      artifact,
+    });
+    expect(done.applied).toBe(true);
+    expect(decodeRecord(await redis.hgetall(keys.job(job.id)))?.attemptsMade).toBe(2);
+  });
+
+  it("lets transitions outside an attempt through whatever token the record holds", async () => {
+    await transitions.apply(job, "started", { attempt: 1, token: "A", at: 2_000, maxAttempts: 3 });
+    const failed = await transitions.apply(job, "abandoned", {
+      attempt: 1,
+      at: 3_000,
+      progress: 5,
+      phase: "started",
+      reason: "the worker running the job stopped responding too many times",
+    });
+    expect(failed.applied).toBe(true);
+    expect((await snapshot()).failed).toEqual([job.id, "3000"]);
+    // RetryJob: live again (no TTL, out of the finished index), and no earlier attempt holds it.
+    const requeued = await transitions.apply(job, "requeued", {
+      at: 4_000,
+      traceparent: job.traceparent ?? "",
+    });
+    expect(requeued.applied).toBe(true);
+    const s = await snapshot();
+    expect(s.ttl).toEqual([-1, -1]);
+    expect(s.failed).toEqual([]);
+    expect(s.record[recordField.attemptToken]).toBe("");
+    const stale = await transitions.apply(job, "failed", {
+      attempt: 1,
+      token: "A",
+      at: 5_000,
+      progress: 5,
+      phase: "started",
+      reason: "late",
+    });
+    expect(stale.applied).toBe(false);
+  });
+});
