@@ -25,6 +25,7 @@ import { createHealthService } from "./api/health-service.js";
 import { withHttpRequestLog } from "./api/http-request-log.js";
 import { createHttpRoutes } from "./api/http-routes.js";
 import { withParseErrorsAsInvalidArgument } from "./api/parse-errors.js";
+import { createReadiness } from "./api/readiness.js";
 import { addReflection } from "./api/reflection-service.js";
 import { createReportService } from "./api/report-service.js";
 import { createRequestLogInterceptor } from "./api/request-log-interceptor.js";
@@ -116,6 +117,8 @@ export function createApp(config: Config, options: AppOptions = {}): App {
   });
   // Every request's context listens to this signal (connect-node links them).
   setMaxListeners(0, shutdown.signal);
+  // The API's readiness: /readyz and gRPC health answer it, so the two probes never disagree.
+  const readiness = createReadiness({ storage: storageHealth, shutdownSignal: shutdown.signal });
 
   // One BullMQ queue per report type (own concurrency and rate limits), sharing the command connection.
   const queues = Object.fromEntries(
@@ -191,10 +194,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
       artifactDir: config.artifactDir,
       contextValues: (req) => authenticateHttp(auth, req),
       signer: downloadSigner,
-      // The same state gRPC health reports, so the two probes never disagree.
-      ready: async () => {
-        if (!storageHealth.healthy) throw new Error("storage unavailable");
-      },
+      readiness,
       shutdownSignal: shutdown.signal,
       logger,
     });
@@ -203,11 +203,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
         router.service(ReportService, service);
         router.service(
           Health,
-          createHealthService({
-            storage: storageHealth,
-            services: [ReportService.typeName],
-            shutdownSignal: shutdown.signal,
-          }),
+          createHealthService({ readiness, services: [ReportService.typeName] }),
         );
         // Last: reflection lists everything registered before it.
         addReflection(router, [file_reports_v1_errors]);
@@ -290,11 +286,13 @@ export function createApp(config: Config, options: AppOptions = {}): App {
   const stopObserving: Array<() => void> = [];
   const metricsServer = createMetricsServer({
     prometheus: currentTelemetry()?.prometheus,
-    ready: async () => {
-      // The same Redis state gRPC health and the API's /readyz report.
-      if (closing !== undefined || !storageHealth.healthy) return false;
-      return worker === undefined || reportTypes.every((t) => worker?.workers[t].isRunning());
-    },
+    // The API's readiness, and a worker's BullMQ workers running.
+    readiness: createReadiness({
+      storage: storageHealth,
+      shutdownSignal: shutdown.signal,
+      workersRunning: () =>
+        worker === undefined || reportTypes.every((t) => worker?.workers[t].isRunning()),
+    }),
     logger,
   });
 

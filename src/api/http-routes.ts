@@ -29,6 +29,7 @@ import { callerTenant } from "./auth.js";
 import type { DownloadSigner } from "./download-signer.js";
 import { toConnectError } from "./error-map.js";
 import type { NodeRequest, NodeResponse } from "./node-types.js";
+import type { Readiness } from "./readiness.js";
 import { getTenantJob } from "./report-service.js";
 import { sendFile } from "./send-file.js";
 import { serveJobEvents } from "./sse-route.js";
@@ -50,8 +51,8 @@ export interface HttpRoutesDeps {
   contextValues: (req: Req) => ContextValues;
   /** Checks the signature of download URLs (and signs the ones handed out). */
   signer?: DownloadSigner;
-  /** Resolves when storage answers; rejects otherwise. */
-  ready: () => Promise<void>;
+  /** The API's readiness, shared with gRPC health: `/readyz` answers it. */
+  readiness: Readiness;
   shutdownSignal: AbortSignal;
   logger: Logger;
   /** The built browser app served at `/` (default web/dist). */
@@ -263,11 +264,8 @@ export function createHttpRoutes(deps: HttpRoutesDeps): (req: Req, res: Res) => 
     } else if (p === "/healthz") {
       work = Promise.resolve(sendJson(res, 200, { status: "ok" }));
     } else if (p === "/readyz") {
-      const stopping = deps.shutdownSignal.aborted;
-      work = deps.ready().then(
-        () => sendJson(res, stopping ? 503 : 200, { status: stopping ? "stopping" : "ready" }),
-        () => sendJson(res, 503, { status: "storage unavailable" }),
-      );
+      const status = deps.readiness.status();
+      work = Promise.resolve(sendJson(res, status === "ready" ? 200 : 503, { status }));
     } else if (p === "/" || p === "/index.html" || p.startsWith("/assets/")) {
       work = assets(req, res, p).then(() => undefined);
     } else {
