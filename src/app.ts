@@ -213,7 +213,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
       interceptors: [
         createTelemetryInterceptor(),
         createRequestLogInterceptor(logger),
-        createAuthInterceptor(auth, config.authExemptServices),
+        createAuthInterceptor(auth, config.authExemptServices, logger),
       ],
       readMaxBytes: config.readMaxBytes,
       maxTimeoutMs: config.maxTimeoutMs,
