@@ -7,6 +7,7 @@ import {
   JobEventSchema,
   JobEventType,
   JobPriority,
+  JobPrioritySchema,
   JobSchema,
   JobState,
   type ReportResult,
@@ -82,6 +83,11 @@ export function reportTypeFromProto(t: ReportType): DomainReportType | undefined
 /** The proto enum name of a report type, as proto JSON spells it: "REPORT_TYPE_WEEKLY". */
 export function reportTypeToProtoName(t: DomainReportType): string {
   return ReportTypeSchema.value[reportTypeToProto[t]].name;
+}
+
+/** The proto enum name of a priority: "JOB_PRIORITY_LOW". */
+export function priorityToProtoName(p: DomainPriority): string {
+  return JobPrioritySchema.value[priorityToProto[p]].name;
 }
 
 /** The domain priority of a proto enum value; "normal" for unset, undefined for unknown values. */
