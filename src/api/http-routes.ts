@@ -46,36 +46,33 @@ export function createHttpRoutes(deps: HttpRoutesDeps): NodeHandler {
   const { service, logger } = deps;
   const bridge = createRpcBridge({ shutdownSignal: deps.shutdownSignal });
   const m = ReportService.method;
+  const submit = createSubmitRoute({
+    submitReport: bridge.unary(m.submitReport, service.submitReport),
+  });
+  const job = createJobRoute({ getJob: bridge.unary(m.getJob, service.getJob) });
+  const events = createSseRoute({
+    watchJob: bridge.serverStream(m.watchJob, service.watchJob),
+    logger,
+  });
+  const download = createDownloadRoute(deps);
+  const readiness = createReadinessRoute(deps.readiness);
   const assets = createStaticAssets(deps.webDir);
-  const app: Route["handle"] = async ({ req, res, url }) => {
+  const browserApp: Route["handle"] = async ({ req, res, url }) => {
     await assets(req, res, url.pathname);
   };
 
+  // Tried in order; the first whose path and method match answers.
   const routes: Route[] = [
-    route(["GET", "HEAD"], "/v1/artifacts/{jobId}/{fileName}", "public", createDownloadRoute(deps)),
-    route(
-      ["POST"],
-      "/v1/reports",
-      "api-key",
-      createSubmitRoute({ submitReport: bridge.unary(m.submitReport, service.submitReport) }),
-    ),
-    route(
-      ["GET", "HEAD"],
-      "/v1/jobs/{jobId}",
-      "api-key",
-      createJobRoute({ getJob: bridge.unary(m.getJob, service.getJob) }),
-    ),
-    route(
-      ["GET"],
-      "/v1/jobs/{jobId}/events",
-      "api-key",
-      createSseRoute({ watchJob: bridge.serverStream(m.watchJob, service.watchJob), logger }),
-    ),
+    route(["POST"], "/v1/reports", "api-key", submit),
+    route(["GET", "HEAD"], "/v1/jobs/{jobId}", "api-key", job),
+    route(["GET"], "/v1/jobs/{jobId}/events", "api-key", events),
+    // Public: a signed link stands in for the key (the route asks for one without it).
+    route(["GET", "HEAD"], "/v1/artifacts/{jobId}/{fileName}", "public", download),
     route("any", "/healthz", "public", livenessRoute),
-    route("any", "/readyz", "public", createReadinessRoute(deps.readiness)),
-    route("any", "/", "public", app),
-    route("any", "/index.html", "public", app),
-    route("any", "/assets/*", "public", app),
+    route("any", "/readyz", "public", readiness),
+    route("any", "/", "public", browserApp),
+    route("any", "/index.html", "public", browserApp),
+    route("any", "/assets/*", "public", browserApp),
   ];
   return createHttpRouter(routes, {
     authenticate: deps.contextValues,
