@@ -7,6 +7,7 @@
  */
 import type { Logger } from "pino";
 import { createApiPart, httpUrl } from "./api/api-part.js";
+import { createReadiness } from "./api/readiness.js";
 import type { Config } from "./config/config.js";
 import { type ReportType, reportTypes } from "./domain/job.js";
 import { createEventHub, type EventHub } from "./events/event-hub.js";
@@ -76,18 +77,31 @@ export function createApp(config: Config, options: AppOptions = {}): App {
   const graceMs = config.worker.shutdownGraceMs;
   const shutdown = createShutdown({ logger, warnAfterMs: graceMs + 5000 });
 
-  // The metrics and probe port (every mode): built first, so it closes last and
-  // probes and scrapes answer (not ready) while the rest drains.
+  const redis = createConnectionSet(config.redis, logger);
+  const commands = redis.commands;
+  // Short PING deadline: health must turn NOT_SERVING within seconds of Redis hanging.
+  const storageHealth = createStorageHealth({
+    redis: commands,
+    intervalMs: 1000,
+    timeoutMs: 1000,
+    logger,
+  });
+
+  // The metrics and probe port (every mode): registered first, so it closes
+  // last and probes and scrapes answer (not ready) while the rest drains. Its
+  // /readyz is the API's readiness plus, in worker processes, running workers.
   const metricsServer = createMetricsServer({
     prometheus: currentTelemetry()?.prometheus,
-    ready: isReady,
+    readiness: createReadiness({
+      storage: storageHealth,
+      shutdownSignal: shutdown.signal,
+      workersRunning: () =>
+        worker === undefined || reportTypes.every((t) => worker.worker.workers[t].isRunning()),
+    }),
     logger,
   });
   shutdown.add("metrics server", () => metricsServer.close());
-
-  const redis = createConnectionSet(config.redis, logger);
   shutdown.add("redis", () => redis.close());
-  const commands = redis.commands;
   const instruments = reportMetrics();
   const stopObserving: Array<() => void> = [];
   shutdown.add("observers", () => {
@@ -104,14 +118,6 @@ export function createApp(config: Config, options: AppOptions = {}): App {
     settings: config.retention,
     logger,
   });
-  // Short PING deadline: health must turn NOT_SERVING within seconds of Redis hanging.
-  const storageHealth = createStorageHealth({
-    redis: commands,
-    intervalMs: 1000,
-    timeoutMs: 1000,
-    logger,
-  });
-
   // Api and all modes. Registered before the workers, so it closes after them.
   const hub =
     config.mode === "worker"
@@ -181,12 +187,6 @@ export function createApp(config: Config, options: AppOptions = {}): App {
   if (api) shutdown.add("server", () => api.server.close(5000));
   // The first step: shutdown.signal has just ended open watches (UNAVAILABLE).
   shutdown.add("storage health", () => storageHealth.close());
-
-  /** Ready: Redis answers (the state gRPC health and /readyz report) and the BullMQ workers run. */
-  async function isReady(): Promise<boolean> {
-    if (shutdown.closing || !storageHealth.healthy) return false;
-    return worker === undefined || reportTypes.every((t) => worker.worker.workers[t].isRunning());
-  }
 
   return {
     config,

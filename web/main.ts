@@ -15,16 +15,19 @@ import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
 import { toJson } from "@bufbuild/protobuf";
 import { ViolationsSchema } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
+import { codeToString } from "@connectrpc/connect/protocol-connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
 import {
   type Job,
   type JobEvent,
-  JobEventType,
   JobSchema,
   JobState,
   ReportType,
+  ReportTypeSchema,
 } from "../gen/reports/v1/job_pb.js";
 import { ReportService } from "../gen/reports/v1/report_service_pb.js";
+import { followJob, isDroppedStream } from "../src/client/follow-job.js";
+import { isLiveState, shortName, valuesByShortName } from "../src/client/job-enums.js";
 import "./style.css";
 
 /** What the page exposes on `window.reportsApp`, for the console and for tests. */
@@ -65,17 +68,8 @@ const client = createClient(
   }),
 );
 
-const reportTypes: Record<string, ReportType> = {
-  weekly: ReportType.WEEKLY,
-  monthly: ReportType.MONTHLY,
-  custom: ReportType.CUSTOM,
-};
-const activeStates = new Set([JobState.QUEUED, JobState.RUNNING, JobState.RETRYING]);
-const terminalEvents = new Set([
-  JobEventType.SUCCEEDED,
-  JobEventType.FAILED,
-  JobEventType.CANCELLED,
-]);
+/** The report type select's values ("weekly") to ReportType. */
+const reportTypes = valuesByShortName(ReportTypeSchema);
 
 const ui = {
   apiUrl: element("api-url", HTMLElement),
@@ -153,7 +147,7 @@ async function submit(): Promise<void> {
   try {
     const res = await client.submitReport({
       userId: ui.userId.value,
-      reportType: reportTypes[ui.reportType.value] ?? ReportType.UNSPECIFIED,
+      reportType: reportTypes.get(ui.reportType.value) ?? ReportType.UNSPECIFIED,
       filters,
     });
     if (ui.jobsUser.textContent !== ui.userId.value) await loadJobs();
@@ -212,7 +206,7 @@ function upsertCard(job: Job, where: { first: boolean }): void {
   else ui.jobs.append(card.li);
   // A card its watch already updates shows newer news than a listed snapshot.
   if (card.lastEventId === "") showJob(card, job);
-  if (activeStates.has(job.state)) startWatch(card);
+  if (isLiveState(job.state)) startWatch(card);
 }
 
 function renderCard(job: Job): HTMLLIElement {
@@ -291,7 +285,7 @@ function render(
     link.hidden = true;
     link.removeAttribute("href");
   }
-  part(li, ".cancel").hidden = !activeStates.has(view.state);
+  part(li, ".cancel").hidden = !isLiveState(view.state);
   part(li, ".retry").hidden = view.state !== JobState.FAILED;
 }
 
@@ -314,55 +308,36 @@ function startWatch(card: JobCard): void {
 }
 
 /**
- * Streams the job's events until a terminal one. A stream that fails with
- * UNAVAILABLE, drops, or ends early is opened again after the last event seen.
+ * Streams the job's events until a terminal one, resuming after the last
+ * event seen when the stream drops (src/client/follow-job.ts, as the Node
+ * client does).
  */
 async function watch(card: JobCard, signal: AbortSignal): Promise<void> {
-  let failures = 0;
-  for (;;) {
-    try {
-      for await (const res of client.watchJob(
-        { jobId: card.jobId, afterEventId: card.lastEventId },
-        { signal },
-      )) {
-        // A message without an event is a keepalive.
-        if (res.event === undefined) continue;
-        failures = 0;
-        showEvent(card, res.event);
-        if (terminalEvents.has(res.event.type)) return;
-      }
-      // Ended cleanly without a terminal event: resumed from the end.
-      return;
-    } catch (err) {
-      if (signal.aborted) return;
-      const ce = ConnectError.from(err);
-      if (!isDroppedStream(ce)) {
-        showConnectError(ce);
-        return;
-      }
+  try {
+    for await (const event of followJob({
+      open: (afterEventId, s) =>
+        client.watchJob({ jobId: card.jobId, afterEventId }, { signal: s }),
+      afterEventId: card.lastEventId,
+      signal,
+      maxReconnects,
+      // Spread out, so many pages do not come back at once.
+      backoff: { initialDelayMs: 200, maxDelayMs: 5000 },
+      onReconnect() {
+        card.reconnects++;
+        card.li.dataset.reconnects = String(card.reconnects);
+      },
+    })) {
+      showEvent(card, event);
     }
-    failures++;
-    if (failures > maxReconnects) {
+  } catch (err) {
+    if (signal.aborted) return;
+    const ce = ConnectError.from(err);
+    if (isDroppedStream(ce)) {
       showError("unavailable", `lost job ${card.jobId}'s live updates; press Refresh to try again`);
-      return;
+    } else {
+      showConnectError(ce);
     }
-    card.reconnects++;
-    card.li.dataset.reconnects = String(card.reconnects);
-    // Exponential backoff with jitter, so many pages do not come back at once.
-    const delayMs = Math.min(200 * 2 ** (failures - 1), 5000) * (0.5 + Math.random() / 2);
-    if (!(await sleep(delayMs, signal))) return;
   }
-}
-
-/**
- * UNAVAILABLE is the server saying "resume elsewhere or later". A connection
- * that fails (server restarting, network gone) reaches fetch as a TypeError,
- * which Connect-Web reports as UNKNOWN.
- */
-function isDroppedStream(err: ConnectError): boolean {
-  return (
-    err.code === Code.Unavailable || (err.code === Code.Unknown && err.cause instanceof TypeError)
-  );
 }
 
 async function cancel(jobId: string): Promise<void> {
@@ -422,7 +397,7 @@ function showConnectError(err: unknown): void {
     .flatMap((d) => d.violations)
     .map((v) => `${v.field?.elements.map((e) => e.fieldName).join(".") ?? "?"}: ${v.message}`);
   const hint = ce.code === Code.Unauthenticated ? " (set an API key above)" : "";
-  showError(codeName(ce.code), `${ce.rawMessage}${hint}`, violations);
+  showError(codeToString(ce.code), `${ce.rawMessage}${hint}`, violations);
 }
 
 function showError(code: string, message: string, details: string[] = []): void {
@@ -445,31 +420,9 @@ function clearError(): void {
   ui.error.replaceChildren();
 }
 
-/** A Connect code as it appears on the wire: Code.InvalidArgument is "invalid_argument". */
-function codeName(code: Code): string {
-  return (Code[code] ?? "unknown").replace(/[A-Z]/g, (c, i: number) =>
-    i === 0 ? c.toLowerCase() : `_${c.toLowerCase()}`,
-  );
-}
-
 function typeName(t: ReportType): string {
-  const name = (ReportType[t] ?? "unknown").toLowerCase();
+  const name = shortName(ReportTypeSchema, t) ?? "unknown";
   return name.charAt(0).toUpperCase() + name.slice(1);
-}
-
-/** Resolves true after `ms`, or false as soon as `signal` aborts. */
-function sleep(ms: number, signal: AbortSignal): Promise<boolean> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => {
-      signal.removeEventListener("abort", onAbort);
-      resolve(true);
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(timer);
-      resolve(false);
-    };
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
 }
 
 function part(root: HTMLElement, selector: string): HTMLElement {

@@ -24,10 +24,11 @@ import {
 import { kTenant } from "./context-keys.js";
 import { withCors } from "./cors.js";
 import { createDownloadSigner } from "./download-signer.js";
-import type { HealthSource } from "./health-service.js";
 import { withHttpRequestLog } from "./http-request-log.js";
 import { createHttpRoutes } from "./http-routes.js";
 import { withParseErrorsAsInvalidArgument } from "./parse-errors.js";
+import type { StorageState } from "./readiness.js";
+import { createReadiness } from "./readiness.js";
 import { createReportService } from "./report-service.js";
 import { createRequestLogInterceptor } from "./request-log-interceptor.js";
 import { createRpcRoutes } from "./rpc-routes.js";
@@ -52,7 +53,7 @@ export interface ApiPartDeps {
   log: EventLog;
   hub: EventHub;
   /** Whether storage answers: gRPC health and /readyz report it. */
-  storage: HealthSource;
+  storage: StorageState;
   /** Aborted when shutdown begins: open streams end with UNAVAILABLE. */
   shutdownSignal: AbortSignal;
   logger: Logger;
@@ -74,6 +75,8 @@ export function createApiPart(deps: ApiPartDeps): ApiPart {
     secret: authConfig.downloadUrlSecret,
     ttlMs: settings.downloadUrlTtlMs,
   });
+  // The API's readiness: /readyz and gRPC health answer it, so the two probes never disagree.
+  const readiness = createReadiness({ storage, shutdownSignal });
   const service = createReportService({
     submitter: deps.submitter,
     jobs: deps.jobs,
@@ -97,23 +100,20 @@ export function createApiPart(deps: ApiPartDeps): ApiPart {
     artifactDir: deps.artifactDir,
     contextValues: (req) => authenticateHttp(auth, req),
     signer: downloadSigner,
-    // The same state gRPC health reports, so the two probes never disagree.
-    ready: async () => {
-      if (!storage.healthy) throw new Error("storage unavailable");
-    },
+    readiness,
     shutdownSignal,
     logger,
   });
   const handler = connectNodeAdapter({
     routes: withParseErrorsAsInvalidArgument(
-      createRpcRoutes({ reportService: service, storage, shutdownSignal }),
+      createRpcRoutes({ reportService: service, readiness }),
     ),
     // Tracing first, so its span covers every other interceptor (and the request
     // log line); authentication last, so a refused call is still traced and logged.
     interceptors: [
       createTelemetryInterceptor(),
       createRequestLogInterceptor(logger),
-      createAuthInterceptor(auth, authConfig.exemptServices),
+      createAuthInterceptor(auth, authConfig.exemptServices, logger),
     ],
     readMaxBytes: settings.readMaxBytes,
     maxTimeoutMs: settings.maxTimeoutMs,

@@ -9,25 +9,20 @@
  * A missing and a wrong key get the very same answer.
  */
 import { createHash, timingSafeEqual } from "node:crypto";
-import {
-  Code,
-  ConnectError,
-  type ContextValues,
-  createContextValues,
-  type Interceptor,
-} from "@connectrpc/connect";
+import { type ContextValues, createContextValues, type Interceptor } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { type ApiKeyEntry, isLoopbackHost } from "../config/api-keys.js";
 import type { ApiConfig, AuthConfig } from "../config/config.js";
+import { UnauthenticatedError } from "../domain/errors.js";
 import { kAuthenticated, kTenant } from "./context-keys.js";
+import { toConnectError } from "./error-map.js";
 import type { NodeRequest } from "./node-types.js";
 
 /** The tenant of every caller when no keys are configured (open mode). */
 export const openTenant = "default";
 
 /** The one message of every authentication failure (missing key, wrong key, malformed header). */
-export const unauthenticatedMessage =
-  "missing or invalid API key; send the header Authorization: Bearer <key>";
+export const unauthenticatedMessage = new UnauthenticatedError().message;
 
 /** Checks keys. */
 export interface Authenticator {
@@ -35,8 +30,8 @@ export interface Authenticator {
   readonly enabled: boolean;
   /**
    * The tenant a request's Authorization header authenticates.
-   * @throws ConnectError UNAUTHENTICATED (with `WWW-Authenticate: Bearer`) when auth is enabled
-   * and the header is missing, malformed or carries an unknown key.
+   * @throws UnauthenticatedError (UNAUTHENTICATED, with `WWW-Authenticate: Bearer`) when auth
+   * is enabled and the header is missing, malformed or carries an unknown key.
    */
   tenantOf(authorization: string | null | undefined): string;
 }
@@ -60,32 +55,34 @@ export function createAuthenticator(keys: readonly ApiKeyEntry[]): Authenticator
         // Every entry is compared: the time does not depend on which (if any) matched.
         if (timingSafeEqual(presented, e.digest) && match?.[1] !== undefined) tenant ??= e.tenant;
       }
-      if (tenant === undefined) throw unauthenticated();
+      if (tenant === undefined) throw new UnauthenticatedError();
       return tenant;
     },
   };
 }
 
-/** The UNAUTHENTICATED error every failure gets. */
-export function unauthenticated(): ConnectError {
-  return new ConnectError(unauthenticatedMessage, Code.Unauthenticated, {
-    "www-authenticate": 'Bearer realm="report-jobs"',
-  });
-}
-
 /**
  * The Connect interceptor: authenticates every RPC except those of the
  * `exemptServices` (fully-qualified names: health, reflection) and sets the
- * caller's tenant in the context values.
+ * caller's tenant in the context values. A refusal leaves it as the
+ * ConnectError of error-map.ts: interceptors before it (tracing, the request
+ * log) and connect-node see only ConnectErrors.
  */
 export function createAuthInterceptor(
   auth: Authenticator,
   exemptServices: readonly string[],
+  logger: Logger,
 ): Interceptor {
   const exempt = new Set(exemptServices);
   return (next) => async (req) => {
     if (!exempt.has(req.service.typeName)) {
-      req.contextValues.set(kTenant, auth.tenantOf(req.header.get("authorization")));
+      let tenant: string;
+      try {
+        tenant = auth.tenantOf(req.header.get("authorization"));
+      } catch (err) {
+        throw toConnectError(err, logger);
+      }
+      req.contextValues.set(kTenant, tenant);
       req.contextValues.set(kAuthenticated, true);
     }
     return next(req);
@@ -95,7 +92,7 @@ export function createAuthInterceptor(
 /**
  * The context values of a plain-HTTP request (every `/v1/*` route, the SSE
  * route included): its authenticated tenant. The one check those routes share.
- * @throws ConnectError UNAUTHENTICATED; send it with `WWW-Authenticate: Bearer` (HTTP 401).
+ * @throws UnauthenticatedError (HTTP 401 with `WWW-Authenticate: Bearer`).
  */
 export function authenticateHttp(auth: Authenticator, req: NodeRequest): ContextValues {
   const header = req.headers.authorization;
@@ -105,10 +102,10 @@ export function authenticateHttp(auth: Authenticator, req: NodeRequest): Context
 
 /**
  * The tenant a handler acts for.
- * @throws ConnectError UNAUTHENTICATED when authentication did not run for the request (fail closed).
+ * @throws UnauthenticatedError when authentication did not run for the request (fail closed).
  */
 export function callerTenant(values: ContextValues): string {
-  if (!values.get(kAuthenticated)) throw unauthenticated();
+  if (!values.get(kAuthenticated)) throw new UnauthenticatedError();
   return values.get(kTenant);
 }
 

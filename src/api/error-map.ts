@@ -18,43 +18,101 @@ import {
   FailedPreconditionError,
   IdempotencyConflictError,
   InvalidArgumentError,
+  InvalidDownloadLinkError,
   JobNotFoundError,
+  MalformedRequestError,
+  ReportNotFoundError,
+  RequestTooLargeError,
   ShuttingDownError,
   StorageUnavailableError,
+  UnauthenticatedError,
+  WatchTimeLimitError,
 } from "../domain/errors.js";
 import { isStorageUnavailable } from "../queue/storage-errors.js";
 
-/** Maps any error thrown below the API to a ConnectError that is safe to send. */
+/**
+ * How one domain error type becomes a ConnectError: its code, and what the
+ * error adds to its own message (headers, details, a longer sentence).
+ */
+interface Rule<E extends Error> {
+  type: abstract new (...args: never[]) => E;
+  code: Code;
+  message?(err: E): string;
+  metadata?(err: E): HeadersInit;
+  details?(err: E): OutgoingDetail[];
+}
+type OutgoingDetail = NonNullable<ConstructorParameters<typeof ConnectError>[3]>[number];
+
+/** A rule, typed by its error type (the table below holds rules of every type). */
+const rule = <E extends Error>(r: Rule<E>): Rule<Error> => r;
+
+/** Whole seconds to wait before retrying, at least 1. */
+const retrySeconds = (e: BackpressureError) => Math.max(1, Math.ceil(e.retryAfterMs / 1000));
+
+/** The one table: each domain error's code, in the order the types are tested. */
+const rules: readonly Rule<Error>[] = [
+  rule({
+    type: InvalidArgumentError,
+    code: Code.InvalidArgument,
+    details: (e) => [
+      {
+        desc: ViolationsSchema,
+        value: create(ViolationsSchema, {
+          violations: e.violations.map((v) => ({
+            field: create(FieldPathSchema, { elements: [{ fieldName: v.field }] }),
+            ruleId: `${v.field}.invalid`,
+            message: v.description,
+          })),
+        }),
+      },
+    ],
+  }),
+  rule({ type: MalformedRequestError, code: Code.InvalidArgument }),
+  rule({ type: JobNotFoundError, code: Code.NotFound }),
+  rule({ type: ReportNotFoundError, code: Code.NotFound }),
+  rule({ type: IdempotencyConflictError, code: Code.AlreadyExists }),
+  rule({
+    type: BackpressureError,
+    code: Code.ResourceExhausted,
+    message: (e) => `${e.message} (retry after ${retrySeconds(e)} s)`,
+    metadata: (e) => ({ "retry-after": String(retrySeconds(e)) }),
+    details: (e) => [
+      { desc: RetryInfoSchema, value: { retryDelay: durationFromMs(e.retryAfterMs) } },
+    ],
+  }),
+  rule({ type: RequestTooLargeError, code: Code.ResourceExhausted }),
+  rule({ type: FailedPreconditionError, code: Code.FailedPrecondition }),
+  rule({ type: CursorTrimmedError, code: Code.OutOfRange }),
+  rule({ type: ShuttingDownError, code: Code.Unavailable }),
+  rule({ type: WatchTimeLimitError, code: Code.Unavailable }),
+  // RFC 9110 §11.6.1: a 401 names the scheme; every protocol gets the header.
+  rule({
+    type: UnauthenticatedError,
+    code: Code.Unauthenticated,
+    metadata: () => ({ "www-authenticate": 'Bearer realm="report-jobs"' }),
+  }),
+  rule({ type: InvalidDownloadLinkError, code: Code.PermissionDenied }),
+];
+
+/**
+ * Maps any error thrown below the API to a ConnectError that is safe to send.
+ * A domain error stays on as its `cause` (for the logs, and for the plain
+ * HTTP routes, which choose some statuses by it); the cause is never sent.
+ */
 export function toConnectError(err: unknown, logger: Logger): ConnectError {
   if (err instanceof ConnectError) return err;
-  if (err instanceof InvalidArgumentError) {
-    const violations = create(ViolationsSchema, {
-      violations: err.violations.map((v) => ({
-        field: create(FieldPathSchema, { elements: [{ fieldName: v.field }] }),
-        ruleId: `${v.field}.invalid`,
-        message: v.description,
-      })),
-    });
-    return new ConnectError(err.message, Code.InvalidArgument, undefined, [
-      { desc: ViolationsSchema, value: violations },
-    ]);
+  for (const r of rules) {
+    if (err instanceof r.type) {
+      return new ConnectError(
+        r.message?.(err) ?? err.message,
+        r.code,
+        r.metadata?.(err),
+        r.details?.(err),
+        err,
+      );
+    }
   }
-  if (err instanceof JobNotFoundError) return new ConnectError(err.message, Code.NotFound);
-  if (err instanceof IdempotencyConflictError)
-    return new ConnectError(err.message, Code.AlreadyExists);
-  if (err instanceof BackpressureError) {
-    const seconds = Math.max(1, Math.ceil(err.retryAfterMs / 1000));
-    return new ConnectError(
-      `${err.message} (retry after ${seconds} s)`,
-      Code.ResourceExhausted,
-      { "retry-after": String(seconds) },
-      [{ desc: RetryInfoSchema, value: { retryDelay: durationFromMs(err.retryAfterMs) } }],
-    );
-  }
-  if (err instanceof FailedPreconditionError)
-    return new ConnectError(err.message, Code.FailedPrecondition);
-  if (err instanceof CursorTrimmedError) return new ConnectError(err.message, Code.OutOfRange);
-  if (err instanceof ShuttingDownError) return new ConnectError(err.message, Code.Unavailable);
+  // Storage errors keep no cause: a driver's error carries commands and request data.
   if (err instanceof StorageUnavailableError || isStorageUnavailable(err)) {
     logger.warn({ err: err instanceof Error ? err.message : String(err) }, "storage unavailable");
     return new ConnectError(new StorageUnavailableError().message, Code.Unavailable);

@@ -1,9 +1,9 @@
 /**
  * grpc.health.v1.Health on the API port, for load balancers, Kubernetes
  * gRPC probes and grpc-health-probe. The whole server ("") and
- * reports.v1.ReportService are SERVING while storage answers, and
- * NOT_SERVING while it does not or once shutdown has begun: every RPC of
- * ReportService needs Redis, so there is no partial health to report.
+ * reports.v1.ReportService are SERVING while the API is ready (readiness.ts:
+ * storage answers, shutdown has not begun), and NOT_SERVING otherwise: every
+ * RPC of ReportService needs Redis, so there is no partial health to report.
  */
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
@@ -15,28 +15,22 @@ import {
   HealthListResponseSchema,
   HealthCheckResponse_ServingStatus as ServingStatus,
 } from "../../gen/grpc/health/v1/health_pb.js";
-
-/** The storage state the health service reports (implemented in src/queue/storage-health.ts). */
-export interface HealthSource {
-  readonly healthy: boolean;
-  subscribe(listener: (healthy: boolean) => void): () => void;
-}
+import type { Readiness } from "./readiness.js";
 
 /** What the health service needs. */
 export interface HealthServiceDeps {
-  storage: HealthSource;
+  /** The API's readiness, shared with its /readyz; "stopping" once shutdown begins. */
+  readiness: Readiness;
   /** Full names of the services to report besides "" (the server as a whole). */
   services: readonly string[];
-  /** Aborted when the server starts shutting down: NOT_SERVING from then on, and watches end. */
-  shutdownSignal: AbortSignal;
 }
 
 /** Creates the Health implementation. */
 export function createHealthService(deps: HealthServiceDeps): ServiceImpl<typeof Health> {
-  const { storage, shutdownSignal } = deps;
+  const { readiness } = deps;
   const known = new Set(["", ...deps.services]);
   const serving = () =>
-    !shutdownSignal.aborted && storage.healthy ? ServingStatus.SERVING : ServingStatus.NOT_SERVING;
+    readiness.status() === "ready" ? ServingStatus.SERVING : ServingStatus.NOT_SERVING;
   const response = (status: ServingStatus) => create(HealthCheckResponseSchema, { status });
 
   return {
@@ -65,10 +59,8 @@ export function createHealthService(deps: HealthServiceDeps): ServiceImpl<typeof
         changes++;
         wake?.();
       };
-      const unsubscribe = storage.subscribe(notify);
-      // ctx.signal also aborts on shutdown (connect-node links shutdownSignal).
+      const unsubscribe = readiness.subscribe(notify);
       ctx.signal.addEventListener("abort", notify);
-      shutdownSignal.addEventListener("abort", notify);
       try {
         let last: ServingStatus | undefined;
         for (;;) {
@@ -78,7 +70,9 @@ export function createHealthService(deps: HealthServiceDeps): ServiceImpl<typeof
             last = status;
             yield response(status);
           }
-          if (ctx.signal.aborted || shutdownSignal.aborted) return;
+          // Shutdown ends the watch after its NOT_SERVING (ctx.signal aborts
+          // too: connect-node links the server's shutdownSignal to it).
+          if (ctx.signal.aborted || readiness.status() === "stopping") return;
           if (changes === seen) {
             await new Promise<void>((resolve) => {
               wake = resolve;
@@ -89,7 +83,6 @@ export function createHealthService(deps: HealthServiceDeps): ServiceImpl<typeof
       } finally {
         unsubscribe();
         ctx.signal.removeEventListener("abort", notify);
-        shutdownSignal.removeEventListener("abort", notify);
       }
     },
   };

@@ -7,23 +7,34 @@ import {
   JobEventSchema,
   JobEventType,
   JobPriority,
+  JobPrioritySchema,
   JobSchema,
   JobState,
   type ReportResult,
   ReportResultSchema,
   ReportType,
+  ReportTypeSchema,
 } from "../../gen/reports/v1/job_pb.js";
-import type {
-  JobEventType as DomainEventType,
-  JobPriority as DomainPriority,
-  ReportType as DomainReportType,
-  JobState as DomainState,
-  JobEventView,
-  JobView,
-  ReportArtifact,
+import {
+  type JobEventType as DomainEventType,
+  type JobPriority as DomainPriority,
+  type ReportType as DomainReportType,
+  type JobState as DomainState,
+  type JobEventView,
+  type JobView,
+  jobEventTypes,
+  jobPriorities,
+  jobStates,
+  type ReportArtifact,
+  reportTypes,
 } from "../domain/job.js";
 import { traceIdOf } from "../telemetry/trace-context.js";
 
+/*
+ * One table per enum: the domain name (src/domain/job.ts) of each proto enum
+ * value. Records over the domain types, so a domain value without its proto
+ * value does not compile; every other direction is derived from them.
+ */
 const stateToProto: Record<DomainState, JobState> = {
   queued: JobState.QUEUED,
   running: JobState.RUNNING,
@@ -55,22 +66,44 @@ const priorityToProto: Record<DomainPriority, JobPriority> = {
   high: JobPriority.HIGH,
 };
 
+/** The domain name of a proto value in `table`; undefined for values it does not have. */
+function fromProto<D extends string, P extends number>(
+  table: Record<D, P>,
+  names: readonly D[],
+  value: P,
+): D | undefined {
+  return names.find((name) => table[name] === value);
+}
+
 /** The domain report type of a proto enum value; undefined for unset or unknown values. */
 export function reportTypeFromProto(t: ReportType): DomainReportType | undefined {
-  return (Object.keys(reportTypeToProto) as DomainReportType[]).find(
-    (k) => reportTypeToProto[k] === t,
-  );
+  return fromProto(reportTypeToProto, reportTypes, t);
+}
+
+/** The proto enum name of a report type, as proto JSON spells it: "REPORT_TYPE_WEEKLY". */
+export function reportTypeToProtoName(t: DomainReportType): string {
+  return ReportTypeSchema.value[reportTypeToProto[t]].name;
+}
+
+/** The proto enum name of a priority: "JOB_PRIORITY_LOW". */
+export function priorityToProtoName(p: DomainPriority): string {
+  return JobPrioritySchema.value[priorityToProto[p]].name;
 }
 
 /** The domain priority of a proto enum value; "normal" for unset, undefined for unknown values. */
 export function priorityFromProto(p: JobPriority): DomainPriority | undefined {
   if (p === JobPriority.UNSPECIFIED) return "normal";
-  return (Object.keys(priorityToProto) as DomainPriority[]).find((k) => priorityToProto[k] === p);
+  return fromProto(priorityToProto, jobPriorities, p);
 }
 
 /** The domain state of a proto enum value; undefined for unset or unknown values. */
 export function stateFromProto(s: JobState): DomainState | undefined {
-  return (Object.keys(stateToProto) as DomainState[]).find((k) => stateToProto[k] === s);
+  return fromProto(stateToProto, jobStates, s);
+}
+
+/** The domain event type of a proto enum value; undefined for unset or unknown values. */
+export function eventTypeFromProto(t: JobEventType): DomainEventType | undefined {
+  return fromProto(eventTypeToProto, jobEventTypes, t);
 }
 
 /** Turns a download path into the path (and query) handed out: signs it, see download-signer.ts. */

@@ -4,13 +4,13 @@
  */
 import { create } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import {
   type ReportService,
   WatchJobResponseSchema,
 } from "../../gen/reports/v1/report_service_pb.js";
-import { JobNotFoundError, ShuttingDownError } from "../domain/errors.js";
+import { JobNotFoundError, ShuttingDownError, WatchTimeLimitError } from "../domain/errors.js";
 import type { JobView } from "../domain/job.js";
 import type { EventHub } from "../events/event-hub.js";
 import type { EventLog } from "../events/event-log.js";
@@ -129,10 +129,7 @@ export function createReportService(deps: ReportServiceDeps): ServiceImpl<typeof
         } catch (err) {
           if (deps.shutdownSignal.aborted) throw new ShuttingDownError();
           if (maxDuration.aborted && !ctx.signal.aborted) {
-            throw new ConnectError(
-              `watch reached its maximum duration (${deps.watchMaxDurationMs} ms); resume from your last event id`,
-              Code.Unavailable,
-            );
+            throw new WatchTimeLimitError(deps.watchMaxDurationMs);
           }
           throw err;
         } finally {

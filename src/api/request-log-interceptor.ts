@@ -6,6 +6,7 @@
  * so the line carries the call's trace_id and span_id.
  */
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { codeToString } from "@connectrpc/connect/protocol-connect";
 import type { Logger } from "pino";
 import { kTenant } from "./context-keys.js";
 import { probeServices, protocolOf } from "./telemetry-interceptor.js";
@@ -19,12 +20,6 @@ const serverFaults = new Set<Code>([
   Code.Unimplemented,
   Code.DeadlineExceeded,
 ]);
-
-/** Connect's snake_case name of a code ("not_found"); "ok" for success. */
-function codeName(code: Code | undefined): string {
-  if (code === undefined) return "ok";
-  return (Code[code] ?? "Unknown").replace(/([a-z])([A-Z])/g, "$1_$2").toLowerCase();
-}
 
 /** Creates the request-log interceptor. */
 export function createRequestLogInterceptor(logger: Logger): Interceptor {
@@ -45,7 +40,8 @@ export function createRequestLogInterceptor(logger: Logger): Interceptor {
         rpc: `${req.service.typeName}/${req.method.name}`,
         method: req.method.name,
         protocol: protocolOf(req.header.get("content-type")),
-        code: codeName(code),
+        // Connect's snake_case name of the code ("not_found"); "ok" for success.
+        code: code === undefined ? "ok" : codeToString(code),
         duration_ms: Math.round((performance.now() - started) * 1000) / 1000,
         tenant: req.contextValues.get(kTenant),
         ...(jobId ? { job_id: jobId } : {}),

@@ -7,24 +7,22 @@ import type { ConnectRouter, ServiceImpl } from "@connectrpc/connect";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 import { file_reports_v1_errors } from "../../gen/reports/v1/errors_pb.js";
 import { ReportService } from "../../gen/reports/v1/report_service_pb.js";
-import { createHealthService, type HealthSource } from "./health-service.js";
+import { createHealthService } from "./health-service.js";
+import type { Readiness } from "./readiness.js";
 import { addReflection } from "./reflection-service.js";
 
 /** What the routes register. */
 export interface RpcRoutesDeps {
   reportService: ServiceImpl<typeof ReportService>;
-  /** The storage state health reports (the same one /readyz reports). */
-  storage: HealthSource;
-  /** Aborted when the server shuts down: health turns NOT_SERVING, watches end. */
-  shutdownSignal: AbortSignal;
+  /** What health reports: the same readiness as /readyz. */
+  readiness: Readiness;
 }
 
 /** Returns `routes(router)`, registering every RPC service of the API port. */
 export function createRpcRoutes(deps: RpcRoutesDeps): (router: ConnectRouter) => void {
   const health = createHealthService({
-    storage: deps.storage,
+    readiness: deps.readiness,
     services: [ReportService.typeName],
-    shutdownSignal: deps.shutdownSignal,
   });
   return (router) => {
     router.service(ReportService, deps.reportService);

@@ -19,26 +19,27 @@
  * `event: error` whose data is that body, so clients resume elsewhere.
  */
 import { toJson } from "@bufbuild/protobuf";
-import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { errorToJson } from "@connectrpc/connect/protocol-connect";
 import type { Logger } from "pino";
-import { JobEventSchema, JobEventType } from "../../gen/reports/v1/job_pb.js";
+import { JobEventSchema } from "../../gen/reports/v1/job_pb.js";
 import type {
-  ReportService,
-  WatchJobRequest,
-  WatchJobResponse,
+  WatchJobRequestSchema,
+  WatchJobResponseSchema,
 } from "../../gen/reports/v1/report_service_pb.js";
 import { toConnectError } from "./error-map.js";
-import type { NodeRequest, NodeResponse } from "./node-types.js";
+import {
+  bridgedCall,
+  type PathParams,
+  type RouteHandler,
+  type RouteRequest,
+} from "./http-router.js";
+import { eventTypeFromProto } from "./proto-mapping.js";
+import type { BridgedServerStream } from "./rpc-bridge.js";
 
-/** What the events route needs; `context` is the plain routes' own handler-context factory. */
+/** What the events route needs. */
 export interface SseRouteDeps {
-  service: Partial<ServiceImpl<typeof ReportService>>;
-  /** Builds the handler context (tenant, auth) exactly as the other plain routes do. */
-  context: (
-    req: NodeRequest,
-    methodName: "watchJob",
-  ) => HandlerContext & { abort(reason?: unknown): void };
+  /** The WatchJob handler, bridged (rpc-bridge.ts). */
+  watchJob: BridgedServerStream<typeof WatchJobRequestSchema, typeof WatchJobResponseSchema>;
   logger: Logger;
   /**
    * How long to wait for the first event before sending the headers anyway.
@@ -47,51 +48,35 @@ export interface SseRouteDeps {
   firstEventWaitMs?: number;
 }
 
-/** The SSE `event:` name of each event type. */
-const eventNames: Record<JobEventType, string> = {
-  [JobEventType.UNSPECIFIED]: "unspecified",
-  [JobEventType.QUEUED]: "queued",
-  [JobEventType.STARTED]: "started",
-  [JobEventType.PROGRESS]: "progress",
-  [JobEventType.RETRYING]: "retrying",
-  [JobEventType.SUCCEEDED]: "succeeded",
-  [JobEventType.FAILED]: "failed",
-  [JobEventType.CANCELLED]: "cancelled",
-};
-
-/** The WatchJob handler as the plain route calls it. */
-type WatchImpl = (
-  req: WatchJobRequest,
-  ctx: HandlerContext,
-) => AsyncIterable<Partial<WatchJobResponse>>;
-
 /**
- * Serves one SSE request for `jobId`. Rejects only for errors that occur
- * before the response started (the caller answers them as JSON errors).
+ * Creates the handler. It rejects only for errors that occur before the
+ * response started (the router answers them as JSON errors).
  */
-export async function serveJobEvents(
+export function createSseRoute(
   deps: SseRouteDeps,
-  req: NodeRequest,
-  res: NodeResponse,
-  jobId: string,
+): RouteHandler<PathParams<"/v1/jobs/{jobId}/events">> {
+  return (request) => serveJobEvents(deps, request);
+}
+
+async function serveJobEvents(
+  deps: SseRouteDeps,
+  request: RouteRequest<PathParams<"/v1/jobs/{jobId}/events">>,
 ): Promise<void> {
-  const watch = deps.service.watchJob as unknown as WatchImpl | undefined;
-  if (!watch) throw new ConnectError("not implemented", Code.Unimplemented);
-  const url = new URL(req.url ?? "/", "http://local");
+  const { jobId } = request.params;
+  const { req, res, url } = request;
   const header = req.headers["last-event-id"];
   const afterEventId =
     (Array.isArray(header) ? header.at(-1) : header)?.trim() || url.searchParams.get("after") || "";
-  const ctx = deps.context(req, "watchJob");
-  // The client going away ends the handler, which releases its subscription.
+  // The client going away aborts the handler's context, which ends the
+  // watch and releases its subscription.
+  const left = new AbortController();
   let closed = false;
   const onClose = () => {
     closed = true;
-    ctx.abort();
+    left.abort();
   };
   res.once("close", onClose);
-  const stream = watch({ $typeName: "reports.v1.WatchJobRequest", jobId, afterEventId }, ctx)[
-    Symbol.asyncIterator
-  ]();
+  const stream = deps.watchJob({ jobId, afterEventId }, bridgedCall(request, left.signal));
 
   let started = false;
   const start = () => {
@@ -132,7 +117,8 @@ export async function serveJobEvents(
           res.write(": keepalive\n\n");
         } else {
           const data = JSON.stringify(toJson(JobEventSchema, event));
-          res.write(`id: ${event.id}\nevent: ${eventNames[event.type]}\ndata: ${data}\n\n`);
+          const name = eventTypeFromProto(event.type) ?? "unspecified";
+          res.write(`id: ${event.id}\nevent: ${name}\ndata: ${data}\n\n`);
         }
         next = stream.next();
       }
@@ -150,7 +136,8 @@ export async function serveJobEvents(
     throw err;
   } finally {
     res.off("close", onClose);
-    ctx.abort();
-    await stream.return?.().catch(() => undefined);
+    // Ends a handler still running, so that return() below does not wait on it.
+    left.abort();
+    await stream.return().catch(() => undefined);
   }
 }

@@ -8,6 +8,7 @@
  */
 
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { codeToString } from "@connectrpc/connect/protocol-connect";
 import {
   type Context,
   context,
@@ -65,11 +66,6 @@ const serverErrorCodes = new Set<Code>([
   Code.Unavailable,
   Code.DataLoss,
 ]);
-
-/** Connect's snake_case name of a code ("not_found"). */
-function codeName(code: Code): string {
-  return (Code[code] ?? "Unknown").replace(/([a-z])([A-Z])/g, "$1_$2").toLowerCase();
-}
 
 /**
  * Services whose calls are probes, not work: traced by nobody, like the
@@ -176,8 +172,9 @@ function finish(span: Span, protocol: RpcProtocol, err: unknown): void {
   }
   const ce = ConnectError.from(err);
   span.setAttribute(attrRpcGrpcStatusCode, ce.code);
-  span.setAttribute(attrErrorType, codeName(ce.code));
-  if (protocol === "connect") span.setAttribute(attrRpcConnectErrorCode, codeName(ce.code));
+  // Connect's snake_case name of the code: "not_found".
+  span.setAttribute(attrErrorType, codeToString(ce.code));
+  if (protocol === "connect") span.setAttribute(attrRpcConnectErrorCode, codeToString(ce.code));
   if (serverErrorCodes.has(ce.code)) {
     span.recordException(ce);
     span.setStatus({ code: SpanStatusCode.ERROR, message: ce.rawMessage });

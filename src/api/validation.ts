@@ -13,10 +13,22 @@ import type {
   WatchJobRequest,
 } from "../../gen/reports/v1/report_service_pb.js";
 import { type FieldViolation, InvalidArgumentError } from "../domain/errors.js";
-import type { JobState, JsonObject, SubmitInput } from "../domain/job.js";
+import {
+  type JobState,
+  type JsonObject,
+  jobPriorities,
+  reportTypes,
+  type SubmitInput,
+} from "../domain/job.js";
 import { parseStreamId } from "../events/event-codec.js";
 import type { ListQuery } from "../queue/job-lister.js";
-import { priorityFromProto, reportTypeFromProto, stateFromProto } from "./proto-mapping.js";
+import {
+  priorityFromProto,
+  priorityToProtoName,
+  reportTypeFromProto,
+  reportTypeToProtoName,
+  stateFromProto,
+} from "./proto-mapping.js";
 
 /** Largest accepted filters object, serialized as JSON. */
 export const maxFiltersBytes = 16 * 1024;
@@ -42,6 +54,11 @@ function measureJson(value: unknown): { depth: number; keys: number } {
   return { depth, keys };
 }
 
+/** "A, B or C". */
+function oneOf(names: readonly string[]): string {
+  return names.length < 2 ? names.join("") : `${names.slice(0, -1).join(", ")} or ${names.at(-1)}`;
+}
+
 const printableAscii = /^[\x20-\x7e]{1,255}$/;
 const jobIdPattern = /^[A-Za-z0-9_-]{1,64}$/;
 
@@ -64,7 +81,7 @@ export function validateSubmitReport(
   if (reportType === undefined) {
     v.push({
       field: "report_type",
-      description: "must be set to REPORT_TYPE_WEEKLY, REPORT_TYPE_MONTHLY or REPORT_TYPE_CUSTOM",
+      description: `must be set to ${oneOf(reportTypes.map(reportTypeToProtoName))}`,
     });
   }
   let idempotencyKey: string | undefined;
@@ -107,7 +124,7 @@ export function validateSubmitReport(
   if (priority === undefined) {
     v.push({
       field: "priority",
-      description: "must be JOB_PRIORITY_LOW, JOB_PRIORITY_NORMAL or JOB_PRIORITY_HIGH",
+      description: `must be ${oneOf(jobPriorities.map(priorityToProtoName))}`,
     });
   }
   const runAt = req.runAt ? timestampMs(req.runAt) : undefined;

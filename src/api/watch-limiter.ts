@@ -13,8 +13,6 @@ export interface WatchLimiter {
    * @throws BackpressureError (RESOURCE_EXHAUSTED) when the tenant is at its cap.
    */
   acquire(tenant: string): () => void;
-  /** Open watches of `tenant`. */
-  count(tenant: string): number;
 }
 
 /** Creates a limiter allowing `max` concurrent watches per tenant (0: no cap). */
@@ -39,6 +37,5 @@ export function createWatchLimiter(max: number, retryAfterMs = 1000): WatchLimit
         else open.set(tenant, left);
       };
     },
-    count: (tenant) => open.get(tenant) ?? 0,
   };
 }

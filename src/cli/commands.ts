@@ -9,46 +9,24 @@ import {
   type Job,
   type JobEvent,
   JobEventType,
-  JobPriority,
+  JobPrioritySchema,
   JobSchema,
   JobState,
-  ReportType,
+  JobStateSchema,
+  type ReportType,
+  ReportTypeSchema,
 } from "../../gen/reports/v1/job_pb.js";
-import type { ReportsClient } from "../client/reports-client.js";
+import { shortName, shortNameList, valuesByShortName } from "../client/job-enums.js";
+import type { CliContext } from "./cli-context.js";
 import { ExitCode, UsageError } from "./exit-codes.js";
 import { createProgressView } from "./progress-view.js";
-import type { CliIo } from "./run-cli.js";
-
-/** What a command gets. */
-export interface CliContext {
-  client: ReportsClient;
-  /** Positionals after the command name. */
-  args: string[];
-  values: Record<string, string | boolean | string[] | undefined>;
-  json: boolean;
-  io: CliIo;
-}
 
 type Command = (ctx: CliContext) => Promise<number>;
 
-const reportTypes: Record<string, ReportType> = {
-  weekly: ReportType.WEEKLY,
-  monthly: ReportType.MONTHLY,
-  custom: ReportType.CUSTOM,
-};
-const priorities: Record<string, JobPriority> = {
-  low: JobPriority.LOW,
-  normal: JobPriority.NORMAL,
-  high: JobPriority.HIGH,
-};
-const states: Record<string, JobState> = {
-  queued: JobState.QUEUED,
-  running: JobState.RUNNING,
-  retrying: JobState.RETRYING,
-  succeeded: JobState.SUCCEEDED,
-  failed: JobState.FAILED,
-  cancelled: JobState.CANCELLED,
-};
+/** The enums by the names people type: "weekly", "high", "queued". */
+const reportTypes = valuesByShortName(ReportTypeSchema);
+const priorities = valuesByShortName(JobPrioritySchema);
+const states = valuesByShortName(JobStateSchema);
 
 /** The commands, by name. */
 export const commands: Record<string, Command> = {
@@ -59,15 +37,19 @@ export const commands: Record<string, Command> = {
     if (args.length > 2)
       throw new UsageError(`submit takes no argument after the type (got "${args[2]}")`);
     if (user === undefined || user === "") throw new UsageError("submit needs --user USER");
-    if (typeName === undefined) throw new UsageError("submit needs --type weekly|monthly|custom");
-    const reportType = reportTypes[typeName.toLowerCase()];
+    if (typeName === undefined) {
+      throw new UsageError(`submit needs --type ${[...reportTypes.keys()].join("|")}`);
+    }
+    const reportType = reportTypes.get(typeName.toLowerCase());
     if (reportType === undefined) {
-      throw new UsageError(`--type must be weekly, monthly or custom (got "${typeName}")`);
+      throw new UsageError(`--type must be ${shortNameList(ReportTypeSchema)} (got "${typeName}")`);
     }
     const priorityName = str(values.priority) ?? "normal";
-    const priority = priorities[priorityName.toLowerCase()];
+    const priority = priorities.get(priorityName.toLowerCase());
     if (priority === undefined) {
-      throw new UsageError(`--priority must be low, normal or high (got "${priorityName}")`);
+      throw new UsageError(
+        `--priority must be ${shortNameList(JobPrioritySchema)} (got "${priorityName}")`,
+      );
     }
     const res = await ctx.client.submitReport(
       {
@@ -151,9 +133,9 @@ export const commands: Record<string, Command> = {
       .map((s) => s.trim().toLowerCase())
       .filter((s) => s !== "")
       .map((s) => {
-        const v = states[s];
+        const v = states.get(s);
         if (v === undefined) {
-          throw new UsageError(`--state must list ${Object.keys(states).join(", ")} (got "${s}")`);
+          throw new UsageError(`--state must list ${[...states.keys()].join(", ")} (got "${s}")`);
         }
         return v;
       });
@@ -308,7 +290,7 @@ function stateName(s: JobState): string {
 }
 
 function typeName(t: ReportType): string {
-  return (ReportType[t] ?? "unknown").toLowerCase();
+  return shortName(ReportTypeSchema, t) ?? "unknown";
 }
 
 /** A job for people, one field a line. */

@@ -1,4 +1,10 @@
 /** reportctl's help texts: `reportctl --help` and `reportctl <command> --help`. */
+import {
+  JobPrioritySchema,
+  JobStateSchema,
+  ReportTypeSchema,
+} from "../../gen/reports/v1/job_pb.js";
+import { shortNameList, valuesByShortName } from "../client/job-enums.js";
 
 /** The global part, shown by `reportctl --help`. */
 export const mainHelp = `reportctl: submit, follow and manage report jobs.
@@ -33,12 +39,12 @@ export const commandHelp: Record<string, string> = {
 
 Submits a report job and prints its id and status URL.
 
-  --type TYPE               weekly, monthly or custom (required)
+  --type TYPE               ${shortNameList(ReportTypeSchema)} (required)
   --user USER               the user the report is for (required)
   --idempotency-key KEY     same key and request within 24 h: the same job (alias --key)
   --filters JSON            filters as a JSON object, e.g. '{"region":"eu"}'
   --filter KEY=VALUE        one filter; repeatable (values that parse as JSON are JSON)
-  --priority P              low, normal (default) or high
+  --priority P              ${shortNameList(JobPrioritySchema)} (default normal)
   --run-at TIME             do not start before TIME (ISO 8601, or +30s / +10m / +2h)
   --deadline TIME           fail the job if it has not finished by TIME (same forms)
   --watch                   follow the job to its end: a progress bar on a terminal,
@@ -72,7 +78,7 @@ Re-runs a FAILED (dead-lettered) job with fresh attempts, under the same id.
 Lists your jobs, newest first, one page at a time.
 
   --user USER          only this user's jobs
-  --state S[,S...]     only these states: queued, running, retrying, succeeded, failed, cancelled
+  --state S[,S...]     only these states: ${[...valuesByShortName(JobStateSchema).keys()].join(", ")}
   --page-size N        1-200 (default 50)
   --page-token T       the next page (printed after a page when there is more)
   --all                follow every page

@@ -4,19 +4,12 @@
  */
 import { parseArgs } from "node:util";
 import { ConnectError } from "@connectrpc/connect";
+import { codeToString } from "@connectrpc/connect/protocol-connect";
 import { createReportsClient, type ReportsProtocol } from "../client/reports-client.js";
-import { type CliContext, commands } from "./commands.js";
+import type { CliContext, CliIo } from "./cli-context.js";
+import { commands } from "./commands.js";
 import { ExitCode, exitCodeFor, UsageError } from "./exit-codes.js";
 import { commandHelp, mainHelp } from "./help.js";
-
-/** Where reportctl writes and what it reads. */
-export interface CliIo {
-  stdout: { write(text: string): unknown; readonly isTTY?: boolean; readonly columns?: number };
-  stderr: { write(text: string): unknown };
-  env: Record<string, string | undefined>;
-  /** Aborted on Ctrl-C. */
-  signal: AbortSignal;
-}
 
 type OptionSpec = { type: "string" | "boolean"; short?: string; multiple?: boolean };
 
@@ -123,7 +116,8 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       io.stderr.write("reportctl: interrupted\n");
     } else {
       const ce = ConnectError.from(err);
-      const codeName = wireCode(ce);
+      // As on the wire: "not_found".
+      const codeName = codeToString(ce.code);
       if (json) {
         io.stderr.write(
           `${JSON.stringify({ error: { code: codeName, message: ce.rawMessage } })}\n`,
@@ -134,11 +128,4 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     }
     return code;
   }
-}
-
-/** A Connect code as on the wire: "not_found". */
-function wireCode(ce: ConnectError): string {
-  return ce.message.startsWith("[")
-    ? (ce.message.slice(1, ce.message.indexOf("]")) || "unknown").replaceAll(" ", "_")
-    : "unknown";
 }

@@ -34,12 +34,14 @@ import {
   createGrpcTransport,
   createGrpcWebTransport,
 } from "@connectrpc/connect-node";
-import { type JobEvent, JobEventType } from "../../gen/reports/v1/job_pb.js";
+import type { JobEvent } from "../../gen/reports/v1/job_pb.js";
 import {
   ReportService,
   type WatchJobRequestSchema,
   type WatchJobResponse,
 } from "../../gen/reports/v1/report_service_pb.js";
+import { type BackoffPolicy, backoffMs, sleep } from "./backoff.js";
+import { followJob, isConnectionReset } from "./follow-job.js";
 
 export {
   type Job,
@@ -102,12 +104,6 @@ export type ReportsClient = Omit<Client<typeof ReportService>, "watchJob"> & {
   ): AsyncIterable<WatchJobResponse>;
 };
 
-const terminalEvents = new Set([
-  JobEventType.SUCCEEDED,
-  JobEventType.FAILED,
-  JobEventType.CANCELLED,
-]);
-
 /** Creates a client; its HTTP/2 sessions close when idle, so it needs no close(). */
 export function createReportsClient(options: ReportsClientOptions): ReportsClient {
   const interceptors: Interceptor[] = [];
@@ -119,39 +115,20 @@ export function createReportsClient(options: ReportsClientOptions): ReportsClien
   const maxReconnects = options.maxWatchReconnects ?? 10;
   const retry = resolveRetry(options.retry ?? {});
 
-  async function* follow(jobId: string, watch: WatchOptions): AsyncGenerator<JobEvent> {
-    let after = watch.afterEventId ?? "";
-    let failures = 0;
-    for (;;) {
-      try {
-        for await (const res of rpc.watchJob(
-          { jobId, afterEventId: after },
-          { signal: watch.signal },
-        )) {
-          if (res.event === undefined) continue; // a keepalive
-          failures = 0;
-          after = res.event.id;
-          yield res.event;
-          if (terminalEvents.has(res.event.type)) return;
-        }
-        // A clean end without a terminal event: the watch was resumed from the
-        // terminal event, so nothing more will come.
-        return;
-      } catch (err) {
-        const ce = ConnectError.from(err);
-        if (watch.signal?.aborted || !isDroppedStream(ce) || failures >= maxReconnects) throw ce;
-        failures++;
-        await sleep(backoffMs(failures, retry), watch.signal);
-      }
-    }
-  }
-
   function watchJob(
     jobIdOrRequest: string | MessageInitShape<typeof WatchJobRequestSchema>,
     opts?: WatchOptions | CallOptions,
   ): AsyncIterable<JobEvent> | AsyncIterable<WatchJobResponse> {
     if (typeof jobIdOrRequest === "string") {
-      return follow(jobIdOrRequest, (opts ?? {}) as WatchOptions);
+      const jobId = jobIdOrRequest;
+      const watch = (opts ?? {}) as WatchOptions;
+      return followJob({
+        open: (afterEventId, signal) => rpc.watchJob({ jobId, afterEventId }, { signal }),
+        afterEventId: watch.afterEventId,
+        signal: watch.signal,
+        maxReconnects,
+        backoff: retry,
+      });
     }
     return rpc.watchJob(jobIdOrRequest, opts as CallOptions | undefined);
   }
@@ -229,57 +206,11 @@ function retryUnavailable(options: RetryOptions): Interceptor {
   };
 }
 
-function resolveRetry(o: RetryOptions): Required<RetryOptions> {
+/** The retry options with their defaults; maxAttempts at least 1. */
+function resolveRetry(o: RetryOptions): { maxAttempts: number } & BackoffPolicy {
   return {
     maxAttempts: Math.max(1, o.maxAttempts ?? 4),
     initialDelayMs: o.initialDelayMs ?? 100,
     maxDelayMs: o.maxDelayMs ?? 2000,
   };
-}
-
-/** Full jitter: a random delay up to min(max, initial * 2^(attempt-1)). */
-function backoffMs(attempt: number, p: Required<RetryOptions>): number {
-  const cap = Math.min(p.maxDelayMs, p.initialDelayMs * 2 ** (attempt - 1));
-  return Math.round(Math.random() * cap);
-}
-
-/** A reset or refused connection, as connect-node reports it (ECONNRESET is ABORTED there). */
-function isConnectionReset(ce: ConnectError): boolean {
-  if (ce.code !== Code.Aborted && ce.code !== Code.Internal && ce.code !== Code.Unknown) {
-    return false;
-  }
-  for (let e: unknown = ce.cause; e instanceof Error; e = e.cause) {
-    const code = (e as { code?: unknown }).code;
-    if (typeof code === "string" && /^(ECONNRESET|ECONNREFUSED|EPIPE|ERR_HTTP2_)/.test(code)) {
-      return true;
-    }
-  }
-  return /premature close|stream closed|socket hang up|missing trailer|protocol error/i.test(
-    ce.rawMessage,
-  );
-}
-
-/**
- * A watch stream that broke on the way (not an answer about the job):
- * resuming is safe. CANCELED counts when the caller did not cancel: that is
- * how an HTTP/2 stream reset by a dying server (RST_STREAM CANCEL) shows up.
- */
-function isDroppedStream(ce: ConnectError): boolean {
-  return ce.code === Code.Unavailable || ce.code === Code.Canceled || isConnectionReset(ce);
-}
-
-/** Waits `ms`, or rejects with CANCELED as soon as `signal` aborts. */
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(new ConnectError("operation was aborted", Code.Canceled));
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(new ConnectError("operation was aborted", Code.Canceled));
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
 }

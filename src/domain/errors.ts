@@ -26,13 +26,27 @@ export class JobNotFoundError extends Error {
   }
 }
 
-/** An idempotency key was reused with a different request. */
+/**
+ * Why an idempotency key cannot take this request: it was used for a
+ * different request (`payload-mismatch`), or for a job that has expired
+ * since (`job-expired`: the key outlived its job).
+ */
+export type IdempotencyConflict =
+  | { reason: "payload-mismatch" }
+  | { reason: "job-expired"; jobId: string };
+
+/** An idempotency key was reused with a different request, or outlived its job. */
 export class IdempotencyConflictError extends Error {
   override readonly name = "IdempotencyConflictError";
-  constructor(
-    message = "idempotency key already used for a different request; use a new key or repeat the original request",
-  ) {
-    super(message);
+  readonly reason: IdempotencyConflict["reason"];
+  /** @param conflict - what happened: another request under the key, or the key outlived its job. */
+  constructor(conflict: IdempotencyConflict = { reason: "payload-mismatch" }) {
+    super(
+      conflict.reason === "job-expired"
+        ? `idempotency key was used for job ${conflict.jobId}, which has expired; use a new key`
+        : "idempotency key already used for a different request; use a new key or repeat the original request",
+    );
+    this.reason = conflict.reason;
   }
 }
 
@@ -75,5 +89,70 @@ export class ShuttingDownError extends Error {
   override readonly name = "ShuttingDownError";
   constructor() {
     super("server is shutting down; resume from your last event id");
+  }
+}
+
+/** A watch stayed open for its longest allowed time; the caller resumes from its last event id. */
+export class WatchTimeLimitError extends Error {
+  override readonly name = "WatchTimeLimitError";
+  constructor(readonly maxDurationMs: number) {
+    super(
+      `watch reached its maximum duration (${maxDurationMs} ms); resume from your last event id`,
+    );
+  }
+}
+
+/** The caller presented no API key, a malformed one, or an unknown one: one answer for all three. */
+export class UnauthenticatedError extends Error {
+  override readonly name = "UnauthenticatedError";
+  constructor() {
+    super("missing or invalid API key; send the header Authorization: Bearer <key>");
+  }
+}
+
+/**
+ * A signed download link that does not verify: altered, expired, another
+ * job's or file's, or its job is gone. One answer for all, so a link reveals nothing.
+ */
+export class InvalidDownloadLinkError extends Error {
+  override readonly name = "InvalidDownloadLinkError";
+  constructor() {
+    super("download link is invalid or has expired; get a fresh one from GetJob");
+  }
+}
+
+/**
+ * A job has no such report to download: `not-produced` when the name is not
+ * its report's (or the job has none yet), `removed` when the file is gone
+ * (retention deleted it).
+ */
+export class ReportNotFoundError extends Error {
+  override readonly name = "ReportNotFoundError";
+  constructor(
+    readonly jobId: string,
+    readonly fileName: string,
+    readonly reason: "not-produced" | "removed",
+  ) {
+    super(
+      reason === "removed"
+        ? `the report of job ${jobId} is no longer available`
+        : `job ${jobId} has no report named ${fileName}`,
+    );
+  }
+}
+
+/**
+ * A request body that cannot be read as the request: not JSON, or JSON that
+ * is not the message's JSON form. The message says which.
+ */
+export class MalformedRequestError extends Error {
+  override readonly name = "MalformedRequestError";
+}
+
+/** A request body over the size limit; it was not read whole. */
+export class RequestTooLargeError extends Error {
+  override readonly name = "RequestTooLargeError";
+  constructor(readonly limitBytes: number) {
+    super(`request body exceeds ${limitBytes} bytes`);
   }
 }

@@ -253,9 +253,7 @@ export function createSubmitter(deps: {
         t.span.setAttributes({ [attrDeduplicated]: true, [attrJobId]: reply[1] ?? "" });
         t.span.setAttribute(bullmqAttr.jobId, reply[1] ?? "");
         if (existing === undefined) {
-          throw new IdempotencyConflictError(
-            `idempotency key was used for job ${reply[1]}, which has expired; use a new key`,
-          );
+          throw new IdempotencyConflictError({ reason: "job-expired", jobId: reply[1] ?? "" });
         }
         return { job: existing, deduplicated: true };
       }

@@ -9,6 +9,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { PrometheusExporter } from "@opentelemetry/exporter-prometheus";
 import type { Logger } from "pino";
+import type { Readiness } from "../api/readiness.js";
 
 /** A started or startable metrics server. */
 export interface MetricsServer {
@@ -21,11 +22,11 @@ export interface MetricsServer {
 /** Creates the server (not listening). `prometheus` is undefined when the SDK is disabled. */
 export function createMetricsServer(deps: {
   prometheus?: PrometheusExporter;
-  /** True when the process can do its work now; errors count as not ready. */
-  ready: () => Promise<boolean>;
+  /** The process's readiness (src/api/readiness.ts), its workers included where it runs them. */
+  readiness: Readiness;
   logger: Logger;
 }): MetricsServer {
-  const { prometheus, ready, logger } = deps;
+  const { prometheus, readiness, logger } = deps;
   const server: Server = createServer((req, res) => {
     const path = (req.url ?? "/").split("?")[0];
     const text = (status: number, body: string) => {
@@ -39,13 +40,10 @@ export function createMetricsServer(deps: {
         return prometheus.getMetricsRequestHandler(req, res);
       case "/healthz":
         return text(200, "ok");
-      case "/readyz":
-        // A probe that hangs is a failed probe; answer within 2 s either way.
-        Promise.race([
-          ready().catch(() => false),
-          new Promise<boolean>((r) => setTimeout(() => r(false), 2000).unref()),
-        ]).then((ok) => text(ok ? 200 : 503, ok ? "ready" : "not ready"));
-        return;
+      case "/readyz": {
+        const ok = readiness.status() === "ready";
+        return text(ok ? 200 : 503, ok ? "ready" : "not ready");
+      }
       default:
         return text(404, "not found: try /metrics, /healthz or /readyz");
     }

@@ -195,6 +195,27 @@ describe("authentication and tenant isolation", () => {
       expect((await connectErrorOf(acme.getJob({ jobId }))).code).toBe(Code.NotFound);
     });
 
+    it("names no path under /v1/ to a caller without a key: 401 first, then 404", async () => {
+      for (const [method, path] of [
+        ["GET", "/v1/nothing-here"],
+        ["POST", "/v1/jobs/abc"],
+        ["DELETE", `/v1/jobs/${acmeJob}`],
+      ] as const) {
+        expect((await send(method, path)).status, `${method} ${path}`).toBe(401);
+        const known = await send(method, path, undefined, acmeKey);
+        expect(known.status).toBe(404);
+        expect(await known.json()).toEqual({
+          code: "not_found",
+          message: `no route for ${method} ${path}`,
+        });
+      }
+      // Outside /v1/ no key is asked for.
+      expect(await (await send("GET", "/nope")).json()).toEqual({
+        code: "not_found",
+        message: "no route for GET /nope",
+      });
+    });
+
     it("keeps /healthz and /readyz public", async () => {
       expect((await fetch(`${t.url}/healthz`)).status).toBe(200);
       expect((await fetch(`${t.url}/readyz`)).status).toBe(200);

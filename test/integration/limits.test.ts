@@ -8,7 +8,7 @@ import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RetryInfoSchema } from "../../gen/reports/v1/errors_pb.js";
 import { ReportType } from "../../gen/reports/v1/job_pb.js";
-import { maxBodyBytes } from "../../src/api/http-routes.js";
+import { maxBodyBytes } from "../../src/api/request-body.js";
 import { protocols, reportClient } from "../helpers/clients.js";
 import { connectErrorOf, errorOf } from "../helpers/rpc.js";
 import { startTestApp, type TestApp } from "../helpers/test-app.js";

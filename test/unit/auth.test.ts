@@ -13,6 +13,7 @@ import {
   unauthenticatedMessage,
 } from "../../src/api/auth.js";
 import { kTenant } from "../../src/api/context-keys.js";
+import { toConnectError } from "../../src/api/error-map.js";
 import { hashApiKey, isLoopbackHost } from "../../src/config/api-keys.js";
 import { ConfigError, loadConfig } from "../../src/config/config.js";
 
@@ -115,11 +116,12 @@ describe("createAuthenticator()", () => {
     { tenant: "acme", sha256: hashApiKey(key2) },
     { tenant: "globex", sha256: hashApiKey(`${key1}x`) },
   ]);
+  /** The ConnectError a refused header becomes (auth throws the domain error; error-map maps it). */
   const failure = (header: string | null) => {
     try {
       auth.tenantOf(header);
     } catch (err) {
-      return ConnectError.from(err);
+      return toConnectError(err, pino({ enabled: false }));
     }
     throw new Error("expected a failure");
   };
@@ -157,7 +159,11 @@ describe("createAuthenticator()", () => {
 
 describe("createAuthInterceptor()", () => {
   const auth = createAuthenticator([{ tenant: "acme", sha256: hashApiKey(key1) }]);
-  const interceptor = createAuthInterceptor(auth, ["grpc.health.v1.Health"]);
+  const interceptor = createAuthInterceptor(
+    auth,
+    ["grpc.health.v1.Health"],
+    pino({ enabled: false }),
+  );
   const call = (typeName: string, authorization?: string) => {
     const contextValues = createContextValues();
     const header = new Headers(authorization ? { authorization } : {});
@@ -176,9 +182,17 @@ describe("createAuthInterceptor()", () => {
   });
 
   it("refuses RPCs without a key, except those of exempt services", async () => {
-    await expect(call(ReportService.typeName)).rejects.toMatchObject({
+    const refused = await call(ReportService.typeName).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    // A ConnectError already, with its header: the interceptors before this one see only those.
+    expect(refused).toBeInstanceOf(ConnectError);
+    expect(refused).toMatchObject({
       code: Code.Unauthenticated,
+      rawMessage: unauthenticatedMessage,
     });
+    expect((refused as ConnectError).metadata.get("www-authenticate")).toMatch(/^Bearer /);
     await expect(call("grpc.health.v1.Health")).resolves.toEqual({ tenant: "default" });
     await expect(call("grpc.reflection.v1.ServerReflection")).rejects.toMatchObject({
       code: Code.Unauthenticated,
@@ -200,7 +214,7 @@ describe("callerTenant()", () => {
       header: new Headers({ authorization: `Bearer ${key1}` }),
       contextValues,
     } as unknown as Parameters<ReturnType<ReturnType<typeof createAuthInterceptor>>>[0];
-    await createAuthInterceptor(auth, [])(async () => ({}) as never)(req);
+    await createAuthInterceptor(auth, [], pino({ enabled: false }))(async () => ({}) as never)(req);
     expect(callerTenant(contextValues)).toBe("acme");
   });
 });

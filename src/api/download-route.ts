@@ -1,0 +1,77 @@
+/**
+ * `GET|HEAD /v1/artifacts/{jobId}/{fileName}`: a finished report's file. A
+ * signed link (`?expires=…&signature=…`, download-signer.ts) stands in for
+ * the API key; an unsigned one needs the key of the job's tenant. Every
+ * failure of a signed link gets one answer (403), so a link reveals nothing.
+ */
+import { stat } from "node:fs/promises";
+import { artifactFile, artifactPath } from "../domain/artifact-paths.js";
+import { InvalidDownloadLinkError, ReportNotFoundError } from "../domain/errors.js";
+import type { JobView } from "../domain/job.js";
+import type { JobReader } from "../queue/job-reader.js";
+import { callerTenant } from "./auth.js";
+import type { DownloadSigner } from "./download-signer.js";
+import type { PathParams, RouteHandler } from "./http-router.js";
+import { getTenantJob } from "./report-service.js";
+import { sendFile } from "./send-file.js";
+
+/** What downloads need. */
+export interface DownloadRouteDeps {
+  jobs: JobReader;
+  artifactDir: string;
+  /** Checks signed links; without it, every signed link is refused. */
+  signer?: DownloadSigner;
+}
+
+/** Creates the download handler. */
+export function createDownloadRoute(
+  deps: DownloadRouteDeps,
+): RouteHandler<PathParams<"/v1/artifacts/{jobId}/{fileName}">> {
+  const { jobs, artifactDir } = deps;
+
+  /** The job of a signed download link, or undefined when the link does not verify. */
+  const signedJob = async (url: URL, jobId: string, fileName: string) => {
+    const signer = deps.signer;
+    if (signer === undefined || artifactFile(artifactDir, jobId, fileName) === undefined)
+      return undefined;
+    const job = await jobs.get(jobId);
+    const ok = signer.verify(
+      job?.tenant,
+      artifactPath(jobId, fileName),
+      url.searchParams.get("expires"),
+      url.searchParams.get("signature"),
+    );
+    return ok ? job : undefined;
+  };
+
+  return async (request) => {
+    const { req, res, url } = request;
+    const { jobId, fileName } = request.params;
+    let job: JobView;
+    if (url.searchParams.has("signature") || url.searchParams.has("expires")) {
+      const signed = await signedJob(url, jobId, fileName);
+      if (signed === undefined) throw new InvalidDownloadLinkError();
+      job = signed;
+    } else {
+      job = await getTenantJob(jobs, callerTenant(request.authenticate()), jobId);
+    }
+    const file = artifactFile(artifactDir, jobId, fileName);
+    if (
+      job.result === undefined ||
+      file === undefined ||
+      !job.result.downloadPath.endsWith(`/${encodeURIComponent(fileName)}`)
+    ) {
+      throw new ReportNotFoundError(jobId, fileName, "not-produced");
+    }
+    const info = await stat(file).catch(() => undefined);
+    if (info === undefined) throw new ReportNotFoundError(jobId, fileName, "removed");
+    res.writeHead(200, {
+      "content-type": job.result.contentType,
+      "content-length": info.size,
+      "content-disposition": `attachment; filename="${fileName}"`,
+      "cache-control": "private, max-age=3600",
+    });
+    if (req.method === "HEAD") return void res.end();
+    await sendFile(res, file);
+  };
+}

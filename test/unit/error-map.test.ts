@@ -1,0 +1,78 @@
+import { Code } from "@connectrpc/connect";
+import { pino } from "pino";
+import { describe, expect, it } from "vitest";
+import { toConnectError } from "../../src/api/error-map.js";
+import { httpStatusOf } from "../../src/api/http-responses.js";
+import {
+  BackpressureError,
+  IdempotencyConflictError,
+  InvalidDownloadLinkError,
+  JobNotFoundError,
+  MalformedRequestError,
+  ReportNotFoundError,
+  RequestTooLargeError,
+  StorageUnavailableError,
+  UnauthenticatedError,
+  WatchTimeLimitError,
+} from "../../src/domain/errors.js";
+
+const logger = pino({ enabled: false });
+const map = (err: unknown) => toConnectError(err, logger);
+
+describe("toConnectError()", () => {
+  it("gives each domain error its code and sentence, and keeps it as the cause", () => {
+    const cases: Array<[Error, Code]> = [
+      [new JobNotFoundError("j1"), Code.NotFound],
+      [new ReportNotFoundError("j1", "a.csv", "removed"), Code.NotFound],
+      [new MalformedRequestError("request body is not valid JSON"), Code.InvalidArgument],
+      [new RequestTooLargeError(10), Code.ResourceExhausted],
+      [new WatchTimeLimitError(1000), Code.Unavailable],
+      [new UnauthenticatedError(), Code.Unauthenticated],
+      [new InvalidDownloadLinkError(), Code.PermissionDenied],
+      [new IdempotencyConflictError(), Code.AlreadyExists],
+    ];
+    for (const [err, code] of cases) {
+      const ce = map(err);
+      expect(ce.code).toBe(code);
+      expect(ce.rawMessage).toBe(err.message);
+      expect(ce.cause).toBe(err);
+    }
+  });
+
+  it("sends WWW-Authenticate with UNAUTHENTICATED and Retry-After with backpressure", () => {
+    expect(map(new UnauthenticatedError()).metadata.get("www-authenticate")).toMatch(/^Bearer /);
+    const busy = map(new BackpressureError("backlog is full; retry later", 2500));
+    expect(busy.rawMessage).toBe("backlog is full; retry later (retry after 3 s)");
+    expect(busy.metadata.get("retry-after")).toBe("3");
+  });
+
+  it("keeps no cause for storage and unexpected errors, whose text must not travel", () => {
+    const storage = map(new StorageUnavailableError({ cause: new Error("READONLY redis text") }));
+    expect(storage).toMatchObject({ code: Code.Unavailable, cause: undefined });
+    const unexpected = map(new Error("ERR wrong number of arguments for 'hset'"));
+    expect(unexpected).toMatchObject({
+      code: Code.Internal,
+      rawMessage: "internal error",
+      cause: undefined,
+    });
+  });
+});
+
+describe("httpStatusOf()", () => {
+  it("answers a key reused with another payload 422, and a key that outlived its job 409", () => {
+    expect(httpStatusOf(map(new IdempotencyConflictError()))).toBe(422);
+    const expired = new IdempotencyConflictError({ reason: "job-expired", jobId: "j1" });
+    expect(expired.message).toBe(
+      "idempotency key was used for job j1, which has expired; use a new key",
+    );
+    expect(httpStatusOf(map(expired))).toBe(409);
+  });
+
+  it("answers an oversized body 413, and everything else with Connect's status for its code", () => {
+    expect(httpStatusOf(map(new RequestTooLargeError(10)))).toBe(413);
+    expect(httpStatusOf(map(new BackpressureError("slow down", 1000)))).toBe(429);
+    expect(httpStatusOf(map(new JobNotFoundError("j1")))).toBe(404);
+    expect(httpStatusOf(map(new UnauthenticatedError()))).toBe(401);
+    expect(httpStatusOf(map(new InvalidDownloadLinkError()))).toBe(403);
+  });
+});
