@@ -9,7 +9,6 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { PrometheusExporter } from "@opentelemetry/exporter-prometheus";
 import type { Logger } from "pino";
-import type { Readiness } from "../api/readiness.js";
 
 /** A started or startable metrics server. */
 export interface MetricsServer {
@@ -22,8 +21,11 @@ export interface MetricsServer {
 /** Creates the server (not listening). `prometheus` is undefined when the SDK is disabled. */
 export function createMetricsServer(deps: {
   prometheus?: PrometheusExporter;
-  /** The process's readiness (src/api/readiness.ts), its workers included where it runs them. */
-  readiness: Readiness;
+  /**
+   * The process's readiness (src/api/readiness.ts fits), its workers included
+   * where it runs them. Typed structurally: telemetry/ does not import api/.
+   */
+  readiness: { status(): string };
   logger: Logger;
 }): MetricsServer {
   const { prometheus, readiness, logger } = deps;
