@@ -5,7 +5,6 @@
  * OTLP. Started once, before the app is imported (see preload.ts); tests call
  * startTelemetry() themselves with in-memory exporters.
  */
-import { metrics } from "@opentelemetry/api";
 import { OTLPMetricExporter } from "@opentelemetry/exporter-metrics-otlp-http";
 import { PrometheusExporter } from "@opentelemetry/exporter-prometheus";
 import { HttpInstrumentation } from "@opentelemetry/instrumentation-http";
@@ -123,9 +122,4 @@ export function startTelemetry(options: TelemetryOptions): Telemetry {
 /** The telemetry this process started, if any. */
 export function currentTelemetry(): Telemetry | undefined {
   return current;
-}
-
-/** True once a real MeterProvider is registered (metrics are recorded, not dropped). */
-export function metricsEnabled(): boolean {
-  return current?.enabled === true && metrics.getMeterProvider() !== undefined;
 }

@@ -31,7 +31,7 @@ function untilReleased(promise: Promise<void>, signal: AbortSignal): Promise<voi
     promise.then(() => {
       signal.removeEventListener("abort", onAbort);
       resolve();
-    });
+    }, reject);
   });
 }
 
