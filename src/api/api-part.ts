@@ -119,7 +119,11 @@ export function createApiPart(deps: ApiPartDeps): ApiPart {
     maxTimeoutMs: settings.maxTimeoutMs,
     shutdownSignal,
     contextValues,
-    fallback: withHttpRequestLog(fallback, { logger, contextValues }),
+    // The log line names the tenant the request authenticated as (none when refused).
+    fallback: withHttpRequestLog(fallback, {
+      logger,
+      contextValues: (req) => authenticateHttp(auth, req),
+    }),
   });
   const server = createDualServer(withCors(handler, settings.corsOrigins), {
     keepaliveMs: 30_000,

@@ -116,6 +116,28 @@ describe("logs", () => {
     expect(lines.join("\n")).not.toContain(secret);
   });
 
+  it("names the caller's tenant on a plain-HTTP line when API keys are set", async () => {
+    const { lines, logger } = captured();
+    t = await startTestApp(
+      { API_KEYS: "acme:key-acme-0123456789abcdef" },
+      { logger, generators: { weekly: scripted(async () => csvOutput) } },
+    );
+    const res = await fetch(`${t.url}/v1/reports`, {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        authorization: "Bearer key-acme-0123456789abcdef",
+      },
+      body: JSON.stringify({ userId: "u1", reportType: "weekly" }),
+    });
+    expect(res.status).toBe(202);
+    const line = await waitFor(() =>
+      lines.map((l) => JSON.parse(l) as Line).find((l) => l.msg === "http"),
+    );
+    expect(line).toMatchObject({ path: "/v1/reports", status: 202, tenant: "acme" });
+    expect(JSON.stringify(line)).not.toContain("key-acme");
+  });
+
   it("redacts filters and credentials even when code logs them by mistake", () => {
     const { lines, logger } = captured();
     logger.info(
