@@ -161,6 +161,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
           settings: config.api,
           auth: config.auth,
           maxWatchesPerTenant: config.limits.tenantMaxWatches,
+          maxRunAtAheadMs: config.limits.maxRunAtAheadMs,
           artifactDir: config.worker.artifactDir,
           submitter: createSubmitter({
             redis: commands,
