@@ -58,7 +58,11 @@ export interface SubmitterSettings {
   >;
   limits: Pick<
     LimitsConfig,
-    "maxBacklog" | "backlogRetryAfterMs" | "tenantSubmitRate" | "tenantSubmitBurst"
+    | "maxBacklog"
+    | "tenantMaxBacklog"
+    | "backlogRetryAfterMs"
+    | "tenantSubmitRate"
+    | "tenantSubmitBurst"
   >;
 }
 
@@ -216,6 +220,7 @@ export function createSubmitter(deps: {
       fp: fingerprint,
       idemTtl: settings.retention.idempotencyTtlMs,
       maxBacklog: settings.limits.maxBacklog,
+      tenantMaxBacklog: settings.limits.tenantMaxBacklog,
       maxLen: settings.retention.eventStreamMaxLen,
       channel: keys.eventChannel(id),
       jobPrefix,
@@ -239,6 +244,7 @@ export function createSubmitter(deps: {
         keys.tenants,
         keys.submitRate(input.tenant),
         ...backlogKeys,
+        keys.tenantBacklog(input.tenant),
         ...bullKeys,
       ],
       [JSON.stringify(params), ...(bullArgv as (string | Buffer)[])],
@@ -262,6 +268,11 @@ export function createSubmitter(deps: {
       case "full":
         throw new BackpressureError(
           `backlog is full (${reply[1]} jobs waiting); retry later`,
+          settings.limits.backlogRetryAfterMs,
+        );
+      case "tenant-full":
+        throw new BackpressureError(
+          `this tenant's backlog is full (${reply[1]} jobs waiting, at most ${settings.limits.tenantMaxBacklog}); retry later`,
           settings.limits.backlogRetryAfterMs,
         );
       case "rate":

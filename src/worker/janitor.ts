@@ -4,7 +4,8 @@
  * entries of expired jobs, their report files on disk, and finished BullMQ
  * jobs past their age (BullMQ otherwise drops them only when later jobs
  * finish), and the oldest finished jobs beyond RETENTION_*_COUNT. Runs in
- * worker processes, which own the artifact folder.
+ * worker processes, which own the artifact folder. Also corrects the
+ * tenants' backlog sets (tenant-backlogs.ts).
  */
 import { readdir } from "node:fs/promises";
 import type { Queue } from "bullmq";
@@ -14,6 +15,7 @@ import type { RetentionConfig } from "../config/config.js";
 import type { ReportType } from "../domain/job.js";
 import type { Keys } from "../queue/keys.js";
 import { loadLuaScript } from "../queue/scripts/load.js";
+import { createTenantBacklogs } from "../queue/tenant-backlogs.js";
 import type { ArtifactStore } from "./artifact-store.js";
 
 const removeFinishedScript = loadLuaScript("remove-finished-job");
@@ -43,6 +45,7 @@ export function createJanitor(deps: {
   const { redis, keys, queues, artifacts, artifactDir, settings, logger } = deps;
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<void> | undefined;
+  const backlogs = createTenantBacklogs({ redis, keys, logger });
 
   const existing = async (ids: string[]): Promise<boolean[]> => {
     if (ids.length === 0) return [];
@@ -138,6 +141,7 @@ export function createJanitor(deps: {
       try {
         await sweepFinished();
         await sweepIndexes();
+        await backlogs.correct();
         await sweepArtifacts();
         await sweepQueues();
       } catch (err) {

@@ -328,6 +328,7 @@ describe("createSubmitter()", () => {
         },
         limits: {
           maxBacklog: 1000,
+          tenantMaxBacklog: 1000,
           backlogRetryAfterMs: 1000,
           tenantSubmitRate: 0,
           tenantSubmitBurst: 1,
