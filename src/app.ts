@@ -167,7 +167,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
             redis: commands,
             queues: queues.byType,
             keys,
-            settings: { ...bullJobSettings, limits: config.limits },
+            settings: { ...bullJobSettings, limits: config.limits, redis: config.redis },
           }),
           control: createJobControl({
             redis: commands,

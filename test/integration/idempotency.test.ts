@@ -333,6 +333,7 @@ describe("createSubmitter()", () => {
           tenantSubmitRate: 0,
           tenantSubmitBurst: 1,
         },
+        redis: { submitWaitAof: 0 },
       },
     });
     const input = {

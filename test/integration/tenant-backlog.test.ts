@@ -155,7 +155,7 @@ describe("per-tenant backlog bound", () => {
     const client = reportClient("connect-binary", t.url, { apiKey: acmeKey });
     await client.submitReport({ userId: "u", reportType: ReportType.WEEKLY }); // loads the script
     const commands: string[][] = [];
-    const monitor = await new Redis(t.config.redis.url).monitor();
+    const monitor = await redis.monitor();
     try {
       monitor.on("monitor", (_time: string, args: string[], source: string) => {
         if (source === "lua") return;
