@@ -161,12 +161,13 @@ export function createApp(config: Config, options: AppOptions = {}): App {
           settings: config.api,
           auth: config.auth,
           maxWatchesPerTenant: config.limits.tenantMaxWatches,
+          maxRunAtAheadMs: config.limits.maxRunAtAheadMs,
           artifactDir: config.worker.artifactDir,
           submitter: createSubmitter({
             redis: commands,
             queues: queues.byType,
             keys,
-            settings: { ...bullJobSettings, limits: config.limits },
+            settings: { ...bullJobSettings, limits: config.limits, redis: config.redis },
           }),
           control: createJobControl({
             redis: commands,

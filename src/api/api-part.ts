@@ -44,6 +44,8 @@ export interface ApiPartDeps {
   auth: AuthConfig;
   /** Concurrent WatchJob streams per tenant in this process (TENANT_MAX_WATCHES; 0: no cap). */
   maxWatchesPerTenant: number;
+  /** How far ahead a submit's run_at may be, in ms (MAX_RUN_AT_SECONDS). */
+  maxRunAtAheadMs: number;
   /** Where finished reports are (the worker writes them), served by download URLs. */
   artifactDir: string;
   submitter: Submitter;
@@ -87,6 +89,7 @@ export function createApiPart(deps: ApiPartDeps): ApiPart {
     publicUrl: settings.publicUrl,
     keepaliveMs: settings.watchKeepaliveMs,
     watchMaxDurationMs: settings.watchMaxDurationMs,
+    maxRunAtAheadMs: deps.maxRunAtAheadMs,
     downloadSigner,
     watchLimiter: createWatchLimiter(deps.maxWatchesPerTenant),
     shutdownSignal,

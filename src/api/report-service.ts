@@ -44,6 +44,8 @@ export interface ReportServiceDeps {
   publicUrl: string;
   keepaliveMs: number;
   watchMaxDurationMs: number;
+  /** How far ahead a submit's run_at may be, in ms. */
+  maxRunAtAheadMs: number;
   /** Signs download URLs (result.download_url); unsigned paths without it. */
   downloadSigner?: DownloadSigner;
   /** Caps concurrent watches per tenant; no cap without it. */
@@ -80,7 +82,9 @@ export function createReportService(deps: ReportServiceDeps): ServiceImpl<typeof
     async submitReport(req, ctx) {
       try {
         const tenant = callerTenant(ctx.values);
-        const input = validateSubmitReport(req, ctx.requestHeader.get("idempotency-key"), tenant);
+        const input = validateSubmitReport(req, ctx.requestHeader.get("idempotency-key"), tenant, {
+          maxRunAtAheadMs: deps.maxRunAtAheadMs,
+        });
         const { job, deduplicated } = await submitter.submit(input);
         return {
           jobId: job.id,

@@ -62,6 +62,14 @@ function oneOf(names: readonly string[]): string {
 const printableAscii = /^[\x20-\x7e]{1,255}$/;
 const jobIdPattern = /^[A-Za-z0-9_-]{1,64}$/;
 
+/** Bounds of a SubmitReport request that come from the configuration. */
+export interface SubmitBounds {
+  /** How far ahead of `now` run_at may be, in ms (MAX_RUN_AT_SECONDS). */
+  maxRunAtAheadMs: number;
+  /** The time run_at is measured from, in ms (default: now). */
+  now?: number;
+}
+
 /**
  * Validates a SubmitReport request.
  * @param headerKey - The Idempotency-Key header, used when the field is empty.
@@ -71,6 +79,7 @@ export function validateSubmitReport(
   req: SubmitReportRequest,
   headerKey: string | null,
   tenant: string,
+  bounds: SubmitBounds,
 ): SubmitInput {
   const v: FieldViolation[] = [];
   const userLength = [...req.userId].length;
@@ -132,6 +141,15 @@ export function validateSubmitReport(
   if (runAt !== undefined && deadline !== undefined && runAt >= deadline) {
     v.push({ field: "run_at", description: "must be before deadline" });
   }
+  // A far-future job waits in the backlog all that time: bounded, so run_at
+  // cannot park work (and hold backlog room) for ever.
+  const latestRunAt = (bounds.now ?? Date.now()) + bounds.maxRunAtAheadMs;
+  if (runAt !== undefined && runAt > latestRunAt) {
+    v.push({
+      field: "run_at",
+      description: `must be at most ${aheadText(bounds.maxRunAtAheadMs)} from now (${new Date(latestRunAt).toISOString()})`,
+    });
+  }
   if (v.length > 0 || reportType === undefined || priority === undefined)
     throw new InvalidArgumentError(v);
   return {
@@ -144,6 +162,20 @@ export function validateSubmitReport(
     runAt,
     deadline,
   };
+}
+
+/** "30 days", "2 hours", "90 seconds": the largest whole unit. */
+function aheadText(ms: number): string {
+  const units: Array<[string, number]> = [
+    ["day", 86_400_000],
+    ["hour", 3_600_000],
+    ["minute", 60_000],
+  ];
+  for (const [name, size] of units) {
+    if (ms % size === 0) return `${ms / size} ${name}${ms === size ? "" : "s"}`;
+  }
+  const seconds = Math.floor(ms / 1000);
+  return `${seconds} second${seconds === 1 ? "" : "s"}`;
 }
 
 /** Validates a job id field. */

@@ -29,6 +29,13 @@ export interface RedisConfig {
   urlDefaulted: boolean;
   /** Prefix of every Redis key this service writes (BullMQ's included). */
   prefix: string;
+  /** REQUIRE_AOF: refuse to start unless Redis is known to have appendonly on. */
+  requireAof: boolean;
+  /**
+   * SUBMIT_WAITAOF: 0 (off) or 1, WAITAOF's numlocal. With 1, a submit is
+   * acknowledged only once Redis has fsynced it to its AOF (Redis 7.2+).
+   */
+  submitWaitAof: 0 | 1;
 }
 
 /** The API port: where it listens, what it accepts, how watches and downloads behave. */
@@ -103,6 +110,13 @@ export interface RetentionConfig {
 export interface LimitsConfig {
   /** Jobs waiting across all types before submits get RESOURCE_EXHAUSTED. */
   maxBacklog: number;
+  /**
+   * Jobs of one tenant waiting (queued or retrying, run_at jobs included)
+   * before that tenant's submits get RESOURCE_EXHAUSTED.
+   */
+  tenantMaxBacklog: number;
+  /** How far ahead of now a submit's run_at may be, in ms. */
+  maxRunAtAheadMs: number;
   /** The retry delay a RESOURCE_EXHAUSTED answer suggests, in ms. */
   backlogRetryAfterMs: number;
   /** Submits per second per tenant (token bucket refill); 0 turns the limit off. */
@@ -345,6 +359,16 @@ export function loadConfig(env: Env, mode?: string): Config {
   const failedCount = int("RETENTION_FAILED_COUNT", 0, 0, 100_000_000);
   const eventStreamMaxLen = int("EVENT_STREAM_MAXLEN", 1000, 10, 1_000_000);
   const maxBacklog = int("MAX_BACKLOG", 100_000, 1, 100_000_000);
+  // With two or more tenants none may take more than a tenth of the backlog;
+  // a lone tenant (open mode, one key's tenant) may take all of it.
+  const tenantCount = new Set(apiKeys.map((k) => k.tenant)).size;
+  const tenantMaxBacklog = int(
+    "TENANT_MAX_BACKLOG",
+    tenantCount >= 2 ? Math.ceil(maxBacklog / 10) : maxBacklog,
+    1,
+    100_000_000,
+  );
+  const maxRunAtAheadMs = int("MAX_RUN_AT_SECONDS", 30 * 24 * 3600, 1, 366 * 24 * 3600) * 1000;
   const backlogRetryAfterMs = int("BACKLOG_RETRY_AFTER_MS", 5000, 100, 3600_000);
   const cancelPollMs = int("CANCEL_POLL_MS", 500, 50, 60_000);
   const sweepMs = int("RETENTION_SWEEP_MS", 60_000, 100, 24 * 3600_000);
@@ -365,10 +389,18 @@ export function loadConfig(env: Env, mode?: string): Config {
   const logFormat = oneOf("LOG_FORMAT", "json", ["json", "pretty"] as const);
   const metricsPort = int("METRICS_PORT", 9464, 0, 65535);
   const metricsHost = read("METRICS_HOST") ?? host;
+  const requireAof = bool("REQUIRE_AOF", false);
+  const submitWaitAof = int("SUBMIT_WAITAOF", 0, 0, 1) as 0 | 1;
 
   const config: Config = {
     mode: resolvedMode,
-    redis: { url: redisUrl, urlDefaulted: rawRedisUrl === undefined, prefix: redisPrefix },
+    redis: {
+      url: redisUrl,
+      urlDefaulted: rawRedisUrl === undefined,
+      prefix: redisPrefix,
+      requireAof,
+      submitWaitAof,
+    },
     api: {
       host,
       port,
@@ -402,6 +434,8 @@ export function loadConfig(env: Env, mode?: string): Config {
     },
     limits: {
       maxBacklog,
+      tenantMaxBacklog,
+      maxRunAtAheadMs,
       backlogRetryAfterMs,
       tenantSubmitRate,
       tenantSubmitBurst,

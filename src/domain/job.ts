@@ -37,6 +37,12 @@ export type JobState = (typeof jobStates)[number];
 /** States a worker or CancelJob may still move a job out of. */
 export const liveStates: readonly JobState[] = ["queued", "running", "retrying"];
 
+/**
+ * States of a job waiting to run (its BullMQ job waiting, delayed or in a
+ * backoff): what a tenant's backlog bound (TENANT_MAX_BACKLOG) counts.
+ */
+export const backlogStates: readonly JobState[] = ["queued", "retrying"];
+
 /** States a job never leaves on its own. */
 export const terminalStates: ReadonlySet<JobState> = new Set(["succeeded", "failed", "cancelled"]);
 

@@ -1,8 +1,8 @@
 /**
  * The Redis connections of one process: a shared fail-fast command
  * connection, the others opened by purpose as parts need them, and one
- * close() for them all. Also the start-up checks that Redis answers and
- * keeps what BullMQ writes.
+ * close() for them all. Also the start-up checks that Redis answers, is
+ * new enough, and keeps what it acknowledged (redis-preflight.ts).
  */
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
@@ -13,6 +13,7 @@ import {
   createRedisConnection,
   waitForReady,
 } from "./connections.js";
+import { judgeRedis, readRedisFacts } from "./redis-preflight.js";
 
 /** A process's connections. */
 export interface ConnectionSet {
@@ -21,9 +22,11 @@ export interface ConnectionSet {
   /** Opens another connection for `purpose`; close() closes it with the rest. */
   open(purpose: ConnectionPurpose): Redis;
   /**
-   * Resolves once the command connection is ready, then warns (in the log) if
-   * Redis may evict keys.
-   * @throws Error naming host:port (never the password) when Redis does not answer within `timeoutMs`.
+   * Resolves once the command connection is ready and Redis passed the
+   * start-up check: logs one line on its version and persistence, and loudly
+   * what can lose jobs (AOF off, eviction) or could not be checked.
+   * @throws Error naming host:port (never the password) when Redis does not answer within `timeoutMs`;
+   *   Error with one line when Redis is older than 7.0, or lacks what REQUIRE_AOF or SUBMIT_WAITAOF need.
    */
   ready(timeoutMs?: number): Promise<void>;
   /** Closes every connection opened here. Never throws. */
@@ -32,7 +35,7 @@ export interface ConnectionSet {
 
 /** Opens the command connection to `redis.url`. */
 export function createConnectionSet(
-  redis: Pick<RedisConfig, "url">,
+  redis: Pick<RedisConfig, "url" | "requireAof" | "submitWaitAof">,
   logger: Logger,
 ): ConnectionSet {
   const opened: Redis[] = [];
@@ -49,7 +52,13 @@ export function createConnectionSet(
       await waitForReady(commands, timeoutMs).catch(() => {
         throw new Error(`cannot reach Redis at ${redactedTarget(redis.url)} (set REDIS_URL)`);
       });
-      await checkEvictionPolicy(commands, logger);
+      const facts = await readRedisFacts(commands, { probeWaitAof: redis.submitWaitAof > 0 });
+      const refusals: string[] = [];
+      for (const { level, line } of judgeRedis(facts, redis)) {
+        if (level === "refuse") refusals.push(line);
+        else logger[level](line);
+      }
+      if (refusals.length > 0) throw new Error(refusals.join("; "));
     },
     async close() {
       await Promise.all(opened.map((c) => closeRedis(c)));
@@ -64,23 +73,5 @@ function redactedTarget(url: string): string {
     return `${u.hostname}:${u.port || 6379}`;
   } catch {
     return "(invalid REDIS_URL)";
-  }
-}
-
-/** BullMQ loses jobs if Redis evicts keys; say so loudly at start. */
-async function checkEvictionPolicy(redis: Redis, logger: Logger): Promise<void> {
-  try {
-    const reply = (await redis.config("GET", "maxmemory-policy")) as string[];
-    const policy = reply[1];
-    if (policy !== undefined && policy !== "noeviction") {
-      logger.error(
-        { policy },
-        `Redis maxmemory-policy is ${policy}; set it to noeviction or jobs can be lost (CONFIG SET maxmemory-policy noeviction)`,
-      );
-    }
-  } catch {
-    logger.warn(
-      "could not read Redis maxmemory-policy (CONFIG is disabled); make sure it is noeviction",
-    );
   }
 }

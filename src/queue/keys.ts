@@ -41,6 +41,20 @@ export interface Keys {
    * Expires once it would be full again (burst / rate), so idle tenants leave nothing.
    */
   submitRate(tenant: string): string;
+  /**
+   * Set of job ids: the tenant's jobs that are queued or retrying, whose count
+   * TENANT_MAX_BACKLOG bounds. The submit script adds a job, every transition
+   * keeps its membership (apply-transition.lua); the janitor removes members
+   * whose record says otherwise. Redis drops it when it empties.
+   */
+  tenantBacklog(tenant: string): string;
+  /**
+   * String: this deployment's marker, a random id also kept beside the
+   * reports (ARTIFACT_DIR). Its absence means Redis is not the one the
+   * reports were written with (it restarted empty): the janitor then deletes
+   * no report. No TTL.
+   */
+  readonly deployment: string;
   /** Set of tenants that have an index, for the janitor. Kept while any tenant index exists. */
   readonly tenants: string;
   /** Pub/sub channel: cancel requests for running jobs (message: job id), heard by every worker. Holds nothing. */
@@ -59,6 +73,8 @@ export function createKeys(prefix: string): Keys {
     userIndex: (tenant, digest) => `${prefix}:idx:${tenant}:user:${digest}`,
     finished: (kind) => `${prefix}:finished:${kind}`,
     submitRate: (tenant) => `${prefix}:rate:${tenant}`,
+    tenantBacklog: (tenant) => `${prefix}:backlog:${tenant}`,
+    deployment: `${prefix}:deployment`,
     tenants: `${prefix}:tenants`,
     controlChannel: `${prefix}:control`,
   };

@@ -14,6 +14,19 @@ export interface LuaScript {
     keys: readonly string[],
     args: readonly (string | Buffer | number)[],
   ): Promise<unknown>;
+  /**
+   * Runs the script with the command `follow` sends right behind it on the
+   * same connection, without waiting for the script's reply (no extra round
+   * trip): for a command that must come after the script's writes, like
+   * WAITAOF. After a NOSCRIPT, `follow` is sent again behind the EVAL, so its
+   * answer is always the one that followed the script that ran.
+   */
+  runFollowedBy<T>(
+    redis: Redis,
+    keys: readonly string[],
+    args: readonly (string | Buffer | number)[],
+    follow: () => Promise<T>,
+  ): Promise<[unknown, T]>;
 }
 
 /** Wraps `source` as a LuaScript. */
@@ -30,6 +43,20 @@ export function createLuaScript(source: string): LuaScript {
         }
         throw err;
       }
+    },
+    async runFollowedBy(redis, keys, args, follow) {
+      const ran = redis.evalsha(sha, keys.length, ...keys, ...args);
+      const followed = follow();
+      try {
+        return [await ran, await followed];
+      } catch (err) {
+        followed.catch(() => undefined);
+        if (!(err instanceof Error && err.message.startsWith("NOSCRIPT"))) throw err;
+      }
+      const evaluated = redis.eval(source, keys.length, ...keys, ...args);
+      const again = follow();
+      again.catch(() => undefined);
+      return [await evaluated, await again];
     },
   };
 }

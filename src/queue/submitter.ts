@@ -6,15 +6,21 @@
  * scripts/includes/append-event.lua), indexes the job for its tenant and
  * stores the idempotency record, all atomically. Concurrent duplicates therefore
  * cannot create two jobs, and a caller is acknowledged only for a job that is
- * really queued.
+ * really queued. With SUBMIT_WAITAOF, a WAITAOF follows the script on the
+ * same connection, in the same write, and the caller is acknowledged only
+ * once Redis has fsynced the job to its AOF.
  */
 import { createHash, randomBytes } from "node:crypto";
 import { createRequire } from "node:module";
 import type { Span } from "@opentelemetry/api";
 import { Job, type JobsOptions, type Queue } from "bullmq";
 import type { Redis } from "ioredis";
-import type { LimitsConfig, RetentionConfig, WorkerConfig } from "../config/config.js";
-import { BackpressureError, IdempotencyConflictError } from "../domain/errors.js";
+import type { LimitsConfig, RedisConfig, RetentionConfig, WorkerConfig } from "../config/config.js";
+import {
+  BackpressureError,
+  IdempotencyConflictError,
+  StorageUnavailableError,
+} from "../domain/errors.js";
 import type {
   JobPriority,
   JobView,
@@ -58,9 +64,22 @@ export interface SubmitterSettings {
   >;
   limits: Pick<
     LimitsConfig,
-    "maxBacklog" | "backlogRetryAfterMs" | "tenantSubmitRate" | "tenantSubmitBurst"
+    | "maxBacklog"
+    | "tenantMaxBacklog"
+    | "backlogRetryAfterMs"
+    | "tenantSubmitRate"
+    | "tenantSubmitBurst"
   >;
+  /** SUBMIT_WAITAOF: 1 waits for the AOF fsync before acknowledging. */
+  redis: Pick<RedisConfig, "submitWaitAof">;
 }
+
+/**
+ * How long a submit waits for the AOF fsync with SUBMIT_WAITAOF, in ms: an
+ * everysec fsync comes within about a second; below the command timeout, so
+ * the answer is Redis's, not a timeout's.
+ */
+export const waitAofTimeoutMs = 2000;
 
 /** Accepts jobs. */
 export interface Submitter {
@@ -123,6 +142,38 @@ export function createSubmitter(deps: {
     return [q.wait, q.prioritized, q.delayed, q.paused] as string[]; // order matters: see the script
   });
   const jobPrefix = keys.job("");
+  const waitAof = settings.redis.submitWaitAof;
+
+  /**
+   * Runs the submit script with WAITAOF right behind it: the reply comes once
+   * the script's writes are fsynced to the AOF. Not fsynced in time (or AOF
+   * turned off since start): UNAVAILABLE, as the job may not survive a Redis
+   * crash; a retry with the same idempotency key answers with the same job.
+   */
+  async function runThenWaitAof(
+    script: LuaScript,
+    scriptKeys: string[],
+    scriptArgs: (string | Buffer)[],
+  ): Promise<unknown> {
+    const waited = () =>
+      redis.call("WAITAOF", String(waitAof), "0", String(waitAofTimeoutMs)) as Promise<number[]>;
+    let reply: unknown;
+    let synced: number[];
+    try {
+      [reply, synced] = await script.runFollowedBy(redis, scriptKeys, scriptArgs, waited);
+    } catch (err) {
+      if (err instanceof Error && /WAITAOF/.test(err.message)) {
+        throw new StorageUnavailableError({ cause: err });
+      }
+      throw err;
+    }
+    if ((synced[0] ?? 0) < waitAof) {
+      throw new StorageUnavailableError({
+        cause: new Error(`WAITAOF: the AOF was not fsynced within ${waitAofTimeoutMs} ms`),
+      });
+    }
+    return reply;
+  }
 
   return {
     async submit(input) {
@@ -216,6 +267,7 @@ export function createSubmitter(deps: {
       fp: fingerprint,
       idemTtl: settings.retention.idempotencyTtlMs,
       maxBacklog: settings.limits.maxBacklog,
+      tenantMaxBacklog: settings.limits.tenantMaxBacklog,
       maxLen: settings.retention.eventStreamMaxLen,
       channel: keys.eventChannel(id),
       jobPrefix,
@@ -228,21 +280,24 @@ export function createSubmitter(deps: {
       rec: encodeNewRecord(view, fingerprint),
       ev: encodeEvent(jobTransitions.submitted.derive({ at: now }).event),
     };
-    const reply = (await script.run(
-      redis,
-      [
-        idemKey,
-        keys.job(id),
-        keys.events(id),
-        keys.tenantIndex(input.tenant),
-        keys.userIndex(input.tenant, digest(input.userId)),
-        keys.tenants,
-        keys.submitRate(input.tenant),
-        ...backlogKeys,
-        ...bullKeys,
-      ],
-      [JSON.stringify(params), ...(bullArgv as (string | Buffer)[])],
-    )) as [string, string, string[]?];
+    const scriptKeys = [
+      idemKey,
+      keys.job(id),
+      keys.events(id),
+      keys.tenantIndex(input.tenant),
+      keys.userIndex(input.tenant, digest(input.userId)),
+      keys.tenants,
+      keys.submitRate(input.tenant),
+      ...backlogKeys,
+      keys.tenantBacklog(input.tenant),
+      ...bullKeys,
+    ];
+    const scriptArgs = [JSON.stringify(params), ...(bullArgv as (string | Buffer)[])];
+    const reply = (
+      waitAof > 0
+        ? await runThenWaitAof(script, scriptKeys, scriptArgs)
+        : await script.run(redis, scriptKeys, scriptArgs)
+    ) as [string, string, string[]?];
 
     switch (reply[0]) {
       case "new":
@@ -262,6 +317,11 @@ export function createSubmitter(deps: {
       case "full":
         throw new BackpressureError(
           `backlog is full (${reply[1]} jobs waiting); retry later`,
+          settings.limits.backlogRetryAfterMs,
+        );
+      case "tenant-full":
+        throw new BackpressureError(
+          `this tenant's backlog is full (${reply[1]} jobs waiting, at most ${settings.limits.tenantMaxBacklog}); retry later`,
           settings.limits.backlogRetryAfterMs,
         );
       case "rate":

@@ -75,6 +75,7 @@ export function createTransitionApplier(deps: {
           keys.events(job.id),
           keys.finished("succeeded"),
           keys.finished("failed"),
+          keys.tenantBacklog(job.tenant),
         ],
         [
           keys.eventChannel(job.id),

@@ -4,7 +4,10 @@
  * entries of expired jobs, their report files on disk, and finished BullMQ
  * jobs past their age (BullMQ otherwise drops them only when later jobs
  * finish), and the oldest finished jobs beyond RETENTION_*_COUNT. Runs in
- * worker processes, which own the artifact folder.
+ * worker processes, which own the artifact folder. Report files are deleted
+ * for missing records only while Redis holds this deployment's marker
+ * (deployment-marker.ts): a Redis that restarted empty must not cost every
+ * report. Also corrects the tenants' backlog sets (tenant-backlogs.ts).
  */
 import { readdir } from "node:fs/promises";
 import type { Queue } from "bullmq";
@@ -14,7 +17,9 @@ import type { RetentionConfig } from "../config/config.js";
 import type { ReportType } from "../domain/job.js";
 import type { Keys } from "../queue/keys.js";
 import { loadLuaScript } from "../queue/scripts/load.js";
+import { createTenantBacklogs } from "../queue/tenant-backlogs.js";
 import type { ArtifactStore } from "./artifact-store.js";
+import { createDeploymentMarker } from "./deployment-marker.js";
 
 const removeFinishedScript = loadLuaScript("remove-finished-job");
 
@@ -43,6 +48,9 @@ export function createJanitor(deps: {
   const { redis, keys, queues, artifacts, artifactDir, settings, logger } = deps;
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<void> | undefined;
+  let marking: Promise<unknown> | undefined;
+  const marker = createDeploymentMarker({ redis, key: keys.deployment, artifactDir, logger });
+  const backlogs = createTenantBacklogs({ redis, keys, logger });
 
   const existing = async (ids: string[]): Promise<boolean[]> => {
     if (ids.length === 0) return [];
@@ -82,6 +90,7 @@ export function createJanitor(deps: {
   };
 
   const sweepArtifacts = async () => {
+    if (!(await marker.check())) return;
     const dirs = await readdir(artifactDir).catch(() => [] as string[]);
     for (let i = 0; i < dirs.length; i += 200) {
       const chunk = dirs.slice(i, i + 200);
@@ -138,6 +147,7 @@ export function createJanitor(deps: {
       try {
         await sweepFinished();
         await sweepIndexes();
+        await backlogs.correct();
         await sweepArtifacts();
         await sweepQueues();
       } catch (err) {
@@ -155,11 +165,19 @@ export function createJanitor(deps: {
   return {
     sweep,
     start() {
+      // At once: marks a fresh deployment, and says now if Redis lost its data.
+      marking = marker.check().catch((err: unknown) => {
+        logger.warn(
+          { err: err instanceof Error ? err.message : String(err) },
+          "could not check the deployment marker; will retry",
+        );
+      });
       timer = setInterval(() => void sweep(), settings.sweepMs);
       timer.unref();
     },
     async close() {
       clearInterval(timer);
+      await marking;
       await running;
     },
   };

@@ -25,9 +25,13 @@ export interface RedisServerHandle {
   stop(): Promise<void>;
 }
 
-/** Starts redis-server on a free port; `appendonly` turns AOF on (fsync always). */
+/**
+ * Starts redis-server on a free port; `appendonly` turns AOF on (fsync
+ * always); `args` adds (or, given later, overrides) server options;
+ * `binary` runs another Redis-compatible server.
+ */
 export async function startRedisServer(
-  options: { appendonly?: boolean } = {},
+  options: { appendonly?: boolean; args?: string[]; binary?: string } = {},
 ): Promise<RedisServerHandle> {
   const port = await freePort();
   const dir = mkdtempSync(path.join(tmpdir(), "report-jobs-redis-"));
@@ -50,10 +54,11 @@ export async function startRedisServer(
     "redis.log",
     "--maxclients",
     "20000",
+    ...(options.args ?? []),
   ];
   let child: ChildProcess | undefined;
   const launch = async () => {
-    child = spawn("redis-server", args, { stdio: "ignore" });
+    child = spawn(options.binary ?? "redis-server", args, { stdio: "ignore" });
     const deadline = Date.now() + 10_000;
     while (!(await isListening("127.0.0.1", port, 200))) {
       if (child.exitCode !== null || Date.now() > deadline)

@@ -328,10 +328,12 @@ describe("createSubmitter()", () => {
         },
         limits: {
           maxBacklog: 1000,
+          tenantMaxBacklog: 1000,
           backlogRetryAfterMs: 1000,
           tenantSubmitRate: 0,
           tenantSubmitBurst: 1,
         },
+        redis: { submitWaitAof: 0 },
       },
     });
     const input = {

@@ -6,6 +6,7 @@
  */
 
 import type { MessageInitShape } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { ViolationsSchema } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 import { type CallOptions, Code, type ConnectError } from "@connectrpc/connect";
 import { Redis } from "ioredis";
@@ -137,6 +138,12 @@ const cases: Case[] = [
     rpc: "submitReport",
     request: { ...valid, filters: bigFilters },
     fields: ["filters"],
+  },
+  {
+    name: "a run_at beyond MAX_RUN_AT_SECONDS (30 days)",
+    rpc: "submitReport",
+    request: { ...valid, runAt: timestampFromMs(Date.now() + 31 * 86_400_000) },
+    fields: ["run_at"],
   },
   {
     name: "every SubmitReport field bad at once",

@@ -121,6 +121,42 @@ describe("loadConfig()", () => {
     expect(err.problems.find((p) => p.startsWith("PORT:"))).toContain("0 to 65535");
   });
 
+  it("reads the durability settings into the redis slice, one problem line per bad value", () => {
+    expect(loadConfig({}).redis).toMatchObject({ requireAof: false, submitWaitAof: 0 });
+    expect(loadConfig({ REQUIRE_AOF: "true", SUBMIT_WAITAOF: "1" }).redis).toMatchObject({
+      requireAof: true,
+      submitWaitAof: 1,
+    });
+    const err = configError({ REQUIRE_AOF: "always", SUBMIT_WAITAOF: "2" });
+    expect(err.problems).toEqual([
+      'REQUIRE_AOF: must be true or false (got "always")',
+      'SUBMIT_WAITAOF: must be an integer from 0 to 1 (got "2")',
+    ]);
+  });
+
+  it("bounds each tenant's backlog: all of MAX_BACKLOG for a lone tenant, a tenth with two or more", () => {
+    const key = (n: number) => `key-${n}-0123456789abcdef`;
+    expect(loadConfig({ MAX_BACKLOG: "1000" }).limits.tenantMaxBacklog).toBe(1000);
+    expect(
+      loadConfig({ MAX_BACKLOG: "1000", API_KEYS: `acme:${key(1)},acme:${key(2)}` }).limits
+        .tenantMaxBacklog,
+    ).toBe(1000);
+    expect(
+      loadConfig({ MAX_BACKLOG: "1005", API_KEYS: `acme:${key(1)},globex:${key(2)}` }).limits
+        .tenantMaxBacklog,
+    ).toBe(101);
+    expect(loadConfig({ TENANT_MAX_BACKLOG: "7" }).limits.tenantMaxBacklog).toBe(7);
+    expect(configError({ TENANT_MAX_BACKLOG: "0" }).problems).toEqual([
+      'TENANT_MAX_BACKLOG: must be an integer from 1 to 100000000 (got "0")',
+    ]);
+  });
+
+  it("bounds run_at at 30 days ahead unless MAX_RUN_AT_SECONDS says otherwise", () => {
+    expect(loadConfig({}).limits.maxRunAtAheadMs).toBe(30 * 86_400_000);
+    expect(loadConfig({ MAX_RUN_AT_SECONDS: "3600" }).limits.maxRunAtAheadMs).toBe(3_600_000);
+    expect(configError({ MAX_RUN_AT_SECONDS: "0" }).problems).toHaveLength(1);
+  });
+
   it("rejects out-of-range integers at both ends", () => {
     expect(configError({ PORT: "65536" }).problems).toHaveLength(1);
     expect(configError({ PORT: "-1" }).problems).toHaveLength(1);

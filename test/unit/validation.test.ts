@@ -19,8 +19,15 @@ import { InvalidArgumentError } from "../../src/domain/errors.js";
 
 type SubmitInit = Parameters<typeof create<typeof SubmitReportRequestSchema>>[1];
 
-function submit(init: SubmitInit, header: string | null = null) {
-  return validateSubmitReport(create(SubmitReportRequestSchema, init), header, "acme");
+/** The clock and run_at bound of these tests: 30 days ahead of a fixed now. */
+const now = Date.UTC(2030, 0, 1);
+const maxRunAtAheadMs = 30 * 86_400_000;
+
+function submit(init: SubmitInit, header: string | null = null, aheadMs = maxRunAtAheadMs) {
+  return validateSubmitReport(create(SubmitReportRequestSchema, init), header, "acme", {
+    maxRunAtAheadMs: aheadMs,
+    now,
+  });
 }
 
 /** The fields named by the InvalidArgumentError `fn` throws. */
@@ -174,6 +181,35 @@ describe("validateSubmitReport()", () => {
         submit({ ...valid, runAt: timestampFromMs(5000), deadline: timestampFromMs(5000) }),
       ),
     ).toEqual(["run_at"]);
+  });
+
+  it("bounds run_at by MAX_RUN_AT_SECONDS ahead of now, and says the latest time allowed", () => {
+    const latest = now + maxRunAtAheadMs;
+    expect(submit({ ...valid, runAt: timestampFromMs(latest) }).runAt).toBe(latest);
+    expect(violatedFields(() => submit({ ...valid, runAt: timestampFromMs(latest + 1) }))).toEqual([
+      "run_at",
+    ]);
+    /** The run_at violation of a run_at 1 ms past a bound of `aheadMs`. */
+    const descriptionFor = (aheadMs: number) => {
+      try {
+        submit({ ...valid, runAt: timestampFromMs(now + aheadMs + 1) }, null, aheadMs);
+      } catch (err) {
+        if (err instanceof InvalidArgumentError) return err.violations[0]?.description;
+        throw err;
+      }
+      throw new Error("expected an InvalidArgumentError");
+    };
+    expect(descriptionFor(maxRunAtAheadMs)).toBe(
+      "must be at most 30 days from now (2030-01-31T00:00:00.000Z)",
+    );
+    // Other bounds read in their largest whole unit.
+    expect(descriptionFor(7_200_000)).toMatch(/^must be at most 2 hours from now/);
+    expect(descriptionFor(60_000)).toMatch(/^must be at most 1 minute from now/);
+    expect(descriptionFor(90_000)).toMatch(/^must be at most 90 seconds from now/);
+    // A past run_at is "as soon as possible", whatever the bound.
+    expect(submit({ ...valid, runAt: timestampFromMs(now - 86_400_000) }).runAt).toBe(
+      now - 86_400_000,
+    );
   });
 
   it("reports every bad field at once", () => {

@@ -62,7 +62,9 @@ export type SubmitReportRequest = Message<"reports.v1.SubmitReportRequest"> & {
   priority: JobPriority;
 
   /**
-   * Do not start before this time. Unset or past: as soon as possible.
+   * Do not start before this time. Unset or past: as soon as possible. At
+   * most MAX_RUN_AT_SECONDS (30 days by default) from now; later is
+   * INVALID_ARGUMENT.
    *
    * @generated from field: google.protobuf.Timestamp run_at = 6;
    */
@@ -402,8 +404,9 @@ export const ReportService: GenService<{
    * Idempotent per idempotency key: a repeat with the same key and the same
    * request returns the original job with deduplicated = true; the same key
    * with a different request is ALREADY_EXISTS. Errors: INVALID_ARGUMENT
-   * (each bad field listed), RESOURCE_EXHAUSTED (backlog full; retry later),
-   * UNAVAILABLE (storage unreachable; safe to retry with the same key).
+   * (each bad field listed), RESOURCE_EXHAUSTED (the backlog, or the
+   * caller's tenant's share of it, is full; retry later), UNAVAILABLE
+   * (storage unreachable; safe to retry with the same key).
    *
    * @generated from rpc reports.v1.ReportService.SubmitReport
    */

@@ -13,6 +13,7 @@
     KEYS[2] event stream
     KEYS[3] finished index of succeeded jobs
     KEYS[4] finished index of failed and cancelled jobs
+    KEYS[5] the tenant's backlog set: holds the job while it is queued or retrying
 
     ARGV[1] event channel
     ARGV[2] how many entries the stream keeps
@@ -52,6 +53,13 @@ elseif newState == 'failed' or newState == 'cancelled' then
 elseif state == 'succeeded' or state == 'failed' or state == 'cancelled' then
   redis.call('ZREM', KEYS[3], jobId)
   redis.call('ZREM', KEYS[4], jobId)
+end
+-- The tenant's backlog (TENANT_MAX_BACKLOG counts it): the job is a member
+-- exactly while it waits to run.
+if newState == 'queued' or newState == 'retrying' then
+  redis.call('SADD', KEYS[5], jobId)
+else
+  redis.call('SREM', KEYS[5], jobId)
 end
 local ev = {}
 for i = first, #ARGV do ev[#ev + 1] = ARGV[i] end

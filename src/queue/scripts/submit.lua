@@ -20,7 +20,9 @@
     KEYS[8 .. 7+p.backlogKeys] the keys whose lengths make up the backlog: per
             queue its wait and paused lists, prioritized and delayed sorted
             sets, in that order
-    KEYS[8+p.backlogKeys ..] BullMQ's add script's keys
+    KEYS[8+p.backlogKeys] the tenant's backlog: the set of its queued and
+            retrying jobs
+    KEYS[9+p.backlogKeys ..] BullMQ's add script's keys
 
     ARGV[1] JSON parameters p: idem (a key was given), fp (request
             fingerprint), idemTtl (ms), maxBacklog, maxLen (stream entries),
@@ -35,6 +37,7 @@
     {'dup', job id, record}  the key's job (HGETALL reply; empty once expired)
     {'conflict', job id}     the key was used for a different request
     {'rate', retry ms}       the tenant is over its submit rate
+    {'tenant-full', backlog} the tenant's backlog is full
     {'full', backlog}        the backlog is full
     {'error', code}          BullMQ's add failed with this code
 ]]
@@ -66,6 +69,11 @@ if p.rate > 0 then
   end
   tokens = {tokens - 1, math.max(now, ts)}
 end
+-- The tenant's own bound first, so one tenant's jobs (far-future run_at ones
+-- included) cannot fill the backlog every tenant shares.
+local tenantBacklog = KEYS[8 + p.backlogKeys]
+local mine = redis.call('SCARD', tenantBacklog)
+if mine >= p.tenantMaxBacklog then return {'tenant-full', tostring(mine)} end
 local backlog = 0
 for i = 8, 7 + p.backlogKeys do
   local kind = (i - 8) % 4
@@ -82,9 +90,10 @@ if tokens then
   redis.call('PEXPIRE', KEYS[7], math.ceil((p.burst - tokens[1]) * 1000 / p.rate) + 1000)
 end
 local bkeys = {}
-for i = 8 + p.backlogKeys, #KEYS do bkeys[#bkeys + 1] = KEYS[i] end
+for i = 9 + p.backlogKeys, #KEYS do bkeys[#bkeys + 1] = KEYS[i] end
 local added = bullmqAdd(bkeys, {ARGV[2], ARGV[3], ARGV[4]})
 if type(added) == 'number' and added < 0 then return {'error', tostring(added)} end
+redis.call('SADD', tenantBacklog, p.jobId)
 redis.call('HSET', KEYS[2], unpack(p.rec))
 -- After the record: the event's trace id comes from the record's traceparent.
 local id = appendEvent(KEYS[2], KEYS[3], p.channel, p.maxLen, p.ev)

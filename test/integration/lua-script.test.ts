@@ -1,0 +1,79 @@
+/**
+ * createLuaScript() on a real Redis: runFollowedBy sends its follow-up
+ * command behind the script on the same connection without waiting for the
+ * script's reply, and after a NOSCRIPT sends it again behind the EVAL, so
+ * the follow-up's answer always comes after the script that ran.
+ */
+import { Redis } from "ioredis";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createLuaScript } from "../../src/queue/lua-script.js";
+import { type RedisServerHandle, startRedisServer } from "../helpers/redis-server.js";
+import { testPrefix } from "../helpers/test-app.js";
+import { waitFor } from "../helpers/wait-for.js";
+
+describe("createLuaScript().runFollowedBy()", () => {
+  // A server of its own: SCRIPT FLUSH would disturb other files' round-trip counts.
+  let server: RedisServerHandle;
+  let redis: Redis;
+  let monitor: Redis;
+  const seen: string[][] = [];
+  const prefix = testPrefix();
+  beforeAll(async () => {
+    server = await startRedisServer();
+    redis = new Redis(server.url);
+    monitor = await redis.monitor();
+    monitor.on("monitor", (_time: string, args: string[], source: string) => {
+      if (source !== "lua" && args.some((a) => String(a).startsWith(prefix))) seen.push(args);
+    });
+  });
+  afterAll(async () => {
+    monitor?.disconnect();
+    redis?.disconnect();
+    await server?.stop();
+  });
+
+  /** The commands MONITOR saw for keys of this test, up to a marker sent last. */
+  async function commandsSeen(): Promise<string[]> {
+    const marker = `${prefix}:marker:${seen.length}`;
+    await redis.exists(marker);
+    await waitFor(() => seen.some((c) => c.includes(marker)), { what: "the marker" });
+    const names = seen.filter((c) => !c.includes(marker)).map((c) => String(c[0]).toLowerCase());
+    seen.length = 0;
+    return names;
+  }
+
+  it("sends the follow-up before the script's reply, and answers both", async () => {
+    const key = `${prefix}:n`;
+    const script = createLuaScript(`return redis.call('INCR', KEYS[1]) -- ${prefix}`);
+    await redis.script("LOAD", `return redis.call('INCR', KEYS[1]) -- ${prefix}`);
+    await commandsSeen();
+    let replied = false;
+    let followedBeforeReply: boolean | undefined;
+    const [n, after] = await script.runFollowedBy(redis, [key], [], () => {
+      followedBeforeReply = !replied;
+      return redis.get(key);
+    });
+    replied = true;
+    expect(followedBeforeReply).toBe(true);
+    expect(n).toBe(1);
+    // The follow-up ran after the script: it sees the script's write.
+    expect(after).toBe("1");
+    expect(await commandsSeen()).toEqual(["evalsha", "get"]);
+  });
+
+  it("follows the EVAL again after a NOSCRIPT, and answers the second follow-up", async () => {
+    const key = `${prefix}:m`;
+    const script = createLuaScript(`return redis.call('INCR', KEYS[1]) -- ${prefix} again`);
+    await redis.script("FLUSH");
+    await commandsSeen();
+    let follows = 0;
+    const [n, after] = await script.runFollowedBy(redis, [key], [], () => {
+      follows++;
+      return redis.get(key);
+    });
+    expect(n).toBe(1);
+    expect(follows).toBe(2);
+    expect(after).toBe("1");
+    expect(await commandsSeen()).toEqual(["evalsha", "get", "eval", "get"]);
+  });
+});
