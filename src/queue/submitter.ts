@@ -247,6 +247,10 @@ export function createSubmitter(deps: {
     switch (reply[0]) {
       case "new":
         return { job: view, deduplicated: false };
+      case "own":
+        // This call's script ran twice (ioredis resent it after a lost
+        // reply): the job is this call's own, as the first run left it.
+        return { job: decodeRecord(reply[2]) ?? view, deduplicated: false };
       case "dup": {
         const existing = decodeRecord(reply[2]);
         // Nothing was enqueued: the span says so and names the existing job.

@@ -32,6 +32,8 @@
 
   Output:
     {'new', entry id}        queued
+    {'own', job id, record}  this call ran before (a resent script): the job
+                             it made, as it is now (HGETALL reply)
     {'dup', job id, record}  the key's job (HGETALL reply; empty once expired)
     {'conflict', job id}     the key was used for a different request
     {'rate', retry ms}       the tenant is over its submit rate
@@ -44,6 +46,13 @@ local function bullmqAdd(KEYS, ARGV)
 --- @bullmq-add
 end
 local p = cjson.decode(ARGV[1])
+-- The job id is drawn afresh by every call, so a record under it means this
+-- very call ran before: ioredis resent the script after losing its reply.
+-- Answer with what that run made (the job may have moved on since) and
+-- change nothing.
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return {'own', p.jobId, redis.call('HGETALL', KEYS[2])}
+end
 if p.idem then
   local prev = redis.call('HMGET', KEYS[1], 'job', 'fp')
   if prev[1] then
