@@ -60,7 +60,7 @@ export type FencePolicy = "none" | "sets" | "checks";
 /** The job a transition is applied to, as its metric and log line need it. */
 export type TransitionSubject = Pick<
   JobView,
-  "id" | "tenant" | "reportType" | "createdAt" | "requeuedAt"
+  "id" | "tenant" | "reportType" | "createdAt" | "requeuedAt" | "idempotencyKeyDigest"
 >;
 
 /** One row of the table. */

@@ -48,6 +48,12 @@ export const recordField = {
    * attempt's later writes are refused unless they carry it (domain/job-transitions.ts).
    */
   attemptToken: "fence",
+  /**
+   * The digest of the idempotency key the job was submitted with (absent
+   * without one): transitions pass its idempotency record, whose retention
+   * follows the job's (keys.ts idempotency).
+   */
+  idempotencyKeyDigest: "idem",
 } as const;
 
 const states: readonly JobState[] = jobStates;
@@ -89,6 +95,7 @@ export function encodeNewRecord(job: JobView, fingerprint: string): string[] {
   if (job.runAt !== undefined) out.push(f.runAt, String(job.runAt));
   if (job.deadline !== undefined) out.push(f.deadline, String(job.deadline));
   if (job.traceparent) out.push(f.traceparent, job.traceparent);
+  if (job.idempotencyKeyDigest) out.push(f.idempotencyKeyDigest, job.idempotencyKeyDigest);
   return out;
 }
 
@@ -173,6 +180,8 @@ export function decodeRecord(
   if (cancelReason) job.cancelReason = cancelReason;
   const traceparent = h[f.traceparent];
   if (traceparent) job.traceparent = traceparent;
+  const idempotencyKeyDigest = h[f.idempotencyKeyDigest];
+  if (idempotencyKeyDigest) job.idempotencyKeyDigest = idempotencyKeyDigest;
   const path = h[f.resultPath];
   if (path) {
     job.result = {
