@@ -16,6 +16,7 @@ import { createJobControl } from "./queue/job-control.js";
 import { createJobLister } from "./queue/job-lister.js";
 import { createJobReader } from "./queue/job-reader.js";
 import { createKeys, type Keys } from "./queue/keys.js";
+import { createQueueTransitions } from "./queue/queue-transitions.js";
 import { createEventLog } from "./queue/redis-event-log.js";
 import { createReportQueues } from "./queue/report-queues.js";
 import { createStorageHealth, type StorageHealth } from "./queue/storage-health.js";
@@ -118,6 +119,12 @@ export function createApp(config: Config, options: AppOptions = {}): App {
     settings: config.retention,
     logger,
   });
+  const queueTransitions = createQueueTransitions({
+    redis: commands,
+    queues: queues.byType,
+    keys,
+    transitions,
+  });
   // Api and all modes. Registered before the workers, so it closes after them.
   const hub =
     config.mode === "worker"
@@ -170,10 +177,9 @@ export function createApp(config: Config, options: AppOptions = {}): App {
           }),
           control: createJobControl({
             redis: commands,
-            queues: queues.byType,
             keys,
             jobs,
-            transitions,
+            queueTransitions,
             bullJob: (job) => bullJobSpec(job, bullJobSettings),
           }),
           lister: createJobLister({ redis: commands, keys }),

@@ -40,6 +40,7 @@ describe("the Lua scripts", () => {
       "replay-events",
       "request-cancel",
       "submit",
+      "transition-with-queue",
     ]);
     for (const name of scriptNames()) {
       const source = loadScriptSource(name);
