@@ -29,6 +29,7 @@ import { createMetricsServer } from "./telemetry/metrics-server.js";
 import { currentTelemetry } from "./telemetry/telemetry.js";
 import type { ReportGenerator } from "./worker/generator.js";
 import type { Janitor } from "./worker/janitor.js";
+import type { Reconciler } from "./worker/reconciler.js";
 import type { ReportWorker } from "./worker/report-worker.js";
 import { createWorkerPart } from "./worker/worker-part.js";
 
@@ -54,6 +55,8 @@ export interface App {
   readonly worker?: ReportWorker;
   /** Set in worker and all modes. */
   readonly janitor?: Janitor;
+  /** Set in worker and all modes. */
+  readonly reconciler?: Reconciler;
   /** Whether Redis answers (gRPC health, /readyz); checked from start() on. */
   readonly storageHealth: StorageHealth;
   /**
@@ -119,6 +122,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
     settings: config.retention,
     logger,
   });
+  const bullJobSettings = { worker: config.worker, retention: config.retention };
   const queueTransitions = createQueueTransitions({
     redis: commands,
     queues: queues.byType,
@@ -149,16 +153,18 @@ export function createApp(config: Config, options: AppOptions = {}): App {
           queues: queues.byType,
           jobs,
           transitions,
+          queueTransitions,
+          bullJob: (job) => bullJobSpec(job, bullJobSettings),
           generators: options.generators,
           logger,
         });
   if (worker) {
     shutdown.add("janitor", () => worker.janitor.close());
+    shutdown.add("reconciler", () => worker.reconciler.close());
     // Running jobs get the grace period, then are released back to the queue.
     shutdown.add("worker", () => worker.worker.close(graceMs), graceMs + 5000);
   }
 
-  const bullJobSettings = { worker: config.worker, retention: config.retention };
   // Api and all modes (where the hub is). Registered after the workers, so the
   // server stops taking calls before they stop.
   const api =
@@ -201,6 +207,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
     hub,
     worker: worker?.worker,
     janitor: worker?.janitor,
+    reconciler: worker?.reconciler,
     storageHealth,
     async start() {
       await redis.ready();

@@ -102,6 +102,8 @@ export interface JobView {
   traceparent?: string;
   /** Digest of the idempotency key the job was submitted with; absent without a key. */
   idempotencyKeyDigest?: string;
+  /** How often the reconciler queued the job again after BullMQ lost it. */
+  recoveries?: number;
 }
 
 /** One entry of a job's event log. `id` is the stream entry id, the resume cursor. */

@@ -54,6 +54,8 @@ export const recordField = {
    * follows the job's (keys.ts idempotency).
    */
   idempotencyKeyDigest: "idem",
+  /** How often the reconciler queued the job again (worker/reconciler.ts). */
+  recoveries: "recov",
 } as const;
 
 const states: readonly JobState[] = jobStates;
@@ -125,6 +127,7 @@ const updateField: Record<Exclude<keyof RecordUpdate, "result">, string> = {
   traceparent: recordField.traceparent,
   requeuedAt: recordField.requeuedAt,
   attemptToken: recordField.attemptToken,
+  recoveries: recordField.recoveries,
 };
 
 /** Flattens a transition's record fields into HSET arguments; a cleared field is written empty. */
@@ -175,6 +178,7 @@ export function decodeRecord(
     runAt: num(f.runAt),
     deadline: num(f.deadline),
     requeuedAt: num(f.requeuedAt),
+    recoveries: num(f.recoveries),
   };
   const cancelReason = h[f.cancelRequested];
   if (cancelReason) job.cancelReason = cancelReason;
