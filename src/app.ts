@@ -9,6 +9,7 @@ import type { Logger } from "pino";
 import { createApiPart, httpUrl } from "./api/api-part.js";
 import { createReadiness } from "./api/readiness.js";
 import type { Config } from "./config/config.js";
+import { deploymentArtifactDir } from "./domain/artifact-paths.js";
 import { type ReportType, reportTypes } from "./domain/job.js";
 import { createEventHub, type EventHub } from "./events/event-hub.js";
 import { createConnectionSet } from "./queue/connection-set.js";
@@ -174,7 +175,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
           settings: config.api,
           auth: config.auth,
           maxWatchesPerTenant: config.limits.tenantMaxWatches,
-          artifactDir: config.worker.artifactDir,
+          artifactDir: deploymentArtifactDir(config.worker.artifactDir, config.redis.prefix),
           submitter: createSubmitter({
             redis: commands,
             queues: queues.byType,

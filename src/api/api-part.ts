@@ -44,7 +44,10 @@ export interface ApiPartDeps {
   auth: AuthConfig;
   /** Concurrent WatchJob streams per tenant in this process (TENANT_MAX_WATCHES; 0: no cap). */
   maxWatchesPerTenant: number;
-  /** Where finished reports are (the worker writes them), served by download URLs. */
+  /**
+   * The deployment's report folder (the worker writes them; artifact-paths.ts
+   * deploymentArtifactDir), served by download URLs.
+   */
   artifactDir: string;
   submitter: Submitter;
   control: JobControl;

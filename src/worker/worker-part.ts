@@ -8,6 +8,7 @@ import type { Queue } from "bullmq";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { RetentionConfig, WorkerConfig } from "../config/config.js";
+import { deploymentArtifactDir } from "../domain/artifact-paths.js";
 import type { JobView, ReportType } from "../domain/job.js";
 import type { JobReader } from "../queue/job-reader.js";
 import type { Keys } from "../queue/keys.js";
@@ -68,7 +69,9 @@ export function createWorkerPart(deps: WorkerPartDeps): WorkerPart {
     custom: createCustomReport(settings.simulation),
     ...deps.generators,
   };
-  const artifacts = createArtifactStore(settings.artifactDir);
+  // This deployment's own folder under ARTIFACT_DIR: its janitor sweeps nothing else.
+  const artifactDir = deploymentArtifactDir(settings.artifactDir, keys.prefix);
+  const artifacts = createArtifactStore(artifactDir);
   const processor = createProcessor({
     transitions: deps.transitions,
     jobs: deps.jobs,
@@ -91,7 +94,7 @@ export function createWorkerPart(deps: WorkerPartDeps): WorkerPart {
     keys,
     queues: deps.queues,
     artifacts,
-    artifactDir: settings.artifactDir,
+    artifactDir,
     settings: retention,
     logger,
   });
