@@ -179,10 +179,17 @@ export function createJobControl(deps: {
           throw new FailedPreconditionError(
             `job ${jobId} is still being finished by its worker; retry in a moment`,
           );
-        default:
+        default: {
+          // A script ioredis resent after losing the reply finds the job
+          // re-queued by its own first run (this call's trace and time): the
+          // call did what it was asked, whatever the job did since.
+          const current = await jobs.get(jobId);
+          if (current?.requeuedAt === now && (current.traceparent ?? "") === traceparent)
+            return current;
           throw new FailedPreconditionError(
             `job ${jobId} changed state meanwhile; read it and try again`,
           );
+        }
       }
     }
   }

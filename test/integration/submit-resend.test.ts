@@ -1,8 +1,9 @@
 /**
- * The submit script run twice for one call: ioredis resends a command whose
- * reply was lost when its connection dropped, so Redis may run the very same
- * script again, maybe after a worker started the job. The second run must
- * find the job its first run made and change nothing.
+ * Scripts run twice for one call: ioredis resends a command whose reply was
+ * lost when its connection dropped, so Redis may run the very same script
+ * again, maybe after a worker started the job. The second run of the submit
+ * script must find the job its first run made and change nothing; a resent
+ * RetryJob must answer with the job its first run re-queued.
  */
 import { Queue } from "bullmq";
 import { Redis } from "ioredis";
@@ -12,9 +13,12 @@ import type { ReportTypeSettings } from "../../src/config/config.js";
 import { type ReportType, reportTypes, type SubmitInput } from "../../src/domain/job.js";
 import { decodeEvent } from "../../src/events/event-codec.js";
 import { createRedisConnection } from "../../src/queue/connections.js";
+import { createJobControl } from "../../src/queue/job-control.js";
+import { createJobReader } from "../../src/queue/job-reader.js";
 import { decodeRecord } from "../../src/queue/job-record.js";
 import { createKeys, type Keys, queueNameFor } from "../../src/queue/keys.js";
-import { createSubmitter, digest, type Submitter } from "../../src/queue/submitter.js";
+import { createQueueTransitions } from "../../src/queue/queue-transitions.js";
+import { bullJobSpec, createSubmitter, digest, type Submitter } from "../../src/queue/submitter.js";
 import { createTransitionApplier } from "../../src/queue/transition-applier.js";
 import { startTcpProxy, type TcpProxy } from "../helpers/tcp-proxy.js";
 import { testPrefix } from "../helpers/test-app.js";
@@ -25,7 +29,7 @@ function perType(s: ReportTypeSettings): Record<ReportType, ReportTypeSettings> 
   return { weekly: s, monthly: s, custom: s };
 }
 
-describe("the submit script, resent after a lost reply", () => {
+describe("scripts resent after a lost reply", () => {
   let redis: Redis;
   let proxy: TcpProxy;
   let viaProxy: Redis;
@@ -98,7 +102,7 @@ describe("the submit script, resent after a lost reply", () => {
   }
 
   for (const keyed of [false, true]) {
-    it(`answers with the job its first run made and changes nothing (${keyed ? "with" : "without"} an idempotency key)`, async () => {
+    it(`submit answers with the job its first run made and changes nothing (${keyed ? "with" : "without"} an idempotency key)`, async () => {
       const { keys, submitter } = await setup();
       const tenant = keyed ? "keyed" : "keyless";
       const lost = proxy.loseNextReply();
@@ -146,4 +150,74 @@ describe("the submit script, resent after a lost reply", () => {
       }
     });
   }
+
+  it("RetryJob, resent, answers with the job its first run re-queued", async () => {
+    const { keys, submitter } = await setup();
+    const transitions = createTransitionApplier({
+      redis,
+      keys,
+      settings: { eventStreamMaxLen: 100, succeededMs: 60_000, failedMs: 60_000 },
+      logger,
+    });
+    const byType = Object.fromEntries(
+      reportTypes.map((type) => {
+        const q = new Queue(queueNameFor(type), { connection: redis, prefix: keys.bullPrefix });
+        queues.push(q);
+        return [type, q];
+      }),
+    ) as Record<ReportType, Queue>;
+    const control = createJobControl({
+      redis: viaProxy,
+      keys,
+      jobs: createJobReader({ redis, keys }),
+      queueTransitions: createQueueTransitions({
+        redis: viaProxy,
+        queues: byType,
+        keys,
+        transitions: createTransitionApplier({
+          redis: viaProxy,
+          keys,
+          settings: { eventStreamMaxLen: 100, succeededMs: 60_000, failedMs: 60_000 },
+          logger,
+        }),
+      }),
+      bullJob: (job) =>
+        bullJobSpec(job, {
+          worker: { retryBackoffMs: 1000 },
+          retention: { succeededMs: 60_000, failedMs: 60_000 },
+        }),
+    });
+    /** A job of `tenant` that failed (nothing fetched it from BullMQ). */
+    const failedJob = async (tenant: string) => {
+      const { job } = await submitter.submit(input(tenant));
+      const failed = await transitions.apply(job, "abandoned", {
+        attempt: 0,
+        at: Date.now(),
+        progress: 0,
+        phase: "",
+        reason: "broken",
+      });
+      expect(failed.applied).toBe(true);
+      return job.id;
+    };
+    // The retry script is cached on the server now: the call under test is one EVALSHA.
+    await control.retry("warm-up", await failedJob("warm-up"));
+
+    const jobId = await failedJob("acme");
+    const lost = proxy.loseNextReply();
+    const call = control.retry("acme", jobId);
+    await lost;
+    expect((await decodeRecord(await redis.hgetall(keys.job(jobId))))?.state).toBe("queued");
+    proxy.release();
+    const job = await call;
+
+    expect(job.id).toBe(jobId);
+    expect(job.state).toBe("queued");
+    const events = await redis.xrange(keys.events(jobId), "-", "+");
+    expect(events.map(([id, f]) => decodeEvent(id, f).type)).toEqual([
+      "queued",
+      "failed",
+      "queued",
+    ]);
+  });
 });
