@@ -51,6 +51,11 @@ export interface Keys {
    */
   readonly live: string;
   /**
+   * String: set once live jobs made before the live index existed have been
+   * entered in it (the reconciler's one backfill per deployment). One key, kept.
+   */
+  readonly liveBackfilled: string;
+  /**
    * Hash {tokens, ts}: the tenant's SubmitReport token bucket (TENANT_SUBMIT_RATE).
    * Expires once it would be full again (burst / rate), so idle tenants leave nothing.
    */
@@ -75,6 +80,7 @@ export function createKeys(prefix: string): Keys {
     finished: (kind) => `${prefix}:finished:${kind}`,
     submitRate: (tenant) => `${prefix}:rate:${tenant}`,
     live: `${prefix}:live`,
+    liveBackfilled: `${prefix}:live:backfilled`,
     tenants: `${prefix}:tenants`,
     controlChannel: `${prefix}:control`,
   };

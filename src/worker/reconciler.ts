@@ -19,7 +19,9 @@
  * log (a QUEUED event with phase "recovered"); an attempt still running
  * somewhere is fenced off. A job queued again `maxRecoveries` times ends
  * FAILED instead, so a fault that keeps losing it cannot loop. An index entry
- * whose record is gone is dropped.
+ * whose record is gone is dropped. The first sweep of a deployment enters
+ * the live jobs made before the index existed (through the tenants' indexes,
+ * once: a mark key says it is done).
  *
  * Leader-free: every worker process runs one, and each repair is one script
  * guarded by what the sweep saw (the job's score in the index, BullMQ's job
@@ -30,12 +32,20 @@
 import type { Queue } from "bullmq";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
-import type { JobView, ReportType } from "../domain/job.js";
-import { decodeRecord } from "../queue/job-record.js";
+import { type JobView, liveStates, type ReportType, terminalStates } from "../domain/job.js";
+import { decodeRecord, recordField } from "../queue/job-record.js";
 import type { Keys } from "../queue/keys.js";
 import type { QueueChangeResult, QueueTransitions } from "../queue/queue-transitions.js";
+import { loadLuaScript } from "../queue/scripts/load.js";
 import type { BullJobSpec } from "../queue/submitter.js";
 import { type RepairCause, type RepairKind, reportMetrics } from "../telemetry/metrics.js";
+
+const dropEntryScript = loadLuaScript("drop-live-entry");
+
+/** Whether a record's state (as read) is a live one. */
+function isLive(state: unknown): boolean {
+  return typeof state === "string" && (liveStates as readonly string[]).includes(state);
+}
 
 /** How often one job may be queued again before the reconciler fails it. */
 export const maxRecoveries = 3;
@@ -242,19 +252,20 @@ export function createReconciler(deps: {
       const [err, raw] = records[i] ?? [];
       if (err) throw err;
       const job = decodeRecord(raw as Record<string, string>);
-      if (job !== undefined) {
+      if (job !== undefined && !terminalStates.has(job.state)) {
         jobs.push({ job, score });
         continue;
       }
-      // An entry without a record (deleted by hand, say): nothing to move on.
-      if ((await redis.zrem(keys.live, id)) === 1) {
-        reportMetrics().repaired(undefined, "dropped", "record_missing");
-        logger.warn(
-          { job_id: id, repair: "dropped", cause: "record_missing" },
-          "reconciler repaired job",
-        );
-        repaired++;
-      }
+      // An entry whose record is gone (deleted by hand, say) or ended (an
+      // entry the backfill made as the job ended): nothing to move on.
+      if ((await dropEntryScript.run(redis, [keys.live], [id, score])) !== 1) continue;
+      if (job !== undefined) continue;
+      reportMetrics().repaired(undefined, "dropped", "record_missing");
+      logger.warn(
+        { job_id: id, repair: "dropped", cause: "record_missing" },
+        "reconciler repaired job",
+      );
+      repaired++;
     }
     const views = await bullViews(jobs.map((j) => j.job));
     for (const [i, { job, score }] of jobs.entries()) {
@@ -281,9 +292,47 @@ export function createReconciler(deps: {
     return repaired;
   };
 
+  /**
+   * Once per deployment: enters in the index the live jobs made before it
+   * existed (found through the tenants' indexes). The mark is set at the
+   * end, so a process stopped half-way leaves it to the next; several at
+   * once only add the same entries (NX).
+   */
+  let backfilled = false;
+  const backfill = async () => {
+    if (backfilled || (await redis.exists(keys.liveBackfilled)) === 1) {
+      backfilled = true;
+      return;
+    }
+    const now = Date.now();
+    let added = 0;
+    for (const tenant of await redis.smembers(keys.tenants)) {
+      for (let start = 0; ; start += 500) {
+        const ids = await redis.zrange(keys.tenantIndex(tenant), start, start + 499);
+        if (ids.length === 0) break;
+        const states = redis.pipeline();
+        for (const id of ids) states.hget(keys.job(id), recordField.state);
+        const replies = (await states.exec()) ?? [];
+        const live = ids.filter((_, i) => isLive(replies[i]?.[1]));
+        if (live.length === 0) continue;
+        const entries = redis.pipeline();
+        for (const id of live) entries.zadd(keys.live, "NX", now, id);
+        for (const [err, n] of (await entries.exec()) ?? []) {
+          if (err) throw err;
+          added += Number(n);
+        }
+      }
+    }
+    await redis.set(keys.liveBackfilled, String(now));
+    backfilled = true;
+    if (added > 0)
+      logger.info({ jobs: added }, "reconciler indexed live jobs made before the index");
+  };
+
   const sweep = () => {
     running ??= (async () => {
       try {
+        await backfill();
         return await sweepOnce();
       } catch (err) {
         logger.warn(

@@ -283,9 +283,12 @@ describe("the reconciler", () => {
     expect(await s.queue.getJob(jobId)).toBeUndefined();
   });
 
-  it("drops an index entry whose record is gone", async () => {
+  it("drops an index entry whose record is gone or ended", async () => {
     const s = await setup();
     await s.redis.zadd(s.keys.live, 1, "ghost");
+    const ended = await s.submit();
+    await s.client.cancelJob({ jobId: ended });
+    await s.redis.zadd(s.keys.live, 1, ended);
     expect(await s.reconciler().sweep()).toBe(1);
     expect(await s.redis.zrange(s.keys.live, 0, -1)).toEqual([]);
     expect(s.repairs()).toMatchObject([
@@ -332,6 +335,27 @@ describe("the reconciler", () => {
       expect(await s.queue.getJobState(id)).toBe("prioritized");
     }
     expect(s.repairs()).toHaveLength(3);
+  });
+
+  it("enters live jobs made before the live index existed, once, and repairs them", async () => {
+    const s = await setup();
+    const lost = await s.submit();
+    const fine = await s.submit();
+    const ended = await s.submit();
+    await s.client.cancelJob({ jobId: ended });
+    // As a version without the index left them: not indexed, and never backfilled.
+    await s.redis.del(s.keys.live, s.keys.liveBackfilled);
+    await s.queue.remove(lost);
+
+    expect(await s.reconciler().sweep()).toBe(1);
+
+    expect(s.repairs()).toMatchObject([{ job_id: lost, cause: "bullmq_job_missing" }]);
+    expect((await s.redis.zrange(s.keys.live, 0, -1)).sort()).toEqual([lost, fine].sort());
+    expect(await s.redis.exists(s.keys.liveBackfilled)).toBe(1);
+    // Once: a job left out of the index now stays out.
+    await s.redis.zrem(s.keys.live, fine);
+    await s.reconciler().sweep();
+    expect(await s.redis.zrange(s.keys.live, 0, -1)).toEqual([lost]);
   });
 
   it("runs in worker processes every RECONCILE_INTERVAL_MS", async () => {
