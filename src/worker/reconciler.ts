@@ -210,7 +210,8 @@ export function createReconciler(deps: {
         name: "recovered",
         input: { at, reason: planned.reason, recoveries },
         remove: "required",
-        add: { spec: bullJob({ ...job, runAt: undefined }), at },
+        // A run_at still ahead is kept: BullMQ delays the job until then.
+        add: { spec: bullJob(job), at },
         score,
         bull: seen,
       });

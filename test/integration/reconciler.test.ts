@@ -17,6 +17,7 @@ import { createTransitionApplier } from "../../src/queue/transition-applier.js";
 import { createReconciler, maxRecoveries, type Reconciler } from "../../src/worker/reconciler.js";
 import { reportClient } from "../helpers/clients.js";
 import { csvOutput, scripted } from "../helpers/generators.js";
+import { type RedisServerHandle, startRedisServer } from "../helpers/redis-server.js";
 import { bullQueue, getJob, waitForState } from "../helpers/rpc.js";
 import { startTestApp, type TestApp } from "../helpers/test-app.js";
 import { waitFor } from "../helpers/wait-for.js";
@@ -375,5 +376,60 @@ describe("the reconciler", () => {
       "started",
       "succeeded",
     ]);
+  });
+});
+
+describe("the reconciler when Redis stops answering", () => {
+  let server: RedisServerHandle | undefined;
+  const apps: TestApp[] = [];
+  afterEach(async () => {
+    server?.resume();
+    for (const app of apps.splice(0)) await app.close();
+    await server?.stop();
+    server = undefined;
+  });
+
+  it("logs the failed sweeps and repairs the job once Redis is back, keeping its run_at", async () => {
+    server = await startRedisServer();
+    const env = { REDIS_URL: server.url, JOB_ATTEMPTS: "1" };
+    const api = await startTestApp(env, { mode: "api" });
+    apps.push(api);
+    const log = recordingLogger();
+    const worker = await startTestApp(
+      { ...env, REDIS_PREFIX: api.config.redis.prefix, RECONCILE_INTERVAL_MS: "200" },
+      {
+        mode: "worker",
+        logger: log.logger,
+        generators: { weekly: scripted(async () => csvOutput) },
+      },
+    );
+    apps.push(worker);
+    const client = reportClient("grpc", api.url);
+    const bull = bullQueue(api.config.redis.prefix, server.url);
+    try {
+      // A job queued for far later (so no worker takes it), then lost by BullMQ.
+      const { jobId } = await client.submitReport({
+        userId: "u1",
+        reportType: ReportType.WEEKLY,
+        runAt: { seconds: BigInt(Math.floor(Date.now() / 1000) + 3600), nanos: 0 },
+      });
+      await bull.queue.remove(jobId);
+      server.pause();
+      await waitFor(() => log.lines.some((l) => l.msg === "reconciler sweep failed; will retry"), {
+        what: "a failed sweep",
+      });
+      server.resume();
+      await waitFor(() => log.lines.some((l) => l.msg === "reconciler repaired job"), {
+        what: "the repair",
+      });
+      expect(log.lines.filter((l) => l.msg === "reconciler repaired job")).toMatchObject([
+        { job_id: jobId, cause: "bullmq_job_missing" },
+      ]);
+      // Queued again, still for its run_at.
+      expect((await getJob(client, jobId)).phase).toBe("recovered");
+      expect(await bull.queue.getJobState(jobId)).toBe("delayed");
+    } finally {
+      await bull.close();
+    }
   });
 });
