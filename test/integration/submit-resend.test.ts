@@ -51,7 +51,11 @@ describe("scripts resent after a lost reply", () => {
   });
 
   /** A submitter whose command connection (the app's kind: fail fast) goes through the proxy. */
-  async function setup(): Promise<{ keys: Keys; submitter: Submitter }> {
+  async function setup(): Promise<{
+    keys: Keys;
+    submitter: Submitter;
+    byType: Record<ReportType, Queue>;
+  }> {
     const keys = createKeys(testPrefix());
     viaProxy = createRedisConnection(proxy.url, "command", logger, "resend-test");
     await new Promise<void>((resolve) => viaProxy.once("ready", () => resolve()));
@@ -87,7 +91,7 @@ describe("scripts resent after a lost reply", () => {
     });
     // The script is cached on the server now: the call under test is one EVALSHA.
     await submitter.submit(input("warm-up"));
-    return { keys, submitter };
+    return { keys, submitter, byType };
   }
 
   function input(tenant: string, idempotencyKey?: string): SubmitInput {
@@ -152,20 +156,13 @@ describe("scripts resent after a lost reply", () => {
   }
 
   it("RetryJob, resent, answers with the job its first run re-queued", async () => {
-    const { keys, submitter } = await setup();
+    const { keys, submitter, byType } = await setup();
     const transitions = createTransitionApplier({
       redis,
       keys,
       settings: { eventStreamMaxLen: 100, succeededMs: 60_000, failedMs: 60_000 },
       logger,
     });
-    const byType = Object.fromEntries(
-      reportTypes.map((type) => {
-        const q = new Queue(queueNameFor(type), { connection: redis, prefix: keys.bullPrefix });
-        queues.push(q);
-        return [type, q];
-      }),
-    ) as Record<ReportType, Queue>;
     const control = createJobControl({
       redis: viaProxy,
       keys,
