@@ -9,6 +9,7 @@ import type { Logger } from "pino";
 import { createApiPart, httpUrl } from "./api/api-part.js";
 import { createReadiness } from "./api/readiness.js";
 import type { Config } from "./config/config.js";
+import { deploymentArtifactDir } from "./domain/artifact-paths.js";
 import { type ReportType, reportTypes } from "./domain/job.js";
 import { createEventHub, type EventHub } from "./events/event-hub.js";
 import { createConnectionSet } from "./queue/connection-set.js";
@@ -16,6 +17,7 @@ import { createJobControl } from "./queue/job-control.js";
 import { createJobLister } from "./queue/job-lister.js";
 import { createJobReader } from "./queue/job-reader.js";
 import { createKeys, type Keys } from "./queue/keys.js";
+import { createQueueTransitions } from "./queue/queue-transitions.js";
 import { createEventLog } from "./queue/redis-event-log.js";
 import { createReportQueues } from "./queue/report-queues.js";
 import { createStorageHealth, type StorageHealth } from "./queue/storage-health.js";
@@ -28,6 +30,7 @@ import { createMetricsServer } from "./telemetry/metrics-server.js";
 import { currentTelemetry } from "./telemetry/telemetry.js";
 import type { ReportGenerator } from "./worker/generator.js";
 import type { Janitor } from "./worker/janitor.js";
+import type { Reconciler } from "./worker/reconciler.js";
 import type { ReportWorker } from "./worker/report-worker.js";
 import { createWorkerPart } from "./worker/worker-part.js";
 
@@ -53,6 +56,8 @@ export interface App {
   readonly worker?: ReportWorker;
   /** Set in worker and all modes. */
   readonly janitor?: Janitor;
+  /** Set in worker and all modes. */
+  readonly reconciler?: Reconciler;
   /** Whether Redis answers (gRPC health, /readyz); checked from start() on. */
   readonly storageHealth: StorageHealth;
   /**
@@ -118,6 +123,13 @@ export function createApp(config: Config, options: AppOptions = {}): App {
     settings: config.retention,
     logger,
   });
+  const bullJobSettings = { worker: config.worker, retention: config.retention };
+  const queueTransitions = createQueueTransitions({
+    redis: commands,
+    queues: queues.byType,
+    keys,
+    transitions,
+  });
   // Api and all modes. Registered before the workers, so it closes after them.
   const hub =
     config.mode === "worker"
@@ -142,16 +154,18 @@ export function createApp(config: Config, options: AppOptions = {}): App {
           queues: queues.byType,
           jobs,
           transitions,
+          queueTransitions,
+          bullJob: (job) => bullJobSpec(job, bullJobSettings),
           generators: options.generators,
           logger,
         });
   if (worker) {
     shutdown.add("janitor", () => worker.janitor.close());
+    shutdown.add("reconciler", () => worker.reconciler.close());
     // Running jobs get the grace period, then are released back to the queue.
     shutdown.add("worker", () => worker.worker.close(graceMs), graceMs + 5000);
   }
 
-  const bullJobSettings = { worker: config.worker, retention: config.retention };
   // Api and all modes (where the hub is). Registered after the workers, so the
   // server stops taking calls before they stop.
   const api =
@@ -162,7 +176,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
           auth: config.auth,
           maxWatchesPerTenant: config.limits.tenantMaxWatches,
           maxRunAtAheadMs: config.limits.maxRunAtAheadMs,
-          artifactDir: config.worker.artifactDir,
+          artifactDir: deploymentArtifactDir(config.worker.artifactDir, config.redis.prefix),
           submitter: createSubmitter({
             redis: commands,
             queues: queues.byType,
@@ -171,10 +185,9 @@ export function createApp(config: Config, options: AppOptions = {}): App {
           }),
           control: createJobControl({
             redis: commands,
-            queues: queues.byType,
             keys,
             jobs,
-            transitions,
+            queueTransitions,
             bullJob: (job) => bullJobSpec(job, bullJobSettings),
           }),
           lister: createJobLister({ redis: commands, keys }),
@@ -196,6 +209,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
     hub,
     worker: worker?.worker,
     janitor: worker?.janitor,
+    reconciler: worker?.reconciler,
     storageHealth,
     async start() {
       await redis.ready();

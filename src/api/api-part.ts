@@ -46,7 +46,10 @@ export interface ApiPartDeps {
   maxWatchesPerTenant: number;
   /** How far ahead a submit's run_at may be, in ms (MAX_RUN_AT_SECONDS). */
   maxRunAtAheadMs: number;
-  /** Where finished reports are (the worker writes them), served by download URLs. */
+  /**
+   * The deployment's report folder (the worker writes them; artifact-paths.ts
+   * deploymentArtifactDir), served by download URLs.
+   */
   artifactDir: string;
   submitter: Submitter;
   control: JobControl;

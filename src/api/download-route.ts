@@ -4,8 +4,9 @@
  * the API key; an unsigned one needs the key of the job's tenant. Every
  * failure of a signed link gets one answer (403), so a link reveals nothing.
  */
+import type { Stats } from "node:fs";
 import { stat } from "node:fs/promises";
-import { artifactFile, artifactPath } from "../domain/artifact-paths.js";
+import { artifactFile, artifactPath, legacyArtifactDir } from "../domain/artifact-paths.js";
 import { InvalidDownloadLinkError, ReportNotFoundError } from "../domain/errors.js";
 import type { JobView } from "../domain/job.js";
 import type { JobReader } from "../queue/job-reader.js";
@@ -18,6 +19,7 @@ import { sendFile } from "./send-file.js";
 /** What downloads need. */
 export interface DownloadRouteDeps {
   jobs: JobReader;
+  /** The deployment's report folder (artifact-paths.ts deploymentArtifactDir). */
   artifactDir: string;
   /** Checks signed links; without it, every signed link is refused. */
   signer?: DownloadSigner;
@@ -55,7 +57,7 @@ export function createDownloadRoute(
     } else {
       job = await getTenantJob(jobs, callerTenant(request.authenticate()), jobId);
     }
-    const file = artifactFile(artifactDir, jobId, fileName);
+    let file = artifactFile(artifactDir, jobId, fileName);
     if (
       job.result === undefined ||
       file === undefined ||
@@ -63,7 +65,18 @@ export function createDownloadRoute(
     ) {
       throw new ReportNotFoundError(jobId, fileName, "not-produced");
     }
-    const info = await stat(file).catch(() => undefined);
+    // The deployment's folder, then where reports were before deployments had
+    // folders (artifact-paths.ts); the first once more, as the janitor may be
+    // moving the file from the second meanwhile.
+    const legacy = artifactFile(legacyArtifactDir(artifactDir), jobId, fileName) ?? file;
+    let info: Stats | undefined;
+    for (const candidate of [file, legacy, file]) {
+      info = await stat(candidate).catch(() => undefined);
+      if (info !== undefined) {
+        file = candidate;
+        break;
+      }
+    }
     if (info === undefined) throw new ReportNotFoundError(jobId, fileName, "removed");
     res.writeHead(200, {
       "content-type": job.result.contentType,

@@ -14,6 +14,7 @@ import type { Logger } from "pino";
 import { RetryInfoSchema } from "../../gen/reports/v1/errors_pb.js";
 import {
   BackpressureError,
+  CursorAheadError,
   CursorTrimmedError,
   FailedPreconditionError,
   IdempotencyConflictError,
@@ -83,6 +84,7 @@ const rules: readonly Rule<Error>[] = [
   rule({ type: RequestTooLargeError, code: Code.ResourceExhausted }),
   rule({ type: FailedPreconditionError, code: Code.FailedPrecondition }),
   rule({ type: CursorTrimmedError, code: Code.OutOfRange }),
+  rule({ type: CursorAheadError, code: Code.OutOfRange }),
   rule({ type: ShuttingDownError, code: Code.Unavailable }),
   rule({ type: WatchTimeLimitError, code: Code.Unavailable }),
   // RFC 9110 §11.6.1: a 401 names the scheme; every protocol gets the header.

@@ -68,6 +68,11 @@ export interface WorkerConfig {
   stalledIntervalMs: number;
   /** How often workers check running jobs for a cancel request they may have missed. */
   cancelPollMs: number;
+  /**
+   * How often the reconciler looks for live jobs whose BullMQ job is missing
+   * or finished, in ms; it looks at jobs unchanged for at least this long.
+   */
+  reconcileIntervalMs: number;
   /** On stop, how long running jobs may finish before they go back to the queue, in ms. */
   shutdownGraceMs: number;
   /** Where reports are written (and served from by the API's download URLs). */
@@ -371,6 +376,7 @@ export function loadConfig(env: Env, mode?: string): Config {
   const maxRunAtAheadMs = int("MAX_RUN_AT_SECONDS", 30 * 24 * 3600, 1, 366 * 24 * 3600) * 1000;
   const backlogRetryAfterMs = int("BACKLOG_RETRY_AFTER_MS", 5000, 100, 3600_000);
   const cancelPollMs = int("CANCEL_POLL_MS", 500, 50, 60_000);
+  const reconcileIntervalMs = int("RECONCILE_INTERVAL_MS", 30_000, 100, 24 * 3600_000);
   const sweepMs = int("RETENTION_SWEEP_MS", 60_000, 100, 24 * 3600_000);
   const watchKeepaliveMs = int("WATCH_KEEPALIVE_MS", 15_000, 100, 3600_000);
   const watchMaxDurationMs = int("WATCH_MAX_DURATION_MS", 3600_000, 1000, 24 * 3600_000);
@@ -417,6 +423,7 @@ export function loadConfig(env: Env, mode?: string): Config {
       lockDurationMs,
       stalledIntervalMs,
       cancelPollMs,
+      reconcileIntervalMs,
       shutdownGraceMs,
       artifactDir,
       reportTypes: perType,

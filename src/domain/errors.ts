@@ -76,6 +76,20 @@ export class CursorTrimmedError extends Error {
   }
 }
 
+/**
+ * A WatchJob cursor past the newest event the job's log ever had: not an id
+ * this job's log handed out (another job's, or made up). Answered at once
+ * rather than waiting for events that will never come after it.
+ */
+export class CursorAheadError extends Error {
+  override readonly name = "CursorAheadError";
+  constructor(readonly cursor: string) {
+    super(
+      `cursor ${cursor} is ahead of the job's log; resume from an event id this job's watch gave you, or watch from the start`,
+    );
+  }
+}
+
 /** Storage (Redis) cannot be reached; the caller may retry. */
 export class StorageUnavailableError extends Error {
   override readonly name = "StorageUnavailableError";

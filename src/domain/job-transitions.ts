@@ -38,6 +38,8 @@ export interface RecordUpdate {
   requeuedAt?: number;
   /** The fencing token of the job's current attempt ("" : none). */
   attemptToken?: string;
+  /** How often the reconciler queued the job again. */
+  recoveries?: number;
 }
 
 /** The event a transition appends; its id and trace id are the log's to add. */
@@ -60,7 +62,7 @@ export type FencePolicy = "none" | "sets" | "checks";
 /** The job a transition is applied to, as its metric and log line need it. */
 export type TransitionSubject = Pick<
   JobView,
-  "id" | "tenant" | "reportType" | "createdAt" | "requeuedAt"
+  "id" | "tenant" | "reportType" | "createdAt" | "requeuedAt" | "idempotencyKeyDigest"
 >;
 
 /** One row of the table. */
@@ -125,6 +127,12 @@ export interface TransitionInputs {
   requeued: { at: number; traceparent: string };
   /** RetryJob could not queue the re-run: the job is FAILED again. */
   retryUnscheduled: { at: number };
+  /**
+   * The reconciler queued a live job again whose BullMQ job was lost (or
+   * finished without recording an outcome): a new run, fresh attempts; any
+   * attempt still going is fenced off. `recoveries` counts them.
+   */
+  recovered: { at: number; reason: string; recoveries: number };
 }
 
 /** A transition's name. */
@@ -350,6 +358,34 @@ export const jobTransitions: { readonly [N in TransitionName]: Transition<Transi
         phase: "retry",
         reason: retryUnscheduledReason,
       }),
+  },
+  recovered: {
+    from: liveStates,
+    to: "queued",
+    event: "queued",
+    ttl: "leave",
+    fence: "none",
+    finishes: false,
+    // The reconciler logs each repair itself (worker/reconciler.ts).
+    derive: ({ at, reason, recoveries }) => ({
+      event: {
+        type: "queued",
+        state: "queued",
+        progress: 0,
+        phase: "recovered",
+        attempt: 0,
+        time: at,
+        error: reason,
+      },
+      record: {
+        state: "queued",
+        progress: 0,
+        phase: "recovered",
+        attemptsMade: 0,
+        attemptToken: "",
+        recoveries,
+      },
+    }),
   },
 };
 

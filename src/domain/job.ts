@@ -106,6 +106,10 @@ export interface JobView {
   requeuedAt?: number;
   /** W3C traceparent of the enqueue (producer) span of the job's latest run, when traced. */
   traceparent?: string;
+  /** Digest of the idempotency key the job was submitted with; absent without a key. */
+  idempotencyKeyDigest?: string;
+  /** How often the reconciler queued the job again after BullMQ lost it. */
+  recoveries?: number;
 }
 
 /** One entry of a job's event log. `id` is the stream entry id, the resume cursor. */

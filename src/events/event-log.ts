@@ -22,7 +22,8 @@ export interface EventLog {
   /**
    * The job's events after `afterId` (all when undefined); undefined for an
    * unknown job.
-   * @throws CursorTrimmedError when events after `afterId` were trimmed away.
+   * @throws CursorTrimmedError when events after `afterId` were trimmed away,
+   *   CursorAheadError when `afterId` is past every id the log handed out.
    */
   replay(jobId: string, afterId?: string): Promise<Replay | undefined>;
 }

@@ -33,7 +33,8 @@ export interface WatchOptions {
 /**
  * Streams a job's events.
  * @throws JobNotFoundError for an unknown job or another tenant's job,
- *   CursorTrimmedError for a cursor into trimmed history.
+ *   CursorTrimmedError for a cursor into trimmed history, CursorAheadError
+ *   for a cursor past the log's newest id (at once: nothing would come).
  */
 export async function* watchJobEvents(
   deps: { log: EventLog; hub: EventHub },
@@ -64,7 +65,8 @@ export async function* watchJobEvents(
     let last = options.afterEventId;
     const replay = await log.replay(jobId, last);
     if (replay === undefined || replay.tenant !== tenant) throw new JobNotFoundError(jobId);
-    // Resumed from the terminal event (or later): nothing more will come.
+    // Resumed from the terminal event: nothing more will come. (A cursor past
+    // the log's newest id never gets here: the replay refuses it.)
     if (replay.events.length === 0 && terminalStates.has(replay.state)) return;
     let queue: JobEventView[] = replay.events;
     for (;;) {

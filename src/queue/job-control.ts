@@ -1,21 +1,24 @@
 /**
- * CancelJob and RetryJob. Both change the job record and its event log first
- * (one transition each, guarded by the state they expect), then bring BullMQ along:
- * a worker that races with either change sees the new state in the record
- * and does nothing.
+ * CancelJob and RetryJob. Each is one atomic step that changes the job's
+ * record and event log (a transition, guarded by the state it expects) and
+ * BullMQ's job together (queue-transitions.ts): CancelJob of a waiting job
+ * takes it out of BullMQ, RetryJob replaces BullMQ's finished job with a
+ * new one. A worker that races with either change sees the new state in the
+ * record and does nothing; RetryJob waits (briefly) for a worker still
+ * finishing the job's last attempt to let BullMQ's job go, rather than
+ * queueing a run that BullMQ would never start.
  */
-import type { Queue } from "bullmq";
 import type { Redis } from "ioredis";
 import { FailedPreconditionError, JobNotFoundError } from "../domain/errors.js";
-import type { JobView, ReportType } from "../domain/job.js";
+import type { JobView } from "../domain/job.js";
 import { attrJobId, attrReportType, attrTenant, bullmqAttr } from "../telemetry/attributes.js";
 import { traceEnqueue } from "../telemetry/bullmq-telemetry.js";
 import { linkTo } from "../telemetry/trace-context.js";
 import type { JobReader } from "./job-reader.js";
 import { type Keys, queueNameFor } from "./keys.js";
+import type { QueueTransitions } from "./queue-transitions.js";
 import { loadLuaScript } from "./scripts/load.js";
 import type { BullJobSpec } from "./submitter.js";
-import type { TransitionApplier } from "./transition-applier.js";
 
 /** Cancels and re-runs jobs. */
 export interface JobControl {
@@ -35,16 +38,18 @@ export interface JobControl {
 
 const requestCancelScript = loadLuaScript("request-cancel");
 
+/** How long RetryJob waits for a worker still finishing the job's last attempt. */
+const retryBusyWaitMs = 2000;
+
 /** Creates job control over a command connection and the report queues. */
 export function createJobControl(deps: {
   redis: Redis;
-  queues: Record<ReportType, Queue>;
   keys: Keys;
   jobs: JobReader;
-  transitions: TransitionApplier;
+  queueTransitions: QueueTransitions;
   bullJob: (job: JobView) => BullJobSpec;
 }): JobControl {
-  const { redis, queues, keys, jobs, transitions } = deps;
+  const { redis, keys, jobs, queueTransitions } = deps;
 
   const load = async (tenant: string, jobId: string) => {
     const job = await jobs.get(jobId);
@@ -68,16 +73,21 @@ export function createJobControl(deps: {
           case "queued":
           case "retrying": {
             const now = Date.now();
-            const done = await transitions.apply(job, "cancelledWaiting", {
-              attempt: job.attemptsMade,
-              progress: job.progress,
-              phase: job.phase,
-              at: now,
-              reason,
+            // Not run, ever: out of BullMQ in the same step. A worker that
+            // fetched it meanwhile holds it; it finds the job CANCELLED and skips it.
+            const done = await queueTransitions.change({
+              job,
+              name: "cancelledWaiting",
+              input: {
+                attempt: job.attemptsMade,
+                progress: job.progress,
+                phase: job.phase,
+                at: now,
+                reason,
+              },
+              remove: "unlocked",
             });
-            if (!done.applied) continue;
-            // Not run, ever: out of the queue. A worker that fetched it meanwhile skips it (state).
-            await queues[job.reportType].remove(jobId).catch(() => 0);
+            if (done.kind !== "applied") continue;
             return { ...job, state: "cancelled", failureReason: reason, finishedAt: now };
           }
           case "running": {
@@ -124,39 +134,63 @@ export function createJobControl(deps: {
     },
   };
 
+  /**
+   * FAILED → QUEUED and BullMQ's job replaced by a new one (same id, fresh
+   * attempts), in one step. While a worker still holds BullMQ's job (it
+   * recorded FAILED and has yet to tell BullMQ), nothing changes; this waits
+   * a little for it, then refuses.
+   */
   async function requeue(job: JobView, traceparent: string, metadata: string): Promise<JobView> {
     const jobId = job.id;
-    const now = Date.now();
-    const requeued = await transitions.apply(job, "requeued", { at: now, traceparent });
-    if (!requeued.applied) {
-      throw new FailedPreconditionError(
-        `job ${jobId} changed state meanwhile; read it and try again`,
-      );
+    // Queued afresh under the same id (not Job.retry, which would keep the
+    // first run's trace context in the job's options); runAt is behind it.
+    const spec = deps.bullJob({ ...job, runAt: undefined });
+    const deadline = Date.now() + retryBusyWaitMs;
+    for (;;) {
+      const now = Date.now();
+      const done = await queueTransitions.change({
+        job,
+        name: "requeued",
+        input: { at: now, traceparent },
+        remove: "required",
+        add: { spec, at: now, metadata },
+      });
+      switch (done.kind) {
+        case "applied":
+          return {
+            ...job,
+            state: "queued",
+            progress: 0,
+            phase: "retry",
+            attemptsMade: 0,
+            failureReason: "",
+            finishedAt: undefined,
+            startedAt: undefined,
+            result: undefined,
+            cancelReason: undefined,
+            traceparent,
+            requeuedAt: now,
+          };
+        case "busy":
+          if (Date.now() < deadline) {
+            await new Promise((r) => setTimeout(r, 25));
+            continue;
+          }
+          throw new FailedPreconditionError(
+            `job ${jobId} is still being finished by its worker; retry in a moment`,
+          );
+        default: {
+          // A script ioredis resent after losing the reply finds the job
+          // re-queued by its own first run (this call's trace and time): the
+          // call did what it was asked, whatever the job did since.
+          const current = await jobs.get(jobId);
+          if (current?.requeuedAt === now && (current.traceparent ?? "") === traceparent)
+            return current;
+          throw new FailedPreconditionError(
+            `job ${jobId} changed state meanwhile; read it and try again`,
+          );
+        }
+      }
     }
-    const queue = queues[job.reportType];
-    try {
-      // Queued afresh under the same id (not Job.retry, which would keep the
-      // first run's trace context in the job's options).
-      const existing = await queue.getJob(jobId);
-      if (existing !== undefined) await existing.remove().catch(() => undefined);
-      const spec = deps.bullJob({ ...job, runAt: undefined });
-      await queue.add(spec.name, spec.data, { ...spec.opts, jobId, telemetry: { metadata } });
-    } catch (err) {
-      await transitions.apply(job, "retryUnscheduled", { at: Date.now() });
-      throw err;
-    }
-    return {
-      ...job,
-      state: "queued",
-      progress: 0,
-      phase: "retry",
-      attemptsMade: 0,
-      failureReason: "",
-      finishedAt: undefined,
-      startedAt: undefined,
-      result: undefined,
-      traceparent,
-      requeuedAt: now,
-    };
   }
 }

@@ -48,6 +48,14 @@ export const recordField = {
    * attempt's later writes are refused unless they carry it (domain/job-transitions.ts).
    */
   attemptToken: "fence",
+  /**
+   * The digest of the idempotency key the job was submitted with (absent
+   * without one): transitions pass its idempotency record, whose retention
+   * follows the job's (keys.ts idempotency).
+   */
+  idempotencyKeyDigest: "idem",
+  /** How often the reconciler queued the job again (worker/reconciler.ts). */
+  recoveries: "recov",
 } as const;
 
 const states: readonly JobState[] = jobStates;
@@ -89,6 +97,7 @@ export function encodeNewRecord(job: JobView, fingerprint: string): string[] {
   if (job.runAt !== undefined) out.push(f.runAt, String(job.runAt));
   if (job.deadline !== undefined) out.push(f.deadline, String(job.deadline));
   if (job.traceparent) out.push(f.traceparent, job.traceparent);
+  if (job.idempotencyKeyDigest) out.push(f.idempotencyKeyDigest, job.idempotencyKeyDigest);
   return out;
 }
 
@@ -118,6 +127,7 @@ const updateField: Record<Exclude<keyof RecordUpdate, "result">, string> = {
   traceparent: recordField.traceparent,
   requeuedAt: recordField.requeuedAt,
   attemptToken: recordField.attemptToken,
+  recoveries: recordField.recoveries,
 };
 
 /** Flattens a transition's record fields into HSET arguments; a cleared field is written empty. */
@@ -168,11 +178,14 @@ export function decodeRecord(
     runAt: num(f.runAt),
     deadline: num(f.deadline),
     requeuedAt: num(f.requeuedAt),
+    recoveries: num(f.recoveries),
   };
   const cancelReason = h[f.cancelRequested];
   if (cancelReason) job.cancelReason = cancelReason;
   const traceparent = h[f.traceparent];
   if (traceparent) job.traceparent = traceparent;
+  const idempotencyKeyDigest = h[f.idempotencyKeyDigest];
+  if (idempotencyKeyDigest) job.idempotencyKeyDigest = idempotencyKeyDigest;
   const path = h[f.resultPath];
   if (path) {
     job.result = {

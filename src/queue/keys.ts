@@ -16,6 +16,8 @@ export function queueNameFor(type: ReportType): string {
 
 /** Key builders for one prefix. */
 export interface Keys {
+  /** The prefix itself (REDIS_PREFIX): it also names the deployment's artifact folder. */
+  readonly prefix: string;
   /** BullMQ's own prefix: its keys are `${bullPrefix}:reports:*`; retention set per job (removeOnComplete/removeOnFail). */
   readonly bullPrefix: string;
   /** Hash: the job record GetJob reads in one HGETALL. No TTL while live; on a terminal state it expires with the job's retention. */
@@ -24,7 +26,12 @@ export interface Keys {
   events(id: string): string;
   /** Pub/sub channel: each event appended to events(id) is also published here, for the watch hub. Holds nothing. */
   eventChannel(id: string): string;
-  /** Hash {job, fp}: the idempotency record of (tenant, key). Expires IDEMPOTENCY_TTL after the first submit. */
+  /**
+   * Hash {job, fp, until}: the idempotency record of (tenant, key). No TTL
+   * while its job is live; when the job ends it expires with the job's
+   * retention, or at `until` (IDEMPOTENCY_TTL after the submit) if that is
+   * later, so a key never makes a second job while its first is kept.
+   */
   idempotency(tenant: string, keyDigest: string): string;
   /** Sorted set (score: created ms): a tenant's jobs, for ListJobs. Members leave when their job expires (janitor). */
   tenantIndex(tenant: string): string;
@@ -36,6 +43,18 @@ export interface Keys {
    * job expires, is trimmed by count (janitor) or is retried.
    */
   finished(kind: "succeeded" | "failed"): string;
+  /**
+   * Sorted set (score: ms of the job's latest transition) of live jobs
+   * (queued, running, retrying), for the reconciler. Every transition keeps
+   * it: a job enters on submit and leaves on its terminal state, so it holds
+   * only live jobs and needs no retention of its own.
+   */
+  readonly live: string;
+  /**
+   * String: set once live jobs made before the live index existed have been
+   * entered in it (the reconciler's one backfill per deployment). One key, kept.
+   */
+  readonly liveBackfilled: string;
   /**
    * Hash {tokens, ts}: the tenant's SubmitReport token bucket (TENANT_SUBMIT_RATE).
    * Expires once it would be full again (burst / rate), so idle tenants leave nothing.
@@ -64,6 +83,7 @@ export interface Keys {
 /** Builds the key set for `prefix`. */
 export function createKeys(prefix: string): Keys {
   return {
+    prefix,
     bullPrefix: `${prefix}:bull`,
     job: (id) => `${prefix}:job:${id}`,
     events: (id) => `${prefix}:events:${id}`,
@@ -75,6 +95,8 @@ export function createKeys(prefix: string): Keys {
     submitRate: (tenant) => `${prefix}:rate:${tenant}`,
     tenantBacklog: (tenant) => `${prefix}:backlog:${tenant}`,
     deployment: `${prefix}:deployment`,
+    live: `${prefix}:live`,
+    liveBackfilled: `${prefix}:live:backfilled`,
     tenants: `${prefix}:tenants`,
     controlChannel: `${prefix}:control`,
   };

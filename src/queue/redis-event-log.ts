@@ -5,7 +5,7 @@
  * scripts/includes/append-event.lua.
  */
 import type { Redis } from "ioredis";
-import { CursorTrimmedError } from "../domain/errors.js";
+import { CursorAheadError, CursorTrimmedError } from "../domain/errors.js";
 import type { JobState } from "../domain/job.js";
 import { compareStreamIds, decodeEvent } from "../events/event-codec.js";
 import type { EventLog } from "../events/event-log.js";
@@ -24,9 +24,14 @@ export function createEventLog(deps: { redis: Redis; keys: Keys; maxLen: number 
         redis,
         [keys.job(jobId), keys.events(jobId)],
         [start, maxLen + 1],
-      )) as [string, string?, [string, string[]][]?, string?];
-      const [tenant, maxDeleted = "0-0", entries = [], state = "queued"] = reply;
+      )) as [string, string?, [string, string[]][]?, string?, string?];
+      const [tenant, maxDeleted = "0-0", entries = [], state = "queued", last = "0-0"] = reply;
       if (!tenant) return undefined;
+      // Every id of the log is at most its last-generated-id: a cursor past
+      // it was never handed out, and nothing would ever come after it.
+      if (afterId !== undefined && compareStreamIds(afterId, last) > 0) {
+        throw new CursorAheadError(afterId);
+      }
       if (afterId !== undefined && compareStreamIds(afterId, maxDeleted) < 0) {
         throw new CursorTrimmedError(afterId);
       }

@@ -11,7 +11,6 @@
  * once Redis has fsynced the job to its AOF.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { createRequire } from "node:module";
 import type { Span } from "@opentelemetry/api";
 import { Job, type JobsOptions, type Queue } from "bullmq";
 import type { Redis } from "ioredis";
@@ -39,11 +38,12 @@ import {
 } from "../telemetry/attributes.js";
 import { traceEnqueue } from "../telemetry/bullmq-telemetry.js";
 import { reportMetrics } from "../telemetry/metrics.js";
+import { bullmqScript, captureAdd } from "./bullmq-scripts.js";
 import { canonicalJson } from "./canonical-json.js";
 import { decodeRecord, encodeNewRecord } from "./job-record.js";
 import { type Keys, queueNameFor } from "./keys.js";
 import { createLuaScript, type LuaScript } from "./lua-script.js";
-import { loadScriptSource } from "./scripts/load.js";
+import { composeScript } from "./scripts/load.js";
 
 /** The data a BullMQ job carries to the worker. */
 export interface ReportJobData {
@@ -91,35 +91,17 @@ export interface Submitter {
   submit(input: SubmitInput): Promise<SubmitOutcome>;
 }
 
-// BullMQ's add scripts, by name. They ship as CommonJS modules with no
-// `exports` map, so a deep require is the stable way to reach them; the
-// version is pinned exactly in package.json and the integration tests run
-// every variant against a real Redis.
-const require = createRequire(import.meta.url);
-const bullScripts = require("bullmq/dist/cjs/scripts/index.js") as Record<
-  string,
-  { name: string; content: string; keys: number }
->;
-
-/** Our part of the composed script: scripts/submit.lua, with a slot for BullMQ's add script. */
-const submitSource = loadScriptSource("submit");
-const bullmqSlot = /^--- @bullmq-add$/m;
-if (!bullmqSlot.test(submitSource)) throw new Error("submit.lua has no --- @bullmq-add line");
-
-const composed = new Map<string, { script: LuaScript; keys: number }>();
-function composedFor(commandName: string): { script: LuaScript; keys: number } {
-  const name = commandName.split(":")[0] ?? commandName;
-  let entry = composed.get(name);
-  if (entry === undefined) {
-    const bull = bullScripts[name];
-    if (bull === undefined) throw new Error(`BullMQ script ${name} not found`);
-    entry = {
-      script: createLuaScript(submitSource.replace(bullmqSlot, () => bull.content)),
-      keys: bull.keys,
-    };
-    composed.set(name, entry);
+/** The composed submit script of each BullMQ add script (one per job kind). */
+const composed = new Map<string, LuaScript>();
+function composedFor(addScript: string): LuaScript {
+  let script = composed.get(addScript);
+  if (script === undefined) {
+    script = createLuaScript(
+      composeScript("submit", { "bullmq-add": bullmqScript(addScript).content }),
+    );
+    composed.set(addScript, script);
   }
-  return entry;
+  return script;
 }
 
 /** The custom BullMQ backoff type the worker implements. */
@@ -207,6 +189,7 @@ export function createSubmitter(deps: {
   ): Promise<SubmitOutcome> {
     const now = Date.now();
     const id = newJobId();
+    const keyDigest = input.idempotencyKey ? digest(input.idempotencyKey) : undefined;
     const fingerprint = createHash("sha256")
       .update(
         canonicalJson({
@@ -236,6 +219,7 @@ export function createSubmitter(deps: {
       runAt: input.runAt,
       deadline: input.deadline,
       traceparent: t.traceparent,
+      idempotencyKeyDigest: keyDigest,
     };
     if (t.span.isRecording()) {
       t.span.setAttributes({
@@ -246,7 +230,7 @@ export function createSubmitter(deps: {
       });
     }
     const spec = bullJobSpec(view, settings, now);
-    const call = await captureAdd(
+    const add = await captureAdd(
       new Job(
         queues[input.reportType],
         spec.name,
@@ -255,17 +239,14 @@ export function createSubmitter(deps: {
         id,
       ),
     );
-    const { script, keys: bullKeyCount } = composedFor(call.name);
-    const bullKeys = call.args.slice(0, bullKeyCount) as string[];
-    const bullArgv = call.args.slice(bullKeyCount);
+    const script = composedFor(add.script);
 
-    const idemKey = input.idempotencyKey
-      ? keys.idempotency(input.tenant, digest(input.idempotencyKey))
-      : keys.job(id);
+    const idemKey =
+      keyDigest !== undefined ? keys.idempotency(input.tenant, keyDigest) : keys.job(id);
     const params = {
-      idem: input.idempotencyKey !== undefined && input.idempotencyKey !== "",
+      idem: keyDigest !== undefined,
       fp: fingerprint,
-      idemTtl: settings.retention.idempotencyTtlMs,
+      idemUntil: now + settings.retention.idempotencyTtlMs,
       maxBacklog: settings.limits.maxBacklog,
       tenantMaxBacklog: settings.limits.tenantMaxBacklog,
       maxLen: settings.retention.eventStreamMaxLen,
@@ -290,9 +271,10 @@ export function createSubmitter(deps: {
       keys.submitRate(input.tenant),
       ...backlogKeys,
       keys.tenantBacklog(input.tenant),
-      ...bullKeys,
+      ...add.keys,
+      keys.live,
     ];
-    const scriptArgs = [JSON.stringify(params), ...(bullArgv as (string | Buffer)[])];
+    const scriptArgs = [JSON.stringify(params), ...add.args];
     const reply = (
       waitAof > 0
         ? await runThenWaitAof(script, scriptKeys, scriptArgs)
@@ -302,6 +284,10 @@ export function createSubmitter(deps: {
     switch (reply[0]) {
       case "new":
         return { job: view, deduplicated: false };
+      case "own":
+        // This call's script ran twice (ioredis resent it after a lost
+        // reply): the job is this call's own, as the first run left it.
+        return { job: decodeRecord(reply[2]) ?? view, deduplicated: false };
       case "dup": {
         const existing = decodeRecord(reply[2]);
         // Nothing was enqueued: the span says so and names the existing job.
@@ -392,18 +378,4 @@ function newJobId(): string {
 /** A short, key-safe digest of a caller-chosen string (idempotency keys, user ids). */
 export function digest(value: string): string {
   return createHash("sha256").update(value).digest("base64url").slice(0, 32);
-}
-
-/** The script call BullMQ would make to add `job`, captured instead of sent. */
-async function captureAdd(job: Job): Promise<{ name: string; args: unknown[] }> {
-  let captured: { name: string; args: unknown[] } | undefined;
-  const recorder = {
-    runCommand(name: string, args: unknown[]) {
-      captured = { name, args };
-      return Promise.resolve(job.id ?? "");
-    },
-  };
-  await job.addJob(recorder as unknown as Parameters<Job["addJob"]>[0]);
-  if (captured === undefined) throw new Error("BullMQ did not produce an add command");
-  return captured;
 }

@@ -44,6 +44,27 @@ export interface TransitionApplier {
     name: N,
     input: TransitionInputs[N],
   ): Promise<TransitionResult>;
+  /**
+   * The script call that applies transition `name` to `job`, for a script
+   * that runs apply-transition.lua inside itself (with BullMQ's side of a
+   * change: queue/queue-transitions.ts). `settle` reads that call's reply and
+   * emits the metric and log line, as `apply` does.
+   */
+  prepare<N extends AppliedTransitionName>(
+    job: TransitionSubject,
+    name: N,
+    input: TransitionInputs[N],
+  ): PreparedTransition;
+}
+
+/** One transition, ready to run: apply-transition.lua's KEYS and ARGV. */
+export interface PreparedTransition {
+  readonly keys: string[];
+  readonly args: (string | number)[];
+  /** The states the job must be in (the transition's `from`). */
+  readonly from: readonly JobState[];
+  /** Reads apply-transition.lua's reply; emits the metric and log line when applied. */
+  settle(reply: [number, string]): TransitionResult;
 }
 
 /** Creates the applier over a command connection. */
@@ -62,67 +83,86 @@ export function createTransitionApplier(deps: {
     persist: -1,
   };
 
+  const prepare = <N extends AppliedTransitionName>(
+    job: TransitionSubject,
+    name: N,
+    input: TransitionInputs[N],
+  ): PreparedTransition => {
+    const transition = jobTransitions[name];
+    const { event, record } = transition.derive(input);
+    const token = transition.fence === "checks" ? attemptToken(input) : "";
+    const updates = encodeRecordUpdate(record);
+    const idempotency =
+      job.idempotencyKeyDigest === undefined
+        ? []
+        : [keys.idempotency(job.tenant, job.idempotencyKeyDigest)];
+    return {
+      keys: [
+        keys.job(job.id),
+        keys.events(job.id),
+        keys.finished("succeeded"),
+        keys.finished("failed"),
+        keys.live,
+        keys.tenantBacklog(job.tenant),
+        ...idempotency,
+      ],
+      args: [
+        keys.eventChannel(job.id),
+        settings.eventStreamMaxLen,
+        transition.from.join(","),
+        token,
+        ttlMs[transition.ttl],
+        job.id,
+        transition.to,
+        event.time,
+        updates.length / 2,
+        ...updates,
+        ...encodeEvent(event),
+      ],
+      from: transition.from,
+      settle(reply) {
+        if (reply[0] !== 1) {
+          const state = reply[1] === "" ? undefined : (reply[1] as JobState);
+          logger.debug(
+            { job_id: job.id, transition: name, state, fenced: reply[0] === -1 },
+            "job transition refused",
+          );
+          return { applied: false, state, fenced: reply[0] === -1 };
+        }
+        if (transition.finishes) {
+          const queuedAt = job.requeuedAt ?? job.createdAt;
+          reportMetrics().jobFinished(
+            job.reportType,
+            transition.to as JobOutcome,
+            (event.time - queuedAt) / 1000,
+          );
+        }
+        // One line per transition: never the filters or the report.
+        const fields = transition.logFields?.(input, job);
+        if (fields !== undefined) {
+          logger.info(
+            {
+              job_id: job.id,
+              tenant: job.tenant,
+              report_type: job.reportType,
+              state: transition.to,
+              attempt: event.attempt,
+              ...fields,
+            },
+            `job ${transition.to}`,
+          );
+        }
+        return { applied: true, eventId: reply[1] };
+      },
+    };
+  };
+
   return {
+    prepare,
     async apply(job, name, input) {
-      const transition = jobTransitions[name];
-      const { event, record } = transition.derive(input);
-      const token = transition.fence === "checks" ? attemptToken(input) : "";
-      const updates = encodeRecordUpdate(record);
-      const reply = (await applyScript.run(
-        redis,
-        [
-          keys.job(job.id),
-          keys.events(job.id),
-          keys.finished("succeeded"),
-          keys.finished("failed"),
-          keys.tenantBacklog(job.tenant),
-        ],
-        [
-          keys.eventChannel(job.id),
-          settings.eventStreamMaxLen,
-          transition.from.join(","),
-          token,
-          ttlMs[transition.ttl],
-          job.id,
-          transition.to,
-          event.time,
-          updates.length / 2,
-          ...updates,
-          ...encodeEvent(event),
-        ],
-      )) as [number, string];
-      if (reply[0] !== 1) {
-        const state = reply[1] === "" ? undefined : (reply[1] as JobState);
-        logger.debug(
-          { job_id: job.id, transition: name, state, fenced: reply[0] === -1 },
-          "job transition refused",
-        );
-        return { applied: false, state, fenced: reply[0] === -1 };
-      }
-      if (transition.finishes) {
-        const queuedAt = job.requeuedAt ?? job.createdAt;
-        reportMetrics().jobFinished(
-          job.reportType,
-          transition.to as JobOutcome,
-          (event.time - queuedAt) / 1000,
-        );
-      }
-      // One line per transition: never the filters or the report.
-      const fields = transition.logFields?.(input, job);
-      if (fields !== undefined) {
-        logger.info(
-          {
-            job_id: job.id,
-            tenant: job.tenant,
-            report_type: job.reportType,
-            state: transition.to,
-            attempt: event.attempt,
-            ...fields,
-          },
-          `job ${transition.to}`,
-        );
-      }
-      return { applied: true, eventId: reply[1] };
+      const call = prepare(job, name, input);
+      const reply = (await applyScript.run(redis, call.keys, call.args)) as [number, string];
+      return call.settle(reply);
     },
   };
 }

@@ -26,10 +26,23 @@ export type AttemptOutcome =
 /** How SubmitReport ended for the queue. */
 export type SubmitOutcome = "accepted" | "deduplicated" | "rejected";
 
+/** What the reconciler did to a live job nothing would have moved on. */
+export type RepairKind = "requeued" | "failed" | "dropped";
+
+/** What the reconciler found wrong with it. */
+export type RepairCause =
+  | "bullmq_job_missing"
+  | "bullmq_job_completed"
+  | "bullmq_job_failed"
+  | "bullmq_job_stale"
+  | "record_missing";
+
 /** Label names (Prometheus keeps them as they are). */
 export const labelReportType = "report_type";
 export const labelOutcome = "outcome";
 export const labelState = "state";
+export const labelRepair = "repair";
+export const labelCause = "cause";
 
 /**
  * Enqueue-to-finish latency buckets, in seconds: jobs take seconds to
@@ -63,6 +76,8 @@ export interface ReportMetrics {
   ): () => void;
   /** Observes the number of open WatchJob streams; returns the stop function. */
   observeWatchers(read: () => number): () => void;
+  /** The reconciler repaired a live job (worker/reconciler.ts). */
+  repaired(type: ReportType | undefined, repair: RepairKind, cause: RepairCause): void;
 }
 
 /** Creates the instruments on `meter` (the global provider's by default). */
@@ -92,6 +107,11 @@ export function createReportMetrics(meter: Meter = metrics.getMeter("report-jobs
   });
   const queueDepth = meter.createObservableGauge("reports.queue.depth", {
     description: "Jobs in the BullMQ queues, by report type and state",
+    unit: "{job}",
+  });
+  const repairs = meter.createCounter("reports.reconciler.repairs", {
+    description:
+      "Live jobs the reconciler repaired (their BullMQ job missing or finished), by report type, repair and cause",
     unit: "{job}",
   });
   const watchers = meter.createObservableGauge("reports.watchers.active", {
@@ -145,6 +165,13 @@ export function createReportMetrics(meter: Meter = metrics.getMeter("report-jobs
       };
       queueDepth.addCallback(callback);
       return () => queueDepth.removeCallback(callback);
+    },
+    repaired(type, repair, cause) {
+      repairs.add(1, {
+        ...(type === undefined ? {} : { [labelReportType]: type }),
+        [labelRepair]: repair,
+        [labelCause]: cause,
+      });
     },
     observeWatchers(read) {
       const callback = (result: ObservableResult) => result.observe(read());

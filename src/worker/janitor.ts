@@ -8,12 +8,21 @@
  * for missing records only while Redis holds this deployment's marker
  * (deployment-marker.ts): a Redis that restarted empty must not cost every
  * report. Also corrects the tenants' backlog sets (tenant-backlogs.ts).
+ *
+ * It deletes only report folders of its own deployment: those in the
+ * deployment's folder (artifact-paths.ts) with no job record under its
+ * prefix. Another deployment sharing ARTIFACT_DIR has a folder of its own,
+ * never looked into. A folder in the layout before deployment folders
+ * (ARTIFACT_DIR/<job id>) is moved into the deployment's folder when its job
+ * record is there under this prefix (then it is provably ours), and left
+ * alone otherwise: it may be another deployment's.
  */
-import { readdir } from "node:fs/promises";
+import { readdir, rename, rm } from "node:fs/promises";
 import type { Queue } from "bullmq";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { RetentionConfig } from "../config/config.js";
+import { artifactFolder, legacyArtifactDir } from "../domain/artifact-paths.js";
 import type { ReportType } from "../domain/job.js";
 import type { Keys } from "../queue/keys.js";
 import { loadLuaScript } from "../queue/scripts/load.js";
@@ -36,7 +45,9 @@ export function createJanitor(deps: {
   redis: Redis;
   keys: Keys;
   queues: Record<ReportType, Queue>;
+  /** The deployment's report store, rooted at `artifactDir`. */
   artifacts: ArtifactStore;
+  /** The deployment's report folder (artifact-paths.ts deploymentArtifactDir). */
   artifactDir: string;
   /** Ages and counts to keep, and how often to sweep. */
   settings: Pick<
@@ -52,12 +63,13 @@ export function createJanitor(deps: {
   const marker = createDeploymentMarker({ redis, key: keys.deployment, artifactDir, logger });
   const backlogs = createTenantBacklogs({ redis, keys, logger });
 
-  const existing = async (ids: string[]): Promise<boolean[]> => {
+  /** Whether each job's record exists; a failed read counts as `onError` (kept, or not adopted). */
+  const existing = async (ids: string[], onError = true): Promise<boolean[]> => {
     if (ids.length === 0) return [];
     const pipeline = redis.pipeline();
     for (const id of ids) pipeline.exists(keys.job(id));
     const replies = (await pipeline.exec()) ?? [];
-    return replies.map(([err, n]) => err !== null || n === 1);
+    return replies.map(([err, n]) => (err !== null ? onError : n === 1));
   };
 
   /**
@@ -99,6 +111,26 @@ export function createJanitor(deps: {
     }
   };
 
+  /** Moves folders of the older layout whose job is ours into the deployment's folder. */
+  const adoptLegacyArtifacts = async () => {
+    const root = legacyArtifactDir(artifactDir);
+    const entries = await readdir(root, { withFileTypes: true }).catch(() => []);
+    const dirs = entries
+      .filter((e) => e.isDirectory() && artifactFolder(root, e.name) !== undefined)
+      .map((e) => e.name);
+    for (let i = 0; i < dirs.length; i += 200) {
+      const chunk = dirs.slice(i, i + 200);
+      const ours = await existing(chunk, false);
+      for (const [j, id] of chunk.entries()) {
+        const from = artifactFolder(root, id);
+        const to = artifactFolder(artifactDir, id);
+        if (!ours[j] || from === undefined || to === undefined) continue;
+        // A folder already there (written since) wins; the old one stays for the next sweep.
+        await rename(from, to).catch(() => undefined);
+      }
+    }
+  };
+
   /**
    * Removes a finished job whole: record, events, BullMQ job, file. The
    * record and log go only while the job is still in the finished index, in
@@ -114,6 +146,9 @@ export function createJanitor(deps: {
     if (type === null) return;
     if (queues[type] !== undefined) await queues[type].remove(id).catch(() => 0);
     await artifacts.remove(id);
+    // Its folder in the older layout, if it still has one (the record was ours).
+    const legacy = artifactFolder(legacyArtifactDir(artifactDir), id);
+    if (legacy !== undefined) await rm(legacy, { recursive: true, force: true });
   };
 
   const sweepFinished = async () => {
@@ -148,6 +183,7 @@ export function createJanitor(deps: {
         await sweepFinished();
         await sweepIndexes();
         await backlogs.correct();
+        await adoptLegacyArtifacts();
         await sweepArtifacts();
         await sweepQueues();
       } catch (err) {

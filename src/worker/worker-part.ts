@@ -1,15 +1,19 @@
 /**
  * The worker part of a process, built unstarted: a generator per report type,
- * the processor that runs attempts, the BullMQ workers that feed it, and the
- * janitor that sweeps what expired.
+ * the processor that runs attempts, the BullMQ workers that feed it, the
+ * janitor that sweeps what expired and the reconciler that keeps every live
+ * job moving.
  */
 import type { Queue } from "bullmq";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { RetentionConfig, WorkerConfig } from "../config/config.js";
-import type { ReportType } from "../domain/job.js";
+import { deploymentArtifactDir } from "../domain/artifact-paths.js";
+import type { JobView, ReportType } from "../domain/job.js";
 import type { JobReader } from "../queue/job-reader.js";
 import type { Keys } from "../queue/keys.js";
+import type { QueueTransitions } from "../queue/queue-transitions.js";
+import type { BullJobSpec } from "../queue/submitter.js";
 import type { TransitionApplier } from "../queue/transition-applier.js";
 import { createArtifactStore } from "./artifact-store.js";
 import type { ReportGenerator } from "./generator.js";
@@ -18,6 +22,7 @@ import { createMonthlyReport } from "./generators/monthly-report.js";
 import { createWeeklyReport } from "./generators/weekly-report.js";
 import { createJanitor, type Janitor } from "./janitor.js";
 import { createProcessor } from "./processor.js";
+import { createReconciler, type Reconciler } from "./reconciler.js";
 import { createReportWorker, type ReportWorker } from "./report-worker.js";
 
 /** What the worker part is built from. */
@@ -37,6 +42,10 @@ export interface WorkerPartDeps {
   jobs: JobReader;
   /** Applies the job state transitions of attempts. */
   transitions: TransitionApplier;
+  /** Applies transitions with BullMQ's side (the reconciler's repairs). */
+  queueTransitions: QueueTransitions;
+  /** What BullMQ is given for a job (the reconciler queues jobs again). */
+  bullJob: (job: JobView) => BullJobSpec;
   /** Replaces built-in generators per report type (tests). */
   generators?: Partial<Record<ReportType, ReportGenerator>>;
   logger: Logger;
@@ -46,7 +55,8 @@ export interface WorkerPartDeps {
 export interface WorkerPart {
   readonly worker: ReportWorker;
   readonly janitor: Janitor;
-  /** Starts fetching jobs and sweeping. */
+  readonly reconciler: Reconciler;
+  /** Starts fetching jobs, sweeping and reconciling. */
   start(): Promise<void>;
 }
 
@@ -59,7 +69,9 @@ export function createWorkerPart(deps: WorkerPartDeps): WorkerPart {
     custom: createCustomReport(settings.simulation),
     ...deps.generators,
   };
-  const artifacts = createArtifactStore(settings.artifactDir);
+  // This deployment's own folder under ARTIFACT_DIR: its janitor sweeps nothing else.
+  const artifactDir = deploymentArtifactDir(settings.artifactDir, keys.prefix);
+  const artifacts = createArtifactStore(artifactDir);
   const processor = createProcessor({
     transitions: deps.transitions,
     jobs: deps.jobs,
@@ -82,16 +94,27 @@ export function createWorkerPart(deps: WorkerPartDeps): WorkerPart {
     keys,
     queues: deps.queues,
     artifacts,
-    artifactDir: settings.artifactDir,
+    artifactDir,
     settings: retention,
+    logger,
+  });
+  const reconciler = createReconciler({
+    redis: commands,
+    keys,
+    queues: deps.queues,
+    queueTransitions: deps.queueTransitions,
+    bullJob: deps.bullJob,
+    intervalMs: settings.reconcileIntervalMs,
     logger,
   });
   return {
     worker,
     janitor,
+    reconciler,
     async start() {
       await worker.start();
       janitor.start();
+      reconciler.start();
       logger.info({ concurrency: settings.concurrency }, "worker started");
     },
   };

@@ -3,19 +3,23 @@
  * concurrent duplicates, against the real app and Redis.
  */
 import { createHash } from "node:crypto";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
 import { Queue } from "bullmq";
 import { Redis } from "ioredis";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { ReportType } from "../../gen/reports/v1/job_pb.js";
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from "vitest";
+import { JobState, ReportType } from "../../gen/reports/v1/job_pb.js";
 import { type ReportType as DomainReportType, reportTypes } from "../../src/domain/job.js";
 import { decodeEvent } from "../../src/events/event-codec.js";
 import { createKeys, queueNameFor } from "../../src/queue/keys.js";
-import { createSubmitter } from "../../src/queue/submitter.js";
+import { createSubmitter, digest } from "../../src/queue/submitter.js";
+import { PermanentReportError, type ReportGenerator } from "../../src/worker/generator.js";
 import { protocols, reportClient } from "../helpers/clients.js";
+import { csvOutput, deferred } from "../helpers/generators.js";
 import { scanKeys } from "../helpers/redis-keys.js";
-import { connectErrorOf, type ReportClient } from "../helpers/rpc.js";
+import { connectErrorOf, type ReportClient, waitForState } from "../helpers/rpc.js";
 import { startTestApp, type TestApp, testPrefix } from "../helpers/test-app.js";
+import { waitFor } from "../helpers/wait-for.js";
 
 type SubmitReportRequestInit = Parameters<ReportClient["submitReport"]>[0];
 
@@ -259,9 +263,10 @@ describe("SubmitReport idempotency", () => {
     }
   });
 
-  it("keeps the idempotency record for IDEMPOTENCY_TTL_SECONDS, not in clear text", async () => {
+  it("keeps the idempotency record while its job lives, not in clear text", async () => {
     const before = await scanKeys(redis, `${prefix}:idem:*`);
     const key = "ttl-key-clear-text";
+    const submittedAt = Date.now();
     const first = await client.submitReport({
       userId: "u1",
       reportType: ReportType.WEEKLY,
@@ -271,11 +276,14 @@ describe("SubmitReport idempotency", () => {
     expect(added).toHaveLength(1);
     const recordKey = added[0] as string;
     expect(recordKey).not.toContain(key);
-    const pttl = await redis.pttl(recordKey);
-    expect(pttl).toBeLessThanOrEqual(ttlSeconds * 1000);
-    expect(pttl).toBeGreaterThan(ttlSeconds * 1000 - 60_000);
+    // No expiry while the job is live (it is queued: nothing runs here); the
+    // record remembers how long it lives at least once the job ends.
+    expect(await redis.pttl(recordKey)).toBe(-1);
+    const until = Number(await redis.hget(recordKey, "until"));
+    expect(until).toBeGreaterThanOrEqual(submittedAt + ttlSeconds * 1000);
+    expect(until).toBeLessThanOrEqual(Date.now() + ttlSeconds * 1000);
 
-    // A duplicate neither adds a record nor extends the first one's life.
+    // A duplicate neither adds a record nor changes the first one.
     const dup = await client.submitReport({
       userId: "u1",
       reportType: ReportType.WEEKLY,
@@ -285,7 +293,120 @@ describe("SubmitReport idempotency", () => {
     expect((await scanKeys(redis, `${prefix}:idem:*`)).filter((k) => !before.includes(k))).toEqual(
       added,
     );
-    expect(await redis.pttl(recordKey)).toBeLessThanOrEqual(pttl);
+    expect(await redis.pttl(recordKey)).toBe(-1);
+    expect(Number(await redis.hget(recordKey, "until"))).toBe(until);
+  });
+});
+
+describe("the idempotency record's lifetime", () => {
+  const apps: TestApp[] = [];
+  let redis: Redis;
+  afterEach(async () => {
+    for (const app of apps.splice(0)) await app.close();
+  });
+  afterAll(() => {
+    redis?.disconnect();
+  });
+
+  /**
+   * A generator that fails for good for users named "bad-*" while `failing`
+   * is set; otherwise it waits for `hold` (open unless a test closes it) and succeeds.
+   */
+  let failing = true;
+  let hold = Promise.resolve();
+  const generator: ReportGenerator = {
+    async generate(input) {
+      if (input.userId.startsWith("bad-") && failing) throw new PermanentReportError("bad filters");
+      await hold;
+      return csvOutput;
+    },
+  };
+  async function start(env: Record<string, string>, mode: "api" | "all" = "all") {
+    const t = await startTestApp(env, { mode, generators: { weekly: generator } });
+    apps.push(t);
+    redis ??= new Redis(t.config.redis.url);
+    return { t, client: reportClient("grpc", t.url) };
+  }
+
+  const idemKey = (t: TestApp, key: string) => t.app.keys.idempotency("default", digest(key));
+
+  it("outlives IDEMPOTENCY_TTL while its job waits: the same key never makes a second job", async () => {
+    // API only: nothing runs the job, as with a far run_at or a long backlog.
+    const { t, client } = await start({ IDEMPOTENCY_TTL_SECONDS: "1" }, "api");
+    const request = {
+      userId: "u1",
+      reportType: ReportType.WEEKLY,
+      idempotencyKey: "waits-long",
+      runAt: timestampFromMs(Date.now() + 3600_000),
+    };
+    // A key set with the same TTL at the same moment: once it is gone, so is IDEMPOTENCY_TTL.
+    const probe = `${t.config.redis.prefix}:probe`;
+    await redis.set(probe, "1", "PX", 1000);
+    const first = await client.submitReport(request);
+    await waitFor(async () => (await redis.exists(probe)) === 0, { what: "the TTL to pass" });
+
+    const again = await client.submitReport(request);
+    expect(again).toMatchObject({ jobId: first.jobId, deduplicated: true });
+    expect(await redis.pttl(idemKey(t, "waits-long"))).toBe(-1);
+    expect((await client.listJobs({})).jobs.map((j) => j.id)).toEqual([first.jobId]);
+  });
+
+  it("expires with its job's retention when the job ends, and persists again on RetryJob", async () => {
+    const { t, client } = await start({
+      IDEMPOTENCY_TTL_SECONDS: "1",
+      RETENTION_SUCCEEDED_SECONDS: "600",
+      RETENTION_FAILED_SECONDS: "1200",
+    });
+    const ok = await client.submitReport({
+      userId: "good-1",
+      reportType: ReportType.WEEKLY,
+      idempotencyKey: "ends-ok",
+    });
+    await waitForState(client, ok.jobId, JobState.SUCCEEDED);
+    const okTtl = await redis.pttl(idemKey(t, "ends-ok"));
+    const okRecordTtl = await redis.pttl(t.app.keys.job(ok.jobId));
+    expect(okTtl).toBeGreaterThan(590_000);
+    expect(okTtl).toBeLessThanOrEqual(600_000);
+    // At least as long as the job itself (give or take the reads between).
+    expect(okTtl).toBeGreaterThanOrEqual(okRecordTtl - 1000);
+
+    const bad = await client.submitReport({
+      userId: "bad-1",
+      reportType: ReportType.WEEKLY,
+      idempotencyKey: "ends-failed",
+    });
+    await waitForState(client, bad.jobId, JobState.FAILED);
+    const badKey = idemKey(t, "ends-failed");
+    expect(await redis.pttl(badKey)).toBeGreaterThan(1_190_000);
+
+    // Live again: no expiry until it ends again.
+    failing = false;
+    const gate = deferred();
+    hold = gate.promise;
+    const retried = await client.retryJob({ jobId: bad.jobId });
+    expect(retried.job?.state).toBe(JobState.QUEUED);
+    await waitForState(client, bad.jobId, JobState.RUNNING);
+    expect(await redis.pttl(badKey)).toBe(-1);
+    gate.resolve();
+    await waitForState(client, bad.jobId, JobState.SUCCEEDED);
+    const rerunTtl = await redis.pttl(badKey);
+    expect(rerunTtl).toBeGreaterThan(590_000);
+    expect(rerunTtl).toBeLessThanOrEqual(600_000);
+  });
+
+  it("keeps IDEMPOTENCY_TTL from the submit when that is longer than the job's retention", async () => {
+    const { t, client } = await start({
+      IDEMPOTENCY_TTL_SECONDS: "3600",
+      RETENTION_SUCCEEDED_SECONDS: "5",
+    });
+    const { jobId } = await client.submitReport({
+      userId: "good-3",
+      reportType: ReportType.WEEKLY,
+      idempotencyKey: "short-job",
+    });
+    await waitForState(client, jobId, JobState.SUCCEEDED);
+    expect(await redis.pttl(t.app.keys.job(jobId))).toBeLessThanOrEqual(5000);
+    expect(await redis.pttl(idemKey(t, "short-job"))).toBeGreaterThan(3590_000);
   });
 });
 

@@ -9,6 +9,7 @@ import { Code } from "@connectrpc/connect";
 import { Redis } from "ioredis";
 import { afterAll, describe, expect, it } from "vitest";
 import { JobState, ReportType } from "../../gen/reports/v1/job_pb.js";
+import { deploymentArtifactDir } from "../../src/domain/artifact-paths.js";
 import { PermanentReportError, type ReportGenerator } from "../../src/worker/generator.js";
 import { reportClient } from "../helpers/clients.js";
 import { csvOutput, deferred } from "../helpers/generators.js";
@@ -74,7 +75,11 @@ describe("createJanitor() count-based retention", () => {
     for (const id of gone) {
       expect(await codeOf(client.getJob({ jobId: id })), `job ${id}`).toBe(Code.NotFound);
       expect(await scanKeys(redis, `*${id}*`), `keys of ${id}`).toEqual([]);
-      expect(existsSync(path.join(t.config.worker.artifactDir, id))).toBe(false);
+      expect(
+        existsSync(
+          path.join(deploymentArtifactDir(t.config.worker.artifactDir, t.config.redis.prefix), id),
+        ),
+      ).toBe(false);
     }
     for (const id of kept) expect((await client.getJob({ jobId: id })).job?.id).toBe(id);
     retryGate.resolve();

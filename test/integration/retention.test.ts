@@ -4,6 +4,7 @@ import { Code } from "@connectrpc/connect";
 import { Redis } from "ioredis";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { JobState, ReportType } from "../../gen/reports/v1/job_pb.js";
+import { deploymentArtifactDir } from "../../src/domain/artifact-paths.js";
 import { PermanentReportError, type ReportGenerator } from "../../src/worker/generator.js";
 import { reportClient } from "../helpers/clients.js";
 import { csvOutput } from "../helpers/generators.js";
@@ -61,7 +62,11 @@ describe("retention", () => {
       if ((await redis.hget(key, "job")) === jobId) out.push(key);
     }
     // The report folder.
-    if (existsSync(path.join(t.config.worker.artifactDir, jobId)))
+    if (
+      existsSync(
+        path.join(deploymentArtifactDir(t.config.worker.artifactDir, t.config.redis.prefix), jobId),
+      )
+    )
       out.push(`artifact dir of ${jobId}`);
     return out;
   }
@@ -99,7 +104,14 @@ describe("retention", () => {
       });
       const job = await waitForState(client, jobId, JobState[outcome]);
       if (outcome === "SUCCEEDED") {
-        expect(existsSync(path.join(t.config.worker.artifactDir, jobId))).toBe(true);
+        expect(
+          existsSync(
+            path.join(
+              deploymentArtifactDir(t.config.worker.artifactDir, t.config.redis.prefix),
+              jobId,
+            ),
+          ),
+        ).toBe(true);
         expect(job.result?.downloadUrl).toMatch(/\/v1\/artifacts\//);
       }
       // Before it expires, it is there to find.

@@ -29,7 +29,7 @@ describe("app.close()", () => {
     t = undefined;
   });
 
-  it("in all mode: ends watches, then server, workers, hub, queues, Redis, probe port", async () => {
+  it("in all mode: ends watches, then server, workers, sweepers, hub, queues, Redis, probe port", async () => {
     const log = recordingLogger();
     t = await startTestApp({}, { mode: "all", logger: log.logger });
     await t.close();
@@ -37,6 +37,7 @@ describe("app.close()", () => {
       "storage health",
       "server",
       "worker",
+      "reconciler",
       "janitor",
       "hub",
       "queues",
@@ -84,13 +85,14 @@ describe("app.close()", () => {
     ]);
   });
 
-  it("in worker mode: workers, queues, Redis, probe port", async () => {
+  it("in worker mode: workers, sweepers, queues, Redis, probe port", async () => {
     const log = recordingLogger();
     t = await startTestApp({}, { mode: "worker", logger: log.logger });
     await t.close();
     expect(log.steps()).toEqual([
       "storage health",
       "worker",
+      "reconciler",
       "janitor",
       "queues",
       "observers",

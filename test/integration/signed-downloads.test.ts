@@ -10,6 +10,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { JobState, ReportType } from "../../gen/reports/v1/job_pb.js";
 import { createDownloadSigner } from "../../src/api/download-signer.js";
+import { deploymentArtifactDir } from "../../src/domain/artifact-paths.js";
 import { reportClient } from "../helpers/clients.js";
 import { scripted } from "../helpers/generators.js";
 import { waitForState } from "../helpers/rpc.js";
@@ -166,7 +167,11 @@ describe("downloads that the client leaves", () => {
     const { jobId } = await acme.submitReport({ userId: "big", reportType: ReportType.WEEKLY });
     const job = await waitForState(acme, jobId, JobState.SUCCEEDED);
     const link = new URL(job.result?.downloadUrl ?? "");
-    const file = path.join(t.config.worker.artifactDir, jobId, "big.csv");
+    const file = path.join(
+      deploymentArtifactDir(t.config.worker.artifactDir, t.config.redis.prefix),
+      jobId,
+      "big.csv",
+    );
     const openFds = () =>
       readdirSync("/proc/self/fd").filter((fd) => {
         try {

@@ -221,6 +221,13 @@ describe("GET /v1/jobs/{id}/events", () => {
     ]);
     expect(badCursor.status).toBe(400);
     expect(JSON.parse(badCursor.body)).toMatchObject({ code: "invalid_argument" });
+    const ahead = await curlSse([
+      "-H",
+      `Last-Event-ID: ${Date.now() + 3600_000}-0`,
+      `${t.url}/v1/jobs/${jobId}/events`,
+    ]);
+    expect(ahead.status).toBe(400);
+    expect(JSON.parse(ahead.body)).toMatchObject({ code: "out_of_range" });
   });
 
   it("streams live events as they happen, with keepalive comments while quiet", async () => {

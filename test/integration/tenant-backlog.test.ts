@@ -229,6 +229,7 @@ describe("apply-transition.lua and the tenant's backlog", () => {
     cancelledWaiting: { ...where, attempt: 1, at: 2_000, reason: "r" },
     requeued: { at: 2_000, traceparent: "" },
     retryUnscheduled: { at: 2_000 },
+    recovered: { at: 2_000, reason: "r", recoveries: 1 },
   };
 
   it("makes every transition leave the job a member exactly when its new state is a backlog state", async () => {

@@ -71,6 +71,7 @@ describe("createTransitionApplier()", () => {
       ttl: [await redis.pttl(keys.job(job.id)), await redis.pttl(keys.events(job.id))],
       succeeded: await redis.zrange(keys.finished("succeeded"), 0, -1, "WITHSCORES"),
       failed: await redis.zrange(keys.finished("failed"), 0, -1, "WITHSCORES"),
+      live: await redis.zrange(keys.live, 0, -1, "WITHSCORES"),
     };
   }
 
@@ -220,5 +221,72 @@ describe("createTransitionApplier()", () => {
       reason: "late",
     });
     expect(stale.applied).toBe(false);
+  });
+
+  it("keeps a live job in the index of live jobs, scored by its latest transition, until it ends", async () => {
+    const a = { attempt: 1, token: "A" };
+    await transitions.apply(job, "started", { ...a, at: 2_000, maxAttempts: 3 });
+    expect((await snapshot()).live).toEqual([job.id, "2000"]);
+    await transitions.apply(job, "progress", { ...a, at: 2_500, progress: 40, phase: "x" });
+    expect((await snapshot()).live).toEqual([job.id, "2500"]);
+    await transitions.apply(job, "failed", {
+      ...a,
+      at: 3_000,
+      progress: 40,
+      phase: "x",
+      reason: "r",
+    });
+    expect((await snapshot()).live).toEqual([]);
+    await transitions.apply(job, "requeued", { at: 4_000, traceparent: "" });
+    expect((await snapshot()).live).toEqual([job.id, "4000"]);
+  });
+
+  it("sets the idempotency record's retention with the job's, never shorter than its own", async () => {
+    const idem = keys.idempotency(job.tenant, "digest-1");
+    const keyed = { ...job, idempotencyKeyDigest: "digest-1" };
+    await redis.hset(keys.job(job.id), recordField.idempotencyKeyDigest, "digest-1");
+    await redis.hset(idem, "job", job.id, "fp", "fp", "until", String(1_000 + 30_000));
+    // A keyed job's transitions must name its idempotency record.
+    await expect(
+      transitions.apply(job, "started", { attempt: 1, token: "A", at: 2_000, maxAttempts: 3 }),
+    ).rejects.toThrow(/idempotency record/);
+    expect(decodeRecord(await redis.hgetall(keys.job(job.id)))?.state).toBe("queued");
+
+    const a = { attempt: 1, token: "A" };
+    await transitions.apply(keyed, "started", { ...a, at: 2_000, maxAttempts: 3 });
+    expect(await redis.pttl(idem)).toBe(-1);
+    // Failed retention (90 s) beats `until` (31 s after the epoch's 1 s here).
+    await transitions.apply(keyed, "failed", {
+      ...a,
+      at: 3_000,
+      progress: 5,
+      phase: "x",
+      reason: "r",
+    });
+    expect(await redis.pttl(idem)).toBeGreaterThan(89_000);
+    await transitions.apply(keyed, "requeued", { at: 4_000, traceparent: "" });
+    expect(await redis.pttl(idem)).toBe(-1);
+    // `until` beats the job's retention when it is later.
+    await redis.hset(idem, "until", String(5_000 + 200_000));
+    await transitions.apply(keyed, "abandoned", {
+      attempt: 0,
+      at: 5_000,
+      progress: 0,
+      phase: "",
+      reason: "r",
+    });
+    expect(await redis.pttl(idem)).toBeGreaterThan(199_000);
+    // Another job's record under the key is left alone.
+    await redis.hset(idem, "job", "another-job");
+    await redis.persist(idem);
+    await transitions.apply(keyed, "requeued", { at: 6_000, traceparent: "" });
+    await transitions.apply(keyed, "abandoned", {
+      attempt: 0,
+      at: 7_000,
+      progress: 0,
+      phase: "",
+      reason: "r",
+    });
+    expect(await redis.pttl(idem)).toBe(-1);
   });
 });

@@ -463,6 +463,48 @@ describe("WatchJob keepalive", () => {
   });
 });
 
+describe("WatchJob with a cursor ahead of the log", () => {
+  let t: TestApp;
+
+  beforeAll(async () => {
+    // API only: nothing processes the job, so the watch would otherwise wait.
+    t = await startTestApp({}, { mode: "api" });
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it("answers OUT_OF_RANGE at once and holds no watch, live job or finished", async () => {
+    const client = reportClient("grpc", t.url);
+    const { jobId } = await client.submitReport({ userId: "u1", reportType: ReportType.WEEKLY });
+    const first = startWatch(client, { jobId });
+    await waitFor(() => first.events.length === 1, { what: "the QUEUED event" });
+    first.abort();
+    await first.done;
+    const queuedId = first.events[0]?.id ?? "";
+    const [ms = "0"] = queuedId.split("-");
+    const ahead = `${Number(ms) + 3600_000}-0`;
+
+    for (const cursor of [ahead, `${ms}-99`]) {
+      const err = await ended(startWatch(client, { jobId, afterEventId: cursor }), 2000);
+      expect(err?.code, cursor).toBe(Code.OutOfRange);
+      expect(err?.rawMessage).toContain(`cursor ${cursor} is ahead of the job's log`);
+    }
+    await waitFor(() => t.app.hub?.listenerCount === 0, { what: "hub listeners released" });
+
+    // The job's last event is a fine cursor: the watch waits for what comes next.
+    const atEnd = startWatch(client, { jobId, afterEventId: queuedId });
+    const { job } = await client.cancelJob({ jobId });
+    expect(job?.state).toBe(JobState.CANCELLED);
+    expect((await ended(atEnd)) ?? "ok").toBe("ok");
+    expect(atEnd.events.map((e) => e.type)).toEqual([JobEventType.CANCELLED]);
+
+    // Finished job: still an error, not a silent end.
+    const err = await ended(startWatch(client, { jobId, afterEventId: ahead }), 2000);
+    expect(err?.code).toBe(Code.OutOfRange);
+  });
+});
+
 describe("WatchJob with 1,000 concurrent watchers", () => {
   const gates = new JobGates();
   const watchers = 1000;

@@ -30,6 +30,7 @@ const samples: { [N in TransitionName]: TransitionInputs[N] } = {
   cancelledWaiting: { attempt: 0, at: 1_000, progress: 0, phase: "", reason: "not needed" },
   requeued: { at: 1_000, traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" },
   retryUnscheduled: { at: 1_000 },
+  recovered: { at: 1_000, reason: "BullMQ lost the job", recoveries: 1 },
 };
 
 const names = Object.keys(jobTransitions) as TransitionName[];

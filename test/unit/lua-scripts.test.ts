@@ -36,11 +36,13 @@ describe("the Lua scripts", () => {
     expect(scriptNames()).toEqual([
       "apply-transition",
       "correct-tenant-backlog",
+      "drop-live-entry",
       "list-jobs",
       "remove-finished-job",
       "replay-events",
       "request-cancel",
       "submit",
+      "transition-with-queue",
     ]);
     for (const name of scriptNames()) {
       const source = loadScriptSource(name);

@@ -6,14 +6,22 @@
   transition changes nothing.
   A terminal state enters the job in the finished index of its kind (for
   count-based retention); leaving a terminal state (RetryJob) takes it out of
-  both.
+  both. A live state (queued, running, retrying) keeps the job in the index
+  of live jobs, scored by this transition's time; a terminal one takes it out
+  (the reconciler reads that index). The tenant's backlog set holds the job
+  exactly while it waits to run (TENANT_MAX_BACKLOG counts it). The job's idempotency record, when it
+  has one, follows the job's retention: it persists with a live job and, on a
+  terminal state, expires with the job or at its own `until`, whichever is
+  later.
 
   Input:
     KEYS[1] job record
     KEYS[2] event stream
     KEYS[3] finished index of succeeded jobs
     KEYS[4] finished index of failed and cancelled jobs
-    KEYS[5] the tenant's backlog set: holds the job while it is queued or retrying
+    KEYS[5] index of live jobs
+    KEYS[6] the tenant's backlog set: holds the job while it is queued or retrying
+    KEYS[7] the job's idempotency record (only for a job submitted with a key)
 
     ARGV[1] event channel
     ARGV[2] how many entries the stream keeps
@@ -42,24 +50,30 @@ end
 if ARGV[4] ~= '' and redis.call('HGET', KEYS[1], RECORD.attemptToken) ~= ARGV[4] then
   return {-1, state}
 end
+if not KEYS[7] and redis.call('HEXISTS', KEYS[1], RECORD.idempotencyKeyDigest) == 1 then
+  return redis.error_reply('ERR the job has an idempotency record: pass it as KEYS[7]')
+end
 local n = tonumber(ARGV[9])
 local first = 10 + 2 * n
 if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 10, first - 1)) end
 local jobId, newState, time = ARGV[6], ARGV[7], ARGV[8]
 if newState == 'succeeded' then
   redis.call('ZADD', KEYS[3], time, jobId)
+  redis.call('ZREM', KEYS[5], jobId)
 elseif newState == 'failed' or newState == 'cancelled' then
   redis.call('ZADD', KEYS[4], time, jobId)
-elseif state == 'succeeded' or state == 'failed' or state == 'cancelled' then
-  redis.call('ZREM', KEYS[3], jobId)
-  redis.call('ZREM', KEYS[4], jobId)
-end
--- The tenant's backlog (TENANT_MAX_BACKLOG counts it): the job is a member
--- exactly while it waits to run.
-if newState == 'queued' or newState == 'retrying' then
-  redis.call('SADD', KEYS[5], jobId)
+  redis.call('ZREM', KEYS[5], jobId)
 else
-  redis.call('SREM', KEYS[5], jobId)
+  if state == 'succeeded' or state == 'failed' or state == 'cancelled' then
+    redis.call('ZREM', KEYS[3], jobId)
+    redis.call('ZREM', KEYS[4], jobId)
+  end
+  redis.call('ZADD', KEYS[5], time, jobId)
+end
+if newState == 'queued' or newState == 'retrying' then
+  redis.call('SADD', KEYS[6], jobId)
+else
+  redis.call('SREM', KEYS[6], jobId)
 end
 local ev = {}
 for i = first, #ARGV do ev[#ev + 1] = ARGV[i] end
@@ -71,5 +85,13 @@ if ttl > 0 then
 elseif ttl < 0 then
   redis.call('PERSIST', KEYS[1])
   redis.call('PERSIST', KEYS[2])
+end
+if KEYS[7] and ttl ~= 0 and redis.call('HGET', KEYS[7], 'job') == jobId then
+  if ttl > 0 then
+    local untilMs = tonumber(redis.call('HGET', KEYS[7], 'until')) or 0
+    redis.call('PEXPIRE', KEYS[7], math.max(ttl, untilMs - tonumber(time)))
+  else
+    redis.call('PERSIST', KEYS[7])
+  end
 end
 return {1, id}

@@ -16,6 +16,12 @@
  *   `eventField.<key>` of event-codec.ts.
  * An unknown key is an error. Both notations are valid Lua syntax, so the
  * files stay readable by Lua tooling.
+ *
+ * A script may also run other whole scripts inside itself (BullMQ's add
+ * script, apply-transition.lua): a line `--- @compose <slot>`, placed as the
+ * body of a `local function f(KEYS, ARGV) ... end`, is replaced with the
+ * script given for the slot (composeScript), which then reads the function's
+ * KEYS and ARGV and returns its reply to the caller.
  */
 import { readdirSync, readFileSync } from "node:fs";
 import { eventField } from "../../events/event-codec.js";
@@ -81,6 +87,27 @@ export function loadScriptSource(name: string): string {
   if (source === undefined) {
     source = resolveScript(name, (path) => readFileSync(new URL(path, folder), "utf8"));
     sources.set(name, source);
+  }
+  return source;
+}
+
+const composePattern = /^---[ \t]*@compose[ \t]+([A-Za-z0-9_-]+)[ \t]*$/gm;
+
+/**
+ * The resolved source of script `name` with each `--- @compose <slot>` line
+ * replaced by `slots[slot]` (a whole script's source, resolved already).
+ * Every slot of the script must be given, and every slot given must be used.
+ */
+export function composeScript(name: string, slots: Readonly<Record<string, string>>): string {
+  const used = new Set<string>();
+  const source = loadScriptSource(name).replace(composePattern, (_line, slot: string) => {
+    const body = Object.hasOwn(slots, slot) ? slots[slot] : undefined;
+    if (body === undefined) throw new ScriptLoadError(`${name}: no script for slot ${slot}`);
+    used.add(slot);
+    return body;
+  });
+  for (const slot of Object.keys(slots)) {
+    if (!used.has(slot)) throw new ScriptLoadError(`${name}: has no slot ${slot}`);
   }
   return source;
 }

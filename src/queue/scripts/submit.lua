@@ -2,15 +2,15 @@
   SubmitReport in one round trip: checks the idempotency record, the tenant's
   submit rate and the backlog bound, adds the BullMQ job (BullMQ's own add
   script runs inside this one), writes the job record, appends the QUEUED
-  event, indexes the job for its tenant and user and stores the idempotency
-  record, all or nothing.
+  event, indexes the job for its tenant and user and as live, and stores the
+  idempotency record, all or nothing.
 
-  The line `--- @bullmq-add` is replaced, by submitter.ts, with the body of
-  BullMQ's add script for the job's kind (standard, prioritized, delayed):
-  one composed script per kind.
+  The slot `bullmq-add` is filled, by submitter.ts, with the body of BullMQ's
+  add script for the job's kind (standard, prioritized, delayed): one
+  composed script per kind (scripts/load.ts composeScript).
 
   Input:
-    KEYS[1] idempotency record (hash {job, fp}); the job record when no key was given
+    KEYS[1] idempotency record (hash {job, fp, until}); the job record when no key was given
     KEYS[2] job record
     KEYS[3] event stream
     KEYS[4] tenant index
@@ -22,10 +22,12 @@
             sets, in that order
     KEYS[8+p.backlogKeys] the tenant's backlog: the set of its queued and
             retrying jobs
-    KEYS[9+p.backlogKeys ..] BullMQ's add script's keys
+    KEYS[9+p.backlogKeys .. #KEYS-1] BullMQ's add script's keys
+    KEYS[#KEYS] index of live jobs (the reconciler's)
 
     ARGV[1] JSON parameters p: idem (a key was given), fp (request
-            fingerprint), idemTtl (ms), maxBacklog, maxLen (stream entries),
+            fingerprint), idemUntil (ms: the idempotency record lives at
+            least until then), maxBacklog, maxLen (stream entries),
             channel (event channel), jobPrefix (job record key prefix),
             backlogKeys (count), rate (tokens/s, 0: no limit), burst, tenant,
             jobId, score (created ms), rec (record field/value pairs), ev
@@ -34,6 +36,8 @@
 
   Output:
     {'new', entry id}        queued
+    {'own', job id, record}  this call ran before (a resent script): the job
+                             it made, as it is now (HGETALL reply)
     {'dup', job id, record}  the key's job (HGETALL reply; empty once expired)
     {'conflict', job id}     the key was used for a different request
     {'rate', retry ms}       the tenant is over its submit rate
@@ -44,9 +48,16 @@
 --- @include "includes/append-event"
 
 local function bullmqAdd(KEYS, ARGV)
---- @bullmq-add
+--- @compose bullmq-add
 end
 local p = cjson.decode(ARGV[1])
+-- The job id is drawn afresh by every call, so a record under it means this
+-- very call ran before: ioredis resent the script after losing its reply.
+-- Answer with what that run made (the job may have moved on since) and
+-- change nothing.
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return {'own', p.jobId, redis.call('HGETALL', KEYS[2])}
+end
 if p.idem then
   local prev = redis.call('HMGET', KEYS[1], 'job', 'fp')
   if prev[1] then
@@ -90,7 +101,7 @@ if tokens then
   redis.call('PEXPIRE', KEYS[7], math.ceil((p.burst - tokens[1]) * 1000 / p.rate) + 1000)
 end
 local bkeys = {}
-for i = 9 + p.backlogKeys, #KEYS do bkeys[#bkeys + 1] = KEYS[i] end
+for i = 9 + p.backlogKeys, #KEYS - 1 do bkeys[#bkeys + 1] = KEYS[i] end
 local added = bullmqAdd(bkeys, {ARGV[2], ARGV[3], ARGV[4]})
 if type(added) == 'number' and added < 0 then return {'error', tostring(added)} end
 redis.call('SADD', tenantBacklog, p.jobId)
@@ -100,8 +111,10 @@ local id = appendEvent(KEYS[2], KEYS[3], p.channel, p.maxLen, p.ev)
 redis.call('ZADD', KEYS[4], p.score, p.jobId)
 redis.call('ZADD', KEYS[5], p.score, p.jobId)
 redis.call('SADD', KEYS[6], p.tenant)
+redis.call('ZADD', KEYS[#KEYS], p.score, p.jobId)
 if p.idem then
-  redis.call('HSET', KEYS[1], 'job', p.jobId, 'fp', p.fp)
-  redis.call('PEXPIRE', KEYS[1], p.idemTtl)
+  -- No TTL while the job is live: the job's terminal transition sets it
+  -- (apply-transition.lua), to the job's retention or `until`, the later.
+  redis.call('HSET', KEYS[1], 'job', p.jobId, 'fp', p.fp, 'until', p.idemUntil)
 end
 return {'new', id}
