@@ -10,6 +10,7 @@ import path from "node:path";
 import { Redis } from "ioredis";
 import { afterEach, describe, expect, it } from "vitest";
 import { JobState, ReportType } from "../../gen/reports/v1/job_pb.js";
+import { deploymentArtifactDir } from "../../src/domain/artifact-paths.js";
 import { deploymentMarkerFile } from "../../src/worker/deployment-marker.js";
 import { type CapturedLine, capturedLogger, logLevel } from "../helpers/captured-logger.js";
 import { reportClient } from "../helpers/clients.js";
@@ -38,7 +39,10 @@ describe("the deployment marker", () => {
       { REDIS_URL: server.url, RETENTION_SWEEP_MS: "3600000" },
       { logger, stalledIntervalMs: 1000 },
     );
-    const file = deploymentMarkerFile(t.config.worker.artifactDir, t.app.keys.deployment);
+    const file = deploymentMarkerFile(
+      deploymentArtifactDir(t.config.worker.artifactDir, t.config.redis.prefix),
+      t.app.keys.deployment,
+    );
     const key = t.app.keys.deployment;
     return { t, admin, server, lines, file, key };
   }
@@ -49,7 +53,10 @@ describe("the deployment marker", () => {
     const { jobId } = await client.submitReport({ userId: "u", reportType: ReportType.WEEKLY });
     const job = await waitForEnd(client, jobId, { what: "the job to end" });
     expect(job.state).toBe(JobState.SUCCEEDED);
-    const folder = path.join(app.config.worker.artifactDir, jobId);
+    const folder = path.join(
+      deploymentArtifactDir(app.config.worker.artifactDir, app.config.redis.prefix),
+      jobId,
+    );
     expect(existsSync(folder)).toBe(true);
     return { jobId, folder };
   }
