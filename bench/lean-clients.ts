@@ -12,9 +12,18 @@ import { ReportType } from "../gen/reports/v1/job_pb.js";
 import { SubmitReportRequestSchema } from "../gen/reports/v1/report_service_pb.js";
 
 /** One kind of call, and how to stop using it. */
-export interface LeanClient<A> {
-  call(arg: A): Promise<void>;
+export interface LeanClient<A, R = void> {
+  call(arg: A): Promise<R>;
   close(): void;
+}
+
+const jobIdField = /"jobId":"([^"]+)"/;
+
+/** The `jobId` of a JSON answer (read without parsing the whole body). */
+function jobIdOf(body: string): string {
+  const id = jobIdField.exec(body)?.[1];
+  if (id === undefined) throw new Error(`no jobId in ${body.slice(0, 200)}`);
+  return id;
 }
 
 function parseUrl(baseUrl: string): { host: string; port: number } {
@@ -49,12 +58,12 @@ function request(
   });
 }
 
-/** SubmitReport as Connect JSON over HTTP/1.1, one idempotency key per call. */
+/** SubmitReport as Connect JSON over HTTP/1.1, one idempotency key per call; answers the job id. */
 export function connectJsonSubmit(
   baseUrl: string,
   concurrency: number,
   filters: object,
-): LeanClient<string> {
+): LeanClient<string, string> {
   const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
   const target = parseUrl(baseUrl);
   const rest = JSON.stringify({
@@ -77,6 +86,50 @@ export function connectJsonSubmit(
       if (res.status !== 200) throw new Error(`HTTP ${res.status}: ${res.body.slice(0, 200)}`);
       if (res.body.includes('"deduplicated":true'))
         throw new Error("a unique idempotency key was deduplicated");
+      return jobIdOf(res.body);
+    },
+    close: () => agent.destroy(),
+  };
+}
+
+/**
+ * The naive baseline's submit (bench/baselines/express-bullmq): a JSON POST
+ * over HTTP/1.1, one idempotency key per call; answers the job id.
+ */
+export function baselineSubmit(
+  baseUrl: string,
+  concurrency: number,
+  filters: object,
+): LeanClient<string, string> {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
+  const target = parseUrl(baseUrl);
+  const rest = JSON.stringify({ userId: "bench-user", reportType: "weekly", filters }).slice(1);
+  const headers = { "content-type": "application/json" };
+  return {
+    async call(key) {
+      const body = `{"idempotencyKey":${JSON.stringify(key)},${rest}`;
+      const res = await request(agent, target, "POST", "/v1/reports", headers, body);
+      if (res.status !== 202) throw new Error(`HTTP ${res.status}: ${res.body.slice(0, 200)}`);
+      return jobIdOf(res.body);
+    },
+    close: () => agent.destroy(),
+  };
+}
+
+/** The naive baseline's status route: GET /v1/jobs/{id} (BullMQ getJob + getState). */
+export function baselineStatus(
+  baseUrl: string,
+  concurrency: number,
+  jobId: string,
+): LeanClient<void> {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
+  const target = parseUrl(baseUrl);
+  const path = `/v1/jobs/${encodeURIComponent(jobId)}`;
+  return {
+    async call() {
+      const res = await request(agent, target, "GET", path, {});
+      if (res.status !== 200 || !res.body.includes(jobId))
+        throw new Error(`HTTP ${res.status}: ${res.body.slice(0, 200)}`);
     },
     close: () => agent.destroy(),
   };
