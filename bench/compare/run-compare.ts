@@ -253,6 +253,11 @@ async function waitFor(
   }
 }
 
+/** What a closed-loop task says; the harness adds the API's URL and the timing. */
+type ApiCall =
+  | Omit<SubmitTask, "warmupMs" | "durationMs" | "concurrency" | "baseUrl">
+  | Omit<GetJobTask, "warmupMs" | "durationMs" | "concurrency" | "baseUrl">;
+
 function requireApi(env: Env): { proc: ServiceProcess; baseUrl: string; warmedUp: boolean } {
   if (env.api === undefined) throw new Error("no API process");
   return env.api;
@@ -264,23 +269,18 @@ function requireApi(env: Env): { proc: ServiceProcess; baseUrl: string; warmedUp
  * window. The first measurement on a fresh API warms up three times as long
  * (JIT), so it does not favour the measurements after it.
  */
-async function closedLoop(
-  env: Env,
-  key: string,
-  task:
-    | Omit<SubmitTask, "warmupMs" | "durationMs" | "concurrency" | "baseUrl">
-    | Omit<GetJobTask, "warmupMs" | "durationMs" | "concurrency" | "baseUrl">,
-): Promise<void> {
+async function closedLoop(env: Env, key: string, task: ApiCall): Promise<void> {
   const api = requireApi(env);
   const warmupMs = env.o.warmupSeconds * 1000 * (api.warmedUp ? 1 : 3);
   api.warmedUp = true;
-  const full = {
-    ...task,
+  const timing = {
     baseUrl: api.baseUrl,
     concurrency: env.o.concurrency,
     durationMs: env.o.seconds * 1000,
     warmupMs,
-  } as SubmitTask | GetJobTask;
+  };
+  const full: SubmitTask | GetJobTask =
+    task.kind === "submit" ? { ...task, ...timing } : { ...task, ...timing };
   let cpuStart: number | undefined;
   const timer = setTimeout(() => {
     cpuStart = api.proc.cpuUs();
@@ -449,6 +449,9 @@ async function latency(env: Env, worker: ServiceProcess): Promise<void> {
     const cpuEnd = await cpu();
     const cpuStart = await start;
     const ids = r.calls.map((c) => c.value);
+    env.progress(
+      `  ${d.label}: ${r.ratePerSec.toFixed(0)} jobs/s sent, ${r.late} late; waiting for them to finish`,
+    );
     let finished: (number | undefined)[] = [];
     try {
       await waitFor(
