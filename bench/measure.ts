@@ -201,13 +201,16 @@ export async function openLoop<R>(
   let late = 0;
   let inWindow = 0;
   let firstError: string | undefined;
+  // Call k is due at t0 + k * period; every call due before `end` is made.
+  const period = 1000 / ratePerSec;
+  const total = Math.ceil((end - t0) / period);
 
   const start = (due: number) => {
     const begun = performance.now();
     const counted = begun >= windowStart;
     if (counted) {
       inWindow++;
-      if (begun - due > 1000 / ratePerSec) late++;
+      if (begun - due > period) late++;
     }
     const sentAtMs = performance.timeOrigin + begun;
     const p = call(seq++).then(
@@ -229,11 +232,10 @@ export async function openLoop<R>(
   await new Promise<void>((resolve) => {
     const tick = () => {
       const now = performance.now();
-      const dueCount = Math.floor(((Math.min(now, end) - t0) * ratePerSec) / 1000);
-      while (seq < dueCount && pending.size < maxInFlight) start(t0 + (seq * 1000) / ratePerSec);
-      if (now >= end) return resolve();
-      const nextDue = t0 + ((seq + 1) * 1000) / ratePerSec;
-      setTimeout(tick, Math.max(0, Math.min(nextDue, end) - performance.now()));
+      const dueCount = Math.min(total, Math.floor((now - t0) / period) + 1);
+      while (seq < dueCount && pending.size < maxInFlight) start(t0 + seq * period);
+      if (now >= end || seq >= total) return resolve();
+      setTimeout(tick, Math.max(0, t0 + seq * period - performance.now()));
     };
     tick();
   });

@@ -31,7 +31,7 @@ export interface CompareOptions {
   rate: number;
   latencyWarmupSeconds: number;
   latencySeconds: number;
-  /** Worker concurrency of the latency and watcher scenarios. */
+  /** Worker concurrency of the enqueue-to-complete scenario. */
   workerConcurrency: number;
   watchers: number;
   /** Jobs the watchers spread over. */
@@ -40,6 +40,11 @@ export interface CompareOptions {
   watchSessions: number;
   /** REPORT_PHASE_DELAY_MS of the watchers' worker, so events arrive spread out. */
   watchPhaseDelayMs: number;
+  /**
+   * Worker concurrency while the watchers look on: 1 runs the watched jobs one
+   * after the other, so each event fans out alone (a latency, not a burst, figure).
+   */
+  watchConcurrency: number;
   /** Run the service processes under `node --cpu-prof`, profiles written here. */
   cpuProfDir?: string;
   /** Keep the service processes' output here (default: a temporary folder, removed). */
@@ -66,6 +71,7 @@ export const fullOptions: CompareOptions = {
   watchJobs: 20,
   watchSessions: 4,
   watchPhaseDelayMs: 50,
+  watchConcurrency: 1,
   quick: false,
 };
 
@@ -105,11 +111,12 @@ ratios (ours / baseline), then one JSON line with every figure.
   --rate N                   steady submits/s for enqueue-to-complete (200)
   --latency-warmup S         warm-up at that rate (10)
   --latency-seconds S        measured seconds at that rate (20)
-  --worker-concurrency N     worker concurrency for latency and watchers (10)
+  --worker-concurrency N     worker concurrency for enqueue-to-complete (10)
   --watchers N               concurrent watchers (2000)
   --watch-jobs N             jobs they watch (20)
   --watch-sessions N         HTTP/2 connections our watchers share (4)
   --watch-phase-delay MS     the watched jobs' REPORT_PHASE_DELAY_MS (50)
+  --watch-concurrency N      worker concurrency while watched (1: one job at a time)
   --cpu-prof DIR             run the service processes under node --cpu-prof
   --logs DIR                 keep the service processes' output (one file each)
   --help
@@ -146,6 +153,7 @@ export function parseCompareArgs(argv: string[]): CompareOptions | "help" {
       "watch-jobs": { type: "string" },
       "watch-sessions": { type: "string" },
       "watch-phase-delay": { type: "string" },
+      "watch-concurrency": { type: "string" },
       "cpu-prof": { type: "string" },
       logs: { type: "string" },
     },
@@ -207,6 +215,7 @@ export function parseCompareArgs(argv: string[]): CompareOptions | "help" {
     watchJobs: num("watch-jobs", base.watchJobs, 1, true),
     watchSessions: num("watch-sessions", base.watchSessions, 1, true),
     watchPhaseDelayMs: num("watch-phase-delay", base.watchPhaseDelayMs, 0, true),
+    watchConcurrency: num("watch-concurrency", base.watchConcurrency, 1, true),
     quick: values.quick === true,
     ...(values["cpu-prof"] === undefined ? {} : { cpuProfDir: values["cpu-prof"] }),
     ...(values.logs === undefined ? {} : { logDir: values.logs }),

@@ -226,7 +226,7 @@ export function rowsFor(o: CompareOptions): Row[] {
     }
   }
   if (o.only.includes("watchers")) {
-    const section = `${o.watchers} watchers on ${o.watchJobs} jobs (ours: WatchJob over ${o.watchSessions} HTTP/2 connections; baseline: SSE, one XREAD BLOCK connection each)`;
+    const section = `${o.watchers} watchers on ${o.watchJobs} jobs run ${o.watchConcurrency} at a time, ${o.watchPhaseDelayMs} ms phases (ours: WatchJob over ${o.watchSessions} HTTP/2 connections; baseline: SSE, one XREAD BLOCK connection each)`;
     const measures: [string, string, Better][] = [
       ["openMs", "open all, ms", "lower"],
       ["apiRedisConnections", "API's Redis connections while open", "lower"],

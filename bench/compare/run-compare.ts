@@ -375,7 +375,7 @@ async function work(env: Env): Promise<void> {
   }
   if (o.only.includes("latency")) await latency(env, await env.useWorker(o.workerConcurrency, 0));
   if (o.only.includes("watchers"))
-    await watchers(env, await env.useWorker(o.workerConcurrency, o.watchPhaseDelayMs));
+    await watchers(env, await env.useWorker(o.watchConcurrency, o.watchPhaseDelayMs));
 }
 
 /**
