@@ -234,6 +234,7 @@ export function rowsFor(o: CompareOptions): Row[] {
       ["heapKbPerWatcher", "API heap KB/watcher (after GC)", "lower"],
       ["deliveryP50Ms", "event delivery p50 ms", "lower"],
       ["deliveryP99Ms", "event delivery p99 ms", "lower"],
+      ["apiCpuUsPerDelivery", "API CPU µs/delivered event", "lower"],
     ];
     for (const [m, measure, better] of measures) {
       const key = `watchers.${m}`;

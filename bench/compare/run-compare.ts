@@ -494,7 +494,7 @@ async function latency(env: Env, worker: ServiceProcess): Promise<void> {
  * (ours: until each has its replayed history; the baseline: until each holds
  * a blocked XREAD), read the API's memory after a GC before and after, count
  * its Redis connections, then resume and collect every live event's delivery
- * time (from its stream id to its arrival).
+ * time (from its stream id to its arrival) and the API's CPU time per delivery.
  */
 async function watchers(env: Env, _worker: ServiceProcess): Promise<void> {
   const { o, d, admin, queue } = env;
@@ -524,8 +524,10 @@ async function watchers(env: Env, _worker: ServiceProcess): Promise<void> {
   const connections = tcpConnectionsTo(api.proc.pid, env.redisPort);
   const mem1 = await api.proc.memory();
   env.progress(`  ${d.label}: ${open.opened} open in ${Math.round(openMs)} ms; running the jobs`);
+  const cpu0 = api.proc.cpuUs();
   await queue.resume();
   const got = await env.runner.run({ kind: "watch-collect", timeoutMs: 120_000 });
+  const cpu1 = api.proc.cpuUs();
   const per = (bytes: number) => (open.opened > 0 ? bytes / 1024 / open.opened : 0);
   env.figures.record(d.id, "watchers.openMs", openMs);
   env.figures.record(d.id, "watchers.apiRedisConnections", connections);
@@ -533,6 +535,8 @@ async function watchers(env: Env, _worker: ServiceProcess): Promise<void> {
   env.figures.record(d.id, "watchers.heapKbPerWatcher", per(mem1.heapUsed - mem0.heapUsed));
   env.figures.record(d.id, "watchers.deliveryP50Ms", got.p50Ms);
   env.figures.record(d.id, "watchers.deliveryP99Ms", got.p99Ms);
+  if (got.deliveries > 0)
+    env.figures.record(d.id, "watchers.apiCpuUsPerDelivery", (cpu1 - cpu0) / got.deliveries);
   // Every watcher sees started, two progress events and the terminal one, live.
   const expected = open.opened * 4;
   const problems = [
