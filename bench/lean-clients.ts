@@ -58,38 +58,48 @@ function request(
   });
 }
 
-/** SubmitReport as Connect JSON over HTTP/1.1, one idempotency key per call; answers the job id. */
-export function connectJsonSubmit(
+/**
+ * A JSON POST over keep-alive HTTP/1.1 whose body is `fields` plus a unique
+ * `idempotencyKey` per call; answers the job id of a `okStatus` answer.
+ */
+function jsonSubmit(
   baseUrl: string,
   concurrency: number,
-  filters: object,
+  path: string,
+  headers: Record<string, string>,
+  fields: object,
+  okStatus: number,
 ): LeanClient<string, string> {
   const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
   const target = parseUrl(baseUrl);
-  const rest = JSON.stringify({
-    userId: "bench-user",
-    reportType: "REPORT_TYPE_WEEKLY",
-    filters,
-  }).slice(1);
-  const headers = { "content-type": "application/json", "connect-protocol-version": "1" };
+  const rest = JSON.stringify(fields).slice(1);
   return {
     async call(key) {
       const body = `{"idempotencyKey":${JSON.stringify(key)},${rest}`;
-      const res = await request(
-        agent,
-        target,
-        "POST",
-        "/reports.v1.ReportService/SubmitReport",
-        headers,
-        body,
-      );
-      if (res.status !== 200) throw new Error(`HTTP ${res.status}: ${res.body.slice(0, 200)}`);
+      const res = await request(agent, target, "POST", path, headers, body);
+      if (res.status !== okStatus) throw new Error(`HTTP ${res.status}: ${res.body.slice(0, 200)}`);
       if (res.body.includes('"deduplicated":true'))
         throw new Error("a unique idempotency key was deduplicated");
       return jobIdOf(res.body);
     },
     close: () => agent.destroy(),
   };
+}
+
+/** SubmitReport as Connect JSON over HTTP/1.1, one idempotency key per call; answers the job id. */
+export function connectJsonSubmit(
+  baseUrl: string,
+  concurrency: number,
+  filters: object,
+): LeanClient<string, string> {
+  return jsonSubmit(
+    baseUrl,
+    concurrency,
+    "/reports.v1.ReportService/SubmitReport",
+    { "content-type": "application/json", "connect-protocol-version": "1" },
+    { userId: "bench-user", reportType: "REPORT_TYPE_WEEKLY", filters },
+    200,
+  );
 }
 
 /**
@@ -101,16 +111,30 @@ export function baselineSubmit(
   concurrency: number,
   filters: object,
 ): LeanClient<string, string> {
+  return jsonSubmit(
+    baseUrl,
+    concurrency,
+    "/v1/reports",
+    { "content-type": "application/json" },
+    { userId: "bench-user", reportType: "weekly", filters },
+    202,
+  );
+}
+
+/** A keep-alive HTTP/1.1 GET of `path` that must answer 200 with the job's id in the body. */
+function jobGet(
+  baseUrl: string,
+  concurrency: number,
+  jobId: string,
+  path: string,
+): LeanClient<void> {
   const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
   const target = parseUrl(baseUrl);
-  const rest = JSON.stringify({ userId: "bench-user", reportType: "weekly", filters }).slice(1);
-  const headers = { "content-type": "application/json" };
   return {
-    async call(key) {
-      const body = `{"idempotencyKey":${JSON.stringify(key)},${rest}`;
-      const res = await request(agent, target, "POST", "/v1/reports", headers, body);
-      if (res.status !== 202) throw new Error(`HTTP ${res.status}: ${res.body.slice(0, 200)}`);
-      return jobIdOf(res.body);
+    async call() {
+      const res = await request(agent, target, "GET", path, {});
+      if (res.status !== 200 || !res.body.includes(jobId))
+        throw new Error(`HTTP ${res.status}: ${res.body.slice(0, 200)}`);
     },
     close: () => agent.destroy(),
   };
@@ -122,17 +146,7 @@ export function baselineStatus(
   concurrency: number,
   jobId: string,
 ): LeanClient<void> {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
-  const target = parseUrl(baseUrl);
-  const path = `/v1/jobs/${encodeURIComponent(jobId)}`;
-  return {
-    async call() {
-      const res = await request(agent, target, "GET", path, {});
-      if (res.status !== 200 || !res.body.includes(jobId))
-        throw new Error(`HTTP ${res.status}: ${res.body.slice(0, 200)}`);
-    },
-    close: () => agent.destroy(),
-  };
+  return jobGet(baseUrl, concurrency, jobId, `/v1/jobs/${encodeURIComponent(jobId)}`);
 }
 
 /** GetJob as a Connect GET (JSON over HTTP/1.1). */
@@ -141,17 +155,13 @@ export function connectGetJob(
   concurrency: number,
   jobId: string,
 ): LeanClient<void> {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
-  const target = parseUrl(baseUrl);
-  const path = `/reports.v1.ReportService/GetJob?connect=v1&encoding=json&message=${encodeURIComponent(JSON.stringify({ jobId }))}`;
-  return {
-    async call() {
-      const res = await request(agent, target, "GET", path, {});
-      if (res.status !== 200 || !res.body.includes(jobId))
-        throw new Error(`HTTP ${res.status}: ${res.body.slice(0, 200)}`);
-    },
-    close: () => agent.destroy(),
-  };
+  const message = encodeURIComponent(JSON.stringify({ jobId }));
+  return jobGet(
+    baseUrl,
+    concurrency,
+    jobId,
+    `/reports.v1.ReportService/GetJob?connect=v1&encoding=json&message=${message}`,
+  );
 }
 
 /** SubmitReport as gRPC over one HTTP/2 connection, one idempotency key per call. */

@@ -97,6 +97,18 @@ export function rowsFor(o: CompareOptions): Row[] {
       });
     }
   };
+  /** Rows whose figure has the same key for both designs: `${prefix}.${measure key}`. */
+  const sameKey = (
+    scenario: Scenario,
+    prefix: string,
+    section: string,
+    measures: [string, string, Better][],
+  ) => {
+    for (const [m, measure, better] of measures) {
+      const key = `${prefix}.${m}`;
+      rows.push({ id: key, scenario, section, measure, better, ours: key, baseline: key });
+    }
+  };
   const c = `${o.concurrency} in flight`;
   if (o.only.includes("submit")) {
     closedLoop(
@@ -185,49 +197,25 @@ export function rowsFor(o: CompareOptions): Row[] {
   if (o.only.includes("drain")) {
     for (const conc of o.drainConcurrency) {
       const section = `drain ${o.drainJobs} queued no-op jobs (REPORT_PHASE_DELAY_MS=0), worker concurrency ${conc}`;
-      const measures: [string, string, Better][] = [
+      sameKey("drain", `drain.c${conc}`, section, [
         ["jobsPerSec", "jobs/s", "higher"],
         ["workerCpuUsPerJob", "worker CPU µs/job", "lower"],
         ["redisCpuUsPerJob", "Redis CPU µs/job", "lower"],
-      ];
-      for (const [m, measure, better] of measures) {
-        const key = `drain.c${conc}.${m}`;
-        rows.push({
-          id: key,
-          scenario: "drain",
-          section,
-          measure,
-          better,
-          ours: key,
-          baseline: key,
-        });
-      }
+      ]);
     }
   }
   if (o.only.includes("latency")) {
     const section = `enqueue to complete at a steady ${o.rate} jobs/s (one API, one worker at concurrency ${o.workerConcurrency}, ${o.latencyWarmupSeconds} s warm-up, ${o.latencySeconds} s measured)`;
-    const measures: [string, string, Better][] = [
+    sameKey("latency", "latency", section, [
       ["p50Ms", "p50 ms", "lower"],
       ["p99Ms", "p99 ms", "lower"],
       ["cpuMsPerJob", "CPU ms/job (API + worker + Redis)", "lower"],
       ["ratePerSec", "submitted jobs/s", "higher"],
-    ];
-    for (const [m, measure, better] of measures) {
-      const key = `latency.${m}`;
-      rows.push({
-        id: key,
-        scenario: "latency",
-        section,
-        measure,
-        better,
-        ours: key,
-        baseline: key,
-      });
-    }
+    ]);
   }
   if (o.only.includes("watchers")) {
     const section = `${o.watchers} watchers on ${o.watchJobs} jobs run ${o.watchConcurrency} at a time, ${o.watchPhaseDelayMs} ms phases (ours: WatchJob over ${o.watchSessions} HTTP/2 connections; baseline: SSE, one XREAD BLOCK connection each)`;
-    const measures: [string, string, Better][] = [
+    sameKey("watchers", "watchers", section, [
       ["openMs", "open all, ms", "lower"],
       ["apiRedisConnections", "API's Redis connections while open", "lower"],
       ["rssKbPerWatcher", "API RSS KB/watcher", "lower"],
@@ -235,19 +223,7 @@ export function rowsFor(o: CompareOptions): Row[] {
       ["deliveryP50Ms", "event delivery p50 ms", "lower"],
       ["deliveryP99Ms", "event delivery p99 ms", "lower"],
       ["apiCpuUsPerDelivery", "API CPU µs/delivered event", "lower"],
-    ];
-    for (const [m, measure, better] of measures) {
-      const key = `watchers.${m}`;
-      rows.push({
-        id: key,
-        scenario: "watchers",
-        section,
-        measure,
-        better,
-        ours: key,
-        baseline: key,
-      });
-    }
+    ]);
   }
   return rows;
 }
