@@ -12,9 +12,18 @@ import { ReportType } from "../gen/reports/v1/job_pb.js";
 import { SubmitReportRequestSchema } from "../gen/reports/v1/report_service_pb.js";
 
 /** One kind of call, and how to stop using it. */
-export interface LeanClient<A> {
-  call(arg: A): Promise<void>;
+export interface LeanClient<A, R = void> {
+  call(arg: A): Promise<R>;
   close(): void;
+}
+
+const jobIdField = /"jobId":"([^"]+)"/;
+
+/** The `jobId` of a JSON answer (read without parsing the whole body). */
+function jobIdOf(body: string): string {
+  const id = jobIdField.exec(body)?.[1];
+  if (id === undefined) throw new Error(`no jobId in ${body.slice(0, 200)}`);
+  return id;
 }
 
 function parseUrl(baseUrl: string): { host: string; port: number } {
@@ -49,48 +58,78 @@ function request(
   });
 }
 
-/** SubmitReport as Connect JSON over HTTP/1.1, one idempotency key per call. */
-export function connectJsonSubmit(
+/**
+ * A JSON POST over keep-alive HTTP/1.1 whose body is `fields` plus a unique
+ * `idempotencyKey` per call; answers the job id of a `okStatus` answer.
+ */
+function jsonSubmit(
   baseUrl: string,
   concurrency: number,
-  filters: object,
-): LeanClient<string> {
+  path: string,
+  headers: Record<string, string>,
+  fields: object,
+  okStatus: number,
+): LeanClient<string, string> {
   const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
   const target = parseUrl(baseUrl);
-  const rest = JSON.stringify({
-    userId: "bench-user",
-    reportType: "REPORT_TYPE_WEEKLY",
-    filters,
-  }).slice(1);
-  const headers = { "content-type": "application/json", "connect-protocol-version": "1" };
+  const rest = JSON.stringify(fields).slice(1);
   return {
     async call(key) {
       const body = `{"idempotencyKey":${JSON.stringify(key)},${rest}`;
-      const res = await request(
-        agent,
-        target,
-        "POST",
-        "/reports.v1.ReportService/SubmitReport",
-        headers,
-        body,
-      );
-      if (res.status !== 200) throw new Error(`HTTP ${res.status}: ${res.body.slice(0, 200)}`);
+      const res = await request(agent, target, "POST", path, headers, body);
+      if (res.status !== okStatus) throw new Error(`HTTP ${res.status}: ${res.body.slice(0, 200)}`);
       if (res.body.includes('"deduplicated":true'))
         throw new Error("a unique idempotency key was deduplicated");
+      return jobIdOf(res.body);
     },
     close: () => agent.destroy(),
   };
 }
 
-/** GetJob as a Connect GET (JSON over HTTP/1.1). */
-export function connectGetJob(
+/** SubmitReport as Connect JSON over HTTP/1.1, one idempotency key per call; answers the job id. */
+export function connectJsonSubmit(
+  baseUrl: string,
+  concurrency: number,
+  filters: object,
+): LeanClient<string, string> {
+  return jsonSubmit(
+    baseUrl,
+    concurrency,
+    "/reports.v1.ReportService/SubmitReport",
+    { "content-type": "application/json", "connect-protocol-version": "1" },
+    { userId: "bench-user", reportType: "REPORT_TYPE_WEEKLY", filters },
+    200,
+  );
+}
+
+/**
+ * The naive baseline's submit (bench/baselines/express-bullmq): a JSON POST
+ * over HTTP/1.1, one idempotency key per call; answers the job id.
+ */
+export function baselineSubmit(
+  baseUrl: string,
+  concurrency: number,
+  filters: object,
+): LeanClient<string, string> {
+  return jsonSubmit(
+    baseUrl,
+    concurrency,
+    "/v1/reports",
+    { "content-type": "application/json" },
+    { userId: "bench-user", reportType: "weekly", filters },
+    202,
+  );
+}
+
+/** A keep-alive HTTP/1.1 GET of `path` that must answer 200 with the job's id in the body. */
+function jobGet(
   baseUrl: string,
   concurrency: number,
   jobId: string,
+  path: string,
 ): LeanClient<void> {
   const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
   const target = parseUrl(baseUrl);
-  const path = `/reports.v1.ReportService/GetJob?connect=v1&encoding=json&message=${encodeURIComponent(JSON.stringify({ jobId }))}`;
   return {
     async call() {
       const res = await request(agent, target, "GET", path, {});
@@ -99,6 +138,30 @@ export function connectGetJob(
     },
     close: () => agent.destroy(),
   };
+}
+
+/** The naive baseline's status route: GET /v1/jobs/{id} (BullMQ getJob + getState). */
+export function baselineStatus(
+  baseUrl: string,
+  concurrency: number,
+  jobId: string,
+): LeanClient<void> {
+  return jobGet(baseUrl, concurrency, jobId, `/v1/jobs/${encodeURIComponent(jobId)}`);
+}
+
+/** GetJob as a Connect GET (JSON over HTTP/1.1). */
+export function connectGetJob(
+  baseUrl: string,
+  concurrency: number,
+  jobId: string,
+): LeanClient<void> {
+  const message = encodeURIComponent(JSON.stringify({ jobId }));
+  return jobGet(
+    baseUrl,
+    concurrency,
+    jobId,
+    `/reports.v1.ReportService/GetJob?connect=v1&encoding=json&message=${message}`,
+  );
 }
 
 /** SubmitReport as gRPC over one HTTP/2 connection, one idempotency key per call. */

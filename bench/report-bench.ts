@@ -11,12 +11,10 @@
  * the raw `queue.add` baseline: both sides of every ratio are driven from the
  * same place.
  */
-import { fork } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { createClient } from "@connectrpc/connect";
 import { connectNodeAdapter, createConnectTransport } from "@connectrpc/connect-node";
 import { Queue } from "bullmq";
@@ -30,9 +28,10 @@ import { queueNameFor } from "../src/queue/keys.js";
 import { freePort } from "../src/queue/private-redis.js";
 import { createLogger } from "../src/telemetry/logger.js";
 import { startRedisServer } from "../test/helpers/redis-server.js";
-import { benchFilters, type LoadTask, runLoad } from "./load.js";
-import type { LoadReply } from "./load-process.js";
+import { benchFilters, type GetJobTask, type RawAddTask, type SubmitTask } from "./load.js";
+import { createLoadRunner } from "./load-runner.js";
 import type { Measurement } from "./measure.js";
+import { redisCpuUs as readRedisCpuUs, redisVersion } from "./proc-stats.js";
 
 /** How the benchmark runs. */
 export interface BenchOptions {
@@ -129,8 +128,7 @@ export async function runReportBenchmark(
   try {
     const redis = new Redis(redisServer.url, { maxRetriesPerRequest: null });
     cleanups.unshift(() => void redis.disconnect());
-    const info = await redis.info("server");
-    const redisVersion = /redis_version:(\S+)/.exec(info)?.[1] ?? "unknown";
+    const redisServerVersion = await redisVersion(redis);
 
     const port = await freePort();
     const config = loadConfig(
@@ -156,22 +154,17 @@ export async function runReportBenchmark(
 
     const runner = createLoadRunner(options.callers);
     cleanups.unshift(() => runner.close());
-    const redisCpuUs = async () => {
-      const cpu = await redis.info("cpu");
-      const user = Number(/used_cpu_user:([\d.]+)/.exec(cpu)?.[1] ?? 0);
-      const sys = Number(/used_cpu_sys:([\d.]+)/.exec(cpu)?.[1] ?? 0);
-      return (user + sys) * 1e6;
-    };
+    const redisCpuUs = () => readRedisCpuUs(redis);
     // Runs a task and charges each call its CPU time in every process,
     // sampled over the measured window (after the warm-up).
     const load = {
-      async run(task: LoadTask): Promise<Figures> {
+      async run(task: SubmitTask | GetJobTask | RawAddTask): Promise<Figures> {
         let start: Promise<{ service: NodeJS.CpuUsage; redis: number }> | undefined;
         const timer = setTimeout(() => {
           start = redisCpuUs().then((r) => ({ service: process.cpuUsage(), redis: r }));
         }, task.warmupMs);
         try {
-          const m = await runner.run(task);
+          const m: Measurement = await runner.run(task);
           const service = process.cpuUsage();
           const redisNow = await redisCpuUs();
           const before = await start;
@@ -288,7 +281,7 @@ export async function runReportBenchmark(
       options,
       environment: {
         node: process.version,
-        redis: redisVersion,
+        redis: redisServerVersion,
         cpus: cpus.length,
         cpuModel: cpus[0]?.model.trim() ?? "unknown",
       },
@@ -338,52 +331,6 @@ async function fillWaiting(queue: Queue, count: number): Promise<void> {
       })),
     );
   }
-}
-
-/** Runs load tasks in the load process, or inline. */
-interface LoadRunner {
-  run(task: LoadTask): Promise<Measurement>;
-  close(): Promise<void>;
-}
-
-function createLoadRunner(callers: BenchOptions["callers"]): LoadRunner {
-  if (callers === "inline") return { run: runLoad, close: async () => {} };
-  // The load process runs the TypeScript sources through tsx, also when this
-  // process got them some other way (vitest, for the smoke test).
-  const child = fork(fileURLToPath(new URL("./load-process.ts", import.meta.url)), [], {
-    execArgv: ["--import", "tsx"],
-    stdio: ["ignore", "inherit", "inherit", "ipc"],
-  });
-  let failure: Error | undefined;
-  const failed = new Promise<never>((_, reject) => {
-    child.once("error", (err) => {
-      failure = err;
-      reject(err);
-    });
-    child.once("exit", (code, signal) => {
-      failure ??= new Error(`load process exited (${signal ?? code})`);
-      reject(failure);
-    });
-  });
-  failed.catch(() => {});
-  return {
-    async run(task) {
-      if (failure) throw failure;
-      const reply = new Promise<LoadReply>((resolve) =>
-        child.once("message", (m) => resolve(m as LoadReply)),
-      );
-      child.send(task);
-      const r = await Promise.race([reply, failed]);
-      if (!r.ok) throw new Error(`load process: ${r.error}`);
-      return r.measurement;
-    },
-    async close() {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-      child.kill("SIGTERM");
-      await exited;
-    },
-  };
 }
 
 function ratio(a: number, b: number): number {

@@ -1,10 +1,25 @@
 /**
- * Keeps `npm run bench` working: its load generator and one short run of the
- * whole benchmark (own redis-server, service, load process). Asserts the
- * shape of the figures only, never timings: this machine is shared.
+ * Keeps `npm run bench` and `npm run bench:compare` working: their load
+ * generators, one short run of the whole benchmark (own redis-server,
+ * service, load process), and one tiny run of the comparison as the CLI
+ * (both designs, every scenario, under --cpu-prof). Asserts the shape of the
+ * figures only, never timings: this machine is shared.
  */
+import { spawn } from "node:child_process";
+import { mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
-import { type Measurement, measure, percentile } from "../../bench/measure.js";
+import { parseCompareArgs } from "../../bench/compare/options.js";
+import { rowsFor } from "../../bench/compare/report.js";
+import {
+  type Measurement,
+  measure,
+  measureCount,
+  openLoop,
+  percentile,
+} from "../../bench/measure.js";
 import { formatJson, formatTable, runReportBenchmark } from "../../bench/report-bench.js";
 
 function expectSane(m: Measurement, what: string) {
@@ -49,6 +64,46 @@ describe("measure()", () => {
     expect(m.errors).toBeGreaterThan(0);
     expect(m.firstError).toMatch(/^odd \d+$/);
     expect(m.requests).toBeGreaterThan(0);
+  });
+
+  it("measureCount() makes exactly `count` calls, `concurrency` at a time", async () => {
+    let inFlight = 0;
+    let peak = 0;
+    const r = await measureCount(
+      async (seq) => {
+        inFlight++;
+        peak = Math.max(peak, inFlight);
+        await new Promise((res) => setImmediate(res));
+        inFlight--;
+        if (seq === 3) throw new Error("three");
+        return seq;
+      },
+      { count: 20, concurrency: 5 },
+    );
+    expect(peak).toBe(5);
+    expect(r.values.sort((a, b) => a - b)).toEqual([...Array(20).keys()].filter((n) => n !== 3));
+    expect(r.errors).toBe(1);
+    expect(r.firstError).toBe("three");
+  });
+
+  it("openLoop() starts calls at the rate whatever their latency and counts only the window", async () => {
+    const started: number[] = [];
+    const r = await openLoop(
+      async (seq) => {
+        started.push(seq);
+        // Slower than the interval: an open loop does not wait for it.
+        await new Promise((res) => setTimeout(res, 30));
+        return seq;
+      },
+      { ratePerSec: 200, warmupMs: 50, durationMs: 200 },
+    );
+    // 200/s over 250 ms: every one of the 50 calls due is made, about 40 in the window.
+    expect(started.length).toBe(50);
+    expect(r.calls.length).toBeGreaterThan(10);
+    expect(r.calls.length).toBeLessThan(started.length);
+    expect(r.errors).toBe(0);
+    for (const c of r.calls) expect(c.sentAtMs).toBeGreaterThan(Date.now() - 60_000);
+    expect(r.p50Ms).toBeGreaterThanOrEqual(25);
   });
 
   it("takes nearest-rank percentiles", () => {
@@ -111,4 +166,78 @@ describe("runReportBenchmark()", () => {
     expect(json).not.toContain("\n");
     expect(JSON.parse(json).submit.grpc.requests).toBe(r.submit.grpc.requests);
   });
+});
+
+const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
+
+describe("npm run bench:compare", () => {
+  it("prints every figure of both designs and one JSON line in a tiny run", async () => {
+    const profiles = mkdtempSync(path.join(tmpdir(), "report-jobs-compare-prof-"));
+    const args = [
+      "--rounds=1",
+      "--seconds=0.3",
+      "--warmup=0.1",
+      "--backlog=200",
+      "--drain-jobs=40",
+      "--rate=40",
+      "--latency-warmup=0.3",
+      "--latency-seconds=1",
+      "--watchers=12",
+      "--watch-jobs=3",
+      "--watch-phase-delay=5",
+      `--cpu-prof=${profiles}`,
+    ];
+    try {
+      const child = spawn(process.execPath, ["--import", "tsx", "bench/compare/main.ts", ...args], {
+        cwd: repoRoot,
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      let stdout = "";
+      let stderr = "";
+      child.stdout.setEncoding("utf8").on("data", (c: string) => {
+        stdout += c;
+      });
+      child.stderr.setEncoding("utf8").on("data", (c: string) => {
+        stderr += c;
+      });
+      const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
+      expect(code, `${stdout}\n${stderr}`).toBe(0);
+
+      const lines = stdout.trimEnd().split("\n");
+      const json = JSON.parse(lines.at(-1) ?? "") as {
+        options: unknown;
+        figures: Record<string, { ours: unknown; baseline: unknown; ratio: unknown }>;
+        errors: string[];
+      };
+      const table = lines.slice(0, -1).join("\n");
+      const options = parseCompareArgs(args);
+      if (options === "help") throw new Error("unexpected --help");
+      expect(json.options).toEqual(options);
+      expect(json.errors).toEqual([]);
+      const rows = rowsFor(options);
+      expect(rows.length).toBeGreaterThan(40);
+      expect(Object.keys(json.figures).sort()).toEqual(rows.map((r) => r.id).sort());
+      for (const row of rows) {
+        expect(table, row.id).toContain(row.section);
+        const f = json.figures[row.id];
+        expect(Number.isFinite(f?.ours), `${row.id}: ours ${f?.ours}`).toBe(true);
+        if (row.baseline === undefined) continue;
+        expect(Number.isFinite(f?.baseline), `${row.id}: baseline ${f?.baseline}`).toBe(true);
+        if (f?.baseline !== 0) expect(Number.isFinite(f?.ratio), `${row.id}: ratio`).toBe(true);
+      }
+      // What the watcher comparison is about: one Redis connection per naive watcher.
+      const conns = json.figures["watchers.apiRedisConnections"];
+      expect(conns?.baseline).toBeGreaterThanOrEqual(12);
+      expect(conns?.ours).toBeLessThan(12);
+      // --cpu-prof: a profile per service process, of both designs and both roles.
+      const written = readdirSync(profiles);
+      for (const name of ["ours-r1-accept-api", "baseline-r1-work-api", "ours-r1-work-worker"])
+        expect(
+          written.some((f) => f.startsWith(name) && f.endsWith(".cpuprofile")),
+          name,
+        ).toBe(true);
+    } finally {
+      rmSync(profiles, { recursive: true, force: true });
+    }
+  }, 300_000);
 });

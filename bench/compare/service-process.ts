@@ -1,0 +1,167 @@
+/**
+ * Service processes for bench:compare: ours (`src/main.ts api|worker`, with
+ * the telemetry preload, as `npm start` ships it) and the baseline's, each
+ * started as `node --expose-gc --import tsx [...preloads] --import probe.ts
+ * <entry> <role>`, optionally under `--cpu-prof`. Their output goes to a log
+ * file; CPU time comes from /proc, memory from the probe (see probe.ts).
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { closeSync, openSync, readFileSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { processCpuUs } from "../proc-stats.js";
+import type { ProbeMemory, ProbeReply } from "./probe.js";
+
+/** The repository root: every service process runs from there. */
+export const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
+
+/** How to start one service process. */
+export interface ServiceSpec {
+  /** Names the log and profile files, e.g. "ours-api". */
+  name: string;
+  /** The script, relative to the repository root. */
+  entry: string;
+  args: string[];
+  /** Modules to --import after tsx (and before the probe). */
+  preloads: string[];
+  env: Record<string, string>;
+}
+
+/** Where the processes of a run keep their files. */
+export interface ServiceOptions {
+  logDir: string;
+  /** Run under `node --cpu-prof`, writing `<name>.cpuprofile` here. */
+  cpuProfDir?: string;
+}
+
+/** A running service process. */
+export interface ServiceProcess {
+  readonly name: string;
+  readonly pid: number;
+  /** Undefined while it runs. */
+  readonly exitCode: number | null | undefined;
+  /** CPU time (all threads) used so far, in microseconds. */
+  cpuUs(): number;
+  /** Memory after a full GC. */
+  memory(): Promise<ProbeMemory>;
+  /** The last lines of its output, for error messages. */
+  logTail(): string;
+  /** SIGTERM, then SIGKILL after `graceMs`; resolves once it has exited. */
+  stop(graceMs?: number): Promise<void>;
+}
+
+/** Variables passed through from this process; everything else comes from the spec. */
+const inherited = ["PATH", "HOME", "TMPDIR", "LANG", "TZ"];
+
+/** Starts the process; it is not ready yet (see waitForService). */
+export function startService(spec: ServiceSpec, options: ServiceOptions): ServiceProcess {
+  const logFile = path.join(options.logDir, `${spec.name}.log`);
+  const fd = openSync(logFile, "a");
+  const profile =
+    options.cpuProfDir === undefined
+      ? []
+      : [
+          "--cpu-prof",
+          "--cpu-prof-dir",
+          path.resolve(options.cpuProfDir),
+          "--cpu-prof-name",
+          `${spec.name}.cpuprofile`,
+        ];
+  const env: Record<string, string> = {};
+  for (const k of inherited) {
+    const v = process.env[k];
+    if (v !== undefined) env[k] = v;
+  }
+  const child: ChildProcess = spawn(
+    process.execPath,
+    [
+      ...profile,
+      "--expose-gc",
+      "--import",
+      "tsx",
+      ...spec.preloads.flatMap((p) => ["--import", p]),
+      "--import",
+      "./bench/compare/probe.ts",
+      spec.entry,
+      ...spec.args,
+    ],
+    { cwd: repoRoot, env: { ...env, ...spec.env }, stdio: ["ignore", fd, fd, "ipc"] },
+  );
+  closeSync(fd);
+  const pid = child.pid;
+  if (pid === undefined) throw new Error(`${spec.name}: could not start node`);
+  let exitCode: number | null | undefined;
+  const exited = new Promise<void>((resolve) => {
+    child.once("exit", (code, signal) => {
+      exitCode = code ?? (signal === null ? null : -1);
+      resolve();
+    });
+  });
+  const logTail = () => {
+    try {
+      return readFileSync(logFile, "utf8").slice(-2000);
+    } catch {
+      return "";
+    }
+  };
+  let stopping: Promise<void> | undefined;
+  return {
+    name: spec.name,
+    pid,
+    get exitCode() {
+      return exitCode;
+    },
+    cpuUs: () => processCpuUs(pid),
+    memory() {
+      return new Promise((resolve, reject) => {
+        const onMessage = (m: unknown) => {
+          if ((m as ProbeReply | undefined)?.probe !== "memory") return;
+          child.off("message", onMessage);
+          clearTimeout(timer);
+          resolve(m as ProbeMemory);
+        };
+        const timer = setTimeout(() => {
+          child.off("message", onMessage);
+          reject(new Error(`${spec.name}: no memory reading within 30 s`));
+        }, 30_000);
+        child.on("message", onMessage);
+        child.send({ probe: "memory" });
+      });
+    },
+    logTail,
+    stop(graceMs = 20_000) {
+      stopping ??= (async () => {
+        if (exitCode !== undefined) return;
+        child.kill("SIGTERM");
+        const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
+        await exited;
+        clearTimeout(timer);
+      })();
+      return stopping;
+    },
+  };
+}
+
+/**
+ * Polls `ready` until it answers true; fails at once when the process has
+ * exited (with its last output) and after `timeoutMs`.
+ */
+export async function waitForService(
+  proc: ServiceProcess,
+  ready: () => Promise<boolean>,
+  timeoutMs = 60_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (proc.exitCode !== undefined) {
+      throw new Error(
+        `${proc.name} exited (${proc.exitCode}) before it was ready:\n${proc.logTail()}`,
+      );
+    }
+    if (await ready().catch(() => false)) return;
+    if (Date.now() > deadline) {
+      throw new Error(`${proc.name} was not ready within ${timeoutMs} ms:\n${proc.logTail()}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
