@@ -4,6 +4,11 @@
  * reports.v1.ReportService are SERVING while storage answers, and
  * NOT_SERVING while it does not or once shutdown has begun: every RPC of
  * ReportService needs Redis, so there is no partial health to report.
+ *
+ * Health is callable without a key (AUTH_EXEMPT_SERVICES), so Watch streams
+ * are bounded: at most `maxWatches` open in the process (then
+ * RESOURCE_EXHAUSTED; Check still answers), each for at most
+ * `maxWatchDurationMs` (then UNAVAILABLE, and the client watches again).
  */
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
@@ -15,6 +20,7 @@ import {
   HealthListResponseSchema,
   HealthCheckResponse_ServingStatus as ServingStatus,
 } from "../../gen/grpc/health/v1/health_pb.js";
+import { createStreamBudget, startStreamDeadline } from "./stream-limits.js";
 
 /** The storage state the health service reports (implemented in src/queue/storage-health.ts). */
 export interface HealthSource {
@@ -29,6 +35,10 @@ export interface HealthServiceDeps {
   services: readonly string[];
   /** Aborted when the server starts shutting down: NOT_SERVING from then on, and watches end. */
   shutdownSignal: AbortSignal;
+  /** Open Watch streams in this process; 0: no cap. */
+  maxWatches: number;
+  /** Longest a Watch stream stays open, in ms; it then ends with UNAVAILABLE. */
+  maxWatchDurationMs: number;
 }
 
 /** Creates the Health implementation. */
@@ -38,6 +48,7 @@ export function createHealthService(deps: HealthServiceDeps): ServiceImpl<typeof
   const serving = () =>
     !shutdownSignal.aborted && storage.healthy ? ServingStatus.SERVING : ServingStatus.NOT_SERVING;
   const response = (status: ServingStatus) => create(HealthCheckResponseSchema, { status });
+  const watches = createStreamBudget("health watches", deps.maxWatches);
 
   return {
     check(req: HealthCheckRequest): HealthCheckResponse {
@@ -65,6 +76,8 @@ export function createHealthService(deps: HealthServiceDeps): ServiceImpl<typeof
         changes++;
         wake?.();
       };
+      const release = watches.acquire();
+      const deadline = startStreamDeadline("health watch", deps.maxWatchDurationMs, notify);
       const unsubscribe = storage.subscribe(notify);
       // ctx.signal also aborts on shutdown (connect-node links shutdownSignal).
       ctx.signal.addEventListener("abort", notify);
@@ -79,6 +92,7 @@ export function createHealthService(deps: HealthServiceDeps): ServiceImpl<typeof
             yield response(status);
           }
           if (ctx.signal.aborted || shutdownSignal.aborted) return;
+          if (deadline.expired) throw deadline.error();
           if (changes === seen) {
             await new Promise<void>((resolve) => {
               wake = resolve;
@@ -87,6 +101,8 @@ export function createHealthService(deps: HealthServiceDeps): ServiceImpl<typeof
           }
         }
       } finally {
+        release();
+        deadline.clear();
         unsubscribe();
         ctx.signal.removeEventListener("abort", notify);
         shutdownSignal.removeEventListener("abort", notify);

@@ -10,6 +10,16 @@ import { ReportService } from "../../gen/reports/v1/report_service_pb.js";
 import { createHealthService, type HealthSource } from "./health-service.js";
 import { addReflection } from "./reflection-service.js";
 
+/** How many Health/Watch and reflection streams may be open, and for how long. */
+export interface StreamLimits {
+  /** Open Health/Watch streams in this process; 0: no cap. */
+  healthMaxWatches: number;
+  /** Open reflection streams in this process; 0: no cap. */
+  reflectionMaxStreams: number;
+  /** Longest a Health/Watch or reflection stream stays open, in ms. */
+  streamMaxDurationMs: number;
+}
+
 /** What the routes register. */
 export interface RpcRoutesDeps {
   reportService: ServiceImpl<typeof ReportService>;
@@ -17,6 +27,8 @@ export interface RpcRoutesDeps {
   storage: HealthSource;
   /** Aborted when the server shuts down: health turns NOT_SERVING, watches end. */
   shutdownSignal: AbortSignal;
+  /** Bounds of the streams callable without a key. */
+  streams: StreamLimits;
 }
 
 /** Returns `routes(router)`, registering every RPC service of the API port. */
@@ -25,11 +37,16 @@ export function createRpcRoutes(deps: RpcRoutesDeps): (router: ConnectRouter) =>
     storage: deps.storage,
     services: [ReportService.typeName],
     shutdownSignal: deps.shutdownSignal,
+    maxWatches: deps.streams.healthMaxWatches,
+    maxWatchDurationMs: deps.streams.streamMaxDurationMs,
   });
   return (router) => {
     router.service(ReportService, deps.reportService);
     router.service(Health, health);
     // Last: reflection lists everything registered before it (and the error-detail types).
-    addReflection(router, [file_reports_v1_errors]);
+    addReflection(router, [file_reports_v1_errors], {
+      maxStreams: deps.streams.reflectionMaxStreams,
+      maxDurationMs: deps.streams.streamMaxDurationMs,
+    });
   };
 }

@@ -4,20 +4,101 @@
  * over HTTP/2) when they are the HTTP/2 preface, or to an HTTP/1.1 server
  * (Connect JSON, gRPC-Web, curl) otherwise. Node's `allowHTTP1` only works
  * under TLS (ALPN), hence the sniffing. Both servers share one handler.
+ *
+ * Nothing a peer does before it is authenticated (the handler authenticates)
+ * can hold the server's resources for long: every protection here works at
+ * the connection, session or stream level, whatever the handler.
+ *
+ * - Connections: at most `maxConnections` open, and `maxConnectionsPerAddress`
+ *   per remote address (IPv6: per /64); more are closed at accept.
+ * - A new connection must show its protocol (the HTTP/2 preface, or any
+ *   other first byte) within `handshakeTimeoutMs`.
+ * - HTTP/1.1: a request's headers within `headersTimeoutMs`, the whole
+ *   request (headers and body) within `requestTimeoutMs`; an idle keep-alive
+ *   connection closes after `http1KeepAliveTimeoutMs`. Node's requestTimeout
+ *   covers receiving the request only, so a long response (a watch) is never cut.
+ * - HTTP/2: a session without streams for `http2IdleTimeoutMs` is closed
+ *   (GOAWAY); at most `http2MaxConcurrentStreams` streams per session and
+ *   `http2MaxSessionMemoryMb` of nghttp2 memory; a request (headers and body)
+ *   within `requestTimeoutMs`, except on `streamingRequestPaths`
+ *   (client-streaming and bidi methods, bounded by their own maximum duration);
+ *   PINGs every `keepaliveMs`, and a session that does not answer is closed.
+ *   Rapid reset (CVE-2023-44487) is nghttp2's own: a session resetting more
+ *   than 1000 streams at once, then 33 per second, gets GOAWAY.
+ * - Every stream and HTTP/1.1 response ends after `streamMaxLifetimeMs`,
+ *   a backstop behind the handler's own (clean) limits.
  */
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
+import type { Duplex } from "node:stream";
 import type { Logger } from "pino";
+import { createConnectionLimiter } from "./connection-limiter.js";
 import type { NodeHandler } from "./node-types.js";
+import { http1Bytes, requestTimeoutResponse } from "./request-timeout-response.js";
+import {
+  createRateLimitedLog,
+  createServerMetrics,
+  type RefusalReason,
+  type ServerMetrics,
+  type ServerTimeout,
+} from "./server-metrics.js";
 
 type Handler = NodeHandler;
+
+/** The server's resource limits; see the module comment. */
+export interface ServerLimits {
+  /** Time for a new connection to send the HTTP/2 preface or a first HTTP/1.1 byte, in ms. */
+  handshakeTimeoutMs: number;
+  /** HTTP/1.1: time to receive a request's headers, in ms (at most `requestTimeoutMs`). */
+  headersTimeoutMs: number;
+  /** Time to receive a whole request, headers and body, in ms (HTTP/1.1 and HTTP/2). */
+  requestTimeoutMs: number;
+  /** HTTP/1.1: an idle keep-alive connection is closed after this long, in ms. */
+  http1KeepAliveTimeoutMs: number;
+  /** HTTP/2: a session with no open stream is closed (GOAWAY) after this long, in ms. */
+  http2IdleTimeoutMs: number;
+  /** HTTP/2: SETTINGS_MAX_CONCURRENT_STREAMS, per session. */
+  http2MaxConcurrentStreams: number;
+  /** HTTP/2: nghttp2 memory per session, in MB; beyond it new streams are refused. */
+  http2MaxSessionMemoryMb: number;
+  /** Open connections, all addresses together. */
+  maxConnections: number;
+  /** Open connections per remote address (IPv6: per /64); 0: no cap. */
+  maxConnectionsPerAddress: number;
+  /** Hard cap on the life of any stream or HTTP/1.1 response, in ms. */
+  streamMaxLifetimeMs: number;
+}
+
+/** Limits used when `ServerOptions.limits` leaves one out (the config's defaults). */
+export const defaultServerLimits: ServerLimits = {
+  handshakeTimeoutMs: 10_000,
+  headersTimeoutMs: 15_000,
+  requestTimeoutMs: 30_000,
+  http1KeepAliveTimeoutMs: 65_000,
+  http2IdleTimeoutMs: 300_000,
+  http2MaxConcurrentStreams: 2_500,
+  http2MaxSessionMemoryMb: 64,
+  maxConnections: 20_000,
+  maxConnectionsPerAddress: 1_000,
+  streamMaxLifetimeMs: 3_660_000,
+};
 
 /** Listening options. */
 export interface ServerOptions {
   /** HTTP/2 PING interval; a connection that does not answer within it is closed. */
   keepaliveMs: number;
   logger: Logger;
+  /** Resource limits; each one left out takes its default. */
+  limits?: Partial<ServerLimits>;
+  /**
+   * Request paths (`/package.Service/Method`) whose request is a stream
+   * (client-streaming and bidi methods): their body may take longer than
+   * `requestTimeoutMs` on HTTP/2.
+   */
+  streamingRequestPaths?: ReadonlySet<string>;
+  /** Where refusals and timeouts are counted (the global meter's by default). */
+  metrics?: ServerMetrics;
 }
 
 /** The server; not listening until `listen`. */
@@ -30,30 +111,105 @@ export interface DualServer {
 }
 
 const preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+/** How long a session that got GOAWAY for idleness may take to close before it is destroyed. */
+const goawayGraceMs = 5_000;
+/** How long a timed-out stream's answer may take to flush before the stream is reset. */
+const answerGraceMs = 1_000;
 
 /** Creates the dual-protocol server around `handler`. */
 export function createDualServer(handler: Handler, options: ServerOptions): DualServer {
   const { logger } = options;
+  const limits: ServerLimits = { ...defaultServerLimits, ...options.limits };
+  const streamingPaths = options.streamingRequestPaths ?? new Set<string>();
+  const metrics = options.metrics ?? createServerMetrics();
   const sockets = new Set<net.Socket>();
   const sessions = new Set<http2.ServerHttp2Session>();
+  const perAddress = createConnectionLimiter(limits.maxConnectionsPerAddress);
+  const logRefusal = createRateLimitedLog(logger, 10_000);
+  const logTimeout = createRateLimitedLog(logger, 10_000);
+  const refuse = (reason: RefusalReason, remoteAddress: string | undefined) => {
+    metrics.refused(reason);
+    logRefusal({ reason, remoteAddress }, "connection refused");
+  };
+  const timedOut = (timeout: ServerTimeout, remoteAddress: string | undefined) => {
+    metrics.timedOut(timeout);
+    logTimeout({ timeout, remoteAddress }, "connection or stream closed by a server timeout");
+  };
+  const stopObserving = metrics.observeConnections(() => sockets.size);
 
   const h2 = http2.createServer(
-    { settings: { maxConcurrentStreams: 10_000 }, maxSessionMemory: 64 },
+    {
+      settings: { maxConcurrentStreams: limits.http2MaxConcurrentStreams },
+      maxSessionMemory: limits.http2MaxSessionMemoryMb,
+    },
     handler,
   );
   const h1 = http.createServer(
-    { keepAliveTimeout: 65_000, headersTimeout: 66_000, requestTimeout: 0 },
+    {
+      keepAliveTimeout: limits.http1KeepAliveTimeoutMs,
+      headersTimeout: limits.headersTimeoutMs,
+      requestTimeout: limits.requestTimeoutMs,
+      // Node checks both timeouts on this interval: a tenth of the shorter
+      // one keeps the overshoot small (at most 1 s at the defaults).
+      connectionsCheckingInterval: Math.min(
+        1000,
+        Math.max(25, Math.floor(Math.min(limits.headersTimeoutMs, limits.requestTimeoutMs) / 10)),
+      ),
+    },
     handler,
   );
   // h1 never listens (the TCP server hands it sockets), and Node tracks
-  // HTTP/1.1 connections (closeIdleConnections, headersTimeout) only once its
-  // server emits "listening".
+  // HTTP/1.1 connections (closeIdleConnections, headersTimeout, requestTimeout)
+  // only once its server emits "listening".
   h1.emit("listening");
+
+  // The response in progress on each HTTP/1.1 connection, for the answer to a request timeout.
+  const h1Responses = new WeakMap<Duplex, http.ServerResponse>();
+  h1.on("request", (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const socket = req.socket;
+    h1Responses.set(socket, res);
+    const lifetime = setTimeout(() => {
+      timedOut("stream_max_duration", socket.remoteAddress);
+      socket.destroy();
+    }, limits.streamMaxLifetimeMs);
+    lifetime.unref();
+    res.once("close", () => {
+      clearTimeout(lifetime);
+      if (h1Responses.get(socket) === res) h1Responses.delete(socket);
+    });
+  });
+  h1.on("clientError", (err: NodeJS.ErrnoException, socket: Duplex) => {
+    const res = h1Responses.get(socket);
+    const remoteAddress = (socket as net.Socket).remoteAddress;
+    const canAnswer = socket.writable && !res?.headersSent;
+    if (err.code === "ERR_HTTP_REQUEST_TIMEOUT") {
+      // Node's headersTimeout and requestTimeout both end here; a response
+      // object exists once the headers were complete.
+      const which = res === undefined ? "headers" : "request";
+      timedOut(which, remoteAddress);
+      const ms = which === "headers" ? limits.headersTimeoutMs : limits.requestTimeoutMs;
+      const answer = requestTimeoutResponse(res?.req.headers["content-type"], ms);
+      if (canAnswer) socket.write(http1Bytes(answer));
+      socket.destroy();
+      return;
+    }
+    if (canAnswer && err.code !== "ECONNRESET") {
+      const status =
+        err.code === "HPE_HEADER_OVERFLOW"
+          ? "431 Request Header Fields Too Large"
+          : "400 Bad Request";
+      socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+    } else {
+      socket.destroy();
+    }
+    logger.debug({ err: err.message }, "http/1.1 client error");
+  });
 
   h2.on("session", (session) => {
     sessions.add(session);
+    const remoteAddress = session.socket?.remoteAddress;
     let awaitingPing = false;
-    const timer = setInterval(() => {
+    const pinger = setInterval(() => {
       if (awaitingPing) {
         session.destroy();
         return;
@@ -64,22 +220,115 @@ export function createDualServer(handler: Handler, options: ServerOptions): Dual
         if (err && !session.destroyed) session.destroy();
       });
     }, options.keepaliveMs);
-    timer.unref();
+    pinger.unref();
+
+    // Idle: no open stream for http2IdleTimeoutMs. PINGs do not count.
+    let openStreams = 0;
+    let idle: NodeJS.Timeout | undefined;
+    const armIdle = () => {
+      idle = setTimeout(() => {
+        timedOut("http2_idle", remoteAddress);
+        session.close();
+        setTimeout(() => session.destroy(), goawayGraceMs).unref();
+      }, limits.http2IdleTimeoutMs);
+      idle.unref();
+    };
+    armIdle();
+    session.on("stream", (stream: http2.ServerHttp2Stream, headers) => {
+      openStreams++;
+      clearTimeout(idle);
+      const release = guardStream(stream, headers, remoteAddress);
+      stream.once("close", () => {
+        release();
+        openStreams--;
+        if (openStreams === 0 && !session.closed && !session.destroyed) armIdle();
+      });
+    });
     session.on("close", () => {
-      clearInterval(timer);
+      clearInterval(pinger);
+      clearTimeout(idle);
       sessions.delete(session);
     });
     session.on("error", (err) => logger.debug({ err: err.message }, "http2 session error"));
   });
   h2.on("sessionError", (err) => logger.debug({ err: err.message }, "http2 session error"));
-  h1.on("clientError", (err, socket) => {
-    if (!socket.destroyed) socket.end("HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n");
-    logger.debug({ err: err.message }, "http/1.1 client error");
-  });
+
+  /** Arms a stream's request timeout and lifetime; returns what clears them. */
+  const guardStream = (
+    stream: http2.ServerHttp2Stream,
+    headers: http2.IncomingHttpHeaders,
+    remoteAddress: string | undefined,
+  ): (() => void) => {
+    const lifetime = setTimeout(() => {
+      timedOut("stream_max_duration", remoteAddress);
+      if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_CANCEL);
+    }, limits.streamMaxLifetimeMs);
+    lifetime.unref();
+    let receive: NodeJS.Timeout | undefined;
+    const path = String(headers[":path"] ?? "").split("?")[0] as string;
+    // The request is complete when its readable side ends: at once for a
+    // request without a body, else once the handler has read the body to its
+    // end (every Connect handler reads it). A handler that never reads a
+    // body it was sent gets the timeout too.
+    if (!stream.endAfterHeaders && !streamingPaths.has(path)) {
+      receive = setTimeout(() => {
+        timedOut("request", remoteAddress);
+        answerTimeout(stream, headers["content-type"]);
+      }, limits.requestTimeoutMs);
+      receive.unref();
+      stream.once("end", () => clearTimeout(receive));
+    }
+    return () => {
+      clearTimeout(lifetime);
+      clearTimeout(receive);
+    };
+  };
+
+  /** Answers a stream whose request did not arrive in time, then resets it so the client stops sending. */
+  const answerTimeout = (stream: http2.ServerHttp2Stream, contentType: string | undefined) => {
+    if (stream.destroyed || stream.closed) return;
+    if (stream.headersSent) {
+      stream.close(http2.constants.NGHTTP2_CANCEL);
+      return;
+    }
+    const answer = requestTimeoutResponse(contentType, limits.requestTimeoutMs);
+    // An answer the client's flow control holds back does not keep the stream.
+    const reset = setTimeout(() => {
+      if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_CANCEL);
+    }, answerGraceMs);
+    reset.unref();
+    stream.once("close", () => clearTimeout(reset));
+    try {
+      stream.respond(
+        { ":status": answer.status, ...answer.headers },
+        { endStream: answer.body === "" },
+      );
+      if (answer.body !== "") stream.end(answer.body);
+      // RST_STREAM(NO_ERROR) once the answer is written: "stop sending, no error" (RFC 9113 8.1).
+      stream.close(http2.constants.NGHTTP2_NO_ERROR);
+    } catch {
+      stream.close(http2.constants.NGHTTP2_CANCEL);
+    }
+  };
 
   const tcp = net.createServer((socket) => {
+    const release = perAddress.admit(socket.remoteAddress);
+    if (release === undefined) {
+      refuse("max_connections_per_address", socket.remoteAddress);
+      socket.destroy();
+      return;
+    }
     sockets.add(socket);
-    socket.on("close", () => sockets.delete(socket));
+    const handshake = setTimeout(() => {
+      timedOut("handshake", socket.remoteAddress);
+      socket.destroy();
+    }, limits.handshakeTimeoutMs);
+    handshake.unref();
+    socket.on("close", () => {
+      clearTimeout(handshake);
+      sockets.delete(socket);
+      release();
+    });
     socket.on("error", () => socket.destroy());
     let head = Buffer.alloc(0);
     const onData = (chunk: Buffer) => {
@@ -87,6 +336,7 @@ export function createDualServer(handler: Handler, options: ServerOptions): Dual
       const n = Math.min(head.length, preface.length);
       const isH2 = head.subarray(0, n).equals(preface.subarray(0, n));
       if (isH2 && head.length < preface.length) return; // wait for the rest of the preface
+      clearTimeout(handshake);
       socket.off("data", onData);
       socket.pause();
       socket.unshift(head);
@@ -101,6 +351,9 @@ export function createDualServer(handler: Handler, options: ServerOptions): Dual
     };
     socket.on("data", onData);
   });
+  // Beyond maxConnections Node closes new connections before they reach JS.
+  tcp.maxConnections = limits.maxConnections;
+  tcp.on("drop", (data?: net.DropArgument) => refuse("max_connections", data?.remoteAddress));
 
   return {
     get connections() {
@@ -136,6 +389,7 @@ export function createDualServer(handler: Handler, options: ServerOptions): Dual
       });
       await Promise.all([closed, drained]);
       clearTimeout(timer);
+      stopObserving();
       // Stops Node's connection-checking timer; h1 never listened, so the error is expected.
       h1.close(() => undefined);
     },
