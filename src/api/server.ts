@@ -23,8 +23,9 @@
  *   within `requestTimeoutMs`, except on `streamingRequestPaths`
  *   (client-streaming and bidi methods, bounded by their own maximum duration);
  *   PINGs every `keepaliveMs`, and a session that does not answer is closed.
- *   Rapid reset (CVE-2023-44487) is nghttp2's own: a session resetting more
- *   than 1000 streams at once, then 33 per second, gets GOAWAY.
+ *   Rapid reset (CVE-2023-44487) is nghttp2's own defence: a session
+ *   resetting more than 1000 streams at once, then 33 per second, gets
+ *   GOAWAY (INTERNAL_ERROR); Node 20 does not make it configurable.
  * - Every stream and HTTP/1.1 response ends after `streamMaxLifetimeMs`,
  *   a backstop behind the handler's own (clean) limits.
  */
@@ -119,7 +120,12 @@ const answerGraceMs = 1_000;
 /** Creates the dual-protocol server around `handler`. */
 export function createDualServer(handler: Handler, options: ServerOptions): DualServer {
   const { logger } = options;
-  const limits: ServerLimits = { ...defaultServerLimits, ...options.limits };
+  const merged: ServerLimits = { ...defaultServerLimits, ...options.limits };
+  // Node refuses a headers timeout longer than the request timeout.
+  const limits = {
+    ...merged,
+    headersTimeoutMs: Math.min(merged.headersTimeoutMs, merged.requestTimeoutMs),
+  };
   const streamingPaths = options.streamingRequestPaths ?? new Set<string>();
   const metrics = options.metrics ?? createServerMetrics();
   const sockets = new Set<net.Socket>();

@@ -390,8 +390,14 @@ export function loadConfig(env: Env, mode?: string): Config {
   const metricsPort = int("METRICS_PORT", 9464, 0, 65535);
   const metricsHost = read("METRICS_HOST") ?? host;
   const handshakeTimeoutMs = int("HANDSHAKE_TIMEOUT_MS", 10_000, 100, 300_000);
-  const headersTimeoutMs = int("HEADERS_TIMEOUT_MS", 15_000, 100, 600_000);
   const requestTimeoutMs = int("REQUEST_TIMEOUT_MS", 30_000, 100, 3600_000);
+  // Unset, it follows a shorter REQUEST_TIMEOUT_MS down.
+  const headersTimeoutMs = int(
+    "HEADERS_TIMEOUT_MS",
+    Math.min(15_000, requestTimeoutMs),
+    100,
+    600_000,
+  );
   if (headersTimeoutMs > requestTimeoutMs) {
     problems.push(
       `HEADERS_TIMEOUT_MS: must be at most REQUEST_TIMEOUT_MS (got ${headersTimeoutMs} > ${requestTimeoutMs})`,
