@@ -11,8 +11,9 @@
  *
  * - Connections: at most `maxConnections` open, and `maxConnectionsPerAddress`
  *   per remote address (IPv6: per /64); more are closed at accept.
- * - A new connection must show its protocol (the HTTP/2 preface, or any
- *   other first byte) within `handshakeTimeoutMs`.
+ * - A new connection must show its protocol within `handshakeTimeoutMs`:
+ *   the whole HTTP/2 connection preface (the magic and a SETTINGS frame), or
+ *   any other first byte (HTTP/1.1, whose headers timeout then applies).
  * - HTTP/1.1: a request's headers within `headersTimeoutMs`, the whole
  *   request (headers and body) within `requestTimeoutMs`; an idle keep-alive
  *   connection closes after `http1KeepAliveTimeoutMs`. Node's requestTimeout
@@ -49,7 +50,7 @@ type Handler = NodeHandler;
 
 /** The server's resource limits; see the module comment. */
 export interface ServerLimits {
-  /** Time for a new connection to send the HTTP/2 preface or a first HTTP/1.1 byte, in ms. */
+  /** Time for a new connection to send the HTTP/2 preface (with SETTINGS) or a first HTTP/1.1 byte, in ms. */
   handshakeTimeoutMs: number;
   /** HTTP/1.1: time to receive a request's headers, in ms (at most `requestTimeoutMs`). */
   headersTimeoutMs: number;
@@ -211,8 +212,14 @@ export function createDualServer(handler: Handler, options: ServerOptions): Dual
     logger.debug({ err: err.message }, "http/1.1 client error");
   });
 
+  // Set while a socket is handed to h2: its "session" event fires synchronously within.
+  let handshakeOfNextSession: (() => void) | undefined;
   h2.on("session", (session) => {
     sessions.add(session);
+    // The client's SETTINGS frame completes its connection preface.
+    const handshakeDone = handshakeOfNextSession;
+    handshakeOfNextSession = undefined;
+    if (handshakeDone) session.once("remoteSettings", handshakeDone);
     const remoteAddress = session.socket?.remoteAddress;
     let awaitingPing = false;
     const pinger = setInterval(() => {
@@ -342,15 +349,17 @@ export function createDualServer(handler: Handler, options: ServerOptions): Dual
       const n = Math.min(head.length, preface.length);
       const isH2 = head.subarray(0, n).equals(preface.subarray(0, n));
       if (isH2 && head.length < preface.length) return; // wait for the rest of the preface
-      clearTimeout(handshake);
       socket.off("data", onData);
       socket.pause();
       socket.unshift(head);
       if (isH2) {
         // The http2 session takes what is already buffered (our unshifted
         // bytes) when it attaches; resuming here would drop them.
+        handshakeOfNextSession = () => clearTimeout(handshake);
         h2.emit("connection", socket);
+        handshakeOfNextSession = undefined;
       } else {
+        clearTimeout(handshake);
         h1.emit("connection", socket);
         socket.resume();
       }

@@ -49,7 +49,7 @@ export interface ApiConfig {
   watchMaxDurationMs: number;
   /** How long a signed download URL stays valid, in ms. */
   downloadUrlTtlMs: number;
-  /** A new connection must send the HTTP/2 preface or its first HTTP/1.1 byte within this, in ms. */
+  /** A new connection must send the HTTP/2 preface (with SETTINGS) or its first HTTP/1.1 byte within this, in ms. */
   handshakeTimeoutMs: number;
   /** HTTP/1.1: a request's headers must arrive within this, in ms (at most requestTimeoutMs). */
   headersTimeoutMs: number;
