@@ -253,6 +253,25 @@ describe("the API port under unauthenticated load", () => {
     }
   });
 
+  it("ends WatchJob and the SSE route at WATCH_MAX_DURATION_MS with UNAVAILABLE", async () => {
+    // API only: nothing runs the job, so only the maximum duration ends the streams.
+    const app = await start({ WATCH_MAX_DURATION_MS: "1000" }, "api");
+    const client = reportClient("grpc", app.url, { apiKey });
+    const { jobId } = await client.submitReport({ userId: "u", reportType: ReportType.WEEKLY });
+    const began = Date.now();
+    const sse = fetch(`${app.url}/v1/jobs/${jobId}/events`, {
+      headers: { authorization: `Bearer ${apiKey}` },
+    }).then((res) => res.text());
+    const rpc = await consume(client.watchJob({ jobId }), () => undefined);
+    expect(rpc?.code).toBe(Code.Unavailable);
+    expect(rpc?.rawMessage).toMatch(/maximum duration \(1000 ms\)/);
+    const body = await sse;
+    expect(body).toMatch(
+      /event: error\ndata: \{"code":"unavailable","message":"[^"]*maximum duration/,
+    );
+    expect(Date.now() - began).toBeGreaterThanOrEqual(950);
+  });
+
   it("closes an idle HTTP/2 session after HTTP2_IDLE_TIMEOUT_MS, and the client reconnects for the next call", async () => {
     const app = await start({ HTTP2_IDLE_TIMEOUT_MS: "300" });
     const session = http2.connect(app.url);
