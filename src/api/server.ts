@@ -170,7 +170,8 @@ export function createDualServer(handler: Handler, options: ServerOptions): Dual
   // only once its server emits "listening".
   h1.emit("listening");
 
-  // The response in progress on each HTTP/1.1 connection, for the answer to a request timeout.
+  // The exchange in progress on each HTTP/1.1 connection (until both its
+  // request and its response are done), for the answer to a request timeout.
   const h1Responses = new WeakMap<Duplex, http.ServerResponse>();
   h1.on("request", (req: http.IncomingMessage, res: http.ServerResponse) => {
     const socket = req.socket;
@@ -180,9 +181,14 @@ export function createDualServer(handler: Handler, options: ServerOptions): Dual
       socket.destroy();
     }, limits.streamMaxLifetimeMs);
     lifetime.unref();
+    let pending = 2;
+    const done = () => {
+      if (--pending === 0 && h1Responses.get(socket) === res) h1Responses.delete(socket);
+    };
+    req.once("close", done);
     res.once("close", () => {
       clearTimeout(lifetime);
-      if (h1Responses.get(socket) === res) h1Responses.delete(socket);
+      done();
     });
   });
   h1.on("clientError", (err: NodeJS.ErrnoException, socket: Duplex) => {

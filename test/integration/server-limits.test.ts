@@ -203,6 +203,26 @@ describe("createDualServer() limits", () => {
     expect(count(timeouts, "request")).toBe(2);
   });
 
+  it("closes a connection still trickling a body its handler has answered, without a second answer", async () => {
+    const { url, count, timeouts } = await start({ headersTimeoutMs: 200, requestTimeoutMs: 600 });
+    const c = await raw(url);
+    c.write(
+      "POST / HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n",
+    );
+    const stop = trickle(
+      (b) => c.write(b),
+      () => c.closed,
+    );
+    try {
+      await waitFor(() => c.closed, { timeoutMs: 5000, what: "the connection closed" });
+    } finally {
+      stop();
+    }
+    expect(c.received).toMatch(/^HTTP\/1\.1 200 /);
+    expect(c.received.match(/HTTP\/1\.1 /g)).toHaveLength(1);
+    expect(count(timeouts, "request")).toBe(1);
+  });
+
   it("cuts a trickled HTTP/2 body at the request timeout, except on streaming-request paths", async () => {
     const { url, count, timeouts } = await start({ requestTimeoutMs: 500 });
     const session = h2(url);
