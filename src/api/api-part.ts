@@ -126,15 +126,7 @@ export function createApiPart(deps: ApiPartDeps): ApiPart {
     keepaliveMs: 30_000,
     logger,
     limits: {
-      handshakeTimeoutMs: settings.handshakeTimeoutMs,
-      headersTimeoutMs: settings.headersTimeoutMs,
-      requestTimeoutMs: settings.requestTimeoutMs,
-      http1KeepAliveTimeoutMs: settings.http1KeepAliveTimeoutMs,
-      http2IdleTimeoutMs: settings.http2IdleTimeoutMs,
-      http2MaxConcurrentStreams: settings.http2MaxConcurrentStreams,
-      http2MaxSessionMemoryMb: settings.http2MaxSessionMemoryMb,
-      maxConnections: settings.maxConnections,
-      maxConnectionsPerAddress: settings.maxConnectionsPerAddress,
+      ...settings,
       // A backstop behind every handler's own clean limit (watches, Health and
       // reflection streams, client deadlines): nothing lives a minute longer.
       streamMaxLifetimeMs:

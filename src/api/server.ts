@@ -35,6 +35,7 @@ import http2 from "node:http2";
 import net from "node:net";
 import type { Duplex } from "node:stream";
 import type { Logger } from "pino";
+import type { ApiConfig } from "../config/config.js";
 import { createConnectionLimiter } from "./connection-limiter.js";
 import type { NodeHandler } from "./node-types.js";
 import { http1Bytes, requestTimeoutResponse } from "./request-timeout-response.js";
@@ -48,29 +49,22 @@ import {
 
 type Handler = NodeHandler;
 
-/** The server's resource limits; see the module comment. */
-export interface ServerLimits {
-  /** Time for a new connection to send the HTTP/2 preface (with SETTINGS) or a first HTTP/1.1 byte, in ms. */
-  handshakeTimeoutMs: number;
-  /** HTTP/1.1: time to receive a request's headers, in ms (at most `requestTimeoutMs`). */
-  headersTimeoutMs: number;
-  /** Time to receive a whole request, headers and body, in ms (HTTP/1.1 and HTTP/2). */
-  requestTimeoutMs: number;
-  /** HTTP/1.1: an idle keep-alive connection is closed after this long, in ms. */
-  http1KeepAliveTimeoutMs: number;
-  /** HTTP/2: a session with no open stream is closed (GOAWAY) after this long, in ms. */
-  http2IdleTimeoutMs: number;
-  /** HTTP/2: SETTINGS_MAX_CONCURRENT_STREAMS, per session. */
-  http2MaxConcurrentStreams: number;
-  /** HTTP/2: nghttp2 memory per session, in MB; beyond it new streams are refused. */
-  http2MaxSessionMemoryMb: number;
-  /** Open connections, all addresses together. */
-  maxConnections: number;
-  /** Open connections per remote address (IPv6: per /64); 0: no cap. */
-  maxConnectionsPerAddress: number;
+/** The server's resource limits (see the module comment): the api config's, and a lifetime backstop. */
+export type ServerLimits = Pick<
+  ApiConfig,
+  | "handshakeTimeoutMs"
+  | "headersTimeoutMs"
+  | "requestTimeoutMs"
+  | "http1KeepAliveTimeoutMs"
+  | "http2IdleTimeoutMs"
+  | "http2MaxConcurrentStreams"
+  | "http2MaxSessionMemoryMb"
+  | "maxConnections"
+  | "maxConnectionsPerAddress"
+> & {
   /** Hard cap on the life of any stream or HTTP/1.1 response, in ms. */
   streamMaxLifetimeMs: number;
-}
+};
 
 /** Limits used when `ServerOptions.limits` leaves one out (the config's defaults). */
 export const defaultServerLimits: ServerLimits = {

@@ -21,25 +21,13 @@ import {
 } from "../../gen/grpc/reflection/v1/reflection_pb.js";
 import { ReportType } from "../../gen/reports/v1/job_pb.js";
 import { type Protocol, reportClient } from "../helpers/clients.js";
+import { sample } from "../helpers/prometheus.js";
 import { type RawConnection, rawConnection } from "../helpers/raw-connection.js";
 import { startTestApp, type TestApp } from "../helpers/test-app.js";
 import { waitFor } from "../helpers/wait-for.js";
 
 const apiKey = "0123456789abcdef01234567";
 const withKey = { API_KEYS: `acme:${apiKey}` };
-
-/** One sample of a Prometheus text exposition, or undefined when absent. */
-function sample(text: string, name: string, labels: Record<string, string>): number | undefined {
-  for (const line of text.split("\n")) {
-    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!m || m[1] !== name) continue;
-    const have = Object.fromEntries(
-      [...(m[2] ?? "").matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((x) => [x[1], x[2]]),
-    );
-    if (Object.entries(labels).every(([k, v]) => have[k] === v)) return Number(m[3]);
-  }
-  return undefined;
-}
 
 /** Ends (with its error) when `iterable` ends; calls `onMessage` for each message. */
 async function consume<T>(
