@@ -11,6 +11,11 @@
  *
  * - Connections: at most `maxConnections` open, and `maxConnectionsPerAddress`
  *   per remote address (IPv6: per /64); more are closed at accept.
+ * - Streams (HTTP/2 streams and HTTP/1.1 requests, headers to end of
+ *   response): at most `maxStreams` open, and `maxStreamsPerAddress` per
+ *   address; more are answered UNAVAILABLE before they reach the handler.
+ *   Connections times streams per connection is no bound at all, so this is
+ *   what bounds the memory a peer can make the server hold.
  * - A new connection must show its protocol within `handshakeTimeoutMs`:
  *   the whole HTTP/2 connection preface (the magic and a SETTINGS frame), or
  *   any other first byte (HTTP/1.1, whose headers timeout then applies).
@@ -36,18 +41,26 @@ import net from "node:net";
 import type { Duplex } from "node:stream";
 import type { Logger } from "pino";
 import type { ApiConfig } from "../config/config.js";
-import { createConnectionLimiter } from "./connection-limiter.js";
+import { createAddressLimiter } from "./address-limiter.js";
 import type { NodeHandler } from "./node-types.js";
-import { http1Bytes, requestTimeoutResponse } from "./request-timeout-response.js";
+import { http1Bytes, overCapAnswer, requestTimeoutAnswer } from "./server-answers.js";
 import {
   createRateLimitedLog,
   createServerMetrics,
   type RefusalReason,
   type ServerMetrics,
   type ServerTimeout,
+  type StreamRefusalReason,
 } from "./server-metrics.js";
 
 type Handler = NodeHandler;
+
+/** What both protocols' responses offer for an answer written before the handler. */
+interface AnswerTarget {
+  writeHead(status: number, headers: Record<string, string>): unknown;
+  end(body: string): unknown;
+  once(event: "close", listener: () => void): unknown;
+}
 
 /** The server's resource limits (see the module comment): the api config's, and a lifetime backstop. */
 export type ServerLimits = Pick<
@@ -61,6 +74,8 @@ export type ServerLimits = Pick<
   | "http2MaxSessionMemoryMb"
   | "maxConnections"
   | "maxConnectionsPerAddress"
+  | "maxStreams"
+  | "maxStreamsPerAddress"
 > & {
   /** Hard cap on the life of any stream or HTTP/1.1 response, in ms. */
   streamMaxLifetimeMs: number;
@@ -72,11 +87,13 @@ export const defaultServerLimits: ServerLimits = {
   headersTimeoutMs: 15_000,
   requestTimeoutMs: 30_000,
   http1KeepAliveTimeoutMs: 65_000,
-  http2IdleTimeoutMs: 300_000,
+  http2IdleTimeoutMs: 1_200_000,
   http2MaxConcurrentStreams: 2_500,
   http2MaxSessionMemoryMb: 64,
   maxConnections: 20_000,
   maxConnectionsPerAddress: 1_000,
+  maxStreams: 20_000,
+  maxStreamsPerAddress: 10_000,
   streamMaxLifetimeMs: 3_660_000,
 };
 
@@ -125,7 +142,7 @@ export function createDualServer(handler: Handler, options: ServerOptions): Dual
   const metrics = options.metrics ?? createServerMetrics();
   const sockets = new Set<net.Socket>();
   const sessions = new Set<http2.ServerHttp2Session>();
-  const perAddress = createConnectionLimiter(limits.maxConnectionsPerAddress);
+  const perAddress = createAddressLimiter(limits.maxConnectionsPerAddress);
   const logRefusal = createRateLimitedLog(logger, 10_000);
   const logTimeout = createRateLimitedLog(logger, 10_000);
   const refuse = (reason: RefusalReason, remoteAddress: string | undefined) => {
@@ -136,14 +153,53 @@ export function createDualServer(handler: Handler, options: ServerOptions): Dual
     metrics.timedOut(timeout);
     logTimeout({ timeout, remoteAddress }, "connection or stream closed by a server timeout");
   };
-  const stopObserving = metrics.observeConnections(() => sockets.size);
+  const refuseStream = (reason: StreamRefusalReason, remoteAddress: string | undefined) => {
+    metrics.streamRefused(reason);
+    logRefusal({ reason, remoteAddress }, "stream refused");
+  };
+
+  // Open streams: HTTP/2 streams and HTTP/1.1 requests, from their headers
+  // to the end of their response, all addresses together and per address.
+  let openStreams = 0;
+  const streamsByAddress = createAddressLimiter(limits.maxStreamsPerAddress);
+  /** The handler behind the stream caps: a stream over them is answered here, unseen by the handler. */
+  const admitted: Handler = (req, res) => {
+    const out = res as unknown as AnswerTarget;
+    const remoteAddress = req.socket?.remoteAddress;
+    const release =
+      openStreams < limits.maxStreams ? streamsByAddress.admit(remoteAddress) : undefined;
+    if (release === undefined) {
+      const total = openStreams >= limits.maxStreams;
+      refuseStream(total ? "max_streams" : "max_streams_per_address", remoteAddress);
+      const answer = total
+        ? overCapAnswer(req.headers["content-type"], "streams", limits.maxStreams)
+        : overCapAnswer(
+            req.headers["content-type"],
+            "streams from your address",
+            limits.maxStreamsPerAddress,
+          );
+      out.writeHead(answer.status, answer.headers);
+      out.end(answer.body);
+      return;
+    }
+    openStreams++;
+    out.once("close", () => {
+      openStreams--;
+      release();
+    });
+    handler(req, res);
+  };
+  const stopObserving = metrics.observe(() => ({
+    connections: sockets.size,
+    streams: openStreams,
+  }));
 
   const h2 = http2.createServer(
     {
       settings: { maxConcurrentStreams: limits.http2MaxConcurrentStreams },
       maxSessionMemory: limits.http2MaxSessionMemoryMb,
     },
-    handler,
+    admitted,
   );
   const h1 = http.createServer(
     {
@@ -157,7 +213,7 @@ export function createDualServer(handler: Handler, options: ServerOptions): Dual
         Math.max(25, Math.floor(Math.min(limits.headersTimeoutMs, limits.requestTimeoutMs) / 10)),
       ),
     },
-    handler,
+    admitted,
   );
   // h1 never listens (the TCP server hands it sockets), and Node tracks
   // HTTP/1.1 connections (closeIdleConnections, headersTimeout, requestTimeout)
@@ -195,7 +251,7 @@ export function createDualServer(handler: Handler, options: ServerOptions): Dual
       const which = res === undefined ? "headers" : "request";
       timedOut(which, remoteAddress);
       const ms = which === "headers" ? limits.headersTimeoutMs : limits.requestTimeoutMs;
-      const answer = requestTimeoutResponse(res?.req.headers["content-type"], ms);
+      const answer = requestTimeoutAnswer(res?.req.headers["content-type"], ms);
       if (canAnswer) socket.write(http1Bytes(answer));
       socket.destroy();
       return;
@@ -236,11 +292,16 @@ export function createDualServer(handler: Handler, options: ServerOptions): Dual
     pinger.unref();
 
     // Idle: no open stream for http2IdleTimeoutMs. PINGs do not count.
-    let openStreams = 0;
+    let sessionStreams = 0;
     let idle: NodeJS.Timeout | undefined;
     const armIdle = () => {
       idle = setTimeout(() => {
         timedOut("http2_idle", remoteAddress);
+        // Node's nghttp2 ignores every stream that arrives after a GOAWAY (it
+        // has no two-step graceful GOAWAY), so a request the client sends
+        // just now is refused: gRPC clients retry it, and connect-node
+        // clients close idle connections first (after 15 min, below the
+        // default here).
         session.close();
         setTimeout(() => session.destroy(), goawayGraceMs).unref();
       }, limits.http2IdleTimeoutMs);
@@ -248,13 +309,13 @@ export function createDualServer(handler: Handler, options: ServerOptions): Dual
     };
     armIdle();
     session.on("stream", (stream: http2.ServerHttp2Stream, headers) => {
-      openStreams++;
+      sessionStreams++;
       clearTimeout(idle);
       const release = guardStream(stream, headers, remoteAddress);
       stream.once("close", () => {
         release();
-        openStreams--;
-        if (openStreams === 0 && !session.closed && !session.destroyed) armIdle();
+        sessionStreams--;
+        if (sessionStreams === 0 && !session.closed && !session.destroyed) armIdle();
       });
     });
     session.on("close", () => {
@@ -304,7 +365,7 @@ export function createDualServer(handler: Handler, options: ServerOptions): Dual
       stream.close(http2.constants.NGHTTP2_CANCEL);
       return;
     }
-    const answer = requestTimeoutResponse(contentType, limits.requestTimeoutMs);
+    const answer = requestTimeoutAnswer(contentType, limits.requestTimeoutMs);
     // An answer the client's flow control holds back does not keep the stream.
     const reset = setTimeout(() => {
       if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_CANCEL);

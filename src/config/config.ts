@@ -67,6 +67,10 @@ export interface ApiConfig {
   maxConnections: number;
   /** Open connections per remote address (IPv6: per /64); 0: no cap. */
   maxConnectionsPerAddress: number;
+  /** Open streams (HTTP/2 streams and HTTP/1.1 requests in progress) on the API port. */
+  maxStreams: number;
+  /** Open streams per remote address (IPv6: per /64); 0: no cap. */
+  maxStreamsPerAddress: number;
   /** Longest a gRPC Health/Watch or reflection stream stays open, in ms. */
   streamMaxDurationMs: number;
   /** Open Health/Watch streams in this process; 0: no cap. */
@@ -404,11 +408,13 @@ export function loadConfig(env: Env, mode?: string): Config {
     );
   }
   const http1KeepAliveTimeoutMs = int("HTTP1_KEEPALIVE_TIMEOUT_MS", 65_000, 100, 3600_000);
-  const http2IdleTimeoutMs = int("HTTP2_IDLE_TIMEOUT_MS", 300_000, 100, 24 * 3600_000);
+  const http2IdleTimeoutMs = int("HTTP2_IDLE_TIMEOUT_MS", 1_200_000, 100, 24 * 3600_000);
   const http2MaxConcurrentStreams = int("HTTP2_MAX_CONCURRENT_STREAMS", 2500, 1, 1_000_000);
   const http2MaxSessionMemoryMb = int("HTTP2_MAX_SESSION_MEMORY_MB", 64, 1, 4096);
   const maxConnections = int("MAX_CONNECTIONS", 20_000, 1, 10_000_000);
   const maxConnectionsPerAddress = int("MAX_CONNECTIONS_PER_ADDRESS", 1000, 0, 10_000_000);
+  const maxStreams = int("MAX_STREAMS", 20_000, 1, 10_000_000);
+  const maxStreamsPerAddress = int("MAX_STREAMS_PER_ADDRESS", 10_000, 0, 10_000_000);
   const streamMaxDurationMs = int("STREAM_MAX_DURATION_MS", 3600_000, 100, 24 * 3600_000);
   const healthMaxWatches = int("HEALTH_MAX_WATCHES", 1000, 0, 10_000_000);
   const reflectionMaxStreams = int("REFLECTION_MAX_STREAMS", 100, 0, 10_000_000);
@@ -435,6 +441,8 @@ export function loadConfig(env: Env, mode?: string): Config {
       http2MaxSessionMemoryMb,
       maxConnections,
       maxConnectionsPerAddress,
+      maxStreams,
+      maxStreamsPerAddress,
       streamMaxDurationMs,
       healthMaxWatches,
       reflectionMaxStreams,

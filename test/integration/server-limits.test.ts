@@ -20,8 +20,9 @@ function recordingMetrics() {
   const refusals: string[] = [];
   const metrics: ServerMetrics = {
     refused: (reason) => refusals.push(reason),
+    streamRefused: (reason) => refusals.push(reason),
     timedOut: (timeout) => timeouts.push(timeout),
-    observeConnections: () => () => undefined,
+    observe: () => () => undefined,
   };
   const count = (list: string[], value: string) => list.filter((x) => x === value).length;
   return { metrics, timeouts, refusals, count };
@@ -391,6 +392,56 @@ describe("createDualServer() limits", () => {
     held[0]?.destroy();
     await waitFor(() => server?.connections === 4, { what: "4 connections" });
     expect(await get(url)).toEqual({ status: 200, body: "ok" });
+  });
+
+  it("answers UNAVAILABLE, before the handler, to streams beyond the per-address and total stream caps", async () => {
+    const { url, count, refusals } = await start({ maxStreamsPerAddress: 3, maxStreams: 5 });
+    const session = h2(url);
+    const hang = () => {
+      const s = session.request({ ":method": "POST", ":path": "/hang" });
+      s.on("error", () => undefined);
+      s.write("x");
+      return s;
+    };
+    const held = [hang(), hang(), hang()];
+    await waitFor(() => (bodyBytes.get("/hang") ?? 0) === 3, { what: "3 streams at the handler" });
+    // The fourth stream from 127.0.0.1, in gRPC and over HTTP/1.1 in Connect JSON.
+    const fourth = session.request({
+      ":method": "POST",
+      ":path": "/read",
+      "content-type": "application/grpc",
+    });
+    fourth.on("error", () => undefined);
+    fourth.end("x");
+    const headers = await new Promise<http2.IncomingHttpHeaders>((resolve) =>
+      fourth.once("response", resolve),
+    );
+    expect(headers["grpc-status"]).toBe("14");
+    expect(decodeURIComponent(String(headers["grpc-message"]))).toBe(
+      "too many open streams from your address on this server (3); retry later",
+    );
+    const h1 = await raw(url);
+    h1.write("GET / HTTP/1.1\r\nhost: x\r\n\r\n");
+    await waitFor(() => h1.received.includes("retry later"), { what: "the HTTP/1.1 answer" });
+    expect(h1.received).toMatch(/^HTTP\/1\.1 503 /);
+    expect(h1.received).toContain('"code":"unavailable"');
+    expect(count(refusals, "max_streams_per_address")).toBe(2);
+    expect(bodyBytes.get("/read")).toBeUndefined(); // the handler never saw them
+
+    // Another address has its own share, up to the total of 5.
+    const other = await Promise.all([
+      raw(url, "127.0.0.2"),
+      raw(url, "127.0.0.2"),
+      raw(url, "127.0.0.2"),
+    ]);
+    for (const c of other) c.write("GET /hang HTTP/1.1\r\nhost: x\r\n\r\n");
+    await waitFor(() => other.some((c) => c.received.includes("503")), { what: "the total cap" });
+    expect(other.filter((c) => c.received.includes("503"))).toHaveLength(1);
+    expect(count(refusals, "max_streams")).toBe(1);
+
+    // A stream that ends frees its place.
+    held[0]?.close();
+    await waitFor(async () => (await get(url)).status === 200, { what: "a free place" });
   });
 
   it("ends a stream or response that outlives the lifetime backstop", async () => {

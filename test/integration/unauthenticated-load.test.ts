@@ -11,6 +11,7 @@ import { setMaxListeners } from "node:events";
  * timeout many times over.
  */
 import http2 from "node:http2";
+import net from "node:net";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterEach, describe, expect, it } from "vitest";
@@ -85,6 +86,42 @@ describe("the API port under unauthenticated load", () => {
         reason: "max_connections_per_address",
       }),
     ).toBe(70);
+  });
+
+  it("holds at most MAX_STREAMS_PER_ADDRESS streams of a peer without a key, and still answers a normal call", async () => {
+    const app = await start({ MAX_STREAMS_PER_ADDRESS: "50", REQUEST_TIMEOUT_MS: "60000" });
+    const { hostname, port } = new URL(app.url);
+    // Two connections from 127.0.0.2, 60 never-ending unary requests each.
+    const statuses: (string | undefined)[] = [];
+    for (let c = 0; c < 2; c++) {
+      const session = http2.connect(app.url, {
+        createConnection: () =>
+          net.connect({ host: hostname, port: Number(port), localAddress: "127.0.0.2" }),
+      });
+      session.on("error", () => undefined);
+      cleanups.push(() => session.destroy());
+      for (let i = 0; i < 60; i++) {
+        const stream = session.request({
+          ":method": "POST",
+          ":path": "/reports.v1.ReportService/SubmitReport",
+          "content-type": "application/grpc",
+        });
+        stream.on("error", () => undefined);
+        stream.on("response", (h) => statuses.push(h["grpc-status"] as string | undefined));
+        stream.write(Buffer.from([0, 0, 0, 1, 0])); // a 256-byte message announced, never sent
+      }
+    }
+    await waitFor(() => statuses.length === 70, { what: "70 streams answered" });
+    expect(statuses.every((s) => s === String(Code.Unavailable))).toBe(true);
+    const metrics = await (await fetch(`${app.metricsUrl}/metrics`)).text();
+    expect(sample(metrics, "reports_server_streams_open", {})).toBe(50);
+    expect(
+      sample(metrics, "reports_server_streams_refused_total", {
+        reason: "max_streams_per_address",
+      }),
+    ).toBe(70);
+    expect(await normalCall(app.url)).toBeDefined();
+    expect(await normalCall(app.url, "connect-json")).toBeDefined();
   });
 
   it("closes a half-sent HTTP/2 preface at the handshake timeout and still answers a normal call", async () => {
@@ -271,14 +308,16 @@ describe("the API port under unauthenticated load", () => {
     });
     await waitFor(() => session.closed || session.destroyed, { what: "the idle session closed" });
     expect(goaway).toBe(http2.constants.NGHTTP2_NO_ERROR);
-    // A connect-node client whose session idled out opens a new one.
+    // A connect-node client whose session idled out opens a new one. (Wait for the
+    // server to have closed it: a request crossing the GOAWAY would be refused.)
     const client = reportClient("grpc", app.url, { apiKey });
     const { jobId } = await client.submitReport({ userId: "u", reportType: ReportType.WEEKLY });
     await waitFor(
       async () => {
         const metrics = await (await fetch(`${app.metricsUrl}/metrics`)).text();
         return (
-          (sample(metrics, "reports_server_timeouts_total", { timeout: "http2_idle" }) ?? 0) >= 2
+          sample(metrics, "reports_server_timeouts_total", { timeout: "http2_idle" }) === 2 &&
+          sample(metrics, "reports_server_connections_open", {}) === 0
         );
       },
       { what: "the client's session to idle out too" },

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { addressKey, createConnectionLimiter } from "../../src/api/connection-limiter.js";
+import { addressKey, createAddressLimiter } from "../../src/api/address-limiter.js";
 
 describe("addressKey()", () => {
   it("keeps IPv4 addresses, also IPv4-mapped ones", () => {
@@ -25,9 +25,9 @@ describe("addressKey()", () => {
   });
 });
 
-describe("createConnectionLimiter()", () => {
+describe("createAddressLimiter()", () => {
   it("admits up to the cap per address, and again after a release", () => {
-    const limiter = createConnectionLimiter(2);
+    const limiter = createAddressLimiter(2);
     const a1 = limiter.admit("192.0.2.1");
     const a2 = limiter.admit("::ffff:192.0.2.1");
     expect(a1).toBeDefined();
@@ -41,7 +41,7 @@ describe("createConnectionLimiter()", () => {
   });
 
   it("forgets addresses without connections, and admits everything with cap 0", () => {
-    const limiter = createConnectionLimiter(0);
+    const limiter = createAddressLimiter(0);
     const releases = Array.from({ length: 100 }, () => limiter.admit("2001:db8::1"));
     expect(releases.every((r) => r !== undefined)).toBe(true);
     expect(limiter.addresses).toBe(1);

@@ -1,24 +1,24 @@
 /**
- * Open connections per remote address, so one peer cannot take every
- * connection the server allows. IPv6 peers are counted per /64: a single
- * host usually holds a whole /64 and could otherwise pick a new address for
- * every connection.
+ * What each remote address holds open (connections, streams), so one peer
+ * cannot take everything the server allows. IPv6 peers are counted per /64:
+ * a single host usually holds a whole /64 and could otherwise pick a new
+ * address for every connection.
  */
 
-/** Counts open connections by address and says whether one more is allowed. */
-export interface ConnectionLimiter {
+/** Counts open things (connections or streams) by address and says whether one more is allowed. */
+export interface AddressLimiter {
   /**
-   * Counts a new connection from `address`: returns the release function
-   * (call it once, when the connection closes), or undefined when the address
-   * is at its cap (nothing was counted).
+   * Counts one more from `address`: returns the release function (idempotent;
+   * call it when that thing closes), or undefined when the address is at its
+   * cap (nothing was counted).
    */
   admit(address: string | undefined): (() => void) | undefined;
-  /** Addresses with at least one open connection. */
+  /** Addresses holding at least one. */
   readonly addresses: number;
 }
 
-/** Creates a limiter allowing `maxPerAddress` open connections per address (0: no cap). */
-export function createConnectionLimiter(maxPerAddress: number): ConnectionLimiter {
+/** Creates a limiter allowing `maxPerAddress` open at once per address (0: no cap). */
+export function createAddressLimiter(maxPerAddress: number): AddressLimiter {
   const open = new Map<string, number>();
   return {
     get addresses() {
@@ -42,7 +42,7 @@ export function createConnectionLimiter(maxPerAddress: number): ConnectionLimite
 }
 
 /**
- * The key connections are counted under: an IPv4 address as it is (also
+ * The key an address is counted under: an IPv4 address as it is (also
  * when IPv4-mapped, `::ffff:1.2.3.4`), an IPv6 address as its /64 prefix
  * (`2001:db8:0:1::/64`). Unknown addresses (a socket already closed) share one key.
  */
