@@ -179,6 +179,8 @@ export function createDualServer(handler: Handler, options: ServerOptions): Dual
             limits.maxStreamsPerAddress,
           );
       out.writeHead(answer.status, answer.headers);
+      // The rest of the request is never read: Node's HTTP/2 compat layer
+      // resets the stream (NO_ERROR) once the answer is out; HTTP/1.1 discards it.
       out.end(answer.body);
       return;
     }

@@ -420,12 +420,22 @@ describe("createDualServer() limits", () => {
     expect(decodeURIComponent(String(headers["grpc-message"]))).toBe(
       "too many open streams from your address on this server (3); retry later",
     );
+    // A refused stream whose body is still coming is told to stop (RST_STREAM NO_ERROR).
+    const sending = session.request({
+      ":method": "POST",
+      ":path": "/read",
+      "content-type": "application/grpc",
+    });
+    sending.on("error", () => undefined);
+    sending.write("x");
+    await waitFor(() => sending.closed, { timeoutMs: 5000, what: "the refused stream closed" });
+    expect(sending.rstCode).toBe(http2.constants.NGHTTP2_NO_ERROR);
     const h1 = await raw(url);
     h1.write("GET / HTTP/1.1\r\nhost: x\r\n\r\n");
     await waitFor(() => h1.received.includes("retry later"), { what: "the HTTP/1.1 answer" });
     expect(h1.received).toMatch(/^HTTP\/1\.1 503 /);
     expect(h1.received).toContain('"code":"unavailable"');
-    expect(count(refusals, "max_streams_per_address")).toBe(2);
+    expect(count(refusals, "max_streams_per_address")).toBe(3);
     expect(bodyBytes.get("/read")).toBeUndefined(); // the handler never saw them
 
     // Another address has its own share, up to the total of 5.
