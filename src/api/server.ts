@@ -43,7 +43,12 @@ import type { Logger } from "pino";
 import type { ApiConfig } from "../config/config.js";
 import { createAddressLimiter } from "./address-limiter.js";
 import type { NodeHandler } from "./node-types.js";
-import { http1Bytes, overCapAnswer, requestTimeoutAnswer } from "./server-answers.js";
+import {
+  http1Bytes,
+  overCapAnswer,
+  requestTimeoutAnswer,
+  type ServerAnswer,
+} from "./server-answers.js";
 import {
   createRateLimitedLog,
   createServerMetrics,
@@ -126,8 +131,33 @@ export interface DualServer {
 const preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 /** How long a session that got GOAWAY for idleness may take to close before it is destroyed. */
 const goawayGraceMs = 5_000;
-/** How long a timed-out stream's answer may take to flush before the stream is reset. */
+/** How long an answer the server writes itself may take to flush before its stream is reset. */
 const answerGraceMs = 1_000;
+
+/**
+ * Writes `answer` on a stream the handler does not own, then resets it:
+ * RST_STREAM(NO_ERROR) once the answer is out ("stop sending, no error",
+ * RFC 9113 8.1), or CANCEL after `answerGraceMs` if the client's flow
+ * control holds the answer back, so the stream never outlives its answer.
+ */
+function answerAndReset(stream: http2.ServerHttp2Stream, answer: ServerAnswer): void {
+  const reset = (code: number) => {
+    if (!stream.closed && !stream.destroyed) stream.close(code);
+  };
+  const fallback = setTimeout(() => reset(http2.constants.NGHTTP2_CANCEL), answerGraceMs);
+  fallback.unref();
+  stream.once("close", () => clearTimeout(fallback));
+  stream.once("finish", () => reset(http2.constants.NGHTTP2_NO_ERROR));
+  try {
+    stream.respond(
+      { ":status": answer.status, ...answer.headers },
+      { endStream: answer.body === "" },
+    );
+    if (answer.body !== "") stream.end(answer.body);
+  } catch {
+    reset(http2.constants.NGHTTP2_CANCEL);
+  }
+}
 
 /** Creates the dual-protocol server around `handler`. */
 export function createDualServer(handler: Handler, options: ServerOptions): DualServer {
@@ -178,10 +208,15 @@ export function createDualServer(handler: Handler, options: ServerOptions): Dual
             "streams from your address",
             limits.maxStreamsPerAddress,
           );
-      out.writeHead(answer.status, answer.headers);
-      // The rest of the request is never read: Node's HTTP/2 compat layer
-      // resets the stream (NO_ERROR) once the answer is out; HTTP/1.1 discards it.
-      out.end(answer.body);
+      if ("stream" in req) {
+        // Not through the compat response: a refused stream, uncounted, must
+        // not outlive its answer (a client window of 0 would hold it).
+        answerAndReset(req.stream, answer);
+      } else {
+        // HTTP/1.1 discards the rest of the request.
+        out.writeHead(answer.status, answer.headers);
+        out.end(answer.body);
+      }
       return;
     }
     openStreams++;
@@ -367,24 +402,7 @@ export function createDualServer(handler: Handler, options: ServerOptions): Dual
       stream.close(http2.constants.NGHTTP2_CANCEL);
       return;
     }
-    const answer = requestTimeoutAnswer(contentType, limits.requestTimeoutMs);
-    // An answer the client's flow control holds back does not keep the stream.
-    const reset = setTimeout(() => {
-      if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_CANCEL);
-    }, answerGraceMs);
-    reset.unref();
-    stream.once("close", () => clearTimeout(reset));
-    try {
-      stream.respond(
-        { ":status": answer.status, ...answer.headers },
-        { endStream: answer.body === "" },
-      );
-      if (answer.body !== "") stream.end(answer.body);
-      // RST_STREAM(NO_ERROR) once the answer is written: "stop sending, no error" (RFC 9113 8.1).
-      stream.close(http2.constants.NGHTTP2_NO_ERROR);
-    } catch {
-      stream.close(http2.constants.NGHTTP2_CANCEL);
-    }
+    answerAndReset(stream, requestTimeoutAnswer(contentType, limits.requestTimeoutMs));
   };
 
   const tcp = net.createServer((socket) => {

@@ -83,8 +83,8 @@ describe("createDualServer() limits", () => {
     open.push(c);
     return c;
   }
-  function h2(url: string) {
-    const s = http2.connect(url);
+  function h2(url: string, settings: http2.Settings = {}) {
+    const s = http2.connect(url, { settings });
     s.on("error", () => undefined);
     sessions.push(s);
     return s;
@@ -270,6 +270,9 @@ describe("createDualServer() limits", () => {
       expect(decodeURIComponent(String(grpc.headers?.["grpc-message"]))).toBe(
         "request not received in full within 500 ms",
       );
+      // Answered, then told to stop sending without error.
+      expect(grpc.stream.rstCode).toBe(http2.constants.NGHTTP2_NO_ERROR);
+      expect(json.stream.rstCode).toBe(http2.constants.NGHTTP2_NO_ERROR);
       expect(json.headers?.[":status"]).toBe(408);
       expect(JSON.parse(json.body)).toEqual({
         code: "deadline_exceeded",
@@ -292,6 +295,21 @@ describe("createDualServer() limits", () => {
     } finally {
       for (const t of [grpc, json, bidi]) t.stop();
     }
+  });
+
+  it("resets a timed-out HTTP/2 stream whose answer the client's flow control holds back", async () => {
+    const { url, count, timeouts } = await start({ requestTimeoutMs: 300 });
+    // A window of 0: the server may send headers, never a body.
+    const stream = h2(url, { initialWindowSize: 0 }).request({
+      ":method": "POST",
+      ":path": "/read",
+      "content-type": "application/json",
+    });
+    stream.on("error", () => undefined);
+    stream.write("x");
+    await waitFor(() => stream.closed, { timeoutMs: 5000, what: "the stream reset" });
+    expect(stream.rstCode).toBe(http2.constants.NGHTTP2_CANCEL);
+    expect(count(timeouts, "request")).toBe(1);
   });
 
   it("never cuts a long response with the request timeout, on HTTP/1.1 or HTTP/2", async () => {
@@ -430,12 +448,17 @@ describe("createDualServer() limits", () => {
     sending.write("x");
     await waitFor(() => sending.closed, { timeoutMs: 5000, what: "the refused stream closed" });
     expect(sending.rstCode).toBe(http2.constants.NGHTTP2_NO_ERROR);
+    // Nor does a client that never lets the answer through (window 0) keep a refused stream.
+    const stuck = h2(url, { initialWindowSize: 0 }).request({ ":path": "/read" });
+    stuck.on("error", () => undefined);
+    await waitFor(() => stuck.closed, { timeoutMs: 5000, what: "the held-back refusal reset" });
+    expect(stuck.rstCode).toBe(http2.constants.NGHTTP2_CANCEL);
     const h1 = await raw(url);
     h1.write("GET / HTTP/1.1\r\nhost: x\r\n\r\n");
     await waitFor(() => h1.received.includes("retry later"), { what: "the HTTP/1.1 answer" });
     expect(h1.received).toMatch(/^HTTP\/1\.1 503 /);
     expect(h1.received).toContain('"code":"unavailable"');
-    expect(count(refusals, "max_streams_per_address")).toBe(3);
+    expect(count(refusals, "max_streams_per_address")).toBe(4);
     expect(bodyBytes.get("/read")).toBeUndefined(); // the handler never saw them
 
     // Another address has its own share, up to the total of 5.
