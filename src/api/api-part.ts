@@ -5,7 +5,7 @@
  * event hub are handed in, so nothing here touches Redis or BullMQ.
  */
 import type { AddressInfo } from "node:net";
-import { createContextValues } from "@connectrpc/connect";
+import { type ConnectRouter, createConnectRouter, createContextValues } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
 import type { ApiConfig, AuthConfig } from "../config/config.js";
@@ -110,10 +110,11 @@ export function createApiPart(deps: ApiPartDeps): ApiPart {
     shutdownSignal,
     logger,
   });
+  const routes = withParseErrorsAsInvalidArgument(
+    createRpcRoutes({ reportService: service, readiness, streams: settings }),
+  );
   const handler = connectNodeAdapter({
-    routes: withParseErrorsAsInvalidArgument(
-      createRpcRoutes({ reportService: service, readiness }),
-    ),
+    routes,
     // Tracing first, so its span covers every other interceptor (and the request
     // log line); authentication last, so a refused call is still traced and logged.
     interceptors: [
@@ -134,6 +135,15 @@ export function createApiPart(deps: ApiPartDeps): ApiPart {
   const server = createDualServer(withCors(handler, settings.corsOrigins), {
     keepaliveMs: 30_000,
     logger,
+    limits: {
+      ...settings,
+      // A backstop behind every handler's own clean limit (watches, Health and
+      // reflection streams, client deadlines): nothing lives a minute longer.
+      streamMaxLifetimeMs:
+        Math.max(settings.watchMaxDurationMs, settings.streamMaxDurationMs, settings.maxTimeoutMs) +
+        60_000,
+    },
+    streamingRequestPaths: streamingRequestPaths(routes),
   });
   return {
     server,
@@ -144,6 +154,20 @@ export function createApiPart(deps: ApiPartDeps): ApiPart {
       return { url, port: address.port };
     },
   };
+}
+
+/** The paths of the client-streaming and bidi methods `routes` registers (their request is a stream). */
+function streamingRequestPaths(routes: (router: ConnectRouter) => void): Set<string> {
+  const router = createConnectRouter();
+  routes(router);
+  return new Set(
+    router.handlers
+      .filter(
+        (h) =>
+          h.method.methodKind === "client_streaming" || h.method.methodKind === "bidi_streaming",
+      )
+      .map((h) => h.requestPath),
+  );
 }
 
 /** `http://host:port` of a listening address (IPv6 hosts in brackets). */

@@ -4,6 +4,11 @@
  * reports.v1.ReportService are SERVING while the API is ready (readiness.ts:
  * storage answers, shutdown has not begun), and NOT_SERVING otherwise: every
  * RPC of ReportService needs Redis, so there is no partial health to report.
+ *
+ * Health is callable without a key (AUTH_EXEMPT_SERVICES), so Watch streams
+ * are bounded: at most `maxWatches` open in the process (then
+ * RESOURCE_EXHAUSTED; Check still answers), each for at most
+ * `maxWatchDurationMs` (then UNAVAILABLE, and the client watches again).
  */
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
@@ -16,6 +21,7 @@ import {
   HealthCheckResponse_ServingStatus as ServingStatus,
 } from "../../gen/grpc/health/v1/health_pb.js";
 import type { Readiness } from "./readiness.js";
+import { createStreamBudget, startStreamDeadline } from "./stream-limits.js";
 
 /** What the health service needs. */
 export interface HealthServiceDeps {
@@ -23,6 +29,10 @@ export interface HealthServiceDeps {
   readiness: Readiness;
   /** Full names of the services to report besides "" (the server as a whole). */
   services: readonly string[];
+  /** Open Watch streams in this process; 0: no cap. */
+  maxWatches: number;
+  /** Longest a Watch stream stays open, in ms; it then ends with UNAVAILABLE. */
+  maxWatchDurationMs: number;
 }
 
 /** Creates the Health implementation. */
@@ -32,6 +42,7 @@ export function createHealthService(deps: HealthServiceDeps): ServiceImpl<typeof
   const serving = () =>
     readiness.status() === "ready" ? ServingStatus.SERVING : ServingStatus.NOT_SERVING;
   const response = (status: ServingStatus) => create(HealthCheckResponseSchema, { status });
+  const watches = createStreamBudget("health watches", deps.maxWatches);
 
   return {
     check(req: HealthCheckRequest): HealthCheckResponse {
@@ -59,6 +70,8 @@ export function createHealthService(deps: HealthServiceDeps): ServiceImpl<typeof
         changes++;
         wake?.();
       };
+      const release = watches.acquire();
+      const deadline = startStreamDeadline("health watch", deps.maxWatchDurationMs, notify);
       const unsubscribe = readiness.subscribe(notify);
       ctx.signal.addEventListener("abort", notify);
       try {
@@ -73,6 +86,7 @@ export function createHealthService(deps: HealthServiceDeps): ServiceImpl<typeof
           // Shutdown ends the watch after its NOT_SERVING (ctx.signal aborts
           // too: connect-node links the server's shutdownSignal to it).
           if (ctx.signal.aborted || readiness.status() === "stopping") return;
+          if (deadline.expired) throw deadline.error();
           if (changes === seen) {
             await new Promise<void>((resolve) => {
               wake = resolve;
@@ -81,6 +95,8 @@ export function createHealthService(deps: HealthServiceDeps): ServiceImpl<typeof
           }
         }
       } finally {
+        release();
+        deadline.clear();
         unsubscribe();
         ctx.signal.removeEventListener("abort", notify);
       }

@@ -8,6 +8,11 @@
  * The two versions share one implementation: their messages are the same
  * wire format under different package names, so v1alpha requests are
  * re-read as v1 and the answers re-read as v1alpha.
+ *
+ * Reflection is callable without a key (AUTH_EXEMPT_SERVICES), so its
+ * streams are bounded: at most `maxStreams` open in the process, both
+ * versions together (then RESOURCE_EXHAUSTED), each for at most
+ * `maxDurationMs` (then UNAVAILABLE; tools open a new one).
  */
 import {
   create,
@@ -32,6 +37,15 @@ import {
   ServerReflectionResponseSchema as ServerReflectionResponseSchemaV1alpha,
   ServerReflection as ServerReflectionV1alpha,
 } from "../../gen/grpc/reflection/v1alpha/reflection_pb.js";
+import { createStreamBudget, startStreamDeadline } from "./stream-limits.js";
+
+/** How many reflection streams may be open, and for how long. */
+export interface ReflectionLimits {
+  /** Open streams in this process, v1 and v1alpha together; 0: no cap. */
+  maxStreams: number;
+  /** Longest a stream stays open, in ms. */
+  maxDurationMs: number;
+}
 
 /** What reflection can describe. */
 interface Registry {
@@ -53,8 +67,33 @@ interface Registry {
  * first request, so register this after the other services. `extraFiles`
  * adds files no service imports, such as the error-detail types.
  */
-export function addReflection(router: ConnectRouter, extraFiles: readonly DescFile[] = []): void {
+export function addReflection(
+  router: ConnectRouter,
+  extraFiles: readonly DescFile[],
+  limits: ReflectionLimits,
+): void {
   let registry: Registry | undefined;
+  const streams = createStreamBudget("reflection streams", limits.maxStreams);
+  /** Each request of a stream, until the client ends it or the stream's maximum duration passes. */
+  async function* bounded<T>(requests: AsyncIterable<T>): AsyncGenerator<T> {
+    const release = streams.acquire();
+    const deadline = startStreamDeadline("reflection stream", limits.maxDurationMs);
+    const it = requests[Symbol.asyncIterator]();
+    try {
+      for (;;) {
+        const next = it.next();
+        // Settled later when the deadline wins; never an unhandled rejection.
+        next.catch(() => undefined);
+        const result = await Promise.race([next, deadline.reached.then(() => undefined)]);
+        if (result === undefined) throw deadline.error();
+        if (result.done) return;
+        yield result.value;
+      }
+    } finally {
+      release();
+      deadline.clear();
+    }
+  }
   const answer = (req: ServerReflectionRequest): ServerReflectionResponse => {
     registry ??= buildRegistry(
       router.handlers.map((h) => h.service),
@@ -65,12 +104,12 @@ export function addReflection(router: ConnectRouter, extraFiles: readonly DescFi
 
   router.service(ServerReflection, {
     async *serverReflectionInfo(requests) {
-      for await (const req of requests) yield answer(req);
+      for await (const req of bounded(requests)) yield answer(req);
     },
   });
   router.service(ServerReflectionV1alpha, {
     async *serverReflectionInfo(requests) {
-      for await (const req of requests) {
+      for await (const req of bounded(requests)) {
         const v1 = fromBinary(
           ServerReflectionRequestSchema,
           toBinary(ServerReflectionRequestSchemaV1alpha, req),

@@ -11,11 +11,23 @@ import { createHealthService } from "./health-service.js";
 import type { Readiness } from "./readiness.js";
 import { addReflection } from "./reflection-service.js";
 
+/** How many Health/Watch and reflection streams may be open, and for how long. */
+export interface StreamLimits {
+  /** Open Health/Watch streams in this process; 0: no cap. */
+  healthMaxWatches: number;
+  /** Open reflection streams in this process; 0: no cap. */
+  reflectionMaxStreams: number;
+  /** Longest a Health/Watch or reflection stream stays open, in ms. */
+  streamMaxDurationMs: number;
+}
+
 /** What the routes register. */
 export interface RpcRoutesDeps {
   reportService: ServiceImpl<typeof ReportService>;
   /** What health reports: the same readiness as /readyz. */
   readiness: Readiness;
+  /** Bounds of the streams callable without a key. */
+  streams: StreamLimits;
 }
 
 /** Returns `routes(router)`, registering every RPC service of the API port. */
@@ -23,11 +35,16 @@ export function createRpcRoutes(deps: RpcRoutesDeps): (router: ConnectRouter) =>
   const health = createHealthService({
     readiness: deps.readiness,
     services: [ReportService.typeName],
+    maxWatches: deps.streams.healthMaxWatches,
+    maxWatchDurationMs: deps.streams.streamMaxDurationMs,
   });
   return (router) => {
     router.service(ReportService, deps.reportService);
     router.service(Health, health);
     // Last: reflection lists everything registered before it (and the error-detail types).
-    addReflection(router, [file_reports_v1_errors]);
+    addReflection(router, [file_reports_v1_errors], {
+      maxStreams: deps.streams.reflectionMaxStreams,
+      maxDurationMs: deps.streams.streamMaxDurationMs,
+    });
   };
 }

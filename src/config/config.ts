@@ -56,6 +56,34 @@ export interface ApiConfig {
   watchMaxDurationMs: number;
   /** How long a signed download URL stays valid, in ms. */
   downloadUrlTtlMs: number;
+  /** A new connection must send the HTTP/2 preface (with SETTINGS) or its first HTTP/1.1 byte within this, in ms. */
+  handshakeTimeoutMs: number;
+  /** HTTP/1.1: a request's headers must arrive within this, in ms (at most requestTimeoutMs). */
+  headersTimeoutMs: number;
+  /** A whole request (headers and body; HTTP/1.1 and HTTP/2) must arrive within this, in ms. */
+  requestTimeoutMs: number;
+  /** HTTP/1.1: an idle keep-alive connection is closed after this long, in ms. */
+  http1KeepAliveTimeoutMs: number;
+  /** HTTP/2: a session without open streams is closed (GOAWAY) after this long, in ms. */
+  http2IdleTimeoutMs: number;
+  /** HTTP/2: concurrent streams per connection (SETTINGS_MAX_CONCURRENT_STREAMS). */
+  http2MaxConcurrentStreams: number;
+  /** HTTP/2: nghttp2 memory per connection, in MB; beyond it new streams are refused. */
+  http2MaxSessionMemoryMb: number;
+  /** Open connections on the API port. */
+  maxConnections: number;
+  /** Open connections per remote address (IPv6: per /64); 0: no cap. */
+  maxConnectionsPerAddress: number;
+  /** Open streams (HTTP/2 streams and HTTP/1.1 requests in progress) on the API port. */
+  maxStreams: number;
+  /** Open streams per remote address (IPv6: per /64); 0: no cap. */
+  maxStreamsPerAddress: number;
+  /** Longest a gRPC Health/Watch or reflection stream stays open, in ms. */
+  streamMaxDurationMs: number;
+  /** Open Health/Watch streams in this process; 0: no cap. */
+  healthMaxWatches: number;
+  /** Open reflection streams in this process; 0: no cap. */
+  reflectionMaxStreams: number;
 }
 
 /** The worker part: how many jobs, how long, how often, and where the reports go. */
@@ -397,6 +425,31 @@ export function loadConfig(env: Env, mode?: string): Config {
   const metricsHost = read("METRICS_HOST") ?? host;
   const requireAof = bool("REQUIRE_AOF", false);
   const submitWaitAof = int("SUBMIT_WAITAOF", 0, 0, 1) as 0 | 1;
+  const handshakeTimeoutMs = int("HANDSHAKE_TIMEOUT_MS", 10_000, 100, 300_000);
+  const requestTimeoutMs = int("REQUEST_TIMEOUT_MS", 30_000, 100, 3600_000);
+  // Unset, it follows a shorter REQUEST_TIMEOUT_MS down.
+  const headersTimeoutMs = int(
+    "HEADERS_TIMEOUT_MS",
+    Math.min(15_000, requestTimeoutMs),
+    100,
+    600_000,
+  );
+  if (headersTimeoutMs > requestTimeoutMs) {
+    problems.push(
+      `HEADERS_TIMEOUT_MS: must be at most REQUEST_TIMEOUT_MS (got ${headersTimeoutMs} > ${requestTimeoutMs})`,
+    );
+  }
+  const http1KeepAliveTimeoutMs = int("HTTP1_KEEPALIVE_TIMEOUT_MS", 65_000, 100, 3600_000);
+  const http2IdleTimeoutMs = int("HTTP2_IDLE_TIMEOUT_MS", 1_200_000, 100, 24 * 3600_000);
+  const http2MaxConcurrentStreams = int("HTTP2_MAX_CONCURRENT_STREAMS", 2500, 1, 1_000_000);
+  const http2MaxSessionMemoryMb = int("HTTP2_MAX_SESSION_MEMORY_MB", 64, 1, 4096);
+  const maxConnections = int("MAX_CONNECTIONS", 20_000, 1, 10_000_000);
+  const maxConnectionsPerAddress = int("MAX_CONNECTIONS_PER_ADDRESS", 1000, 0, 10_000_000);
+  const maxStreams = int("MAX_STREAMS", 20_000, 1, 10_000_000);
+  const maxStreamsPerAddress = int("MAX_STREAMS_PER_ADDRESS", 10_000, 0, 10_000_000);
+  const streamMaxDurationMs = int("STREAM_MAX_DURATION_MS", 3600_000, 100, 24 * 3600_000);
+  const healthMaxWatches = int("HEALTH_MAX_WATCHES", 1000, 0, 10_000_000);
+  const reflectionMaxStreams = int("REFLECTION_MAX_STREAMS", 100, 0, 10_000_000);
 
   const config: Config = {
     mode: resolvedMode,
@@ -417,6 +470,20 @@ export function loadConfig(env: Env, mode?: string): Config {
       watchKeepaliveMs,
       watchMaxDurationMs,
       downloadUrlTtlMs,
+      handshakeTimeoutMs,
+      headersTimeoutMs,
+      requestTimeoutMs,
+      http1KeepAliveTimeoutMs,
+      http2IdleTimeoutMs,
+      http2MaxConcurrentStreams,
+      http2MaxSessionMemoryMb,
+      maxConnections,
+      maxConnectionsPerAddress,
+      maxStreams,
+      maxStreamsPerAddress,
+      streamMaxDurationMs,
+      healthMaxWatches,
+      reflectionMaxStreams,
     },
     worker: {
       concurrency: workerConcurrency,

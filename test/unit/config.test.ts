@@ -165,6 +165,100 @@ describe("loadConfig()", () => {
     expect(loadConfig({ PORT: "0" }).api.port).toBe(0);
   });
 
+  it("has the documented defaults for the API port's connection and stream limits", () => {
+    expect(loadConfig({}).api).toMatchObject({
+      handshakeTimeoutMs: 10_000,
+      headersTimeoutMs: 15_000,
+      requestTimeoutMs: 30_000,
+      http1KeepAliveTimeoutMs: 65_000,
+      http2IdleTimeoutMs: 1_200_000,
+      http2MaxConcurrentStreams: 2500,
+      http2MaxSessionMemoryMb: 64,
+      maxConnections: 20_000,
+      maxConnectionsPerAddress: 1000,
+      maxStreams: 20_000,
+      maxStreamsPerAddress: 10_000,
+      streamMaxDurationMs: 3_600_000,
+      healthMaxWatches: 1000,
+      reflectionMaxStreams: 100,
+    });
+  });
+
+  it("reads the connection and stream limits, 0 turning the per-address and stream caps off", () => {
+    const c = loadConfig({
+      HANDSHAKE_TIMEOUT_MS: "5000",
+      HEADERS_TIMEOUT_MS: "2000",
+      REQUEST_TIMEOUT_MS: "4000",
+      HTTP1_KEEPALIVE_TIMEOUT_MS: "30000",
+      HTTP2_IDLE_TIMEOUT_MS: "60000",
+      HTTP2_MAX_CONCURRENT_STREAMS: "100",
+      HTTP2_MAX_SESSION_MEMORY_MB: "16",
+      MAX_CONNECTIONS: "500",
+      MAX_CONNECTIONS_PER_ADDRESS: "0",
+      MAX_STREAMS: "800",
+      MAX_STREAMS_PER_ADDRESS: "0",
+      STREAM_MAX_DURATION_MS: "600000",
+      HEALTH_MAX_WATCHES: "0",
+      REFLECTION_MAX_STREAMS: "0",
+    });
+    expect(c.api).toMatchObject({
+      handshakeTimeoutMs: 5000,
+      headersTimeoutMs: 2000,
+      requestTimeoutMs: 4000,
+      http1KeepAliveTimeoutMs: 30_000,
+      http2IdleTimeoutMs: 60_000,
+      http2MaxConcurrentStreams: 100,
+      http2MaxSessionMemoryMb: 16,
+      maxConnections: 500,
+      maxConnectionsPerAddress: 0,
+      maxStreams: 800,
+      maxStreamsPerAddress: 0,
+      streamMaxDurationMs: 600_000,
+      healthMaxWatches: 0,
+      reflectionMaxStreams: 0,
+    });
+  });
+
+  it("rejects connection and stream limits out of range, one line each", () => {
+    const err = configError({
+      HANDSHAKE_TIMEOUT_MS: "0",
+      HTTP2_MAX_CONCURRENT_STREAMS: "0",
+      HTTP2_MAX_SESSION_MEMORY_MB: "0",
+      MAX_CONNECTIONS: "0",
+      MAX_CONNECTIONS_PER_ADDRESS: "-1",
+      MAX_STREAMS: "0",
+      MAX_STREAMS_PER_ADDRESS: "1.5",
+      STREAM_MAX_DURATION_MS: "10",
+      HEALTH_MAX_WATCHES: "many",
+      HTTP2_IDLE_TIMEOUT_MS: "99",
+    });
+    expect(err.problems.map((p) => p.split(":")[0]).sort()).toEqual(
+      [
+        "HANDSHAKE_TIMEOUT_MS",
+        "HEALTH_MAX_WATCHES",
+        "HTTP2_IDLE_TIMEOUT_MS",
+        "HTTP2_MAX_CONCURRENT_STREAMS",
+        "HTTP2_MAX_SESSION_MEMORY_MB",
+        "MAX_CONNECTIONS",
+        "MAX_CONNECTIONS_PER_ADDRESS",
+        "MAX_STREAMS",
+        "MAX_STREAMS_PER_ADDRESS",
+        "STREAM_MAX_DURATION_MS",
+      ].sort(),
+    );
+  });
+
+  it("rejects a headers timeout longer than the request timeout, and lowers an unset one to it", () => {
+    expect(
+      configError({ HEADERS_TIMEOUT_MS: "20000", REQUEST_TIMEOUT_MS: "10000" }).problems,
+    ).toEqual(["HEADERS_TIMEOUT_MS: must be at most REQUEST_TIMEOUT_MS (got 20000 > 10000)"]);
+    // Unset, the headers timeout follows a shorter request timeout down.
+    expect(loadConfig({ REQUEST_TIMEOUT_MS: "1000" }).api.headersTimeoutMs).toBe(1000);
+    expect(
+      loadConfig({ HEADERS_TIMEOUT_MS: "1000", REQUEST_TIMEOUT_MS: "1000" }).api,
+    ).toMatchObject({ headersTimeoutMs: 1000, requestTimeoutMs: 1000 });
+  });
+
   it("never echoes REDIS_URL, which may carry a password", () => {
     const secret = "hunter2-s3cr3t";
     const cases: Record<string, string>[] = [
