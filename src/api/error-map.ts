@@ -114,6 +114,15 @@ export function toConnectError(err: unknown, logger: Logger): ConnectError {
       );
     }
   }
+  // A call's own signal ended it (the client left, or its deadline passed):
+  // the reason a queue method rethrows. Nothing went wrong on our side.
+  const aborted = abortCode(err);
+  if (aborted !== undefined) {
+    return new ConnectError(
+      aborted === Code.Canceled ? "the call was canceled" : "the call's deadline passed",
+      aborted,
+    );
+  }
   // Storage errors keep no cause: a driver's error carries commands and request data.
   if (err instanceof StorageUnavailableError || isStorageUnavailable(err)) {
     logger.warn({ err: err instanceof Error ? err.message : String(err) }, "storage unavailable");
@@ -126,4 +135,17 @@ export function toConnectError(err: unknown, logger: Logger): ConnectError {
       : { message: String(err) };
   logger.error({ err: e }, "unexpected error");
   return new ConnectError("internal error", Code.Internal);
+}
+
+/**
+ * The code of an AbortSignal's reason that is not a ConnectError (those pass
+ * through as they are): a DOMException AbortError (`abort()` without a
+ * reason, as the plain-HTTP routes' and the bridge's signals end) is
+ * CANCELED, a TimeoutError (`AbortSignal.timeout`) DEADLINE_EXCEEDED.
+ */
+function abortCode(err: unknown): Code | undefined {
+  if (!(err instanceof Error)) return undefined;
+  if (err.name === "AbortError") return Code.Canceled;
+  if (err.name === "TimeoutError") return Code.DeadlineExceeded;
+  return undefined;
 }

@@ -1,6 +1,7 @@
 /**
  * ReportService handlers: decode (validate), call, encode. No Redis or
- * BullMQ here; errors are mapped once by toConnectError.
+ * BullMQ here; errors are mapped once by toConnectError. Every call below
+ * gets the RPC's `ctx.signal` (queue/caller-signal.ts says what it stops).
  */
 import { create } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
@@ -60,13 +61,17 @@ export function statusUrl(publicUrl: string, jobId: string): string {
   return `${publicUrl}/v1/jobs/${encodeURIComponent(jobId)}`;
 }
 
-/** Reads a job of the caller's tenant, or throws NOT_FOUND (also for other tenants' jobs). */
+/**
+ * Reads a job of the caller's tenant, or throws NOT_FOUND (also for other
+ * tenants' jobs); nothing is read once `signal` has aborted.
+ */
 export async function getTenantJob(
   jobs: JobReader,
   tenant: string,
   jobId: string,
+  signal?: AbortSignal,
 ): Promise<JobView> {
-  const job = await jobs.get(jobId);
+  const job = await jobs.get(jobId, signal);
   if (job === undefined || job.tenant !== tenant) throw new JobNotFoundError(jobId);
   return job;
 }
@@ -85,7 +90,7 @@ export function createReportService(deps: ReportServiceDeps): ServiceImpl<typeof
         const input = validateSubmitReport(req, ctx.requestHeader.get("idempotency-key"), tenant, {
           maxRunAtAheadMs: deps.maxRunAtAheadMs,
         });
-        const { job, deduplicated } = await submitter.submit(input);
+        const { job, deduplicated } = await submitter.submit(input, ctx.signal);
         return {
           jobId: job.id,
           statusUrl: statusUrl(publicUrl, job.id),
@@ -100,7 +105,7 @@ export function createReportService(deps: ReportServiceDeps): ServiceImpl<typeof
     async getJob(req, ctx) {
       try {
         const jobId = validateGetJob(req);
-        const job = await getTenantJob(jobs, callerTenant(ctx.values), jobId);
+        const job = await getTenantJob(jobs, callerTenant(ctx.values), jobId, ctx.signal);
         return { job: toProto(job) };
       } catch (err) {
         throw fail(err);
@@ -147,7 +152,7 @@ export function createReportService(deps: ReportServiceDeps): ServiceImpl<typeof
     async cancelJob(req, ctx) {
       try {
         const { jobId, reason } = validateCancelJob(req);
-        const job = await control.cancel(callerTenant(ctx.values), jobId, reason);
+        const job = await control.cancel(callerTenant(ctx.values), jobId, reason, ctx.signal);
         return { job: toProto(job) };
       } catch (err) {
         throw fail(err);
@@ -157,7 +162,7 @@ export function createReportService(deps: ReportServiceDeps): ServiceImpl<typeof
     async listJobs(req, ctx) {
       try {
         const query = validateListJobs(req, callerTenant(ctx.values));
-        const page = await lister.list(query);
+        const page = await lister.list(query, ctx.signal);
         return {
           jobs: page.jobs.map(toProto),
           nextPageToken: page.nextPageToken,
@@ -170,7 +175,7 @@ export function createReportService(deps: ReportServiceDeps): ServiceImpl<typeof
     async retryJob(req, ctx) {
       try {
         const jobId = validateGetJob(req);
-        const job = await control.retry(callerTenant(ctx.values), jobId);
+        const job = await control.retry(callerTenant(ctx.values), jobId, ctx.signal);
         return { job: toProto(job) };
       } catch (err) {
         throw fail(err);

@@ -17,6 +17,7 @@ import {
   type MessageShape,
 } from "@bufbuild/protobuf";
 import { type ContextValues, createHandlerContext, type HandlerContext } from "@connectrpc/connect";
+import type { NodeResponse } from "./node-types.js";
 
 /** A unary handler, as a ServiceImpl holds it (connect-es's UnaryImpl, which it does not export). */
 type UnaryImpl<I extends DescMessage, O extends DescMessage> = (
@@ -40,6 +41,18 @@ export interface BridgedCall {
   values: ContextValues;
   /** Aborts the handler's context: the client went away. */
   signal?: AbortSignal;
+}
+
+/**
+ * A signal for BridgedCall.signal that aborts (AbortError: CANCELED) when
+ * `res` closes before the call is over: the client left. `done()` detaches
+ * it; call it once the answer is written.
+ */
+export function clientLeftSignal(res: NodeResponse): { signal: AbortSignal; done(): void } {
+  const left = new AbortController();
+  const onClose = () => left.abort();
+  res.once("close", onClose);
+  return { signal: left.signal, done: () => res.off("close", onClose) };
 }
 
 /** A unary handler, callable from plain HTTP. */

@@ -17,7 +17,7 @@ import { sendJson } from "./http-responses.js";
 import { bridgedCall, type RouteHandler } from "./http-router.js";
 import { reportTypeToProtoName } from "./proto-mapping.js";
 import { readJsonBody } from "./request-body.js";
-import type { BridgedUnary } from "./rpc-bridge.js";
+import { type BridgedUnary, clientLeftSignal } from "./rpc-bridge.js";
 
 /** Creates the handler over the bridged SubmitReport. */
 export function createSubmitRoute(deps: {
@@ -25,17 +25,22 @@ export function createSubmitRoute(deps: {
 }): RouteHandler {
   return async (request) => {
     const body = await readJsonBody(request.req);
-    const call = bridgedCall(request);
-    // The Idempotency-Key draft sends the key as a structured-field string: "abc".
-    const key = call.requestHeader.get("idempotency-key");
-    if (key !== null) call.requestHeader.set("idempotency-key", key.replace(/^"(.*)"$/, "$1"));
-    const out = await deps.submitReport(decode(body), call);
-    sendJson(
-      request.res,
-      202,
-      { jobId: out.jobId, statusUrl: out.statusUrl, deduplicated: out.deduplicated },
-      { location: out.statusUrl },
-    );
+    const left = clientLeftSignal(request.res);
+    try {
+      const call = bridgedCall(request, left.signal);
+      // The Idempotency-Key draft sends the key as a structured-field string: "abc".
+      const key = call.requestHeader.get("idempotency-key");
+      if (key !== null) call.requestHeader.set("idempotency-key", key.replace(/^"(.*)"$/, "$1"));
+      const out = await deps.submitReport(decode(body), call);
+      sendJson(
+        request.res,
+        202,
+        { jobId: out.jobId, statusUrl: out.statusUrl, deduplicated: out.deduplicated },
+        { location: out.statusUrl },
+      );
+    } finally {
+      left.done();
+    }
   };
 }
 

@@ -23,7 +23,9 @@ export interface EventLog {
    * The job's events after `afterId` (all when undefined); undefined for an
    * unknown job.
    * @throws CursorTrimmedError when events after `afterId` were trimmed away,
-   *   CursorAheadError when `afterId` is past every id the log handed out.
+   *   CursorAheadError when `afterId` is past every id the log handed out;
+   *   `signal`'s reason when it has aborted: then nothing is read (the reply
+   *   of a read already sent is not raced against it: queue/caller-signal.ts).
    */
-  replay(jobId: string, afterId?: string): Promise<Replay | undefined>;
+  replay(jobId: string, afterId?: string, signal?: AbortSignal): Promise<Replay | undefined>;
 }

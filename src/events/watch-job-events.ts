@@ -24,7 +24,7 @@ export interface WatchOptions {
   jobId: string;
   tenant: string;
   afterEventId?: string;
-  /** Ends the watch (the generator throws the signal's reason). */
+  /** Ends the watch (the generator throws the signal's reason); no log read starts after it aborts. */
   signal: AbortSignal;
   /** A `null` item is yielded after this long without events. */
   keepaliveMs: number;
@@ -63,7 +63,7 @@ export async function* watchJobEvents(
   });
   try {
     let last = options.afterEventId;
-    const replay = await log.replay(jobId, last);
+    const replay = await log.replay(jobId, last, signal);
     if (replay === undefined || replay.tenant !== tenant) throw new JobNotFoundError(jobId);
     // Resumed from the terminal event: nothing more will come. (A cursor past
     // the log's newest id never gets here: the replay refuses it.)
@@ -87,7 +87,7 @@ export async function* watchJobEvents(
       if (resync) {
         resync = false;
         pending.length = 0;
-        const again = await log.replay(jobId, last);
+        const again = await log.replay(jobId, last, signal);
         if (again === undefined) throw new JobNotFoundError(jobId);
         queue = again.events;
         continue;

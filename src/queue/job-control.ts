@@ -14,6 +14,7 @@ import type { JobView } from "../domain/job.js";
 import { attrJobId, attrReportType, attrTenant, bullmqAttr } from "../telemetry/attributes.js";
 import { traceEnqueue } from "../telemetry/bullmq-telemetry.js";
 import { linkTo } from "../telemetry/trace-context.js";
+import { pause, throwIfAborted } from "./caller-signal.js";
 import type { JobReader } from "./job-reader.js";
 import { type Keys, queueNameFor } from "./keys.js";
 import type { QueueTransitions } from "./queue-transitions.js";
@@ -26,14 +27,23 @@ export interface JobControl {
    * Cancels a QUEUED, RETRYING or RUNNING job of `tenant`. A running job is
    * asked to stop (its worker aborts the generator); the returned job is
    * CANCELLED once that happened within `waitMs`, else still RUNNING.
+   * `signal`: the caller's (caller-signal.ts); once it has aborted nothing
+   * more is sent, and the wait ends at once with its reason.
    * @throws JobNotFoundError, FailedPreconditionError (SUCCEEDED or FAILED)
    */
-  cancel(tenant: string, jobId: string, reason: string, waitMs?: number): Promise<JobView>;
+  cancel(
+    tenant: string,
+    jobId: string,
+    reason: string,
+    signal?: AbortSignal,
+    waitMs?: number,
+  ): Promise<JobView>;
   /**
    * Re-queues a FAILED job with a fresh set of attempts, same id, same log.
+   * `signal`: as for `cancel`; it also ends the wait for a worker to let go.
    * @throws JobNotFoundError, FailedPreconditionError (not FAILED)
    */
-  retry(tenant: string, jobId: string): Promise<JobView>;
+  retry(tenant: string, jobId: string, signal?: AbortSignal): Promise<JobView>;
 }
 
 const requestCancelScript = loadLuaScript("request-cancel");
@@ -51,17 +61,17 @@ export function createJobControl(deps: {
 }): JobControl {
   const { redis, keys, jobs, queueTransitions } = deps;
 
-  const load = async (tenant: string, jobId: string) => {
-    const job = await jobs.get(jobId);
+  const load = async (tenant: string, jobId: string, signal: AbortSignal | undefined) => {
+    const job = await jobs.get(jobId, signal);
     if (job === undefined || job.tenant !== tenant) throw new JobNotFoundError(jobId);
     return job;
   };
 
   return {
-    async cancel(tenant, jobId, reason, waitMs = 1500) {
+    async cancel(tenant, jobId, reason, signal, waitMs = 1500) {
       // The state can move under us (a worker picks the job up); a few rounds settle it.
       for (let round = 0; round < 5; round++) {
-        const job = await load(tenant, jobId);
+        const job = await load(tenant, jobId, signal);
         switch (job.state) {
           case "cancelled":
             return job;
@@ -75,6 +85,7 @@ export function createJobControl(deps: {
             const now = Date.now();
             // Not run, ever: out of BullMQ in the same step. A worker that
             // fetched it meanwhile holds it; it finds the job CANCELLED and skips it.
+            throwIfAborted(signal);
             const done = await queueTransitions.change({
               job,
               name: "cancelledWaiting",
@@ -91,6 +102,7 @@ export function createJobControl(deps: {
             return { ...job, state: "cancelled", failureReason: reason, finishedAt: now };
           }
           case "running": {
+            throwIfAborted(signal);
             const flagged = await requestCancelScript.run(
               redis,
               [keys.job(jobId)],
@@ -99,18 +111,18 @@ export function createJobControl(deps: {
             if (flagged !== 1) continue;
             const deadline = Date.now() + waitMs;
             for (;;) {
-              const now = await load(tenant, jobId);
+              const now = await load(tenant, jobId, signal);
               if (now.state !== "running" || Date.now() >= deadline) return now;
-              await new Promise((r) => setTimeout(r, 25));
+              await pause(25, signal);
             }
           }
         }
       }
-      return load(tenant, jobId);
+      return load(tenant, jobId, signal);
     },
 
-    async retry(tenant, jobId) {
-      const job = await load(tenant, jobId);
+    async retry(tenant, jobId, signal) {
+      const job = await load(tenant, jobId, signal);
       if (job.state !== "failed") {
         throw new FailedPreconditionError(
           `job ${jobId} is ${job.state.toUpperCase()}; only FAILED jobs can be retried`,
@@ -128,7 +140,7 @@ export function createJobControl(deps: {
             [attrReportType]: job.reportType,
             [attrTenant]: tenant,
           });
-          return requeue(job, t.traceparent, t.metadata);
+          return requeue(job, t.traceparent, t.metadata, signal);
         },
       );
     },
@@ -140,13 +152,19 @@ export function createJobControl(deps: {
    * recorded FAILED and has yet to tell BullMQ), nothing changes; this waits
    * a little for it, then refuses.
    */
-  async function requeue(job: JobView, traceparent: string, metadata: string): Promise<JobView> {
+  async function requeue(
+    job: JobView,
+    traceparent: string,
+    metadata: string,
+    signal: AbortSignal | undefined,
+  ): Promise<JobView> {
     const jobId = job.id;
     // Queued afresh under the same id (not Job.retry, which would keep the
     // first run's trace context in the job's options); runAt is behind it.
     const spec = deps.bullJob({ ...job, runAt: undefined });
     const deadline = Date.now() + retryBusyWaitMs;
     for (;;) {
+      throwIfAborted(signal);
       const now = Date.now();
       const done = await queueTransitions.change({
         job,
@@ -173,7 +191,7 @@ export function createJobControl(deps: {
           };
         case "busy":
           if (Date.now() < deadline) {
-            await new Promise((r) => setTimeout(r, 25));
+            await pause(25, signal);
             continue;
           }
           throw new FailedPreconditionError(
@@ -183,7 +201,7 @@ export function createJobControl(deps: {
           // A script ioredis resent after losing the reply finds the job
           // re-queued by its own first run (this call's trace and time): the
           // call did what it was asked, whatever the job did since.
-          const current = await jobs.get(jobId);
+          const current = await jobs.get(jobId, signal);
           if (current?.requeuedAt === now && (current.traceparent ?? "") === traceparent)
             return current;
           throw new FailedPreconditionError(

@@ -10,6 +10,7 @@ import { createHash } from "node:crypto";
 import type { Redis } from "ioredis";
 import { InvalidArgumentError } from "../domain/errors.js";
 import type { JobState, JobView } from "../domain/job.js";
+import { throwIfAborted } from "./caller-signal.js";
 import { decodeRecord } from "./job-record.js";
 import type { Keys } from "./keys.js";
 import { loadLuaScript } from "./scripts/load.js";
@@ -32,8 +33,11 @@ export interface ListPage {
 
 /** Lists jobs. */
 export interface JobLister {
-  /** @throws InvalidArgumentError for a token that is malformed or was made for other filters. */
-  list(query: ListQuery): Promise<ListPage>;
+  /**
+   * `signal`: the caller's (caller-signal.ts); once it has aborted, nothing is read.
+   * @throws InvalidArgumentError for a token that is malformed or was made for other filters.
+   */
+  list(query: ListQuery, signal?: AbortSignal): Promise<ListPage>;
 }
 
 const listScript = loadLuaScript("list-jobs");
@@ -53,7 +57,7 @@ export function createJobLister(deps: {
   const { redis, keys } = deps;
   const budget = deps.scanBudget ?? 2000;
   return {
-    async list(query) {
+    async list(query, signal) {
       const filterHash = createHash("sha256")
         .update(JSON.stringify([query.userId ?? "", [...query.states].sort()]))
         .digest("base64url")
@@ -73,6 +77,7 @@ export function createJobLister(deps: {
       const index = query.userId
         ? keys.userIndex(query.tenant, digest(query.userId))
         : keys.tenantIndex(query.tenant);
+      throwIfAborted(signal);
       const reply = (await listScript.run(
         redis,
         [index],

@@ -1,20 +1,25 @@
 /** Reads job records: one HGETALL per job, independent of the queue's length. */
 import type { Redis } from "ioredis";
 import type { JobView } from "../domain/job.js";
+import { throwIfAborted } from "./caller-signal.js";
 import { decodeRecord } from "./job-record.js";
 import type { Keys } from "./keys.js";
 
 /** Reads jobs by id. */
 export interface JobReader {
-  /** The job, or undefined when unknown or expired. */
-  get(jobId: string): Promise<JobView | undefined>;
+  /**
+   * The job, or undefined when unknown or expired. `signal`: the caller's
+   * (caller-signal.ts); nothing is read once it has aborted.
+   */
+  get(jobId: string, signal?: AbortSignal): Promise<JobView | undefined>;
 }
 
 /** Creates a reader over a command connection. */
 export function createJobReader(deps: { redis: Redis; keys: Keys }): JobReader {
   const { redis, keys } = deps;
   return {
-    async get(jobId) {
+    async get(jobId, signal) {
+      throwIfAborted(signal);
       return decodeRecord(await redis.hgetall(keys.job(jobId)));
     },
   };

@@ -9,6 +9,7 @@ import { CursorAheadError, CursorTrimmedError } from "../domain/errors.js";
 import type { JobState } from "../domain/job.js";
 import { compareStreamIds, decodeEvent } from "../events/event-codec.js";
 import type { EventLog } from "../events/event-log.js";
+import { throwIfAborted } from "./caller-signal.js";
 import type { Keys } from "./keys.js";
 import { loadLuaScript } from "./scripts/load.js";
 
@@ -18,8 +19,9 @@ const replayScript = loadLuaScript("replay-events");
 export function createEventLog(deps: { redis: Redis; keys: Keys; maxLen: number }): EventLog {
   const { redis, keys, maxLen } = deps;
   return {
-    async replay(jobId, afterId) {
+    async replay(jobId, afterId, signal) {
       const start = afterId === undefined ? "-" : `(${afterId}`;
+      throwIfAborted(signal);
       const reply = (await replayScript.run(
         redis,
         [keys.job(jobId), keys.events(jobId)],

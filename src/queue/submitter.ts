@@ -39,6 +39,7 @@ import {
 import { traceEnqueue } from "../telemetry/bullmq-telemetry.js";
 import { reportMetrics } from "../telemetry/metrics.js";
 import { bullmqScript, captureAdd } from "./bullmq-scripts.js";
+import { throwIfAborted } from "./caller-signal.js";
 import { canonicalJson } from "./canonical-json.js";
 import { decodeRecord, encodeNewRecord } from "./job-record.js";
 import { type Keys, queueNameFor } from "./keys.js";
@@ -86,9 +87,10 @@ export interface Submitter {
   /**
    * Enqueues a job, or returns the one already created for the same
    * (tenant, idempotency key).
+   * `signal`: the caller's (caller-signal.ts); once it has aborted, nothing is sent.
    * @throws IdempotencyConflictError, BackpressureError
    */
-  submit(input: SubmitInput): Promise<SubmitOutcome>;
+  submit(input: SubmitInput, signal?: AbortSignal): Promise<SubmitOutcome>;
 }
 
 /** The composed submit script of each BullMQ add script (one per job kind). */
@@ -158,7 +160,7 @@ export function createSubmitter(deps: {
   }
 
   return {
-    async submit(input) {
+    async submit(input, signal) {
       const started = performance.now();
       const seconds = () => (performance.now() - started) / 1000;
       try {
@@ -168,7 +170,7 @@ export function createSubmitter(deps: {
           queueNameFor(input.reportType),
           input.reportType,
           [],
-          (t) => submitTraced(input, t),
+          (t) => submitTraced(input, t, signal),
         );
         reportMetrics().submitted(
           input.reportType,
@@ -186,6 +188,7 @@ export function createSubmitter(deps: {
   async function submitTraced(
     input: SubmitInput,
     t: { metadata: string; traceparent: string; span: Span },
+    signal: AbortSignal | undefined,
   ): Promise<SubmitOutcome> {
     const now = Date.now();
     const id = newJobId();
@@ -275,6 +278,7 @@ export function createSubmitter(deps: {
       keys.live,
     ];
     const scriptArgs = [JSON.stringify(params), ...add.args];
+    throwIfAborted(signal);
     const reply = (
       waitAof > 0
         ? await runThenWaitAof(script, scriptKeys, scriptArgs)

@@ -1,4 +1,4 @@
-import { Code } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { pino } from "pino";
 import { describe, expect, it } from "vitest";
 import { toConnectError } from "../../src/api/error-map.js";
@@ -15,6 +15,7 @@ import {
   UnauthenticatedError,
   WatchTimeLimitError,
 } from "../../src/domain/errors.js";
+import { capturedLogger } from "../helpers/captured-logger.js";
 
 const logger = pino({ enabled: false });
 const map = (err: unknown) => toConnectError(err, logger);
@@ -55,6 +56,22 @@ describe("toConnectError()", () => {
       rawMessage: "internal error",
       cause: undefined,
     });
+  });
+
+  it("maps a call's own abort reasons to CANCELED and DEADLINE_EXCEEDED, logging nothing unexpected", () => {
+    const { logger, lines } = capturedLogger();
+    const gone = new AbortController();
+    gone.abort();
+    const cases: Array<[unknown, Code]> = [
+      [gone.signal.reason, Code.Canceled],
+      [new DOMException("timed out", "TimeoutError"), Code.DeadlineExceeded],
+      [new ConnectError("the operation timed out", Code.DeadlineExceeded), Code.DeadlineExceeded],
+      [new ConnectError("canceled", Code.Canceled), Code.Canceled],
+    ];
+    for (const [reason, code] of cases) {
+      expect(toConnectError(reason, logger)).toMatchObject({ code, cause: undefined });
+    }
+    expect(lines).toEqual([]);
   });
 });
 
