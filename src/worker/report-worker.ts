@@ -6,6 +6,16 @@
  * queue on shutdown. It also carries cancel requests to the attempts running
  * here: a pub/sub message for speed, and a poll of the job records as the
  * fallback for a message that was missed.
+ *
+ * Locks. BullMQ holds a lock on each job a worker runs (`lockDurationMs`,
+ * renewed every `lockRenewMs`); a job whose lock expired is taken over by
+ * another worker at its next stalled check (every `stalledIntervalMs`). An
+ * attempt that lost its lock is aborted here as soon as that is known: BullMQ
+ * failed to renew it (`lockRenewalFailed`: the lock is gone or another
+ * fetch's), or no renewal succeeded for a whole lock duration (Redis
+ * unreachable, the process frozen), after which the lock has expired for
+ * sure. Its writes would be refused anyway (they are fenced by the lock
+ * token); aborting stops the generator's work for nobody.
  */
 import { SpanStatusCode, trace } from "@opentelemetry/api";
 import { type Job, UnrecoverableError, WaitingError, Worker } from "bullmq";
@@ -19,7 +29,13 @@ import { type ReportJobData, retryBackoffType } from "../queue/submitter.js";
 import { attrAttempt, attrJobId, attrReportType, attrTenant } from "../telemetry/attributes.js";
 import { createBullTelemetry } from "../telemetry/bullmq-telemetry.js";
 import { reportMetrics } from "../telemetry/metrics.js";
-import { backoffDelay, cancelReason, type Processor, releaseReason } from "./processor.js";
+import {
+  backoffDelay,
+  cancelReason,
+  lockLostReason,
+  type Processor,
+  releaseReason,
+} from "./processor.js";
 
 /** Per-report-type worker limits. */
 export interface ReportTypeLimits {
@@ -32,7 +48,7 @@ export interface ReportTypeLimits {
 export interface ReportWorkerSettings
   extends Pick<
     WorkerConfig,
-    "retryBackoffMs" | "lockDurationMs" | "stalledIntervalMs" | "cancelPollMs"
+    "retryBackoffMs" | "lockDurationMs" | "lockRenewMs" | "stalledIntervalMs" | "cancelPollMs"
   > {
   reportTypes: Record<ReportType, ReportTypeLimits>;
 }
@@ -74,6 +90,9 @@ export function createReportWorker(deps: {
 }): ReportWorker {
   const { connection, subscriber, commands, keys, processor, settings, logger } = deps;
   const active = new Map<string, ReportType>();
+  // When each running job's lock was last known to be held (ms): its start, then each renewal.
+  const lockHeldAt = new Map<string, number>();
+  const lockRenewMs = renewInterval(settings);
   // BullMQ puts a rate-limited job that has a priority (all of ours do) back
   // without adding a queue marker, so fetchers blocked on the marker would
   // sleep out drainDelay (5 s) instead of the pause asked for. Wake them when
@@ -90,7 +109,10 @@ export function createReportWorker(deps: {
   const makeProcess =
     (type: ReportType) => async (job: Job<ReportJobData>, token?: string, signal?: AbortSignal) => {
       const id = job.id as string;
+      // BullMQ hands every fetch its lock token; without one, writes could not be fenced.
+      if (token === undefined) throw new Error(`job ${id} was fetched without a lock token`);
       active.set(id, type);
+      lockHeldAt.set(id, Date.now());
       // BullMQ's consumer span for this attempt (bullmq-otel), continuing the enqueue's trace.
       const span = trace.getActiveSpan();
       span?.setAttributes({
@@ -102,7 +124,12 @@ export function createReportWorker(deps: {
       try {
         const outcome = await processor
           .run(
-            { id, attemptsMade: job.attemptsMade, maxAttempts: job.opts.attempts ?? 1 },
+            {
+              id,
+              attemptsMade: job.attemptsMade,
+              maxAttempts: job.opts.attempts ?? 1,
+              lockToken: token,
+            },
             signal ?? new AbortController().signal,
           )
           .catch((err: unknown) => {
@@ -120,6 +147,12 @@ export function createReportWorker(deps: {
           case "succeeded":
           case "skipped":
             return;
+          case "lost":
+            // Not ours any more: completing or failing it would be refused
+            // (and noisy). Whoever holds the job now finishes it; a lock that
+            // merely expired is recovered by the next stalled check.
+            span?.addEvent("attempt lost its lock");
+            throw new WaitingError();
           case "released":
             await job.moveToWait(token);
             wakeFetchersAfter(type, 0);
@@ -138,8 +171,24 @@ export function createReportWorker(deps: {
         }
       } finally {
         active.delete(id);
+        lockHeldAt.delete(id);
       }
     };
+
+  /** Aborts the attempt of job `id` running here, which lost its lock. */
+  const lockLost = (type: ReportType, id: string, why: string) => {
+    if (workers[type].cancelJob(id, lockLostReason)) {
+      logger.warn({ jobId: id, type, why }, "lost the lock of a running job; aborting its attempt");
+    }
+  };
+  /** Aborts the attempts whose lock was not renewed for a whole lock duration: it has expired. */
+  const checkLocks = () => {
+    const expiredBefore = Date.now() - settings.lockDurationMs;
+    for (const [id, heldAt] of lockHeldAt) {
+      const type = active.get(id);
+      if (type !== undefined && heldAt < expiredBefore) lockLost(type, id, "not renewed in time");
+    }
+  };
 
   const telemetry = createBullTelemetry();
   const createWorker = (type: ReportType) => {
@@ -153,6 +202,7 @@ export function createReportWorker(deps: {
         : undefined,
       autorun: false,
       lockDuration: settings.lockDurationMs,
+      lockRenewTime: lockRenewMs,
       stalledInterval: settings.stalledIntervalMs,
       maxStalledCount: 1,
       telemetry,
@@ -171,6 +221,13 @@ export function createReportWorker(deps: {
       if (now - lastErrorLog < 5000) return;
       lastErrorLog = now;
       logger.warn({ err: err.message, type }, "worker error");
+    });
+    worker.on("lockRenewalFailed", (ids) => {
+      for (const id of ids) lockLost(type, id, "renewal refused");
+    });
+    worker.on("locksRenewed", ({ jobIds }) => {
+      const now = Date.now();
+      for (const id of jobIds) if (lockHeldAt.has(id)) lockHeldAt.set(id, now);
     });
     // Jobs BullMQ fails on its own (stalled too often) never reach the
     // processor's catch; record them here. The append is state-guarded, so
@@ -219,6 +276,7 @@ export function createReportWorker(deps: {
     }
   };
   let pollTimer: NodeJS.Timeout | undefined;
+  let lockTimer: NodeJS.Timeout | undefined;
 
   let closing: Promise<void> | undefined;
   return {
@@ -228,6 +286,8 @@ export function createReportWorker(deps: {
       await subscriber.subscribe(keys.controlChannel);
       pollTimer = setInterval(() => void poll(), settings.cancelPollMs);
       pollTimer.unref();
+      lockTimer = setInterval(checkLocks, lockRenewMs);
+      lockTimer.unref();
       for (const t of reportTypes) {
         workers[t]
           .run()
@@ -237,6 +297,7 @@ export function createReportWorker(deps: {
     close(graceMs) {
       closing ??= (async () => {
         clearInterval(pollTimer);
+        clearInterval(lockTimer);
         const closed = Promise.all(reportTypes.map((t) => workers[t].close())).then(
           () => undefined,
         );
@@ -262,4 +323,15 @@ export function createReportWorker(deps: {
       return closing;
     },
   };
+}
+
+/**
+ * How often BullMQ renews a running job's lock: WORKER_LOCK_RENEW_MS, else an
+ * eighth of the lock duration. Renewals come every half to one interval, so a
+ * live worker's lock always has at least `lockDurationMs - lockRenewMs` left:
+ * the longest freeze (GC pause, stopped process) it survives without losing
+ * its jobs.
+ */
+export function renewInterval(settings: Pick<WorkerConfig, "lockDurationMs" | "lockRenewMs">) {
+  return settings.lockRenewMs ?? Math.max(50, Math.floor(settings.lockDurationMs / 8));
 }

@@ -1,9 +1,10 @@
 --[[
   Applies one job state transition (the table of src/domain/job-transitions.ts):
-  checks the job's state and, for a write of an attempt, the attempt's fencing
-  token; updates the record, appends and publishes the event, keeps the
-  finished indexes and sets the retention, all or nothing. A refused
-  transition changes nothing.
+  checks the job's state and, for a write of an attempt, that BullMQ's lock
+  on the job still holds the attempt's lock token and the record the
+  attempt's fencing token; updates the record, appends and publishes the
+  event, keeps the finished indexes and sets the retention, all or nothing.
+  A refused transition changes nothing.
   A terminal state enters the job in the finished index of its kind (for
   count-based retention); leaving a terminal state (RetryJob) takes it out of
   both.
@@ -13,23 +14,26 @@
     KEYS[2] event stream
     KEYS[3] finished index of succeeded jobs
     KEYS[4] finished index of failed and cancelled jobs
+    KEYS[5] BullMQ's lock of the job (read only)
 
     ARGV[1] event channel
     ARGV[2] how many entries the stream keeps
     ARGV[3] the states the job must be in: a comma list
-    ARGV[4] the fencing token the record must hold ("": not an attempt's write)
+    ARGV[4] the fencing token the record must hold ("": not checked)
     ARGV[5] ttl ms: >0 both keys expire after it, -1 both persist, 0 unchanged
     ARGV[6] job id
     ARGV[7] the job's state after the transition
     ARGV[8] the transition's time (ms): the finished index's score
-    ARGV[9] n, the number of record field/value pairs that follow
-    ARGV[10 .. 9+2n] record field/value pairs
-    ARGV[10+2n ..] event field/value pairs (event-codec.ts)
+    ARGV[9] n, the number of record field/value pairs that follow ARGV[10]
+    ARGV[10] the lock token KEYS[5] must hold ("": not an attempt's write)
+    ARGV[11 .. 10+2n] record field/value pairs
+    ARGV[11+2n ..] event field/value pairs (event-codec.ts)
 
   Output:
     {1, entry id}  applied
     {0, state}     refused: the job's state is not allowed ("" when there is no record)
     {-1, state}    refused: the record holds another attempt's token (a stale attempt)
+    {-2, state}    refused: BullMQ's lock on the job is gone or another fetch's (a lost lock)
 ]]
 --- @include "includes/append-event"
 
@@ -38,12 +42,17 @@ if not state then return {0, ''} end
 if not string.find(',' .. ARGV[3] .. ',', ',' .. state .. ',', 1, true) then
   return {0, state}
 end
+-- The lock first: an attempt whose lock expired is refused even while the
+-- record still holds its token (no other attempt has started yet).
+if ARGV[10] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[10] then
+  return {-2, state}
+end
 if ARGV[4] ~= '' and redis.call('HGET', KEYS[1], RECORD.attemptToken) ~= ARGV[4] then
   return {-1, state}
 end
 local n = tonumber(ARGV[9])
-local first = 10 + 2 * n
-if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 10, first - 1)) end
+local first = 11 + 2 * n
+if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 11, first - 1)) end
 local jobId, newState, time = ARGV[6], ARGV[7], ARGV[8]
 if newState == 'succeeded' then
   redis.call('ZADD', KEYS[3], time, jobId)
