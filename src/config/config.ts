@@ -342,8 +342,8 @@ export function loadConfig(env: Env, mode?: string): Config {
   const tenantSubmitRate = float("TENANT_SUBMIT_RATE", 0, 0, 1_000_000);
 
   // Read in this order so the problem lines keep their order.
-  // 8 s lock renewed every second, stalled check every 2 s: a killed worker's
-  // jobs run again within about 10 s, a freeze under 7 s loses nothing.
+  // 8 s lock renewed every second, stalled check every second: a killed
+  // worker's jobs run again within 9 s; a freeze under 7 s loses nothing.
   const lockDurationMs = int("WORKER_LOCK_DURATION_MS", 8000, 1000, 3600_000);
   const lockRenewMs =
     read("WORKER_LOCK_RENEW_MS") === undefined
@@ -354,7 +354,7 @@ export function loadConfig(env: Env, mode?: string): Config {
       `WORKER_LOCK_RENEW_MS: must be below WORKER_LOCK_DURATION_MS (${lockDurationMs}), or a live worker loses its jobs (got ${lockRenewMs})`,
     );
   }
-  const stalledIntervalMs = int("WORKER_STALLED_INTERVAL_MS", 2000, 500, 3600_000);
+  const stalledIntervalMs = int("WORKER_STALLED_INTERVAL_MS", 1000, 500, 3600_000);
   const artifactDir = path.resolve(read("ARTIFACT_DIR") ?? "./.data/artifacts");
   const phaseDelayMs = int("REPORT_PHASE_DELAY_MS", 500, 0, 3600_000);
   const failRate = float("REPORT_FAIL_RATE", 0, 0, 1);

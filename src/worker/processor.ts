@@ -21,7 +21,7 @@ import { randomBytes } from "node:crypto";
 import { context, type Span, SpanStatusCode, trace } from "@opentelemetry/api";
 import type { Logger } from "pino";
 import type { WorkerConfig } from "../config/config.js";
-import type { JobView, ReportType } from "../domain/job.js";
+import type { JobState, JobView, ReportType } from "../domain/job.js";
 import { terminalStates } from "../domain/job.js";
 import { type AttemptWrite, attemptStart, type Position } from "../domain/job-transitions.js";
 import type { JobReader } from "../queue/job-reader.js";
@@ -64,9 +64,11 @@ export type AttemptOutcome =
   /**
    * The attempt lost its job (its lock expired or was taken, or another
    * attempt started): it changed nothing, and the queue's job is left to
-   * whoever holds it now.
+   * whoever holds it now. `step` is where it found out; `fenced` and `state`
+   * what the refused write met (`fenced` false: the job had left the state
+   * the write needs; "lock" also when the worker saw the lock go first).
    */
-  | { kind: "lost" }
+  | { kind: "lost"; step: string; fenced: "lock" | "token" | false; state?: JobState }
   /** The generator asked to slow down: pause this report type, requeue without using an attempt. */
   | { kind: "throttled"; delayMs: number }
   | { kind: "retry"; error: Error; delayMs: number }
@@ -105,123 +107,15 @@ export function createProcessor(deps: {
 
   return {
     async run(ctx, signal) {
-      const job = await jobs.get(ctx.id);
-      // Gone (expired), finished by an earlier run, or cancelled: nothing to do.
-      if (job === undefined || terminalStates.has(job.state)) return { kind: "skipped" };
-      const attempt = ctx.attemptsMade + 1;
-      if (job.deadline !== undefined && job.deadline <= Date.now()) {
-        await abandon(job, attempt - 1, deadlineExceeded);
-        return { kind: "failed", error: new Error(deadlineExceeded), permanent: true };
-      }
-      // Every write of this attempt carries its fencing token and the queue's lock token.
-      const own = {
-        attempt,
-        token: randomBytes(12).toString("base64url"),
-        lockToken: ctx.lockToken,
-      };
-      const startedAt = Date.now();
-      const started = await transitions.apply(job, "started", {
-        ...own,
-        at: startedAt,
-        maxAttempts: ctx.maxAttempts,
-      });
-      if (!started.applied) {
-        // Lost before it began: leave the queue's job alone. Else the job left the live states.
-        return started.fenced ? lose(job, attempt, "started", started) : { kind: "skipped" };
-      }
-
-      // Aborted when one of this attempt's writes is refused: it no longer owns the job.
-      const lost = new AbortController();
-      const limits = attemptLimits(
-        job,
-        startedAt,
-        AbortSignal.any([signal, lost.signal]),
-        settings.worker.reportTypes[job.reportType].timeoutMs,
-      );
-      const where: Position = { ...attemptStart };
-      const phases = createPhaseSpans(job, attempt);
-      const tag = newAttemptTag(attempt);
-      let published = false;
-      let refusal: TransitionResult | undefined;
-      try {
-        const output = await generators[job.reportType].generate(
-          {
-            jobId: job.id,
-            userId: job.userId,
-            reportType: job.reportType,
-            filters: job.filters,
-            attempt,
-          },
-          async (percent, phase) => {
-            where.progress = Math.max(0, Math.min(99, Math.round(percent)));
-            where.phase = phase;
-            phases.enter(phase);
-            limits.signal.throwIfAborted();
-            const written = await ownStorage(() =>
-              transitions.apply(job, "progress", { ...own, ...where, at: Date.now() }),
-            );
-            if (!written.applied) {
-              refusal = written;
-              lost.abort(lockLostReason);
-              limits.signal.throwIfAborted();
-            }
-          },
-          limits.signal,
+      const outcome = await runAttempt(ctx, signal);
+      if (outcome.kind === "lost") {
+        const { step, fenced, state } = outcome;
+        logger.warn(
+          { job_id: ctx.id, attempt: ctx.attemptsMade + 1, step, fenced, state },
+          "attempt lost its job; it changes nothing",
         );
-        limits.signal.throwIfAborted();
-        phases.enter("completed");
-        const artifact = await artifacts.put(
-          job.id,
-          tag,
-          output.fileName,
-          output.contentType,
-          output.content,
-        );
-        limits.signal.throwIfAborted();
-        const done = await ownStorage(() =>
-          transitions.apply(job, "succeeded", { ...own, at: Date.now(), startedAt, artifact }),
-        );
-        phases.end();
-        if (!done.applied) return lose(job, attempt, "succeeded", done);
-        published = true;
-        return { kind: "succeeded" };
-      } catch (err) {
-        const stop = stopOf(err, signal, limits.signal, lost.signal);
-        if (stop !== undefined) phases.end();
-        else phases.fail(err);
-        switch (stop) {
-          case "lost":
-            return lose(job, attempt, refusal === undefined ? "running" : "progress", refusal);
-          case "released": {
-            const r = await transitions.apply(job, "released", { ...own, at: Date.now() });
-            return r.applied ? { kind: "released" } : lose(job, attempt, "released", r);
-          }
-          case "cancelled":
-            return recordCancelled(job, { ...own, ...where });
-          case "throttled": {
-            const { message, retryAfterMs } = err as SlowDownError;
-            const r = await transitions.apply(job, "throttled", {
-              ...own,
-              at: Date.now(),
-              reason: message,
-              retryAfterMs,
-            });
-            if (!r.applied) return lose(job, attempt, "throttled", r);
-            return { kind: "throttled", delayMs: retryAfterMs };
-          }
-          case undefined:
-            return recordFailure(job, { ...own, ...where }, err, limits, ctx.maxAttempts);
-        }
-      } finally {
-        // Whatever this attempt wrote and did not publish goes; nothing of any other attempt.
-        if (!published) {
-          await artifacts
-            .discard(job.id, tag)
-            .catch((err: unknown) =>
-              logger.warn({ err, job_id: job.id, attempt }, "could not remove an attempt's files"),
-            );
-        }
       }
+      return outcome;
     },
 
     async markFailed(jobId, attempt, reason) {
@@ -231,29 +125,142 @@ export function createProcessor(deps: {
     },
   };
 
+  /** One attempt; an attempt that lost its job has removed its files when this returns. */
+  async function runAttempt(ctx: AttemptContext, signal: AbortSignal): Promise<AttemptOutcome> {
+    const job = await jobs.get(ctx.id);
+    // Gone (expired), finished by an earlier run, or cancelled: nothing to do.
+    if (job === undefined || terminalStates.has(job.state)) return { kind: "skipped" };
+    const attempt = ctx.attemptsMade + 1;
+    if (job.deadline !== undefined && job.deadline <= Date.now()) {
+      await abandon(job, attempt - 1, deadlineExceeded);
+      return { kind: "failed", error: new Error(deadlineExceeded), permanent: true };
+    }
+    // Every write of this attempt carries its fencing token and the queue's lock token.
+    const own = {
+      attempt,
+      token: randomBytes(12).toString("base64url"),
+      lockToken: ctx.lockToken,
+    };
+    const startedAt = Date.now();
+    const started = await transitions.apply(job, "started", {
+      ...own,
+      at: startedAt,
+      maxAttempts: ctx.maxAttempts,
+    });
+    if (!started.applied) {
+      // Lost before it began: leave the queue's job alone. Else the job left the live states.
+      return started.fenced ? lose("started", started) : { kind: "skipped" };
+    }
+
+    // Aborted when one of this attempt's writes is refused: it no longer owns the job.
+    const lost = new AbortController();
+    const limits = attemptLimits(
+      job,
+      startedAt,
+      AbortSignal.any([signal, lost.signal]),
+      settings.worker.reportTypes[job.reportType].timeoutMs,
+    );
+    const where: Position = { ...attemptStart };
+    const phases = createPhaseSpans(job, attempt);
+    const tag = newAttemptTag(attempt);
+    let published = false;
+    let refusal: TransitionResult | undefined;
+    try {
+      const output = await generators[job.reportType].generate(
+        {
+          jobId: job.id,
+          userId: job.userId,
+          reportType: job.reportType,
+          filters: job.filters,
+          attempt,
+        },
+        async (percent, phase) => {
+          where.progress = Math.max(0, Math.min(99, Math.round(percent)));
+          where.phase = phase;
+          phases.enter(phase);
+          limits.signal.throwIfAborted();
+          const written = await ownStorage(() =>
+            transitions.apply(job, "progress", { ...own, ...where, at: Date.now() }),
+          );
+          if (!written.applied) {
+            refusal = written;
+            lost.abort(lockLostReason);
+            limits.signal.throwIfAborted();
+          }
+        },
+        limits.signal,
+      );
+      limits.signal.throwIfAborted();
+      phases.enter("completed");
+      const artifact = await artifacts.put(
+        job.id,
+        tag,
+        output.fileName,
+        output.contentType,
+        output.content,
+      );
+      limits.signal.throwIfAborted();
+      const done = await ownStorage(() =>
+        transitions.apply(job, "succeeded", { ...own, at: Date.now(), startedAt, artifact }),
+      );
+      phases.end();
+      if (!done.applied) return lose("succeeded", done);
+      published = true;
+      return { kind: "succeeded" };
+    } catch (err) {
+      const stop = stopOf(err, signal, limits.signal, lost.signal);
+      if (stop !== undefined) phases.end();
+      else phases.fail(err);
+      switch (stop) {
+        case "lost":
+          return lose(refusal === undefined ? "running" : "progress", refusal);
+        case "released": {
+          const r = await transitions.apply(job, "released", { ...own, at: Date.now() });
+          return r.applied ? { kind: "released" } : lose("released", r);
+        }
+        case "cancelled":
+          return recordCancelled(job, { ...own, ...where });
+        case "throttled": {
+          const { message, retryAfterMs } = err as SlowDownError;
+          const r = await transitions.apply(job, "throttled", {
+            ...own,
+            at: Date.now(),
+            reason: message,
+            retryAfterMs,
+          });
+          if (!r.applied) return lose("throttled", r);
+          return { kind: "throttled", delayMs: retryAfterMs };
+        }
+        default:
+          return recordFailure(job, { ...own, ...where }, err, limits, ctx.maxAttempts);
+      }
+    } finally {
+      // Whatever this attempt wrote and did not publish goes; nothing of any other attempt.
+      if (!published) {
+        await artifacts
+          .discard(job.id, tag)
+          .catch((err: unknown) =>
+            logger.warn({ err, job_id: job.id, attempt }, "could not remove an attempt's files"),
+          );
+      }
+    }
+  }
+
   /**
    * The attempt no longer owns its job: its lock expired or was taken (the
    * signal says so, or a write was refused), or another attempt started. It
    * writes nothing more; its files go (the caller's `finally`).
    */
-  function lose(
-    job: JobView,
-    attempt: number,
-    step: string,
-    refusal: TransitionResult | undefined,
-  ): AttemptOutcome {
+  function lose(step: string, refusal: TransitionResult | undefined): AttemptOutcome {
     const why = refusal === undefined || refusal.applied ? undefined : refusal;
-    logger.warn(
-      {
-        job_id: job.id,
-        attempt,
-        step,
-        fenced: why?.fenced ?? "lock",
-        state: why?.state,
-      },
-      "attempt lost its job; it changes nothing",
-    );
-    return { kind: "lost" };
+    // Logged by run(), once the attempt's files are gone.
+    // No refusal: the worker saw the lock go.
+    return {
+      kind: "lost",
+      step,
+      fenced: why === undefined ? "lock" : why.fenced,
+      state: why?.state,
+    };
   }
 
   /** Fails a job outside an attempt (not fenced). */
@@ -283,12 +290,12 @@ export function createProcessor(deps: {
     if (job.deadline !== undefined && now + delayMs >= job.deadline && !permanent) {
       const last = `${deadlineExceeded} (last error: ${reason})`;
       const r = await transitions.apply(job, "failed", { ...place, at: now, reason: last });
-      if (!r.applied) return lose(job, place.attempt, "failed", r);
+      if (!r.applied) return lose("failed", r);
       return { kind: "failed", error, permanent: true };
     }
     if (permanent || place.attempt >= maxAttempts) {
       const r = await transitions.apply(job, "failed", { ...place, at: now, reason });
-      if (!r.applied) return lose(job, place.attempt, "failed", r);
+      if (!r.applied) return lose("failed", r);
       return { kind: "failed", error, permanent };
     }
     const nextAttemptAt = now + delayMs;
@@ -298,7 +305,7 @@ export function createProcessor(deps: {
       reason,
       nextAttemptAt,
     });
-    if (!r.applied) return lose(job, place.attempt, "retrying", r);
+    if (!r.applied) return lose("retrying", r);
     return { kind: "retry", error, delayMs };
   }
 
@@ -314,7 +321,7 @@ export function createProcessor(deps: {
       at: Date.now(),
       reason,
     });
-    if (!r.applied) return lose(job, place.attempt, "cancelled", r);
+    if (!r.applied) return lose("cancelled", r);
     await artifacts.remove(job.id);
     return { kind: "cancelled" };
   }

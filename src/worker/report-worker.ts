@@ -18,7 +18,7 @@
  * token); aborting stops the generator's work for nobody.
  */
 import { SpanStatusCode, trace } from "@opentelemetry/api";
-import { type Job, UnrecoverableError, WaitingError, Worker } from "bullmq";
+import { DelayedError, type Job, UnrecoverableError, WaitingError, Worker } from "bullmq";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { WorkerConfig } from "../config/config.js";
@@ -51,6 +51,17 @@ export interface ReportWorkerSettings
     "retryBackoffMs" | "lockDurationMs" | "lockRenewMs" | "stalledIntervalMs" | "cancelPollMs"
   > {
   reportTypes: Record<ReportType, ReportTypeLimits>;
+}
+
+/** An attempt running in this process. */
+interface RunningAttempt {
+  type: ReportType;
+  /** BullMQ's lock token of the fetch. */
+  token: string;
+  /** Aborts the attempt: cancel requests, a lost lock. */
+  abort: AbortController;
+  /** When the job's lock was last known to be held (ms): the fetch, then each renewal. */
+  lockHeldAt: number;
 }
 
 /** The running workers of one process. */
@@ -89,9 +100,8 @@ export function createReportWorker(deps: {
   logger: Logger;
 }): ReportWorker {
   const { connection, subscriber, commands, keys, processor, settings, logger } = deps;
-  const active = new Map<string, ReportType>();
-  // When each running job's lock was last known to be held (ms): its start, then each renewal.
-  const lockHeldAt = new Map<string, number>();
+  // The attempts running here, by job id: at most one per job (see makeProcess).
+  const active = new Map<string, RunningAttempt>();
   const lockRenewMs = renewInterval(settings);
   // BullMQ puts a rate-limited job that has a priority (all of ours do) back
   // without adding a queue marker, so fetchers blocked on the marker would
@@ -111,8 +121,26 @@ export function createReportWorker(deps: {
       const id = job.id as string;
       // BullMQ hands every fetch its lock token; without one, writes could not be fenced.
       if (token === undefined) throw new Error(`job ${id} was fetched without a lock token`);
-      active.set(id, type);
-      lockHeldAt.set(id, Date.now());
+      const previous = active.get(id);
+      if (previous !== undefined) {
+        // This process fetched a job it still runs: the earlier attempt lost
+        // its lock (the process froze) and the job came back. BullMQ tracks
+        // locks by job id, so the two cannot run side by side here (the first
+        // to end would stop the other's lock renewals): stop the stale one
+        // and hand the job back for a moment (any worker may take it then;
+        // here, once the stale attempt has ended). No attempt is used.
+        lockLost(id, previous, "fetched again");
+        logger.info({ jobId: id, type }, "job fetched again while its stale attempt runs here");
+        await job.moveToDelayed(Date.now() + lockRenewMs, token);
+        throw new DelayedError();
+      }
+      const attempt: RunningAttempt = {
+        type,
+        token,
+        abort: new AbortController(),
+        lockHeldAt: Date.now(),
+      };
+      active.set(id, attempt);
       // BullMQ's consumer span for this attempt (bullmq-otel), continuing the enqueue's trace.
       const span = trace.getActiveSpan();
       span?.setAttributes({
@@ -130,7 +158,9 @@ export function createReportWorker(deps: {
               maxAttempts: job.opts.attempts ?? 1,
               lockToken: token,
             },
-            signal ?? new AbortController().signal,
+            signal === undefined
+              ? attempt.abort.signal
+              : AbortSignal.any([signal, attempt.abort.signal]),
           )
           .catch((err: unknown) => {
             // Not an outcome: the processor itself failed (Redis away, say).
@@ -170,23 +200,39 @@ export function createReportWorker(deps: {
             throw new UnrecoverableError(outcome.error.message);
         }
       } finally {
-        active.delete(id);
-        lockHeldAt.delete(id);
+        if (active.get(id) === attempt) active.delete(id);
       }
     };
 
-  /** Aborts the attempt of job `id` running here, which lost its lock. */
-  const lockLost = (type: ReportType, id: string, why: string) => {
-    if (workers[type].cancelJob(id, lockLostReason)) {
-      logger.warn({ jobId: id, type, why }, "lost the lock of a running job; aborting its attempt");
-    }
+  /** Aborts `attempt` (of job `id`), which lost its lock. */
+  const lockLost = (id: string, attempt: RunningAttempt, why: string) => {
+    if (attempt.abort.signal.aborted) return;
+    attempt.abort.abort(lockLostReason);
+    logger.warn(
+      { jobId: id, type: attempt.type, why },
+      "lost the lock of a running job; aborting its attempt",
+    );
   };
   /** Aborts the attempts whose lock was not renewed for a whole lock duration: it has expired. */
   const checkLocks = () => {
     const expiredBefore = Date.now() - settings.lockDurationMs;
-    for (const [id, heldAt] of lockHeldAt) {
-      const type = active.get(id);
-      if (type !== undefined && heldAt < expiredBefore) lockLost(type, id, "not renewed in time");
+    for (const [id, attempt] of active) {
+      if (attempt.lockHeldAt < expiredBefore) lockLost(id, attempt, "not renewed in time");
+    }
+  };
+  /**
+   * BullMQ could not renew these jobs' locks. Its event names jobs, not
+   * fetches: the lock is read to tell this attempt's loss from a late report
+   * about an earlier attempt of the same job.
+   */
+  const renewalFailed = async (type: ReportType, ids: string[]) => {
+    for (const id of ids) {
+      const attempt = active.get(id);
+      if (attempt === undefined) continue;
+      const holder = await commands.get(keys.bullJobLock(type, id)).catch(() => attempt.token);
+      if (holder !== attempt.token && active.get(id) === attempt) {
+        lockLost(id, attempt, "renewal refused");
+      }
     }
   };
 
@@ -222,12 +268,13 @@ export function createReportWorker(deps: {
       lastErrorLog = now;
       logger.warn({ err: err.message, type }, "worker error");
     });
-    worker.on("lockRenewalFailed", (ids) => {
-      for (const id of ids) lockLost(type, id, "renewal refused");
-    });
+    worker.on("lockRenewalFailed", (ids) => void renewalFailed(type, ids));
     worker.on("locksRenewed", ({ jobIds }) => {
       const now = Date.now();
-      for (const id of jobIds) if (lockHeldAt.has(id)) lockHeldAt.set(id, now);
+      for (const id of jobIds) {
+        const attempt = active.get(id);
+        if (attempt !== undefined) attempt.lockHeldAt = now;
+      }
     });
     // Jobs BullMQ fails on its own (stalled too often) never reach the
     // processor's catch; record them here. The append is state-guarded, so
@@ -249,10 +296,10 @@ export function createReportWorker(deps: {
   >;
 
   const cancelLocally = (jobId: string) => {
-    const type = active.get(jobId);
-    if (type !== undefined && workers[type].cancelJob(jobId, cancelReason)) {
-      logger.info({ jobId }, "cancel delivered to running job");
-    }
+    const attempt = active.get(jobId);
+    if (attempt === undefined || attempt.abort.signal.aborted) return;
+    attempt.abort.abort(cancelReason);
+    logger.info({ jobId }, "cancel delivered to running job");
   };
   const onControl = (channel: string, message: string) => {
     if (channel === keys.controlChannel) cancelLocally(message);

@@ -9,7 +9,7 @@ import path from "node:path";
 import { Redis } from "ioredis";
 import { type Logger, pino } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
-import { ReportType } from "../../gen/reports/v1/job_pb.js";
+import { JobState, ReportType } from "../../gen/reports/v1/job_pb.js";
 import { decodeEvent } from "../../src/events/event-codec.js";
 import { createJobReader } from "../../src/queue/job-reader.js";
 import { recordField } from "../../src/queue/job-record.js";
@@ -196,6 +196,48 @@ describe("an attempt that lost its job", () => {
     ]);
     expect(weekly.calls).toEqual([1, 1]);
     expect(await filesUnder(path.join(t.config.worker.artifactDir, jobId))).toHaveLength(1);
+  });
+
+  it("runs a job this worker fetches again while its stale attempt still runs here once that attempt ended, once", async () => {
+    const stale = deferred();
+    const entered = deferred();
+    let first = true;
+    // The first attempt ignores its signal until the test lets it go; later
+    // attempts outlast a lock duration (2 s here), renewing as they go.
+    const weekly = scripted(async (_input, progress) => {
+      await progress(30, "fetch-data");
+      if (first) {
+        first = false;
+        entered.resolve();
+        await stale.promise;
+        return csvOutput;
+      }
+      for (let i = 0; i < 15; i++) {
+        await new Promise((r) => setTimeout(r, 200));
+        await progress(40 + i, "render");
+      }
+      return csvOutput;
+    });
+    const { logger, lines } = capturedLogger();
+    t = await startTestApp({}, { generators: { weekly }, logger });
+    const client = reportClient("grpc", t.url);
+    const { jobId } = await client.submitReport({ userId: "u1", reportType: ReportType.WEEKLY });
+    await entered.promise;
+
+    // The lock goes; the stalled check hands the job back; this worker fetches it again.
+    const a = await asAnotherWorker(t, jobId);
+    await a.redis.del(a.keys.bullJobLock("weekly", jobId));
+    await waitFor(
+      () => lines.some((l) => l.msg === "job fetched again while its stale attempt runs here"),
+      { what: "the job to be fetched again while the stale attempt runs" },
+    );
+    stale.resolve();
+
+    const job = await waitForEnd(client, jobId, { timeoutMs: 20_000, what: "the job to end" });
+    expect(JobState[job.state], job.failureReason).toBe("SUCCEEDED");
+    const { events } = await state(a.redis, a.keys, jobId);
+    expect(events.filter((e) => e.type === "succeeded")).toHaveLength(1);
+    expect(weekly.calls).toEqual([1, 1]);
   });
 
   it("aborts the attempt when one of its progress writes is refused", async () => {
