@@ -15,6 +15,7 @@ import type { ReportType } from "../domain/job.js";
 import type { Keys } from "../queue/keys.js";
 import { loadLuaScript } from "../queue/scripts/load.js";
 import type { ArtifactStore } from "./artifact-store.js";
+import { createLeftoverSweep } from "./attempt-leftovers.js";
 
 const removeFinishedScript = loadLuaScript("remove-finished-job");
 
@@ -43,6 +44,8 @@ export function createJanitor(deps: {
   const { redis, keys, queues, artifacts, artifactDir, settings, logger } = deps;
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<void> | undefined;
+  // Files of ended jobs that no record points at: attempts that never published.
+  const sweepLeftovers = createLeftoverSweep({ redis, keys, artifacts, artifactDir });
 
   const existing = async (ids: string[]): Promise<boolean[]> => {
     if (ids.length === 0) return [];
@@ -139,6 +142,7 @@ export function createJanitor(deps: {
         await sweepFinished();
         await sweepIndexes();
         await sweepArtifacts();
+        await sweepLeftovers();
         await sweepQueues();
       } catch (err) {
         logger.warn(
