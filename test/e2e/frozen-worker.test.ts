@@ -4,10 +4,10 @@
  * another worker finished its job, and changes nothing: the job stays
  * SUCCEEDED, its report downloadable, with one terminal event and one file.
  */
-import { readdir } from "node:fs/promises";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { JobEventType, JobState, ReportType } from "../../gen/reports/v1/job_pb.js";
+import { filesUnder } from "../helpers/artifact-files.js";
 import { reportClient } from "../helpers/clients.js";
 import { csvOutput, deferred, scripted } from "../helpers/generators.js";
 import { killAllServices, type LogLine, spawnService } from "../helpers/processes.js";
@@ -190,12 +190,4 @@ async function expectDownload(url: string | undefined, size: number) {
   const res = await fetch(url);
   expect(res.status).toBe(200);
   expect((await res.arrayBuffer()).byteLength).toBe(size);
-}
-
-/** Every file under `dir` (recursively), as paths relative to it. */
-async function filesUnder(dir: string): Promise<string[]> {
-  const entries = await readdir(dir, { recursive: true, withFileTypes: true }).catch(() => []);
-  return entries
-    .filter((e) => e.isFile())
-    .map((e) => path.relative(dir, path.join(e.parentPath, e.name)));
 }

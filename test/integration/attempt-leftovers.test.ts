@@ -5,7 +5,6 @@
  * files of a job that still runs.
  */
 import { mkdirSync, writeFileSync } from "node:fs";
-import { readdir } from "node:fs/promises";
 import path from "node:path";
 import { Redis } from "ioredis";
 import { afterEach, describe, expect, it } from "vitest";
@@ -13,19 +12,11 @@ import { JobState, ReportType } from "../../gen/reports/v1/job_pb.js";
 import { recordField } from "../../src/queue/job-record.js";
 import { createKeys } from "../../src/queue/keys.js";
 import { PermanentReportError } from "../../src/worker/generator.js";
+import { filesUnder } from "../helpers/artifact-files.js";
 import { reportClient } from "../helpers/clients.js";
 import { csvOutput, deferred, scripted } from "../helpers/generators.js";
 import { waitForState } from "../helpers/rpc.js";
 import { startTestApp, type TestApp } from "../helpers/test-app.js";
-
-/** Every file under `dir`, relative to it, sorted. */
-async function filesUnder(dir: string): Promise<string[]> {
-  const entries = await readdir(dir, { recursive: true, withFileTypes: true }).catch(() => []);
-  return entries
-    .filter((e) => e.isFile())
-    .map((e) => path.relative(dir, path.join(e.parentPath, e.name)))
-    .sort();
-}
 
 describe("the janitor's sweep of attempt leftovers", () => {
   let t: TestApp | undefined;

@@ -4,12 +4,12 @@
  * that is known, changes neither the record nor the log, and removes only its
  * own files, never the report another attempt published.
  */
-import { readdir } from "node:fs/promises";
 import path from "node:path";
 import { Redis } from "ioredis";
 import { type Logger, pino } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
 import { JobState, ReportType } from "../../gen/reports/v1/job_pb.js";
+import type { AppOptions } from "../../src/app.js";
 import { decodeEvent } from "../../src/events/event-codec.js";
 import { createJobReader } from "../../src/queue/job-reader.js";
 import { recordField } from "../../src/queue/job-record.js";
@@ -17,8 +17,9 @@ import { createKeys, type Keys } from "../../src/queue/keys.js";
 import { createTransitionApplier } from "../../src/queue/transition-applier.js";
 import { createArtifactStore } from "../../src/worker/artifact-store.js";
 import { lockLostReason } from "../../src/worker/processor.js";
+import { filesUnder } from "../helpers/artifact-files.js";
 import { reportClient } from "../helpers/clients.js";
-import { csvOutput, deferred, scripted } from "../helpers/generators.js";
+import { csvOutput, type Deferred, deferred, scripted } from "../helpers/generators.js";
 import { startRedisServer } from "../helpers/redis-server.js";
 import { getJob, waitForEnd } from "../helpers/rpc.js";
 import { startTestApp, type TestApp } from "../helpers/test-app.js";
@@ -46,15 +47,6 @@ function aborted(signal: AbortSignal): Promise<void> {
   });
 }
 
-/** Every file under `dir`, relative to it. */
-async function filesUnder(dir: string): Promise<string[]> {
-  const entries = await readdir(dir, { recursive: true, withFileTypes: true }).catch(() => []);
-  return entries
-    .filter((e) => e.isFile())
-    .map((e) => path.relative(dir, path.join(e.parentPath, e.name)))
-    .sort();
-}
-
 describe("an attempt that lost its job", () => {
   let t: TestApp | undefined;
   let redis: Redis | undefined;
@@ -63,6 +55,16 @@ describe("an attempt that lost its job", () => {
     await t?.close();
     t = redis = undefined;
   });
+
+  /** Starts `t` with `options`, submits a weekly job and waits until its generator `entered`. */
+  async function startedJob(options: AppOptions, entered: Deferred) {
+    const app = await startTestApp({}, options);
+    t = app;
+    const client = reportClient("grpc", app.url);
+    const { jobId } = await client.submitReport({ userId: "u1", reportType: ReportType.WEEKLY });
+    await entered.promise;
+    return { app, client, jobId };
+  }
 
   /** What the test needs to act as another worker on `t`'s Redis. */
   async function asAnotherWorker(app: TestApp, jobId: string) {
@@ -99,13 +101,13 @@ describe("an attempt that lost its job", () => {
     });
     const { logger, lines } = capturedLogger();
     // A long lock: A learns of the takeover from its refused SUCCEEDED, after storing its file.
-    t = await startTestApp({}, { generators: { weekly }, logger, lockDurationMs: 30_000 });
-    const client = reportClient("grpc", t.url);
-    const { jobId } = await client.submitReport({ userId: "u1", reportType: ReportType.WEEKLY });
-    await entered.promise;
+    const { app, client, jobId } = await startedJob(
+      { generators: { weekly }, logger, lockDurationMs: 30_000 },
+      entered,
+    );
 
     // Worker B fetches the job (its lock token in BullMQ's lock), runs and publishes it.
-    const b = await asAnotherWorker(t, jobId);
+    const b = await asAnotherWorker(app, jobId);
     await b.redis.set(b.keys.bullJobLock("weekly", jobId), "fetch-B", "PX", 60_000);
     const own = { attempt: 1, token: "attempt-B", lockToken: "fetch-B" };
     const started = await b.transitions.apply(b.job, "started", {
@@ -114,7 +116,7 @@ describe("an attempt that lost its job", () => {
       maxAttempts: 3,
     });
     expect(started.applied).toBe(true);
-    const artifact = await createArtifactStore(t.config.worker.artifactDir).put(
+    const artifact = await createArtifactStore(app.config.worker.artifactDir).put(
       jobId,
       "1-bbbbbbbbbbbb",
       "b.csv",
@@ -143,7 +145,7 @@ describe("an attempt that lost its job", () => {
       "started(1)",
       "succeeded(1)",
     ]);
-    expect(await filesUnder(path.join(t.config.worker.artifactDir, jobId))).toEqual([
+    expect(await filesUnder(path.join(app.config.worker.artifactDir, jobId))).toEqual([
       path.join("1-bbbbbbbbbbbb", "b.csv"),
     ]);
     const job = await getJob(client, jobId);
@@ -166,13 +168,10 @@ describe("an attempt that lost its job", () => {
       }
       return csvOutput;
     });
-    t = await startTestApp({}, { generators: { weekly } });
-    const client = reportClient("grpc", t.url);
-    const { jobId } = await client.submitReport({ userId: "u1", reportType: ReportType.WEEKLY });
-    await entered.promise;
+    const { app, client, jobId } = await startedJob({ generators: { weekly } }, entered);
 
     // The lock expires (a partition, a pause): nobody else has started the job yet.
-    const a = await asAnotherWorker(t, jobId);
+    const a = await asAnotherWorker(app, jobId);
     const before = await state(a.redis, a.keys, jobId);
     await a.redis.del(a.keys.bullJobLock("weekly", jobId));
     const goneAt = Date.now();
@@ -195,7 +194,7 @@ describe("an attempt that lost its job", () => {
       "succeeded(1)",
     ]);
     expect(weekly.calls).toEqual([1, 1]);
-    expect(await filesUnder(path.join(t.config.worker.artifactDir, jobId))).toHaveLength(1);
+    expect(await filesUnder(path.join(app.config.worker.artifactDir, jobId))).toHaveLength(1);
   });
 
   it("runs a job this worker fetches again while its stale attempt still runs here once that attempt ended, once", async () => {
@@ -219,13 +218,10 @@ describe("an attempt that lost its job", () => {
       return csvOutput;
     });
     const { logger, lines } = capturedLogger();
-    t = await startTestApp({}, { generators: { weekly }, logger });
-    const client = reportClient("grpc", t.url);
-    const { jobId } = await client.submitReport({ userId: "u1", reportType: ReportType.WEEKLY });
-    await entered.promise;
+    const { app, client, jobId } = await startedJob({ generators: { weekly }, logger }, entered);
 
     // The lock goes; the stalled check hands the job back; this worker fetches it again.
-    const a = await asAnotherWorker(t, jobId);
+    const a = await asAnotherWorker(app, jobId);
     await a.redis.del(a.keys.bullJobLock("weekly", jobId));
     await waitFor(
       () => lines.some((l) => l.msg === "job fetched again while its stale attempt runs here"),
@@ -260,13 +256,10 @@ describe("an attempt that lost its job", () => {
       }
       return csvOutput;
     });
-    t = await startTestApp({}, { generators: { weekly } });
-    const client = reportClient("grpc", t.url);
-    const { jobId } = await client.submitReport({ userId: "u1", reportType: ReportType.WEEKLY });
-    await entered.promise;
+    const { app, client, jobId } = await startedJob({ generators: { weekly } }, entered);
 
     // Another attempt's token in the record, the lock untouched: only the record fences.
-    const a = await asAnotherWorker(t, jobId);
+    const a = await asAnotherWorker(app, jobId);
     await a.redis.hset(a.keys.job(jobId), recordField.attemptToken, "someone-else");
     const before = await state(a.redis, a.keys, jobId);
     gate.resolve();
