@@ -211,6 +211,8 @@ export function createProcessor(deps: {
       const stop = stopOf(err, signal, limits.signal, lost.signal);
       if (stop !== undefined) phases.end();
       else phases.fail(err);
+      // Calls are awaited, never returned: the finally below must not run
+      // while a rejection of theirs waits without a handler.
       switch (stop) {
         case "lost":
           return lose(refusal === undefined ? "running" : "progress", refusal);
@@ -219,7 +221,7 @@ export function createProcessor(deps: {
           return r.applied ? { kind: "released" } : lose("released", r);
         }
         case "cancelled":
-          return recordCancelled(job, { ...own, ...where });
+          return await recordCancelled(job, { ...own, ...where });
         case "throttled": {
           const { message, retryAfterMs } = err as SlowDownError;
           const r = await transitions.apply(job, "throttled", {
@@ -232,7 +234,7 @@ export function createProcessor(deps: {
           return { kind: "throttled", delayMs: retryAfterMs };
         }
         default:
-          return recordFailure(job, { ...own, ...where }, err, limits, ctx.maxAttempts);
+          return await recordFailure(job, { ...own, ...where }, err, limits, ctx.maxAttempts);
       }
     } finally {
       // Whatever this attempt wrote and did not publish goes; nothing of any other attempt.
