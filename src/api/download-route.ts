@@ -1,6 +1,8 @@
 /**
- * `GET|HEAD /v1/artifacts/{jobId}/{fileName}`: a finished report's file. A
- * signed link (`?expires=…&signature=…`, download-signer.ts) stands in for
+ * `GET|HEAD /v1/artifacts/{jobId}/{attemptTag}/{fileName}` (and
+ * `/v1/artifacts/{jobId}/{fileName}` for files stored before attempt
+ * folders): a finished report's file, only the one the job record points at.
+ * A signed link (`?expires=…&signature=…`, download-signer.ts) stands in for
  * the API key; an unsigned one needs the key of the job's tenant. Every
  * failure of a signed link gets one answer (403), so a link reveals nothing.
  */
@@ -16,6 +18,11 @@ import type { PathParams, RouteHandler } from "./http-router.js";
 import { getTenantJob } from "./report-service.js";
 import { sendFile } from "./send-file.js";
 
+/** The path parameters of both download routes (`attemptTag` only in the newer one). */
+export type DownloadParams = PathParams<"/v1/artifacts/{jobId}/{fileName}"> & {
+  readonly attemptTag?: string;
+};
+
 /** What downloads need. */
 export interface DownloadRouteDeps {
   jobs: JobReader;
@@ -26,20 +33,22 @@ export interface DownloadRouteDeps {
 }
 
 /** Creates the download handler. */
-export function createDownloadRoute(
-  deps: DownloadRouteDeps,
-): RouteHandler<PathParams<"/v1/artifacts/{jobId}/{fileName}">> {
+export function createDownloadRoute(deps: DownloadRouteDeps): RouteHandler<DownloadParams> {
   const { jobs, artifactDir } = deps;
 
   /** The job of a signed download link, or undefined when the link does not verify. */
-  const signedJob = async (url: URL, jobId: string, fileName: string) => {
+  const signedJob = async (url: URL, params: DownloadParams) => {
+    const { jobId, fileName, attemptTag } = params;
     const signer = deps.signer;
-    if (signer === undefined || artifactFile(artifactDir, jobId, fileName) === undefined)
+    if (
+      signer === undefined ||
+      artifactFile(artifactDir, jobId, fileName, attemptTag) === undefined
+    )
       return undefined;
     const job = await jobs.get(jobId);
     const ok = signer.verify(
       job?.tenant,
-      artifactPath(jobId, fileName),
+      artifactPath(jobId, fileName, attemptTag),
       url.searchParams.get("expires"),
       url.searchParams.get("signature"),
     );
@@ -48,27 +57,29 @@ export function createDownloadRoute(
 
   return async (request) => {
     const { req, res, url } = request;
-    const { jobId, fileName } = request.params;
+    const { jobId, fileName, attemptTag } = request.params;
     let job: JobView;
     if (url.searchParams.has("signature") || url.searchParams.has("expires")) {
-      const signed = await signedJob(url, jobId, fileName);
+      const signed = await signedJob(url, request.params);
       if (signed === undefined) throw new InvalidDownloadLinkError();
       job = signed;
     } else {
       job = await getTenantJob(jobs, callerTenant(request.authenticate()), jobId);
     }
-    let file = artifactFile(artifactDir, jobId, fileName);
+    // Only the published file: never another attempt's (a stalled worker's) leftovers.
+    let file = artifactFile(artifactDir, jobId, fileName, attemptTag);
     if (
       job.result === undefined ||
       file === undefined ||
-      !job.result.downloadPath.endsWith(`/${encodeURIComponent(fileName)}`)
+      job.result.downloadPath !== artifactPath(jobId, fileName, attemptTag)
     ) {
       throw new ReportNotFoundError(jobId, fileName, "not-produced");
     }
     // The deployment's folder, then where reports were before deployments had
     // folders (artifact-paths.ts); the first once more, as the janitor may be
     // moving the file from the second meanwhile.
-    const legacy = artifactFile(legacyArtifactDir(artifactDir), jobId, fileName) ?? file;
+    const legacy =
+      artifactFile(legacyArtifactDir(artifactDir), jobId, fileName, attemptTag) ?? file;
     let info: Stats | undefined;
     for (const candidate of [file, legacy, file]) {
       info = await stat(candidate).catch(() => undefined);

@@ -67,6 +67,7 @@ export function createHttpRoutes(deps: HttpRoutesDeps): NodeHandler {
     route(["GET", "HEAD"], "/v1/jobs/{jobId}", "api-key", job),
     route(["GET"], "/v1/jobs/{jobId}/events", "api-key", events),
     // Public: a signed link stands in for the key (the route asks for one without it).
+    route(["GET", "HEAD"], "/v1/artifacts/{jobId}/{attemptTag}/{fileName}", "public", download),
     route(["GET", "HEAD"], "/v1/artifacts/{jobId}/{fileName}", "public", download),
     route("any", "/healthz", "public", livenessRoute),
     route("any", "/readyz", "public", readiness),

@@ -90,9 +90,19 @@ export interface ApiConfig {
 export interface WorkerConfig {
   /** WORKER_CONCURRENCY: the default of each report type's concurrency. */
   concurrency: number;
-  /** BullMQ lock duration: a dead worker's jobs are recovered after about this long. */
+  /**
+   * BullMQ lock duration, in ms: a dead worker's jobs are taken over after
+   * this long (plus up to one stalled interval). README "Crash recovery and
+   * fenced attempts" weighs it.
+   */
   lockDurationMs: number;
-  /** How often workers look for stalled jobs (of dead workers). */
+  /**
+   * How often a running job's lock is renewed, in ms (below lockDurationMs).
+   * Undefined: an eighth of lockDurationMs (report-worker.ts renewInterval).
+   * A worker frozen longer than lockDurationMs - lockRenewMs loses its jobs.
+   */
+  lockRenewMs?: number;
+  /** How often workers look for stalled jobs (of dead workers), in ms. */
   stalledIntervalMs: number;
   /** How often workers check running jobs for a cancel request they may have missed. */
   cancelPollMs: number;
@@ -379,8 +389,19 @@ export function loadConfig(env: Env, mode?: string): Config {
   const tenantSubmitRate = float("TENANT_SUBMIT_RATE", 0, 0, 1_000_000);
 
   // Read in this order so the problem lines keep their order.
-  const lockDurationMs = int("WORKER_LOCK_DURATION_MS", 30_000, 1000, 3600_000);
-  const stalledIntervalMs = int("WORKER_STALLED_INTERVAL_MS", 30_000, 500, 3600_000);
+  // 8 s lock renewed every second, stalled check every second: a killed
+  // worker's jobs run again within 9 s; a freeze under 7 s loses nothing.
+  const lockDurationMs = int("WORKER_LOCK_DURATION_MS", 8000, 1000, 3600_000);
+  const lockRenewMs =
+    read("WORKER_LOCK_RENEW_MS") === undefined
+      ? undefined
+      : int("WORKER_LOCK_RENEW_MS", 1000, 50, 3600_000);
+  if (lockRenewMs !== undefined && lockRenewMs >= lockDurationMs) {
+    problems.push(
+      `WORKER_LOCK_RENEW_MS: must be below WORKER_LOCK_DURATION_MS (${lockDurationMs}), or a live worker loses its jobs (got ${lockRenewMs})`,
+    );
+  }
+  const stalledIntervalMs = int("WORKER_STALLED_INTERVAL_MS", 1000, 500, 3600_000);
   const artifactDir = path.resolve(read("ARTIFACT_DIR") ?? "./.data/artifacts");
   const phaseDelayMs = int("REPORT_PHASE_DELAY_MS", 500, 0, 3600_000);
   const failRate = float("REPORT_FAIL_RATE", 0, 0, 1);
@@ -488,6 +509,7 @@ export function loadConfig(env: Env, mode?: string): Config {
     worker: {
       concurrency: workerConcurrency,
       lockDurationMs,
+      ...(lockRenewMs === undefined ? {} : { lockRenewMs }),
       stalledIntervalMs,
       cancelPollMs,
       reconcileIntervalMs,

@@ -10,14 +10,28 @@
  * delete only names shaped like a job id, so they leave the folders alone.
  * Reports written before (ARTIFACT_DIR/<job id>/) are still served from
  * there until their deployment's janitor adopts them into its folder.
+ *
+ * Each attempt writes into a folder of its own under the job's folder
+ * (`<job id>/<attempt tag>/<file name>`, served at
+ * `/v1/artifacts/<job id>/<attempt tag>/<file name>`), so two attempts of one
+ * job (a stalled worker and the one that took its job over) never write the
+ * same file, and the record names exactly the one that was published. Files
+ * stored before attempt folders existed sit at `<job id>/<file name>`
+ * (served at `/v1/artifacts/<job id>/<file name>`); they still work.
  */
 import path from "node:path";
 
 const safeName = /^[A-Za-z0-9_.-]{1,128}$/;
 
-/** The download path the API serves for a job's file. */
-export function artifactPath(jobId: string, fileName: string): string {
-  return `/v1/artifacts/${encodeURIComponent(jobId)}/${encodeURIComponent(fileName)}`;
+/** A name that can be one path segment under ARTIFACT_DIR: no separators, no leading dot. */
+function isSafe(name: string): boolean {
+  return safeName.test(name) && !name.startsWith(".");
+}
+
+/** The download path the API serves for a job's file (of attempt `attemptTag`, when given). */
+export function artifactPath(jobId: string, fileName: string, attemptTag?: string): string {
+  const attempt = attemptTag === undefined ? "" : `/${encodeURIComponent(attemptTag)}`;
+  return `/v1/artifacts/${encodeURIComponent(jobId)}${attempt}/${encodeURIComponent(fileName)}`;
 }
 
 /** The folder of deployment `prefix` (REDIS_PREFIX) under ARTIFACT_DIR `artifactDir`. */
@@ -35,13 +49,47 @@ export function legacyArtifactDir(deploymentDir: string): string {
 
 /** A job's folder under `dir`; undefined for an id that could escape it. */
 export function artifactFolder(dir: string, jobId: string): string | undefined {
-  return safeName.test(jobId) && !jobId.startsWith(".") ? path.join(dir, jobId) : undefined;
+  return isSafe(jobId) ? path.join(dir, jobId) : undefined;
 }
 
-/** A job's file under `dir`; undefined for names that could escape the folder. */
-export function artifactFile(dir: string, jobId: string, fileName: string): string | undefined {
+/** The folder of one attempt's files under the job's folder; undefined for unsafe names. */
+export function attemptFolder(dir: string, jobId: string, attemptTag: string): string | undefined {
   const folder = artifactFolder(dir, jobId);
-  if (folder === undefined || !safeName.test(fileName) || fileName.startsWith("."))
+  return folder !== undefined && isSafe(attemptTag) ? path.join(folder, attemptTag) : undefined;
+}
+
+/**
+ * A job's file under `dir` (in the folder of attempt `attemptTag`, when
+ * given); undefined for names that could escape the folder.
+ */
+export function artifactFile(
+  dir: string,
+  jobId: string,
+  fileName: string,
+  attemptTag?: string,
+): string | undefined {
+  const folder =
+    attemptTag === undefined ? artifactFolder(dir, jobId) : attemptFolder(dir, jobId, attemptTag);
+  return folder !== undefined && isSafe(fileName) ? path.join(folder, fileName) : undefined;
+}
+
+/**
+ * The entry of the job's folder that a published download path points at:
+ * the attempt folder (`/v1/artifacts/<job>/<tag>/<file>`) or, for files
+ * stored before attempt folders, the file itself; undefined for a path of
+ * another shape.
+ */
+export function publishedEntry(downloadPath: string): string | undefined {
+  const parts = downloadPath.split("/");
+  // ["", "v1", "artifacts", job, (tag,) file]
+  if (parts[1] !== "v1" || parts[2] !== "artifacts") return undefined;
+  if (parts.length !== 5 && parts.length !== 6) return undefined;
+  const entry = parts[4];
+  if (entry === undefined) return undefined;
+  try {
+    const name = decodeURIComponent(entry);
+    return isSafe(name) ? name : undefined;
+  } catch {
     return undefined;
-  return path.join(folder, fileName);
+  }
 }

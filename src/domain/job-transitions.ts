@@ -11,13 +11,18 @@
  * queue/transition-applier.ts applies a transition to Redis in one script;
  * this module is pure.
  *
- * Fencing. Every attempt gets a token of its own. `started` stores it in the
- * record; every later write of that attempt (fence "checks") carries it and
- * is refused unless the record still holds it. An attempt whose job another
- * worker took over (a lost lock, a stalled process) can therefore no longer
- * change the job's record, log or retention once the new attempt started.
- * Transitions made outside an attempt (CancelJob, RetryJob, a job the queue
- * gave up on) are not fenced; `requeued` clears the token.
+ * Fencing. An attempt runs under the queue's lock on its job (BullMQ's lock
+ * key holds the lock token of the fetch that runs it, renewed while the
+ * worker is alive) and gets a token of its own. Every write of an attempt
+ * (fence "sets" or "checks") carries both and is refused unless the queue's
+ * lock still holds the lock token: once the lock expired (a frozen or
+ * partitioned worker), the attempt changes nothing, even before another
+ * attempt started. `started` also stores the attempt's token in the record;
+ * every later write of the attempt (fence "checks") is refused unless the
+ * record still holds it, so a newer attempt's job is never touched, whatever
+ * the queue's lock says. Transitions made outside an attempt (CancelJob,
+ * RetryJob, a job the queue gave up on) are not fenced; `requeued` clears
+ * the token.
  */
 import type { JobEventType, JobEventView, JobState, JobView, ReportArtifact } from "./job.js";
 import { liveStates } from "./job.js";
@@ -55,7 +60,8 @@ export type TtlPolicy = "leave" | "expire-succeeded" | "expire-failed" | "persis
 /**
  * Whether a transition is a write of an attempt: "sets" stores the attempt's
  * token (STARTED), "checks" is refused unless the record holds the token it
- * carries, "none" is not an attempt's write.
+ * carries; both are refused unless the queue's lock holds the attempt's lock
+ * token. "none" is not an attempt's write.
  */
 export type FencePolicy = "none" | "sets" | "checks";
 
@@ -91,6 +97,8 @@ export interface AttemptWrite {
   at: number;
   /** The attempt's fencing token. */
   token: string;
+  /** The queue's lock token of the attempt (BullMQ's, for the fetch that runs it). */
+  lockToken: string;
 }
 
 /** Where an attempt was when it stopped. */

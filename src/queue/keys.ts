@@ -78,13 +78,21 @@ export interface Keys {
   readonly tenants: string;
   /** Pub/sub channel: cancel requests for running jobs (message: job id), heard by every worker. Holds nothing. */
   readonly controlChannel: string;
+  /**
+   * String: BullMQ's lock of an active job (`<bullPrefix>:<queue>:<id>:lock`),
+   * holding the lock token of the worker fetch that runs it. BullMQ's own key:
+   * it sets, renews (PX lockDuration) and deletes it; the transition script
+   * only reads it, to fence an attempt's writes.
+   */
+  bullJobLock(type: ReportType, id: string): string;
 }
 
 /** Builds the key set for `prefix`. */
 export function createKeys(prefix: string): Keys {
+  const bullPrefix = `${prefix}:bull`;
   return {
     prefix,
-    bullPrefix: `${prefix}:bull`,
+    bullPrefix,
     job: (id) => `${prefix}:job:${id}`,
     events: (id) => `${prefix}:events:${id}`,
     eventChannel: (id) => `${prefix}:ev:${id}`,
@@ -99,5 +107,6 @@ export function createKeys(prefix: string): Keys {
     liveBackfilled: `${prefix}:live:backfilled`,
     tenants: `${prefix}:tenants`,
     controlChannel: `${prefix}:control`,
+    bullJobLock: (type, id) => `${bullPrefix}:${queueNameFor(type)}:${id}:lock`,
   };
 }

@@ -1,7 +1,8 @@
 /**
  * Applies job state transitions (domain/job-transitions.ts) to Redis: one
- * script run per transition checks the job's state (and an attempt's fencing
- * token), writes the record fields, appends and publishes the event, keeps
+ * script run per transition checks the job's state (and for an attempt's
+ * write, BullMQ's lock on the job and the attempt's fencing token), writes
+ * the record fields, appends and publishes the event, keeps
  * the finished indexes and sets the retention, all or nothing. It is the only
  * writer of job events besides the submit script, and where each applied
  * transition's metric and log line are emitted, so they cannot be forgotten
@@ -31,10 +32,12 @@ export type TransitionResult =
   | { applied: true; eventId: string }
   /**
    * Refused, and nothing changed: `state` is the job's (undefined when it has
-   * no record); `fenced` when the state allowed it but the record holds
-   * another attempt's token.
+   * no record). `fenced` says why a write of an attempt was refused although
+   * the state allowed it: "lock" when BullMQ's lock on the job no longer
+   * holds the attempt's lock token (it expired, or another fetch holds it),
+   * "token" when the record holds another attempt's token; false otherwise.
    */
-  | { applied: false; state?: JobState; fenced: boolean };
+  | { applied: false; state?: JobState; fenced: false | "lock" | "token" };
 
 /** Applies transitions. */
 export interface TransitionApplier {
@@ -90,7 +93,9 @@ export function createTransitionApplier(deps: {
   ): PreparedTransition => {
     const transition = jobTransitions[name];
     const { event, record } = transition.derive(input);
-    const token = transition.fence === "checks" ? attemptToken(input) : "";
+    const own = transition.fence === "none" ? undefined : attemptTokens(input);
+    const token = transition.fence === "checks" ? (own?.token ?? "") : "";
+    const lockToken = own?.lockToken ?? "";
     const updates = encodeRecordUpdate(record);
     const idempotency =
       job.idempotencyKeyDigest === undefined
@@ -102,6 +107,7 @@ export function createTransitionApplier(deps: {
         keys.events(job.id),
         keys.finished("succeeded"),
         keys.finished("failed"),
+        keys.bullJobLock(job.reportType, job.id),
         keys.live,
         keys.tenantBacklog(job.tenant),
         ...idempotency,
@@ -116,6 +122,7 @@ export function createTransitionApplier(deps: {
         transition.to,
         event.time,
         updates.length / 2,
+        lockToken,
         ...updates,
         ...encodeEvent(event),
       ],
@@ -123,11 +130,12 @@ export function createTransitionApplier(deps: {
       settle(reply) {
         if (reply[0] !== 1) {
           const state = reply[1] === "" ? undefined : (reply[1] as JobState);
+          const fenced = reply[0] === -2 ? "lock" : reply[0] === -1 ? "token" : false;
           logger.debug(
-            { job_id: job.id, transition: name, state, fenced: reply[0] === -1 },
+            { job_id: job.id, transition: name, state, fenced },
             "job transition refused",
           );
-          return { applied: false, state, fenced: reply[0] === -1 };
+          return { applied: false, state, fenced };
         }
         if (transition.finishes) {
           const queuedAt = job.requeuedAt ?? job.createdAt;
@@ -167,8 +175,13 @@ export function createTransitionApplier(deps: {
   };
 }
 
-/** The fencing token a write of an attempt carries (AttemptWrite.token). */
-function attemptToken(input: object): string {
-  if ("token" in input && typeof input.token === "string" && input.token !== "") return input.token;
-  throw new Error("a write of an attempt needs the attempt's fencing token");
+/** The tokens a write of an attempt carries (AttemptWrite.token and .lockToken). */
+function attemptTokens(input: object): { token: string; lockToken: string } {
+  const token = "token" in input && typeof input.token === "string" ? input.token : "";
+  const lockToken =
+    "lockToken" in input && typeof input.lockToken === "string" ? input.lockToken : "";
+  if (token === "" || lockToken === "") {
+    throw new Error("a write of an attempt needs the attempt's fencing token and lock token");
+  }
+  return { token, lockToken };
 }

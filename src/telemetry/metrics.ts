@@ -21,7 +21,9 @@ export type AttemptOutcome =
   | "cancelled"
   | "released"
   | "throttled"
-  | "skipped";
+  | "skipped"
+  /** The attempt lost its lock (or another attempt took its job over) and changed nothing. */
+  | "lost";
 
 /** How SubmitReport ended for the queue. */
 export type SubmitOutcome = "accepted" | "deduplicated" | "rejected";

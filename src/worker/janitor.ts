@@ -28,6 +28,7 @@ import type { Keys } from "../queue/keys.js";
 import { loadLuaScript } from "../queue/scripts/load.js";
 import { createTenantBacklogs } from "../queue/tenant-backlogs.js";
 import type { ArtifactStore } from "./artifact-store.js";
+import { createLeftoverSweep } from "./attempt-leftovers.js";
 import { createDeploymentMarker } from "./deployment-marker.js";
 
 const removeFinishedScript = loadLuaScript("remove-finished-job");
@@ -62,6 +63,8 @@ export function createJanitor(deps: {
   let marking: Promise<unknown> | undefined;
   const marker = createDeploymentMarker({ redis, key: keys.deployment, artifactDir, logger });
   const backlogs = createTenantBacklogs({ redis, keys, logger });
+  // Files of ended jobs that no record points at: attempts that never published.
+  const sweepLeftovers = createLeftoverSweep({ redis, keys, artifacts, artifactDir });
 
   /** Whether each job's record exists; a failed read counts as `onError` (kept, or not adopted). */
   const existing = async (ids: string[], onError = true): Promise<boolean[]> => {
@@ -185,6 +188,7 @@ export function createJanitor(deps: {
         await backlogs.correct();
         await adoptLegacyArtifacts();
         await sweepArtifacts();
+        await sweepLeftovers();
         await sweepQueues();
       } catch (err) {
         logger.warn(

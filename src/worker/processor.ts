@@ -1,27 +1,34 @@
 /**
  * Runs one attempt of one job: records STARTED, runs the report type's
  * generator with a progress reporter and an AbortSignal (cancel, shutdown,
- * run timeout or deadline), stores the file, records SUCCEEDED. On failure it
- * records RETRYING (with when the next attempt is due) or FAILED on the last
- * attempt, a permanent error or a passed deadline. Each of these is one
- * transition of domain/job-transitions.ts, applied atomically and guarded by
- * the job's state, so a re-run of a finished or cancelled job (after a crash,
- * or a race with CancelJob) changes nothing; and by the attempt's fencing
- * token, so once another attempt of the job has started, this one's writes
- * change nothing either.
+ * lost lock, run timeout or deadline), stores the file, records SUCCEEDED.
+ * On failure it records RETRYING (with when the next attempt is due) or
+ * FAILED on the last attempt, a permanent error or a passed deadline. Each of
+ * these is one transition of domain/job-transitions.ts, applied atomically
+ * and guarded by the job's state, so a re-run of a finished or cancelled job
+ * (after a crash, or a race with CancelJob) changes nothing; and fenced by
+ * the attempt's lock token and fencing token, so once the attempt lost the
+ * queue's lock on its job (a frozen or partitioned worker), or another
+ * attempt of the job started, this one's writes change nothing either.
+ *
+ * An attempt that lost its job stops as soon as it learns it (its signal
+ * aborts on a lost lock; a refused write aborts it too), writes nothing more
+ * and removes only its own files: the report file is written under the
+ * attempt's own name and published by the SUCCEEDED transition, so a stale
+ * attempt can never overwrite or delete the report another attempt published.
  */
 import { randomBytes } from "node:crypto";
 import { context, type Span, SpanStatusCode, trace } from "@opentelemetry/api";
 import type { Logger } from "pino";
 import type { WorkerConfig } from "../config/config.js";
-import type { JobView, ReportType } from "../domain/job.js";
+import type { JobState, JobView, ReportType } from "../domain/job.js";
 import { terminalStates } from "../domain/job.js";
 import { type AttemptWrite, attemptStart, type Position } from "../domain/job-transitions.js";
 import type { JobReader } from "../queue/job-reader.js";
 import { isStorageUnavailable } from "../queue/storage-errors.js";
-import type { TransitionApplier } from "../queue/transition-applier.js";
+import type { TransitionApplier, TransitionResult } from "../queue/transition-applier.js";
 import { attrAttempt, attrJobId, attrPhase, attrReportType } from "../telemetry/attributes.js";
-import type { ArtifactStore } from "./artifact-store.js";
+import { type ArtifactStore, newAttemptTag } from "./artifact-store.js";
 import {
   PermanentReportError,
   type ReportGenerator,
@@ -35,6 +42,11 @@ export interface AttemptContext {
   /** Failed attempts so far (BullMQ's attemptsMade). */
   attemptsMade: number;
   maxAttempts: number;
+  /**
+   * The queue's lock token of this fetch of the job (BullMQ's): every write
+   * of the attempt is refused once the job's lock no longer holds it.
+   */
+  lockToken: string;
 }
 
 /** Settings of the processor. */
@@ -49,6 +61,14 @@ export type AttemptOutcome =
   | { kind: "succeeded" | "skipped" | "cancelled" }
   /** The worker is stopping: the attempt was abandoned and the job goes back to the queue. */
   | { kind: "released" }
+  /**
+   * The attempt lost its job (its lock expired or was taken, or another
+   * attempt started): it changed nothing, and the queue's job is left to
+   * whoever holds it now. `step` is where it found out; `fenced` and `state`
+   * what the refused write met (`fenced` false: the job had left the state
+   * the write needs; "lock" also when the worker saw the lock go first).
+   */
+  | { kind: "lost"; step: string; fenced: "lock" | "token" | false; state?: JobState }
   /** The generator asked to slow down: pause this report type, requeue without using an attempt. */
   | { kind: "throttled"; delayMs: number }
   | { kind: "retry"; error: Error; delayMs: number }
@@ -67,6 +87,9 @@ export const releaseReason = "worker shutting down";
 /** Abort reason: CancelJob asked for this job. */
 export const cancelReason = "job cancelled";
 
+/** Abort reason: the attempt lost the queue's lock on its job (or another attempt took it over). */
+export const lockLostReason = "lock lost";
+
 /** The failure reason of jobs whose deadline passed. */
 export const deadlineExceeded = "deadline exceeded";
 
@@ -84,92 +107,15 @@ export function createProcessor(deps: {
 
   return {
     async run(ctx, signal) {
-      const job = await jobs.get(ctx.id);
-      // Gone (expired), finished by an earlier run, or cancelled: nothing to do.
-      if (job === undefined || terminalStates.has(job.state)) return { kind: "skipped" };
-      const attempt = ctx.attemptsMade + 1;
-      if (job.deadline !== undefined && job.deadline <= Date.now()) {
-        await abandon(job, attempt - 1, deadlineExceeded);
-        return { kind: "failed", error: new Error(deadlineExceeded), permanent: true };
+      const outcome = await runAttempt(ctx, signal);
+      if (outcome.kind === "lost") {
+        const { step, fenced, state } = outcome;
+        logger.warn(
+          { job_id: ctx.id, attempt: ctx.attemptsMade + 1, step, fenced, state },
+          "attempt lost its job; it changes nothing",
+        );
       }
-      // Every write of this attempt carries its fencing token.
-      const own = { attempt, token: randomBytes(12).toString("base64url") };
-      const startedAt = Date.now();
-      const started = await transitions.apply(job, "started", {
-        ...own,
-        at: startedAt,
-        maxAttempts: ctx.maxAttempts,
-      });
-      if (!started.applied) return { kind: "skipped" };
-
-      const limits = attemptLimits(
-        job,
-        startedAt,
-        signal,
-        settings.worker.reportTypes[job.reportType].timeoutMs,
-      );
-      const where: Position = { ...attemptStart };
-      const phases = createPhaseSpans(job, attempt);
-      try {
-        const output = await generators[job.reportType].generate(
-          {
-            jobId: job.id,
-            userId: job.userId,
-            reportType: job.reportType,
-            filters: job.filters,
-            attempt,
-          },
-          async (percent, phase) => {
-            where.progress = Math.max(0, Math.min(99, Math.round(percent)));
-            where.phase = phase;
-            phases.enter(phase);
-            limits.signal.throwIfAborted();
-            await ownStorage(() =>
-              transitions.apply(job, "progress", { ...own, ...where, at: Date.now() }),
-            );
-          },
-          limits.signal,
-        );
-        limits.signal.throwIfAborted();
-        phases.enter("completed");
-        const artifact = await artifacts.put(
-          job.id,
-          output.fileName,
-          output.contentType,
-          output.content,
-        );
-        const done = await ownStorage(() =>
-          transitions.apply(job, "succeeded", { ...own, at: Date.now(), startedAt, artifact }),
-        );
-        // Cancelled at the last moment: the job stays CANCELLED and its file goes.
-        if (!done.applied) await artifacts.remove(job.id);
-        phases.end();
-        return { kind: "succeeded" };
-      } catch (err) {
-        const stop = stopOf(err, signal, limits.signal);
-        if (stop !== undefined) phases.end();
-        else phases.fail(err);
-        switch (stop) {
-          case "released":
-            await transitions.apply(job, "released", { ...own, at: Date.now() });
-            return { kind: "released" };
-          case "cancelled":
-            await recordCancelled(job, { ...own, ...where });
-            return { kind: "cancelled" };
-          case "throttled": {
-            const { message, retryAfterMs } = err as SlowDownError;
-            await transitions.apply(job, "throttled", {
-              ...own,
-              at: Date.now(),
-              reason: message,
-              retryAfterMs,
-            });
-            return { kind: "throttled", delayMs: retryAfterMs };
-          }
-          case undefined:
-            return recordFailure(job, { ...own, ...where }, err, limits, ctx.maxAttempts);
-        }
-      }
+      return outcome;
     },
 
     async markFailed(jobId, attempt, reason) {
@@ -178,6 +124,146 @@ export function createProcessor(deps: {
       await abandon(job, attempt, reason);
     },
   };
+
+  /** One attempt; an attempt that lost its job has removed its files when this returns. */
+  async function runAttempt(ctx: AttemptContext, signal: AbortSignal): Promise<AttemptOutcome> {
+    const job = await jobs.get(ctx.id);
+    // Gone (expired), finished by an earlier run, or cancelled: nothing to do.
+    if (job === undefined || terminalStates.has(job.state)) return { kind: "skipped" };
+    const attempt = ctx.attemptsMade + 1;
+    if (job.deadline !== undefined && job.deadline <= Date.now()) {
+      await abandon(job, attempt - 1, deadlineExceeded);
+      return { kind: "failed", error: new Error(deadlineExceeded), permanent: true };
+    }
+    // Every write of this attempt carries its fencing token and the queue's lock token.
+    const own = {
+      attempt,
+      token: randomBytes(12).toString("base64url"),
+      lockToken: ctx.lockToken,
+    };
+    const startedAt = Date.now();
+    const started = await transitions.apply(job, "started", {
+      ...own,
+      at: startedAt,
+      maxAttempts: ctx.maxAttempts,
+    });
+    if (!started.applied) {
+      // Lost before it began: leave the queue's job alone. Else the job left the live states.
+      return started.fenced ? lose("started", started) : { kind: "skipped" };
+    }
+
+    // Aborted when one of this attempt's writes is refused: it no longer owns the job.
+    const lost = new AbortController();
+    const limits = attemptLimits(
+      job,
+      startedAt,
+      AbortSignal.any([signal, lost.signal]),
+      settings.worker.reportTypes[job.reportType].timeoutMs,
+    );
+    const where: Position = { ...attemptStart };
+    const phases = createPhaseSpans(job, attempt);
+    const tag = newAttemptTag(attempt);
+    let published = false;
+    let refusal: TransitionResult | undefined;
+    try {
+      const output = await generators[job.reportType].generate(
+        {
+          jobId: job.id,
+          userId: job.userId,
+          reportType: job.reportType,
+          filters: job.filters,
+          attempt,
+        },
+        async (percent, phase) => {
+          where.progress = Math.max(0, Math.min(99, Math.round(percent)));
+          where.phase = phase;
+          phases.enter(phase);
+          limits.signal.throwIfAborted();
+          const written = await ownStorage(() =>
+            transitions.apply(job, "progress", { ...own, ...where, at: Date.now() }),
+          );
+          if (!written.applied) {
+            refusal = written;
+            lost.abort(lockLostReason);
+            limits.signal.throwIfAborted();
+          }
+        },
+        limits.signal,
+      );
+      limits.signal.throwIfAborted();
+      phases.enter("completed");
+      const artifact = await artifacts.put(
+        job.id,
+        tag,
+        output.fileName,
+        output.contentType,
+        output.content,
+      );
+      limits.signal.throwIfAborted();
+      const done = await ownStorage(() =>
+        transitions.apply(job, "succeeded", { ...own, at: Date.now(), startedAt, artifact }),
+      );
+      phases.end();
+      if (!done.applied) return lose("succeeded", done);
+      published = true;
+      return { kind: "succeeded" };
+    } catch (err) {
+      const stop = stopOf(err, signal, limits.signal, lost.signal);
+      if (stop !== undefined) phases.end();
+      else phases.fail(err);
+      // Calls are awaited, never returned: the finally below must not run
+      // while a rejection of theirs waits without a handler.
+      switch (stop) {
+        case "lost":
+          return lose(refusal === undefined ? "running" : "progress", refusal);
+        case "released": {
+          const r = await transitions.apply(job, "released", { ...own, at: Date.now() });
+          return r.applied ? { kind: "released" } : lose("released", r);
+        }
+        case "cancelled":
+          return await recordCancelled(job, { ...own, ...where });
+        case "throttled": {
+          const { message, retryAfterMs } = err as SlowDownError;
+          const r = await transitions.apply(job, "throttled", {
+            ...own,
+            at: Date.now(),
+            reason: message,
+            retryAfterMs,
+          });
+          if (!r.applied) return lose("throttled", r);
+          return { kind: "throttled", delayMs: retryAfterMs };
+        }
+        default:
+          return await recordFailure(job, { ...own, ...where }, err, limits, ctx.maxAttempts);
+      }
+    } finally {
+      // Whatever this attempt wrote and did not publish goes; nothing of any other attempt.
+      if (!published) {
+        await artifacts
+          .discard(job.id, tag)
+          .catch((err: unknown) =>
+            logger.warn({ err, job_id: job.id, attempt }, "could not remove an attempt's files"),
+          );
+      }
+    }
+  }
+
+  /**
+   * The attempt no longer owns its job: its lock expired or was taken (the
+   * signal says so, or a write was refused), or another attempt started. It
+   * writes nothing more; its files go (the caller's `finally`).
+   */
+  function lose(step: string, refusal: TransitionResult | undefined): AttemptOutcome {
+    const why = refusal === undefined || refusal.applied ? undefined : refusal;
+    // Logged by run(), once the attempt's files are gone.
+    // No refusal: the worker saw the lock go.
+    return {
+      kind: "lost",
+      step,
+      fenced: why === undefined ? "lock" : why.fenced,
+      state: why?.state,
+    };
+  }
 
   /** Fails a job outside an attempt (not fenced). */
   async function abandon(job: JobView, attempt: number, reason: string) {
@@ -205,36 +291,59 @@ export function createProcessor(deps: {
     const now = Date.now();
     if (job.deadline !== undefined && now + delayMs >= job.deadline && !permanent) {
       const last = `${deadlineExceeded} (last error: ${reason})`;
-      await transitions.apply(job, "failed", { ...place, at: now, reason: last });
+      const r = await transitions.apply(job, "failed", { ...place, at: now, reason: last });
+      if (!r.applied) return lose("failed", r);
       return { kind: "failed", error, permanent: true };
     }
     if (permanent || place.attempt >= maxAttempts) {
-      await transitions.apply(job, "failed", { ...place, at: now, reason });
+      const r = await transitions.apply(job, "failed", { ...place, at: now, reason });
+      if (!r.applied) return lose("failed", r);
       return { kind: "failed", error, permanent };
     }
     const nextAttemptAt = now + delayMs;
-    await transitions.apply(job, "retrying", { ...place, at: now, reason, nextAttemptAt });
+    const r = await transitions.apply(job, "retrying", {
+      ...place,
+      at: now,
+      reason,
+      nextAttemptAt,
+    });
+    if (!r.applied) return lose("retrying", r);
     return { kind: "retry", error, delayMs };
   }
 
-  /** CANCELLED with the reason CancelJob gave; the attempt's file (if any) goes. */
-  async function recordCancelled(job: JobView, place: AttemptPlace) {
+  /**
+   * CANCELLED with the reason CancelJob gave. The job's files go: a job that
+   * ends CANCELLED published none, and no attempt can publish once it ended.
+   */
+  async function recordCancelled(job: JobView, place: AttemptPlace): Promise<AttemptOutcome> {
     const current = await jobs.get(job.id);
     const reason = current?.cancelReason || "cancelled";
-    await transitions.apply(current ?? job, "cancelled", { ...place, at: Date.now(), reason });
+    const r = await transitions.apply(current ?? job, "cancelled", {
+      ...place,
+      at: Date.now(),
+      reason,
+    });
+    if (!r.applied) return lose("cancelled", r);
     await artifacts.remove(job.id);
+    return { kind: "cancelled" };
   }
 }
 
 /** An attempt (number and fencing token) and where it was when it stopped. */
 type AttemptPlace = Omit<AttemptWrite, "at"> & Position;
 
-/** Why an attempt stopped without failing: released, cancelled or throttled; undefined for a failure. */
+/**
+ * Why an attempt stopped without failing: it lost its job (a refused write
+ * aborted `lost`, or the worker saw its lock go), was released, cancelled or
+ * throttled; undefined for a failure.
+ */
 function stopOf(
   err: unknown,
   signal: AbortSignal,
   attemptSignal: AbortSignal,
-): "released" | "cancelled" | "throttled" | undefined {
+  lost: AbortSignal,
+): "lost" | "released" | "cancelled" | "throttled" | undefined {
+  if (lost.aborted || (signal.aborted && signal.reason === lockLostReason)) return "lost";
   if (signal.aborted && signal.reason === releaseReason) return "released";
   if (signal.aborted && signal.reason === cancelReason) return "cancelled";
   if (err instanceof SlowDownError && !attemptSignal.aborted) return "throttled";

@@ -6,9 +6,19 @@
  * queue on shutdown. It also carries cancel requests to the attempts running
  * here: a pub/sub message for speed, and a poll of the job records as the
  * fallback for a message that was missed.
+ *
+ * Locks. BullMQ holds a lock on each job a worker runs (`lockDurationMs`,
+ * renewed every `lockRenewMs`); a job whose lock expired is taken over by
+ * another worker at its next stalled check (every `stalledIntervalMs`). An
+ * attempt that lost its lock is aborted here as soon as that is known: BullMQ
+ * failed to renew it (`lockRenewalFailed`: the lock is gone or another
+ * fetch's), or no renewal succeeded for a whole lock duration (Redis
+ * unreachable, the process frozen), after which the lock has expired for
+ * sure. Its writes would be refused anyway (they are fenced by the lock
+ * token); aborting stops the generator's work for nobody.
  */
 import { SpanStatusCode, trace } from "@opentelemetry/api";
-import { type Job, UnrecoverableError, WaitingError, Worker } from "bullmq";
+import { DelayedError, type Job, UnrecoverableError, WaitingError, Worker } from "bullmq";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { WorkerConfig } from "../config/config.js";
@@ -19,7 +29,13 @@ import { type ReportJobData, retryBackoffType } from "../queue/submitter.js";
 import { attrAttempt, attrJobId, attrReportType, attrTenant } from "../telemetry/attributes.js";
 import { createBullTelemetry } from "../telemetry/bullmq-telemetry.js";
 import { reportMetrics } from "../telemetry/metrics.js";
-import { backoffDelay, cancelReason, type Processor, releaseReason } from "./processor.js";
+import {
+  backoffDelay,
+  cancelReason,
+  lockLostReason,
+  type Processor,
+  releaseReason,
+} from "./processor.js";
 
 /** Per-report-type worker limits. */
 export interface ReportTypeLimits {
@@ -32,9 +48,20 @@ export interface ReportTypeLimits {
 export interface ReportWorkerSettings
   extends Pick<
     WorkerConfig,
-    "retryBackoffMs" | "lockDurationMs" | "stalledIntervalMs" | "cancelPollMs"
+    "retryBackoffMs" | "lockDurationMs" | "lockRenewMs" | "stalledIntervalMs" | "cancelPollMs"
   > {
   reportTypes: Record<ReportType, ReportTypeLimits>;
+}
+
+/** An attempt running in this process. */
+interface RunningAttempt {
+  type: ReportType;
+  /** BullMQ's lock token of the fetch. */
+  token: string;
+  /** Aborts the attempt: cancel requests, a lost lock. */
+  abort: AbortController;
+  /** When the job's lock was last known to be held (ms): the fetch, then each renewal. */
+  lockHeldAt: number;
 }
 
 /** The running workers of one process. */
@@ -73,7 +100,9 @@ export function createReportWorker(deps: {
   logger: Logger;
 }): ReportWorker {
   const { connection, subscriber, commands, keys, processor, settings, logger } = deps;
-  const active = new Map<string, ReportType>();
+  // The attempts running here, by job id: at most one per job (see makeProcess).
+  const active = new Map<string, RunningAttempt>();
+  const lockRenewMs = renewInterval(settings);
   // BullMQ puts a rate-limited job that has a priority (all of ours do) back
   // without adding a queue marker, so fetchers blocked on the marker would
   // sleep out drainDelay (5 s) instead of the pause asked for. Wake them when
@@ -90,7 +119,28 @@ export function createReportWorker(deps: {
   const makeProcess =
     (type: ReportType) => async (job: Job<ReportJobData>, token?: string, signal?: AbortSignal) => {
       const id = job.id as string;
-      active.set(id, type);
+      // BullMQ hands every fetch its lock token; without one, writes could not be fenced.
+      if (token === undefined) throw new Error(`job ${id} was fetched without a lock token`);
+      const previous = active.get(id);
+      if (previous !== undefined) {
+        // This process fetched a job it still runs: the earlier attempt lost
+        // its lock (the process froze) and the job came back. BullMQ tracks
+        // locks by job id, so the two cannot run side by side here (the first
+        // to end would stop the other's lock renewals): stop the stale one
+        // and hand the job back for a moment (any worker may take it then;
+        // here, once the stale attempt has ended). No attempt is used.
+        lockLost(id, previous, "fetched again");
+        logger.info({ jobId: id, type }, "job fetched again while its stale attempt runs here");
+        await job.moveToDelayed(Date.now() + lockRenewMs, token);
+        throw new DelayedError();
+      }
+      const attempt: RunningAttempt = {
+        type,
+        token,
+        abort: new AbortController(),
+        lockHeldAt: Date.now(),
+      };
+      active.set(id, attempt);
       // BullMQ's consumer span for this attempt (bullmq-otel), continuing the enqueue's trace.
       const span = trace.getActiveSpan();
       span?.setAttributes({
@@ -102,8 +152,15 @@ export function createReportWorker(deps: {
       try {
         const outcome = await processor
           .run(
-            { id, attemptsMade: job.attemptsMade, maxAttempts: job.opts.attempts ?? 1 },
-            signal ?? new AbortController().signal,
+            {
+              id,
+              attemptsMade: job.attemptsMade,
+              maxAttempts: job.opts.attempts ?? 1,
+              lockToken: token,
+            },
+            signal === undefined
+              ? attempt.abort.signal
+              : AbortSignal.any([signal, attempt.abort.signal]),
           )
           .catch((err: unknown) => {
             // Not an outcome: the processor itself failed (Redis away, say).
@@ -120,6 +177,12 @@ export function createReportWorker(deps: {
           case "succeeded":
           case "skipped":
             return;
+          case "lost":
+            // Not ours any more: completing or failing it would be refused
+            // (and noisy). Whoever holds the job now finishes it; a lock that
+            // merely expired is recovered by the next stalled check.
+            span?.addEvent("attempt lost its lock");
+            throw new WaitingError();
           case "released":
             await job.moveToWait(token);
             wakeFetchersAfter(type, 0);
@@ -137,9 +200,41 @@ export function createReportWorker(deps: {
             throw new UnrecoverableError(outcome.error.message);
         }
       } finally {
-        active.delete(id);
+        if (active.get(id) === attempt) active.delete(id);
       }
     };
+
+  /** Aborts `attempt` (of job `id`), which lost its lock. */
+  const lockLost = (id: string, attempt: RunningAttempt, why: string) => {
+    if (attempt.abort.signal.aborted) return;
+    attempt.abort.abort(lockLostReason);
+    logger.warn(
+      { jobId: id, type: attempt.type, why },
+      "lost the lock of a running job; aborting its attempt",
+    );
+  };
+  /** Aborts the attempts whose lock was not renewed for a whole lock duration: it has expired. */
+  const checkLocks = () => {
+    const expiredBefore = Date.now() - settings.lockDurationMs;
+    for (const [id, attempt] of active) {
+      if (attempt.lockHeldAt < expiredBefore) lockLost(id, attempt, "not renewed in time");
+    }
+  };
+  /**
+   * BullMQ could not renew these jobs' locks. Its event names jobs, not
+   * fetches: the lock is read to tell this attempt's loss from a late report
+   * about an earlier attempt of the same job.
+   */
+  const renewalFailed = async (type: ReportType, ids: string[]) => {
+    for (const id of ids) {
+      const attempt = active.get(id);
+      if (attempt === undefined) continue;
+      const holder = await commands.get(keys.bullJobLock(type, id)).catch(() => attempt.token);
+      if (holder !== attempt.token && active.get(id) === attempt) {
+        lockLost(id, attempt, "renewal refused");
+      }
+    }
+  };
 
   const telemetry = createBullTelemetry();
   const createWorker = (type: ReportType) => {
@@ -153,6 +248,7 @@ export function createReportWorker(deps: {
         : undefined,
       autorun: false,
       lockDuration: settings.lockDurationMs,
+      lockRenewTime: lockRenewMs,
       stalledInterval: settings.stalledIntervalMs,
       maxStalledCount: 1,
       telemetry,
@@ -171,6 +267,14 @@ export function createReportWorker(deps: {
       if (now - lastErrorLog < 5000) return;
       lastErrorLog = now;
       logger.warn({ err: err.message, type }, "worker error");
+    });
+    worker.on("lockRenewalFailed", (ids) => void renewalFailed(type, ids));
+    worker.on("locksRenewed", ({ jobIds }) => {
+      const now = Date.now();
+      for (const id of jobIds) {
+        const attempt = active.get(id);
+        if (attempt !== undefined) attempt.lockHeldAt = now;
+      }
     });
     // Jobs BullMQ fails on its own (stalled too often) never reach the
     // processor's catch; record them here. The append is state-guarded, so
@@ -192,10 +296,10 @@ export function createReportWorker(deps: {
   >;
 
   const cancelLocally = (jobId: string) => {
-    const type = active.get(jobId);
-    if (type !== undefined && workers[type].cancelJob(jobId, cancelReason)) {
-      logger.info({ jobId }, "cancel delivered to running job");
-    }
+    const attempt = active.get(jobId);
+    if (attempt === undefined || attempt.abort.signal.aborted) return;
+    attempt.abort.abort(cancelReason);
+    logger.info({ jobId }, "cancel delivered to running job");
   };
   const onControl = (channel: string, message: string) => {
     if (channel === keys.controlChannel) cancelLocally(message);
@@ -219,6 +323,7 @@ export function createReportWorker(deps: {
     }
   };
   let pollTimer: NodeJS.Timeout | undefined;
+  let lockTimer: NodeJS.Timeout | undefined;
 
   let closing: Promise<void> | undefined;
   return {
@@ -228,6 +333,8 @@ export function createReportWorker(deps: {
       await subscriber.subscribe(keys.controlChannel);
       pollTimer = setInterval(() => void poll(), settings.cancelPollMs);
       pollTimer.unref();
+      lockTimer = setInterval(checkLocks, lockRenewMs);
+      lockTimer.unref();
       for (const t of reportTypes) {
         workers[t]
           .run()
@@ -237,6 +344,7 @@ export function createReportWorker(deps: {
     close(graceMs) {
       closing ??= (async () => {
         clearInterval(pollTimer);
+        clearInterval(lockTimer);
         const closed = Promise.all(reportTypes.map((t) => workers[t].close())).then(
           () => undefined,
         );
@@ -262,4 +370,15 @@ export function createReportWorker(deps: {
       return closing;
     },
   };
+}
+
+/**
+ * How often BullMQ renews a running job's lock: WORKER_LOCK_RENEW_MS, else an
+ * eighth of the lock duration. Renewals come every half to one interval, so a
+ * live worker's lock always has at least `lockDurationMs - lockRenewMs` left:
+ * the longest freeze (GC pause, stopped process) it survives without losing
+ * its jobs.
+ */
+export function renewInterval(settings: Pick<WorkerConfig, "lockDurationMs" | "lockRenewMs">) {
+  return settings.lockRenewMs ?? Math.max(50, Math.floor(settings.lockDurationMs / 8));
 }

@@ -87,7 +87,7 @@ describe("reportctl", () => {
     expect(run.stdout).not.toContain("\r");
     expect(lines.at(-1)).toMatch(
       new RegExp(
-        `^download: ${t.url}/v1/artifacts/${jobId}/weekly-cli-1\\.csv\\?expires=\\d+&signature=[\\w-]+$`,
+        `^download: ${t.url}/v1/artifacts/${jobId}/1-[0-9a-f]{12}/weekly-cli-1\\.csv\\?expires=\\d+&signature=[\\w-]+$`,
       ),
     );
   });

@@ -143,6 +143,8 @@ describe("authentication and tenant isolation", () => {
     const routes = (jobId: string): Array<[string, string, string?]> => [
       ["POST", "/v1/reports", JSON.stringify({ userId: "u", reportType: "weekly" })],
       ["GET", `/v1/jobs/${jobId}`],
+      ["GET", `/v1/artifacts/${jobId}/1-0123456789ab/weekly-u.csv`],
+      // The shape of files stored before attempt folders.
       ["GET", `/v1/artifacts/${jobId}/weekly-u.csv`],
     ];
     const send = (method: string, path: string, body?: string, key?: string) =>

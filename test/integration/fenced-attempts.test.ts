@@ -1,91 +1,319 @@
 /**
- * The processor's writes are fenced by its attempt: once another attempt of
- * the job has started (another worker took it over after a lost lock), the
- * first attempt's progress and SUCCEEDED change neither the record nor the log.
+ * Fenced attempts in a real worker: an attempt that lost its job (its BullMQ
+ * lock expired or was taken, or another attempt started) is aborted as soon as
+ * that is known, changes neither the record nor the log, and removes only its
+ * own files, never the report another attempt published.
  */
+import path from "node:path";
 import { Redis } from "ioredis";
-import { pino } from "pino";
+import { type Logger, pino } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
-import { ReportType } from "../../gen/reports/v1/job_pb.js";
+import { JobState, ReportType } from "../../gen/reports/v1/job_pb.js";
+import type { AppOptions } from "../../src/app.js";
 import { decodeEvent } from "../../src/events/event-codec.js";
 import { createJobReader } from "../../src/queue/job-reader.js";
-import { createKeys } from "../../src/queue/keys.js";
+import { recordField } from "../../src/queue/job-record.js";
+import { createKeys, type Keys } from "../../src/queue/keys.js";
 import { createTransitionApplier } from "../../src/queue/transition-applier.js";
+import { createArtifactStore } from "../../src/worker/artifact-store.js";
+import { lockLostReason } from "../../src/worker/processor.js";
+import { filesUnder } from "../helpers/artifact-files.js";
 import { reportClient } from "../helpers/clients.js";
-import { csvOutput, deferred, scripted } from "../helpers/generators.js";
-import { type BullQueue, bullQueue } from "../helpers/rpc.js";
+import { csvOutput, type Deferred, deferred, scripted } from "../helpers/generators.js";
+import { startRedisServer } from "../helpers/redis-server.js";
+import { getJob, waitForEnd } from "../helpers/rpc.js";
 import { startTestApp, type TestApp } from "../helpers/test-app.js";
 import { waitFor } from "../helpers/wait-for.js";
 
-describe("an attempt whose job another attempt took over", () => {
+/** A logger whose lines the test can read. */
+function capturedLogger(): { logger: Logger; lines: Array<Record<string, unknown>> } {
+  const lines: Array<Record<string, unknown>> = [];
+  const logger = pino(
+    { level: "info" },
+    {
+      write(line: string) {
+        lines.push(JSON.parse(line) as Record<string, unknown>);
+      },
+    },
+  );
+  return { logger, lines };
+}
+
+/** Resolves when `signal` aborts. */
+function aborted(signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    signal.addEventListener("abort", () => resolve(), { once: true });
+  });
+}
+
+describe("an attempt that lost its job", () => {
   let t: TestApp | undefined;
   let redis: Redis | undefined;
-  let bull: BullQueue | undefined;
   afterEach(async () => {
-    await bull?.close();
     redis?.disconnect();
     await t?.close();
-    t = redis = bull = undefined;
+    t = redis = undefined;
   });
 
-  it("changes neither the record nor the log", async () => {
+  /** Starts `t` with `options`, submits a weekly job and waits until its generator `entered`. */
+  async function startedJob(options: AppOptions, entered: Deferred) {
+    const app = await startTestApp({}, options);
+    t = app;
+    const client = reportClient("grpc", app.url);
+    const { jobId } = await client.submitReport({ userId: "u1", reportType: ReportType.WEEKLY });
+    await entered.promise;
+    return { app, client, jobId };
+  }
+
+  /** What the test needs to act as another worker on `t`'s Redis. */
+  async function asAnotherWorker(app: TestApp, jobId: string) {
+    redis = new Redis(app.config.redis.url);
+    const keys = createKeys(app.config.redis.prefix);
+    const job = await createJobReader({ redis, keys }).get(jobId);
+    if (job === undefined) throw new Error("job record missing");
+    const transitions = createTransitionApplier({
+      redis,
+      keys,
+      settings: { eventStreamMaxLen: 1000, succeededMs: 60_000, failedMs: 60_000 },
+      logger: pino({ level: "silent" }),
+    });
+    return { redis, keys, job, transitions };
+  }
+
+  /** The record and the log of the job. */
+  async function state(r: Redis, keys: Keys, jobId: string) {
+    const events = (await r.xrange(keys.events(jobId), "-", "+")).map(([id, f]) =>
+      decodeEvent(id, f),
+    );
+    return { record: await r.hgetall(keys.job(jobId)), events };
+  }
+
+  it("changes nothing and deletes only its own file when another worker took the job over and finished it", async () => {
     const entered = deferred();
     const gate = deferred();
+    // A generator that does not watch its signal: it returns its report after the takeover.
     const weekly = scripted(async (_input, progress) => {
       await progress(30, "fetch-data");
       entered.resolve();
       await gate.promise;
-      await progress(60, "render");
       return csvOutput;
     });
-    t = await startTestApp({}, { generators: { weekly } });
-    const { jobId } = await reportClient("grpc", t.url).submitReport({
-      userId: "u1",
-      reportType: ReportType.WEEKLY,
-    });
-    await entered.promise;
+    const { logger, lines } = capturedLogger();
+    // A long lock: A learns of the takeover from its refused SUCCEEDED, after storing its file.
+    const { app, client, jobId } = await startedJob(
+      { generators: { weekly }, logger, lockDurationMs: 30_000 },
+      entered,
+    );
 
-    // Another worker starts the job, as after a lost lock: its token holds the job now.
-    redis = new Redis(t.config.redis.url);
-    const keys = createKeys(t.config.redis.prefix);
-    const job = await createJobReader({ redis, keys }).get(jobId);
-    if (job === undefined) throw new Error("job record missing");
-    const other = createTransitionApplier({
-      redis,
-      keys,
-      settings: {
-        eventStreamMaxLen: 1000,
-        succeededMs: 60_000,
-        failedMs: 60_000,
-      },
-      logger: pino({ level: "silent" }),
-    });
-    const takeover = await other.apply(job, "started", {
-      attempt: 2,
+    // Worker B fetches the job (its lock token in BullMQ's lock), runs and publishes it.
+    const b = await asAnotherWorker(app, jobId);
+    await b.redis.set(b.keys.bullJobLock("weekly", jobId), "fetch-B", "PX", 60_000);
+    const own = { attempt: 1, token: "attempt-B", lockToken: "fetch-B" };
+    const started = await b.transitions.apply(b.job, "started", {
+      ...own,
       at: Date.now(),
-      token: "the-other-worker",
       maxAttempts: 3,
     });
-    expect(takeover.applied).toBe(true);
-    const record = await redis.hgetall(keys.job(jobId));
-
-    // The first attempt runs to its end: BullMQ completes it.
-    gate.resolve();
-    bull = bullQueue(t.config.redis.prefix, t.config.redis.url);
-    const queue = bull.queue;
-    await waitFor(async () => (await queue.getJobState(jobId)) === "completed", {
-      what: "the first attempt to end",
-    });
-
-    expect(await redis.hgetall(keys.job(jobId))).toEqual(record);
-    const events = (await redis.xrange(keys.events(jobId), "-", "+")).map(([id, f]) =>
-      decodeEvent(id, f),
+    expect(started.applied).toBe(true);
+    const artifact = await createArtifactStore(app.config.worker.artifactDir).put(
+      jobId,
+      "1-bbbbbbbbbbbb",
+      "b.csv",
+      "text/csv",
+      "from,b\n",
     );
-    expect(events.map((e) => `${e.type}(${e.attempt})`)).toEqual([
+    const done = await b.transitions.apply(b.job, "succeeded", {
+      ...own,
+      at: Date.now(),
+      startedAt: Date.now(),
+      artifact,
+    });
+    expect(done.applied).toBe(true);
+    const before = await state(b.redis, b.keys, jobId);
+
+    // A's generator returns its report: A stores it, is refused, removes its own file.
+    gate.resolve();
+    await waitFor(() => lines.some((l) => l.msg === "attempt lost its job; it changes nothing"), {
+      what: "A's attempt to end as lost",
+    });
+    expect(await state(b.redis, b.keys, jobId)).toEqual(before);
+    expect(before.events.map((e) => `${e.type}(${e.attempt})`)).toEqual([
       "queued(0)",
       "started(1)",
       "progress(1)",
-      "started(2)",
+      "started(1)",
+      "succeeded(1)",
     ]);
+    expect(await filesUnder(path.join(app.config.worker.artifactDir, jobId))).toEqual([
+      path.join("1-bbbbbbbbbbbb", "b.csv"),
+    ]);
+    const job = await getJob(client, jobId);
+    const res = await fetch(job.result?.downloadUrl ?? "");
+    expect(res.status).toBe(200);
+    expect(await res.text()).toBe("from,b\n");
+  });
+
+  it("aborts the generator as soon as its lock is gone, writes nothing, and the job runs again once", async () => {
+    let first: AbortSignal | undefined;
+    const entered = deferred();
+    const weekly = scripted(async (_input, progress, signal) => {
+      await progress(30, "fetch-data");
+      if (first === undefined) {
+        first = signal;
+        entered.resolve();
+        // Works until told to stop.
+        await aborted(signal);
+        signal.throwIfAborted();
+      }
+      return csvOutput;
+    });
+    const { app, client, jobId } = await startedJob({ generators: { weekly } }, entered);
+
+    // The lock expires (a partition, a pause): nobody else has started the job yet.
+    const a = await asAnotherWorker(app, jobId);
+    const before = await state(a.redis, a.keys, jobId);
+    await a.redis.del(a.keys.bullJobLock("weekly", jobId));
+    const goneAt = Date.now();
+    await waitFor(() => first?.aborted, { what: "the generator's signal to abort" });
+    expect(first?.reason).toBe(lockLostReason);
+    // At its next renewal (every 250 ms here), well before the lock (2 s) would have run out.
+    expect(Date.now() - goneAt).toBeLessThan(1500);
+
+    // The stalled check gives the job to a worker again, which runs it to its end, once.
+    const job = await waitForEnd(client, jobId, { what: "the re-run to finish" });
+    expect(job.result?.downloadUrl).toBeTruthy();
+    const after = await state(a.redis, a.keys, jobId);
+    expect(after.events.slice(0, before.events.length)).toEqual(before.events);
+    expect(after.events.map((e) => `${e.type}(${e.attempt})`)).toEqual([
+      "queued(0)",
+      "started(1)",
+      "progress(1)",
+      "started(1)",
+      "progress(1)",
+      "succeeded(1)",
+    ]);
+    expect(weekly.calls).toEqual([1, 1]);
+    expect(await filesUnder(path.join(app.config.worker.artifactDir, jobId))).toHaveLength(1);
+  });
+
+  it("runs a job this worker fetches again while its stale attempt still runs here once that attempt ended, once", async () => {
+    const stale = deferred();
+    const entered = deferred();
+    let first = true;
+    // The first attempt ignores its signal until the test lets it go; later
+    // attempts outlast a lock duration (2 s here), renewing as they go.
+    const weekly = scripted(async (_input, progress) => {
+      await progress(30, "fetch-data");
+      if (first) {
+        first = false;
+        entered.resolve();
+        await stale.promise;
+        return csvOutput;
+      }
+      for (let i = 0; i < 15; i++) {
+        await new Promise((r) => setTimeout(r, 200));
+        await progress(40 + i, "render");
+      }
+      return csvOutput;
+    });
+    const { logger, lines } = capturedLogger();
+    const { app, client, jobId } = await startedJob({ generators: { weekly }, logger }, entered);
+
+    // The lock goes; the stalled check hands the job back; this worker fetches it again.
+    const a = await asAnotherWorker(app, jobId);
+    await a.redis.del(a.keys.bullJobLock("weekly", jobId));
+    await waitFor(
+      () => lines.some((l) => l.msg === "job fetched again while its stale attempt runs here"),
+      { what: "the job to be fetched again while the stale attempt runs" },
+    );
+    stale.resolve();
+
+    const job = await waitForEnd(client, jobId, { timeoutMs: 20_000, what: "the job to end" });
+    expect(JobState[job.state], job.failureReason).toBe("SUCCEEDED");
+    const { events } = await state(a.redis, a.keys, jobId);
+    expect(events.filter((e) => e.type === "succeeded")).toHaveLength(1);
+    expect(weekly.calls).toEqual([1, 1]);
+  });
+
+  it("aborts the attempt when one of its progress writes is refused", async () => {
+    let firstSignal: AbortSignal | undefined;
+    let refusedProgress: unknown;
+    const gate = deferred();
+    const entered = deferred();
+    const weekly = scripted(async (_input, progress, signal) => {
+      await progress(30, "fetch-data");
+      if (firstSignal === undefined) {
+        firstSignal = signal;
+        entered.resolve();
+        await gate.promise;
+        try {
+          await progress(60, "render");
+        } catch (err) {
+          refusedProgress = err;
+          throw err;
+        }
+      }
+      return csvOutput;
+    });
+    const { app, client, jobId } = await startedJob({ generators: { weekly } }, entered);
+
+    // Another attempt's token in the record, the lock untouched: only the record fences.
+    const a = await asAnotherWorker(app, jobId);
+    await a.redis.hset(a.keys.job(jobId), recordField.attemptToken, "someone-else");
+    const before = await state(a.redis, a.keys, jobId);
+    gate.resolve();
+    await waitFor(() => firstSignal?.aborted, { what: "the generator's signal to abort" });
+    expect(firstSignal?.reason).toBe(lockLostReason);
+    expect(refusedProgress).toBe(lockLostReason);
+    const job = await waitForEnd(client, jobId, {
+      timeoutMs: 15_000,
+      what: "the job to run again once the lost attempt's lock expired",
+    });
+    expect(job.progress).toBe(100);
+    const after = await state(a.redis, a.keys, jobId);
+    expect(after.events.slice(0, before.events.length)).toEqual(before.events);
+    // The refused progress (60, render) of the lost attempt is nowhere.
+    expect(after.events.some((e) => e.phase === "render" && e.progress === 60)).toBe(false);
+  });
+
+  it("aborts the generator once its lock was not renewed for a lock duration, even with Redis frozen", async () => {
+    const server = await startRedisServer();
+    try {
+      let signal: AbortSignal | undefined;
+      const entered = deferred();
+      const weekly = scripted(async (_input, progress, s) => {
+        await progress(30, "fetch-data");
+        signal = s;
+        entered.resolve();
+        await aborted(s);
+        s.throwIfAborted();
+        return csvOutput;
+      });
+      t = await startTestApp({ REDIS_URL: server.url }, { generators: { weekly } });
+      await reportClient("grpc", t.url).submitReport({
+        userId: "u1",
+        reportType: ReportType.WEEKLY,
+      });
+      await entered.promise;
+      // No renewal can succeed or fail: only the worker's own clock can tell the lock is gone.
+      server.pause();
+      const frozenAt = Date.now();
+      try {
+        await waitFor(() => signal?.aborted, {
+          timeoutMs: 6000,
+          what: "the generator's signal to abort",
+        });
+        expect(signal?.reason).toBe(lockLostReason);
+        // Not before the lock (2 s in test apps) could have expired.
+        expect(Date.now() - frozenAt).toBeGreaterThanOrEqual(1500);
+      } finally {
+        server.resume();
+      }
+    } finally {
+      await t?.close();
+      t = undefined;
+      await server.stop();
+    }
   });
 });

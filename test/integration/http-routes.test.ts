@@ -209,13 +209,14 @@ describe("createHttpRoutes()", () => {
       },
       { timeoutMs: 15_000, intervalMs: 50, what: "the README job to succeed" },
     );
-    const file = new URL(job.result?.downloadUrl ?? base).pathname.split("/").at(-1) ?? "";
-    expect(file).toBe("weekly-alice.csv");
+    const download = new URL(job.result?.downloadUrl ?? base).pathname;
+    expect(download).toMatch(
+      new RegExp(`^/v1/artifacts/${accepted.jobId}/1-[0-9a-f]{12}/weekly-alice\\.csv$`),
+    );
+    const file = download.split("/").at(-1) ?? "";
     const dir = mkdtempSync(path.join(tmpdir(), "readme-curl-"));
     try {
-      await run("bash", ["-c", `curl -sS -O ${base}/v1/artifacts/${accepted.jobId}/${file}`], {
-        cwd: dir,
-      });
+      await run("bash", ["-c", `curl -sS -O ${base}${download}`], { cwd: dir });
       expect(readFileSync(path.join(dir, file), "utf8")).toMatch(
         /^date,sessions,orders,revenue\r\n/,
       );

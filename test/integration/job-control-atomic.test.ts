@@ -68,7 +68,7 @@ describe("CancelJob and RetryJob as one step with BullMQ", () => {
     job: JobView,
     token: string,
   ): Promise<void> {
-    const own = { attempt: 1, token };
+    const own = { attempt: 1, token, lockToken: "" };
     const started = await transitions.apply(job, "started", {
       ...own,
       at: Date.now(),

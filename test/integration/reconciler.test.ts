@@ -206,7 +206,7 @@ describe("the reconciler", () => {
     const s = await setup();
     const jobId = await s.submit();
     const fetched = await s.fetch(jobId, "tok-1");
-    const own = { attempt: 1, token: "attempt-1" };
+    const own = { attempt: 1, token: "attempt-1", lockToken: "tok-1" };
     await s.transitions.apply(await s.load(jobId), "started", {
       ...own,
       at: Date.now(),
@@ -242,7 +242,7 @@ describe("the reconciler", () => {
     const s = await setup();
     const jobId = await s.submit();
     const fetched = await s.fetch(jobId, "tok-1");
-    const own = { attempt: 1, token: "attempt-1" };
+    const own = { attempt: 1, token: "attempt-1", lockToken: "tok-1" };
     await s.transitions.apply(await s.load(jobId), "started", {
       ...own,
       at: Date.now(),

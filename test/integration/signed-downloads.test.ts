@@ -53,7 +53,10 @@ describe("signed download URLs", () => {
   });
 
   it("hands out links with an expiry and a signature that download without Authorization", async () => {
-    expect(link.pathname).toMatch(/^\/v1\/artifacts\/[A-Za-z0-9_-]{22}\/weekly-alice\.csv$/);
+    // The job, the attempt that published the file, the file.
+    expect(link.pathname).toMatch(
+      /^\/v1\/artifacts\/[A-Za-z0-9_-]{22}\/1-[0-9a-f]{12}\/weekly-alice\.csv$/,
+    );
     const expires = Number(link.searchParams.get("expires"));
     expect(expires * 1000).toBeGreaterThan(Date.now() + 3500_000);
     expect(expires * 1000).toBeLessThan(Date.now() + 3700_000);
@@ -93,6 +96,10 @@ describe("signed download URLs", () => {
     const renamed = new URL(link);
     renamed.pathname = link.pathname.replace("weekly-alice.csv", "weekly-bob.csv");
     variants.push(renamed);
+    // Another attempt's folder of the same job.
+    const otherAttempt = new URL(link);
+    otherAttempt.pathname = link.pathname.replace(/\/1-[0-9a-f]{12}\//, "/1-000000000000/");
+    variants.push(otherAttempt);
     // Another job id altogether (no such job).
     const missing = new URL(link);
     missing.pathname = "/v1/artifacts/AAAAAAAAAAAAAAAAAAAAAA/weekly-alice.csv";
@@ -167,11 +174,12 @@ describe("downloads that the client leaves", () => {
     const { jobId } = await acme.submitReport({ userId: "big", reportType: ReportType.WEEKLY });
     const job = await waitForState(acme, jobId, JobState.SUCCEEDED);
     const link = new URL(job.result?.downloadUrl ?? "");
+    // /v1/artifacts/<job>/<attempt>/big.csv is <deployment folder>/<job>/<attempt>/big.csv.
     const file = path.join(
       deploymentArtifactDir(t.config.worker.artifactDir, t.config.redis.prefix),
-      jobId,
-      "big.csv",
+      ...link.pathname.split("/").slice(3),
     );
+    expect(path.basename(file)).toBe("big.csv");
     const openFds = () =>
       readdirSync("/proc/self/fd").filter((fd) => {
         try {

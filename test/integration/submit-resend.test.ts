@@ -131,6 +131,8 @@ describe("scripts resent after a lost reply", () => {
         attempt: 1,
         at: Date.now(),
         token: "attempt-1",
+        // No BullMQ worker holds the job here: the lock is not checked.
+        lockToken: "",
         maxAttempts: 3,
       });
       expect(started.applied).toBe(true);

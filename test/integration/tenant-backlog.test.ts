@@ -213,7 +213,7 @@ describe("apply-transition.lua and the tenant's backlog", () => {
   });
 
   const artifact = { downloadPath: "/v1/artifacts/j/r.csv", contentType: "text/csv", sizeBytes: 3 };
-  const attempt = { attempt: 1, at: 2_000, token: "A" };
+  const attempt = { attempt: 1, at: 2_000, token: "A", lockToken: "" };
   const where = { progress: 40, phase: "x" };
   /** One input per transition (a new transition fails to compile here until it has one). */
   const inputs: { [N in AppliedTransitionName]: TransitionInputs[N] } = {

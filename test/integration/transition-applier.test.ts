@@ -1,7 +1,8 @@
 /**
  * createTransitionApplier() on a real Redis: a transition writes the record,
  * the log, the channel, the finished index and the retention in one step; a
- * refused one (wrong state, or a stale attempt's token) changes none of them.
+ * refused one (wrong state, a lost BullMQ lock, or a stale attempt's token)
+ * changes none of them.
  */
 import { Redis } from "ioredis";
 import { pino } from "pino";
@@ -63,6 +64,11 @@ describe("createTransitionApplier()", () => {
     await redis.hset(keys.job(job.id), ...encodeNewRecord(job, "fp"));
   });
 
+  /** Gives the job's BullMQ lock to the fetch with `lockToken`, as BullMQ's moveToActive does. */
+  async function lock(lockToken: string) {
+    await redis.set(keys.bullJobLock(job.reportType, job.id), lockToken, "PX", 60_000);
+  }
+
   /** Everything a transition may touch. */
   async function snapshot() {
     return {
@@ -88,10 +94,12 @@ describe("createTransitionApplier()", () => {
 
   it("writes the record, the event (with the run's trace id), the channel, the index and the retention at once", async () => {
     const messages = await listen();
+    await lock("LA");
     const started = await transitions.apply(job, "started", {
       attempt: 1,
       at: 2_000,
       token: "A",
+      lockToken: "LA",
       maxAttempts: 3,
     });
     expect(started).toEqual({ applied: true, eventId: expect.any(String) });
@@ -99,6 +107,7 @@ describe("createTransitionApplier()", () => {
       attempt: 1,
       at: 3_000,
       token: "A",
+      lockToken: "LA",
       startedAt: 2_000,
       artifact,
     });
@@ -126,7 +135,14 @@ describe("createTransitionApplier()", () => {
 
   it("refuses a transition from a state it does not leave, changing nothing", async () => {
     const before = await snapshot();
-    const progress = { attempt: 1, at: 2_000, token: "A", progress: 40, phase: "x" };
+    const progress = {
+      attempt: 1,
+      at: 2_000,
+      token: "A",
+      lockToken: "LA",
+      progress: 40,
+      phase: "x",
+    };
     expect(await transitions.apply(job, "progress", progress)).toEqual({
       applied: false,
       state: "queued",
@@ -145,17 +161,10 @@ describe("createTransitionApplier()", () => {
     });
   });
 
-  it("refuses every write of a stale attempt once another attempt started, changing nothing", async () => {
-    const a = { attempt: 1, token: "A" };
-    const b = { attempt: 2, token: "B" };
-    await transitions.apply(job, "started", { ...a, at: 2_000, maxAttempts: 3 });
-    // Attempt A loses its lock; attempt B takes the job over.
-    await transitions.apply(job, "started", { ...b, at: 3_000, maxAttempts: 3 });
-    const before = await snapshot();
-    const messages = await listen();
-
+  /** Every write attempt `a` can make after its STARTED, at time 4,000. */
+  function laterWrites(a: { attempt: number; token: string; lockToken: string }) {
     const where = { progress: 50, phase: "render" };
-    const stale = [
+    return [
       transitions.apply(job, "progress", { ...a, ...where, at: 4_000 }),
       transitions.apply(job, "succeeded", { ...a, at: 4_000, startedAt: 2_000, artifact }),
       transitions.apply(job, "retrying", {
@@ -170,11 +179,55 @@ describe("createTransitionApplier()", () => {
       transitions.apply(job, "released", { ...a, at: 4_000 }),
       transitions.apply(job, "throttled", { ...a, at: 4_000, reason: "x", retryAfterMs: 10 }),
     ];
-    for (const result of await Promise.all(stale)) {
-      expect(result).toEqual({ applied: false, state: "running", fenced: true });
+  }
+
+  it("refuses every write of an attempt whose lock expired, before any other attempt started, changing nothing", async () => {
+    const a = { attempt: 1, token: "A", lockToken: "LA" };
+    const lockKey = keys.bullJobLock(job.reportType, job.id);
+    await redis.set(lockKey, "LA", "PX", 300);
+    const started = await transitions.apply(job, "started", { ...a, at: 2_000, maxAttempts: 3 });
+    expect(started.applied).toBe(true);
+    // The worker froze: its lock expires while the record still holds its token.
+    await waitFor(async () => (await redis.exists(lockKey)) === 0, { what: "the lock to expire" });
+    const before = await snapshot();
+    expect(before.record[recordField.attemptToken]).toBe("A");
+    const messages = await listen();
+    const refused = { applied: false, state: "running", fenced: "lock" };
+    for (const result of await Promise.all(laterWrites(a))) expect(result).toEqual(refused);
+    expect(await transitions.apply(job, "started", { ...a, at: 4_000, maxAttempts: 3 })).toEqual(
+      refused,
+    );
+    expect(await snapshot()).toEqual(before);
+
+    // Another fetch holds the lock now: A stays refused, before and after B's STARTED.
+    await lock("LB");
+    for (const result of await Promise.all(laterWrites(a))) expect(result).toEqual(refused);
+    expect(await snapshot()).toEqual(before);
+    const b = { attempt: 2, token: "B", lockToken: "LB" };
+    expect(
+      (await transitions.apply(job, "started", { ...b, at: 3_000, maxAttempts: 3 })).applied,
+    ).toBe(true);
+    for (const result of await Promise.all(laterWrites(a))) expect(result).toEqual(refused);
+    await waitFor(() => messages.length > 0, { what: "B's STARTED to be published" });
+    expect(messages).toHaveLength(1);
+  });
+
+  it("refuses every write of a stale attempt once another attempt started, whatever the lock says, changing nothing", async () => {
+    // The two fences are independent: with the lock token matching, the record's token decides.
+    const a = { attempt: 1, token: "A", lockToken: "L" };
+    const b = { attempt: 2, token: "B", lockToken: "L" };
+    await lock("L");
+    await transitions.apply(job, "started", { ...a, at: 2_000, maxAttempts: 3 });
+    // Attempt A loses its job; attempt B takes it over.
+    await transitions.apply(job, "started", { ...b, at: 3_000, maxAttempts: 3 });
+    const before = await snapshot();
+    const messages = await listen();
+    for (const result of await Promise.all(laterWrites(a))) {
+      expect(result).toEqual({ applied: false, state: "running", fenced: "token" });
     }
     expect(await snapshot()).toEqual(before);
 
+    const where = { progress: 50, phase: "render" };
     // The attempt holding the job still writes; the first message is its own.
     const own = await transitions.apply(job, "progress", { ...b, ...where, at: 4_500 });
     expect(own.applied).toBe(true);
@@ -191,8 +244,11 @@ describe("createTransitionApplier()", () => {
     expect(decodeRecord(await redis.hgetall(keys.job(job.id)))?.attemptsMade).toBe(2);
   });
 
-  it("lets transitions outside an attempt through whatever token the record holds", async () => {
-    await transitions.apply(job, "started", { attempt: 1, token: "A", at: 2_000, maxAttempts: 3 });
+  it("lets transitions outside an attempt through whatever the lock and the record's token are", async () => {
+    await lock("LA");
+    const a = { attempt: 1, token: "A", lockToken: "LA" };
+    await transitions.apply(job, "started", { ...a, at: 2_000, maxAttempts: 3 });
+    await redis.del(keys.bullJobLock(job.reportType, job.id));
     const failed = await transitions.apply(job, "abandoned", {
       attempt: 1,
       at: 3_000,
@@ -212,9 +268,9 @@ describe("createTransitionApplier()", () => {
     expect(s.ttl).toEqual([-1, -1]);
     expect(s.failed).toEqual([]);
     expect(s.record[recordField.attemptToken]).toBe("");
+    await lock("LA");
     const stale = await transitions.apply(job, "failed", {
-      attempt: 1,
-      token: "A",
+      ...a,
       at: 5_000,
       progress: 5,
       phase: "started",
@@ -224,7 +280,7 @@ describe("createTransitionApplier()", () => {
   });
 
   it("keeps a live job in the index of live jobs, scored by its latest transition, until it ends", async () => {
-    const a = { attempt: 1, token: "A" };
+    const a = { attempt: 1, token: "A", lockToken: "" };
     await transitions.apply(job, "started", { ...a, at: 2_000, maxAttempts: 3 });
     expect((await snapshot()).live).toEqual([job.id, "2000"]);
     await transitions.apply(job, "progress", { ...a, at: 2_500, progress: 40, phase: "x" });
@@ -248,11 +304,17 @@ describe("createTransitionApplier()", () => {
     await redis.hset(idem, "job", job.id, "fp", "fp", "until", String(1_000 + 30_000));
     // A keyed job's transitions must name its idempotency record.
     await expect(
-      transitions.apply(job, "started", { attempt: 1, token: "A", at: 2_000, maxAttempts: 3 }),
+      transitions.apply(job, "started", {
+        attempt: 1,
+        token: "A",
+        lockToken: "",
+        at: 2_000,
+        maxAttempts: 3,
+      }),
     ).rejects.toThrow(/idempotency record/);
     expect(decodeRecord(await redis.hgetall(keys.job(job.id)))?.state).toBe("queued");
 
-    const a = { attempt: 1, token: "A" };
+    const a = { attempt: 1, token: "A", lockToken: "" };
     await transitions.apply(keyed, "started", { ...a, at: 2_000, maxAttempts: 3 });
     expect(await redis.pttl(idem)).toBe(-1);
     // Failed retention (90 s) beats `until` (31 s after the epoch's 1 s here).

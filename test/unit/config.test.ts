@@ -46,6 +46,34 @@ describe("loadConfig()", () => {
     }
   });
 
+  it("keeps worker locks short enough to recover a dead worker's jobs within 15 s, renewed well within the lock", () => {
+    const { worker } = loadConfig({});
+    expect(worker.lockDurationMs).toBe(8000);
+    expect(worker.stalledIntervalMs).toBe(1000);
+    // Unset: an eighth of the lock (report-worker.ts renewInterval).
+    expect(worker.lockRenewMs).toBeUndefined();
+    expect(worker.lockDurationMs + worker.stalledIntervalMs).toBeLessThanOrEqual(10_000);
+    const tuned = loadConfig({
+      WORKER_LOCK_DURATION_MS: "20000",
+      WORKER_LOCK_RENEW_MS: "2000",
+      WORKER_STALLED_INTERVAL_MS: "5000",
+    }).worker;
+    expect(tuned).toMatchObject({
+      lockDurationMs: 20_000,
+      lockRenewMs: 2000,
+      stalledIntervalMs: 5000,
+    });
+  });
+
+  it("refuses a lock renewed no sooner than it expires", () => {
+    const err = configError({ WORKER_LOCK_DURATION_MS: "5000", WORKER_LOCK_RENEW_MS: "5000" });
+    expect(err.problems).toEqual([
+      expect.stringMatching(
+        /^WORKER_LOCK_RENEW_MS: must be below WORKER_LOCK_DURATION_MS \(5000\)/,
+      ),
+    ]);
+  });
+
   it("treats blank values as unset", () => {
     const c = loadConfig({ PORT: "  ", REDIS_URL: "", LOG_LEVEL: " " });
     expect(c.api.port).toBe(8080);

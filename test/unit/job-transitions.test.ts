@@ -12,7 +12,7 @@ import {
 import { encodeRecordUpdate, recordField } from "../../src/queue/job-record.js";
 
 const artifact = { downloadPath: "/v1/artifacts/j1/r.csv", contentType: "text/csv", sizeBytes: 7 };
-const attempt = { attempt: 2, at: 1_000, token: "tok-A" };
+const attempt = { attempt: 2, at: 1_000, token: "tok-A", lockToken: "lock-A" };
 const where = { progress: 40, phase: "fetch-data" };
 
 /** One input per transition. */

@@ -1,9 +1,10 @@
 --[[
   Applies one job state transition (the table of src/domain/job-transitions.ts):
-  checks the job's state and, for a write of an attempt, the attempt's fencing
-  token; updates the record, appends and publishes the event, keeps the
-  finished indexes and sets the retention, all or nothing. A refused
-  transition changes nothing.
+  checks the job's state and, for a write of an attempt, that BullMQ's lock
+  on the job still holds the attempt's lock token and the record the
+  attempt's fencing token; updates the record, appends and publishes the
+  event, keeps the finished indexes and sets the retention, all or nothing.
+  A refused transition changes nothing.
   A terminal state enters the job in the finished index of its kind (for
   count-based retention); leaving a terminal state (RetryJob) takes it out of
   both. A live state (queued, running, retrying) keeps the job in the index
@@ -19,26 +20,29 @@
     KEYS[2] event stream
     KEYS[3] finished index of succeeded jobs
     KEYS[4] finished index of failed and cancelled jobs
-    KEYS[5] index of live jobs
-    KEYS[6] the tenant's backlog set: holds the job while it is queued or retrying
-    KEYS[7] the job's idempotency record (only for a job submitted with a key)
+    KEYS[5] BullMQ's lock of the job (read only)
+    KEYS[6] index of live jobs
+    KEYS[7] the tenant's backlog set: holds the job while it is queued or retrying
+    KEYS[8] the job's idempotency record (only for a job submitted with a key)
 
     ARGV[1] event channel
     ARGV[2] how many entries the stream keeps
     ARGV[3] the states the job must be in: a comma list
-    ARGV[4] the fencing token the record must hold ("": not an attempt's write)
+    ARGV[4] the fencing token the record must hold ("": not checked)
     ARGV[5] ttl ms: >0 both keys expire after it, -1 both persist, 0 unchanged
     ARGV[6] job id
     ARGV[7] the job's state after the transition
     ARGV[8] the transition's time (ms): the finished index's score
-    ARGV[9] n, the number of record field/value pairs that follow
-    ARGV[10 .. 9+2n] record field/value pairs
-    ARGV[10+2n ..] event field/value pairs (event-codec.ts)
+    ARGV[9] n, the number of record field/value pairs that follow ARGV[10]
+    ARGV[10] the lock token KEYS[5] must hold ("": not an attempt's write)
+    ARGV[11 .. 10+2n] record field/value pairs
+    ARGV[11+2n ..] event field/value pairs (event-codec.ts)
 
   Output:
     {1, entry id}  applied
     {0, state}     refused: the job's state is not allowed ("" when there is no record)
     {-1, state}    refused: the record holds another attempt's token (a stale attempt)
+    {-2, state}    refused: BullMQ's lock on the job is gone or another fetch's (a lost lock)
 ]]
 --- @include "includes/append-event"
 
@@ -47,33 +51,38 @@ if not state then return {0, ''} end
 if not string.find(',' .. ARGV[3] .. ',', ',' .. state .. ',', 1, true) then
   return {0, state}
 end
+-- The lock first: an attempt whose lock expired is refused even while the
+-- record still holds its token (no other attempt has started yet).
+if ARGV[10] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[10] then
+  return {-2, state}
+end
 if ARGV[4] ~= '' and redis.call('HGET', KEYS[1], RECORD.attemptToken) ~= ARGV[4] then
   return {-1, state}
 end
-if not KEYS[7] and redis.call('HEXISTS', KEYS[1], RECORD.idempotencyKeyDigest) == 1 then
-  return redis.error_reply('ERR the job has an idempotency record: pass it as KEYS[7]')
+if not KEYS[8] and redis.call('HEXISTS', KEYS[1], RECORD.idempotencyKeyDigest) == 1 then
+  return redis.error_reply('ERR the job has an idempotency record: pass it as KEYS[8]')
 end
 local n = tonumber(ARGV[9])
-local first = 10 + 2 * n
-if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 10, first - 1)) end
+local first = 11 + 2 * n
+if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 11, first - 1)) end
 local jobId, newState, time = ARGV[6], ARGV[7], ARGV[8]
 if newState == 'succeeded' then
   redis.call('ZADD', KEYS[3], time, jobId)
-  redis.call('ZREM', KEYS[5], jobId)
+  redis.call('ZREM', KEYS[6], jobId)
 elseif newState == 'failed' or newState == 'cancelled' then
   redis.call('ZADD', KEYS[4], time, jobId)
-  redis.call('ZREM', KEYS[5], jobId)
+  redis.call('ZREM', KEYS[6], jobId)
 else
   if state == 'succeeded' or state == 'failed' or state == 'cancelled' then
     redis.call('ZREM', KEYS[3], jobId)
     redis.call('ZREM', KEYS[4], jobId)
   end
-  redis.call('ZADD', KEYS[5], time, jobId)
+  redis.call('ZADD', KEYS[6], time, jobId)
 end
 if newState == 'queued' or newState == 'retrying' then
-  redis.call('SADD', KEYS[6], jobId)
+  redis.call('SADD', KEYS[7], jobId)
 else
-  redis.call('SREM', KEYS[6], jobId)
+  redis.call('SREM', KEYS[7], jobId)
 end
 local ev = {}
 for i = first, #ARGV do ev[#ev + 1] = ARGV[i] end
@@ -86,12 +95,12 @@ elseif ttl < 0 then
   redis.call('PERSIST', KEYS[1])
   redis.call('PERSIST', KEYS[2])
 end
-if KEYS[7] and ttl ~= 0 and redis.call('HGET', KEYS[7], 'job') == jobId then
+if KEYS[8] and ttl ~= 0 and redis.call('HGET', KEYS[8], 'job') == jobId then
   if ttl > 0 then
-    local untilMs = tonumber(redis.call('HGET', KEYS[7], 'until')) or 0
-    redis.call('PEXPIRE', KEYS[7], math.max(ttl, untilMs - tonumber(time)))
+    local untilMs = tonumber(redis.call('HGET', KEYS[8], 'until')) or 0
+    redis.call('PEXPIRE', KEYS[8], math.max(ttl, untilMs - tonumber(time)))
   else
-    redis.call('PERSIST', KEYS[7])
+    redis.call('PERSIST', KEYS[8])
   end
 end
 return {1, id}
