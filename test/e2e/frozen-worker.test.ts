@@ -7,6 +7,7 @@
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { JobEventType, JobState, ReportType } from "../../gen/reports/v1/job_pb.js";
+import { deploymentArtifactDir } from "../../src/domain/artifact-paths.js";
 import { filesUnder } from "../helpers/artifact-files.js";
 import { reportClient } from "../helpers/clients.js";
 import { csvOutput, deferred, scripted } from "../helpers/generators.js";
@@ -74,7 +75,14 @@ describe("a worker frozen past its lock", () => {
         e.type === JobEventType.CANCELLED,
     );
     expect(terminal.map((e) => JobEventType[e.type])).toEqual(["SUCCEEDED"]);
-    expect(await filesUnder(path.join(api.config.worker.artifactDir, jobId))).toHaveLength(1);
+    expect(
+      await filesUnder(
+        path.join(
+          deploymentArtifactDir(api.config.worker.artifactDir, api.config.redis.prefix),
+          jobId,
+        ),
+      ),
+    ).toHaveLength(1);
   }, 60_000);
 });
 
@@ -175,7 +183,11 @@ async function expectOneCleanRun(t: TestApp, jobId: string) {
       )
       .map((e) => JobEventType[e.type]),
   ).toEqual(["SUCCEEDED"]);
-  expect(await filesUnder(path.join(t.config.worker.artifactDir, jobId))).toHaveLength(1);
+  expect(
+    await filesUnder(
+      path.join(deploymentArtifactDir(t.config.worker.artifactDir, t.config.redis.prefix), jobId),
+    ),
+  ).toHaveLength(1);
   await expectDownload(job.result?.downloadUrl, Number(job.result?.sizeBytes));
 }
 

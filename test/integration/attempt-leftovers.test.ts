@@ -9,6 +9,7 @@ import path from "node:path";
 import { Redis } from "ioredis";
 import { afterEach, describe, expect, it } from "vitest";
 import { JobState, ReportType } from "../../gen/reports/v1/job_pb.js";
+import { deploymentArtifactDir } from "../../src/domain/artifact-paths.js";
 import { recordField } from "../../src/queue/job-record.js";
 import { createKeys } from "../../src/queue/keys.js";
 import { PermanentReportError } from "../../src/worker/generator.js";
@@ -37,7 +38,7 @@ describe("the janitor's sweep of attempt leftovers", () => {
       throw new PermanentReportError("bad filters");
     });
     t = await startTestApp({}, { generators: { weekly, custom } });
-    const dir = t.config.worker.artifactDir;
+    const dir = deploymentArtifactDir(t.config.worker.artifactDir, t.config.redis.prefix);
     const client = reportClient("grpc", t.url);
     const submit = async (userId: string, reportType: ReportType) =>
       (await client.submitReport({ userId, reportType })).jobId;

@@ -10,6 +10,7 @@ import { type Logger, pino } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
 import { JobState, ReportType } from "../../gen/reports/v1/job_pb.js";
 import type { AppOptions } from "../../src/app.js";
+import { deploymentArtifactDir } from "../../src/domain/artifact-paths.js";
 import { decodeEvent } from "../../src/events/event-codec.js";
 import { createJobReader } from "../../src/queue/job-reader.js";
 import { recordField } from "../../src/queue/job-record.js";
@@ -116,13 +117,9 @@ describe("an attempt that lost its job", () => {
       maxAttempts: 3,
     });
     expect(started.applied).toBe(true);
-    const artifact = await createArtifactStore(app.config.worker.artifactDir).put(
-      jobId,
-      "1-bbbbbbbbbbbb",
-      "b.csv",
-      "text/csv",
-      "from,b\n",
-    );
+    const artifact = await createArtifactStore(
+      deploymentArtifactDir(app.config.worker.artifactDir, app.config.redis.prefix),
+    ).put(jobId, "1-bbbbbbbbbbbb", "b.csv", "text/csv", "from,b\n");
     const done = await b.transitions.apply(b.job, "succeeded", {
       ...own,
       at: Date.now(),
@@ -145,9 +142,14 @@ describe("an attempt that lost its job", () => {
       "started(1)",
       "succeeded(1)",
     ]);
-    expect(await filesUnder(path.join(app.config.worker.artifactDir, jobId))).toEqual([
-      path.join("1-bbbbbbbbbbbb", "b.csv"),
-    ]);
+    expect(
+      await filesUnder(
+        path.join(
+          deploymentArtifactDir(app.config.worker.artifactDir, app.config.redis.prefix),
+          jobId,
+        ),
+      ),
+    ).toEqual([path.join("1-bbbbbbbbbbbb", "b.csv")]);
     const job = await getJob(client, jobId);
     const res = await fetch(job.result?.downloadUrl ?? "");
     expect(res.status).toBe(200);
@@ -194,7 +196,14 @@ describe("an attempt that lost its job", () => {
       "succeeded(1)",
     ]);
     expect(weekly.calls).toEqual([1, 1]);
-    expect(await filesUnder(path.join(app.config.worker.artifactDir, jobId))).toHaveLength(1);
+    expect(
+      await filesUnder(
+        path.join(
+          deploymentArtifactDir(app.config.worker.artifactDir, app.config.redis.prefix),
+          jobId,
+        ),
+      ),
+    ).toHaveLength(1);
   });
 
   it("runs a job this worker fetches again while its stale attempt still runs here once that attempt ended, once", async () => {

@@ -67,8 +67,10 @@ describe("CancelJob and RetryJob as one step with BullMQ", () => {
     transitions: TransitionApplier,
     job: JobView,
     token: string,
+    lockToken = "tok-1",
   ): Promise<void> {
-    const own = { attempt: 1, token, lockToken: "" };
+    // The attempt of the BullMQ fetch that holds the job's lock (submitAndFetch's token).
+    const own = { attempt: 1, token, lockToken };
     const started = await transitions.apply(job, "started", {
       ...own,
       at: Date.now(),

@@ -127,12 +127,13 @@ describe("scripts resent after a lost reply", () => {
         settings: { eventStreamMaxLen: 100, succeededMs: 60_000, failedMs: 60_000 },
         logger,
       });
+      // As BullMQ's moveToActive would: the worker's fetch holds the job's lock.
+      await redis.set(keys.bullJobLock(job.reportType, job.id), "lock-1", "PX", 60_000);
       const started = await transitions.apply(job, "started", {
         attempt: 1,
         at: Date.now(),
         token: "attempt-1",
-        // No BullMQ worker holds the job here: the lock is not checked.
-        lockToken: "",
+        lockToken: "lock-1",
         maxAttempts: 3,
       });
       expect(started.applied).toBe(true);

@@ -213,7 +213,7 @@ describe("apply-transition.lua and the tenant's backlog", () => {
   });
 
   const artifact = { downloadPath: "/v1/artifacts/j/r.csv", contentType: "text/csv", sizeBytes: 3 };
-  const attempt = { attempt: 1, at: 2_000, token: "A", lockToken: "" };
+  const attempt = { attempt: 1, at: 2_000, token: "A", lockToken: "L" };
   const where = { progress: 40, phase: "x" };
   /** One input per transition (a new transition fails to compile here until it has one). */
   const inputs: { [N in AppliedTransitionName]: TransitionInputs[N] } = {
@@ -262,6 +262,8 @@ describe("apply-transition.lua and the tenant's backlog", () => {
         };
         await redis.hset(keys.job(job.id), ...encodeNewRecord(job, "fp"));
         await redis.hset(keys.job(job.id), recordField.attemptToken, "A");
+        // The attempt's BullMQ fetch holds the job's lock.
+        await redis.set(keys.bullJobLock(job.reportType, job.id), "L", "PX", 60_000);
         const member = backlogStates.includes(transition.to);
         // Start from the opposite, so the transition itself must set membership.
         if (member) await redis.srem(backlog, job.id);
@@ -298,9 +300,10 @@ describe("apply-transition.lua and the tenant's backlog", () => {
     };
     await redis.hset(keys.job(job.id), ...encodeNewRecord(job, "fp"));
     await redis.hset(keys.job(job.id), recordField.attemptToken, "B");
+    await redis.set(keys.bullJobLock(job.reportType, job.id), "L", "PX", 60_000);
     // A stale attempt (token A, the record holds B) cannot put the job back in the backlog.
     const result = await transitions.apply(job, "released", inputs.released);
-    expect(result).toEqual({ applied: false, state: "running", fenced: true });
+    expect(result).toEqual({ applied: false, state: "running", fenced: "token" });
     expect(await redis.exists(keys.tenantBacklog("t1"))).toBe(0);
   });
 });

@@ -280,7 +280,8 @@ describe("createTransitionApplier()", () => {
   });
 
   it("keeps a live job in the index of live jobs, scored by its latest transition, until it ends", async () => {
-    const a = { attempt: 1, token: "A", lockToken: "" };
+    await lock("LA");
+    const a = { attempt: 1, token: "A", lockToken: "LA" };
     await transitions.apply(job, "started", { ...a, at: 2_000, maxAttempts: 3 });
     expect((await snapshot()).live).toEqual([job.id, "2000"]);
     await transitions.apply(job, "progress", { ...a, at: 2_500, progress: 40, phase: "x" });
@@ -302,19 +303,20 @@ describe("createTransitionApplier()", () => {
     const keyed = { ...job, idempotencyKeyDigest: "digest-1" };
     await redis.hset(keys.job(job.id), recordField.idempotencyKeyDigest, "digest-1");
     await redis.hset(idem, "job", job.id, "fp", "fp", "until", String(1_000 + 30_000));
+    await lock("LA");
     // A keyed job's transitions must name its idempotency record.
     await expect(
       transitions.apply(job, "started", {
         attempt: 1,
         token: "A",
-        lockToken: "",
+        lockToken: "LA",
         at: 2_000,
         maxAttempts: 3,
       }),
     ).rejects.toThrow(/idempotency record/);
     expect(decodeRecord(await redis.hgetall(keys.job(job.id)))?.state).toBe("queued");
 
-    const a = { attempt: 1, token: "A", lockToken: "" };
+    const a = { attempt: 1, token: "A", lockToken: "LA" };
     await transitions.apply(keyed, "started", { ...a, at: 2_000, maxAttempts: 3 });
     expect(await redis.pttl(idem)).toBe(-1);
     // Failed retention (90 s) beats `until` (31 s after the epoch's 1 s here).
