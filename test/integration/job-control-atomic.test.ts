@@ -20,6 +20,7 @@ import {
   type TransitionApplier,
 } from "../../src/queue/transition-applier.js";
 import { reportClient } from "../helpers/clients.js";
+import { openMonitor } from "../helpers/redis-monitor.js";
 import { bullQueue, connectErrorOf, getJob, type ReportClient } from "../helpers/rpc.js";
 import { startTestApp, type TestApp } from "../helpers/test-app.js";
 import { waitFor } from "../helpers/wait-for.js";
@@ -170,7 +171,7 @@ describe("CancelJob and RetryJob as one step with BullMQ", () => {
       }
       const prefix = t?.config.redis.prefix ?? "";
       const commands: string[][] = [];
-      const monitor = await new Redis(t?.config.redis.url ?? "").monitor();
+      const monitor = await openMonitor(t?.config.redis.url ?? "");
       closers.push(() => monitor.disconnect());
       monitor.on("monitor", (_time: string, args: string[], source: string) => {
         if (source === "lua") return;

@@ -10,6 +10,7 @@ import { RetryInfoSchema } from "../../gen/reports/v1/errors_pb.js";
 import { ReportType } from "../../gen/reports/v1/job_pb.js";
 import { maxBodyBytes } from "../../src/api/request-body.js";
 import { protocols, reportClient } from "../helpers/clients.js";
+import { openMonitor } from "../helpers/redis-monitor.js";
 import { connectErrorOf, errorOf } from "../helpers/rpc.js";
 import { startTestApp, type TestApp } from "../helpers/test-app.js";
 import { waitFor } from "../helpers/wait-for.js";
@@ -98,7 +99,7 @@ describe("the rate limit on the hot path", () => {
     const client = reportClient("connect-binary", t.url, { apiKey: acmeKey });
     await client.submitReport(request); // loads the script (EVALSHA, then EVAL once)
     const commands: string[][] = [];
-    monitor = await new Redis(t.config.redis.url).monitor();
+    monitor = await openMonitor(t.config.redis.url);
     monitor.on("monitor", (_time: string, args: string[], source: string) => {
       // Commands a script runs are reported too, with source "lua": only the client's count.
       if (source === "lua") return;

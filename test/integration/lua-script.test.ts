@@ -7,6 +7,7 @@
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLuaScript } from "../../src/queue/lua-script.js";
+import { openMonitor } from "../helpers/redis-monitor.js";
 import { type RedisServerHandle, startRedisServer } from "../helpers/redis-server.js";
 import { testPrefix } from "../helpers/test-app.js";
 import { waitFor } from "../helpers/wait-for.js";
@@ -21,7 +22,7 @@ describe("createLuaScript().runFollowedBy()", () => {
   beforeAll(async () => {
     server = await startRedisServer();
     redis = new Redis(server.url);
-    monitor = await redis.monitor();
+    monitor = await openMonitor(server.url);
     monitor.on("monitor", (_time: string, args: string[], source: string) => {
       if (source !== "lua" && args.some((a) => String(a).startsWith(prefix))) seen.push(args);
     });

@@ -13,6 +13,7 @@ import { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { JobState, ReportType } from "../../gen/reports/v1/job_pb.js";
 import { reportClient } from "../helpers/clients.js";
+import { openMonitor } from "../helpers/redis-monitor.js";
 import { type RedisServerHandle, startRedisServer } from "../helpers/redis-server.js";
 import { connectErrorOf } from "../helpers/rpc.js";
 import { startTestApp, type TestApp } from "../helpers/test-app.js";
@@ -62,7 +63,7 @@ describe.runIf(binary !== undefined)("SUBMIT_WAITAOF=1 (REDIS_72_SERVER)", () =>
   /** The commands each client connection sent while `fn` ran (not those scripts ran). */
   async function monitored(fn: () => Promise<unknown>): Promise<Map<string, string[]>> {
     const bySource = new Map<string, string[]>();
-    const monitor = await admin.monitor();
+    const monitor = await openMonitor(server.url);
     try {
       monitor.on("monitor", (_time: string, args: string[], source: string) => {
         if (source === "lua") return;

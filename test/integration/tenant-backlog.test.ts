@@ -25,6 +25,7 @@ import { TransientReportError } from "../../src/worker/generator.js";
 import { capturedLogger, logLevel } from "../helpers/captured-logger.js";
 import { reportClient } from "../helpers/clients.js";
 import { csvOutput, scripted } from "../helpers/generators.js";
+import { openMonitor } from "../helpers/redis-monitor.js";
 import { connectErrorOf, getJob } from "../helpers/rpc.js";
 import { startTestApp, type TestApp, testPrefix } from "../helpers/test-app.js";
 import { waitFor } from "../helpers/wait-for.js";
@@ -155,7 +156,7 @@ describe("per-tenant backlog bound", () => {
     const client = reportClient("connect-binary", t.url, { apiKey: acmeKey });
     await client.submitReport({ userId: "u", reportType: ReportType.WEEKLY }); // loads the script
     const commands: string[][] = [];
-    const monitor = await redis.monitor();
+    const monitor = await openMonitor(inject("redisUrl"));
     try {
       monitor.on("monitor", (_time: string, args: string[], source: string) => {
         if (source === "lua") return;
