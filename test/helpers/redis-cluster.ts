@@ -374,6 +374,10 @@ function nodeArgs(port: number, dir: string, nodeTimeoutMs: number, extra: strin
     "nodes.conf",
     "--cluster-node-timeout",
     String(nodeTimeoutMs),
+    // A node learns its own address from a peer's MEET: a lone master would
+    // otherwise tell clients its slots are served by ":port".
+    "--cluster-announce-ip",
+    "127.0.0.1",
     "--appendonly",
     "yes",
     "--appendfsync",
