@@ -81,6 +81,29 @@ describe("sharded pub/sub through an ioredis Cluster client", () => {
     }
   });
 
+  it("takes SPUBLISH from a Lua script to a channel of the script's slot, never of another", async () => {
+    const tag = `lua-${randomUUID()}`;
+    let other = `lua-${randomUUID()}`;
+    while ((await cluster.masterForTag(other)) === (await cluster.masterForTag(tag))) {
+      other = `lua-${randomUUID()}`;
+    }
+    const subscriber = client({ shardedSubscribers: true });
+    const publisher = client();
+    const got: string[] = [];
+    subscriber.on("smessage", (_channel: string, message: string) => got.push(message));
+    await subscriber.ssubscribe(`{${tag}}:events`);
+    // What the event scripts do with PUBLISH today: append, then announce, in one script.
+    const appendAndAnnounce =
+      "redis.call('rpush', KEYS[1], ARGV[2]) return redis.call('spublish', ARGV[1], ARGV[2])";
+    expect(
+      await publisher.eval(appendAndAnnounce, 1, `{${tag}}:log`, `{${tag}}:events`, "e1"),
+    ).toBe(1);
+    await waitFor(() => got.includes("e1"), { what: "the script's message" });
+    await expect(
+      publisher.eval(appendAndAnnounce, 1, `{${tag}}:log`, `{${other}}:events`, "e2"),
+    ).rejects.toThrow(/non local|hash slot|CROSSSLOT/i);
+  });
+
   it("refuses channels of two slots in one SSUBSCRIBE", async () => {
     const subscriber = client({ shardedSubscribers: true });
     await expect(subscriber.ssubscribe("{a}:x", "{b}:x")).rejects.toThrow(/CROSSSLOT/);

@@ -10,7 +10,7 @@
  * promoted about 1-2 s later (election delay 500 ms + up to 500 ms random +
  * gossip), so a failover takes about 3-5 s here. The flip side: a node paused
  * (SIGSTOP) or starved of CPU for longer than the timeout is failed over too.
- * A master serves writes only 2 s after its process started (Redis'
+ * A master turns its cluster state ok only 2 s after it started (Redis'
  * CLUSTER_WRITABLE_DELAY), so no cluster is ready in under about 2.5 s.
  *
  * Every process and folder is removed by `stop()`, and, should a test file
