@@ -36,6 +36,7 @@ describe("the shared test cluster", () => {
       expect(port).toBeLessThan(55_536);
     }
     expect(inject("redisClusterStartMs")).toBeGreaterThan(0);
+    console.info(`shared 3-master cluster started in ${inject("redisClusterStartMs")} ms`);
   });
 
   it("finds the master that really holds a key, by key or by hash tag", async () => {
