@@ -6,7 +6,9 @@
  * Docker is needed: the file is read in JS (test/helpers/compose-file.ts), and
  * `docker compose config` (or `docker-compose config`) runs as an extra check
  * only where one is installed. No Docker engine runs here, so the image's
- * command is run directly instead.
+ * command is run directly instead. The `cluster` profile (a Redis Cluster and
+ * the service's API and worker replicas on it, issue 13) is checked apart:
+ * the default services must stay as they are.
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
@@ -36,6 +38,28 @@ function composeConfig(): ComposeConfig {
   const { config, problems } = readCompose(text, { env: {}, dir: root });
   expect(problems, "docker-compose.yml problems").toEqual([]);
   return config as ComposeConfig;
+}
+
+/** One service as written in the file (merge keys applied, nothing interpolated). */
+interface RawService {
+  profiles?: string[];
+  restart?: string;
+  deploy?: { replicas?: number };
+  networks?: string[] | Record<string, { ipv4_address?: string } | null>;
+}
+
+/** The services as written, for the fields readCompose() does not normalize. */
+function rawServices(): Record<string, RawService> {
+  const text = readFileSync(path.join(root, "docker-compose.yml"), "utf8");
+  return (parse(text, { merge: true }) as { services: Record<string, RawService> }).services;
+}
+
+/** Names of the services Compose starts without `--profile`: those without profiles. */
+function defaultServices(): string[] {
+  return Object.entries(rawServices())
+    .filter(([, s]) => (s.profiles ?? []).length === 0)
+    .map(([name]) => name)
+    .sort();
 }
 
 /** Dockerfile instructions in order, continuation lines joined, comments dropped. */
@@ -72,14 +96,8 @@ describe("docker-compose.yml", () => {
   );
 
   it("runs Redis with AOF and noeviction, and api and worker against it", () => {
-    const { services, volumes } = composeConfig();
-    expect(Object.keys(services).sort()).toEqual([
-      "api",
-      "jaeger",
-      "otel-collector",
-      "redis",
-      "worker",
-    ]);
+    const { services } = composeConfig();
+    expect(defaultServices()).toEqual(["api", "jaeger", "otel-collector", "redis", "worker"]);
     const redis = services.redis as ComposeService;
     expect(redis.image).toMatch(/^redis:7/);
     expect(redis.command?.join(" ")).toContain("--appendonly yes");
@@ -109,7 +127,15 @@ describe("docker-compose.yml", () => {
       { host_ip: "127.0.0.1", published: "8080", target: "8080", protocol: "tcp" },
     ]);
     expect(api.environment?.ALLOW_UNAUTHENTICATED).toBe("true");
-    expect(Object.keys(volumes).sort()).toEqual(["artifacts", "redis-data"]);
+    const named = defaultServices().flatMap((name) =>
+      (services[name] as ComposeService).volumes.flatMap((v) =>
+        v.type === "volume" && v.source !== undefined ? [v.source] : [],
+      ),
+    );
+    expect([...new Set(named)].sort()).toEqual(["artifacts", "redis-data"]);
+    for (const name of defaultServices()) {
+      expect((services[name] as ComposeService).networks, name).toEqual([]);
+    }
   });
 
   it("sends api and worker telemetry to a collector that forwards traces to Jaeger", () => {
@@ -170,6 +196,126 @@ describe("docker-compose.yml", () => {
       ),
       "a traces pipeline from the otlp receiver to the Jaeger exporter",
     ).toBe(true);
+  });
+});
+
+describe("docker-compose.yml cluster profile", () => {
+  const nodeNames = [1, 2, 3, 4, 5, 6].map((i) => `redis-cluster-${i}`);
+  const appNames = ["api-cluster-1", "api-cluster-2", "worker-cluster"];
+
+  /** A node's fixed address on the redis-cluster network. */
+  function addressOf(name: string): string | undefined {
+    const networks = rawServices()[name]?.networks;
+    return Array.isArray(networks)
+      ? undefined
+      : (networks?.["redis-cluster"]?.ipv4_address ?? undefined);
+  }
+
+  it("puts every cluster service, and only those, in the cluster profile", () => {
+    const raw = rawServices();
+    const inProfile = Object.keys(raw)
+      .filter((name) => (raw[name]?.profiles ?? []).length > 0)
+      .sort();
+    expect(inProfile).toEqual([...appNames, ...nodeNames, "redis-cluster-create"].sort());
+    for (const name of inProfile) expect(raw[name]?.profiles, name).toEqual(["cluster"]);
+  });
+
+  it("runs six Redis nodes in cluster mode with AOF (fsync always), noeviction, a volume each and fixed addresses", () => {
+    const { services, volumes, networks } = composeConfig();
+    const addresses = new Set<string>();
+    for (const name of nodeNames) {
+      const node = services[name] as ComposeService;
+      expect(node.image, name).toMatch(/^redis:7/);
+      const command = node.command?.join(" ") ?? "";
+      expect(command, name).toContain("--cluster-enabled yes");
+      expect(command, name).toContain("--appendonly yes");
+      expect(command, name).toContain("--appendfsync always");
+      expect(command, name).toContain("--maxmemory-policy noeviction");
+      expect(command, name).toMatch(/--cluster-node-timeout \d+/);
+      expect(node.healthcheck?.test, name).toContain("ping");
+      const data = node.volumes.find((v) => v.target === "/data");
+      expect(data, name).toMatchObject({ type: "volume", source: name, read_only: false });
+      expect(Object.keys(volumes), name).toContain(name);
+      expect(node.networks, name).toEqual(["redis-cluster"]);
+      const address = addressOf(name);
+      expect(address, name).toMatch(/^172\.28\.13\.\d+$/);
+      addresses.add(address as string);
+    }
+    expect(addresses.size).toBe(nodeNames.length);
+    expect(JSON.stringify(networks["redis-cluster"])).toContain("172.28.13.0/24");
+  });
+
+  it("creates the cluster in a one-shot job once every node is healthy, and only when not yet created", () => {
+    const { services } = composeConfig();
+    const create = services["redis-cluster-create"] as ComposeService;
+    expect(rawServices()["redis-cluster-create"]?.restart).toBe("no");
+    expect(create.image).toMatch(/^redis:7/);
+    expect(create.networks).toEqual(["redis-cluster"]);
+    expect(Object.keys(create.depends_on).sort()).toEqual([...nodeNames].sort());
+    for (const name of nodeNames) {
+      expect(create.depends_on[name]?.condition, name).toBe("service_healthy");
+    }
+    const script = create.command?.join(" ") ?? "";
+    // Compose turned each $$ into the $ the shell sees.
+    expect(script).not.toContain("$$");
+    expect(script).toContain("--cluster create $nodes --cluster-replicas 1 --cluster-yes");
+    const listed = /nodes="([^"]+)"/.exec(script)?.[1]?.split(" ") ?? [];
+    expect(listed).toEqual(nodeNames.map((n) => `${addressOf(n)}:6379`));
+    // Idempotent: a cluster kept in the volumes is not created again; it exits 0 once serving.
+    expect(script).toContain("cluster_known_nodes");
+    expect(script).toContain("cluster_state:ok");
+  });
+
+  it("runs two API and two worker replicas on the cluster, after the create job, with health checks", () => {
+    const { services, volumes } = composeConfig();
+    const seeds = nodeNames.map((n) => `${n}:6379`).join(",");
+    for (const name of appNames) {
+      const s = services[name] as ComposeService;
+      const mode = name.startsWith("api") ? "api" : "worker";
+      expect(s.build, name).toBeDefined();
+      expect(s.command, name).toEqual([mode]);
+      expect(s.environment.REDIS_CLUSTER_NODES, name).toBe(seeds);
+      expect(Number(s.environment.QUEUE_SHARDS), name).toBeGreaterThanOrEqual(2);
+      expect(s.environment.REDIS_URL, name).toBeUndefined();
+      expect(s.environment.ARTIFACT_DIR, name).toBe("/data/artifacts");
+      expect(s.environment.OTEL_EXPORTER_OTLP_ENDPOINT, name).toBe("http://otel-collector:4318");
+      expect(s.depends_on, name).toEqual({
+        "redis-cluster-create": { condition: "service_completed_successfully" },
+        "otel-collector": { condition: "service_started" },
+      });
+      expect(s.networks.sort(), name).toEqual(["default", "redis-cluster"]);
+      // Their own artifact volume: the worker writes, the APIs serve, apart from the single-Redis stack.
+      expect(s.volumes, name).toEqual([
+        {
+          type: "volume",
+          source: "cluster-artifacts",
+          target: "/data/artifacts",
+          read_only: false,
+        },
+      ]);
+      // The image's check (API) or the readiness route on the metrics port (worker).
+      expect(s.healthcheck?.disable, name).toBeFalsy();
+    }
+    expect(Object.keys(volumes)).toContain("cluster-artifacts");
+    const worker = services["worker-cluster"] as ComposeService;
+    expect(worker.healthcheck?.test?.join(" ")).toContain("http://127.0.0.1:9464/readyz");
+    expect(rawServices()["worker-cluster"]?.deploy?.replicas).toBeGreaterThanOrEqual(2);
+    // Two API replicas, each on its own loopback port, neither the single-Redis API's.
+    const ports = ["api-cluster-1", "api-cluster-2"].map(
+      (n) => (services[n] as ComposeService).ports,
+    );
+    expect(ports).toEqual([
+      [{ host_ip: "127.0.0.1", published: "8081", target: "8080", protocol: "tcp" }],
+      [{ host_ip: "127.0.0.1", published: "8082", target: "8080", protocol: "tcp" }],
+    ]);
+    const envs = ["api-cluster-1", "api-cluster-2"].map(
+      (n) => (services[n] as ComposeService).environment,
+    );
+    expect(envs.map((e) => e.OTEL_SERVICE_NAME)).toEqual(["report-jobs-api", "report-jobs-api"]);
+    expect(envs.map((e) => e.PUBLIC_URL)).toEqual([
+      "http://localhost:8081",
+      "http://localhost:8082",
+    ]);
   });
 });
 

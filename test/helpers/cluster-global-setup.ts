@@ -1,0 +1,25 @@
+/**
+ * One private 3-master Redis Cluster (no replicas) for the cluster project's
+ * whole run; tests isolate themselves by hash tag and key prefix, and never
+ * kill its nodes: fault tests start their own cluster with replicas.
+ */
+import type { TestProject } from "vitest/node";
+import { startRedisCluster } from "./redis-cluster.js";
+
+declare module "vitest" {
+  export interface ProvidedContext {
+    /** The shared cluster's nodes as `host:port,...` (the REDIS_CLUSTER_NODES format). */
+    redisClusterNodes: string;
+    /** How long the shared cluster took to start, in ms. */
+    redisClusterStartMs: number;
+  }
+}
+
+export async function setup(project: TestProject) {
+  const cluster = await startRedisCluster({ masters: 3 });
+  project.provide("redisClusterNodes", cluster.seeds);
+  project.provide("redisClusterStartMs", cluster.startMs);
+  return async () => {
+    await cluster.stop();
+  };
+}
