@@ -30,7 +30,11 @@ export interface ServiceSpec {
 /** Where the processes of a run keep their files. */
 export interface ServiceOptions {
   logDir: string;
-  /** Run under `node --cpu-prof`, writing `<name>.cpuprofile` here. */
+  /**
+   * Run under `node --cpu-prof`, writing into `<name>/` here: one profile per
+   * thread (Node names them), since a fixed name let the loader threads that
+   * tsx and the telemetry hooks start overwrite the main thread's profile.
+   */
   cpuProfDir?: string;
 }
 
@@ -60,13 +64,7 @@ export function startService(spec: ServiceSpec, options: ServiceOptions): Servic
   const profile =
     options.cpuProfDir === undefined
       ? []
-      : [
-          "--cpu-prof",
-          "--cpu-prof-dir",
-          path.resolve(options.cpuProfDir),
-          "--cpu-prof-name",
-          `${spec.name}.cpuprofile`,
-        ];
+      : ["--cpu-prof", "--cpu-prof-dir", path.resolve(options.cpuProfDir, spec.name)];
   const env: Record<string, string> = {};
   for (const k of inherited) {
     const v = process.env[k];

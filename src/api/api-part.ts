@@ -15,6 +15,7 @@ import type { JobControl } from "../queue/job-control.js";
 import type { JobLister } from "../queue/job-lister.js";
 import type { JobReader } from "../queue/job-reader.js";
 import type { Submitter } from "../queue/submitter.js";
+import { isRpcPath, registerRpcPaths } from "../telemetry/telemetry.js";
 import {
   authenticateHttp,
   createAuthenticator,
@@ -113,6 +114,9 @@ export function createApiPart(deps: ApiPartDeps): ApiPart {
   const routes = withParseErrorsAsInvalidArgument(
     createRpcRoutes({ reportService: service, readiness, streams: settings }),
   );
+  const registered = registeredHandlers(routes);
+  // The RPC interceptor spans these; the HTTP instrumentation leaves them alone.
+  registerRpcPaths(registered.map((h) => h.requestPath));
   const handler = connectNodeAdapter({
     routes,
     // Tracing first, so its span covers every other interceptor (and the request
@@ -143,7 +147,8 @@ export function createApiPart(deps: ApiPartDeps): ApiPart {
         Math.max(settings.watchMaxDurationMs, settings.streamMaxDurationMs, settings.maxTimeoutMs) +
         60_000,
     },
-    streamingRequestPaths: streamingRequestPaths(routes),
+    streamingRequestPaths: streamingRequestPaths(registered),
+    uninstrumented: isRpcPath,
   });
   return {
     server,
@@ -156,12 +161,17 @@ export function createApiPart(deps: ApiPartDeps): ApiPart {
   };
 }
 
-/** The paths of the client-streaming and bidi methods `routes` registers (their request is a stream). */
-function streamingRequestPaths(routes: (router: ConnectRouter) => void): Set<string> {
+/** The handlers `routes` registers. */
+function registeredHandlers(routes: (router: ConnectRouter) => void): ConnectRouter["handlers"] {
   const router = createConnectRouter();
   routes(router);
+  return router.handlers;
+}
+
+/** The paths of the client-streaming and bidi methods among `handlers` (their request is a stream). */
+function streamingRequestPaths(handlers: ConnectRouter["handlers"]): Set<string> {
   return new Set(
-    router.handlers
+    handlers
       .filter(
         (h) =>
           h.method.methodKind === "client_streaming" || h.method.methodKind === "bidi_streaming",
