@@ -131,13 +131,20 @@ export function startTelemetry(options: TelemetryOptions): Telemetry {
         redactedQueryParamsServer: ["signature"],
         ignoreIncomingRequestHook: (req) => untracedByHttp(req.url ?? ""),
       }),
-      new IORedisInstrumentation({
-        // Only commands made inside a traced operation (a request, a job):
-        // the worker's idle polling would otherwise be a stream of root traces.
-        requireParentSpan: true,
-        // The command name only: arguments carry job payloads and filters.
-        dbStatementSerializer: (command) => command,
-      }),
+      // Redis command spans only when spans go somewhere: the instrumentation
+      // builds each command's attributes and wraps its promise before the
+      // sampler is asked, so unsampled spans would cost as much as recorded ones.
+      ...(sendsSpans
+        ? [
+            new IORedisInstrumentation({
+              // Only commands made inside a traced operation (a request, a job):
+              // the worker's idle polling would otherwise be a stream of root traces.
+              requireParentSpan: true,
+              // The command name only: arguments carry job payloads and filters.
+              dbStatementSerializer: (command: string) => command,
+            }),
+          ]
+        : []),
     ],
   });
   sdk.start();
