@@ -229,11 +229,18 @@ describe("npm run bench:compare", () => {
       const conns = json.figures["watchers.apiRedisConnections"];
       expect(conns?.baseline).toBeGreaterThanOrEqual(12);
       expect(conns?.ours).toBeLessThan(12);
-      // --cpu-prof: a profile per service process, of both designs and both roles.
-      const written = readdirSync(profiles);
+      // --cpu-prof: a folder per service process, of both designs and both
+      // roles, with the main thread's profile (thread id 0) among its threads'.
+      const folders = readdirSync(profiles);
       for (const name of ["ours-r1-accept-api", "baseline-r1-work-api", "ours-r1-work-worker"])
         expect(
-          written.some((f) => f.startsWith(name) && f.endsWith(".cpuprofile")),
+          folders.some(
+            (d) =>
+              d.startsWith(name) &&
+              readdirSync(path.join(profiles, d)).some((f) =>
+                /^CPU\..*\.0\.\d+\.cpuprofile$/.test(f),
+              ),
+          ),
           name,
         ).toBe(true);
     } finally {
