@@ -6,7 +6,6 @@
  */
 import type { AddressInfo } from "node:net";
 import { type ConnectRouter, createConnectRouter, createContextValues } from "@connectrpc/connect";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
 import type { ApiConfig, AuthConfig } from "../config/config.js";
 import type { EventHub } from "../events/event-hub.js";
@@ -32,6 +31,7 @@ import type { StorageState } from "./readiness.js";
 import { createReadiness } from "./readiness.js";
 import { createReportService } from "./report-service.js";
 import { createRequestLogInterceptor } from "./request-log-interceptor.js";
+import { createRpcNodeHandler } from "./rpc-node-handler.js";
 import { createRpcRoutes } from "./rpc-routes.js";
 import { createDualServer, type DualServer } from "./server.js";
 import { createTelemetryInterceptor } from "./telemetry-interceptor.js";
@@ -117,7 +117,7 @@ export function createApiPart(deps: ApiPartDeps): ApiPart {
   const registered = registeredHandlers(routes);
   // The RPC interceptor spans these; the HTTP instrumentation leaves them alone.
   registerRpcPaths(registered.map((h) => h.requestPath));
-  const handler = connectNodeAdapter({
+  const handler = createRpcNodeHandler({
     routes,
     // Tracing first, so its span covers every other interceptor (and the request
     // log line); authentication last, so a refused call is still traced and logged.
