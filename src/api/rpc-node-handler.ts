@@ -78,7 +78,16 @@ export function createRpcNodeHandler(options: RpcNodeHandlerOptions): NodeHandle
       return;
     }
     const unary = handler.method.methodKind === "unary";
-    handler(universalRequest(req, res, options.contextValues?.(req)))
+    let uReq: UniversalServerRequest;
+    try {
+      uReq = universalRequest(req, res, options.contextValues?.(req));
+    } catch {
+      // No authority (an HTTP/1.0 request without Host): nothing to build a URL from.
+      res.writeHead(400, { "content-type": "text/plain", connection: "close" });
+      res.end("the request names no host\n");
+      return;
+    }
+    handler(uReq)
       .then((uRes) => (unary ? writeUnary(uRes, res) : universalResponseToNodeResponse(uRes, res)))
       .catch(() => {
         // The client left, or the response could not be written: nothing to answer.
