@@ -15,7 +15,6 @@ import { JobNotFoundError, ShuttingDownError, WatchTimeLimitError } from "../dom
 import type { JobView } from "../domain/job.js";
 import type { EventHub } from "../events/event-hub.js";
 import type { EventLog } from "../events/event-log.js";
-import { shareReplays } from "../events/shared-replays.js";
 import { watchJobEvents } from "../events/watch-job-events.js";
 import type { JobControl } from "../queue/job-control.js";
 import type { JobLister } from "../queue/job-lister.js";
@@ -83,8 +82,6 @@ export function createReportService(deps: ReportServiceDeps): ServiceImpl<typeof
   const fail = (err: unknown) => toConnectError(err, logger);
   const signer = deps.downloadSigner;
   const toProto = (job: JobView) => jobToProto(job, publicUrl, signer);
-  // Watchers of one job opening together read its history once.
-  const watchLog = shareReplays(log);
 
   return {
     async submitReport(req, ctx) {
@@ -125,7 +122,7 @@ export function createReportService(deps: ReportServiceDeps): ServiceImpl<typeof
         const signal = AbortSignal.any([ctx.signal, deps.shutdownSignal, maxDuration]);
         try {
           for await (const item of watchJobEvents(
-            { log: watchLog, hub },
+            { log, hub },
             {
               jobId,
               tenant,
