@@ -96,13 +96,13 @@ export function createGrpcWatchRoute(deps: GrpcWatchRouteDeps): RawStreamRoute {
       const encoding = headers["grpc-encoding"];
       return encoding === undefined || encoding === "identity";
     },
-    serve(stream, headers) {
+    serve(stream, headers, closed) {
       let parent: Context = context.active();
       if (trace.getSpan(parent) === undefined) {
         parent = propagation.extract(parent, headers, defaultTextMapGetter);
       }
       const span = tracer.startSpan(rpcName, spanOptions, parent);
-      const call = new GrpcWatchCall(deps, stream, span, trace.setSpan(parent, span));
+      const call = new GrpcWatchCall(deps, stream, closed, span, trace.setSpan(parent, span));
       const authorization = headers.authorization;
       context.with(call.ctx, () => call.start(authorization));
     },
@@ -123,25 +123,30 @@ class GrpcWatchCall implements WatchOutput {
   constructor(
     private readonly deps: GrpcWatchRouteDeps,
     private readonly stream: http2.ServerHttp2Stream,
+    private readonly onClose: () => void,
     private readonly span: Span,
     readonly ctx: Context,
   ) {}
 
   start(authorization: string | undefined): void {
     const { stream } = this;
+    // The listeners are shared functions that find the call on the stream:
+    // no closure per call.
+    (stream as CallStream)[kCall] = this;
     stream.on("error", noop);
-    stream.once("close", () => this.closed());
+    stream.once("close", onClose);
     try {
       this.tenant = this.deps.auth.tenantOf(authorization);
     } catch (err) {
       this.end(toConnectError(err, this.deps.logger));
       return;
     }
-    stream.on("data", (chunk: Buffer) => this.received(chunk));
-    stream.once("end", () => this.requestEnded());
+    stream.on("data", onData);
+    stream.on("end", onEnd);
   }
 
-  private received(chunk: Buffer): void {
+  /** @internal */
+  received(chunk: Buffer): void {
     const body = this.body;
     if (body === undefined) return;
     body.push(chunk);
@@ -162,11 +167,13 @@ class GrpcWatchCall implements WatchOutput {
     if (this.bodyBytes >= 5 + length + 5) this.requestEnded();
   }
 
-  /** The whole request is here (or more than one message is): connect-node's checks, in its order. */
-  private requestEnded(): void {
+  /** @internal The whole request is here (or more than one message is): connect-node's checks, in its order. */
+  requestEnded(): void {
     const body = this.body;
     if (body === undefined || this.finished) return;
     this.body = undefined;
+    this.stream.off("data", onData);
+    this.stream.off("end", onEnd);
     const all = body.length === 1 ? (body[0] as Buffer) : Buffer.concat(body);
     const fail = (message: string) => this.fail(new ConnectError(message, Code.InvalidArgument));
     if (all.length === 0) {
@@ -211,7 +218,7 @@ class GrpcWatchCall implements WatchOutput {
     if (this.finished || stream.destroyed) return true;
     if (!this.headersSent) this.sendHeaders();
     if (stream.write(frame)) return true;
-    stream.once("drain", () => this.session?.resume());
+    stream.once("drain", onDrain);
     return false;
   }
 
@@ -243,8 +250,14 @@ class GrpcWatchCall implements WatchOutput {
     this.stream.respond(responseHeaders, { waitForTrailers: true });
   }
 
-  /** The stream closed: if the call was still on, the caller left (CANCELED, as connect-node says). */
-  private closed(): void {
+  /** @internal The stream drained. */
+  drained(): void {
+    this.session?.resume();
+  }
+
+  /** @internal The stream closed: if the call was still on, the caller left (CANCELED, as connect-node says). */
+  closed(): void {
+    this.onClose();
     if (this.finished) return;
     this.finished = true;
     this.body = undefined;
@@ -275,7 +288,24 @@ class GrpcWatchCall implements WatchOutput {
   }
 }
 
+const kCall = Symbol("grpcWatchCall");
+type CallStream = http2.ServerHttp2Stream & { [kCall]?: GrpcWatchCall };
+
 function noop(): void {}
+function onData(this: CallStream, chunk: Buffer): void {
+  this[kCall]?.received(chunk);
+}
+function onEnd(this: CallStream): void {
+  this[kCall]?.requestEnded();
+}
+function onDrain(this: CallStream): void {
+  this[kCall]?.drained();
+}
+function onClose(this: CallStream): void {
+  const call = this[kCall];
+  this[kCall] = undefined;
+  call?.closed();
+}
 
 /** The trailers of an error: connect's own setTrailerStatus, as a header object. */
 function trailersOf(err: ConnectError): http2.OutgoingHttpHeaders {

@@ -128,8 +128,15 @@ export interface ServerOptions {
 export interface RawStreamRoute {
   /** Whether this route serves a stream with these request headers (nothing is read yet). */
   accepts(headers: http2.IncomingHttpHeaders): boolean;
-  /** Serves the stream; it owns it from now on. */
-  serve(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void;
+  /**
+   * Serves the stream; it owns it from now on, and calls `closed` once when
+   * the stream has closed (it frees the stream's slot under the caps).
+   */
+  serve(
+    stream: http2.ServerHttp2Stream,
+    headers: http2.IncomingHttpHeaders,
+    closed: () => void,
+  ): void;
 }
 
 /** The server; not listening until `listen`. */
@@ -277,8 +284,7 @@ export function createDualServer(handler: Handler, options: ServerOptions): Dual
         answerAndReset(stream, slot);
         return;
       }
-      stream.once("close", slot);
-      rawRoute.serve(stream, headers);
+      rawRoute.serve(stream, headers, slot);
     });
   }
   const h1 = http.createServer(
@@ -420,6 +426,8 @@ export function createDualServer(handler: Handler, options: ServerOptions): Dual
     lifetime.unref();
     let receive: NodeJS.Timeout | undefined;
     const path = String(headers[":path"] ?? "").split("?")[0] as string;
+    // Only this is kept, not the headers: a watch holds its stream for long.
+    const contentType = headers["content-type"];
     // The request is complete when its readable side ends: at once for a
     // request without a body, else once the handler has read the body to its
     // end (every Connect handler reads it). A handler that never reads a
@@ -427,10 +435,13 @@ export function createDualServer(handler: Handler, options: ServerOptions): Dual
     if (!stream.endAfterHeaders && !streamingPaths.has(path)) {
       receive = setTimeout(() => {
         timedOut("request", remoteAddress);
-        answerTimeout(stream, headers["content-type"]);
+        answerTimeout(stream, contentType);
       }, limits.requestTimeoutMs);
       receive.unref();
-      stream.once("end", () => clearTimeout(receive));
+      stream.once("end", () => {
+        clearTimeout(receive);
+        receive = undefined;
+      });
     }
     return () => {
       clearTimeout(lifetime);

@@ -87,7 +87,13 @@ function frame(bytes: Uint8Array): Uint8Array {
 
 /** The state all sessions share. */
 class Shared {
+  /**
+   * Open sessions in the order they opened, which is the order of their
+   * deadlines (every watch has the same maximum duration): one timer, for the
+   * oldest, serves them all.
+   */
   readonly open = new Set<Session>();
+  private deadlineTimer: NodeJS.Timeout | undefined;
   /** Framed messages of events that read the same for every tenant. */
   private readonly frames = new WeakMap<JobEventView, Uint8Array>();
 
@@ -109,6 +115,35 @@ class Shared {
     return bytes;
   }
 
+  add(session: Session): void {
+    this.open.add(session);
+    if (this.deadlineTimer === undefined) this.armDeadline(session.deadlineAt);
+  }
+
+  private armDeadline(at: number): void {
+    this.deadlineTimer = setTimeout(deadlinesDue, Math.max(0, at - performance.now()), this);
+    this.deadlineTimer.unref();
+  }
+
+  /** Ends the sessions past their maximum duration; re-arms for the next one. */
+  deadlinesDue(): void {
+    this.deadlineTimer = undefined;
+    const now = performance.now();
+    for (const session of this.open) {
+      if (session.deadlineAt > now) {
+        this.armDeadline(session.deadlineAt);
+        return;
+      }
+      session.stop(new WatchTimeLimitError(this.deps.watchMaxDurationMs));
+    }
+  }
+
+  stopAll(err: unknown): void {
+    clearTimeout(this.deadlineTimer);
+    this.deadlineTimer = undefined;
+    for (const session of [...this.open]) session.stop(err);
+  }
+
   keepaliveFrame(): Uint8Array {
     const message = create(WatchJobResponseSchema, { keepaliveTime: timestampNow() });
     return frame(toBinary(WatchJobResponseSchema, message));
@@ -119,18 +154,19 @@ class Shared {
   }
 }
 
-function deadlineReached(session: Session): void {
-  session.stop(new WatchTimeLimitError(session.shared.deps.watchMaxDurationMs));
+function deadlinesDue(shared: Shared): void {
+  shared.deadlinesDue();
 }
 
 /** One watch: the JobWatch's sink, and what ends it. */
 class Session implements WatchSink, WatchSession {
   readonly watch: JobWatch;
-  private readonly deadline: NodeJS.Timeout;
+  /** When the watch reaches its maximum duration (performance.now() ms). */
+  readonly deadlineAt: number;
   private ended = false;
 
   constructor(
-    readonly shared: Shared,
+    private readonly shared: Shared,
     private readonly out: WatchOutput,
     private readonly tenant: string,
     private readonly release: (() => void) | undefined,
@@ -143,9 +179,8 @@ class Session implements WatchSink, WatchSession {
       { jobId, tenant, afterEventId, keepaliveMs: deps.keepaliveMs },
       this,
     );
-    this.deadline = setTimeout(deadlineReached, deps.watchMaxDurationMs, this);
-    this.deadline.unref();
-    shared.open.add(this);
+    this.deadlineAt = performance.now() + deps.watchMaxDurationMs;
+    shared.add(this);
   }
 
   event(event: JobEventView): boolean {
@@ -181,7 +216,6 @@ class Session implements WatchSink, WatchSession {
 
   private cleanup(): void {
     this.ended = true;
-    clearTimeout(this.deadline);
     this.shared.open.delete(this);
     this.release?.();
   }
@@ -190,13 +224,9 @@ class Session implements WatchSink, WatchSession {
 /** Creates the sessions; at shutdown every open one ends with UNAVAILABLE. */
 export function createWatchSessions(deps: WatchSessionsDeps): WatchSessions {
   const shared = new Shared(deps);
-  deps.shutdownSignal.addEventListener(
-    "abort",
-    () => {
-      for (const s of [...shared.open]) s.stop(new ShuttingDownError());
-    },
-    { once: true },
-  );
+  deps.shutdownSignal.addEventListener("abort", () => shared.stopAll(new ShuttingDownError()), {
+    once: true,
+  });
   return {
     get count() {
       return shared.open.size;
