@@ -119,6 +119,7 @@ export function createApiPart(deps: ApiPartDeps): ApiPart {
     }),
     auth,
     readMaxBytes: settings.readMaxBytes,
+    maxTimeoutMs: settings.maxTimeoutMs,
     logger,
   });
   // RPCs start in the open tenant; the auth interceptor sets the caller's.

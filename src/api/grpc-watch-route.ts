@@ -5,9 +5,10 @@
  * (request and response adapters, an AbortController, a dozen chained async
  * generators), the raw HTTP/2 stream 1.3 KB; an idle watch is mostly that
  * pipeline waiting. 10,000 watchers in one process are the design's promise,
- * so the most common watch (gRPC, protobuf, uncompressed, no deadline: what
- * internal services and the generated clients send) is served here, and
- * everything else (Connect, gRPC-Web, JSON, compression, grpc-timeout) still
+ * so the most common watch (gRPC, protobuf, uncompressed: what
+ * internal services and the generated clients send, with or without a
+ * deadline) is served here, and
+ * everything else (Connect, gRPC-Web, JSON, compressed requests) still
  * goes to connect-node, which stays the reference: `accepts` takes a stream
  * only when this route answers exactly as connect-node would.
  *
@@ -25,7 +26,7 @@ import type http2 from "node:http2";
 import { fromBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { codeToString } from "@connectrpc/connect/protocol-connect";
-import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
+import { parseTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import {
   type Context,
   context,
@@ -56,6 +57,8 @@ export interface GrpcWatchRouteDeps {
   auth: Authenticator;
   /** Largest request message accepted, in bytes (connect-node's readMaxBytes). */
   readMaxBytes: number;
+  /** Longest grpc-timeout accepted, in ms (connect-node's maxTimeoutMs). */
+  maxTimeoutMs: number;
   logger: Logger;
 }
 
@@ -91,8 +94,7 @@ export function createGrpcWatchRoute(deps: GrpcWatchRouteDeps): RawStreamRoute {
       if (headers[":path"] !== path || headers[":method"] !== "POST") return false;
       const type = headers["content-type"];
       if (type !== "application/grpc" && type !== "application/grpc+proto") return false;
-      // Deadlines and compression: connect-node's.
-      if (headers["grpc-timeout"] !== undefined) return false;
+      // Compression: connect-node's.
       const encoding = headers["grpc-encoding"];
       return encoding === undefined || encoding === "identity";
     },
@@ -104,7 +106,9 @@ export function createGrpcWatchRoute(deps: GrpcWatchRouteDeps): RawStreamRoute {
       const span = tracer.startSpan(rpcName, spanOptions, parent);
       const call = new GrpcWatchCall(deps, stream, closed, span, trace.setSpan(parent, span));
       const authorization = headers.authorization;
-      context.with(call.ctx, () => call.start(authorization));
+      const timeout = headers["grpc-timeout"];
+      const grpcTimeout = typeof timeout === "string" ? timeout : timeout?.[0];
+      context.with(call.ctx, () => call.start(authorization, grpcTimeout));
     },
   };
 }
@@ -119,6 +123,8 @@ class GrpcWatchCall implements WatchOutput {
   private bodyBytes = 0;
   private headersSent = false;
   private finished = false;
+  /** The caller's deadline (grpc-timeout), in performance.now() ms. */
+  private deadlineAt: number | undefined;
 
   constructor(
     private readonly deps: GrpcWatchRouteDeps,
@@ -128,7 +134,7 @@ class GrpcWatchCall implements WatchOutput {
     readonly ctx: Context,
   ) {}
 
-  start(authorization: string | undefined): void {
+  start(authorization: string | undefined, grpcTimeout: string | undefined): void {
     const { stream } = this;
     // The listeners are shared functions that find the call on the stream:
     // no closure per call.
@@ -140,6 +146,16 @@ class GrpcWatchCall implements WatchOutput {
     } catch (err) {
       this.end(toConnectError(err, this.deps.logger));
       return;
+    }
+    // The caller's deadline runs from now, as connect-node's does; a bad or
+    // too long one is answered before the request is read.
+    if (grpcTimeout !== undefined) {
+      const timeout = parseTimeout(grpcTimeout, this.deps.maxTimeoutMs);
+      if (timeout.error !== undefined) {
+        this.end(timeout.error);
+        return;
+      }
+      this.deadlineAt = performance.now() + (timeout.timeoutMs ?? 0);
     }
     stream.on("data", onData);
     stream.on("end", onEnd);
@@ -207,7 +223,11 @@ class GrpcWatchCall implements WatchOutput {
       return;
     }
     try {
-      this.session = this.deps.sessions.open(request, this.tenant as string, this);
+      const timeoutMs =
+        this.deadlineAt === undefined
+          ? undefined
+          : Math.max(0, this.deadlineAt - performance.now());
+      this.session = this.deps.sessions.open(request, this.tenant as string, this, timeoutMs);
     } catch (err) {
       this.end(toConnectError(err, this.deps.logger));
     }

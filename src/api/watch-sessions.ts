@@ -14,7 +14,7 @@
  */
 import { create, toBinary } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
-import type { ConnectError } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import {
   type WatchJobRequest,
@@ -54,11 +54,17 @@ export interface WatchSession {
 /** Opens watches. */
 export interface WatchSessions {
   /**
-   * Validates `request` and opens its watch for `tenant` (authenticated).
+   * Validates `request` and opens its watch for `tenant` (authenticated);
+   * `timeoutMs` is the caller's deadline (DEADLINE_EXCEEDED when it passes).
    * @throws ConnectError INVALID_ARGUMENT, RESOURCE_EXHAUSTED (the tenant's
    *   cap) or UNAVAILABLE (shutting down); later errors go to `out.end`.
    */
-  open(request: WatchJobRequest, tenant: string, out: WatchOutput): WatchSession;
+  open(
+    request: WatchJobRequest,
+    tenant: string,
+    out: WatchOutput,
+    timeoutMs?: number,
+  ): WatchSession;
   /** Watches open now. */
   readonly count: number;
 }
@@ -154,6 +160,11 @@ class Shared {
   }
 }
 
+function callerDeadlinePassed(session: Session): void {
+  // connect-node's words for a passed deadline.
+  session.stop(new ConnectError("the operation timed out", Code.DeadlineExceeded));
+}
+
 function deadlinesDue(shared: Shared): void {
   shared.deadlinesDue();
 }
@@ -163,6 +174,8 @@ class Session implements WatchSink, WatchSession {
   readonly watch: JobWatch;
   /** When the watch reaches its maximum duration (performance.now() ms). */
   readonly deadlineAt: number;
+  /** The caller's own deadline, when it set one (rare for a watch: a timer of its own). */
+  private callerDeadline: NodeJS.Timeout | undefined;
   private ended = false;
 
   constructor(
@@ -208,6 +221,11 @@ class Session implements WatchSink, WatchSession {
     this.watch.resume();
   }
 
+  setTimeout(ms: number): void {
+    this.callerDeadline = setTimeout(callerDeadlinePassed, ms, this);
+    this.callerDeadline.unref();
+  }
+
   close(): void {
     if (this.ended) return;
     this.watch.close();
@@ -216,6 +234,7 @@ class Session implements WatchSink, WatchSession {
 
   private cleanup(): void {
     this.ended = true;
+    clearTimeout(this.callerDeadline);
     this.shared.open.delete(this);
     this.release?.();
   }
@@ -231,12 +250,13 @@ export function createWatchSessions(deps: WatchSessionsDeps): WatchSessions {
     get count() {
       return shared.open.size;
     },
-    open(request, tenant, out) {
+    open(request, tenant, out, timeoutMs) {
       try {
         if (deps.shutdownSignal.aborted) throw new ShuttingDownError();
         const { jobId, afterEventId } = validateWatchJob(request);
         const release = deps.watchLimiter?.acquire(tenant);
         const session = new Session(shared, out, tenant, release, jobId, afterEventId);
+        if (timeoutMs !== undefined) session.setTimeout(timeoutMs);
         void session.watch.start();
         return session;
       } catch (err) {

@@ -1,0 +1,106 @@
+/**
+ * WatchJob over gRPC on the raw HTTP/2 stream (grpc-watch-route.ts), seen
+ * from a raw HTTP/2 client that never cancels on its own: what the server
+ * itself answers for a caller's deadline, and that it is what connect-node
+ * answers.
+ */
+import http2 from "node:http2";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { JobEventType, ReportType } from "../../gen/reports/v1/job_pb.js";
+import {
+  WatchJobRequestSchema,
+  WatchJobResponseSchema,
+} from "../../gen/reports/v1/report_service_pb.js";
+import { reportClient } from "../helpers/clients.js";
+import { startTestApp, type TestApp } from "../helpers/test-app.js";
+import { waitFor } from "../helpers/wait-for.js";
+
+/** One gRPC WatchJob call with `headers`: its messages, response headers and trailers. */
+function watch(url: string, jobId: string, headers: http2.OutgoingHttpHeaders = {}) {
+  return new Promise<{
+    events: JobEventType[];
+    headers: http2.IncomingHttpHeaders;
+    trailers: http2.IncomingHttpHeaders;
+  }>((resolve, reject) => {
+    const session = http2.connect(url);
+    session.on("error", reject);
+    const stream = session.request({
+      ":method": "POST",
+      ":path": "/reports.v1.ReportService/WatchJob",
+      "content-type": "application/grpc",
+      te: "trailers",
+      ...headers,
+    });
+    let got: http2.IncomingHttpHeaders = {};
+    let trailers: http2.IncomingHttpHeaders = {};
+    const events: JobEventType[] = [];
+    let buf = Buffer.alloc(0);
+    stream.on("response", (h) => {
+      got = h;
+    });
+    stream.on("trailers", (t) => {
+      trailers = t;
+    });
+    stream.on("data", (chunk: Buffer) => {
+      buf = Buffer.concat([buf, chunk]);
+      while (buf.length >= 5 && buf.length >= 5 + buf.readUInt32BE(1)) {
+        const len = buf.readUInt32BE(1);
+        const msg = fromBinary(WatchJobResponseSchema, buf.subarray(5, 5 + len));
+        if (msg.event) events.push(msg.event.type);
+        buf = buf.subarray(5 + len);
+      }
+    });
+    stream.on("end", () => {
+      session.close();
+      resolve({ events, headers: got, trailers });
+    });
+    stream.on("error", reject);
+    const msg = toBinary(WatchJobRequestSchema, create(WatchJobRequestSchema, { jobId }));
+    const frame = Buffer.alloc(5 + msg.length);
+    frame.writeUInt32BE(msg.length, 1);
+    frame.set(msg, 5);
+    stream.end(frame);
+  });
+}
+
+describe("WatchJob over gRPC (raw HTTP/2 route)", () => {
+  let t: TestApp;
+  let jobId: string;
+  beforeAll(async () => {
+    // API only: nothing runs the job, so only a deadline ends the watch.
+    t = await startTestApp({ MAX_TIMEOUT_MS: "60000" }, { mode: "api" });
+    const client = reportClient("grpc", t.url);
+    ({ jobId } = await client.submitReport({ userId: "u", reportType: ReportType.WEEKLY }));
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it("ends the watch itself at the caller's grpc-timeout with DEADLINE_EXCEEDED", async () => {
+    const began = Date.now();
+    const res = await watch(t.url, jobId, { "grpc-timeout": "300m" });
+    expect(Date.now() - began).toBeGreaterThanOrEqual(250);
+    expect(res.headers["content-type"]).toBe("application/grpc+proto");
+    expect(res.events).toEqual([JobEventType.QUEUED]);
+    expect(res.trailers["grpc-status"]).toBe("4");
+    expect(decodeURIComponent(String(res.trailers["grpc-message"]))).toBe(
+      "the operation timed out",
+    );
+    await waitFor(() => t.app.hub?.listenerCount === 0, { what: "the hub to drop the watch" });
+  });
+
+  it("answers a malformed or too long grpc-timeout with INVALID_ARGUMENT, as connect-node does", async () => {
+    const bad = await watch(t.url, jobId, { "grpc-timeout": "soon" });
+    expect(bad.events).toEqual([]);
+    expect(bad.trailers["grpc-status"]).toBe("3");
+    expect(decodeURIComponent(String(bad.trailers["grpc-message"]))).toBe(
+      "protocol error: invalid grpc timeout value: soon",
+    );
+    const long = await watch(t.url, jobId, { "grpc-timeout": "2H" });
+    expect(long.trailers["grpc-status"]).toBe("3");
+    expect(decodeURIComponent(String(long.trailers["grpc-message"]))).toBe(
+      "timeout 7200000ms must be <= 60000",
+    );
+  });
+});
