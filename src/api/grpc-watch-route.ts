@@ -246,6 +246,15 @@ class GrpcWatchCall implements WatchOutput {
     if (this.finished) return;
     this.finished = true;
     this.body = undefined;
+    // After a terminal event, its other watchers are being written to in this
+    // very turn: trailers, span and log line wait until those writes are out
+    // (Node flushes HTTP/2 frames before running the next turn's immediates).
+    if (err === undefined) setImmediate(endCall, this);
+    else this.respondEnd(err);
+  }
+
+  /** @internal Sends the trailers (and the headers, if none went yet), ends the span, logs. */
+  respondEnd(err: ConnectError | undefined): void {
     const { stream } = this;
     if (!stream.destroyed && !stream.closed) {
       const trailers = err === undefined ? okTrailers : trailersOf(err);
@@ -312,6 +321,9 @@ const kCall = Symbol("grpcWatchCall");
 type CallStream = http2.ServerHttp2Stream & { [kCall]?: GrpcWatchCall };
 
 function noop(): void {}
+function endCall(call: GrpcWatchCall): void {
+  call.respondEnd(undefined);
+}
 function onData(this: CallStream, chunk: Buffer): void {
   this[kCall]?.received(chunk);
 }

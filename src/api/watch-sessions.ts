@@ -9,8 +9,7 @@
  * release); one shutdown listener serves them all; and an event's framed
  * message is encoded once and the same bytes written to every watcher of the
  * job (the hub decodes each event once, and shared replays hand out the same
- * event objects). Only a result's signed download URL differs per tenant:
- * such events are encoded per watcher.
+ * event objects), signed download URLs included.
  */
 import { create, toBinary } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
@@ -102,23 +101,39 @@ class Shared {
   private deadlineTimer: NodeJS.Timeout | undefined;
   /** Framed messages of events that read the same for every tenant. */
   private readonly frames = new WeakMap<JobEventView, Uint8Array>();
+  /** Framed messages of events with a signed download URL, and the tenant it was signed for. */
+  private readonly signedFrames = new WeakMap<
+    JobEventView,
+    { tenant: string; bytes: Uint8Array }
+  >();
 
   constructor(readonly deps: WatchSessionsDeps) {}
 
   frameOf(event: JobEventView, tenant: string): Uint8Array {
     const signer = this.deps.downloadSigner;
-    const perTenant = event.result !== undefined && signer !== undefined;
-    if (!perTenant) {
-      const cached = this.frames.get(event);
-      if (cached !== undefined) return cached;
+    if (event.result === undefined || signer === undefined) {
+      let bytes = this.frames.get(event);
+      if (bytes === undefined) {
+        bytes = this.encode(event, undefined);
+        this.frames.set(event, bytes);
+      }
+      return bytes;
     }
-    const sign = perTenant ? (path: string) => signer.sign(tenant, path) : undefined;
+    // A signed download URL is the tenant's (and its expiry moves in coarse
+    // steps): every watcher of the job is of its tenant, so one encoding
+    // still serves them all.
+    const signed = this.signedFrames.get(event);
+    if (signed !== undefined && signed.tenant === tenant) return signed.bytes;
+    const bytes = this.encode(event, (path: string) => signer.sign(tenant, path));
+    this.signedFrames.set(event, { tenant, bytes });
+    return bytes;
+  }
+
+  private encode(event: JobEventView, sign: ((path: string) => string) | undefined): Uint8Array {
     const message = create(WatchJobResponseSchema, {
       event: eventToProto(event, this.deps.publicUrl, sign),
     });
-    const bytes = frame(toBinary(WatchJobResponseSchema, message));
-    if (!perTenant) this.frames.set(event, bytes);
-    return bytes;
+    return frame(toBinary(WatchJobResponseSchema, message));
   }
 
   add(session: Session): void {

@@ -90,6 +90,32 @@ describe("WatchJob over gRPC (raw HTTP/2 route)", () => {
     await waitFor(() => t.app.hub?.listenerCount === 0, { what: "the hub to drop the watch" });
   });
 
+  it("sends every watcher of a finished job its signed download link", async () => {
+    const all = await startTestApp();
+    try {
+      const client = reportClient("grpc", all.url);
+      const { jobId: done } = await client.submitReport({
+        userId: "u",
+        reportType: ReportType.WEEKLY,
+      });
+      const links = await Promise.all(
+        [1, 2, 3].map(async () => {
+          let url = "";
+          for await (const res of client.watchJob({ jobId: done })) {
+            if (res.event?.type === JobEventType.SUCCEEDED)
+              url = res.event.result?.downloadUrl ?? "";
+          }
+          return url;
+        }),
+      );
+      expect(links[0]).toMatch(/\?expires=\d+&signature=[A-Za-z0-9_-]{43}$/);
+      expect(new Set(links).size).toBe(1);
+      expect((await fetch(links[0] as string)).status).toBe(200);
+    } finally {
+      await all.close();
+    }
+  });
+
   it("answers a malformed or too long grpc-timeout with INVALID_ARGUMENT, as connect-node does", async () => {
     const bad = await watch(t.url, jobId, { "grpc-timeout": "soon" });
     expect(bad.events).toEqual([]);
