@@ -121,6 +121,8 @@ class GrpcWatchCall implements WatchOutput {
   /** The request body so far (bounded: one message and the next envelope's prefix). */
   private body: Buffer[] | undefined = [];
   private bodyBytes = 0;
+  /** The first message's length, once its prefix is here. */
+  private messageBytes: number | undefined;
   private headersSent = false;
   private finished = false;
   /** The caller's deadline (grpc-timeout), in performance.now() ms. */
@@ -168,19 +170,25 @@ class GrpcWatchCall implements WatchOutput {
     body.push(chunk);
     this.bodyBytes += chunk.length;
     if (this.bodyBytes < 5) return;
-    const head = body.length === 1 ? (body[0] as Buffer) : Buffer.concat(body);
-    const length = head.readUInt32BE(1);
-    if (length > this.deps.readMaxBytes) {
-      this.fail(
-        new ConnectError(
-          `message size ${length} is larger than configured readMaxBytes ${this.deps.readMaxBytes}`,
-          Code.ResourceExhausted,
-        ),
-      );
-      return;
+    if (this.messageBytes === undefined) {
+      // The first envelope's prefix, read once (however the body is chunked).
+      const head = body.length === 1 ? (body[0] as Buffer) : Buffer.concat(body);
+      body.length = 0;
+      body.push(head);
+      const length = head.readUInt32BE(1);
+      if (length > this.deps.readMaxBytes) {
+        this.fail(
+          new ConnectError(
+            `message size ${length} is larger than configured readMaxBytes ${this.deps.readMaxBytes}`,
+            Code.ResourceExhausted,
+          ),
+        );
+        return;
+      }
+      this.messageBytes = length;
     }
     // A second envelope's prefix: connect-node stops there too.
-    if (this.bodyBytes >= 5 + length + 5) this.requestEnded();
+    if (this.bodyBytes >= 5 + this.messageBytes + 5) this.requestEnded();
   }
 
   /** @internal The whole request is here (or more than one message is): connect-node's checks, in its order. */
@@ -235,7 +243,7 @@ class GrpcWatchCall implements WatchOutput {
 
   write(frame: Uint8Array): boolean {
     const { stream } = this;
-    if (this.finished || stream.destroyed) return true;
+    if (this.finished || stream.destroyed || stream.closed) return true;
     if (!this.headersSent) this.sendHeaders();
     if (stream.write(frame)) return true;
     stream.once("drain", onDrain);

@@ -17,7 +17,12 @@ import { startTestApp, type TestApp } from "../helpers/test-app.js";
 import { waitFor } from "../helpers/wait-for.js";
 
 /** One gRPC WatchJob call with `headers`: its messages, response headers and trailers. */
-function watch(url: string, jobId: string, headers: http2.OutgoingHttpHeaders = {}) {
+function watch(
+  url: string,
+  jobId: string,
+  headers: http2.OutgoingHttpHeaders = {},
+  send?: (stream: http2.ClientHttp2Stream, frame: Buffer) => void,
+) {
   return new Promise<{
     events: JobEventType[];
     headers: http2.IncomingHttpHeaders;
@@ -52,7 +57,8 @@ function watch(url: string, jobId: string, headers: http2.OutgoingHttpHeaders = 
       }
     });
     stream.on("end", () => {
-      session.close();
+      // Destroyed, not closed: a request still being sent would hold the session.
+      session.destroy();
       resolve({ events, headers: got, trailers });
     });
     stream.on("error", reject);
@@ -60,7 +66,8 @@ function watch(url: string, jobId: string, headers: http2.OutgoingHttpHeaders = 
     const frame = Buffer.alloc(5 + msg.length);
     frame.writeUInt32BE(msg.length, 1);
     frame.set(msg, 5);
-    stream.end(frame);
+    if (send) send(stream, frame);
+    else stream.end(frame);
   });
 }
 
@@ -114,6 +121,32 @@ describe("WatchJob over gRPC (raw HTTP/2 route)", () => {
     } finally {
       await all.close();
     }
+  });
+
+  it("reads a request message that arrives a byte at a time", async () => {
+    const res = await watch(t.url, jobId, { "grpc-timeout": "500m" }, (stream, frame) => {
+      let i = 0;
+      const next = () => {
+        if (i < frame.length) stream.write(frame.subarray(i, ++i), () => setImmediate(next));
+        else stream.end();
+      };
+      next();
+    });
+    expect(res.events).toEqual([JobEventType.QUEUED]);
+    expect(res.trailers["grpc-status"]).toBe("4");
+  });
+
+  it("refuses a request message over READ_MAX_BYTES from its prefix, as connect-node does", async () => {
+    const res = await watch(t.url, jobId, {}, (stream) => {
+      const prefix = Buffer.alloc(5);
+      prefix.writeUInt32BE(t.config.api.readMaxBytes + 1, 1);
+      // Only the prefix: the answer comes before the message would.
+      stream.write(prefix);
+    });
+    expect(res.trailers["grpc-status"]).toBe("8");
+    expect(decodeURIComponent(String(res.trailers["grpc-message"]))).toBe(
+      `message size ${t.config.api.readMaxBytes + 1} is larger than configured readMaxBytes ${t.config.api.readMaxBytes}`,
+    );
   });
 
   it("answers a malformed or too long grpc-timeout with INVALID_ARGUMENT, as connect-node does", async () => {
