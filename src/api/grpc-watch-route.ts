@@ -92,6 +92,8 @@ export function createGrpcWatchRoute(deps: GrpcWatchRouteDeps): RawStreamRoute {
   return {
     accepts(headers) {
       if (headers[":path"] !== path || headers[":method"] !== "POST") return false;
+      // A browser's request (CORS headers): connect-node's, behind withCors.
+      if (headers.origin !== undefined) return false;
       const type = headers["content-type"];
       if (type !== "application/grpc" && type !== "application/grpc+proto") return false;
       // Compression: connect-node's.

@@ -76,7 +76,10 @@ describe("WatchJob over gRPC (raw HTTP/2 route)", () => {
   let jobId: string;
   beforeAll(async () => {
     // API only: nothing runs the job, so only a deadline ends the watch.
-    t = await startTestApp({ MAX_TIMEOUT_MS: "60000" }, { mode: "api" });
+    t = await startTestApp(
+      { MAX_TIMEOUT_MS: "60000", CORS_ORIGINS: "https://app.example" },
+      { mode: "api" },
+    );
     const client = reportClient("grpc", t.url);
     ({ jobId } = await client.submitReport({ userId: "u", reportType: ReportType.WEEKLY }));
   });
@@ -121,6 +124,16 @@ describe("WatchJob over gRPC (raw HTTP/2 route)", () => {
     } finally {
       await all.close();
     }
+  });
+
+  it("leaves a request with an Origin to connect-node, behind CORS", async () => {
+    const res = await watch(t.url, jobId, {
+      "grpc-timeout": "200m",
+      origin: "https://app.example",
+    });
+    expect(res.headers["access-control-allow-origin"]).toBe("https://app.example");
+    expect(res.events).toEqual([JobEventType.QUEUED]);
+    expect(res.trailers["grpc-status"]).toBe("4");
   });
 
   it("reads a request message that arrives a byte at a time", async () => {
