@@ -141,6 +141,8 @@ export function createApiPart(deps: ApiPartDeps): ApiPart {
     routes,
     // Tracing first, so its span covers every other interceptor (and the request
     // log line); authentication last, so a refused call is still traced and logged.
+    // gRPC WatchJob bypasses them (grpc-watch-route.ts does their work itself):
+    // an interceptor added here must be mirrored there.
     interceptors: [
       createTelemetryInterceptor(),
       createRequestLogInterceptor(logger),
