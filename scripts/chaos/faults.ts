@@ -2,9 +2,10 @@
  * The chaos run's faults, one at a time at random: SIGKILL of a worker or an
  * API process (started again after a moment), SIGSTOP/SIGCONT of one (a GC
  * pause, a VM migration, a partition), a Redis restart (SIGKILL or an orderly
- * SHUTDOWN via SIGTERM, then started again on its port with its AOF) and a
- * frozen Redis (SIGSTOP/SIGCONT). Each fault heals before the next starts,
- * so a killed process is back before anything else is hit.
+ * SHUTDOWN via SIGTERM, then started again on its port with its AOF), a
+ * frozen Redis (SIGSTOP/SIGCONT), and an orderly stop (SIGTERM) of a worker
+ * or an API, started again once it exited. Each fault heals before its loop
+ * injects the next; with several loops (CHAOS_FAULT_LOOPS) faults overlap.
  */
 import type { RedisProcess, ServiceProcess } from "./processes.js";
 import type { Rng } from "./rng.js";
@@ -13,8 +14,10 @@ import type { Rng } from "./rng.js";
 export const faultKinds = [
   "worker-kill",
   "worker-freeze",
+  "worker-stop",
   "api-kill",
   "api-freeze",
+  "api-stop",
   "redis-restart",
   "redis-freeze",
 ] as const;
@@ -25,8 +28,10 @@ export type FaultKind = (typeof faultKinds)[number];
 const weights: Record<FaultKind, number> = {
   "worker-kill": 3,
   "worker-freeze": 3,
+  "worker-stop": 1,
   "api-kill": 2,
   "api-freeze": 2,
+  "api-stop": 1,
   "redis-restart": 1.5,
   "redis-freeze": 1.5,
 };
@@ -64,6 +69,15 @@ export async function injectFaults(options: {
         log(`fault ${kind} ${p.name}: SIGKILL, back after ${down} ms`);
         await p.kill("SIGKILL");
         await pause(down);
+        await p.start();
+        log(`healed ${kind} ${p.name}`);
+        break;
+      }
+      case "worker-stop":
+      case "api-stop": {
+        const p = rng.pick(kind === "api-stop" ? apis : workers);
+        log(`fault ${kind} ${p.name}: SIGTERM, started again once it exited`);
+        await p.kill("SIGTERM");
         await p.start();
         log(`healed ${kind} ${p.name}`);
         break;

@@ -10,6 +10,7 @@
  * (default 90), CHAOS_RETENTION_SECONDS (the run's job retention, default 30),
  * CHAOS_APIS / CHAOS_WORKERS (default 2 / 2), CHAOS_USERS (default 4),
  * CHAOS_FAULT_GAP_MS ("min-max" between faults, default 1000-4000),
+ * CHAOS_FAULT_LOOPS (faults injected at once, default 1),
  * CHAOS_APPENDFSYNC (always | everysec, default always), CHAOS_KEEP=1 (keep
  * the run's folder: logs, AOF, reports; kept anyway when a check fails).
  * WORKER_LOCK_DURATION_MS, WORKER_LOCK_RENEW_MS, WORKER_STALLED_INTERVAL_MS,
@@ -47,6 +48,7 @@ interface Options {
   workers: number;
   users: number;
   gapMs: [number, number];
+  faultLoops: number;
   appendfsync: "always" | "everysec";
   keep: boolean;
 }
@@ -92,6 +94,7 @@ function readOptions(env: NodeJS.ProcessEnv): Options {
     workers: int("CHAOS_WORKERS", 2, 1, 8),
     users: int("CHAOS_USERS", 4, 1, 64),
     gapMs: [gap[0] ?? 1000, gap[1] ?? 4000],
+    faultLoops: int("CHAOS_FAULT_LOOPS", 1, 1, 8),
     appendfsync: appendfsync as "always" | "everysec",
     keep: /^(1|true|yes)$/i.test(env.CHAOS_KEEP ?? ""),
   };
@@ -237,9 +240,9 @@ async function main(): Promise<number> {
         await new Promise((r) => setTimeout(r, 3000));
       }
     })();
-    const [faults] = await Promise.all([
+    const faultLoops = Array.from({ length: o.faultLoops }, () => faultRng.fork()).map((r) =>
       injectFaults({
-        rng: faultRng,
+        rng: r,
         kinds: o.faults,
         untilMs: runEnd,
         gapMs: o.gapMs,
@@ -248,8 +251,10 @@ async function main(): Promise<number> {
         workers,
         log,
       }),
-      load.run(runEnd),
-    ]);
+    );
+    const [counts] = await Promise.all([Promise.all(faultLoops), load.run(runEnd)]);
+    const faults = new Map<string, number>();
+    for (const c of counts) for (const [k, n] of c) faults.set(k, (faults.get(k) ?? 0) + n);
     log(
       `load and faults stopped (${[...faults].map(([k, n]) => `${k} ${n}`).join(", ") || "no faults"}); settling`,
     );

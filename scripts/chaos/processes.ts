@@ -65,6 +65,7 @@ function manage(spec: ChildSpec): ManagedProcess {
   let frozen = false;
   let expectingExit = false;
   let log: WriteStream | undefined;
+  let starting: Promise<void> | undefined;
   const openLog = () => {
     log ??= createWriteStream(spec.logFile, { flags: "a" });
     return log;
@@ -122,15 +123,23 @@ function manage(spec: ChildSpec): ManagedProcess {
     get frozen() {
       return frozen;
     },
-    async start(timeoutMs = 60_000) {
-      if (running()) return;
-      const deadline = Date.now() + timeoutMs;
-      for (;;) {
-        if (await launch()) return;
-        if (Date.now() > deadline)
-          throw new Error(`${spec.name} did not start within ${timeoutMs} ms`);
-        await new Promise((r) => setTimeout(r, 500));
-      }
+    start(timeoutMs = 60_000) {
+      // One start at a time: two fault loops (or a loop and a crash) never launch two children.
+      starting ??= (async () => {
+        try {
+          if (running()) return;
+          const deadline = Date.now() + timeoutMs;
+          for (;;) {
+            if (await launch()) return;
+            if (Date.now() > deadline)
+              throw new Error(`${spec.name} did not start within ${timeoutMs} ms`);
+            await new Promise((r) => setTimeout(r, 500));
+          }
+        } finally {
+          starting = undefined;
+        }
+      })();
+      return starting;
     },
     async kill(signal) {
       const c = child;
