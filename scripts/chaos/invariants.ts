@@ -29,6 +29,8 @@ export interface FinalState {
   /** Idempotency key (tenant/digest) → job ids whose records named it, over the run's snapshots. */
   serverKeys: Map<string, Set<string>>;
   unexpectedExits: UnexpectedExit[];
+  /** The services' "unexpected error" log lines (what they answered INTERNAL), as messages. */
+  unexpectedErrors: string[];
   /** What Redis still held of the jobs after their retention. */
   redisLeftovers: string[];
   /** Report folders left after retention. */
@@ -200,7 +202,19 @@ export function evaluate(load: LoadResults, end: FinalState): InvariantRow[] {
     ),
   );
 
-  // 9. After retention, Redis holds nothing of the jobs and no report is left.
+  // 9. No call was answered INTERNAL: faults are UNAVAILABLE (retry), never "internal error".
+  rows.push(
+    row(
+      "no call answered INTERNAL",
+      [...load.calls.values()].reduce((s, n) => s + n, 0),
+      end.unexpectedErrors,
+      load.internal.length > 0
+        ? `clients saw: ${[...new Set(load.internal)].slice(0, 3).join("; ")}`
+        : "",
+    ),
+  );
+
+  // 10. After retention, Redis holds nothing of the jobs and no report is left.
   rows.push(
     row(
       "after retention Redis holds nothing of the jobs",

@@ -84,6 +84,8 @@ export interface LoadResults {
   watchers: Watcher[];
   /** Calls by RPC and outcome ("ok" or a Code name). */
   calls: Map<string, number>;
+  /** Messages of the first INTERNAL errors the callers got. */
+  internal: string[];
   /** Unkeyed submits that got no answer (not acknowledged: whatever they did is not checked by id). */
   unackedSubmits: number;
 }
@@ -123,6 +125,7 @@ export function createLoad(options: {
     watchers: [],
     calls: new Map(),
     unackedSubmits: 0,
+    internal: [],
   };
   const tasks = new Set<Promise<unknown>>();
   const hardStop = new AbortController();
@@ -161,7 +164,10 @@ export function createLoad(options: {
       count(rpc, "ok");
       return out;
     } catch (err) {
-      count(rpc, codeOf(err));
+      const code = codeOf(err);
+      count(rpc, code);
+      if (code === "Internal" && results.internal.length < 20)
+        results.internal.push(`${rpc}: ${ConnectError.from(err).rawMessage}`);
       throw err;
     }
   }

@@ -22,6 +22,7 @@ import {
   existsSync,
   mkdtempSync,
   readdirSync,
+  readFileSync,
   rmSync,
   writeFileSync,
 } from "node:fs";
@@ -314,7 +315,20 @@ async function main(): Promise<number> {
         break;
       await new Promise((r) => setTimeout(r, 1000));
     }
+    const unexpectedErrors: string[] = [];
+    for (const name of readdirSync(dir).filter((n) => /^(api|worker)-\d+\.log$/.test(n))) {
+      for (const line of readFileSync(path.join(dir, name), "utf8").split("\n")) {
+        if (!line.includes('"unexpected error"')) continue;
+        try {
+          const l = JSON.parse(line) as { time?: string; err?: { message?: string } };
+          unexpectedErrors.push(`${name.slice(0, -4)} ${l.time ?? ""}: ${l.err?.message ?? line}`);
+        } catch {
+          unexpectedErrors.push(`${name.slice(0, -4)}: ${line.slice(0, 300)}`);
+        }
+      }
+    }
     const final: FinalState = {
+      unexpectedErrors,
       logs,
       expired,
       live,

@@ -48,6 +48,7 @@ describe("npm run chaos", () => {
       "acknowledged retries ran again",
       "watchers saw every event once, in order",
       "no process died but by a fault",
+      "no call answered INTERNAL",
       "after retention Redis holds nothing of the jobs",
       "after retention no report files are left",
     ]);
