@@ -75,7 +75,11 @@ export function checkEventLog(events: readonly LoggedEvent[], recordState?: JobS
       e.type !== "queued" &&
       e.attempt > 0 &&
       attempt !== undefined &&
-      e.attempt !== attempt
+      // A FAILED may name a later attempt than the last STARTED: BullMQ's
+      // count, when attempts failed before they could record STARTED (Redis
+      // away) and BullMQ gave up (report-worker.ts markFailed). Only an
+      // earlier attempt's write is a fencing failure.
+      (e.type === "failed" ? e.attempt < attempt : e.attempt !== attempt)
     ) {
       problems.push(`${at}: written by attempt ${e.attempt} while attempt ${attempt} runs`);
     }

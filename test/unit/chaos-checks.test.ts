@@ -71,6 +71,11 @@ describe("checkEventLog()", () => {
     ]);
   });
 
+  it("accepts a FAILED of a later attempt that never recorded its start (BullMQ's count)", () => {
+    const log = [ev("queued", "queued"), ev("started", "running", 1), ev("failed", "failed", 2)];
+    expect(checkEventLog(log).problems).toEqual([]);
+  });
+
   it("refuses a log that does not start QUEUED, ids out of order, and a record that disagrees", () => {
     const queued = ev("queued", "queued");
     const started = ev("started", "running", 1);
