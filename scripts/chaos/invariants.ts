@@ -5,6 +5,7 @@
  */
 import type { JobEventView } from "../../src/domain/job.js";
 import { terminalEventTypes } from "../../src/domain/job.js";
+import { isStorageUnavailable } from "../../src/queue/storage-errors.js";
 import type { LoadResults, Watcher } from "./load.js";
 import type { UnexpectedExit } from "./processes.js";
 
@@ -118,6 +119,24 @@ export function evaluate(load: LoadResults, end: FinalState): InvariantRow[] {
     rows.push(
       row("each job's log is valid, one terminal event per run", checked, problems, `${runs} runs`),
     );
+  }
+
+  // 3b. Failure reasons (on the wire as events' errors and the job's failure_reason) are sentences.
+  {
+    const problems: string[] = [];
+    let reasons = 0;
+    for (const [id, events] of end.logs) {
+      for (const e of events) {
+        if (!e.error) continue;
+        reasons += 1;
+        if (
+          isStorageUnavailable(new Error(e.error)) ||
+          /\bERR\b|NOSCRIPT|WRONGTYPE|at .*\.js:\d+/.test(e.error)
+        )
+          problems.push(`${id}: ${e.type} event's error is ${JSON.stringify(e.error)}`);
+      }
+    }
+    rows.push(row("failure reasons carry no Redis error text", reasons, problems, ""));
   }
 
   // 4. Every SUCCEEDED job's download answers 200 with its recorded size.

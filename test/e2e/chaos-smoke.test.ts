@@ -43,6 +43,7 @@ describe("npm run chaos", () => {
       "acknowledged jobs ended (or are provably live)",
       "no idempotency key made two jobs",
       "each job's log is valid, one terminal event per run",
+      "failure reasons carry no Redis error text",
       "SUCCEEDED downloads answer 200 with their size",
       "acknowledged cancels hold",
       "acknowledged retries ran again",
