@@ -432,6 +432,8 @@ export function createLoad(options: {
           const code = codeOf(err);
           w.errors[code] = (w.errors[code] ?? 0) + 1;
           count("WatchJob", code);
+          if (code === "Internal" && results.internal.length < 20)
+            results.internal.push(`WatchJob: ${ConnectError.from(err).rawMessage}`);
         }
       } finally {
         clearTimeout(drop);
