@@ -159,7 +159,7 @@ export function createTelemetryInterceptor(): Interceptor {
     const span = tracer.startSpan(shape.name, shape.options, parent);
     const ctx = trace.setSpan(parent, span);
     const ended = (err: unknown) => {
-      const code = finish(span, protocol, err);
+      const code = endRpcSpan(span, protocol, err);
       duration.record((performance.now() - started) / 1000, metricAttributesOf(shape, code));
     };
     try {
@@ -206,8 +206,11 @@ async function* traced<T>(
   }
 }
 
-/** Ends the call's span; returns its gRPC status code (0: OK). */
-function finish(span: Span, protocol: RpcProtocol, err: unknown): number {
+/**
+ * Ends an RPC's span with its outcome (`err` undefined: OK), as every traced
+ * call does; returns the call's gRPC status code (0: OK).
+ */
+export function endRpcSpan(span: Span, protocol: RpcProtocol, err: unknown): number {
   if (err === undefined) {
     // Not sampled: the attributes would go nowhere.
     if (span.isRecording()) span.setAttribute(attrRpcGrpcStatusCode, 0); // OK
