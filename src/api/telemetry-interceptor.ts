@@ -109,10 +109,10 @@ function metricAttributesOf(shape: SpanShape, code: number): Attributes {
   return attrs;
 }
 
-/** Creates the tracing interceptor; put it first so it covers the others. */
-export function createTelemetryInterceptor(): Interceptor {
-  const tracer = trace.getTracer("report-jobs-api");
-  const duration: Histogram = metrics
+let durationHistogram: Histogram | undefined;
+/** The `rpc.server.call.duration` histogram, made on first use (after the SDK has started). */
+function rpcDuration(): Histogram {
+  durationHistogram ??= metrics
     .getMeter("report-jobs-api")
     .createHistogram("rpc.server.call.duration", {
       description:
@@ -120,6 +120,43 @@ export function createTelemetryInterceptor(): Interceptor {
       unit: "s",
       advice: { explicitBucketBoundaries: rpcDurationBuckets },
     });
+  return durationHistogram;
+}
+
+const routeShapes = new Map<string, SpanShape>();
+/**
+ * Records the duration of an RPC served without the interceptors (the raw
+ * gRPC WatchJob route): `rpc.server.call.duration`, as the interceptor does.
+ */
+export function recordRpcDuration(
+  protocol: RpcProtocol,
+  service: string,
+  method: string,
+  code: number,
+  seconds: number,
+): void {
+  const key = `${protocol} ${service}/${method}`;
+  let shape = routeShapes.get(key);
+  if (shape === undefined) {
+    shape = {
+      name: `${service}/${method}`,
+      options: {
+        attributes: {
+          [attrRpcSystem]: protocol === "connect" ? "connect_rpc" : "grpc",
+          [attrRpcService]: service,
+          [attrRpcMethod]: method,
+        },
+      },
+      metricAttributes: new Map(),
+    };
+    routeShapes.set(key, shape);
+  }
+  rpcDuration().record(seconds, metricAttributesOf(shape, code));
+}
+
+/** Creates the tracing interceptor; put it first so it covers the others. */
+export function createTelemetryInterceptor(): Interceptor {
+  const tracer = trace.getTracer("report-jobs-api");
   // The SDK copies the attributes it is given, so one object per shape serves every call.
   const shapes = new Map<string, SpanShape>();
   const shapeOf = (service: string, method: string, protocol: RpcProtocol): SpanShape => {
@@ -160,7 +197,7 @@ export function createTelemetryInterceptor(): Interceptor {
     const ctx = trace.setSpan(parent, span);
     const ended = (err: unknown) => {
       const code = endRpcSpan(span, protocol, err);
-      duration.record((performance.now() - started) / 1000, metricAttributesOf(shape, code));
+      rpcDuration().record((performance.now() - started) / 1000, metricAttributesOf(shape, code));
     };
     try {
       const res = await context.with(ctx, () => next(req));

@@ -118,6 +118,16 @@ describe("metrics on METRICS_PORT", () => {
     expect(
       count(text, "connect_rpc", "GetJob", "5") - count(before, "connect_rpc", "GetJob", "5"),
     ).toBe(1);
+    // gRPC WatchJob, served on the raw HTTP/2 stream without the interceptors, is measured too.
+    const watcher = reportClient("grpc", t.url);
+    const { jobId } = await watcher.submitReport({ userId: "u1", reportType: ReportType.WEEKLY });
+    const watchCount = (s: string) => count(s, "grpc", "WatchJob", "0");
+    const watches0 = watchCount(await scrape());
+    await history(watcher, jobId);
+    // Recorded once the trailers are out, which the client may see first.
+    await waitFor(async () => watchCount(await scrape()) - watches0 === 1, {
+      what: "the WatchJob's duration recorded",
+    });
     expect(
       sample(text, "rpc_server_call_duration_bucket", {
         rpc_system: "connect_rpc",
