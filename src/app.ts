@@ -10,13 +10,14 @@ import { createApiPart, httpUrl } from "./api/api-part.js";
 import { createReadiness } from "./api/readiness.js";
 import type { Config } from "./config/config.js";
 import { deploymentArtifactDir } from "./domain/artifact-paths.js";
-import { type ReportType, reportTypes } from "./domain/job.js";
+import type { ReportType } from "./domain/job.js";
 import { createEventHub, type EventHub } from "./events/event-hub.js";
 import { createConnectionSet } from "./queue/connection-set.js";
 import { createJobControl } from "./queue/job-control.js";
 import { createJobLister } from "./queue/job-lister.js";
 import { createJobReader } from "./queue/job-reader.js";
-import { createKeys, type Keys } from "./queue/keys.js";
+import type { Keys } from "./queue/keys.js";
+import { createQueueShards } from "./queue/queue-shards.js";
 import { createQueueTransitions } from "./queue/queue-transitions.js";
 import { createEventLog } from "./queue/redis-event-log.js";
 import { createReportQueues } from "./queue/report-queues.js";
@@ -78,12 +79,16 @@ export function createApp(config: Config, options: AppOptions = {}): App {
       { mode: config.mode },
       { format: config.telemetry.logFormat },
     );
-  const keys = createKeys(config.redis.prefix);
   const graceMs = config.worker.shutdownGraceMs;
   const shutdown = createShutdown({ logger, warnAfterMs: graceMs + 5000 });
 
   const redis = createConnectionSet(config.redis, logger);
   const commands = redis.commands;
+  // QUEUE_SHARDS key sets; the first is the deployment's home (its marker).
+  const shards = createQueueShards(config.redis.prefix, config.redis.queueShards, {
+    cluster: redis.cluster,
+  });
+  const keys = shards.all[0] as Keys;
   // Short PING deadline: health must turn NOT_SERVING within seconds of Redis hanging.
   const storageHealth = createStorageHealth({
     redis: commands,
@@ -100,8 +105,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
     readiness: createReadiness({
       storage: storageHealth,
       shutdownSignal: shutdown.signal,
-      workersRunning: () =>
-        worker === undefined || reportTypes.every((t) => worker.worker.workers[t].isRunning()),
+      workersRunning: () => worker === undefined || worker.worker.all.every((w) => w.isRunning()),
     }),
     logger,
   });
@@ -112,7 +116,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
   shutdown.add("observers", () => {
     for (const stop of stopObserving.splice(0)) stop();
   });
-  const queues = createReportQueues({ connection: commands, keys, logger });
+  const queues = createReportQueues({ connection: commands, keys, shards: shards.all, logger });
   shutdown.add("queues", () => queues.close());
 
   const jobs = createJobReader({ redis: commands, keys });
@@ -127,6 +131,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
   const queueTransitions = createQueueTransitions({
     redis: commands,
     queues: queues.byType,
+    queuesOf: queues.of,
     keys,
     transitions,
   });
@@ -152,6 +157,11 @@ export function createApp(config: Config, options: AppOptions = {}): App {
           commands,
           keys,
           queues: queues.byType,
+          // WORKER_SHARDS, else every shard.
+          shards: (config.worker.shards?.map((i) => shards.all[i] as Keys) ?? shards.all).map(
+            (shard) => ({ keys: shard, queues: queues.of(shard) }),
+          ),
+          shardCount: shards.all.length,
           jobs,
           transitions,
           queueTransitions,
@@ -181,6 +191,8 @@ export function createApp(config: Config, options: AppOptions = {}): App {
             redis: commands,
             queues: queues.byType,
             keys,
+            shards,
+            queuesOf: queues.of,
             settings: { ...bullJobSettings, limits: config.limits, redis: config.redis },
           }),
           control: createJobControl({
@@ -190,7 +202,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
             queueTransitions,
             bullJob: (job) => bullJobSpec(job, bullJobSettings),
           }),
-          lister: createJobLister({ redis: commands, keys }),
+          lister: createJobLister({ redis: commands, keys, shards: shards.all }),
           jobs,
           log,
           hub,

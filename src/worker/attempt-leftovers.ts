@@ -7,9 +7,9 @@
  * the janitor's own business.
  */
 import { readdir } from "node:fs/promises";
-import type { Redis } from "ioredis";
 import { publishedEntry } from "../domain/artifact-paths.js";
 import { terminalStates } from "../domain/job.js";
+import type { RedisClient } from "../queue/connections.js";
 import { recordField } from "../queue/job-record.js";
 import type { Keys } from "../queue/keys.js";
 import type { ArtifactStore } from "./artifact-store.js";
@@ -22,7 +22,7 @@ const ended: ReadonlySet<string | null> = terminalStates;
 
 /** Creates the sweep over the job records of `keys` and the files of `artifacts`. */
 export function createLeftoverSweep(deps: {
-  redis: Redis;
+  redis: RedisClient;
   keys: Keys;
   artifacts: ArtifactStore;
   artifactDir: string;
