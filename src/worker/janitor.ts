@@ -26,6 +26,7 @@ import { artifactFolder, legacyArtifactDir } from "../domain/artifact-paths.js";
 import type { ReportType } from "../domain/job.js";
 import type { RedisClient } from "../queue/connections.js";
 import type { Keys } from "../queue/keys.js";
+import { perJobPipeline } from "../queue/per-job-pipeline.js";
 import { loadLuaScript } from "../queue/scripts/load.js";
 import { createTenantBacklogs } from "../queue/tenant-backlogs.js";
 import type { ArtifactStore } from "./artifact-store.js";
@@ -78,9 +79,7 @@ export function createJanitor(deps: {
   /** Whether each job's record exists; a failed read counts as `onError` (kept, or not adopted). */
   const existing = async (ids: string[], onError = true): Promise<boolean[]> => {
     if (ids.length === 0) return [];
-    const pipeline = redis.pipeline();
-    for (const id of ids) pipeline.exists(keys.job(id));
-    const replies = (await pipeline.exec()) ?? [];
+    const replies = await perJobPipeline(redis, keys, ids, (p, id) => p.exists(keys.job(id)));
     return replies.map(([err, n]) => (err !== null ? onError : n === 1));
   };
 

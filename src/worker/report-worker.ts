@@ -25,6 +25,7 @@ import { type ReportType, reportTypes } from "../domain/job.js";
 import type { RedisClient } from "../queue/connections.js";
 import { recordField } from "../queue/job-record.js";
 import { type Keys, queueNameFor } from "../queue/keys.js";
+import { perJobPipeline } from "../queue/per-job-pipeline.js";
 import { type ReportJobData, retryBackoffType } from "../queue/submitter.js";
 import { attrAttempt, attrJobId, attrReportType, attrTenant } from "../telemetry/attributes.js";
 import { createBullTelemetry } from "../telemetry/bullmq-telemetry.js";
@@ -342,9 +343,9 @@ export function createReportWorker(deps: {
     polling = true;
     try {
       const ids = [...active.keys()];
-      const pipeline = commands.pipeline();
-      for (const id of ids) pipeline.hget(keys.job(id), recordField.cancelRequested);
-      const replies = (await pipeline.exec()) ?? [];
+      const replies = await perJobPipeline(commands, keys, ids, (p, id) =>
+        p.hget(keys.job(id), recordField.cancelRequested),
+      );
       replies.forEach(([err, value], i) => {
         if (!err && value) cancelLocally(ids[i] as string);
       });
