@@ -3,6 +3,7 @@
  * when the server does not have it cached (after a restart or SCRIPT FLUSH).
  */
 import { createHash } from "node:crypto";
+import type { Cluster } from "ioredis";
 import type { RedisClient } from "./connections.js";
 
 /** A loaded-on-demand Lua script. */
@@ -42,12 +43,25 @@ export type FollowingCommand = [name: string, ...args: (string | number)[]];
 const resendable =
   /^(MOVED|ASK|TRYAGAIN|CLUSTERDOWN)|Connection is closed|Too many Cluster redirections/;
 
+/** Resends of a pipeline: with beforeResend's pauses, about 4 s, a failover's length. */
+const maxResends = 8;
+
+/**
+ * Waits before a resend (100 ms more each time, up to 500 ms); on a cluster
+ * also refreshes the slot map, which ioredis does not do for a pipeline whose
+ * commands failed differently, so the resend goes to the slot's new master.
+ */
+async function beforeResend(redis: RedisClient, attempt: number): Promise<void> {
+  if (redis.isCluster) (redis as Cluster).refreshSlotsCache();
+  await new Promise((r) => setTimeout(r, Math.min(500, 100 * (attempt + 1))));
+}
+
 /**
  * Runs `script` and `follow` in one pipeline (one write, one round trip; on
  * a cluster all to the master of keys[0]'s slot, the following commands
  * included), with EVAL after a NOSCRIPT. Resolves with every reply; rejects
- * with the first error. Resent, at most 3 times, after a redirection or a
- * lost connection: the script must tolerate running twice (submit.lua does).
+ * with the first error. Resent, for up to about 4 s, after a redirection or
+ * a lost connection: the script must tolerate running twice (submit.lua does).
  */
 export async function runInPipeline(
   redis: RedisClient,
@@ -66,8 +80,8 @@ export async function runInPipeline(
     try {
       replies = (await pipeline.exec()) ?? [];
     } catch (err) {
-      if (attempt < 3 && err instanceof Error && resendable.test(err.message)) {
-        await new Promise((r) => setTimeout(r, 100 * (attempt + 1)));
+      if (attempt < maxResends && err instanceof Error && resendable.test(err.message)) {
+        await beforeResend(redis, attempt);
         continue;
       }
       throw err;
@@ -78,8 +92,8 @@ export async function runInPipeline(
       useEval = true;
       continue;
     }
-    if (attempt < 3 && resendable.test(failed.message)) {
-      await new Promise((r) => setTimeout(r, 100 * (attempt + 1)));
+    if (attempt < maxResends && resendable.test(failed.message)) {
+      await beforeResend(redis, attempt);
       continue;
     }
     throw failed;

@@ -1,0 +1,101 @@
+/**
+ * The service on a cluster of its own (3 masters, 1 replica each,
+ * cluster-node-timeout 2000 ms) with SUBMIT_WAIT_REPLICAS=1: a master is
+ * SIGKILLed while submits flow, its replica is promoted, and every job the
+ * API acknowledged, before, during or after the failover, ends SUCCEEDED.
+ * Submits refused meanwhile answer UNAVAILABLE, never INTERNAL.
+ */
+import { Code, ConnectError } from "@connectrpc/connect";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { JobState, ReportType } from "../../gen/reports/v1/job_pb.js";
+import { shardTagOf } from "../../src/queue/keys.js";
+import { reportClient } from "../helpers/clients.js";
+import { type RedisClusterHandle, startRedisCluster } from "../helpers/redis-cluster.js";
+import { startTestApp, type TestApp } from "../helpers/test-app.js";
+import { waitFor } from "../helpers/wait-for.js";
+
+let cluster: RedisClusterHandle;
+const apps: TestApp[] = [];
+beforeAll(async () => {
+  cluster = await startRedisCluster({ masters: 3, replicasPerMaster: 1 });
+});
+afterAll(async () => {
+  await Promise.all(apps.splice(0).map((a) => a.close()));
+  await cluster?.stop();
+});
+
+describe("the service through a master's failover", () => {
+  it("ends every job acknowledged with SUBMIT_WAIT_REPLICAS=1 when a master is killed under load", async () => {
+    const env = {
+      REDIS_CLUSTER_NODES: cluster.seeds,
+      QUEUE_SHARDS: "6",
+      SUBMIT_WAIT_REPLICAS: "1",
+      SUBMIT_WAIT_REPLICAS_TIMEOUT_MS: "2000",
+      REPORT_PHASE_DELAY_MS: "5",
+    };
+    const api = await startTestApp(env, { mode: "api" });
+    apps.push(api);
+    const worker = await startTestApp(
+      { ...env, REDIS_PREFIX: api.config.redis.prefix },
+      { mode: "worker" },
+    );
+    apps.push(worker);
+    const client = reportClient("grpc", api.url);
+
+    const acknowledged: string[] = [];
+    const refusals = new Map<string, number>();
+    let stop = false;
+    let n = 0;
+    const submitter = async () => {
+      while (!stop) {
+        const i = n++;
+        try {
+          const { jobId } = await client.submitReport(
+            { userId: `u-${i % 7}`, reportType: ReportType.WEEKLY, idempotencyKey: `fo-${i}` },
+            { timeoutMs: 10_000 },
+          );
+          acknowledged.push(jobId);
+        } catch (err) {
+          const code = err instanceof ConnectError ? Code[err.code] : String(err);
+          refusals.set(code, (refusals.get(code) ?? 0) + 1);
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      }
+    };
+    const load = Promise.all([submitter(), submitter(), submitter()]);
+    await waitFor(() => acknowledged.length >= 30, {
+      timeoutMs: 20_000,
+      what: "30 acknowledged submits",
+    });
+    // The master of the first acknowledged job's shard: its jobs must survive.
+    const victim = await cluster.masterForTag(shardTagOf(acknowledged[0] as string) as string);
+    const before = acknowledged.length;
+    const failover = await cluster.failover(victim);
+    const atFailover = acknowledged.length;
+    await waitFor(() => acknowledged.length >= atFailover + 30, {
+      timeoutMs: 30_000,
+      what: "30 more acknowledged submits after the failover",
+    });
+    stop = true;
+    await load;
+    console.info(
+      `failover in ${failover.ms} ms; ${before} acknowledged before the kill, ${atFailover} by the promotion, ${acknowledged.length} in all; refused: ${JSON.stringify(Object.fromEntries(refusals))}`,
+    );
+    // A refusal is UNAVAILABLE (retry), never INTERNAL.
+    for (const code of refusals.keys()) expect(["Unavailable", "DeadlineExceeded"]).toContain(code);
+
+    const pending = new Set(acknowledged);
+    await waitFor(
+      async () => {
+        for (const jobId of [...pending]) {
+          const { job } = await client.getJob({ jobId }).catch(() => ({ job: undefined }));
+          if (job?.state === JobState.SUCCEEDED) pending.delete(jobId);
+        }
+        return pending.size === 0;
+      },
+      { timeoutMs: 60_000, intervalMs: 250, what: "every acknowledged job to succeed" },
+    ).catch((err: unknown) => {
+      throw new Error(`not SUCCEEDED: ${[...pending].join(", ")}`, { cause: err });
+    });
+  }, 150_000);
+});
