@@ -24,6 +24,71 @@ afterAll(async () => {
   await cluster?.stop();
 });
 
+/** Connections per client name on each master, from CLIENT LIST. */
+async function connectionsByName(): Promise<Array<Map<string, number>>> {
+  const masters = (await cluster.shards()).map((s) => s.master);
+  return Promise.all(
+    masters.map(async (m) => {
+      const names = new Map<string, number>();
+      const list = String(await m.admin.call("CLIENT", "LIST", "TYPE", "normal"));
+      const pubsub = String(await m.admin.call("CLIENT", "LIST", "TYPE", "pubsub"));
+      for (const line of `${list}\n${pubsub}`.split("\n")) {
+        const name = /\bname=(\S*)/.exec(line)?.[1];
+        if (name === undefined || name === "") continue;
+        names.set(name, (names.get(name) ?? 0) + 1);
+      }
+      return names;
+    }),
+  );
+}
+
+describe("an API process on the cluster", () => {
+  it("serves watchers of every shard over at most one subscriber connection per master", async () => {
+    const api = await startTestApp(
+      { REDIS_CLUSTER_NODES: cluster.seeds, QUEUE_SHARDS: "6" },
+      { mode: "api" },
+    );
+    try {
+      const client = reportClient("grpc", api.url);
+      const watches: Array<Promise<unknown>> = [];
+      const abort = new AbortController();
+      let opened = 0;
+      for (let i = 0; i < 30; i++) {
+        const { jobId } = await client.submitReport({ userId: "w", reportType: ReportType.WEEKLY });
+        watches.push(
+          (async () => {
+            for await (const _ of client.watchJob({ jobId }, { signal: abort.signal })) {
+              opened++;
+            }
+          })().catch(() => undefined),
+        );
+      }
+      await waitFor(() => opened >= 30 && api.app.hub?.listenerCount === 30, {
+        timeoutMs: 20_000,
+        what: "30 open watches",
+      });
+      const perMaster = await connectionsByName();
+      console.info(
+        `connections per master of one API process: ${JSON.stringify(perMaster.map((m) => Object.fromEntries(m)))}`,
+      );
+      for (const names of perMaster) {
+        const subscribers = [...names]
+          .filter(([n]) => n.includes("subscriber") && n.includes("ssubscriber"))
+          .reduce((sum, [, c]) => sum + c, 0);
+        expect(subscribers).toBe(1);
+        // Every connection of the process on this master: the command and
+        // hub clusters' node connections and the sharded subscriber.
+        const total = [...names.values()].reduce((a, b) => a + b, 0);
+        expect(total).toBeLessThanOrEqual(3);
+      }
+      abort.abort();
+      await Promise.all(watches);
+    } finally {
+      await api.close();
+    }
+  });
+});
+
 describe("the service through a master's failover", () => {
   it("ends every job acknowledged with SUBMIT_WAIT_REPLICAS=1 when a master is killed under load", async () => {
     const env = {
