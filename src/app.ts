@@ -116,7 +116,16 @@ export function createApp(config: Config, options: AppOptions = {}): App {
   shutdown.add("observers", () => {
     for (const stop of stopObserving.splice(0)) stop();
   });
-  const queues = createReportQueues({ connection: commands, keys, shards: shards.all, logger });
+  // Every key set holding jobs: the shards and, on a single Redis, the unsharded one of before.
+  const holding = shards.legacy === undefined ? shards.all : [...shards.all, shards.legacy];
+  const consumed = (indexes: number[] | undefined): Keys[] => {
+    const picked = indexes?.map((i) => shards.all[i] as Keys) ?? [...shards.all];
+    if (shards.legacy !== undefined && (indexes === undefined || indexes.includes(0))) {
+      picked.push(shards.legacy);
+    }
+    return picked;
+  };
+  const queues = createReportQueues({ connection: commands, keys, shards: holding, logger });
   shutdown.add("queues", () => queues.close());
 
   const jobs = createJobReader({ redis: commands, keys });
@@ -157,10 +166,12 @@ export function createApp(config: Config, options: AppOptions = {}): App {
           commands,
           keys,
           queues: queues.byType,
-          // WORKER_SHARDS, else every shard.
-          shards: (config.worker.shards?.map((i) => shards.all[i] as Keys) ?? shards.all).map(
-            (shard) => ({ keys: shard, queues: queues.of(shard) }),
-          ),
+          // WORKER_SHARDS, else every shard; the unsharded queues (jobs from
+          // before sharding) go with shard 0.
+          shards: consumed(config.worker.shards).map((shard) => ({
+            keys: shard,
+            queues: queues.of(shard),
+          })),
           shardCount: shards.all.length,
           jobs,
           transitions,
@@ -202,7 +213,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
             queueTransitions,
             bullJob: (job) => bullJobSpec(job, bullJobSettings),
           }),
-          lister: createJobLister({ redis: commands, keys, shards: shards.all }),
+          lister: createJobLister({ redis: commands, keys, shards: holding }),
           jobs,
           log,
           hub,

@@ -23,6 +23,13 @@ export interface QueueShards {
   pick(tenant: string, keyDigest?: string): Keys;
   /** The id of a new job in `shard` from its random part. */
   jobId(shard: Keys, random: string): string;
+  /**
+   * The unsharded key set, when the shards are tagged on a single Redis:
+   * jobs made before QUEUE_SHARDS went above 1 live there, so workers drain
+   * its queues and ListJobs reads its indexes (no new job goes there). On a
+   * cluster no such job can exist (its keys would span slots).
+   */
+  readonly legacy?: Keys;
 }
 
 /** The hash tags of `count` shards start with this (then a base-36 counter). */
@@ -52,6 +59,7 @@ export function createQueueShards(
       return all[fnv1a(`${tenant}\u0000${keyDigest}`) % all.length] as Keys;
     },
     jobId: (shard, random) => shardJobId(shard.tag, random),
+    ...(tagged && layout.cluster !== true ? { legacy: createKeys(prefix) } : {}),
   };
 }
 

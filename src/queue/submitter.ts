@@ -175,6 +175,7 @@ export function createSubmitter(deps: {
   ): Promise<unknown> {
     const follow: FollowingCommand[] = [["WAIT", waitReplicas, waitReplicasMs]];
     if (waitAof > 0) follow.push(["WAITAOF", waitAof, 0, waitAofTimeoutMs]);
+    // WAIT 0 answers at once: the pipeline then only carries WAITAOF to the job's node.
     let replies: unknown[];
     try {
       replies = await runInPipeline(redis, script, scriptKeys, scriptArgs, follow);
@@ -359,13 +360,15 @@ export function createSubmitter(deps: {
     ];
     const scriptArgs = [JSON.stringify(params), ...add.args];
     throwIfAborted(signal);
-    const reply = (
-      waitReplicas > 0
-        ? await runThenWaitReplicas(script, scriptKeys, scriptArgs)
-        : waitAof > 0
-          ? await runThenWaitAof(script, scriptKeys, scriptArgs)
-          : await script.run(redis, scriptKeys, scriptArgs)
-    ) as [string, string, string[]?];
+    const reply =
+      // On a cluster a command sent apart goes to any node: WAITAOF rides the pipeline too.
+      (
+        waitReplicas > 0 || (waitAof > 0 && redis.isCluster)
+          ? await runThenWaitReplicas(script, scriptKeys, scriptArgs)
+          : waitAof > 0
+            ? await runThenWaitAof(script, scriptKeys, scriptArgs)
+            : await script.run(redis, scriptKeys, scriptArgs)
+      ) as [string, string, string[]?];
 
     switch (reply[0]) {
       case "new":

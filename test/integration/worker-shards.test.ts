@@ -38,8 +38,9 @@ describe("WORKER_SHARDS", () => {
       { mode: "worker" },
     );
     apps.push(first);
-    // One BullMQ worker (one blocking connection) per report type and shard.
-    expect(first.app.worker?.all).toHaveLength(3 * 2);
+    // One BullMQ worker (one blocking connection) per report type and shard,
+    // and with shard 0 the unsharded queues of jobs made before sharding.
+    expect(first.app.worker?.all).toHaveLength(3 * (2 + 1));
     for (const id of low) await waitForState(client, id, JobState.SUCCEEDED);
     for (const id of high) expect((await getJob(client, id)).state).toBe(JobState.QUEUED);
 
