@@ -27,8 +27,8 @@ export interface ClusterBenchOptions {
   concurrency: number;
   /** Cluster sizes to measure, in order. */
   masters: number[];
-  /** LOAD: the service's (default) or plain BullMQ's. */
-  load: "service" | "synthetic";
+  /** LOAD: the service's (default), the service's submits alone (no worker), or plain BullMQ's. */
+  load: "service" | "submit" | "synthetic";
 }
 
 /** Reads the settings; throws one line naming every bad one. */
@@ -45,13 +45,13 @@ export function clusterBenchOptions(env: NodeJS.ProcessEnv): ClusterBenchOptions
     shards: int("SHARDS", 12),
     concurrency: int("CONCURRENCY", 32),
     masters: (env.MASTERS ?? "1,3").split(",").map(Number),
-    load: (env.LOAD ?? "service") as "service" | "synthetic",
+    load: (env.LOAD ?? "service") as ClusterBenchOptions["load"],
   };
   if (options.masters.some((m) => !Number.isInteger(m) || m < 1)) {
     problems.push("MASTERS must be a comma-separated list of positive integers");
   }
-  if (options.load !== "service" && options.load !== "synthetic") {
-    problems.push("LOAD must be service or synthetic");
+  if (!["service", "submit", "synthetic"].includes(options.load)) {
+    problems.push("LOAD must be service, submit or synthetic");
   }
   if (problems.length > 0) throw new Error(`bench:cluster: ${problems.join("; ")}`);
   return options;
@@ -64,11 +64,12 @@ export async function runClusterBench(options: ClusterBenchOptions): Promise<Clu
     const cluster = await startRedisCluster({ masters });
     try {
       const load =
-        options.load === "service"
+        options.load !== "synthetic"
           ? createServiceLoad({
               jobs: options.jobs,
               shards: options.shards,
               concurrency: options.concurrency,
+              submitOnly: options.load === "submit",
             })
           : createSyntheticLoad({
               jobs: options.jobs,

@@ -30,6 +30,8 @@ export interface ServiceLoadOptions {
   waitReplicas?: number;
   /** How long the jobs may take to end (default 180 s). */
   timeoutMs?: number;
+  /** Submit only, no worker: the cost of accepting a job alone. */
+  submitOnly?: boolean;
 }
 
 /** A ClusterLoad that runs `jobs` report jobs through the service's API and worker. */
@@ -57,10 +59,12 @@ export function createServiceLoad(options: ServiceLoadOptions): ClusterLoad {
     try {
       const api = createApp(loadConfig(env, "api"), { logger });
       apps.push(api);
-      const worker = createApp(loadConfig(env, "worker"), { logger });
-      apps.push(worker);
+      const worker = options.submitOnly
+        ? undefined
+        : createApp(loadConfig(env, "worker"), { logger });
+      if (worker) apps.push(worker);
       const { url } = await api.start();
-      await worker.start();
+      await worker?.start();
       let processed = 0;
       let failed = 0;
       let expected = Number.POSITIVE_INFINITY;
@@ -71,7 +75,7 @@ export function createServiceLoad(options: ServiceLoadOptions): ClusterLoad {
       const settle = () => {
         if (processed + failed >= expected) allDone();
       };
-      for (const w of worker.worker?.all ?? []) {
+      for (const w of worker?.worker?.all ?? []) {
         w.on("completed", () => {
           processed++;
           settle();
@@ -94,6 +98,7 @@ export function createServiceLoad(options: ServiceLoadOptions): ClusterLoad {
         { count: jobs, concurrency },
       );
       expected = submitted.values.length;
+      if (options.submitOnly) processed = expected;
       settle();
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([

@@ -69,7 +69,7 @@ describe("clusterBenchOptions()", () => {
     expect(() =>
       clusterBenchOptions({ JOBS: "0", SHARDS: "x", MASTERS: "1,two", LOAD: "other" }),
     ).toThrow(
-      "bench:cluster: JOBS must be a positive integer; SHARDS must be a positive integer; MASTERS must be a comma-separated list of positive integers; LOAD must be service or synthetic",
+      "bench:cluster: JOBS must be a positive integer; SHARDS must be a positive integer; MASTERS must be a comma-separated list of positive integers; LOAD must be service, submit or synthetic",
     );
   });
 });
