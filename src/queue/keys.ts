@@ -145,6 +145,20 @@ export function createKeys(prefix: string, tag?: string, layout: KeyLayout = {})
   return buildKeys(prefix, tag, tag === undefined ? prefix : `${prefix}:{${tag}}`, layout);
 }
 
+// Key sets of other shards, made once: transitions route every job this way.
+// Bounded: tags come from job ids, and a stray id must not grow it for ever.
+const shardKeySets = new Map<string, Keys>();
+function shardKeys(prefix: string, tag: string, layout: KeyLayout): Keys {
+  const name = `${prefix}\u0000${tag}\u0000${layout.cluster === true}`;
+  let keys = shardKeySets.get(name);
+  if (keys === undefined) {
+    if (shardKeySets.size >= 4096) shardKeySets.clear();
+    keys = createKeys(prefix, tag, layout);
+    shardKeySets.set(name, keys);
+  }
+  return keys;
+}
+
 function buildKeys(prefix: string, tag: string | undefined, base: string, layout: KeyLayout): Keys {
   const cluster = layout.cluster === true;
   const bullPrefix = `${base}:bull`;
@@ -162,7 +176,7 @@ function buildKeys(prefix: string, tag: string | undefined, base: string, layout
     of(id) {
       const idTag = shardTagOf(id);
       if (idTag === tag && (tag !== undefined || !cluster)) return keys;
-      if (idTag !== undefined) return createKeys(prefix, idTag, layout);
+      if (idTag !== undefined) return shardKeys(prefix, idTag, layout);
       // An unsharded id: its keys on a single Redis; on a cluster, a slot of its own.
       return cluster
         ? buildKeys(prefix, undefined, `${prefix}:{${id}}`, layout)
