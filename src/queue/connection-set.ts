@@ -4,6 +4,7 @@
  * close() for them all. Also the start-up checks that Redis answers, is
  * new enough, and keeps what it acknowledged (redis-preflight.ts).
  */
+import type { Cluster } from "ioredis";
 import type { Logger } from "pino";
 import type { RedisConfig } from "../config/config.js";
 import {
@@ -65,11 +66,21 @@ export function createConnectionSet(
             : `cannot reach Redis at ${redactedTarget(redis.url)} (set REDIS_URL)`,
         );
       });
-      const facts = await readRedisFacts(commands, { probeWaitAof: redis.submitWaitAof > 0 });
+      // On a cluster every master is checked: each holds acknowledged jobs.
+      const targets: Array<{ node: RedisClient; name?: string }> = cluster
+        ? (commands as Cluster).nodes("master").map((node) => ({
+            node,
+            name: `${node.options.host}:${node.options.port}`,
+          }))
+        : [{ node: commands }];
       const refusals: string[] = [];
-      for (const { level, line } of judgeRedis(facts, redis)) {
-        if (level === "refuse") refusals.push(line);
-        else logger[level](line);
+      for (const { node, name } of targets) {
+        const facts = await readRedisFacts(node, { probeWaitAof: redis.submitWaitAof > 0 });
+        for (const { level, line } of judgeRedis(facts, redis)) {
+          const said = name === undefined ? line : `${name}: ${line}`;
+          if (level === "refuse") refusals.push(said);
+          else logger[level](said);
+        }
       }
       if (refusals.length > 0) throw new Error(refusals.join("; "));
     },
