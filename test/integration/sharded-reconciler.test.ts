@@ -13,7 +13,7 @@ import { waitForState } from "../helpers/rpc.js";
 import { startTestApp, type TestApp } from "../helpers/test-app.js";
 
 const apps: TestApp[] = [];
-const closers: Array<() => Promise<unknown> | void> = [];
+const closers: Array<() => unknown> = [];
 afterAll(async () => {
   await Promise.all(apps.map((a) => a.close()));
   for (const c of closers) await c();
