@@ -6,7 +6,7 @@
  * file; CPU time comes from /proc, memory from the probe (see probe.ts).
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { closeSync, openSync, readFileSync } from "node:fs";
+import { closeSync, openSync, readdirSync, readFileSync, renameSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { processCpuUs } from "../proc-stats.js";
@@ -57,16 +57,16 @@ const inherited = ["PATH", "HOME", "TMPDIR", "LANG", "TZ"];
 export function startService(spec: ServiceSpec, options: ServiceOptions): ServiceProcess {
   const logFile = path.join(options.logDir, `${spec.name}.log`);
   const fd = openSync(logFile, "a");
-  const profile =
+  // Every thread of the process writes a profile, tsx's module-hooks thread
+  // too: under one --cpu-prof-name the last to exit (that thread) overwrote
+  // the main thread's. Each process gets a folder of its own, with Node's
+  // names (<pid>.<thread id>), and once it exits the main thread's (thread 0)
+  // moves up as <name>.cpuprofile.
+  const profileDir =
     options.cpuProfDir === undefined
-      ? []
-      : [
-          "--cpu-prof",
-          "--cpu-prof-dir",
-          path.resolve(options.cpuProfDir),
-          "--cpu-prof-name",
-          `${spec.name}.cpuprofile`,
-        ];
+      ? undefined
+      : path.join(path.resolve(options.cpuProfDir), spec.name);
+  const profile = profileDir === undefined ? [] : ["--cpu-prof", "--cpu-prof-dir", profileDir];
   const env: Record<string, string> = {};
   for (const k of inherited) {
     const v = process.env[k];
@@ -94,6 +94,7 @@ export function startService(spec: ServiceSpec, options: ServiceOptions): Servic
   const exited = new Promise<void>((resolve) => {
     child.once("exit", (code, signal) => {
       exitCode = code ?? (signal === null ? null : -1);
+      if (profileDir !== undefined) keepMainThreadProfile(profileDir, pid, spec.name);
       resolve();
     });
   });
@@ -140,6 +141,18 @@ export function startService(spec: ServiceSpec, options: ServiceOptions): Servic
       return stopping;
     },
   };
+}
+
+/** Moves the main thread's profile of process `pid` out of `dir` as `<name>.cpuprofile` beside it. */
+function keepMainThreadProfile(dir: string, pid: number | undefined, name: string): void {
+  try {
+    const mainThread = new RegExp(`\\.${pid}\\.0\\.\\d+\\.cpuprofile$`);
+    const main = readdirSync(dir).find((f) => mainThread.test(f));
+    if (main !== undefined)
+      renameSync(path.join(dir, main), path.join(dir, `../${name}.cpuprofile`));
+  } catch {
+    // No profile (the process was killed): nothing to keep.
+  }
 }
 
 /**

@@ -11,6 +11,7 @@ import type { Logger } from "pino";
 import type { ApiConfig, AuthConfig } from "../config/config.js";
 import type { EventHub } from "../events/event-hub.js";
 import type { EventLog } from "../events/event-log.js";
+import { shareReplays } from "../events/shared-replays.js";
 import type { JobControl } from "../queue/job-control.js";
 import type { JobLister } from "../queue/job-lister.js";
 import type { JobReader } from "../queue/job-reader.js";
@@ -24,6 +25,7 @@ import {
 import { kTenant } from "./context-keys.js";
 import { withCors } from "./cors.js";
 import { createDownloadSigner } from "./download-signer.js";
+import { createGrpcWatchRoute } from "./grpc-watch-route.js";
 import { withHttpRequestLog } from "./http-request-log.js";
 import { createHttpRoutes } from "./http-routes.js";
 import { withParseErrorsAsInvalidArgument } from "./parse-errors.js";
@@ -35,6 +37,7 @@ import { createRpcRoutes } from "./rpc-routes.js";
 import { createDualServer, type DualServer } from "./server.js";
 import { createTelemetryInterceptor } from "./telemetry-interceptor.js";
 import { createWatchLimiter } from "./watch-limiter.js";
+import { createWatchSessions } from "./watch-sessions.js";
 
 /** What the API part is built from. */
 export interface ApiPartDeps {
@@ -82,20 +85,41 @@ export function createApiPart(deps: ApiPartDeps): ApiPart {
   });
   // The API's readiness: /readyz and gRPC health answer it, so the two probes never disagree.
   const readiness = createReadiness({ storage, shutdownSignal });
+  // Watchers of one job opening together read its history once.
+  const watchLog = shareReplays(deps.log);
+  const watchLimiter = createWatchLimiter(deps.maxWatchesPerTenant);
   const service = createReportService({
     submitter: deps.submitter,
     jobs: deps.jobs,
     control: deps.control,
     lister: deps.lister,
-    log: deps.log,
+    log: watchLog,
     hub: deps.hub,
     publicUrl: settings.publicUrl,
     keepaliveMs: settings.watchKeepaliveMs,
     watchMaxDurationMs: settings.watchMaxDurationMs,
     maxRunAtAheadMs: deps.maxRunAtAheadMs,
     downloadSigner,
-    watchLimiter: createWatchLimiter(deps.maxWatchesPerTenant),
+    watchLimiter,
     shutdownSignal,
+    logger,
+  });
+  // WatchJob over gRPC, served on the raw HTTP/2 stream (grpc-watch-route.ts says why).
+  const grpcWatches = createGrpcWatchRoute({
+    sessions: createWatchSessions({
+      log: watchLog,
+      hub: deps.hub,
+      publicUrl: settings.publicUrl,
+      keepaliveMs: settings.watchKeepaliveMs,
+      watchMaxDurationMs: settings.watchMaxDurationMs,
+      downloadSigner,
+      watchLimiter,
+      shutdownSignal,
+      logger,
+    }),
+    auth,
+    readMaxBytes: settings.readMaxBytes,
+    maxTimeoutMs: settings.maxTimeoutMs,
     logger,
   });
   // RPCs start in the open tenant; the auth interceptor sets the caller's.
@@ -117,6 +141,8 @@ export function createApiPart(deps: ApiPartDeps): ApiPart {
     routes,
     // Tracing first, so its span covers every other interceptor (and the request
     // log line); authentication last, so a refused call is still traced and logged.
+    // gRPC WatchJob bypasses them (grpc-watch-route.ts does their work itself):
+    // an interceptor added here must be mirrored there.
     interceptors: [
       createTelemetryInterceptor(),
       createRequestLogInterceptor(logger),
@@ -144,6 +170,7 @@ export function createApiPart(deps: ApiPartDeps): ApiPart {
         60_000,
     },
     streamingRequestPaths: streamingRequestPaths(routes),
+    rawStreamRoute: grpcWatches,
   });
   return {
     server,

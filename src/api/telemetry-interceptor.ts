@@ -121,12 +121,12 @@ export function createTelemetryInterceptor(): Interceptor {
         if (typeof jobId === "string" && jobId !== "" && span.isRecording()) {
           span.setAttribute(attrJobId, jobId);
         }
-        finish(span, protocol, undefined);
+        endRpcSpan(span, protocol, undefined);
         return res;
       }
       return { ...res, message: traced(res.message, span, ctx, protocol) };
     } catch (err) {
-      finish(span, protocol, err);
+      endRpcSpan(span, protocol, err);
       throw err;
     }
   };
@@ -155,11 +155,12 @@ async function* traced<T>(
     if (error === undefined) {
       await Promise.resolve(context.with(ctx, () => it.return?.())).catch(() => undefined);
     }
-    finish(span, protocol, error);
+    endRpcSpan(span, protocol, error);
   }
 }
 
-function finish(span: Span, protocol: RpcProtocol, err: unknown): void {
+/** Ends an RPC's span with its outcome (`err` undefined: OK), as every traced call does. */
+export function endRpcSpan(span: Span, protocol: RpcProtocol, err: unknown): void {
   if (!span.isRecording()) {
     // Not sampled: the attributes would go nowhere.
     span.end();
