@@ -35,7 +35,11 @@ async function main(): Promise<number> {
   );
 
   let privateRedis: PrivateRedis | undefined;
-  if (config.redis.urlDefaulted && !(await isListening("127.0.0.1", 6379))) {
+  if (
+    config.redis.urlDefaulted &&
+    config.redis.clusterNodes.length === 0 &&
+    !(await isListening("127.0.0.1", 6379))
+  ) {
     if (config.mode !== "all") {
       process.stderr.write(
         `No Redis at 127.0.0.1:6379: set REDIS_URL (an ${config.mode} process must share Redis with the other parts; only \`npm start\` starts a private one).\n`,

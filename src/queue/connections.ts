@@ -4,8 +4,18 @@
  * UNAVAILABLE within seconds; BullMQ workers retry forever
  * (maxRetriesPerRequest: null); blocking readers get their own connection.
  */
-import { type Command, Redis, type RedisOptions } from "ioredis";
+import { Cluster, type ClusterOptions, type Command, Redis, type RedisOptions } from "ioredis";
 import type { Logger } from "pino";
+
+/** A connection: to one Redis, or to a Redis Cluster (REDIS_CLUSTER_NODES). */
+export type RedisClient = Redis | Cluster;
+
+/** Where the connections go: one Redis (its URL), or a cluster's seeds with REDIS_URL's credentials. */
+export interface RedisTarget {
+  url: string;
+  /** Seeds of a Redis Cluster; empty or absent: the one Redis at `url`. */
+  clusterNodes?: ReadonlyArray<{ host: string; port: number }>;
+}
 
 /** Which role a connection plays (also its CLIENT SETNAME suffix). */
 export type ConnectionPurpose = "command" | "worker" | "subscriber";
@@ -29,21 +39,84 @@ const byPurpose: Record<ConnectionPurpose, RedisOptions> = {
 };
 
 /**
+ * Cluster options by purpose (BullMQ's guide for clusters, ioredis 5.11.1;
+ * docs/cluster-notes.md): the node connections inside carry the purpose's
+ * per-command options; commands fail fast (no offline queue) while workers
+ * and subscribers queue through a failover; subscribers use sharded pub/sub,
+ * one connection per master that serves a subscribed channel.
+ */
+const clusterByPurpose: Record<ConnectionPurpose, ClusterOptions> = {
+  command: { enableOfflineQueue: false },
+  // 16 redirections x 500 ms outlast a failover of a few seconds.
+  worker: { enableOfflineQueue: true, retryDelayOnFailover: 500, retryDelayOnClusterDown: 500 },
+  subscriber: {
+    enableOfflineQueue: true,
+    shardedSubscribers: true,
+    retryDelayOnFailover: 500,
+    retryDelayOnClusterDown: 500,
+  },
+};
+
+/** REDIS_URL's credentials, database and TLS, as options for the node connections of a cluster. */
+function urlOptions(url: string): RedisOptions {
+  try {
+    const u = new URL(url);
+    return {
+      ...(u.username ? { username: decodeURIComponent(u.username) } : {}),
+      ...(u.password ? { password: decodeURIComponent(u.password) } : {}),
+      ...(u.protocol === "rediss:" ? { tls: {} } : {}),
+    };
+  } catch {
+    return {};
+  }
+}
+
+/**
  * Opens a connection for one purpose, with an `error` listener that logs
- * (rate-limited) instead of crashing the process.
+ * (rate-limited) instead of crashing the process. `target` is REDIS_URL, or
+ * with cluster seeds, an ioredis Cluster.
  */
 export function createRedisConnection(
-  url: string,
+  target: string,
+  purpose: ConnectionPurpose,
+  logger: Logger,
+  name?: string,
+  timeoutMs?: number,
+): Redis;
+export function createRedisConnection(
+  target: string | RedisTarget,
+  purpose: ConnectionPurpose,
+  logger: Logger,
+  name?: string,
+  timeoutMs?: number,
+): RedisClient;
+export function createRedisConnection(
+  target: string | RedisTarget,
   purpose: ConnectionPurpose,
   logger: Logger,
   name = "reports",
   timeoutMs = commandTimeoutMs,
-): Redis {
-  const redis = new Redis(url, {
-    ...base,
-    ...byPurpose[purpose],
-    connectionName: `${name}:${purpose}`,
-  });
+): RedisClient {
+  const { url, clusterNodes = [] } = typeof target === "string" ? { url: target } : target;
+  const redis: RedisClient =
+    clusterNodes.length > 0
+      ? new Cluster([...clusterNodes], {
+          enableReadyCheck: true,
+          // A lost seed set is looked for again, capped like a single connection's retries.
+          clusterRetryStrategy: (times) => Math.min(100 * 2 ** Math.min(times, 5), 2000),
+          ...clusterByPurpose[purpose],
+          redisOptions: {
+            ...urlOptions(url),
+            connectTimeout: base.connectTimeout,
+            maxRetriesPerRequest: byPurpose[purpose].maxRetriesPerRequest,
+            connectionName: `${name}:${purpose}`,
+          },
+        })
+      : new Redis(url, {
+          ...base,
+          ...byPurpose[purpose],
+          connectionName: `${name}:${purpose}`,
+        });
   if (purpose === "command") withStallTolerantTimeout(redis, timeoutMs);
   let lastLog = 0;
   redis.on("error", (err: unknown) => {
@@ -65,9 +138,11 @@ export function createRedisConnection(
  * timer gives I/O one more turn of the loop (setImmediate runs after it)
  * before failing the command.
  */
-function withStallTolerantTimeout(redis: Redis, ms: number): void {
-  const send = redis.sendCommand.bind(redis);
-  redis.sendCommand = ((command: Command, ...rest: unknown[]) => {
+function withStallTolerantTimeout(redis: RedisClient, ms: number): void {
+  // Cluster.sendCommand(command, stream, node) has more arguments than
+  // Redis'; they pass through untouched.
+  const send = redis.sendCommand.bind(redis) as (c: Command, ...r: unknown[]) => unknown;
+  (redis as { sendCommand: unknown }).sendCommand = (command: Command, ...rest: unknown[]) => {
     const timer = stallTolerantTimeout(ms, () => {
       if (!command.isResolved) command.reject(new Error("Command timed out"));
     });
@@ -75,8 +150,8 @@ function withStallTolerantTimeout(redis: Redis, ms: number): void {
       () => clearTimeout(timer),
       () => clearTimeout(timer),
     );
-    return (send as (c: Command, ...r: unknown[]) => unknown)(command, ...rest);
-  }) as Redis["sendCommand"];
+    return send(command, ...rest);
+  };
 }
 
 /**
@@ -95,7 +170,7 @@ function errorText(err: unknown): string {
 /**
  * Waits until `redis` is ready, or rejects after `timeoutMs`.
  */
-export async function waitForReady(redis: Redis, timeoutMs: number): Promise<void> {
+export async function waitForReady(redis: RedisClient, timeoutMs: number): Promise<void> {
   if (redis.status === "ready") return;
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => {
@@ -117,7 +192,7 @@ export async function waitForReady(redis: Redis, timeoutMs: number): Promise<voi
 /**
  * Closes a connection: QUIT when connected, disconnect otherwise. Never throws.
  */
-export async function closeRedis(redis: Redis): Promise<void> {
+export async function closeRedis(redis: RedisClient): Promise<void> {
   try {
     if (redis.status === "ready") {
       await Promise.race([redis.quit(), new Promise((r) => setTimeout(r, 1000).unref())]);
