@@ -3,6 +3,8 @@
  * configuration (one line per problem), finds or starts Redis, starts the
  * parts for the mode, and on SIGTERM/SIGINT closes them in order and exits 0.
  */
+import cluster from "node:cluster";
+import { stopMessage, superviseApiProcesses } from "./api-processes.js";
 import { createApp } from "./app.js";
 import { type Config, ConfigError, loadConfig } from "./config/config.js";
 import {
@@ -25,9 +27,10 @@ async function main(): Promise<number> {
     }
     throw err;
   }
+  const { processes, processIndex } = config.api;
   const logger = createLogger(
     config.telemetry.logLevel,
-    { mode: config.mode },
+    { mode: config.mode, ...(processIndex === undefined ? {} : { api_process: processIndex }) },
     { format: config.telemetry.logFormat },
   );
 
@@ -56,6 +59,11 @@ async function main(): Promise<number> {
     );
   }
 
+  if (processes > 1 && cluster.isPrimary) {
+    // API_PROCESSES: this process only runs and stops the API processes.
+    return superviseApiProcesses(processes, logger);
+  }
+
   const app = createApp(config, { logger });
   let stopping = false;
   const stop = new Promise<number>((resolve) => {
@@ -77,6 +85,16 @@ async function main(): Promise<number> {
     };
     process.on("SIGTERM", onSignal);
     process.on("SIGINT", onSignal);
+    if (cluster.isWorker) {
+      // One of API_PROCESSES: the primary's stop is a SIGTERM. Only a real
+      // second signal forces the exit (Ctrl-C reaches every process of the
+      // group, as well as the primary, which then sends its stop too).
+      process.on("message", (message: unknown) => {
+        if (message === stopMessage && !stopping) onSignal("SIGTERM");
+      });
+      // The IPC channel alone must not keep a stopped process alive.
+      process.channel?.unref();
+    }
   });
   try {
     await app.start();

@@ -6,7 +6,6 @@
  */
 import type { AddressInfo } from "node:net";
 import { type ConnectRouter, createConnectRouter, createContextValues } from "@connectrpc/connect";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
 import type { ApiConfig, AuthConfig } from "../config/config.js";
 import type { EventHub } from "../events/event-hub.js";
@@ -16,6 +15,7 @@ import type { JobControl } from "../queue/job-control.js";
 import type { JobLister } from "../queue/job-lister.js";
 import type { JobReader } from "../queue/job-reader.js";
 import type { Submitter } from "../queue/submitter.js";
+import { isRpcPath, registerRpcPaths } from "../telemetry/telemetry.js";
 import {
   authenticateHttp,
   createAuthenticator,
@@ -33,6 +33,7 @@ import type { StorageState } from "./readiness.js";
 import { createReadiness } from "./readiness.js";
 import { createReportService } from "./report-service.js";
 import { createRequestLogInterceptor } from "./request-log-interceptor.js";
+import { createRpcNodeHandler } from "./rpc-node-handler.js";
 import { createRpcRoutes } from "./rpc-routes.js";
 import { createDualServer, type DualServer } from "./server.js";
 import { createTelemetryInterceptor } from "./telemetry-interceptor.js";
@@ -137,7 +138,10 @@ export function createApiPart(deps: ApiPartDeps): ApiPart {
   const routes = withParseErrorsAsInvalidArgument(
     createRpcRoutes({ reportService: service, readiness, streams: settings }),
   );
-  const handler = connectNodeAdapter({
+  const registered = registeredHandlers(routes);
+  // The RPC interceptor spans these; the HTTP instrumentation leaves them alone.
+  registerRpcPaths(registered.map((h) => h.requestPath));
+  const handler = createRpcNodeHandler({
     routes,
     // Tracing first, so its span covers every other interceptor (and the request
     // log line); authentication last, so a refused call is still traced and logged.
@@ -169,7 +173,8 @@ export function createApiPart(deps: ApiPartDeps): ApiPart {
         Math.max(settings.watchMaxDurationMs, settings.streamMaxDurationMs, settings.maxTimeoutMs) +
         60_000,
     },
-    streamingRequestPaths: streamingRequestPaths(routes),
+    streamingRequestPaths: streamingRequestPaths(registered),
+    uninstrumented: isRpcPath,
     rawStreamRoute: grpcWatches,
   });
   return {
@@ -183,12 +188,17 @@ export function createApiPart(deps: ApiPartDeps): ApiPart {
   };
 }
 
-/** The paths of the client-streaming and bidi methods `routes` registers (their request is a stream). */
-function streamingRequestPaths(routes: (router: ConnectRouter) => void): Set<string> {
+/** The handlers `routes` registers. */
+function registeredHandlers(routes: (router: ConnectRouter) => void): ConnectRouter["handlers"] {
   const router = createConnectRouter();
   routes(router);
+  return router.handlers;
+}
+
+/** The paths of the client-streaming and bidi methods among `handlers` (their request is a stream). */
+function streamingRequestPaths(handlers: ConnectRouter["handlers"]): Set<string> {
   return new Set(
-    router.handlers
+    handlers
       .filter(
         (h) =>
           h.method.methodKind === "client_streaming" || h.method.methodKind === "bidi_streaming",

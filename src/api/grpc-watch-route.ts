@@ -48,7 +48,7 @@ import {
 import type { Authenticator } from "./auth.js";
 import { toConnectError } from "./error-map.js";
 import type { RawStreamRoute } from "./server.js";
-import { endRpcSpan } from "./telemetry-interceptor.js";
+import { endRpcSpan, recordRpcDuration } from "./telemetry-interceptor.js";
 import type { WatchOutput, WatchSession, WatchSessions } from "./watch-sessions.js";
 
 /** What the route needs. */
@@ -322,7 +322,14 @@ class GrpcWatchCall implements WatchOutput {
   /** Ends the span and writes the log line, inside the call's trace context. */
   private done(err: ConnectError | undefined): void {
     context.with(this.ctx, () => {
-      endRpcSpan(this.span, "grpc", err);
+      const status = endRpcSpan(this.span, "grpc", err);
+      recordRpcDuration(
+        "grpc",
+        watchMethod.parent.typeName,
+        watchMethod.name,
+        status,
+        (performance.now() - this.started) / 1000,
+      );
       const logger = this.deps.rpcLog;
       const code = err?.code;
       const level = code !== undefined && serverFaults.has(code) ? "warn" : "info";

@@ -35,6 +35,7 @@
  * - Every stream and HTTP/1.1 response ends after `streamMaxLifetimeMs`,
  *   a backstop behind the handler's own (clean) limits.
  */
+import { EventEmitter } from "node:events";
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
@@ -117,6 +118,14 @@ export interface ServerOptions {
   streamingRequestPaths?: ReadonlySet<string>;
   /** Where refusals and timeouts are counted (the global meter's by default). */
   metrics?: ServerMetrics;
+  /**
+   * HTTP/1.1 requests (by request target) that are dispatched beneath any
+   * instrumentation patched into `http.Server` (OpenTelemetry's HTTP
+   * instrumentation wraps its `emit`): RPCs, which the RPC interceptor
+   * traces. Even a request that instrumentation ignores costs a context and
+   * a patched emitter.
+   */
+  uninstrumented?: (url: string) => boolean;
   /**
    * HTTP/2 streams this route accepts are served on the raw stream, without
    * the compatibility API and the handler (the stream caps and timeouts still apply).
@@ -301,6 +310,16 @@ export function createDualServer(handler: Handler, options: ServerOptions): Dual
     },
     admitted,
   );
+  const uninstrumented = options.uninstrumented;
+  if (uninstrumented !== undefined) {
+    const instrumentedEmit = h1.emit;
+    h1.emit = function emit(this: http.Server, event: string | symbol, ...args: unknown[]) {
+      if (event === "request" && uninstrumented((args[0] as http.IncomingMessage).url ?? "")) {
+        return Reflect.apply(EventEmitter.prototype.emit, this, [event, ...args]);
+      }
+      return Reflect.apply(instrumentedEmit, this, [event, ...args]);
+    } as typeof h1.emit;
+  }
   // h1 never listens (the TCP server hands it sockets), and Node tracks
   // HTTP/1.1 connections (closeIdleConnections, headersTimeout, requestTimeout)
   // only once its server emits "listening".

@@ -61,6 +61,17 @@ export interface RedisConfig {
 export interface ApiConfig {
   host: string;
   port: number;
+  /**
+   * API_PROCESSES: API processes serving the port (node:cluster), so the API
+   * uses more than one core in one container; 1 runs none besides this one.
+   * Mode `api` only.
+   */
+  processes: number;
+  /**
+   * Which of them this process is (0-based), set by the primary in the
+   * processes it starts (API_PROCESS_INDEX); undefined in a lone process.
+   */
+  processIndex: number | undefined;
   /** Base of the absolute URLs the API hands out (status and download URLs). */
   publicUrl: string;
   /** Browser origins allowed by CORS ("*": any). */
@@ -500,7 +511,18 @@ export function loadConfig(env: Env, mode?: string): Config {
   );
   const tenantMaxWatches = int("TENANT_MAX_WATCHES", 10_000, 0, 10_000_000);
   const logFormat = oneOf("LOG_FORMAT", "json", ["json", "pretty"] as const);
-  const metricsPort = int("METRICS_PORT", 9464, 0, 65535);
+  const apiProcesses = int("API_PROCESSES", 1, 1, 64);
+  if (apiProcesses > 1 && resolvedMode !== "api") {
+    problems.push(
+      `API_PROCESSES: more than one API process needs mode api (got mode ${resolvedMode}); run the worker as a process of its own`,
+    );
+  }
+  const processIndex =
+    read("API_PROCESS_INDEX") === undefined ? undefined : int("API_PROCESS_INDEX", 0, 0, 63);
+  // Each API process serves its own /metrics: METRICS_PORT, METRICS_PORT+1, ...
+  const metricsPortBase = int("METRICS_PORT", 9464, 0, 65535);
+  const metricsPort =
+    metricsPortBase === 0 ? 0 : Math.min(65535, metricsPortBase + (processIndex ?? 0));
   const metricsHost = read("METRICS_HOST") ?? host;
   const requireAof = bool("REQUIRE_AOF", false);
   const submitWaitAof = int("SUBMIT_WAITAOF", 0, 0, 1) as 0 | 1;
@@ -546,6 +568,8 @@ export function loadConfig(env: Env, mode?: string): Config {
     api: {
       host,
       port,
+      processes: apiProcesses,
+      processIndex,
       publicUrl,
       corsOrigins,
       readMaxBytes,
