@@ -24,12 +24,14 @@
  * answers them: codeToHttpStatus, the error's metadata as headers, and
  * connect's error JSON.
  */
+
 import {
   create,
   type DescMessage,
   type DescMethodUnary,
   type MessageShape,
 } from "@bufbuild/protobuf";
+import { base64Decode } from "@bufbuild/protobuf/wire";
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
   compressionNegotiate,
@@ -70,6 +72,7 @@ import {
 import type { Authenticator } from "./auth.js";
 import { toConnectError } from "./error-map.js";
 import type { NodeRequest, NodeResponse } from "./node-types.js";
+import { asInvalidArgumentIfParseError } from "./parse-errors.js";
 import type { ReportCalls } from "./report-service.js";
 import { endRpcSpan, recordRpcDuration } from "./telemetry-interceptor.js";
 
@@ -100,6 +103,9 @@ const serverFaults = new Set<Code>([
   Code.DeadlineExceeded,
 ]);
 
+/** Marks a successful binary answer (content type application/proto). */
+const protoHeaders: Record<string, string> = Object.freeze({}) as Record<string, string>;
+
 /** The reason a call's signal aborts with when the client leaves before the answer (rpc-node-handler.ts'). */
 const closed = new ConnectError("the request was closed", Code.Canceled);
 
@@ -116,6 +122,8 @@ interface Route {
   get: boolean;
   input: Serialization<unknown>;
   output: Serialization<MessageShape<DescMessage>>;
+  inputBinary: Serialization<unknown>;
+  outputBinary: Serialization<MessageShape<DescMessage>>;
   outputSchema: DescMessage;
   spanOptions: SpanOptions;
   invoke: Invoke;
@@ -145,6 +153,8 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
       get,
       input: serialization.getI(false) as Serialization<unknown>,
       output: serialization.getO(false) as unknown as Serialization<MessageShape<DescMessage>>,
+      inputBinary: serialization.getI(true) as Serialization<unknown>,
+      outputBinary: serialization.getO(true) as unknown as Serialization<MessageShape<DescMessage>>,
       outputSchema,
       spanOptions: {
         kind: SpanKind.SERVER,
@@ -202,7 +212,7 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
     return err;
   };
 
-  const run = async (call: Call, message: unknown): Promise<void> => {
+  const run = async (call: Call, message: unknown, binary: boolean): Promise<void> => {
     const { req, res, route } = call;
     let body: Uint8Array;
     let status = 200;
@@ -234,7 +244,8 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
         finish(call, undefined, typeof jobId === "string" ? jobId : undefined);
         return out as MessageShape<DescMessage>;
       });
-      body = route.output.serialize(output);
+      body = (binary ? route.outputBinary : route.output).serialize(output);
+      if (binary) headers = protoHeaders;
     } catch (e) {
       const error =
         e instanceof ConnectError
@@ -254,6 +265,7 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
     headers: Record<string, string | string[]> | undefined,
     acceptEncoding: string | null,
   ): Promise<void> => {
+    const contentType = headers === protoHeaders ? "application/proto" : "application/json";
     let encoding: string | undefined;
     if (acceptEncoding !== null && body.byteLength >= limits.compressMinBytes) {
       const compression = compressionNegotiate(
@@ -268,10 +280,11 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
       }
     }
     if (res.destroyed) return;
+    if (headers === protoHeaders) headers = undefined;
     const length = String(body.byteLength);
     const out =
       headers === undefined
-        ? { "content-length": length, "content-type": "application/json" }
+        ? { "content-length": length, "content-type": contentType }
         : { ...headers, "content-length": length };
     res.writeHead(status, encoding === undefined ? out : { "content-encoding": encoding, ...out });
     res.end(body);
@@ -283,20 +296,29 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
     const route = routes.get(q === -1 ? url : url.slice(0, q));
     if (route === undefined || !plain(req)) return false;
     let query: URLSearchParams | undefined;
+    let binary: boolean;
     if (req.method === "GET") {
       if (!route.get) return false;
       query = new URLSearchParams(q === -1 ? "" : url.slice(q + 1));
-      if (query.get("encoding") !== "json" || query.has("compression") || query.has("base64")) {
-        return false;
-      }
+      const encoding = query.get("encoding");
+      if (encoding !== "json" && encoding !== "proto") return false;
+      if (query.has("compression")) return false;
+      binary = encoding === "proto";
     } else {
       if (req.method !== "POST") return false;
       const type = req.headers["content-type"];
-      if (type !== "application/json" && type !== "application/json; charset=utf-8") return false;
+      if (type === "application/proto") binary = true;
+      else if (type === "application/json" || type === "application/json; charset=utf-8") {
+        binary = false;
+      } else return false;
+      const encoding = req.headers["content-encoding"];
+      if (encoding !== undefined && encoding !== "identity") return false;
       const length = req.headers["content-length"];
-      if (length === undefined || req.headers["content-encoding"] !== undefined) return false;
-      const n = Number(length);
-      if (!Number.isSafeInteger(n) || n > deps.readMaxBytes) return false;
+      if (length !== undefined) {
+        // connect answers a promised size over readMaxBytes before reading: left to it.
+        const n = Number(length);
+        if (!Number.isSafeInteger(n) || n > deps.readMaxBytes) return false;
+      }
     }
     leanUnaryServed.count++;
     const call = new Call(req, res, route, deps.shutdownSignal);
@@ -307,7 +329,7 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
       }
       call.span = tracer.startSpan(route.name, route.spanOptions, parent);
       call.ctx = trace.setSpan(parent, call.span);
-      run(call, message).catch(() => {
+      run(call, message, binary).catch(() => {
         if (!res.destroyed) res.destroy();
       });
     };
@@ -315,7 +337,7 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
     const parse = (bytes: Uint8Array) => {
       let message: unknown;
       try {
-        message = route.input.parse(bytes);
+        message = (binary ? route.inputBinary : route.input).parse(bytes);
       } catch (e) {
         call.done();
         const { status, body, headers } = errorAnswer(ConnectError.from(e));
@@ -327,14 +349,36 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
       respond(message);
     };
     if (query !== undefined) {
-      parse(Buffer.from(query.get("message") ?? ""));
+      // As connect reads a GET's message (readUnaryMessageFromQuery).
+      const message = query.get("message") ?? "";
+      parse(query.get("base64") === "1" ? base64Decode(message) : Buffer.from(message));
       return true;
     }
     const chunks: Buffer[] = [];
-    req.on("data", (chunk: Buffer) => chunks.push(chunk));
-    req.once("end", () =>
-      parse(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks)),
-    );
+    let bytes = 0;
+    const onData = (chunk: Buffer) => {
+      bytes += chunk.length;
+      if (bytes > deps.readMaxBytes) {
+        // A chunked body over the limit: connect's readAllBytes error, answered as it answers it.
+        req.off("data", onData);
+        req.off("end", onEnd);
+        req.resume();
+        call.done();
+        const error = new ConnectError(
+          `message size is larger than configured readMaxBytes ${deps.readMaxBytes}`,
+          Code.ResourceExhausted,
+        );
+        const { status, body, headers } = errorAnswer(error);
+        answer(res, status, body, headers, headerOf(req, "accept-encoding")).catch(() => {
+          if (!res.destroyed) res.destroy();
+        });
+        return;
+      }
+      chunks.push(chunk);
+    };
+    const onEnd = () => parse(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks));
+    req.on("data", onData);
+    req.once("end", onEnd);
     req.once("error", () => {
       call.done();
       if (!res.destroyed) res.destroy();
@@ -368,6 +412,8 @@ function errorAnswer(error: ConnectError): {
   body: Uint8Array;
   headers: Record<string, string | string[]>;
 } {
+  // As withParseErrorsAsInvalidArgument rewrites connect's answer.
+  error = asInvalidArgumentIfParseError(error);
   const body = errorToJsonBytes(error, undefined);
   const h = new Headers({ "content-type": "application/json" });
   error.metadata.forEach((value, key) => {

@@ -8,15 +8,18 @@
  */
 import net from "node:net";
 import { gunzipSync } from "node:zlib";
+import { create, toBinary } from "@bufbuild/protobuf";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { GetJobRequestSchema } from "../../gen/reports/v1/report_service_pb.js";
 import { leanUnaryServed } from "../../src/api/lean-unary.js";
 import { startTestApp, type TestApp } from "../helpers/test-app.js";
 
 const apiKey = "k-lean-unary-test";
+const readMaxBytes = 4096;
 const auth = `Bearer ${apiKey}`;
 
 /** Sends raw bytes on a new connection; answers everything read until the server closes it. */
-function raw(url: string, bytes: string): Promise<Buffer> {
+function raw(url: string, bytes: string | Buffer): Promise<Buffer> {
   const { hostname, port } = new URL(url);
   return new Promise((resolve, reject) => {
     const socket = net.connect(Number(port), hostname, () => socket.write(bytes));
@@ -31,11 +34,13 @@ interface Req {
   method?: "POST" | "GET";
   path: string;
   headers?: Record<string, string>;
-  body?: string;
+  body?: string | Uint8Array;
+  /** Sends the body chunked (in two chunks), without Content-Length, as connect-node's client does. */
+  chunked?: boolean;
 }
 
-function requestText(r: Req, extra: Record<string, string>): string {
-  const body = r.body ?? "";
+function requestText(r: Req, extra: Record<string, string>): Buffer {
+  const body = Buffer.from(r.body ?? "");
   const headers: Record<string, string> = {
     host: "localhost",
     connection: "close",
@@ -43,9 +48,23 @@ function requestText(r: Req, extra: Record<string, string>): string {
     ...r.headers,
     ...extra,
   };
-  if (r.method !== "GET") headers["content-length"] = String(Buffer.byteLength(body));
+  let payload = body;
+  if (r.chunked) {
+    headers["transfer-encoding"] = "chunked";
+    const half = Math.floor(body.length / 2);
+    const chunk = (b: Buffer) =>
+      b.length === 0 ? [] : [Buffer.from(`${b.length.toString(16)}\r\n`), b, Buffer.from("\r\n")];
+    payload = Buffer.concat([
+      ...chunk(body.subarray(0, half)),
+      ...chunk(body.subarray(half)),
+      Buffer.from("0\r\n\r\n"),
+    ]);
+  } else if (r.method !== "GET") headers["content-length"] = String(body.length);
   const lines = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`);
-  return `${r.method ?? "POST"} ${r.path} HTTP/1.1\r\n${lines.join("")}\r\n${body}`;
+  return Buffer.concat([
+    Buffer.from(`${r.method ?? "POST"} ${r.path} HTTP/1.1\r\n${lines.join("")}\r\n`, "latin1"),
+    payload,
+  ]);
 }
 
 /** The answer without its Date header. */
@@ -92,7 +111,10 @@ describe("lean unary route", () => {
 
   beforeAll(async () => {
     // API only: no worker moves the job between the two answers compared.
-    t = await startTestApp({ API_KEYS: `acme:${apiKey}` }, { mode: "api" });
+    t = await startTestApp(
+      { API_KEYS: `acme:${apiKey}`, READ_MAX_BYTES: String(readMaxBytes) },
+      { mode: "api" },
+    );
   });
   afterAll(async () => {
     await t?.close();
@@ -153,6 +175,32 @@ describe("lean unary route", () => {
         headers: { authorization: auth },
       },
       /^HTTP\/1\.1 200 OK/,
+    );
+  });
+
+  it("answers binary (application/proto, GET encoding=proto) and chunked requests byte for byte as connect", async () => {
+    const getBinary = toBinary(GetJobRequestSchema, create(GetJobRequestSchema, { jobId }));
+    const proto = { authorization: auth, "content-type": "application/proto" };
+    const get = { path: "/reports.v1.ReportService/GetJob", headers: proto, body: getBinary };
+    const answer = await expectSame(get, /^HTTP\/1\.1 200 OK/);
+    expect(answer).toContain("content-type: application/proto");
+    await expectSame({ ...get, chunked: true }, /^HTTP\/1\.1 200 OK/);
+    const message = encodeURIComponent(Buffer.from(getBinary).toString("base64url"));
+    await expectSame(
+      {
+        method: "GET",
+        path: `/reports.v1.ReportService/GetJob?connect=v1&encoding=proto&base64=1&message=${message}`,
+        headers: { authorization: auth },
+      },
+      /^HTTP\/1\.1 200 OK/,
+    );
+    // Not protobuf; a deduplicated submit, chunked JSON.
+    await expectSame({ ...get, body: Buffer.from([0xff, 0xff, 0xff]) }, /^HTTP\/1\.1 400 /);
+    await expectSame({ ...submit(submitBody(), "lean-a"), chunked: true }, /^HTTP\/1\.1 200 OK/);
+    // A chunked body over readMaxBytes: connect's RESOURCE_EXHAUSTED.
+    await expectSame(
+      { ...submit(submitBody({ filters: { note: "x".repeat(readMaxBytes) } })), chunked: true },
+      /^HTTP\/1\.1 429 /,
     );
   });
 
