@@ -12,6 +12,7 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { GetJobRequestSchema } from "../../gen/reports/v1/report_service_pb.js";
 import { leanUnaryServed } from "../../src/api/lean-unary.js";
+import { capturedLogger } from "../helpers/captured-logger.js";
 import { startTestApp, type TestApp } from "../helpers/test-app.js";
 
 const apiKey = "k-lean-unary-test";
@@ -108,12 +109,13 @@ describe("lean unary route", () => {
   });
 
   let jobId = "";
+  const captured = capturedLogger("info");
 
   beforeAll(async () => {
     // API only: no worker moves the job between the two answers compared.
     t = await startTestApp(
       { API_KEYS: `acme:${apiKey}`, READ_MAX_BYTES: String(readMaxBytes) },
-      { mode: "api" },
+      { mode: "api", logger: captured.logger },
     );
   });
   afterAll(async () => {
@@ -250,6 +252,32 @@ describe("lean unary route", () => {
       },
       /^HTTP\/1\.1 400 /,
     );
+  });
+
+  it("writes the request log line connect's interceptors write (ok, refused, NOT_FOUND)", async () => {
+    const requests: Req[] = [
+      submit(submitBody(), "lean-a"),
+      { ...submit(submitBody()), headers: {} },
+      {
+        path: "/reports.v1.ReportService/GetJob",
+        headers: { authorization: auth },
+        body: JSON.stringify({ jobId: "no-such-job" }),
+      },
+    ];
+    for (const r of requests) {
+      const from = captured.lines.length;
+      await both(r);
+      const lines = captured.lines
+        .slice(from)
+        .filter((l) => l.msg === "rpc" || l.msg === "rpc failed");
+      expect(lines).toHaveLength(2);
+      const [lean, connect] = lines.map(
+        ({ time: _t, duration_ms: _d, trace_id: _ti, span_id: _s, trace_flags: _f, ...rest }) =>
+          rest,
+      );
+      expect(lean).toEqual(connect);
+      expect(lean).toMatchObject({ rpc: expect.stringMatching(/^reports\.v1\.ReportService\//) });
+    }
   });
 
   it("leaves other requests to connect: wrong content type, SubmitReport as GET, compressed bodies", async () => {
