@@ -6,7 +6,16 @@
  * file; CPU time comes from /proc, memory from the probe (see probe.ts).
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { closeSync, openSync, readFileSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+} from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { processCpuUs } from "../proc-stats.js";
@@ -57,16 +66,14 @@ const inherited = ["PATH", "HOME", "TMPDIR", "LANG", "TZ"];
 export function startService(spec: ServiceSpec, options: ServiceOptions): ServiceProcess {
   const logFile = path.join(options.logDir, `${spec.name}.log`);
   const fd = openSync(logFile, "a");
-  const profile =
+  // Every thread writes a profile (tsx's loader runs in a thread of its
+  // own), and one name for all would keep only the last thread's: each
+  // process profiles into a folder of its own, named apart on exit.
+  const profileDir =
     options.cpuProfDir === undefined
-      ? []
-      : [
-          "--cpu-prof",
-          "--cpu-prof-dir",
-          path.resolve(options.cpuProfDir),
-          "--cpu-prof-name",
-          `${spec.name}.cpuprofile`,
-        ];
+      ? undefined
+      : path.resolve(options.cpuProfDir, `.${spec.name}-${process.hrtime.bigint()}`);
+  const profile = profileDir === undefined ? [] : ["--cpu-prof", "--cpu-prof-dir", profileDir];
   const env: Record<string, string> = {};
   for (const k of inherited) {
     const v = process.env[k];
@@ -94,6 +101,8 @@ export function startService(spec: ServiceSpec, options: ServiceOptions): Servic
   const exited = new Promise<void>((resolve) => {
     child.once("exit", (code, signal) => {
       exitCode = code ?? (signal === null ? null : -1);
+      if (profileDir !== undefined && options.cpuProfDir !== undefined)
+        collectProfiles(profileDir, options.cpuProfDir, spec.name);
       resolve();
     });
   });
@@ -140,6 +149,30 @@ export function startService(spec: ServiceSpec, options: ServiceOptions): Servic
       return stopping;
     },
   };
+}
+
+/**
+ * Moves the profiles node wrote into `from` (default names,
+ * `CPU.<date>.<time>.<pid>.<thread>.<seq>.cpuprofile`) to `dir` as
+ * `<name>.cpuprofile` for the main thread and `<name>.thread<n>.cpuprofile`
+ * for the others; `<name>-2` and so on when a process of that name ran before.
+ */
+function collectProfiles(from: string, dir: string, name: string): void {
+  let files: string[];
+  try {
+    files = readdirSync(from).filter((f) => f.endsWith(".cpuprofile"));
+  } catch {
+    return;
+  }
+  let base = name;
+  for (let n = 2; existsSync(path.join(dir, `${base}.cpuprofile`)); n++) base = `${name}-${n}`;
+  mkdirSync(dir, { recursive: true });
+  for (const f of files) {
+    const thread = f.split(".")[4];
+    const target = thread === "0" ? `${base}.cpuprofile` : `${base}.thread${thread}.cpuprofile`;
+    renameSync(path.join(from, f), path.join(dir, target));
+  }
+  rmSync(from, { recursive: true, force: true });
 }
 
 /**
