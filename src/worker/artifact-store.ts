@@ -4,17 +4,27 @@
  * (domain/artifact-paths.ts). The API serves the same folder.
  *
  * An attempt writes its report under its own name and publishes it in two
- * steps: here, a temporary file is written, fsynced and renamed into the
- * attempt's folder (a reader never sees half a file, and the rename survives
- * a crash); then the attempt's SUCCEEDED transition, guarded by its lock and
- * fencing token, points the job record at it. An attempt whose transition is
- * refused (it lost its lock) removes its own folder and nothing else: the
- * report another attempt published stays. Folders of attempts that died
- * before cleaning up are removed once the job has ended
- * (`removeLeftovers`, run by the janitor).
+ * steps: here, the file is written into the attempt's own folder (a fresh,
+ * unguessable name that nothing reads yet), then it and the folders created
+ * for it are fsynced; then the attempt's SUCCEEDED transition, guarded by its
+ * lock and fencing token, points the job record at it. So a reader never sees
+ * half a file (nobody reads the folder before the record names it) and what
+ * the record names survives a crash, without a temporary file and a rename.
+ * An attempt whose transition is refused (it lost its lock) removes its own
+ * folder and nothing else: the report another attempt published stays.
+ * Folders of attempts that died before cleaning up (half-written files
+ * included) are removed once the job has ended (`removeLeftovers`, run by the
+ * janitor).
+ *
+ * Cost. A report is a few KB: creating the folders and writing the file are
+ * synchronous calls (microseconds, page cache only), which costs less CPU
+ * than a thread-pool round trip per call; only the fsyncs, which wait for the
+ * disk, go to the thread pool, all at once. Files above `syncWriteMaxBytes`
+ * are written asynchronously, so a large report never blocks the event loop.
  */
 import { randomBytes } from "node:crypto";
-import { mkdir, open, readdir, rename, rm } from "node:fs/promises";
+import { closeSync, fsync, mkdirSync, openSync, writeFileSync } from "node:fs";
+import { open, readdir, rm } from "node:fs/promises";
 import path from "node:path";
 import {
   artifactFile,
@@ -28,7 +38,7 @@ import type { ReportArtifact } from "../domain/job.js";
 export interface ArtifactStore {
   /**
    * Writes attempt `attemptTag`'s report of `jobId` into the attempt's own
-   * folder (temporary file, fsync, rename, fsync of the folders) and returns
+   * folder (fsync of the file and of the folders created for it) and returns
    * what the SUCCEEDED transition publishes. Nothing else of the job is touched.
    */
   put(
@@ -68,24 +78,31 @@ export function createArtifactStore(dir: string): ArtifactStore {
       }
       const folder = path.dirname(file);
       // The first folder mkdir created, if any: the job's (new job) or the attempt's.
-      const created = await mkdir(folder, { recursive: true });
-      // Dot-prefixed: never a name the API serves.
-      const tmp = path.join(folder, `.${fileName}.tmp`);
-      const handle = await open(tmp, "w");
-      try {
-        await handle.writeFile(content);
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
-      await rename(tmp, file);
-      // The rename, and the entries of the folders just created, are durable
-      // before the record points at them.
-      await syncFolder(folder);
-      if (created !== undefined) await syncFolder(jobFolder);
-      if (created !== undefined && created !== folder) await syncFolder(dir);
+      const created = mkdirSync(folder, { recursive: true });
       const sizeBytes =
         typeof content === "string" ? Buffer.byteLength(content) : content.byteLength;
+      // The file, and the entries of the folders just created, are durable
+      // before the record points at them: the fsyncs run side by side.
+      const folders = [folder];
+      if (created !== undefined) folders.push(jobFolder);
+      if (created !== undefined && created !== folder) folders.push(dir);
+      if (sizeBytes <= syncWriteMaxBytes) {
+        const fd = openSync(file, "wx");
+        try {
+          writeFileSync(fd, content);
+          await settleAll([fsyncFd(fd), ...folders.map(syncFolder)]);
+        } finally {
+          closeSync(fd);
+        }
+      } else {
+        const handle = await open(file, "wx");
+        try {
+          await handle.writeFile(content);
+          await settleAll([handle.sync(), ...folders.map(syncFolder)]);
+        } finally {
+          await handle.close();
+        }
+      }
       return { downloadPath: artifactPath(jobId, fileName, attemptTag), contentType, sizeBytes };
     },
     async discard(jobId, attemptTag) {
@@ -117,17 +134,35 @@ export function createArtifactStore(dir: string): ArtifactStore {
   };
 }
 
-/** fsyncs a folder, so entries created or renamed in it survive a crash (where the platform allows). */
+/** Reports up to this size are written with synchronous calls (see the top of this file). */
+export const syncWriteMaxBytes = 256 * 1024;
+
+/**
+ * Waits for every one of `calls` (so none still uses a descriptor that the
+ * caller closes next), then throws the first failure, if any.
+ */
+async function settleAll(calls: Promise<void>[]): Promise<void> {
+  for (const r of await Promise.allSettled(calls)) if (r.status === "rejected") throw r.reason;
+}
+
+/** fsync(2) of an open file, on the thread pool. */
+function fsyncFd(fd: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    fsync(fd, (err) => (err ? reject(err) : resolve()));
+  });
+}
+
+/** fsyncs a folder, so entries created in it survive a crash (where the platform allows). */
 async function syncFolder(folder: string): Promise<void> {
-  let handle: Awaited<ReturnType<typeof open>> | undefined;
+  let fd: number | undefined;
   try {
-    handle = await open(folder, "r");
-    await handle.sync();
+    fd = openSync(folder, "r");
+    await fsyncFd(fd);
   } catch (err) {
-    // Some platforms and file systems cannot fsync a folder; the rename still happened.
+    // Some platforms and file systems cannot fsync a folder; the entry is still there.
     const code = (err as NodeJS.ErrnoException).code;
     if (code !== "EISDIR" && code !== "EINVAL" && code !== "EPERM" && code !== "EBADF") throw err;
   } finally {
-    await handle?.close();
+    if (fd !== undefined) closeSync(fd);
   }
 }
