@@ -152,12 +152,10 @@ export function createProcessor(deps: {
       return started.fenced ? lose("started", started) : { kind: "skipped" };
     }
 
-    // Aborted when one of this attempt's writes is refused: it no longer owns the job.
-    const lost = new AbortController();
     const limits = attemptLimits(
       job,
       startedAt,
-      AbortSignal.any([signal, lost.signal]),
+      signal,
       settings.worker.reportTypes[job.reportType].timeoutMs,
     );
     const where: Position = { ...attemptStart };
@@ -184,7 +182,7 @@ export function createProcessor(deps: {
           );
           if (!written.applied) {
             refusal = written;
-            lost.abort(lockLostReason);
+            limits.lose();
             limits.signal.throwIfAborted();
           }
         },
@@ -208,7 +206,7 @@ export function createProcessor(deps: {
       published = true;
       return { kind: "succeeded" };
     } catch (err) {
-      const stop = stopOf(err, signal, limits.signal, lost.signal);
+      const stop = stopOf(err, signal, limits);
       if (stop !== undefined) phases.end();
       else phases.fail(err);
       // Calls are awaited, never returned: the finally below must not run
@@ -237,6 +235,7 @@ export function createProcessor(deps: {
           return await recordFailure(job, { ...own, ...where }, err, limits, ctx.maxAttempts);
       }
     } finally {
+      limits.end();
       // Whatever this attempt wrote and did not publish goes; nothing of any other attempt.
       if (!published) {
         await artifacts
@@ -279,11 +278,11 @@ export function createProcessor(deps: {
     limits: AttemptLimits,
     maxAttempts: number,
   ): Promise<AttemptOutcome> {
-    const deadlinePassed = limits.deadline?.aborted === true && !limits.timeout.aborted;
+    const deadlinePassed = limits.deadlinePassed;
     const permanent = err instanceof PermanentReportError || deadlinePassed;
     const reason = deadlinePassed
       ? deadlineExceeded
-      : limits.timeout.aborted
+      : limits.timedOut
         ? `attempt timed out after ${limits.timeoutMs} ms in phase ${place.phase}`
         : describeFailure(err, place.phase, logger, job.id);
     const error = new Error(reason);
@@ -334,29 +333,45 @@ type AttemptPlace = Omit<AttemptWrite, "at"> & Position;
 
 /**
  * Why an attempt stopped without failing: it lost its job (a refused write
- * aborted `lost`, or the worker saw its lock go), was released, cancelled or
+ * called `lose`, or the worker saw its lock go), was released, cancelled or
  * throttled; undefined for a failure.
  */
 function stopOf(
   err: unknown,
   signal: AbortSignal,
-  attemptSignal: AbortSignal,
-  lost: AbortSignal,
+  limits: AttemptLimits,
 ): "lost" | "released" | "cancelled" | "throttled" | undefined {
-  if (lost.aborted || (signal.aborted && signal.reason === lockLostReason)) return "lost";
+  if (limits.lost || (signal.aborted && signal.reason === lockLostReason)) return "lost";
   if (signal.aborted && signal.reason === releaseReason) return "released";
   if (signal.aborted && signal.reason === cancelReason) return "cancelled";
-  if (err instanceof SlowDownError && !attemptSignal.aborted) return "throttled";
+  if (err instanceof SlowDownError && !limits.signal.aborted) return "throttled";
   return undefined;
 }
 
-/** The signals that end an attempt: the worker's (cancel, shutdown), the run timeout, the job's deadline. */
+/**
+ * What ends an attempt: the worker's signal (cancel, shutdown, lost lock), a
+ * refused write (`lose`), the run timeout, the job's deadline. One
+ * controller and one timer per attempt (AbortSignal.any and
+ * AbortSignal.timeout cost several objects, listeners and timers each).
+ */
 interface AttemptLimits {
-  signal: AbortSignal;
-  timeout: AbortSignal;
-  timeoutMs: number;
-  deadline?: AbortSignal;
+  /** The generator's signal: aborted by any of the above. */
+  readonly signal: AbortSignal;
+  readonly timeoutMs: number;
+  /** The run timeout aborted it (it came first). */
+  readonly timedOut: boolean;
+  /** The job's deadline aborted it (before the run timeout). */
+  readonly deadlinePassed: boolean;
+  /** A write of the attempt was refused: it no longer owns the job. */
+  readonly lost: boolean;
+  /** Aborts the attempt because it lost its job. */
+  lose(): void;
+  /** Stops the timer and listener; call once the attempt has ended. */
+  end(): void;
 }
+
+/** setTimeout's longest delay; a longer one would fire at once. */
+const maxTimerMs = 2 ** 31 - 1;
 
 function attemptLimits(
   job: JobView,
@@ -364,16 +379,43 @@ function attemptLimits(
   signal: AbortSignal,
   timeoutMs: number,
 ): AttemptLimits {
-  const timeout = AbortSignal.timeout(timeoutMs);
-  const deadline =
-    job.deadline !== undefined
-      ? AbortSignal.timeout(Math.max(0, job.deadline - startedAt))
-      : undefined;
+  const controller = new AbortController();
+  const state = { timedOut: false, deadlinePassed: false, lost: false };
+  const forward = () => controller.abort(signal.reason);
+  if (signal.aborted) forward();
+  else signal.addEventListener("abort", forward, { once: true });
+  const deadlineMs =
+    job.deadline !== undefined ? Math.max(0, job.deadline - startedAt) : Number.POSITIVE_INFINITY;
+  const firesInMs = Math.min(timeoutMs, deadlineMs);
+  const timer =
+    firesInMs > maxTimerMs
+      ? undefined
+      : setTimeout(() => {
+          if (controller.signal.aborted) return;
+          if (timeoutMs <= deadlineMs) state.timedOut = true;
+          else state.deadlinePassed = true;
+          controller.abort(new DOMException("The operation timed out.", "TimeoutError"));
+        }, firesInMs);
   return {
-    signal: AbortSignal.any(deadline ? [signal, timeout, deadline] : [signal, timeout]),
-    timeout,
+    signal: controller.signal,
     timeoutMs,
-    deadline,
+    get timedOut() {
+      return state.timedOut;
+    },
+    get deadlinePassed() {
+      return state.deadlinePassed;
+    },
+    get lost() {
+      return state.lost;
+    },
+    lose() {
+      state.lost = true;
+      if (!controller.signal.aborted) controller.abort(lockLostReason);
+    },
+    end() {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", forward);
+    },
   };
 }
 
