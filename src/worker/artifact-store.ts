@@ -22,7 +22,6 @@
  * disk, go to the thread pool, all at once. Files above `syncWriteMaxBytes`
  * are written asynchronously, so a large report never blocks the event loop.
  */
-import { randomBytes } from "node:crypto";
 import { closeSync, fsync, mkdirSync, openSync, writeFileSync } from "node:fs";
 import { open, readdir, rm } from "node:fs/promises";
 import path from "node:path";
@@ -33,6 +32,7 @@ import {
   attemptFolder,
 } from "../domain/artifact-paths.js";
 import type { ReportArtifact } from "../domain/job.js";
+import { randomText } from "./random-text.js";
 
 /** Stores report files. */
 export interface ArtifactStore {
@@ -64,11 +64,13 @@ export interface ArtifactStore {
 
 /** A fresh tag for an attempt's files: its number and a random part (a re-run after a stall has the same number). */
 export function newAttemptTag(attempt: number): string {
-  return `${attempt}-${randomBytes(6).toString("hex")}`;
+  return `${attempt}-${randomText(6, "hex")}`;
 }
 
 /** Creates a store rooted at `dir`. */
 export function createArtifactStore(dir: string): ArtifactStore {
+  // Every new job's folder is an entry of `dir`: concurrent attempts share its fsyncs.
+  const syncFolder = coalesceSyncs(syncFolderOnce);
   return {
     async put(jobId, attemptTag, fileName, contentType, content) {
       const file = artifactFile(dir, jobId, fileName, attemptTag);
@@ -152,8 +154,44 @@ function fsyncFd(fd: number): Promise<void> {
   });
 }
 
+/**
+ * Shares fsyncs of one folder between concurrent callers: a caller needs an
+ * fsync that starts after its call (its entry was made before it), so while
+ * one runs, every caller that arrives waits for the one next after it, and
+ * they all share that one. At 50 jobs in flight, the deployment folder (in
+ * which every new job makes its folder) is then synced a few times per disk
+ * flush instead of once per job.
+ */
+export function coalesceSyncs(
+  syncOnce: (folder: string) => Promise<void>,
+): (folder: string) => Promise<void> {
+  const running = new Map<string, Promise<void>>();
+  const queued = new Map<string, Promise<void>>();
+  const start = (folder: string): Promise<void> => {
+    const sync = syncOnce(folder).finally(() => {
+      if (running.get(folder) === sync) running.delete(folder);
+    });
+    running.set(folder, sync);
+    return sync;
+  };
+  return (folder) => {
+    const next = queued.get(folder);
+    if (next !== undefined) return next;
+    const current = running.get(folder);
+    if (current === undefined) return start(folder);
+    const after = current
+      .catch(() => undefined)
+      .then(() => {
+        queued.delete(folder);
+        return start(folder);
+      });
+    queued.set(folder, after);
+    return after;
+  };
+}
+
 /** fsyncs a folder, so entries created in it survive a crash (where the platform allows). */
-async function syncFolder(folder: string): Promise<void> {
+async function syncFolderOnce(folder: string): Promise<void> {
   let fd: number | undefined;
   try {
     fd = openSync(folder, "r");

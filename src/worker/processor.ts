@@ -17,7 +17,6 @@
  * attempt's own name and published by the SUCCEEDED transition, so a stale
  * attempt can never overwrite or delete the report another attempt published.
  */
-import { randomBytes } from "node:crypto";
 import { context, type Span, SpanStatusCode, trace } from "@opentelemetry/api";
 import type { Logger } from "pino";
 import type { WorkerConfig } from "../config/config.js";
@@ -35,6 +34,7 @@ import {
   SlowDownError,
   TransientReportError,
 } from "./generator.js";
+import { randomText } from "./random-text.js";
 
 /** What the processor needs to know about a queued job (a BullMQ job fits). */
 export interface AttemptContext {
@@ -138,7 +138,7 @@ export function createProcessor(deps: {
     // Every write of this attempt carries its fencing token and the queue's lock token.
     const own = {
       attempt,
-      token: randomBytes(12).toString("base64url"),
+      token: randomText(12, "base64url"),
       lockToken: ctx.lockToken,
     };
     const startedAt = Date.now();
@@ -460,6 +460,9 @@ function describeFailure(err: unknown, phase: string, logger: Logger, jobId: str
   return `internal error in phase ${phase}`;
 }
 
+/** The phases of an attempt whose trace is not recorded. */
+const unrecordedPhases = { enter(_phase: string) {}, end() {}, fail(_err: unknown) {} };
+
 /** The tracer of the worker's own spans. */
 const tracer = trace.getTracer("report-jobs-worker");
 
@@ -471,6 +474,9 @@ const tracer = trace.getTracer("report-jobs-worker");
  */
 function createPhaseSpans(job: JobView, attempt: number) {
   const parent = context.active();
+  // An unsampled job (no exporter, or the sampler said no) records none of
+  // its spans: its phases would only cost a span object each.
+  if (trace.getSpan(parent)?.isRecording() !== true) return unrecordedPhases;
   const start = (phase: string): Span =>
     tracer.startSpan(
       `phase ${phase}`,
