@@ -79,8 +79,8 @@ export function createArtifactStore(dir: string): ArtifactStore {
         throw new Error(`unsafe artifact name ${JSON.stringify(`${attemptTag}/${fileName}`)}`);
       }
       const folder = path.dirname(file);
-      // The first folder mkdir created, if any: the job's (new job) or the attempt's.
-      const created = mkdirSync(folder, { recursive: true });
+      // The first folder created, if any: the job's (new job) or the attempt's.
+      const created = makeFolders(jobFolder, folder);
       const sizeBytes =
         typeof content === "string" ? Buffer.byteLength(content) : content.byteLength;
       // The file, and the entries of the folders just created, are durable
@@ -134,6 +134,26 @@ export function createArtifactStore(dir: string): ArtifactStore {
       );
     },
   };
+}
+
+/**
+ * Makes the attempt's `folder` and, when missing, its `jobFolder`: two
+ * mkdir calls for a new job (a recursive mkdir first tries the deepest
+ * folder, fails, and tries again: three). Returns the first folder created.
+ */
+function makeFolders(jobFolder: string, folder: string): string | undefined {
+  let created: string | undefined;
+  try {
+    mkdirSync(jobFolder);
+    created = jobFolder;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    // ENOENT: the deployment's folder is missing too (its first report).
+    if (code === "ENOENT") created = mkdirSync(jobFolder, { recursive: true });
+    else if (code !== "EEXIST") throw err;
+  }
+  mkdirSync(folder);
+  return created ?? folder;
 }
 
 /** Reports up to this size are written with synchronous calls (see the top of this file). */
