@@ -311,7 +311,12 @@ export const jobTransitions: { readonly [N in TransitionName]: Transition<Transi
     fence: "none",
     finishes: true,
     logFields: ({ phase, reason }) => ({ phase, reason }),
-    derive: (input) => ended("failed", input),
+    // The record counts the attempts the queue used, as the event names them:
+    // BullMQ may have failed attempts that never recorded their STARTED (Redis away).
+    derive: (input) => {
+      const { event, record } = ended("failed", input);
+      return { event, record: { ...record, attemptsMade: input.attempt } };
+    },
   },
   cancelledWaiting: {
     from: ["queued", "retrying"],

@@ -20,7 +20,7 @@
 import { context, type Span, SpanStatusCode, trace } from "@opentelemetry/api";
 import type { Logger } from "pino";
 import type { WorkerConfig } from "../config/config.js";
-import type { JobState, JobView, ReportType } from "../domain/job.js";
+import type { JobState, JobView, ReportArtifact, ReportType } from "../domain/job.js";
 import { terminalStates } from "../domain/job.js";
 import { type AttemptWrite, attemptStart, type Position } from "../domain/job-transitions.js";
 import type { JobReader } from "../queue/job-reader.js";
@@ -162,6 +162,9 @@ export function createProcessor(deps: {
     const phases = createPhaseSpans(job, attempt);
     const tag = newAttemptTag(attempt);
     let published = false;
+    // Set once the SUCCEEDED write is sent: a write that timed out may still
+    // have been applied (Redis frozen, then thawed), publishing this file.
+    let publishing: ReportArtifact | undefined;
     let refusal: TransitionResult | undefined;
     try {
       const output = await generators[job.reportType].generate(
@@ -198,11 +201,15 @@ export function createProcessor(deps: {
         output.content,
       );
       limits.signal.throwIfAborted();
+      publishing = artifact;
       const done = await ownStorage(() =>
         transitions.apply(job, "succeeded", { ...own, at: Date.now(), startedAt, artifact }),
       );
       phases.end();
-      if (!done.applied) return lose("succeeded", done);
+      if (!done.applied) {
+        publishing = undefined;
+        return lose("succeeded", done);
+      }
       published = true;
       return { kind: "succeeded" };
     } catch (err) {
@@ -237,7 +244,7 @@ export function createProcessor(deps: {
     } finally {
       limits.end();
       // Whatever this attempt wrote and did not publish goes; nothing of any other attempt.
-      if (!published) {
+      if (!published && !(await mayBePublished(job.id, publishing))) {
         await artifacts
           .discard(job.id, tag)
           .catch((err: unknown) =>
@@ -245,6 +252,35 @@ export function createProcessor(deps: {
           );
       }
     }
+  }
+
+  /**
+   * Whether the record may point at `artifact`, whose SUCCEEDED write failed
+   * without an answer (sent, then timed out or disconnected: Redis may have
+   * applied it). True unless the record is read and points elsewhere; when
+   * it cannot be read the files stay, and the janitor removes them once the
+   * job has ended without pointing at them (attempt-leftovers.ts).
+   */
+  async function mayBePublished(
+    jobId: string,
+    artifact: ReportArtifact | undefined,
+  ): Promise<boolean> {
+    if (artifact === undefined) return false;
+    try {
+      const current = await jobs.get(jobId);
+      if (current?.result?.downloadPath !== artifact.downloadPath) return false;
+    } catch (err) {
+      logger.warn(
+        { err: (err as Error).message, job_id: jobId },
+        "could not read whether an attempt's unanswered SUCCEEDED write was applied; its files stay",
+      );
+      return true;
+    }
+    logger.warn(
+      { job_id: jobId },
+      "an attempt's SUCCEEDED write failed without an answer but was applied; its report stays",
+    );
+    return true;
   }
 
   /**

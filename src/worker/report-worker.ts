@@ -25,6 +25,7 @@ import type { WorkerConfig } from "../config/config.js";
 import { type ReportType, reportTypes } from "../domain/job.js";
 import { recordField } from "../queue/job-record.js";
 import { type Keys, queueNameFor } from "../queue/keys.js";
+import { isStorageUnavailable } from "../queue/storage-errors.js";
 import { type ReportJobData, retryBackoffType } from "../queue/submitter.js";
 import { attrAttempt, attrJobId, attrReportType, attrTenant } from "../telemetry/attributes.js";
 import { createBullTelemetry } from "../telemetry/bullmq-telemetry.js";
@@ -74,6 +75,30 @@ export interface ReportWorker {
    * aborts the rest and puts them back in the queue (not failed). Idempotent.
    */
   close(graceMs: number): Promise<void>;
+}
+
+/** The failure reason of an attempt whose own recording failed because Redis was away. */
+export const attemptStorageReason = "storage unavailable while recording the attempt";
+
+/**
+ * The error BullMQ gets for an attempt the processor could not finish
+ * recording: its message is safe to show callers (it may become the job's
+ * failure reason); the cause is logged here.
+ */
+function safeAttemptError(err: unknown, jobId: string, logger: Logger): Error {
+  if (isStorageUnavailable(err)) {
+    logger.warn(
+      { err: (err as Error).message, jobId },
+      "attempt could not be recorded: storage unavailable",
+    );
+    return new Error(attemptStorageReason);
+  }
+  const e =
+    err instanceof Error
+      ? { type: err.name, message: err.message, stack: err.stack }
+      : { message: String(err) };
+  logger.error({ err: e, jobId }, "attempt failed unexpectedly");
+  return new Error("internal error in the worker");
 }
 
 class RetryableAttemptError extends Error {
@@ -170,7 +195,9 @@ export function createReportWorker(deps: {
             // Not an outcome: the processor itself failed (Redis away, say).
             span?.recordException(err as Error);
             span?.setStatus({ code: SpanStatusCode.ERROR, message: (err as Error).message });
-            throw err;
+            // BullMQ keeps the message as the job's failedReason, which becomes the
+            // job's failure reason that callers read: a sentence, never a driver's text.
+            throw safeAttemptError(err, id, logger);
           });
         reportMetrics().attemptEnded(type, outcome.kind);
         if (outcome.kind === "retry" || outcome.kind === "failed") {

@@ -72,6 +72,12 @@ describe("jobTransitions", () => {
     expect(jobTransitions.succeeded.ttl).toBe("expire-succeeded");
   });
 
+  it("records on an abandoned job the attempts its FAILED event names", () => {
+    const { event, record } = derive("abandoned");
+    expect(event.attempt).toBe(1);
+    expect(record.attemptsMade).toBe(1);
+  });
+
   it("fences every write of an attempt after its STARTED, which stores the attempt's token", () => {
     const attemptWrites = ["progress", "succeeded", "retrying", "failed", "cancelled"];
     const fenced = names.filter((n) => jobTransitions[n].fence === "checks");
