@@ -33,6 +33,10 @@ export default defineConfig({
           // Cluster starts and failovers take seconds, more on a loaded machine.
           testTimeout: 60_000,
           hookTimeout: 60_000,
+          // One file at a time: files that start clusters of their own, kill
+          // and pause nodes, would otherwise starve the shared cluster's nodes
+          // of CPU past their node timeout (a false failover mid-test).
+          fileParallelism: false,
         },
       },
     ],

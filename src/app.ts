@@ -10,13 +10,14 @@ import { createApiPart, httpUrl } from "./api/api-part.js";
 import { createReadiness } from "./api/readiness.js";
 import type { Config } from "./config/config.js";
 import { deploymentArtifactDir } from "./domain/artifact-paths.js";
-import { type ReportType, reportTypes } from "./domain/job.js";
+import type { ReportType } from "./domain/job.js";
 import { createEventHub, type EventHub } from "./events/event-hub.js";
 import { createConnectionSet } from "./queue/connection-set.js";
 import { createJobControl } from "./queue/job-control.js";
 import { createJobLister } from "./queue/job-lister.js";
 import { createJobReader } from "./queue/job-reader.js";
-import { createKeys, type Keys } from "./queue/keys.js";
+import type { Keys } from "./queue/keys.js";
+import { createQueueShards } from "./queue/queue-shards.js";
 import { createQueueTransitions } from "./queue/queue-transitions.js";
 import { createEventLog } from "./queue/redis-event-log.js";
 import { createReportQueues } from "./queue/report-queues.js";
@@ -78,12 +79,16 @@ export function createApp(config: Config, options: AppOptions = {}): App {
       { mode: config.mode },
       { format: config.telemetry.logFormat },
     );
-  const keys = createKeys(config.redis.prefix);
   const graceMs = config.worker.shutdownGraceMs;
   const shutdown = createShutdown({ logger, warnAfterMs: graceMs + 5000 });
 
   const redis = createConnectionSet(config.redis, logger);
   const commands = redis.commands;
+  // QUEUE_SHARDS key sets; the first is the deployment's home (its marker).
+  const shards = createQueueShards(config.redis.prefix, config.redis.queueShards, {
+    cluster: redis.cluster,
+  });
+  const keys = shards.all[0] as Keys;
   // Short PING deadline: health must turn NOT_SERVING within seconds of Redis hanging.
   const storageHealth = createStorageHealth({
     redis: commands,
@@ -100,8 +105,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
     readiness: createReadiness({
       storage: storageHealth,
       shutdownSignal: shutdown.signal,
-      workersRunning: () =>
-        worker === undefined || reportTypes.every((t) => worker.worker.workers[t].isRunning()),
+      workersRunning: () => worker === undefined || worker.worker.all.every((w) => w.isRunning()),
     }),
     logger,
   });
@@ -112,7 +116,16 @@ export function createApp(config: Config, options: AppOptions = {}): App {
   shutdown.add("observers", () => {
     for (const stop of stopObserving.splice(0)) stop();
   });
-  const queues = createReportQueues({ connection: commands, keys, logger });
+  // Every key set holding jobs: the shards and, on a single Redis, the unsharded one of before.
+  const holding = shards.legacy === undefined ? shards.all : [...shards.all, shards.legacy];
+  const consumed = (indexes: number[] | undefined): Keys[] => {
+    const picked = indexes?.map((i) => shards.all[i] as Keys) ?? [...shards.all];
+    if (shards.legacy !== undefined && (indexes === undefined || indexes.includes(0))) {
+      picked.push(shards.legacy);
+    }
+    return picked;
+  };
+  const queues = createReportQueues({ connection: commands, keys, shards: holding, logger });
   shutdown.add("queues", () => queues.close());
 
   const jobs = createJobReader({ redis: commands, keys });
@@ -127,6 +140,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
   const queueTransitions = createQueueTransitions({
     redis: commands,
     queues: queues.byType,
+    queuesOf: queues.of,
     keys,
     transitions,
   });
@@ -152,6 +166,13 @@ export function createApp(config: Config, options: AppOptions = {}): App {
           commands,
           keys,
           queues: queues.byType,
+          // WORKER_SHARDS, else every shard; the unsharded queues (jobs from
+          // before sharding) go with shard 0.
+          shards: consumed(config.worker.shards).map((shard) => ({
+            keys: shard,
+            queues: queues.of(shard),
+          })),
+          shardCount: shards.all.length,
           jobs,
           transitions,
           queueTransitions,
@@ -181,6 +202,8 @@ export function createApp(config: Config, options: AppOptions = {}): App {
             redis: commands,
             queues: queues.byType,
             keys,
+            shards,
+            queuesOf: queues.of,
             settings: { ...bullJobSettings, limits: config.limits, redis: config.redis },
           }),
           control: createJobControl({
@@ -190,7 +213,7 @@ export function createApp(config: Config, options: AppOptions = {}): App {
             queueTransitions,
             bullJob: (job) => bullJobSpec(job, bullJobSettings),
           }),
-          lister: createJobLister({ redis: commands, keys }),
+          lister: createJobLister({ redis: commands, keys, shards: holding }),
           jobs,
           log,
           hub,

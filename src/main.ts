@@ -3,6 +3,8 @@
  * configuration (one line per problem), finds or starts Redis, starts the
  * parts for the mode, and on SIGTERM/SIGINT closes them in order and exits 0.
  */
+import cluster from "node:cluster";
+import { stopMessage, superviseApiProcesses } from "./api-processes.js";
 import { createApp } from "./app.js";
 import { type Config, ConfigError, loadConfig } from "./config/config.js";
 import {
@@ -25,14 +27,19 @@ async function main(): Promise<number> {
     }
     throw err;
   }
+  const { processes, processIndex } = config.api;
   const logger = createLogger(
     config.telemetry.logLevel,
-    { mode: config.mode },
+    { mode: config.mode, ...(processIndex === undefined ? {} : { api_process: processIndex }) },
     { format: config.telemetry.logFormat },
   );
 
   let privateRedis: PrivateRedis | undefined;
-  if (config.redis.urlDefaulted && !(await isListening("127.0.0.1", 6379))) {
+  if (
+    config.redis.urlDefaulted &&
+    config.redis.clusterNodes.length === 0 &&
+    !(await isListening("127.0.0.1", 6379))
+  ) {
     if (config.mode !== "all") {
       process.stderr.write(
         `No Redis at 127.0.0.1:6379: set REDIS_URL (an ${config.mode} process must share Redis with the other parts; only \`npm start\` starts a private one).\n`,
@@ -50,6 +57,11 @@ async function main(): Promise<number> {
     logger.info(
       `no Redis on 127.0.0.1:6379: started a private redis-server at ${privateRedis.url} (data in ${privateRedis.dir})`,
     );
+  }
+
+  if (processes > 1 && cluster.isPrimary) {
+    // API_PROCESSES: this process only runs and stops the API processes.
+    return superviseApiProcesses(processes, logger);
   }
 
   const app = createApp(config, { logger });
@@ -73,6 +85,16 @@ async function main(): Promise<number> {
     };
     process.on("SIGTERM", onSignal);
     process.on("SIGINT", onSignal);
+    if (cluster.isWorker) {
+      // One of API_PROCESSES: the primary's stop is a SIGTERM. Only a real
+      // second signal forces the exit (Ctrl-C reaches every process of the
+      // group, as well as the primary, which then sends its stop too).
+      process.on("message", (message: unknown) => {
+        if (message === stopMessage && !stopping) onSignal("SIGTERM");
+      });
+      // The IPC channel alone must not keep a stopped process alive.
+      process.channel?.unref();
+    }
   });
   try {
     await app.start();

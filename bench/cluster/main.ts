@@ -5,11 +5,10 @@
  * and per job, and the busiest master's share of all Redis work, as a table
  * and one JSON line.
  *
- * The load is synthetic for now (synthetic-load.ts: BullMQ queues over
- * evenly spread shard tags): the service does not run on a cluster yet. Once
- * it does, its load (API and worker processes with REDIS_CLUSTER_NODES and
- * QUEUE_SHARDS, driven through bench/load-runner.ts) is another `ClusterLoad`
- * passed to measureClusterLoad in place of the synthetic one.
+ * The load is the service's own (service-load.ts: an API and a worker with
+ * REDIS_CLUSTER_NODES and QUEUE_SHARDS=SHARDS, jobs submitted over gRPC and
+ * run to SUCCEEDED); LOAD=synthetic puts plain BullMQ queues over the same
+ * shard tags instead (synthetic-load.ts), BullMQ's own floor.
  *
  *   JOBS=3000 SHARDS=12 CONCURRENCY=32 MASTERS=1,3 npm run bench:cluster
  *
@@ -18,6 +17,7 @@
  */
 import { startRedisCluster } from "../../test/helpers/redis-cluster.js";
 import { type ClusterCost, formatJson, formatTable, measureClusterLoad } from "./cluster-cost.js";
+import { createServiceLoad } from "./service-load.js";
 import { createSyntheticLoad } from "./synthetic-load.js";
 
 /** The run's settings, from the environment. */
@@ -27,6 +27,8 @@ export interface ClusterBenchOptions {
   concurrency: number;
   /** Cluster sizes to measure, in order. */
   masters: number[];
+  /** LOAD: the service's (default), the service's submits alone (no worker), or plain BullMQ's. */
+  load: "service" | "submit" | "synthetic";
 }
 
 /** Reads the settings; throws one line naming every bad one. */
@@ -43,26 +45,38 @@ export function clusterBenchOptions(env: NodeJS.ProcessEnv): ClusterBenchOptions
     shards: int("SHARDS", 12),
     concurrency: int("CONCURRENCY", 32),
     masters: (env.MASTERS ?? "1,3").split(",").map(Number),
+    load: (env.LOAD ?? "service") as ClusterBenchOptions["load"],
   };
   if (options.masters.some((m) => !Number.isInteger(m) || m < 1)) {
     problems.push("MASTERS must be a comma-separated list of positive integers");
+  }
+  if (!["service", "submit", "synthetic"].includes(options.load)) {
+    problems.push("LOAD must be service, submit or synthetic");
   }
   if (problems.length > 0) throw new Error(`bench:cluster: ${problems.join("; ")}`);
   return options;
 }
 
-/** Measures the synthetic load on each cluster size, one cluster at a time. */
+/** Measures the load on each cluster size, one cluster at a time. */
 export async function runClusterBench(options: ClusterBenchOptions): Promise<ClusterCost[]> {
   const costs: ClusterCost[] = [];
   for (const masters of options.masters) {
     const cluster = await startRedisCluster({ masters });
     try {
-      const load = createSyntheticLoad({
-        jobs: options.jobs,
-        shards: options.shards,
-        concurrency: options.concurrency,
-      });
-      const label = `${masters} master${masters === 1 ? "" : "s"}, ${options.shards} shards`;
+      const load =
+        options.load !== "synthetic"
+          ? createServiceLoad({
+              jobs: options.jobs,
+              shards: options.shards,
+              concurrency: options.concurrency,
+              submitOnly: options.load === "submit",
+            })
+          : createSyntheticLoad({
+              jobs: options.jobs,
+              shards: options.shards,
+              concurrency: options.concurrency,
+            });
+      const label = `${masters} master${masters === 1 ? "" : "s"}, ${options.shards} shards, ${options.load}`;
       costs.push(await measureClusterLoad(label, cluster.seeds, load));
     } finally {
       await cluster.stop();

@@ -9,9 +9,9 @@
 import { performance } from "node:perf_hooks";
 import { Queue, Worker } from "bullmq";
 import { Cluster } from "ioredis";
+import { pickShardTags } from "../../src/queue/shard-tags.js";
 import { measureCount } from "../measure.js";
 import type { ClusterLoad, LoadOutcome } from "./cluster-cost.js";
-import { pickShardTags } from "./shard-tags.js";
 
 /** How much synthetic work. */
 export interface SyntheticLoadOptions {

@@ -112,7 +112,8 @@ ratios (ours / baseline), then one JSON line with every figure.
   --latency-warmup S         warm-up at that rate (10)
   --latency-seconds S        measured seconds at that rate (20)
   --worker-concurrency N     worker concurrency for enqueue-to-complete (10)
-  --watchers N               concurrent watchers (2000)
+  --watchers N               concurrent watchers (2000; the 10,000 goal: --designs ours
+                             --watchers 10000, the baseline needs a Redis connection each)
   --watch-jobs N             jobs they watch (20)
   --watch-sessions N         HTTP/2 connections our watchers share (4)
   --watch-phase-delay MS     the watched jobs' REPORT_PHASE_DELAY_MS (50)

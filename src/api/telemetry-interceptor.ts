@@ -1,18 +1,22 @@
 /**
  * A SERVER span per RPC, with the rpc.* semantic conventions, for all three
- * protocols. Over HTTP/1.1 the HTTP instrumentation's span is active and
- * becomes the parent; over HTTP/2 (which that instrumentation does not see)
- * the caller's W3C traceparent is read from the request headers. Streaming
- * calls (WatchJob) keep their span open until the stream ends, and their
- * handler runs inside it.
+ * protocols, continuing the caller's W3C traceparent (read from the request
+ * headers: the HTTP instrumentation makes no span for RPC paths, see
+ * telemetry.ts registerRpcPaths). Streaming calls (WatchJob) keep their span
+ * open until the stream ends, and their handler runs inside it. Every call's
+ * duration goes to the `rpc.server.call.duration` histogram.
  */
 
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { codeToString } from "@connectrpc/connect/protocol-connect";
 import {
+  type Attributes,
   type Context,
   context,
+  type Histogram,
+  metrics,
   propagation,
+  ROOT_CONTEXT,
   type Span,
   SpanKind,
   type SpanOptions,
@@ -77,6 +81,77 @@ export const probeServices: ReadonlySet<string> = new Set(["grpc.health.v1.Healt
 interface SpanShape {
   name: string;
   options: SpanOptions;
+  /** The duration histogram's attributes by gRPC status code, built on first use. */
+  metricAttributes: Map<number, Attributes>;
+}
+
+/**
+ * Buckets of `rpc.server.call.duration`, in seconds (the semantic
+ * conventions' advice, plus the sub-millisecond range a submit lives in).
+ */
+export const rpcDurationBuckets = [
+  0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10,
+];
+
+/** The histogram's attributes for a call of `shape` that ended with `code`. */
+function metricAttributesOf(shape: SpanShape, code: number): Attributes {
+  let attrs = shape.metricAttributes.get(code);
+  if (attrs === undefined) {
+    const a = shape.options.attributes ?? {};
+    attrs = {
+      [attrRpcSystem]: a[attrRpcSystem],
+      [attrRpcService]: a[attrRpcService],
+      [attrRpcMethod]: a[attrRpcMethod],
+      [attrRpcGrpcStatusCode]: code,
+    };
+    shape.metricAttributes.set(code, attrs);
+  }
+  return attrs;
+}
+
+let durationHistogram: Histogram | undefined;
+/** The `rpc.server.call.duration` histogram, made on first use (after the SDK has started). */
+function rpcDuration(): Histogram {
+  durationHistogram ??= metrics
+    .getMeter("report-jobs-api")
+    .createHistogram("rpc.server.call.duration", {
+      description:
+        "Duration of RPCs this server answered (streams: until they end), by method and gRPC status code",
+      unit: "s",
+      advice: { explicitBucketBoundaries: rpcDurationBuckets },
+    });
+  return durationHistogram;
+}
+
+const routeShapes = new Map<string, SpanShape>();
+/**
+ * Records the duration of an RPC served without the interceptors (the raw
+ * gRPC WatchJob route): `rpc.server.call.duration`, as the interceptor does.
+ */
+export function recordRpcDuration(
+  protocol: RpcProtocol,
+  service: string,
+  method: string,
+  code: number,
+  seconds: number,
+): void {
+  const key = `${protocol} ${service}/${method}`;
+  let shape = routeShapes.get(key);
+  if (shape === undefined) {
+    shape = {
+      name: `${service}/${method}`,
+      options: {
+        attributes: {
+          [attrRpcSystem]: protocol === "connect" ? "connect_rpc" : "grpc",
+          [attrRpcService]: service,
+          [attrRpcMethod]: method,
+        },
+      },
+      metricAttributes: new Map(),
+    };
+    routeShapes.set(key, shape);
+  }
+  rpcDuration().record(seconds, metricAttributesOf(shape, code));
 }
 
 /** Creates the tracing interceptor; put it first so it covers the others. */
@@ -99,6 +174,7 @@ export function createTelemetryInterceptor(): Interceptor {
             [attrRpcProtocol]: protocol,
           },
         },
+        metricAttributes: new Map(),
       };
       shapes.set(key, shape);
     }
@@ -106,14 +182,23 @@ export function createTelemetryInterceptor(): Interceptor {
   };
   return (next) => async (req) => {
     if (probeServices.has(req.service.typeName)) return next(req);
+    const started = performance.now();
     const protocol = protocolOf(req.header.get("content-type"));
-    let parent: Context = context.active();
-    if (trace.getSpan(parent) === undefined) {
-      parent = propagation.extract(parent, req.header, headerGetter);
-    }
+    // A span is active only where an outer instrumentation made one; RPC
+    // paths have none (and run with tracing suppressed by the HTTP
+    // instrumentation over HTTP/1.1), so the caller's headers are the parent.
+    const active = context.active();
+    const parent: Context =
+      trace.getSpan(active) !== undefined
+        ? active
+        : propagation.extract(ROOT_CONTEXT, req.header, headerGetter);
     const shape = shapeOf(req.service.typeName, req.method.name, protocol);
     const span = tracer.startSpan(shape.name, shape.options, parent);
     const ctx = trace.setSpan(parent, span);
+    const ended = (err: unknown) => {
+      const code = endRpcSpan(span, protocol, err);
+      rpcDuration().record((performance.now() - started) / 1000, metricAttributesOf(shape, code));
+    };
     try {
       const res = await context.with(ctx, () => next(req));
       if (!res.stream) {
@@ -121,23 +206,22 @@ export function createTelemetryInterceptor(): Interceptor {
         if (typeof jobId === "string" && jobId !== "" && span.isRecording()) {
           span.setAttribute(attrJobId, jobId);
         }
-        finish(span, protocol, undefined);
+        ended(undefined);
         return res;
       }
-      return { ...res, message: traced(res.message, span, ctx, protocol) };
+      return { ...res, message: traced(res.message, ctx, ended) };
     } catch (err) {
-      finish(span, protocol, err);
+      ended(err);
       throw err;
     }
   };
 }
 
-/** Runs each step of a response stream inside the call's context; ends the span with the stream. */
+/** Runs each step of a response stream inside the call's context; calls `ended` when the stream ends. */
 async function* traced<T>(
   stream: AsyncIterable<T>,
-  span: Span,
   ctx: Context,
-  protocol: RpcProtocol,
+  ended: (err: unknown) => void,
 ): AsyncGenerator<T> {
   const it = stream[Symbol.asyncIterator]();
   let error: unknown;
@@ -155,22 +239,26 @@ async function* traced<T>(
     if (error === undefined) {
       await Promise.resolve(context.with(ctx, () => it.return?.())).catch(() => undefined);
     }
-    finish(span, protocol, error);
+    ended(error);
   }
 }
 
-function finish(span: Span, protocol: RpcProtocol, err: unknown): void {
-  if (!span.isRecording()) {
-    // Not sampled: the attributes would go nowhere.
-    span.end();
-    return;
-  }
+/**
+ * Ends an RPC's span with its outcome (`err` undefined: OK), as every traced
+ * call does; returns the call's gRPC status code (0: OK).
+ */
+export function endRpcSpan(span: Span, protocol: RpcProtocol, err: unknown): number {
   if (err === undefined) {
-    span.setAttribute(attrRpcGrpcStatusCode, 0); // OK
+    // Not sampled: the attributes would go nowhere.
+    if (span.isRecording()) span.setAttribute(attrRpcGrpcStatusCode, 0); // OK
     span.end();
-    return;
+    return 0;
   }
   const ce = ConnectError.from(err);
+  if (!span.isRecording()) {
+    span.end();
+    return ce.code;
+  }
   span.setAttribute(attrRpcGrpcStatusCode, ce.code);
   // Connect's snake_case name of the code: "not_found".
   span.setAttribute(attrErrorType, codeToString(ce.code));
@@ -180,4 +268,5 @@ function finish(span: Span, protocol: RpcProtocol, err: unknown): void {
     span.setStatus({ code: SpanStatusCode.ERROR, message: ce.rawMessage });
   }
   span.end();
+  return ce.code;
 }

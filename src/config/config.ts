@@ -36,12 +36,42 @@ export interface RedisConfig {
    * acknowledged only once Redis has fsynced it to its AOF (Redis 7.2+).
    */
   submitWaitAof: 0 | 1;
+  /**
+   * REDIS_CLUSTER_NODES: `host:port` seeds of a Redis Cluster (comma-separated);
+   * when set, every connection is an ioredis Cluster and REDIS_URL only lends
+   * its credentials and TLS. Empty: one Redis at REDIS_URL.
+   */
+  clusterNodes: Array<{ host: string; port: number }>;
+  /**
+   * QUEUE_SHARDS: how many shards each report type's queue (and every key of
+   * a job) is split into, 1-1024. 1 on a single Redis is the unsharded
+   * layout (no hash tags); on a cluster every shard carries a hash tag.
+   */
+  queueShards: number;
+  /**
+   * SUBMIT_WAIT_REPLICAS: 0 (off) or n, WAIT's numreplicas. With n, a submit
+   * is acknowledged only once n replicas of its master have the job.
+   */
+  submitWaitReplicas: number;
+  /** SUBMIT_WAIT_REPLICAS_TIMEOUT_MS: how long such a submit waits for its replicas. */
+  submitWaitReplicasTimeoutMs: number;
 }
 
 /** The API port: where it listens, what it accepts, how watches and downloads behave. */
 export interface ApiConfig {
   host: string;
   port: number;
+  /**
+   * API_PROCESSES: API processes serving the port (node:cluster), so the API
+   * uses more than one core in one container; 1 runs none besides this one.
+   * Mode `api` only.
+   */
+  processes: number;
+  /**
+   * Which of them this process is (0-based), set by the primary in the
+   * processes it starts (API_PROCESS_INDEX); undefined in a lone process.
+   */
+  processIndex: number | undefined;
   /** Base of the absolute URLs the API hands out (status and download URLs). */
   publicUrl: string;
   /** Browser origins allowed by CORS ("*": any). */
@@ -90,6 +120,11 @@ export interface ApiConfig {
 export interface WorkerConfig {
   /** WORKER_CONCURRENCY: the default of each report type's concurrency. */
   concurrency: number;
+  /**
+   * WORKER_SHARDS: the queue shards this process consumes (indexes into
+   * QUEUE_SHARDS, e.g. `0-7` or `0,2,4-5`), sorted; every shard when unset.
+   */
+  shards?: number[];
   /**
    * BullMQ lock duration, in ms: a dead worker's jobs are taken over after
    * this long (plus up to one stalled interval). README "Crash recovery and
@@ -285,6 +320,40 @@ export function loadConfig(env: Env, mode?: string): Config {
       `REDIS_PREFIX: 1-64 characters of A-Z a-z 0-9 _ . - (got ${JSON.stringify(redisPrefix)})`,
     );
   }
+  const clusterNodes: Array<{ host: string; port: number }> = [];
+  const rawClusterNodes = read("REDIS_CLUSTER_NODES")?.trim() ?? "";
+  for (const seed of rawClusterNodes === "" ? [] : rawClusterNodes.split(",")) {
+    const m = /^\s*(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})\s*$/.exec(seed);
+    const seedPort = m ? Number(m[2]) : 0;
+    if (m === null || seedPort < 1 || seedPort > 65535) {
+      problems.push(
+        `REDIS_CLUSTER_NODES: each seed must be host:port, comma-separated (got ${JSON.stringify(seed.trim())})`,
+      );
+      continue;
+    }
+    clusterNodes.push({ host: (m[1] as string).replace(/^\[|\]$/g, ""), port: seedPort });
+  }
+  const queueShards = int("QUEUE_SHARDS", 1, 1, 1024);
+  const workerShardsRaw = read("WORKER_SHARDS")?.trim() ?? "";
+  let workerShards: number[] | undefined;
+  if (workerShardsRaw !== "") {
+    const picked = new Set<number>();
+    for (const part of workerShardsRaw.split(",")) {
+      const m = /^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$/.exec(part);
+      const from = m ? Number(m[1]) : Number.NaN;
+      const to = m?.[2] !== undefined ? Number(m[2]) : from;
+      if (!(from <= to && to < queueShards)) {
+        problems.push(
+          `WORKER_SHARDS: a comma-separated list of shard indexes or ranges (a-b) from 0 to QUEUE_SHARDS-1 = ${queueShards - 1} (got ${JSON.stringify(part.trim())})`,
+        );
+        continue;
+      }
+      for (let i = from; i <= to; i++) picked.add(i);
+    }
+    workerShards = [...picked].sort((a, b) => a - b);
+  }
+  const submitWaitReplicas = int("SUBMIT_WAIT_REPLICAS", 0, 0, 16);
+  const submitWaitReplicasTimeoutMs = int("SUBMIT_WAIT_REPLICAS_TIMEOUT_MS", 1000, 1, 60_000);
   const host = read("HOST") ?? "127.0.0.1";
   const port = int("PORT", 8080, 0, 65535);
   const publicUrlRaw = read("PUBLIC_URL");
@@ -442,7 +511,18 @@ export function loadConfig(env: Env, mode?: string): Config {
   );
   const tenantMaxWatches = int("TENANT_MAX_WATCHES", 10_000, 0, 10_000_000);
   const logFormat = oneOf("LOG_FORMAT", "json", ["json", "pretty"] as const);
-  const metricsPort = int("METRICS_PORT", 9464, 0, 65535);
+  const apiProcesses = int("API_PROCESSES", 1, 1, 64);
+  if (apiProcesses > 1 && resolvedMode !== "api") {
+    problems.push(
+      `API_PROCESSES: more than one API process needs mode api (got mode ${resolvedMode}); run the worker as a process of its own`,
+    );
+  }
+  const processIndex =
+    read("API_PROCESS_INDEX") === undefined ? undefined : int("API_PROCESS_INDEX", 0, 0, 63);
+  // Each API process serves its own /metrics: METRICS_PORT, METRICS_PORT+1, ...
+  const metricsPortBase = int("METRICS_PORT", 9464, 0, 65535);
+  const metricsPort =
+    metricsPortBase === 0 ? 0 : Math.min(65535, metricsPortBase + (processIndex ?? 0));
   const metricsHost = read("METRICS_HOST") ?? host;
   const requireAof = bool("REQUIRE_AOF", false);
   const submitWaitAof = int("SUBMIT_WAITAOF", 0, 0, 1) as 0 | 1;
@@ -480,10 +560,16 @@ export function loadConfig(env: Env, mode?: string): Config {
       prefix: redisPrefix,
       requireAof,
       submitWaitAof,
+      clusterNodes,
+      queueShards,
+      submitWaitReplicas,
+      submitWaitReplicasTimeoutMs,
     },
     api: {
       host,
       port,
+      processes: apiProcesses,
+      processIndex,
       publicUrl,
       corsOrigins,
       readMaxBytes,
@@ -508,6 +594,7 @@ export function loadConfig(env: Env, mode?: string): Config {
     },
     worker: {
       concurrency: workerConcurrency,
+      shards: workerShards,
       lockDurationMs,
       ...(lockRenewMs === undefined ? {} : { lockRenewMs }),
       stalledIntervalMs,

@@ -4,8 +4,15 @@
  * subscribed while at least one watcher wants it. When the connection drops,
  * messages published meanwhile are lost, so after re-subscribing the hub asks
  * every listener to resync from the event log (see watchJobEvents).
+ *
+ * Channels are sharded pub/sub ones (SSUBSCRIBE; the scripts SPUBLISH), on a
+ * single Redis as on a cluster: there a channel lives in its job's slot, and
+ * the subscriber (an ioredis Cluster with shardedSubscribers) holds one
+ * connection per master serving a subscribed channel, so an API process uses
+ * at most one subscriber connection per master, whatever its watchers.
  */
-import type { Redis } from "ioredis";
+
+import type { Cluster, Redis } from "ioredis";
 import type { Logger } from "pino";
 import { ShuttingDownError, StorageUnavailableError } from "../domain/errors.js";
 import type { JobEventView } from "../domain/job.js";
@@ -44,7 +51,7 @@ export interface EventChannels {
  * events/ does not import queue/ (which imports events/ for the codec).
  */
 export function createEventHub(deps: {
-  subscriber: Redis;
+  subscriber: Redis | Cluster;
   keys: EventChannels;
   logger: Logger;
 }): EventHub {
@@ -78,18 +85,33 @@ export function createEventHub(deps: {
     const names = [...channels.keys()];
     if (names.length === 0) return;
     subscriber
-      .subscribe(...names)
-      .then(() => {
-        for (const name of names) for (const l of channels.get(name)?.listeners ?? []) l.onResync();
-      })
+      .ssubscribe(...names)
+      .then(() => resyncAll(names))
       .catch((err: unknown) =>
         logger.warn({ err }, "re-subscribe failed; will retry on next reconnect"),
       );
   };
+  const resyncAll = (names: string[]) => {
+    for (const name of names) for (const l of channels.get(name)?.listeners ?? []) l.onResync();
+  };
+  // A cluster's subscriber group re-subscribes by itself when a master's
+  // connection was replaced (a failover), then says `subscribersReady`;
+  // messages of the gap are lost, so every listener resyncs. The group may
+  // churn while a master is down: one resync per quiet 200 ms.
+  let resyncTimer: NodeJS.Timeout | undefined;
+  const onSubscribersReady = () => {
+    clearTimeout(resyncTimer);
+    resyncTimer = setTimeout(() => resyncAll([...channels.keys()]), 200);
+    resyncTimer.unref();
+  };
 
-  subscriber.options.autoResubscribe = false;
-  subscriber.on("message", onMessage);
-  subscriber.on("ready", onReady);
+  if (subscriber.isCluster) {
+    subscriber.on("subscribersReady", onSubscribersReady);
+  } else {
+    (subscriber as Redis).options.autoResubscribe = false;
+    subscriber.on("ready", onReady);
+  }
+  subscriber.on("smessage", onMessage);
 
   return {
     get listenerCount() {
@@ -103,7 +125,7 @@ export function createEventHub(deps: {
       const name = keys.eventChannel(jobId);
       let entry = channels.get(name);
       if (entry === undefined) {
-        const ready = subscriber.subscribe(name).then(() => undefined);
+        const ready = subscriber.ssubscribe(name).then(() => undefined);
         entry = { listeners: new Set(), ready };
         channels.set(name, entry);
         // A failed subscribe must not poison later watchers of the same job.
@@ -122,7 +144,7 @@ export function createEventHub(deps: {
         current.listeners.delete(listener);
         if (current.listeners.size === 0 && channels.get(name) === current) {
           channels.delete(name);
-          if (!closed) subscriber.unsubscribe(name).catch(() => undefined);
+          if (!closed) subscriber.sunsubscribe(name).catch(() => undefined);
         }
       };
       try {
@@ -137,13 +159,16 @@ export function createEventHub(deps: {
     async close() {
       if (closed) return;
       closed = true;
-      subscriber.off("message", onMessage);
+      subscriber.off("smessage", onMessage);
       subscriber.off("ready", onReady);
+      subscriber.off("subscribersReady", onSubscribersReady);
+      clearTimeout(resyncTimer);
       const names = [...channels.keys()];
       channels.clear();
       listenerCount = 0;
       if (names.length > 0 && subscriber.status === "ready") {
-        await subscriber.unsubscribe(...names).catch(() => undefined);
+        // One call per channel: on a cluster, channels of one call must share a slot.
+        await Promise.all(names.map((n) => subscriber.sunsubscribe(n).catch(() => undefined)));
       }
     },
   };

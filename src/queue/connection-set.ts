@@ -4,13 +4,14 @@
  * close() for them all. Also the start-up checks that Redis answers, is
  * new enough, and keeps what it acknowledged (redis-preflight.ts).
  */
-import type { Redis } from "ioredis";
+import type { Cluster } from "ioredis";
 import type { Logger } from "pino";
 import type { RedisConfig } from "../config/config.js";
 import {
   type ConnectionPurpose,
   closeRedis,
   createRedisConnection,
+  type RedisClient,
   waitForReady,
 } from "./connections.js";
 import { judgeRedis, readRedisFacts } from "./redis-preflight.js";
@@ -18,9 +19,11 @@ import { judgeRedis, readRedisFacts } from "./redis-preflight.js";
 /** A process's connections. */
 export interface ConnectionSet {
   /** The shared command connection (fail fast, no offline queue). */
-  readonly commands: Redis;
+  readonly commands: RedisClient;
+  /** Whether the connections go to a Redis Cluster (REDIS_CLUSTER_NODES). */
+  readonly cluster: boolean;
   /** Opens another connection for `purpose`; close() closes it with the rest. */
-  open(purpose: ConnectionPurpose): Redis;
+  open(purpose: ConnectionPurpose): RedisClient;
   /**
    * Resolves once the command connection is ready and Redis passed the
    * start-up check: logs one line on its version and persistence, and loudly
@@ -33,30 +36,51 @@ export interface ConnectionSet {
   close(): Promise<void>;
 }
 
-/** Opens the command connection to `redis.url`. */
+/** Opens the command connection to `redis.url`, or to the cluster of `redis.clusterNodes`. */
 export function createConnectionSet(
-  redis: Pick<RedisConfig, "url" | "requireAof" | "submitWaitAof">,
+  redis: Pick<RedisConfig, "url" | "requireAof" | "submitWaitAof"> &
+    Partial<Pick<RedisConfig, "clusterNodes">>,
   logger: Logger,
 ): ConnectionSet {
-  const opened: Redis[] = [];
+  const opened: RedisClient[] = [];
+  const cluster = (redis.clusterNodes?.length ?? 0) > 0;
   const open = (purpose: ConnectionPurpose) => {
-    const c = createRedisConnection(redis.url, purpose, logger);
+    const c = createRedisConnection(
+      { url: redis.url, clusterNodes: redis.clusterNodes },
+      purpose,
+      logger,
+    );
     opened.push(c);
     return c;
   };
   const commands = open("command");
   return {
     commands,
+    cluster,
     open,
     async ready(timeoutMs = 5000) {
       await waitForReady(commands, timeoutMs).catch(() => {
-        throw new Error(`cannot reach Redis at ${redactedTarget(redis.url)} (set REDIS_URL)`);
+        throw new Error(
+          cluster
+            ? `cannot reach the Redis Cluster at ${redis.clusterNodes?.map((n) => `${n.host}:${n.port}`).join(",")} (set REDIS_CLUSTER_NODES)`
+            : `cannot reach Redis at ${redactedTarget(redis.url)} (set REDIS_URL)`,
+        );
       });
-      const facts = await readRedisFacts(commands, { probeWaitAof: redis.submitWaitAof > 0 });
+      // On a cluster every master is checked: each holds acknowledged jobs.
+      const targets: Array<{ node: RedisClient; name?: string }> = cluster
+        ? (commands as Cluster).nodes("master").map((node) => ({
+            node,
+            name: `${node.options.host}:${node.options.port}`,
+          }))
+        : [{ node: commands }];
       const refusals: string[] = [];
-      for (const { level, line } of judgeRedis(facts, redis)) {
-        if (level === "refuse") refusals.push(line);
-        else logger[level](line);
+      for (const { node, name } of targets) {
+        const facts = await readRedisFacts(node, { probeWaitAof: redis.submitWaitAof > 0 });
+        for (const { level, line } of judgeRedis(facts, redis)) {
+          const said = name === undefined ? line : `${name}: ${line}`;
+          if (level === "refuse") refusals.push(said);
+          else logger[level](said);
+        }
       }
       if (refusals.length > 0) throw new Error(refusals.join("; "));
     },

@@ -4,8 +4,18 @@
  * UNAVAILABLE within seconds; BullMQ workers retry forever
  * (maxRetriesPerRequest: null); blocking readers get their own connection.
  */
-import { type Command, Redis, type RedisOptions } from "ioredis";
+import { Cluster, type ClusterOptions, type Command, Redis, type RedisOptions } from "ioredis";
 import type { Logger } from "pino";
+
+/** A connection: to one Redis, or to a Redis Cluster (REDIS_CLUSTER_NODES). */
+export type RedisClient = Redis | Cluster;
+
+/** Where the connections go: one Redis (its URL), or a cluster's seeds with REDIS_URL's credentials. */
+export interface RedisTarget {
+  url: string;
+  /** Seeds of a Redis Cluster; empty or absent: the one Redis at `url`. */
+  clusterNodes?: ReadonlyArray<{ host: string; port: number }>;
+}
 
 /** Which role a connection plays (also its CLIENT SETNAME suffix). */
 export type ConnectionPurpose = "command" | "worker" | "subscriber";
@@ -29,21 +39,84 @@ const byPurpose: Record<ConnectionPurpose, RedisOptions> = {
 };
 
 /**
+ * Cluster options by purpose (BullMQ's guide for clusters, ioredis 5.11.1;
+ * docs/cluster-notes.md): the node connections inside carry the purpose's
+ * per-command options; commands fail fast (no offline queue) while workers
+ * and subscribers queue through a failover; subscribers use sharded pub/sub,
+ * one connection per master that serves a subscribed channel.
+ */
+const clusterByPurpose: Record<ConnectionPurpose, ClusterOptions> = {
+  command: { enableOfflineQueue: false },
+  // 16 redirections x 500 ms outlast a failover of a few seconds.
+  worker: { enableOfflineQueue: true, retryDelayOnFailover: 500, retryDelayOnClusterDown: 500 },
+  subscriber: {
+    enableOfflineQueue: true,
+    shardedSubscribers: true,
+    retryDelayOnFailover: 500,
+    retryDelayOnClusterDown: 500,
+  },
+};
+
+/** REDIS_URL's credentials, database and TLS, as options for the node connections of a cluster. */
+function urlOptions(url: string): RedisOptions {
+  try {
+    const u = new URL(url);
+    return {
+      ...(u.username ? { username: decodeURIComponent(u.username) } : {}),
+      ...(u.password ? { password: decodeURIComponent(u.password) } : {}),
+      ...(u.protocol === "rediss:" ? { tls: {} } : {}),
+    };
+  } catch {
+    return {};
+  }
+}
+
+/**
  * Opens a connection for one purpose, with an `error` listener that logs
- * (rate-limited) instead of crashing the process.
+ * (rate-limited) instead of crashing the process. `target` is REDIS_URL, or
+ * with cluster seeds, an ioredis Cluster.
  */
 export function createRedisConnection(
-  url: string,
+  target: string,
+  purpose: ConnectionPurpose,
+  logger: Logger,
+  name?: string,
+  timeoutMs?: number,
+): Redis;
+export function createRedisConnection(
+  target: string | RedisTarget,
+  purpose: ConnectionPurpose,
+  logger: Logger,
+  name?: string,
+  timeoutMs?: number,
+): RedisClient;
+export function createRedisConnection(
+  target: string | RedisTarget,
   purpose: ConnectionPurpose,
   logger: Logger,
   name = "reports",
   timeoutMs = commandTimeoutMs,
-): Redis {
-  const redis = new Redis(url, {
-    ...base,
-    ...byPurpose[purpose],
-    connectionName: `${name}:${purpose}`,
-  });
+): RedisClient {
+  const { url, clusterNodes = [] } = typeof target === "string" ? { url: target } : target;
+  const redis: RedisClient =
+    clusterNodes.length > 0
+      ? new Cluster([...clusterNodes], {
+          enableReadyCheck: true,
+          // A lost seed set is looked for again, capped like a single connection's retries.
+          clusterRetryStrategy: (times) => Math.min(100 * 2 ** Math.min(times, 5), 2000),
+          ...clusterByPurpose[purpose],
+          redisOptions: {
+            ...urlOptions(url),
+            connectTimeout: base.connectTimeout,
+            maxRetriesPerRequest: byPurpose[purpose].maxRetriesPerRequest,
+            connectionName: `${name}:${purpose}`,
+          },
+        })
+      : new Redis(url, {
+          ...base,
+          ...byPurpose[purpose],
+          connectionName: `${name}:${purpose}`,
+        });
   wrapSend(redis, purpose === "command" ? timeoutMs : undefined);
   let lastLog = 0;
   redis.on("error", (err: unknown) => {
@@ -77,7 +150,9 @@ export function createRedisConnection(
  * it) before failing the command; and the clock of a batched command starts
  * when its batch is written, not during the synchronous stretch before.
  */
-function wrapSend(redis: Redis, timeoutMs: number | undefined): void {
+function wrapSend(redis: RedisClient, timeoutMs: number | undefined): void {
+  // Cluster.sendCommand(command, stream, node) has more arguments than
+  // Redis'; they pass through untouched.
   const send = redis.sendCommand.bind(redis) as (c: Command, ...r: unknown[]) => unknown;
   const startDeadline = (command: Command, ms: number) => {
     const timer = stallTolerantTimeout(ms, () => {
@@ -100,8 +175,9 @@ function wrapSend(redis: Redis, timeoutMs: number | undefined): void {
     waiting = [];
     for (const command of batch) startDeadline(command, timeoutMs);
   };
-  redis.sendCommand = ((command: Command, ...rest: unknown[]) => {
+  (redis as { sendCommand: unknown }).sendCommand = (command: Command, ...rest: unknown[]) => {
     if (corked === undefined && redis.status === "ready") {
+      // A Cluster has no stream of its own (one per node): not batched.
       const stream = (redis as unknown as { stream?: { cork(): void; uncork(): void } }).stream;
       if (stream !== undefined) {
         stream.cork();
@@ -114,7 +190,7 @@ function wrapSend(redis: Redis, timeoutMs: number | undefined): void {
       else startDeadline(command, timeoutMs);
     }
     return send(command, ...rest);
-  }) as Redis["sendCommand"];
+  };
 }
 
 /**
@@ -133,7 +209,7 @@ function errorText(err: unknown): string {
 /**
  * Waits until `redis` is ready, or rejects after `timeoutMs`.
  */
-export async function waitForReady(redis: Redis, timeoutMs: number): Promise<void> {
+export async function waitForReady(redis: RedisClient, timeoutMs: number): Promise<void> {
   if (redis.status === "ready") return;
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => {
@@ -155,7 +231,7 @@ export async function waitForReady(redis: Redis, timeoutMs: number): Promise<voi
 /**
  * Closes a connection: QUIT when connected, disconnect otherwise. Never throws.
  */
-export async function closeRedis(redis: Redis): Promise<void> {
+export async function closeRedis(redis: RedisClient): Promise<void> {
   try {
     if (redis.status === "ready") {
       await Promise.race([redis.quit(), new Promise((r) => setTimeout(r, 1000).unref())]);

@@ -8,13 +8,14 @@
  * finishing the job's last attempt to let BullMQ's job go, rather than
  * queueing a run that BullMQ would never start.
  */
-import type { Redis } from "ioredis";
+
 import { FailedPreconditionError, JobNotFoundError } from "../domain/errors.js";
 import type { JobView } from "../domain/job.js";
 import { attrJobId, attrReportType, attrTenant, bullmqAttr } from "../telemetry/attributes.js";
 import { traceEnqueue } from "../telemetry/bullmq-telemetry.js";
 import { linkTo } from "../telemetry/trace-context.js";
 import { pause, throwIfAborted } from "./caller-signal.js";
+import type { RedisClient } from "./connections.js";
 import type { JobReader } from "./job-reader.js";
 import { type Keys, queueNameFor } from "./keys.js";
 import type { QueueTransitions } from "./queue-transitions.js";
@@ -53,7 +54,7 @@ const retryBusyWaitMs = 2000;
 
 /** Creates job control over a command connection and the report queues. */
 export function createJobControl(deps: {
-  redis: Redis;
+  redis: RedisClient;
   keys: Keys;
   jobs: JobReader;
   queueTransitions: QueueTransitions;
@@ -106,7 +107,7 @@ export function createJobControl(deps: {
             const flagged = await requestCancelScript.run(
               redis,
               [keys.job(jobId)],
-              [reason, keys.controlChannel, jobId],
+              [reason, keys.of(jobId).controlChannel, jobId],
             );
             if (flagged !== 1) continue;
             const deadline = Date.now() + waitMs;

@@ -1,7 +1,8 @@
 /** Reads job records: one HGETALL per job, independent of the queue's length. */
-import type { Redis } from "ioredis";
+
 import type { JobView } from "../domain/job.js";
 import { throwIfAborted } from "./caller-signal.js";
+import type { RedisClient } from "./connections.js";
 import { decodeRecord } from "./job-record.js";
 import type { Keys } from "./keys.js";
 
@@ -15,7 +16,7 @@ export interface JobReader {
 }
 
 /** Creates a reader over a command connection. */
-export function createJobReader(deps: { redis: Redis; keys: Keys }): JobReader {
+export function createJobReader(deps: { redis: RedisClient; keys: Keys }): JobReader {
   const { redis, keys } = deps;
   return {
     async get(jobId, signal) {

@@ -3,14 +3,17 @@
  * when the server does not have it cached (after a restart or SCRIPT FLUSH).
  */
 import { createHash } from "node:crypto";
-import type { Redis } from "ioredis";
+import type { Cluster } from "ioredis";
+import type { RedisClient } from "./connections.js";
 
 /** A loaded-on-demand Lua script. */
 export interface LuaScript {
   readonly sha: string;
+  /** The script's text (for EVAL after a NOSCRIPT). */
+  readonly source: string;
   /** Runs the script; `keys` and `args` are passed as KEYS and ARGV. */
   run(
-    redis: Redis,
+    redis: RedisClient,
     keys: readonly string[],
     args: readonly (string | Buffer | number)[],
   ): Promise<unknown>;
@@ -22,11 +25,79 @@ export interface LuaScript {
    * answer is always the one that followed the script that ran.
    */
   runFollowedBy<T>(
-    redis: Redis,
+    redis: RedisClient,
     keys: readonly string[],
     args: readonly (string | Buffer | number)[],
     follow: () => Promise<T>,
   ): Promise<[unknown, T]>;
+}
+
+/** A command sent behind a script in the same pipeline: name and arguments. */
+export type FollowingCommand = [name: string, ...args: (string | number)[]];
+
+/**
+ * Errors after which a cluster pipeline is sent again: the slot moved, the
+ * cluster is failing over, or the connection went. ioredis does not resend a
+ * pipeline whose commands failed differently (docs/cluster-notes.md).
+ */
+const resendable =
+  /^(MOVED|ASK|TRYAGAIN|CLUSTERDOWN)|Connection is closed|Too many Cluster redirections/;
+
+/** Resends of a pipeline: with beforeResend's pauses, about 4 s, a failover's length. */
+const maxResends = 8;
+
+/**
+ * Waits before a resend (100 ms more each time, up to 500 ms); on a cluster
+ * also refreshes the slot map, which ioredis does not do for a pipeline whose
+ * commands failed differently, so the resend goes to the slot's new master.
+ */
+async function beforeResend(redis: RedisClient, attempt: number): Promise<void> {
+  if (redis.isCluster) (redis as Cluster).refreshSlotsCache();
+  await new Promise((r) => setTimeout(r, Math.min(500, 100 * (attempt + 1))));
+}
+
+/**
+ * Runs `script` and `follow` in one pipeline (one write, one round trip; on
+ * a cluster all to the master of keys[0]'s slot, the following commands
+ * included), with EVAL after a NOSCRIPT. Resolves with every reply; rejects
+ * with the first error. Resent, for up to about 4 s, after a redirection or
+ * a lost connection: the script must tolerate running twice (submit.lua does).
+ */
+export async function runInPipeline(
+  redis: RedisClient,
+  script: { sha: string; source: string },
+  keys: readonly string[],
+  args: readonly (string | Buffer | number)[],
+  follow: readonly FollowingCommand[],
+): Promise<unknown[]> {
+  let useEval = false;
+  for (let attempt = 0; ; attempt++) {
+    const pipeline = redis.pipeline();
+    if (useEval) pipeline.eval(script.source, keys.length, ...keys, ...args);
+    else pipeline.evalsha(script.sha, keys.length, ...keys, ...args);
+    for (const [name, ...rest] of follow) pipeline.call(name, ...rest);
+    let replies: [Error | null, unknown][];
+    try {
+      replies = (await pipeline.exec()) ?? [];
+    } catch (err) {
+      if (attempt < maxResends && err instanceof Error && resendable.test(err.message)) {
+        await beforeResend(redis, attempt);
+        continue;
+      }
+      throw err;
+    }
+    const failed = replies.find(([err]) => err !== null)?.[0];
+    if (failed == null) return replies.map(([, value]) => value);
+    if (!useEval && failed.message.startsWith("NOSCRIPT")) {
+      useEval = true;
+      continue;
+    }
+    if (attempt < maxResends && resendable.test(failed.message)) {
+      await beforeResend(redis, attempt);
+      continue;
+    }
+    throw failed;
+  }
 }
 
 /** Wraps `source` as a LuaScript. */
@@ -34,6 +105,7 @@ export function createLuaScript(source: string): LuaScript {
   const sha = createHash("sha1").update(source).digest("hex");
   return {
     sha,
+    source,
     async run(redis, keys, args) {
       try {
         return await redis.evalsha(sha, keys.length, ...keys, ...args);

@@ -7,12 +7,13 @@
  * whose record and BullMQ disagree in a way nothing repairs.
  */
 import { Job, type Queue } from "bullmq";
-import type { Redis } from "ioredis";
 import type { JobState, JobView, ReportType } from "../domain/job.js";
 import type { AppliedTransitionName, TransitionInputs } from "../domain/job-transitions.js";
 import { bullmqScript, captureAdd, removeJobCall, type ScriptCall } from "./bullmq-scripts.js";
+import type { RedisClient } from "./connections.js";
 import type { Keys } from "./keys.js";
 import { createLuaScript, type LuaScript } from "./lua-script.js";
+import type { QueuesOf } from "./report-queues.js";
 import { composeScript, loadScriptSource } from "./scripts/load.js";
 import type { BullJobSpec } from "./submitter.js";
 import type { TransitionApplier } from "./transition-applier.js";
@@ -72,15 +73,19 @@ function scriptFor(addScript: string): LuaScript {
 
 /** Creates the transitions-with-queue over a command connection. */
 export function createQueueTransitions(deps: {
-  redis: Redis;
+  redis: RedisClient;
   queues: Record<ReportType, Queue>;
   keys: Keys;
+  /** The queues of other shards than `queues`' (keys.of(id) names a job's shard). */
+  queuesOf?: QueuesOf;
   transitions: TransitionApplier;
 }): QueueTransitions {
-  const { redis, queues, keys, transitions } = deps;
+  const { redis, queues, keys: anyKeys, transitions } = deps;
   return {
     async change(c) {
-      const queue = queues[c.job.reportType];
+      // The job's own shard: every key of the script shares its slot.
+      const keys = anyKeys.of(c.job.id);
+      const queue = (deps.queuesOf?.(keys) ?? queues)[c.job.reportType];
       const transition = transitions.prepare(c.job, c.name, c.input);
       const remove = removeJobCall(queue, c.job.id);
       let add: (ScriptCall & { script: string }) | undefined;

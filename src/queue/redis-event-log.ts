@@ -4,19 +4,20 @@
  * (transition-applier.ts) or the submit script's QUEUED event, both through
  * scripts/includes/append-event.lua.
  */
-import type { Redis } from "ioredis";
+
 import { CursorAheadError, CursorTrimmedError } from "../domain/errors.js";
 import type { JobState } from "../domain/job.js";
 import { compareStreamIds, decodeEvent } from "../events/event-codec.js";
 import type { EventLog } from "../events/event-log.js";
 import { throwIfAborted } from "./caller-signal.js";
+import type { RedisClient } from "./connections.js";
 import type { Keys } from "./keys.js";
 import { loadLuaScript } from "./scripts/load.js";
 
 const replayScript = loadLuaScript("replay-events");
 
 /** Creates the event log reader over a command connection. */
-export function createEventLog(deps: { redis: Redis; keys: Keys; maxLen: number }): EventLog {
+export function createEventLog(deps: { redis: RedisClient; keys: Keys; maxLen: number }): EventLog {
   const { redis, keys, maxLen } = deps;
   return {
     async replay(jobId, afterId, signal) {

@@ -9,8 +9,9 @@
  * HELLO. What none of them tells is named in the log, never guessed.
  * readRedisFacts talks to Redis; judgeRedis is pure.
  */
-import type { Redis } from "ioredis";
+
 import type { RedisConfig } from "../config/config.js";
+import type { RedisClient } from "./connections.js";
 
 /** The oldest Redis the service runs on: XINFO STREAM's max-deleted-entry-id is 7.0. */
 export const minRedisVersion = "7.0.0";
@@ -47,7 +48,7 @@ export interface Finding {
 
 /** Reads what the check needs; never throws (an unreadable fact stays undefined). */
 export async function readRedisFacts(
-  redis: Redis,
+  redis: RedisClient,
   options: { probeWaitAof: boolean },
 ): Promise<RedisFacts> {
   const facts: RedisFacts = {};
@@ -227,7 +228,7 @@ function parseInfo(text: string): Record<string, string> {
 }
 
 /** The version HELLO (Redis 6+) reports, when INFO is refused. */
-async function helloVersion(redis: Redis): Promise<string | undefined> {
+async function helloVersion(redis: RedisClient): Promise<string | undefined> {
   try {
     const reply = (await redis.call("HELLO")) as unknown[];
     const at = reply.indexOf("version");
@@ -238,7 +239,7 @@ async function helloVersion(redis: Redis): Promise<string | undefined> {
 }
 
 /** Runs WAITAOF the way a submit would (numlocal 1), with nothing to wait for. */
-async function probeWaitAof(redis: Redis): Promise<string> {
+async function probeWaitAof(redis: RedisClient): Promise<string> {
   try {
     await redis.call("WAITAOF", "1", "0", "1000");
     return "ok";

@@ -1,52 +1,91 @@
 /**
- * One BullMQ queue per report type, so each type has its own concurrency and
- * rate limit. They share the process's command connection (BullMQ does not
- * block on a Queue's connection) and log their errors instead of crashing.
+ * One BullMQ queue per report type and queue shard, so each type has its own
+ * concurrency and rate limit and each shard lives in one Redis Cluster slot.
+ * They share the process's command connection (BullMQ does not block on a
+ * Queue's connection) and log their errors instead of crashing.
  */
 import { Queue } from "bullmq";
-import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { type ReportType, reportTypes } from "../domain/job.js";
+import type { RedisClient } from "./connections.js";
 import { type Keys, queueNameFor } from "./keys.js";
 
 /** BullMQ states counted for the reports.queue.depth gauge. */
 const depthStates = ["waiting", "prioritized", "delayed", "active", "paused", "failed"] as const;
 
-/** The queues of every report type. */
+/** The queues of a shard's key set, by report type. */
+export type QueuesOf = (keys: Keys) => Record<ReportType, Queue>;
+
+/** The queues of every report type and shard. */
 export interface ReportQueues {
+  /** The queues of the first shard (`keys`): all of them when unsharded. */
   readonly byType: Record<ReportType, Queue>;
-  /** Jobs per report type and BullMQ state, for the reports.queue.depth gauge. */
+  /** The queues of `keys`' shard (made on first use). */
+  of: QueuesOf;
+  /** Jobs per report type and BullMQ state over the given shards, for the reports.queue.depth gauge. */
   depth(): Promise<Array<{ type: ReportType; state: string; count: number }>>;
   /** Closes every queue (not the connection, which belongs to the caller). */
   close(): Promise<void>;
 }
 
-/** Creates one queue per report type on `connection`, under the keys' BullMQ prefix. */
+/**
+ * Creates the queues on `connection`, under each shard's BullMQ prefix:
+ * those of `keys` at once, the others' as asked for. `shards` (default:
+ * `keys` alone) are the ones the depth gauge counts.
+ */
 export function createReportQueues(deps: {
-  connection: Redis;
+  connection: RedisClient;
   keys: Keys;
+  shards?: readonly Keys[];
   logger: Logger;
 }): ReportQueues {
   const { connection, keys, logger } = deps;
-  const byType = Object.fromEntries(
-    reportTypes.map((t) => {
-      const q = new Queue(queueNameFor(t), { connection, prefix: keys.bullPrefix });
-      q.on("error", (err) => logger.warn({ err: err.message }, "queue error"));
-      return [t, q];
-    }),
-  ) as Record<ReportType, Queue>;
+  const byPrefix = new Map<string, Record<ReportType, Queue>>();
+  const of: QueuesOf = (shard) => {
+    let queues = byPrefix.get(shard.bullPrefix);
+    if (queues === undefined) {
+      queues = Object.fromEntries(
+        reportTypes.map((t) => {
+          const q = new Queue(queueNameFor(t), { connection, prefix: shard.bullPrefix });
+          q.on("error", (err) => logger.warn({ err: err.message }, "queue error"));
+          return [t, q];
+        }),
+      ) as Record<ReportType, Queue>;
+      byPrefix.set(shard.bullPrefix, queues);
+    }
+    return queues;
+  };
+  const byType = of(keys);
+  const shards = deps.shards ?? [keys];
   return {
     byType,
+    of,
     async depth() {
-      const counts = await Promise.all(
-        reportTypes.map((t) => byType[t].getJobCounts(...depthStates)),
-      );
-      return reportTypes.flatMap((type, i) =>
-        depthStates.map((state) => ({ type, state, count: counts[i]?.[state] ?? 0 })),
+      const totals = new Map<string, number>();
+      for (const shard of shards) {
+        const queues = of(shard);
+        const counts = await Promise.all(
+          reportTypes.map((t) => queues[t].getJobCounts(...depthStates)),
+        );
+        reportTypes.forEach((type, i) => {
+          for (const state of depthStates) {
+            const k = `${type}\u0000${state}`;
+            totals.set(k, (totals.get(k) ?? 0) + (counts[i]?.[state] ?? 0));
+          }
+        });
+      }
+      return reportTypes.flatMap((type) =>
+        depthStates.map((state) => ({
+          type,
+          state,
+          count: totals.get(`${type}\u0000${state}`) ?? 0,
+        })),
       );
     },
     async close() {
-      await Promise.all(Object.values(byType).map((q) => q.close()));
+      await Promise.all(
+        [...byPrefix.values()].flatMap((queues) => Object.values(queues).map((q) => q.close())),
+      );
     },
   };
 }

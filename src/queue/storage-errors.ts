@@ -20,6 +20,15 @@ const unavailableMessages = [
   "BUSY ",
   "TRYAGAIN",
   "OOM command not allowed",
+  // A Redis Cluster failing over (docs/cluster-notes.md): retried by the
+  // client until its redirections ran out, or refused while slots move.
+  "Too many Cluster redirections",
+  "CLUSTERDOWN",
+  "MOVED ",
+  "ASK ",
+  "Cluster isn't ready",
+  "None of startup nodes is available",
+  "Failed to refresh slots cache",
 ];
 
 /** True when `err` means Redis could not serve the command; the operation may be retried. */

@@ -4,8 +4,9 @@
  * before any PING could tell); a periodic PING with a short deadline catches
  * what events cannot (a Redis that accepts connections but hangs).
  */
-import type { Redis } from "ioredis";
+
 import type { Logger } from "pino";
+import type { RedisClient } from "./connections.js";
 import { stallTolerantTimeout } from "./connections.js";
 
 /** Whether storage answers now, and a way to hear about changes. */
@@ -23,7 +24,7 @@ export interface StorageHealth {
 /** What the monitor needs. */
 export interface StorageHealthDeps {
   /** A fail-fast command connection (no offline queue), so PING rejects while disconnected. */
-  redis: Redis;
+  redis: RedisClient;
   /** Time between PINGs, in ms. */
   intervalMs: number;
   /** How long a PING may take before storage counts as down, in ms. */

@@ -13,7 +13,6 @@
 import { createHash, randomBytes } from "node:crypto";
 import type { Span } from "@opentelemetry/api";
 import { Job, type JobsOptions, type Queue } from "bullmq";
-import type { Redis } from "ioredis";
 import type { LimitsConfig, RedisConfig, RetentionConfig, WorkerConfig } from "../config/config.js";
 import {
   BackpressureError,
@@ -41,9 +40,17 @@ import { reportMetrics } from "../telemetry/metrics.js";
 import { bullmqScript, captureAdd } from "./bullmq-scripts.js";
 import { throwIfAborted } from "./caller-signal.js";
 import { canonicalJson } from "./canonical-json.js";
+import type { RedisClient } from "./connections.js";
 import { decodeRecord, encodeNewRecord } from "./job-record.js";
 import { type Keys, queueNameFor } from "./keys.js";
-import { createLuaScript, type LuaScript } from "./lua-script.js";
+import {
+  createLuaScript,
+  type FollowingCommand,
+  type LuaScript,
+  runInPipeline,
+} from "./lua-script.js";
+import type { QueueShards } from "./queue-shards.js";
+import type { QueuesOf } from "./report-queues.js";
 import { composeScript } from "./scripts/load.js";
 
 /** The data a BullMQ job carries to the worker. */
@@ -71,8 +78,12 @@ export interface SubmitterSettings {
     | "tenantSubmitRate"
     | "tenantSubmitBurst"
   >;
-  /** SUBMIT_WAITAOF: 1 waits for the AOF fsync before acknowledging. */
-  redis: Pick<RedisConfig, "submitWaitAof">;
+  /**
+   * SUBMIT_WAITAOF: 1 waits for the AOF fsync before acknowledging;
+   * SUBMIT_WAIT_REPLICAS: n waits for n replicas of the job's master.
+   */
+  redis: Pick<RedisConfig, "submitWaitAof"> &
+    Partial<Pick<RedisConfig, "submitWaitReplicas" | "submitWaitReplicasTimeoutMs">>;
 }
 
 /**
@@ -112,21 +123,83 @@ export const retryBackoffType = "report-retry";
 /** BullMQ priorities: lower runs first; every job gets one so the order is total. */
 const bullPriority: Record<JobPriority, number> = { high: 1, normal: 2, low: 3 };
 
-/** Creates a submitter over a command connection and the BullMQ queue. */
+/**
+ * Creates a submitter over a command connection and the BullMQ queues. With
+ * `shards` (QUEUE_SHARDS), each job goes to the shard `shards.pick` names,
+ * into that shard's queues (`queuesOf`); without, to `keys` and `queues`.
+ */
 export function createSubmitter(deps: {
-  redis: Redis;
+  redis: RedisClient;
   queues: Record<ReportType, Queue>;
   keys: Keys;
+  shards?: QueueShards;
+  queuesOf?: QueuesOf;
   settings: SubmitterSettings;
 }): Submitter {
-  const { redis, queues, keys, settings } = deps;
-  // Waiting, prioritized, delayed and paused jobs of every type make up the backlog.
-  const backlogKeys = Object.values(queues).flatMap((queue) => {
-    const q = queue.keys;
-    return [q.wait, q.prioritized, q.delayed, q.paused] as string[]; // order matters: see the script
-  });
-  const jobPrefix = keys.job("");
+  const { redis, settings } = deps;
+  const shardCount = deps.shards?.all.length ?? 1;
+  // Waiting, prioritized, delayed and paused jobs of every type make up the
+  // backlog, per shard: each shard's script sees its own queues only.
+  const backlogKeysOf = new Map<string, string[]>();
+  const backlogKeys = (queues: Record<ReportType, Queue>, shard: Keys) => {
+    let found = backlogKeysOf.get(shard.bullPrefix);
+    if (found === undefined) {
+      found = Object.values(queues).flatMap((queue) => {
+        const q = queue.keys;
+        return [q.wait, q.prioritized, q.delayed, q.paused] as string[]; // order matters: see the script
+      });
+      backlogKeysOf.set(shard.bullPrefix, found);
+    }
+    return found;
+  };
+  // A shard's share of a bound (at least 1): the bounds hold per shard, so
+  // across shards they are exact for one shard and approximate for more
+  // (README "Scaling out": the backlog, tenant backlog and tenant rate).
+  const share = (limit: number) =>
+    shardCount === 1 ? limit : Math.max(1, Math.ceil(limit / shardCount));
   const waitAof = settings.redis.submitWaitAof;
+  const waitReplicas = settings.redis.submitWaitReplicas ?? 0;
+  const waitReplicasMs = settings.redis.submitWaitReplicasTimeoutMs ?? 1000;
+
+  /**
+   * Runs the submit script with WAIT (and WAITAOF, if asked) behind it in one
+   * pipeline, which on a cluster goes whole to the job's master: the reply
+   * comes once `waitReplicas` replicas have the job. Fewer in time:
+   * UNAVAILABLE, as the job may not survive a failover; a retry with the same
+   * idempotency key answers with the same job.
+   */
+  async function runThenWaitReplicas(
+    script: LuaScript,
+    scriptKeys: string[],
+    scriptArgs: (string | Buffer)[],
+  ): Promise<unknown> {
+    const follow: FollowingCommand[] = [["WAIT", waitReplicas, waitReplicasMs]];
+    if (waitAof > 0) follow.push(["WAITAOF", waitAof, 0, waitAofTimeoutMs]);
+    // WAIT 0 answers at once: the pipeline then only carries WAITAOF to the job's node.
+    let replies: unknown[];
+    try {
+      replies = await runInPipeline(redis, script, scriptKeys, scriptArgs, follow);
+    } catch (err) {
+      if (err instanceof Error && /WAIT/.test(err.message)) {
+        throw new StorageUnavailableError({ cause: err });
+      }
+      throw err;
+    }
+    const [reply, replicas, synced] = replies as [unknown, number, number[]?];
+    if (replicas < waitReplicas) {
+      throw new StorageUnavailableError({
+        cause: new Error(
+          `WAIT: ${replicas} of ${waitReplicas} replicas had the job within ${waitReplicasMs} ms`,
+        ),
+      });
+    }
+    if (waitAof > 0 && (synced?.[0] ?? 0) < waitAof) {
+      throw new StorageUnavailableError({
+        cause: new Error(`WAITAOF: the AOF was not fsynced within ${waitAofTimeoutMs} ms`),
+      });
+    }
+    return reply;
+  }
 
   /**
    * Runs the submit script with WAITAOF right behind it: the reply comes once
@@ -191,8 +264,11 @@ export function createSubmitter(deps: {
     signal: AbortSignal | undefined,
   ): Promise<SubmitOutcome> {
     const now = Date.now();
-    const id = newJobId();
     const keyDigest = input.idempotencyKey ? digest(input.idempotencyKey) : undefined;
+    // Every key below is of this shard (one slot on a cluster), the id names it.
+    const shard = deps.shards?.pick(input.tenant, keyDigest) ?? deps.keys;
+    const queues = deps.queuesOf?.(shard) ?? deps.queues;
+    const id = deps.shards?.jobId(shard, newJobId()) ?? newJobId();
     const fingerprint = createHash("sha256")
       .update(
         canonicalJson({
@@ -244,20 +320,25 @@ export function createSubmitter(deps: {
     );
     const script = composedFor(add.script);
 
+    const keys = shard;
+    const shardBacklogKeys = backlogKeys(queues, shard);
     const idemKey =
       keyDigest !== undefined ? keys.idempotency(input.tenant, keyDigest) : keys.job(id);
     const params = {
       idem: keyDigest !== undefined,
       fp: fingerprint,
       idemUntil: now + settings.retention.idempotencyTtlMs,
-      maxBacklog: settings.limits.maxBacklog,
-      tenantMaxBacklog: settings.limits.tenantMaxBacklog,
+      maxBacklog: share(settings.limits.maxBacklog),
+      tenantMaxBacklog: share(settings.limits.tenantMaxBacklog),
       maxLen: settings.retention.eventStreamMaxLen,
       channel: keys.eventChannel(id),
-      jobPrefix,
-      backlogKeys: backlogKeys.length,
-      rate: settings.limits.tenantSubmitRate,
-      burst: settings.limits.tenantSubmitBurst,
+      jobPrefix: keys.jobPrefix,
+      backlogKeys: shardBacklogKeys.length,
+      rate:
+        shardCount === 1
+          ? settings.limits.tenantSubmitRate
+          : settings.limits.tenantSubmitRate / shardCount,
+      burst: share(settings.limits.tenantSubmitBurst),
       tenant: input.tenant,
       jobId: id,
       score: String(now),
@@ -272,18 +353,22 @@ export function createSubmitter(deps: {
       keys.userIndex(input.tenant, digest(input.userId)),
       keys.tenants,
       keys.submitRate(input.tenant),
-      ...backlogKeys,
+      ...shardBacklogKeys,
       keys.tenantBacklog(input.tenant),
       ...add.keys,
       keys.live,
     ];
     const scriptArgs = [JSON.stringify(params), ...add.args];
     throwIfAborted(signal);
-    const reply = (
-      waitAof > 0
-        ? await runThenWaitAof(script, scriptKeys, scriptArgs)
-        : await script.run(redis, scriptKeys, scriptArgs)
-    ) as [string, string, string[]?];
+    const reply =
+      // On a cluster a command sent apart goes to any node: WAITAOF rides the pipeline too.
+      (
+        waitReplicas > 0 || (waitAof > 0 && redis.isCluster)
+          ? await runThenWaitReplicas(script, scriptKeys, scriptArgs)
+          : waitAof > 0
+            ? await runThenWaitAof(script, scriptKeys, scriptArgs)
+            : await script.run(redis, scriptKeys, scriptArgs)
+      ) as [string, string, string[]?];
 
     switch (reply[0]) {
       case "new":

@@ -7,9 +7,10 @@
  * drift (a record deleted by hand, data lost with a Redis restart) can hold a
  * tenant at its bound for ever. The janitor runs it on every sweep.
  */
-import type { Redis } from "ioredis";
+
 import type { Logger } from "pino";
 import { backlogStates } from "../domain/job.js";
+import type { RedisClient } from "./connections.js";
 import type { Keys } from "./keys.js";
 import { loadLuaScript } from "./scripts/load.js";
 
@@ -29,7 +30,7 @@ export interface TenantBacklogs {
 
 /** Creates the corrector over a command connection. */
 export function createTenantBacklogs(deps: {
-  redis: Redis;
+  redis: RedisClient;
   keys: Keys;
   logger: Logger;
 }): TenantBacklogs {
@@ -43,7 +44,7 @@ export function createTenantBacklogs(deps: {
       const [next, gone] = (await correctScript.run(
         redis,
         [keys.tenantBacklog(tenant)],
-        [cursor, batch, keys.job(""), states],
+        [cursor, batch, keys.jobPrefix, states],
       )) as [string, number];
       cursor = next;
       removed += gone;

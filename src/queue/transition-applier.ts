@@ -8,7 +8,7 @@
  * transition's metric and log line are emitted, so they cannot be forgotten
  * at a call site.
  */
-import type { Redis } from "ioredis";
+
 import type { Logger } from "pino";
 import type { RetentionConfig } from "../config/config.js";
 import type { JobState } from "../domain/job.js";
@@ -21,6 +21,7 @@ import {
 } from "../domain/job-transitions.js";
 import { encodeEvent } from "../events/event-codec.js";
 import { type JobOutcome, reportMetrics } from "../telemetry/metrics.js";
+import type { RedisClient } from "./connections.js";
 import { encodeRecordUpdate } from "./job-record.js";
 import type { Keys } from "./keys.js";
 import { loadLuaScript } from "./scripts/load.js";
@@ -72,13 +73,13 @@ export interface PreparedTransition {
 
 /** Creates the applier over a command connection. */
 export function createTransitionApplier(deps: {
-  redis: Redis;
+  redis: RedisClient;
   keys: Keys;
   /** Stream cap and the ages stamped on finished jobs. */
   settings: Pick<RetentionConfig, "eventStreamMaxLen" | "succeededMs" | "failedMs">;
   logger: Logger;
 }): TransitionApplier {
-  const { redis, keys, settings, logger } = deps;
+  const { redis, keys: shardKeys, settings, logger } = deps;
   const ttlMs: Record<TtlPolicy, number> = {
     leave: 0,
     "expire-succeeded": settings.succeededMs,
@@ -97,6 +98,8 @@ export function createTransitionApplier(deps: {
     const token = transition.fence === "checks" ? (own?.token ?? "") : "";
     const lockToken = own?.lockToken ?? "";
     const updates = encodeRecordUpdate(record);
+    // The job's own shard: every key below shares its slot.
+    const keys = shardKeys.of(job.id);
     const idempotency =
       job.idempotencyKeyDigest === undefined
         ? []

@@ -13,7 +13,8 @@ if (!settings.disabled) {
   // import-in-the-middle rewrites only the modules named here, so the rest of
   // the app loads untouched.
   register("@opentelemetry/instrumentation/hook.mjs", import.meta.url, {
-    data: { include: ["http", "https", "ioredis"] },
+    // ioredis is instrumented only when spans are exported (telemetry.ts).
+    data: { include: settings.exportTraces ? ["http", "https", "ioredis"] : ["http", "https"] },
   });
 }
 startTelemetry({ settings });

@@ -44,6 +44,44 @@ let current: Telemetry | undefined;
 const untracedPaths = new Set(["/metrics", "/healthz", "/readyz"]);
 
 /**
+ * Request paths of the RPC methods the API serves (`/package.Service/Method`):
+ * the RPC interceptor (api/telemetry-interceptor.ts) makes their SERVER span,
+ * continuing the caller's traceparent, on every protocol, so the HTTP
+ * instrumentation makes none: its span (over HTTP/1.1 only; HTTP/2 it does not
+ * see) cost about a third of an RPC's CPU and said nothing the RPC span does
+ * not. The API's server does not even hand them to the instrumentation
+ * (server.ts `uninstrumented`), since ignoring a request still costs it a
+ * context and a patched emitter per request.
+ */
+const rpcPaths = new Set<string>();
+
+/**
+ * Marks `paths` as RPC paths (see rpcPaths): the HTTP instrumentation leaves
+ * their requests to the RPC interceptor. The API part registers its routes'
+ * paths when it is built.
+ */
+export function registerRpcPaths(paths: Iterable<string>): void {
+  for (const p of paths) rpcPaths.add(p);
+}
+
+/** The path of a request target (path and query). */
+function pathOf(url: string): string {
+  const query = url.indexOf("?");
+  return query === -1 ? url : url.slice(0, query);
+}
+
+/** Whether a request to `url` (path and query) is an RPC of a registered path (see rpcPaths). */
+export function isRpcPath(url: string): boolean {
+  return rpcPaths.has(pathOf(url));
+}
+
+/** Whether the HTTP instrumentation makes no span for a request to `url` (path and query). */
+export function untracedByHttp(url: string): boolean {
+  const path = pathOf(url);
+  return untracedPaths.has(path) || rpcPaths.has(path);
+}
+
+/**
  * Starts the SDK and registers it globally. OpenTelemetry's global providers
  * can be set once per process, so a second call returns the first one.
  */
@@ -91,19 +129,22 @@ export function startTelemetry(options: TelemetryOptions): Telemetry {
         // file without a key): never in url.query. The default list has only
         // "Signature" (case-sensitive) and cloud storage parameters.
         redactedQueryParamsServer: ["signature"],
-        ignoreIncomingRequestHook: (req) => {
-          const url = req.url ?? "";
-          const query = url.indexOf("?");
-          return untracedPaths.has(query === -1 ? url : url.slice(0, query));
-        },
+        ignoreIncomingRequestHook: (req) => untracedByHttp(req.url ?? ""),
       }),
-      new IORedisInstrumentation({
-        // Only commands made inside a traced operation (a request, a job):
-        // the worker's idle polling would otherwise be a stream of root traces.
-        requireParentSpan: true,
-        // The command name only: arguments carry job payloads and filters.
-        dbStatementSerializer: (command) => command,
-      }),
+      // Redis command spans only when spans go somewhere: the instrumentation
+      // builds each command's attributes and wraps its promise before the
+      // sampler is asked, so unsampled spans would cost as much as recorded ones.
+      ...(sendsSpans
+        ? [
+            new IORedisInstrumentation({
+              // Only commands made inside a traced operation (a request, a job):
+              // the worker's idle polling would otherwise be a stream of root traces.
+              requireParentSpan: true,
+              // The command name only: arguments carry job payloads and filters.
+              dbStatementSerializer: (command: string) => command,
+            }),
+          ]
+        : []),
     ],
   });
   sdk.start();

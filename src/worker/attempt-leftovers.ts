@@ -7,11 +7,12 @@
  * the janitor's own business.
  */
 import { readdir } from "node:fs/promises";
-import type { Redis } from "ioredis";
 import { publishedEntry } from "../domain/artifact-paths.js";
 import { terminalStates } from "../domain/job.js";
+import type { RedisClient } from "../queue/connections.js";
 import { recordField } from "../queue/job-record.js";
 import type { Keys } from "../queue/keys.js";
+import { perJobPipeline } from "../queue/per-job-pipeline.js";
 import type { ArtifactStore } from "./artifact-store.js";
 
 /** Removes leftovers of finished jobs under ARTIFACT_DIR; resolves with how many entries went. */
@@ -22,7 +23,7 @@ const ended: ReadonlySet<string | null> = terminalStates;
 
 /** Creates the sweep over the job records of `keys` and the files of `artifacts`. */
 export function createLeftoverSweep(deps: {
-  redis: Redis;
+  redis: RedisClient;
   keys: Keys;
   artifacts: ArtifactStore;
   artifactDir: string;
@@ -37,11 +38,9 @@ export function createLeftoverSweep(deps: {
       // attempt that began before the read, and none can publish once the
       // record says the job ended (a re-run after RetryJob writes elsewhere).
       const listed = await Promise.all(chunk.map((id) => artifacts.entries(id)));
-      const pipeline = redis.pipeline();
-      for (const id of chunk) {
-        pipeline.hmget(keys.job(id), recordField.state, recordField.resultPath);
-      }
-      const replies = (await pipeline.exec()) ?? [];
+      const replies = await perJobPipeline(redis, keys, chunk, (p, id) =>
+        p.hmget(keys.job(id), recordField.state, recordField.resultPath),
+      );
       for (const [j, id] of chunk.entries()) {
         const [err, fields] = replies[j] ?? [];
         if (err || !Array.isArray(fields)) continue;

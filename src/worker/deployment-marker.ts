@@ -15,8 +15,8 @@
 import { randomBytes } from "node:crypto";
 import { link, mkdir, readFile, unlink, writeFile } from "node:fs/promises";
 import path from "node:path";
-import type { Redis } from "ioredis";
 import type { Logger } from "pino";
+import type { RedisClient } from "../queue/connections.js";
 
 /** The check. */
 export interface DeploymentMarker {
@@ -37,7 +37,7 @@ export function deploymentMarkerFile(artifactDir: string, key: string): string {
 
 /** Creates the check for marker key `key` and the folder `artifactDir`. */
 export function createDeploymentMarker(deps: {
-  redis: Redis;
+  redis: RedisClient;
   key: string;
   artifactDir: string;
   logger: Logger;

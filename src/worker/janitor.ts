@@ -19,12 +19,14 @@
  */
 import { readdir, rename, rm } from "node:fs/promises";
 import type { Queue } from "bullmq";
-import type { Redis } from "ioredis";
+import type { Cluster, Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { RetentionConfig } from "../config/config.js";
 import { artifactFolder, legacyArtifactDir } from "../domain/artifact-paths.js";
 import type { ReportType } from "../domain/job.js";
+import type { RedisClient } from "../queue/connections.js";
 import type { Keys } from "../queue/keys.js";
+import { perJobPipeline } from "../queue/per-job-pipeline.js";
 import { loadLuaScript } from "../queue/scripts/load.js";
 import { createTenantBacklogs } from "../queue/tenant-backlogs.js";
 import type { ArtifactStore } from "./artifact-store.js";
@@ -43,9 +45,16 @@ export interface Janitor {
 
 /** Creates the janitor. */
 export function createJanitor(deps: {
-  redis: Redis;
+  redis: RedisClient;
+  /** The deployment's home keys: its marker (and the first shard when `shards` is not given). */
   keys: Keys;
   queues: Record<ReportType, Queue>;
+  /**
+   * The queue shards to sweep (their indexes, finished jobs, backlogs and
+   * BullMQ queues); `keys` and `queues` alone by default. Record and report
+   * sweeps cover every shard anyway: job ids name their shard.
+   */
+  shards?: ReadonlyArray<{ keys: Keys; queues: Record<ReportType, Queue> }>;
   /** The deployment's report store, rooted at `artifactDir`. */
   artifacts: ArtifactStore;
   /** The deployment's report folder (artifact-paths.ts deploymentArtifactDir). */
@@ -57,21 +66,20 @@ export function createJanitor(deps: {
   >;
   logger: Logger;
 }): Janitor {
-  const { redis, keys, queues, artifacts, artifactDir, settings, logger } = deps;
+  const { redis, keys, artifacts, artifactDir, settings, logger } = deps;
+  const shards = deps.shards ?? [{ keys, queues: deps.queues }];
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<void> | undefined;
   let marking: Promise<unknown> | undefined;
   const marker = createDeploymentMarker({ redis, key: keys.deployment, artifactDir, logger });
-  const backlogs = createTenantBacklogs({ redis, keys, logger });
+  const backlogs = shards.map((shard) => createTenantBacklogs({ redis, keys: shard.keys, logger }));
   // Files of ended jobs that no record points at: attempts that never published.
   const sweepLeftovers = createLeftoverSweep({ redis, keys, artifacts, artifactDir });
 
   /** Whether each job's record exists; a failed read counts as `onError` (kept, or not adopted). */
   const existing = async (ids: string[], onError = true): Promise<boolean[]> => {
     if (ids.length === 0) return [];
-    const pipeline = redis.pipeline();
-    for (const id of ids) pipeline.exists(keys.job(id));
-    const replies = (await pipeline.exec()) ?? [];
+    const replies = await perJobPipeline(redis, keys, ids, (p, id) => p.exists(keys.job(id)));
     return replies.map(([err, n]) => (err !== null ? onError : n === 1));
   };
 
@@ -91,14 +99,24 @@ export function createJanitor(deps: {
     }
   };
 
-  const sweepIndexes = async () => {
+  const sweepIndexes = async (shard: Keys) => {
     const indexes: string[] = [];
-    let cursor = "0";
-    do {
-      const [next, found] = await redis.scan(cursor, "MATCH", keys.tenantIndex("*"), "COUNT", 500);
-      cursor = next;
-      indexes.push(...found);
-    } while (cursor !== "0");
+    // On a cluster SCAN reads one node: each master is scanned.
+    const nodes = redis.isCluster ? (redis as Cluster).nodes("master") : [redis as Redis];
+    for (const node of nodes) {
+      let cursor = "0";
+      do {
+        const [next, found] = await node.scan(
+          cursor,
+          "MATCH",
+          shard.tenantIndex("*"),
+          "COUNT",
+          500,
+        );
+        cursor = next;
+        indexes.push(...found);
+      } while (cursor !== "0");
+    }
     for (const index of indexes) {
       await dropExpired(index);
     }
@@ -140,7 +158,7 @@ export function createJanitor(deps: {
    * one script, so a job retried meanwhile is left alone. Index entries of
    * ListJobs go with the next sweep.
    */
-  const removeJob = async (index: string, id: string) => {
+  const removeJob = async (index: string, id: string, queues: Record<ReportType, Queue>) => {
     const type = (await removeFinishedScript.run(
       redis,
       [index, keys.job(id), keys.events(id)],
@@ -154,13 +172,13 @@ export function createJanitor(deps: {
     if (legacy !== undefined) await rm(legacy, { recursive: true, force: true });
   };
 
-  const sweepFinished = async () => {
+  const sweepFinished = async (shard: { keys: Keys; queues: Record<ReportType, Queue> }) => {
     const limits = {
       succeeded: settings.succeededCount,
       failed: settings.failedCount,
     };
     for (const kind of ["succeeded", "failed"] as const) {
-      const index = keys.finished(kind);
+      const index = shard.keys.finished(kind);
       // Entries of jobs that expired (or were retried away) by themselves.
       await dropExpired(index);
       // Beyond the count: the oldest finished jobs go, 1,000 per sweep at most.
@@ -169,11 +187,11 @@ export function createJanitor(deps: {
       const excess = Math.min(1000, (await redis.zcard(index)) - limit);
       if (excess <= 0) continue;
       const oldest = await redis.zrange(index, 0, excess - 1);
-      for (const id of oldest) await removeJob(index, id);
+      for (const id of oldest) await removeJob(index, id, shard.queues);
     }
   };
 
-  const sweepQueues = async () => {
+  const sweepQueues = async (queues: Record<ReportType, Queue>) => {
     for (const queue of Object.values(queues)) {
       await queue.clean(settings.succeededMs, 1000, "completed");
       await queue.clean(settings.failedMs, 1000, "failed");
@@ -183,13 +201,15 @@ export function createJanitor(deps: {
   const sweep = () => {
     running ??= (async () => {
       try {
-        await sweepFinished();
-        await sweepIndexes();
-        await backlogs.correct();
+        for (const shard of shards) {
+          await sweepFinished(shard);
+          await sweepIndexes(shard.keys);
+        }
+        for (const b of backlogs) await b.correct();
         await adoptLegacyArtifacts();
         await sweepArtifacts();
         await sweepLeftovers();
-        await sweepQueues();
+        for (const shard of shards) await sweepQueues(shard.queues);
       } catch (err) {
         logger.warn(
           { err: err instanceof Error ? err.message : String(err) },

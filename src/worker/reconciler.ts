@@ -30,9 +30,9 @@
  * counts in `reports.reconciler.repairs` and logs one line.
  */
 import type { Queue } from "bullmq";
-import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { type JobView, liveStates, type ReportType, terminalStates } from "../domain/job.js";
+import type { RedisClient } from "../queue/connections.js";
 import { decodeRecord, recordField } from "../queue/job-record.js";
 import type { Keys } from "../queue/keys.js";
 import type { QueueChangeResult, QueueTransitions } from "../queue/queue-transitions.js";
@@ -82,7 +82,7 @@ interface Repair {
 
 /** Creates the reconciler. */
 export function createReconciler(deps: {
-  redis: Redis;
+  redis: RedisClient;
   keys: Keys;
   queues: Record<ReportType, Queue>;
   queueTransitions: QueueTransitions;

@@ -19,12 +19,13 @@
  */
 import { SpanStatusCode, trace } from "@opentelemetry/api";
 import { DelayedError, type Job, UnrecoverableError, WaitingError, Worker } from "bullmq";
-import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { WorkerConfig } from "../config/config.js";
 import { type ReportType, reportTypes } from "../domain/job.js";
+import type { RedisClient } from "../queue/connections.js";
 import { recordField } from "../queue/job-record.js";
 import { type Keys, queueNameFor } from "../queue/keys.js";
+import { perJobPipeline } from "../queue/per-job-pipeline.js";
 import { isStorageUnavailable } from "../queue/storage-errors.js";
 import { type ReportJobData, retryBackoffType } from "../queue/submitter.js";
 import { attrAttempt, attrJobId, attrReportType, attrTenant } from "../telemetry/attributes.js";
@@ -67,7 +68,10 @@ interface RunningAttempt {
 
 /** The running workers of one process. */
 export interface ReportWorker {
+  /** The first consumed shard's workers, by report type. */
   readonly workers: Record<ReportType, Worker<ReportJobData>>;
+  /** Every BullMQ worker of this process: one per report type and consumed shard. */
+  readonly all: readonly Worker<ReportJobData>[];
   /** Starts fetching jobs and listening for cancel requests. */
   start(): Promise<void>;
   /**
@@ -116,15 +120,26 @@ class RetryableAttemptError extends Error {
  * `commands` is a fail-fast connection for the cancel poll.
  */
 export function createReportWorker(deps: {
-  connection: Redis;
-  subscriber: Redis;
-  commands: Redis;
+  connection: RedisClient;
+  subscriber: RedisClient;
+  commands: RedisClient;
   keys: Keys;
+  /**
+   * The queue shards to consume (WORKER_SHARDS), `keys` alone by default.
+   * Each gets one BullMQ worker per report type, with its own blocking
+   * connection, so a process holds types x shards blocking connections.
+   */
+  shards?: readonly Keys[];
+  /** How many shards the deployment has (QUEUE_SHARDS): splits each type's rate limit. */
+  shardCount?: number;
   processor: Processor;
   settings: ReportWorkerSettings;
   logger: Logger;
 }): ReportWorker {
   const { connection, subscriber, commands, keys, processor, settings, logger } = deps;
+  const shards = deps.shards ?? [keys];
+  const shardCount = deps.shardCount ?? shards.length;
+  const controlChannels = new Set(shards.map((s) => s.controlChannel));
   // The attempts running here, by job id: at most one per job (see makeProcess).
   const active = new Map<string, RunningAttempt>();
   const lockRenewMs = renewInterval(settings);
@@ -132,8 +147,8 @@ export function createReportWorker(deps: {
   // without adding a queue marker, so fetchers blocked on the marker would
   // sleep out drainDelay (5 s) instead of the pause asked for. Wake them when
   // the pause ends.
-  const wakeFetchersAfter = (type: ReportType, delayMs: number) => {
-    const marker = workers[type].keys.marker;
+  const wakeFetchersAfter = (worker: Worker<ReportJobData>, delayMs: number) => {
+    const marker = worker.keys.marker;
     if (marker === undefined) return;
     const timer = setTimeout(() => {
       commands.zadd(marker, 0, "0").catch(() => undefined);
@@ -142,7 +157,8 @@ export function createReportWorker(deps: {
   };
 
   const makeProcess =
-    (type: ReportType) => async (job: Job<ReportJobData>, token?: string, signal?: AbortSignal) => {
+    (type: ReportType, self: () => Worker<ReportJobData>) =>
+    async (job: Job<ReportJobData>, token?: string, signal?: AbortSignal) => {
       const id = job.id as string;
       // BullMQ hands every fetch its lock token; without one, writes could not be fenced.
       if (token === undefined) throw new Error(`job ${id} was fetched without a lock token`);
@@ -216,11 +232,11 @@ export function createReportWorker(deps: {
             throw new WaitingError();
           case "released":
             await job.moveToWait(token);
-            wakeFetchersAfter(type, 0);
+            wakeFetchersAfter(self(), 0);
             throw new WaitingError();
           case "throttled":
-            await workers[type].rateLimit(outcome.delayMs);
-            wakeFetchersAfter(type, outcome.delayMs);
+            await self().rateLimit(outcome.delayMs);
+            wakeFetchersAfter(self(), outcome.delayMs);
             throw Worker.RateLimitError();
           case "retry":
             throw new RetryableAttemptError(outcome.error.message, outcome.delayMs);
@@ -269,29 +285,41 @@ export function createReportWorker(deps: {
   };
 
   const telemetry = createBullTelemetry();
-  const createWorker = (type: ReportType) => {
+  const createWorker = (type: ReportType, shard: Keys) => {
     const limits = settings.reportTypes[type];
-    const worker = new Worker<ReportJobData>(queueNameFor(type), makeProcess(type), {
-      connection,
-      prefix: keys.bullPrefix,
-      concurrency: limits.concurrency,
-      limiter: limits.rateLimit
-        ? { max: limits.rateLimit.max, duration: limits.rateLimit.durationMs }
-        : undefined,
-      autorun: false,
-      lockDuration: settings.lockDurationMs,
-      lockRenewTime: lockRenewMs,
-      stalledInterval: settings.stalledIntervalMs,
-      maxStalledCount: 1,
-      telemetry,
-      settings: {
-        backoffStrategy: (attemptsMade: number, backoffType?: string, err?: Error) => {
-          if (err instanceof RetryableAttemptError) return err.delayMs;
-          if (backoffType !== retryBackoffType) return settings.retryBackoffMs;
-          return backoffDelay(settings.retryBackoffMs, attemptsMade, Math.random);
+    let worker: Worker<ReportJobData> | undefined;
+    // Per shard: BullMQ's concurrency is per worker and its limiter per queue,
+    // so the type's concurrency is split over this process's shards and its
+    // rate over all shards (each at least 1): exact for one shard, within
+    // rounding (and shard imbalance) for more; README "Scaling out".
+    worker = new Worker<ReportJobData>(
+      queueNameFor(type),
+      makeProcess(type, () => worker as Worker<ReportJobData>),
+      {
+        connection,
+        prefix: shard.bullPrefix,
+        concurrency: Math.max(1, Math.round(limits.concurrency / shards.length)),
+        limiter: limits.rateLimit
+          ? {
+              max: Math.max(1, Math.round(limits.rateLimit.max / shardCount)),
+              duration: limits.rateLimit.durationMs,
+            }
+          : undefined,
+        autorun: false,
+        lockDuration: settings.lockDurationMs,
+        lockRenewTime: lockRenewMs,
+        stalledInterval: settings.stalledIntervalMs,
+        maxStalledCount: 1,
+        telemetry,
+        settings: {
+          backoffStrategy: (attemptsMade: number, backoffType?: string, err?: Error) => {
+            if (err instanceof RetryableAttemptError) return err.delayMs;
+            if (backoffType !== retryBackoffType) return settings.retryBackoffMs;
+            return backoffDelay(settings.retryBackoffMs, attemptsMade, Math.random);
+          },
         },
       },
-    });
+    );
     // Rate-limited: during an outage BullMQ reports every reconnect attempt.
     let lastErrorLog = 0;
     worker.on("error", (err) => {
@@ -322,10 +350,15 @@ export function createReportWorker(deps: {
     });
     return worker;
   };
-  const workers = Object.fromEntries(reportTypes.map((t) => [t, createWorker(t)])) as Record<
-    ReportType,
-    Worker<ReportJobData>
-  >;
+  const perShard = shards.map(
+    (shard) =>
+      Object.fromEntries(reportTypes.map((t) => [t, createWorker(t, shard)])) as Record<
+        ReportType,
+        Worker<ReportJobData>
+      >,
+  );
+  const workers = perShard[0] as Record<ReportType, Worker<ReportJobData>>;
+  const all = perShard.flatMap((w) => reportTypes.map((t) => w[t]));
 
   const cancelLocally = (jobId: string) => {
     const attempt = active.get(jobId);
@@ -334,7 +367,7 @@ export function createReportWorker(deps: {
     logger.info({ jobId }, "cancel delivered to running job");
   };
   const onControl = (channel: string, message: string) => {
-    if (channel === keys.controlChannel) cancelLocally(message);
+    if (controlChannels.has(channel)) cancelLocally(message);
   };
   let polling = false;
   const poll = async () => {
@@ -342,9 +375,9 @@ export function createReportWorker(deps: {
     polling = true;
     try {
       const ids = [...active.keys()];
-      const pipeline = commands.pipeline();
-      for (const id of ids) pipeline.hget(keys.job(id), recordField.cancelRequested);
-      const replies = (await pipeline.exec()) ?? [];
+      const replies = await perJobPipeline(commands, keys, ids, (p, id) =>
+        p.hget(keys.job(id), recordField.cancelRequested),
+      );
       replies.forEach(([err, value], i) => {
         if (!err && value) cancelLocally(ids[i] as string);
       });
@@ -360,26 +393,29 @@ export function createReportWorker(deps: {
   let closing: Promise<void> | undefined;
   return {
     workers,
+    all,
     async start() {
-      subscriber.on("message", onControl);
-      await subscriber.subscribe(keys.controlChannel);
+      subscriber.on("smessage", onControl);
+      // One call per channel: on a cluster, channels of one call must share a slot.
+      await Promise.all([...controlChannels].map((c) => subscriber.ssubscribe(c)));
       pollTimer = setInterval(() => void poll(), settings.cancelPollMs);
       pollTimer.unref();
       lockTimer = setInterval(checkLocks, lockRenewMs);
       lockTimer.unref();
-      for (const t of reportTypes) {
-        workers[t]
-          .run()
-          .catch((err: unknown) => logger.error({ err, type: t }, "worker stopped unexpectedly"));
+      for (const w of all) {
+        w.run().catch((err: unknown) =>
+          logger.error(
+            { err, queue: w.name, prefix: w.opts.prefix },
+            "worker stopped unexpectedly",
+          ),
+        );
       }
     },
     close(graceMs) {
       closing ??= (async () => {
         clearInterval(pollTimer);
         clearInterval(lockTimer);
-        const closed = Promise.all(reportTypes.map((t) => workers[t].close())).then(
-          () => undefined,
-        );
+        const closed = Promise.all(all.map((w) => w.close())).then(() => undefined);
         let timer: NodeJS.Timeout | undefined;
         const timedOut = await Promise.race([
           closed.then(() => false),
@@ -393,11 +429,13 @@ export function createReportWorker(deps: {
             { graceMs, running: active.size },
             "grace period over; releasing running jobs back to the queue",
           );
-          for (const t of reportTypes) workers[t].cancelAllJobs(releaseReason);
+          for (const w of all) w.cancelAllJobs(releaseReason);
           await closed;
         }
-        subscriber.off("message", onControl);
-        await subscriber.unsubscribe(keys.controlChannel).catch(() => undefined);
+        subscriber.off("smessage", onControl);
+        await Promise.all(
+          [...controlChannels].map((c) => subscriber.sunsubscribe(c).catch(() => undefined)),
+        );
       })();
       return closing;
     },

@@ -5,11 +5,11 @@
  * job moving.
  */
 import type { Queue } from "bullmq";
-import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { RetentionConfig, WorkerConfig } from "../config/config.js";
 import { deploymentArtifactDir } from "../domain/artifact-paths.js";
 import type { JobView, ReportType } from "../domain/job.js";
+import type { RedisClient } from "../queue/connections.js";
 import type { JobReader } from "../queue/job-reader.js";
 import type { Keys } from "../queue/keys.js";
 import type { QueueTransitions } from "../queue/queue-transitions.js";
@@ -32,13 +32,20 @@ export interface WorkerPartDeps {
   /** The retention slice: ages stamped on finished jobs, and the janitor's sweep. */
   retention: RetentionConfig;
   /** BullMQ's blocking connection (maxRetriesPerRequest: null), used by nothing else. */
-  connection: Redis;
+  connection: RedisClient;
   /** A connection for cancel requests (subscriber mode), used by nothing else. */
-  subscriber: Redis;
+  subscriber: RedisClient;
   /** The shared fail-fast command connection. */
-  commands: Redis;
+  commands: RedisClient;
   keys: Keys;
   queues: Record<ReportType, Queue>;
+  /**
+   * The queue shards this process consumes and sweeps (WORKER_SHARDS), with
+   * their queues; `keys` and `queues` alone by default.
+   */
+  shards?: ReadonlyArray<{ keys: Keys; queues: Record<ReportType, Queue> }>;
+  /** QUEUE_SHARDS: how many shards the deployment has (splits each type's rate limit). */
+  shardCount?: number;
   jobs: JobReader;
   /** Applies the job state transitions of attempts. */
   transitions: TransitionApplier;
@@ -63,6 +70,7 @@ export interface WorkerPart {
 /** Builds the worker part (not started). */
 export function createWorkerPart(deps: WorkerPartDeps): WorkerPart {
   const { settings, retention, commands, keys, logger } = deps;
+  const shards = deps.shards ?? [{ keys, queues: deps.queues }];
   const generators: Record<ReportType, ReportGenerator> = {
     weekly: createWeeklyReport(settings.simulation),
     monthly: createMonthlyReport(settings.simulation),
@@ -85,6 +93,8 @@ export function createWorkerPart(deps: WorkerPartDeps): WorkerPart {
     subscriber: deps.subscriber,
     commands,
     keys,
+    shards: shards.map((s) => s.keys),
+    shardCount: deps.shardCount,
     processor,
     settings,
     logger,
@@ -93,20 +103,40 @@ export function createWorkerPart(deps: WorkerPartDeps): WorkerPart {
     redis: commands,
     keys,
     queues: deps.queues,
+    shards,
     artifacts,
     artifactDir,
     settings: retention,
     logger,
   });
-  const reconciler = createReconciler({
-    redis: commands,
-    keys,
-    queues: deps.queues,
-    queueTransitions: deps.queueTransitions,
-    bullJob: deps.bullJob,
-    intervalMs: settings.reconcileIntervalMs,
-    logger,
-  });
+  // One per shard: each keeps its shard's live index.
+  const reconcilers = shards.map((shard) =>
+    createReconciler({
+      redis: commands,
+      keys: shard.keys,
+      queues: shard.queues,
+      queueTransitions: deps.queueTransitions,
+      bullJob: deps.bullJob,
+      intervalMs: settings.reconcileIntervalMs,
+      logger,
+    }),
+  );
+  const reconciler: Reconciler =
+    reconcilers.length === 1
+      ? (reconcilers[0] as Reconciler)
+      : {
+          async sweep() {
+            let repaired = 0;
+            for (const r of reconcilers) repaired += await r.sweep();
+            return repaired;
+          },
+          start() {
+            for (const r of reconcilers) r.start();
+          },
+          async close() {
+            await Promise.all(reconcilers.map((r) => r.close()));
+          },
+        };
   return {
     worker,
     janitor,

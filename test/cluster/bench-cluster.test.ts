@@ -64,9 +64,12 @@ describe("clusterBenchOptions()", () => {
       shards: 12,
       concurrency: 32,
       masters: [1, 3],
+      load: "service",
     });
-    expect(() => clusterBenchOptions({ JOBS: "0", SHARDS: "x", MASTERS: "1,two" })).toThrow(
-      "bench:cluster: JOBS must be a positive integer; SHARDS must be a positive integer; MASTERS must be a comma-separated list of positive integers",
+    expect(() =>
+      clusterBenchOptions({ JOBS: "0", SHARDS: "x", MASTERS: "1,two", LOAD: "other" }),
+    ).toThrow(
+      "bench:cluster: JOBS must be a positive integer; SHARDS must be a positive integer; MASTERS must be a comma-separated list of positive integers; LOAD must be service, submit or synthetic",
     );
   });
 });

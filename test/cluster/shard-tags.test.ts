@@ -13,7 +13,7 @@ import {
   pickShardTags,
   SLOT_COUNT,
   targetSlot,
-} from "../../bench/cluster/shard-tags.js";
+} from "../../src/queue/shard-tags.js";
 import { attachRedisCluster } from "../helpers/redis-cluster.js";
 
 /** How many of `tags` each of `masters` equal contiguous slot ranges (as redis-cli makes them) holds. */

@@ -10,7 +10,7 @@
 import { randomUUID } from "node:crypto";
 import type { Cluster } from "ioredis";
 import { afterAll, afterEach, describe, expect, inject, it } from "vitest";
-import { pickShardTags } from "../../bench/cluster/shard-tags.js";
+import { pickShardTags } from "../../src/queue/shard-tags.js";
 import { attachRedisCluster, type ClusterNode } from "../helpers/redis-cluster.js";
 import { waitFor } from "../helpers/wait-for.js";
 

@@ -36,17 +36,19 @@ describe("one trace across the API and worker processes (OTLP http/json)", () =>
     });
     const api = await spawnService("api", env);
     await spawnService("worker", { ...env, ARTIFACT_DIR: api.env.ARTIFACT_DIR ?? "" });
-    // Connect JSON over HTTP/1.1: the HTTP instrumentation's span comes first.
+    // Connect JSON over HTTP/1.1, from a caller with a trace of its own.
     const client = reportClient("connect-json", api.url);
-    const { jobId } = await client.submitReport({
-      userId: "u1",
-      reportType: ReportType.WEEKLY,
-      filters: { end_date: "2026-01-31" },
-    });
+    const callerTrace = "6bf92f3577b34da6a3ce929d0e0e4738";
+    const callerSpan = "20f067aa0ba902b7";
+    const { jobId } = await client.submitReport(
+      { userId: "u1", reportType: ReportType.WEEKLY, filters: { end_date: "2026-01-31" } },
+      { headers: { traceparent: `00-${callerTrace}-${callerSpan}-01` } },
+    );
     await history(client, jobId);
     const job = await getJob(client, jobId);
     expect(job.state).toBe(JobState.SUCCEEDED);
     const traceId = job.traceId;
+    expect(traceId).toBe(callerTrace);
 
     const spans = await waitFor(
       () => {
@@ -69,8 +71,10 @@ describe("one trace across the API and worker processes (OTLP http/json)", () =>
       "rpc.system": "connect_rpc",
       "rpc.method": "SubmitReport",
     });
-    const http = spans.find((s) => s.spanId === rpc.parentSpanId);
-    expect(http).toMatchObject({ kind: SERVER, scope: "@opentelemetry/instrumentation-http" });
+    // The RPC span is the server span and continues the caller's; the HTTP
+    // instrumentation makes none for an RPC path (telemetry.ts rpcPaths).
+    expect(rpc.parentSpanId).toBe(callerSpan);
+    expect(spans.filter((s) => s.scope === "@opentelemetry/instrumentation-http")).toEqual([]);
 
     const producer = byName("add reports-weekly.weekly");
     expect(producer).toMatchObject({ service: "report-jobs-api", kind: PRODUCER });

@@ -16,7 +16,9 @@ declare module "vitest" {
 }
 
 export async function setup(project: TestProject) {
-  const cluster = await startRedisCluster({ masters: 3 });
+  // A node timeout above the test default: a node starved of CPU on a loaded
+  // machine must not be failed over under the tests that share this cluster.
+  const cluster = await startRedisCluster({ masters: 3, nodeTimeoutMs: 5000 });
   project.provide("redisClusterNodes", cluster.seeds);
   project.provide("redisClusterStartMs", cluster.startMs);
   return async () => {

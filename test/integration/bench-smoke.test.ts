@@ -6,7 +6,7 @@
  * figures only, never timings: this machine is shared.
  */
 import { spawn } from "node:child_process";
-import { mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -236,6 +236,11 @@ describe("npm run bench:compare", () => {
           written.some((f) => f.startsWith(name) && f.endsWith(".cpuprofile")),
           name,
         ).toBe(true);
+      // The main thread's profile, not tsx's module-hooks thread's: it ran the service's code.
+      const apiProfile = JSON.parse(
+        readFileSync(path.join(profiles, "ours-r1-accept-api.cpuprofile"), "utf8"),
+      ) as { nodes: { callFrame: { url: string } }[] };
+      expect(apiProfile.nodes.some((n) => n.callFrame.url.includes("/src/api/"))).toBe(true);
     } finally {
       rmSync(profiles, { recursive: true, force: true });
     }

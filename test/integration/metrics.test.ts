@@ -83,6 +83,60 @@ describe("metrics on METRICS_PORT", () => {
     expect(sample(text, "reports_submit_idempotent_hits_total", { report_type: "weekly" })).toBe(2);
   });
 
+  it("records rpc.server.call.duration for RPCs on every protocol, by method and status code", async () => {
+    t = await startTestApp();
+    const calls = [
+      ["grpc", "grpc"],
+      ["connect-json", "connect_rpc"],
+      ["grpc-web", "grpc"],
+    ] as const;
+    // Metrics are cumulative for the whole test process: compare with before.
+    const before = await scrape();
+    const count = (text: string, system: string, method: string, code: string) =>
+      sample(text, "rpc_server_call_duration_count", {
+        rpc_system: system,
+        rpc_service: "reports.v1.ReportService",
+        rpc_method: method,
+        rpc_grpc_status_code: code,
+      }) ?? 0;
+    for (const [protocol] of calls) {
+      const client = reportClient(protocol, t.url);
+      await client.submitReport({ userId: "u1", reportType: ReportType.WEEKLY });
+      await client.getJob({ jobId: "no-such-job" }).catch(() => undefined);
+    }
+    const text = await scrape();
+    // gRPC and gRPC-Web share rpc.system "grpc".
+    expect(
+      count(text, "grpc", "SubmitReport", "0") - count(before, "grpc", "SubmitReport", "0"),
+    ).toBe(2);
+    expect(
+      count(text, "connect_rpc", "SubmitReport", "0") -
+        count(before, "connect_rpc", "SubmitReport", "0"),
+    ).toBe(1);
+    // NOT_FOUND is 5.
+    expect(count(text, "grpc", "GetJob", "5") - count(before, "grpc", "GetJob", "5")).toBe(2);
+    expect(
+      count(text, "connect_rpc", "GetJob", "5") - count(before, "connect_rpc", "GetJob", "5"),
+    ).toBe(1);
+    // gRPC WatchJob, served on the raw HTTP/2 stream without the interceptors, is measured too.
+    const watcher = reportClient("grpc", t.url);
+    const { jobId } = await watcher.submitReport({ userId: "u1", reportType: ReportType.WEEKLY });
+    const watchCount = (s: string) => count(s, "grpc", "WatchJob", "0");
+    const watches0 = watchCount(await scrape());
+    await history(watcher, jobId);
+    // Recorded once the trailers are out, which the client may see first.
+    await waitFor(async () => watchCount(await scrape()) - watches0 === 1, {
+      what: "the WatchJob's duration recorded",
+    });
+    expect(
+      sample(text, "rpc_server_call_duration_bucket", {
+        rpc_system: "connect_rpc",
+        rpc_method: "SubmitReport",
+        le: "+Inf",
+      }),
+    ).toBeGreaterThanOrEqual(1);
+  });
+
   it("measures a RetryJob'd run from its re-queue, not from the job's creation", async () => {
     let fail = true;
     const weekly = scripted(async () => {

@@ -185,6 +185,25 @@ describe("loadConfig()", () => {
     expect(configError({ MAX_RUN_AT_SECONDS: "0" }).problems).toHaveLength(1);
   });
 
+  it("runs several API processes (API_PROCESSES) in mode api only, each with its own metrics port", () => {
+    expect(loadConfig({}).api).toMatchObject({ processes: 1, processIndex: undefined });
+    expect(loadConfig({ API_PROCESSES: "4" }, "api").api.processes).toBe(4);
+    expect(configError({ API_PROCESSES: "2" }, "all").problems).toEqual([
+      "API_PROCESSES: more than one API process needs mode api (got mode all); run the worker as a process of its own",
+    ]);
+    expect(configError({ API_PROCESSES: "0" }, "api").problems).toHaveLength(1);
+    // Set by the primary in each API process it starts.
+    const second = loadConfig(
+      { API_PROCESSES: "2", API_PROCESS_INDEX: "1", METRICS_PORT: "9500" },
+      "api",
+    );
+    expect(second.api.processIndex).toBe(1);
+    expect(second.telemetry.metricsPort).toBe(9501);
+    expect(
+      loadConfig({ API_PROCESS_INDEX: "1", METRICS_PORT: "0" }, "api").telemetry.metricsPort,
+    ).toBe(0);
+  });
+
   it("rejects out-of-range integers at both ends", () => {
     expect(configError({ PORT: "65536" }).problems).toHaveLength(1);
     expect(configError({ PORT: "-1" }).problems).toHaveLength(1);

@@ -15,5 +15,5 @@
 ]]
 if redis.call('HGET', KEYS[1], RECORD.state) ~= 'running' then return 0 end
 redis.call('HSET', KEYS[1], RECORD.cancelRequested, ARGV[1])
-redis.call('PUBLISH', ARGV[2], ARGV[3])
+redis.call('SPUBLISH', ARGV[2], ARGV[3])
 return 1

@@ -35,6 +35,6 @@ local function appendEvent(recordKey, streamKey, channel, maxLen, ev)
     for i = 1, #old do ids[i] = old[i][1] end
     redis.call('XDEL', streamKey, unpack(ids))
   end
-  redis.call('PUBLISH', channel, cjson.encode({id, ev}))
+  redis.call('SPUBLISH', channel, cjson.encode({id, ev}))
   return id
 end

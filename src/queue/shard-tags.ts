@@ -7,9 +7,9 @@
  *
  * Pure and deterministic: every process computes the same tags from the same
  * count and prefix. Changing the count changes the tags (moving shards means
- * draining them). The service will need this in src/queue/ (issue 13 item 1);
- * it lives here until then, used by `npm run bench:cluster` and tested
- * against `CLUSTER KEYSLOT` in test/cluster/shard-tags.test.ts.
+ * draining them). Used by the queue shards (shards.ts) and `npm run
+ * bench:cluster`, tested against `CLUSTER KEYSLOT` in
+ * test/cluster/shard-tags.test.ts.
  */
 
 /** Slots in a Redis Cluster. */
