@@ -32,7 +32,7 @@ const base: RedisOptions = {
 export const commandTimeoutMs = 3000;
 
 const byPurpose: Record<ConnectionPurpose, RedisOptions> = {
-  // Their timeout is withStallTolerantTimeout's, not ioredis' commandTimeout.
+  // Their timeout is wrapSend's, not ioredis' commandTimeout.
   command: { enableOfflineQueue: false, maxRetriesPerRequest: 1 },
   worker: { enableOfflineQueue: true, maxRetriesPerRequest: null },
   subscriber: { enableOfflineQueue: true, maxRetriesPerRequest: null },
@@ -117,7 +117,7 @@ export function createRedisConnection(
           ...byPurpose[purpose],
           connectionName: `${name}:${purpose}`,
         });
-  if (purpose === "command") withStallTolerantTimeout(redis, timeoutMs);
+  wrapSend(redis, purpose === "command" ? timeoutMs : undefined);
   let lastLog = 0;
   redis.on("error", (err: unknown) => {
     const now = Date.now();
@@ -129,20 +129,32 @@ export function createRedisConnection(
 }
 
 /**
- * Fails a command whose reply has not come within `ms` (Redis hung or
- * unreachable without a reset), like ioredis' `commandTimeout`, but never
- * because this process was busy. After a long synchronous stretch (a burst of
- * thousands of new WatchJob streams, say) Node runs expired timers before the
- * I/O callbacks that deliver replies already waiting in the socket, so
- * `commandTimeout` fails commands Redis answered in time. Here the expired
- * timer gives I/O one more turn of the loop (setImmediate runs after it)
- * before failing the command.
+ * Wraps the connection's sendCommand: batched writes, and for command
+ * connections a stall-tolerant reply deadline.
+ *
+ * Batched writes. The commands issued in one turn of the event loop go out
+ * in one socket write: the first command of a turn corks the socket, and a
+ * process.nextTick uncorks it once the turn's synchronous code (and the
+ * promise jobs queued before it) has run. Commands still go out in order,
+ * each with its own reply; only the write syscalls are shared. A worker
+ * running 50 jobs issues many commands per turn (the replies to a batch of
+ * earlier ones arrive together): this about halves its CPU time per command.
+ *
+ * Deadline (`timeoutMs`). A command whose reply has not come within it fails
+ * (Redis hung or unreachable without a reset), like ioredis' `commandTimeout`,
+ * but never because this process was busy. After a long synchronous stretch
+ * (a burst of thousands of new WatchJob streams, say) Node runs expired
+ * timers before the I/O callbacks that deliver replies already waiting in the
+ * socket, so `commandTimeout` fails commands Redis answered in time. Here the
+ * expired timer gives I/O one more turn of the loop (setImmediate runs after
+ * it) before failing the command; and the clock of a batched command starts
+ * when its batch is written, not during the synchronous stretch before.
  */
-function withStallTolerantTimeout(redis: RedisClient, ms: number): void {
+function wrapSend(redis: RedisClient, timeoutMs: number | undefined): void {
   // Cluster.sendCommand(command, stream, node) has more arguments than
   // Redis'; they pass through untouched.
   const send = redis.sendCommand.bind(redis) as (c: Command, ...r: unknown[]) => unknown;
-  (redis as { sendCommand: unknown }).sendCommand = (command: Command, ...rest: unknown[]) => {
+  const startDeadline = (command: Command, ms: number) => {
     const timer = stallTolerantTimeout(ms, () => {
       if (!command.isResolved) command.reject(new Error("Command timed out"));
     });
@@ -150,6 +162,33 @@ function withStallTolerantTimeout(redis: RedisClient, ms: number): void {
       () => clearTimeout(timer),
       () => clearTimeout(timer),
     );
+  };
+  let corked: { uncork(): void } | undefined;
+  // Commands of the corked batch whose deadline starts once it is written.
+  let waiting: Command[] = [];
+  const flush = () => {
+    const stream = corked;
+    corked = undefined;
+    stream?.uncork();
+    if (timeoutMs === undefined || waiting.length === 0) return;
+    const batch = waiting;
+    waiting = [];
+    for (const command of batch) startDeadline(command, timeoutMs);
+  };
+  (redis as { sendCommand: unknown }).sendCommand = (command: Command, ...rest: unknown[]) => {
+    if (corked === undefined && redis.status === "ready") {
+      // A Cluster has no stream of its own (one per node): not batched.
+      const stream = (redis as unknown as { stream?: { cork(): void; uncork(): void } }).stream;
+      if (stream !== undefined) {
+        stream.cork();
+        corked = stream;
+        process.nextTick(flush);
+      }
+    }
+    if (timeoutMs !== undefined) {
+      if (corked !== undefined) waiting.push(command);
+      else startDeadline(command, timeoutMs);
+    }
     return send(command, ...rest);
   };
 }
@@ -157,7 +196,7 @@ function withStallTolerantTimeout(redis: RedisClient, ms: number): void {
 /**
  * setTimeout for a deadline on a Redis reply: when it expires, `onExpiry`
  * runs only after pending I/O callbacks have had their turn (see
- * withStallTolerantTimeout), so a reply that arrived during a stall wins.
+ * wrapSend), so a reply that arrived during a stall wins.
  */
 export function stallTolerantTimeout(ms: number, onExpiry: () => void): NodeJS.Timeout {
   return setTimeout(() => setImmediate(onExpiry), ms);

@@ -4,17 +4,26 @@
  * (domain/artifact-paths.ts). The API serves the same folder.
  *
  * An attempt writes its report under its own name and publishes it in two
- * steps: here, a temporary file is written, fsynced and renamed into the
- * attempt's folder (a reader never sees half a file, and the rename survives
- * a crash); then the attempt's SUCCEEDED transition, guarded by its lock and
- * fencing token, points the job record at it. An attempt whose transition is
- * refused (it lost its lock) removes its own folder and nothing else: the
- * report another attempt published stays. Folders of attempts that died
- * before cleaning up are removed once the job has ended
- * (`removeLeftovers`, run by the janitor).
+ * steps: here, the file is written into the attempt's own folder (a fresh,
+ * unguessable name that nothing reads yet), then it and the folders created
+ * for it are fsynced; then the attempt's SUCCEEDED transition, guarded by its
+ * lock and fencing token, points the job record at it. So a reader never sees
+ * half a file (nobody reads the folder before the record names it) and what
+ * the record names survives a crash, without a temporary file and a rename.
+ * An attempt whose transition is refused (it lost its lock) removes its own
+ * folder and nothing else: the report another attempt published stays.
+ * Folders of attempts that died before cleaning up (half-written files
+ * included) are removed once the job has ended (`removeLeftovers`, run by the
+ * janitor).
+ *
+ * Cost. A report is a few KB: creating the folders and writing the file are
+ * synchronous calls (microseconds, page cache only), which costs less CPU
+ * than a thread-pool round trip per call; only the fsyncs, which wait for the
+ * disk, go to the thread pool, all at once. Files above `syncWriteMaxBytes`
+ * are written asynchronously, so a large report never blocks the event loop.
  */
-import { randomBytes } from "node:crypto";
-import { mkdir, open, readdir, rename, rm } from "node:fs/promises";
+import { closeSync, fsync, mkdirSync, openSync, writeFileSync } from "node:fs";
+import { open, readdir, rm } from "node:fs/promises";
 import path from "node:path";
 import {
   artifactFile,
@@ -23,12 +32,13 @@ import {
   attemptFolder,
 } from "../domain/artifact-paths.js";
 import type { ReportArtifact } from "../domain/job.js";
+import { randomText } from "./random-text.js";
 
 /** Stores report files. */
 export interface ArtifactStore {
   /**
    * Writes attempt `attemptTag`'s report of `jobId` into the attempt's own
-   * folder (temporary file, fsync, rename, fsync of the folders) and returns
+   * folder (fsync of the file and of the folders created for it) and returns
    * what the SUCCEEDED transition publishes. Nothing else of the job is touched.
    */
   put(
@@ -54,11 +64,13 @@ export interface ArtifactStore {
 
 /** A fresh tag for an attempt's files: its number and a random part (a re-run after a stall has the same number). */
 export function newAttemptTag(attempt: number): string {
-  return `${attempt}-${randomBytes(6).toString("hex")}`;
+  return `${attempt}-${randomText(6, "hex")}`;
 }
 
 /** Creates a store rooted at `dir`. */
 export function createArtifactStore(dir: string): ArtifactStore {
+  // Every new job's folder is an entry of `dir`: concurrent attempts share its fsyncs.
+  const syncFolder = coalesceSyncs(syncFolderOnce);
   return {
     async put(jobId, attemptTag, fileName, contentType, content) {
       const file = artifactFile(dir, jobId, fileName, attemptTag);
@@ -67,25 +79,32 @@ export function createArtifactStore(dir: string): ArtifactStore {
         throw new Error(`unsafe artifact name ${JSON.stringify(`${attemptTag}/${fileName}`)}`);
       }
       const folder = path.dirname(file);
-      // The first folder mkdir created, if any: the job's (new job) or the attempt's.
-      const created = await mkdir(folder, { recursive: true });
-      // Dot-prefixed: never a name the API serves.
-      const tmp = path.join(folder, `.${fileName}.tmp`);
-      const handle = await open(tmp, "w");
-      try {
-        await handle.writeFile(content);
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
-      await rename(tmp, file);
-      // The rename, and the entries of the folders just created, are durable
-      // before the record points at them.
-      await syncFolder(folder);
-      if (created !== undefined) await syncFolder(jobFolder);
-      if (created !== undefined && created !== folder) await syncFolder(dir);
+      // The first folder created, if any: the job's (new job) or the attempt's.
+      const created = makeFolders(jobFolder, folder);
       const sizeBytes =
         typeof content === "string" ? Buffer.byteLength(content) : content.byteLength;
+      // The file, and the entries of the folders just created, are durable
+      // before the record points at them: the fsyncs run side by side.
+      const folders = [folder];
+      if (created !== undefined) folders.push(jobFolder);
+      if (created !== undefined && created !== folder) folders.push(dir);
+      if (sizeBytes <= syncWriteMaxBytes) {
+        const fd = openSync(file, "wx");
+        try {
+          writeFileSync(fd, content);
+          await settleAll([fsyncFd(fd), ...folders.map(syncFolder)]);
+        } finally {
+          closeSync(fd);
+        }
+      } else {
+        const handle = await open(file, "wx");
+        try {
+          await handle.writeFile(content);
+          await settleAll([handle.sync(), ...folders.map(syncFolder)]);
+        } finally {
+          await handle.close();
+        }
+      }
       return { downloadPath: artifactPath(jobId, fileName, attemptTag), contentType, sizeBytes };
     },
     async discard(jobId, attemptTag) {
@@ -117,17 +136,91 @@ export function createArtifactStore(dir: string): ArtifactStore {
   };
 }
 
-/** fsyncs a folder, so entries created or renamed in it survive a crash (where the platform allows). */
-async function syncFolder(folder: string): Promise<void> {
-  let handle: Awaited<ReturnType<typeof open>> | undefined;
+/**
+ * Makes the attempt's `folder` and, when missing, its `jobFolder`: two
+ * mkdir calls for a new job (a recursive mkdir first tries the deepest
+ * folder, fails, and tries again: three). Returns the first folder created.
+ */
+function makeFolders(jobFolder: string, folder: string): string | undefined {
+  let created: string | undefined;
   try {
-    handle = await open(folder, "r");
-    await handle.sync();
+    mkdirSync(jobFolder);
+    created = jobFolder;
   } catch (err) {
-    // Some platforms and file systems cannot fsync a folder; the rename still happened.
+    const code = (err as NodeJS.ErrnoException).code;
+    // ENOENT: the deployment's folder is missing too (its first report).
+    if (code === "ENOENT") created = mkdirSync(jobFolder, { recursive: true });
+    else if (code !== "EEXIST") throw err;
+  }
+  mkdirSync(folder);
+  return created ?? folder;
+}
+
+/** Reports up to this size are written with synchronous calls (see the top of this file). */
+export const syncWriteMaxBytes = 256 * 1024;
+
+/**
+ * Waits for every one of `calls` (so none still uses a descriptor that the
+ * caller closes next), then throws the first failure, if any.
+ */
+async function settleAll(calls: Promise<void>[]): Promise<void> {
+  for (const r of await Promise.allSettled(calls)) if (r.status === "rejected") throw r.reason;
+}
+
+/** fsync(2) of an open file, on the thread pool. */
+function fsyncFd(fd: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    fsync(fd, (err) => (err ? reject(err) : resolve()));
+  });
+}
+
+/**
+ * Shares fsyncs of one folder between concurrent callers: a caller needs an
+ * fsync that starts after its call (its entry was made before it), so while
+ * one runs, every caller that arrives waits for the one next after it, and
+ * they all share that one. At 50 jobs in flight, the deployment folder (in
+ * which every new job makes its folder) is then synced a few times per disk
+ * flush instead of once per job.
+ */
+export function coalesceSyncs(
+  syncOnce: (folder: string) => Promise<void>,
+): (folder: string) => Promise<void> {
+  const running = new Map<string, Promise<void>>();
+  const queued = new Map<string, Promise<void>>();
+  const start = (folder: string): Promise<void> => {
+    const sync = syncOnce(folder).finally(() => {
+      if (running.get(folder) === sync) running.delete(folder);
+    });
+    running.set(folder, sync);
+    return sync;
+  };
+  return (folder) => {
+    const next = queued.get(folder);
+    if (next !== undefined) return next;
+    const current = running.get(folder);
+    if (current === undefined) return start(folder);
+    const after = current
+      .catch(() => undefined)
+      .then(() => {
+        queued.delete(folder);
+        return start(folder);
+      });
+    queued.set(folder, after);
+    return after;
+  };
+}
+
+/** fsyncs a folder, so entries created in it survive a crash (where the platform allows). */
+async function syncFolderOnce(folder: string): Promise<void> {
+  let fd: number | undefined;
+  try {
+    fd = openSync(folder, "r");
+    await fsyncFd(fd);
+  } catch (err) {
+    // Some platforms and file systems cannot fsync a folder; the entry is still there.
     const code = (err as NodeJS.ErrnoException).code;
     if (code !== "EISDIR" && code !== "EINVAL" && code !== "EPERM" && code !== "EBADF") throw err;
   } finally {
-    await handle?.close();
+    if (fd !== undefined) closeSync(fd);
   }
 }

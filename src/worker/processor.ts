@@ -17,7 +17,6 @@
  * attempt's own name and published by the SUCCEEDED transition, so a stale
  * attempt can never overwrite or delete the report another attempt published.
  */
-import { randomBytes } from "node:crypto";
 import { context, type Span, SpanStatusCode, trace } from "@opentelemetry/api";
 import type { Logger } from "pino";
 import type { WorkerConfig } from "../config/config.js";
@@ -35,6 +34,7 @@ import {
   SlowDownError,
   TransientReportError,
 } from "./generator.js";
+import { randomText } from "./random-text.js";
 
 /** What the processor needs to know about a queued job (a BullMQ job fits). */
 export interface AttemptContext {
@@ -138,7 +138,7 @@ export function createProcessor(deps: {
     // Every write of this attempt carries its fencing token and the queue's lock token.
     const own = {
       attempt,
-      token: randomBytes(12).toString("base64url"),
+      token: randomText(12, "base64url"),
       lockToken: ctx.lockToken,
     };
     const startedAt = Date.now();
@@ -152,12 +152,10 @@ export function createProcessor(deps: {
       return started.fenced ? lose("started", started) : { kind: "skipped" };
     }
 
-    // Aborted when one of this attempt's writes is refused: it no longer owns the job.
-    const lost = new AbortController();
     const limits = attemptLimits(
       job,
       startedAt,
-      AbortSignal.any([signal, lost.signal]),
+      signal,
       settings.worker.reportTypes[job.reportType].timeoutMs,
     );
     const where: Position = { ...attemptStart };
@@ -187,7 +185,7 @@ export function createProcessor(deps: {
           );
           if (!written.applied) {
             refusal = written;
-            lost.abort(lockLostReason);
+            limits.lose();
             limits.signal.throwIfAborted();
           }
         },
@@ -215,7 +213,7 @@ export function createProcessor(deps: {
       published = true;
       return { kind: "succeeded" };
     } catch (err) {
-      const stop = stopOf(err, signal, limits.signal, lost.signal);
+      const stop = stopOf(err, signal, limits);
       if (stop !== undefined) phases.end();
       else phases.fail(err);
       // Calls are awaited, never returned: the finally below must not run
@@ -244,6 +242,7 @@ export function createProcessor(deps: {
           return await recordFailure(job, { ...own, ...where }, err, limits, ctx.maxAttempts);
       }
     } finally {
+      limits.end();
       // Whatever this attempt wrote and did not publish goes; nothing of any other attempt.
       if (!published && !(await mayBePublished(job.id, publishing))) {
         await artifacts
@@ -315,11 +314,11 @@ export function createProcessor(deps: {
     limits: AttemptLimits,
     maxAttempts: number,
   ): Promise<AttemptOutcome> {
-    const deadlinePassed = limits.deadline?.aborted === true && !limits.timeout.aborted;
+    const deadlinePassed = limits.deadlinePassed;
     const permanent = err instanceof PermanentReportError || deadlinePassed;
     const reason = deadlinePassed
       ? deadlineExceeded
-      : limits.timeout.aborted
+      : limits.timedOut
         ? `attempt timed out after ${limits.timeoutMs} ms in phase ${place.phase}`
         : describeFailure(err, place.phase, logger, job.id);
     const error = new Error(reason);
@@ -370,29 +369,45 @@ type AttemptPlace = Omit<AttemptWrite, "at"> & Position;
 
 /**
  * Why an attempt stopped without failing: it lost its job (a refused write
- * aborted `lost`, or the worker saw its lock go), was released, cancelled or
+ * called `lose`, or the worker saw its lock go), was released, cancelled or
  * throttled; undefined for a failure.
  */
 function stopOf(
   err: unknown,
   signal: AbortSignal,
-  attemptSignal: AbortSignal,
-  lost: AbortSignal,
+  limits: AttemptLimits,
 ): "lost" | "released" | "cancelled" | "throttled" | undefined {
-  if (lost.aborted || (signal.aborted && signal.reason === lockLostReason)) return "lost";
+  if (limits.lost || (signal.aborted && signal.reason === lockLostReason)) return "lost";
   if (signal.aborted && signal.reason === releaseReason) return "released";
   if (signal.aborted && signal.reason === cancelReason) return "cancelled";
-  if (err instanceof SlowDownError && !attemptSignal.aborted) return "throttled";
+  if (err instanceof SlowDownError && !limits.signal.aborted) return "throttled";
   return undefined;
 }
 
-/** The signals that end an attempt: the worker's (cancel, shutdown), the run timeout, the job's deadline. */
+/**
+ * What ends an attempt: the worker's signal (cancel, shutdown, lost lock), a
+ * refused write (`lose`), the run timeout, the job's deadline. One
+ * controller and one timer per attempt (AbortSignal.any and
+ * AbortSignal.timeout cost several objects, listeners and timers each).
+ */
 interface AttemptLimits {
-  signal: AbortSignal;
-  timeout: AbortSignal;
-  timeoutMs: number;
-  deadline?: AbortSignal;
+  /** The generator's signal: aborted by any of the above. */
+  readonly signal: AbortSignal;
+  readonly timeoutMs: number;
+  /** The run timeout aborted it (it came first). */
+  readonly timedOut: boolean;
+  /** The job's deadline aborted it (before the run timeout). */
+  readonly deadlinePassed: boolean;
+  /** A write of the attempt was refused: it no longer owns the job. */
+  readonly lost: boolean;
+  /** Aborts the attempt because it lost its job. */
+  lose(): void;
+  /** Stops the timer and listener; call once the attempt has ended. */
+  end(): void;
 }
+
+/** setTimeout's longest delay; a longer one would fire at once. */
+const maxTimerMs = 2 ** 31 - 1;
 
 function attemptLimits(
   job: JobView,
@@ -400,16 +415,43 @@ function attemptLimits(
   signal: AbortSignal,
   timeoutMs: number,
 ): AttemptLimits {
-  const timeout = AbortSignal.timeout(timeoutMs);
-  const deadline =
-    job.deadline !== undefined
-      ? AbortSignal.timeout(Math.max(0, job.deadline - startedAt))
-      : undefined;
+  const controller = new AbortController();
+  const state = { timedOut: false, deadlinePassed: false, lost: false };
+  const forward = () => controller.abort(signal.reason);
+  if (signal.aborted) forward();
+  else signal.addEventListener("abort", forward, { once: true });
+  const deadlineMs =
+    job.deadline !== undefined ? Math.max(0, job.deadline - startedAt) : Number.POSITIVE_INFINITY;
+  const firesInMs = Math.min(timeoutMs, deadlineMs);
+  const timer =
+    firesInMs > maxTimerMs
+      ? undefined
+      : setTimeout(() => {
+          if (controller.signal.aborted) return;
+          if (timeoutMs <= deadlineMs) state.timedOut = true;
+          else state.deadlinePassed = true;
+          controller.abort(new DOMException("The operation timed out.", "TimeoutError"));
+        }, firesInMs);
   return {
-    signal: AbortSignal.any(deadline ? [signal, timeout, deadline] : [signal, timeout]),
-    timeout,
+    signal: controller.signal,
     timeoutMs,
-    deadline,
+    get timedOut() {
+      return state.timedOut;
+    },
+    get deadlinePassed() {
+      return state.deadlinePassed;
+    },
+    get lost() {
+      return state.lost;
+    },
+    lose() {
+      state.lost = true;
+      if (!controller.signal.aborted) controller.abort(lockLostReason);
+    },
+    end() {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", forward);
+    },
   };
 }
 
@@ -454,6 +496,9 @@ function describeFailure(err: unknown, phase: string, logger: Logger, jobId: str
   return `internal error in phase ${phase}`;
 }
 
+/** The phases of an attempt whose trace is not recorded. */
+const unrecordedPhases = { enter(_phase: string) {}, end() {}, fail(_err: unknown) {} };
+
 /** The tracer of the worker's own spans. */
 const tracer = trace.getTracer("report-jobs-worker");
 
@@ -465,6 +510,9 @@ const tracer = trace.getTracer("report-jobs-worker");
  */
 function createPhaseSpans(job: JobView, attempt: number) {
   const parent = context.active();
+  // An unsampled job (no exporter, or the sampler said no) records none of
+  // its spans: its phases would only cost a span object each.
+  if (trace.getSpan(parent)?.isRecording() !== true) return unrecordedPhases;
   const start = (phase: string): Span =>
     tracer.startSpan(
       `phase ${phase}`,

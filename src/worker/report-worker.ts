@@ -182,6 +182,12 @@ export function createReportWorker(deps: {
         lockHeldAt: Date.now(),
       };
       active.set(id, attempt);
+      // BullMQ's own signal for this job (cancelAllJobs on shutdown) reaches the attempt's.
+      const forward = () => {
+        if (!attempt.abort.signal.aborted) attempt.abort.abort(signal?.reason);
+      };
+      if (signal?.aborted) forward();
+      else signal?.addEventListener("abort", forward, { once: true });
       // BullMQ's consumer span for this attempt (bullmq-otel), continuing the enqueue's trace.
       const span = trace.getActiveSpan();
       span?.setAttributes({
@@ -199,9 +205,7 @@ export function createReportWorker(deps: {
               maxAttempts: job.opts.attempts ?? 1,
               lockToken: token,
             },
-            signal === undefined
-              ? attempt.abort.signal
-              : AbortSignal.any([signal, attempt.abort.signal]),
+            attempt.abort.signal,
           )
           .catch((err: unknown) => {
             // Not an outcome: the processor itself failed (Redis away, say).
@@ -243,6 +247,7 @@ export function createReportWorker(deps: {
             throw new UnrecoverableError(outcome.error.message);
         }
       } finally {
+        signal?.removeEventListener("abort", forward);
         if (active.get(id) === attempt) active.delete(id);
       }
     };

@@ -1,6 +1,7 @@
 /**
  * Command connections fail fast when Redis hangs, but never because this
- * process was too busy to read a reply Redis sent in time.
+ * process was too busy to read a reply Redis sent in time; every connection
+ * writes the commands of one turn of the event loop in one write.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createRedisConnection, waitForReady } from "../../src/queue/connections.js";
@@ -17,6 +18,34 @@ function blockEventLoop(ms: number): void {
   }
 }
 
+describe("createRedisConnection()", () => {
+  let redis: RedisServerHandle;
+  beforeAll(async () => {
+    redis = await startRedisServer();
+  });
+  afterAll(async () => {
+    await redis?.stop();
+  });
+
+  it.each(["command", "worker"] as const)(
+    "writes the commands of one turn of the event loop together (%s)",
+    async (purpose) => {
+      const conn = createRedisConnection(redis.url, purpose, logger, "test");
+      try {
+        await waitForReady(conn, 5000);
+        const stream = (conn as unknown as { stream: { writableCorked: number } }).stream;
+        const replies = [conn.set("k", "1"), conn.incr("k"), conn.get("k")];
+        // Held until the turn ends, then written at once.
+        expect(stream.writableCorked).toBe(1);
+        await expect(Promise.all(replies)).resolves.toEqual(["OK", 2, "2"]);
+        expect(stream.writableCorked).toBe(0);
+      } finally {
+        conn.disconnect();
+      }
+    },
+  );
+});
+
 describe("createRedisConnection() for commands", () => {
   let redis: RedisServerHandle;
   beforeAll(async () => {
@@ -32,6 +61,8 @@ describe("createRedisConnection() for commands", () => {
     try {
       await waitForReady(conn, 5000);
       const reply = conn.ping();
+      // Written (at the end of the turn), then answered while the loop is blocked.
+      await new Promise((r) => setImmediate(r));
       blockEventLoop(600);
       await expect(reply).resolves.toBe("PONG");
       // And the connection is still good afterwards.

@@ -81,14 +81,14 @@ describe("createTransitionApplier()", () => {
     };
   }
 
-  /** Messages published on the job's channel, from now on. */
+  /** Messages published on the job's channel (sharded pub/sub: SPUBLISH), from now on. */
   async function listen() {
     const messages: string[] = [];
     const channel = keys.eventChannel(job.id);
-    subscriber.on("message", (ch: string, m: string) => {
+    subscriber.on("smessage", (ch: string, m: string) => {
       if (ch === channel) messages.push(m);
     });
-    await subscriber.subscribe(channel);
+    await subscriber.ssubscribe(channel);
     return messages;
   }
 
