@@ -28,10 +28,11 @@ import { createDownloadSigner } from "./download-signer.js";
 import { createGrpcWatchRoute } from "./grpc-watch-route.js";
 import { withHttpRequestLog } from "./http-request-log.js";
 import { createHttpRoutes } from "./http-routes.js";
+import { createLeanUnary } from "./lean-unary.js";
 import { withParseErrorsAsInvalidArgument } from "./parse-errors.js";
 import type { StorageState } from "./readiness.js";
 import { createReadiness } from "./readiness.js";
-import { createReportService } from "./report-service.js";
+import { createReportCalls, createReportService } from "./report-service.js";
 import { createRequestLogInterceptor } from "./request-log-interceptor.js";
 import { createRpcNodeHandler } from "./rpc-node-handler.js";
 import { createRpcRoutes } from "./rpc-routes.js";
@@ -141,12 +142,27 @@ export function createApiPart(deps: ApiPartDeps): ApiPart {
   const registered = registeredHandlers(routes);
   // The RPC interceptor spans these; the HTTP instrumentation leaves them alone.
   registerRpcPaths(registered.map((h) => h.requestPath));
+  // SubmitReport and GetJob over plain Connect JSON, without connect's per-call machinery (lean-unary.ts).
+  const lean = createLeanUnary({
+    calls: createReportCalls({
+      submitter: deps.submitter,
+      jobs: deps.jobs,
+      publicUrl: settings.publicUrl,
+      downloadSigner,
+      maxRunAtAheadMs: deps.maxRunAtAheadMs,
+    }),
+    auth,
+    readMaxBytes: settings.readMaxBytes,
+    shutdownSignal,
+    logger,
+  });
   const handler = createRpcNodeHandler({
     routes,
     // Tracing first, so its span covers every other interceptor (and the request
     // log line); authentication last, so a refused call is still traced and logged.
-    // gRPC WatchJob bypasses them (grpc-watch-route.ts does their work itself):
-    // an interceptor added here must be mirrored there.
+    // gRPC WatchJob and lean unary calls bypass them (grpc-watch-route.ts and
+    // lean-unary.ts do their work themselves): an interceptor added here must
+    // be mirrored there.
     interceptors: [
       createTelemetryInterceptor(),
       createRequestLogInterceptor(logger),
@@ -156,6 +172,7 @@ export function createApiPart(deps: ApiPartDeps): ApiPart {
     maxTimeoutMs: settings.maxTimeoutMs,
     shutdownSignal,
     contextValues,
+    lean,
     // The log line names the tenant the request authenticated as (none when refused).
     fallback: withHttpRequestLog(fallback, {
       logger,

@@ -12,8 +12,9 @@
  * JSON body, Connect end-stream message, gRPC trailers or trailers-only
  * headers, gRPC-Web trailer frame); nothing else is touched.
  */
-import type { ConnectRouter } from "@connectrpc/connect";
+import { Code, ConnectError, type ConnectRouter } from "@connectrpc/connect";
 import type { UniversalHandler, UniversalServerResponse } from "@connectrpc/connect/protocol";
+import { codeToHttpStatus, codeToString } from "@connectrpc/connect/protocol-connect";
 
 /** The answers rewritten: gRPC code, Connect code name, message prefix, and the prefix that replaces it. */
 const rules = [
@@ -193,4 +194,23 @@ function safeDecode(s: string): string {
   } catch {
     return s;
   }
+}
+
+/**
+ * The rewrite of a Connect unary error answer, on the error itself: what the
+ * wrapper makes of the JSON of an error answered with HTTP 5xx (for
+ * lean-unary.ts, which answers without connect's handler).
+ */
+export function asInvalidArgumentIfParseError(error: ConnectError): ConnectError {
+  if (codeToHttpStatus(error.code) < 500) return error;
+  if (!ruleFor(codeToString(error.code), error.rawMessage)) return error;
+  const out = new ConnectError(
+    rename(error.rawMessage),
+    Code.InvalidArgument,
+    error.metadata,
+    undefined,
+    error.cause,
+  );
+  out.details.push(...error.details);
+  return out;
 }

@@ -3,10 +3,16 @@
  * BullMQ here; errors are mapped once by toConnectError. Every call below
  * gets the RPC's `ctx.signal` (queue/caller-signal.ts says what it stops).
  */
-import { create } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { Logger } from "pino";
+import type {
+  GetJobRequest,
+  GetJobResponseSchema,
+  SubmitReportRequest,
+  SubmitReportResponseSchema,
+} from "../../gen/reports/v1/report_service_pb.js";
 import {
   type ReportService,
   WatchJobResponseSchema,
@@ -76,27 +82,73 @@ export async function getTenantJob(
   return job;
 }
 
+/**
+ * SubmitReport and GetJob without connect's handler context: what the
+ * ReportService handlers and the lean unary route (lean-unary.ts) both call.
+ * Errors are thrown as they are (the callers map them with toConnectError).
+ */
+export interface ReportCalls {
+  submitReport(
+    req: SubmitReportRequest,
+    tenant: string,
+    idempotencyKey: string | null,
+    signal: AbortSignal,
+  ): Promise<MessageInitShape<typeof SubmitReportResponseSchema>>;
+  getJob(
+    req: GetJobRequest,
+    tenant: string,
+    signal: AbortSignal,
+  ): Promise<MessageInitShape<typeof GetJobResponseSchema>>;
+}
+
+/** Creates the calls behind SubmitReport and GetJob. */
+export function createReportCalls(
+  deps: Pick<
+    ReportServiceDeps,
+    "submitter" | "jobs" | "publicUrl" | "downloadSigner" | "maxRunAtAheadMs"
+  >,
+): ReportCalls {
+  const { submitter, jobs, publicUrl } = deps;
+  const signer = deps.downloadSigner;
+  const toProto = (job: JobView) => jobToProto(job, publicUrl, signer);
+  return {
+    async submitReport(req, tenant, idempotencyKey, signal) {
+      const input = validateSubmitReport(req, idempotencyKey, tenant, {
+        maxRunAtAheadMs: deps.maxRunAtAheadMs,
+      });
+      const { job, deduplicated } = await submitter.submit(input, signal);
+      return {
+        jobId: job.id,
+        statusUrl: statusUrl(publicUrl, job.id),
+        job: toProto(job),
+        deduplicated,
+      };
+    },
+    async getJob(req, tenant, signal) {
+      const jobId = validateGetJob(req);
+      const job = await getTenantJob(jobs, tenant, jobId, signal);
+      return { job: toProto(job) };
+    },
+  };
+}
+
 /** Creates the ReportService implementation. */
 export function createReportService(deps: ReportServiceDeps): ServiceImpl<typeof ReportService> {
-  const { submitter, jobs, control, lister, log, hub, publicUrl, logger } = deps;
+  const { control, lister, log, hub, publicUrl, logger } = deps;
   const fail = (err: unknown) => toConnectError(err, logger);
   const signer = deps.downloadSigner;
   const toProto = (job: JobView) => jobToProto(job, publicUrl, signer);
+  const calls = createReportCalls(deps);
 
   return {
     async submitReport(req, ctx) {
       try {
-        const tenant = callerTenant(ctx.values);
-        const input = validateSubmitReport(req, ctx.requestHeader.get("idempotency-key"), tenant, {
-          maxRunAtAheadMs: deps.maxRunAtAheadMs,
-        });
-        const { job, deduplicated } = await submitter.submit(input, ctx.signal);
-        return {
-          jobId: job.id,
-          statusUrl: statusUrl(publicUrl, job.id),
-          job: toProto(job),
-          deduplicated,
-        };
+        return await calls.submitReport(
+          req,
+          callerTenant(ctx.values),
+          ctx.requestHeader.get("idempotency-key"),
+          ctx.signal,
+        );
       } catch (err) {
         throw fail(err);
       }
@@ -104,9 +156,7 @@ export function createReportService(deps: ReportServiceDeps): ServiceImpl<typeof
 
     async getJob(req, ctx) {
       try {
-        const jobId = validateGetJob(req);
-        const job = await getTenantJob(jobs, callerTenant(ctx.values), jobId, ctx.signal);
-        return { job: toProto(job) };
+        return await calls.getJob(req, callerTenant(ctx.values), ctx.signal);
       } catch (err) {
         throw fail(err);
       }

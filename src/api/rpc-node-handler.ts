@@ -39,6 +39,8 @@ export interface RpcNodeHandlerOptions extends ConnectRouterOptions {
   contextValues?: (req: NodeRequest) => ContextValues;
   /** Requests for paths no RPC has. */
   fallback: NodeHandler;
+  /** Serves the requests it takes (lean-unary.ts) ahead of connect; false: connect serves it. */
+  lean?: (req: NodeRequest, res: NodeResponse) => boolean;
 }
 
 /** The reason a request's signal aborts with when its response closes (the call is over, or the client left). */
@@ -77,6 +79,7 @@ export function createRpcNodeHandler(options: RpcNodeHandlerOptions): NodeHandle
       options.fallback(req, res);
       return;
     }
+    if (options.lean?.(req, res) === true) return;
     const unary = handler.method.methodKind === "unary";
     let uReq: UniversalServerRequest;
     try {

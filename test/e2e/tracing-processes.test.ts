@@ -54,10 +54,14 @@ describe("one trace across the API and worker processes (OTLP http/json)", () =>
       () => {
         const s = receiver?.spans.filter((x) => x.traceId === traceId) ?? [];
         return (
-          s.some((x) => x.kind === CONSUMER) && s.some((x) => x.name === "phase completed") && s
+          s.some((x) => x.kind === CONSUMER) &&
+          s.some((x) => x.name === "phase completed") &&
+          // The API exports on its own schedule: its batch may come after the worker's.
+          s.some((x) => x.name === "reports.v1.ReportService/SubmitReport") &&
+          s
         );
       },
-      { what: "the worker's spans at the receiver", timeoutMs: 15_000 },
+      { what: "the API's and the worker's spans at the receiver", timeoutMs: 15_000 },
     );
     const byName = (name: string) => {
       const found = spans.filter((s) => s.name === name);

@@ -1,0 +1,472 @@
+/**
+ * SubmitReport and GetJob over Connect JSON on HTTP/1.1 (POST, and GET for
+ * GetJob), without connect's per-call machinery: its handler context (two
+ * linked AbortControllers, three Fetch `Headers`, a `DOMException` built by
+ * `context.abort()` at the end of every call), the universal request and
+ * the interceptor chain. These are the two calls the API serves most.
+ *
+ * Only the plainest requests are taken, the ones bench:compare and most
+ * server-side callers send: HTTP/1.1, no Origin (CORS stays connect's), a
+ * body of known length within readMaxBytes, `application/json` (GET:
+ * `encoding=json`, no compression or base64 parameter), an uncompressed
+ * body, no timeout header. The answer is compressed as connect compresses
+ * it (Accept-Encoding, from compressMinBytes). Everything else goes to connect,
+ * which stays the reference: lean-unary.test.ts compares the answers of
+ * both, byte for byte.
+ *
+ * What connect does is done here in its order: the request message is parsed
+ * by connect's own JSON serialization (a parse error is answered before any
+ * interceptor runs: no span, no log line), then what the interceptors do
+ * (api-part.ts): the SERVER span from the caller's traceparent and the
+ * rpc.server.call.duration metric (telemetry-interceptor.ts), the request
+ * log line (request-log-interceptor.ts), authentication (auth.ts), then the
+ * handler (report-service.ts' ReportCalls). Errors are answered as connect
+ * answers them: codeToHttpStatus, the error's metadata as headers, and
+ * connect's error JSON.
+ */
+
+import {
+  create,
+  type DescMessage,
+  type DescMethodUnary,
+  type MessageShape,
+} from "@bufbuild/protobuf";
+import { base64Decode } from "@bufbuild/protobuf/wire";
+import { Code, ConnectError } from "@connectrpc/connect";
+import {
+  compressionNegotiate,
+  createMethodSerializationLookup,
+  type Serialization,
+  validateReadWriteMaxBytes,
+} from "@connectrpc/connect/protocol";
+import {
+  codeToHttpStatus,
+  codeToString,
+  errorToJsonBytes,
+} from "@connectrpc/connect/protocol-connect";
+import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
+import {
+  type Context,
+  context,
+  defaultTextMapGetter,
+  propagation,
+  ROOT_CONTEXT,
+  type Span,
+  SpanKind,
+  type SpanOptions,
+  trace,
+} from "@opentelemetry/api";
+import type { Logger } from "pino";
+import {
+  GetJobResponseSchema,
+  ReportService,
+  SubmitReportResponseSchema,
+} from "../../gen/reports/v1/report_service_pb.js";
+import {
+  attrJobId,
+  attrRpcMethod,
+  attrRpcProtocol,
+  attrRpcService,
+  attrRpcSystem,
+} from "../telemetry/attributes.js";
+import type { Authenticator } from "./auth.js";
+import { toConnectError } from "./error-map.js";
+import type { NodeRequest, NodeResponse } from "./node-types.js";
+import { asInvalidArgumentIfParseError } from "./parse-errors.js";
+import type { ReportCalls } from "./report-service.js";
+import { endRpcSpan, recordRpcDuration } from "./telemetry-interceptor.js";
+
+/** What the route needs. */
+export interface LeanUnaryDeps {
+  calls: ReportCalls;
+  auth: Authenticator;
+  /** Largest request body taken here, in bytes (connect's readMaxBytes; larger ones go to connect). */
+  readMaxBytes: number;
+  /** Aborts the signal of calls in flight, as connect's handler context does. */
+  shutdownSignal: AbortSignal;
+  logger: Logger;
+}
+
+/** Calls this process served here (tests and diagnostics: which path answered). */
+export const leanUnaryServed = { count: 0 };
+
+/** Serves a request if it is one the lean route takes; false when connect must. */
+export type LeanUnary = (req: NodeRequest, res: NodeResponse) => boolean;
+
+/** Codes that mean the server failed: their log line is a warning (request-log-interceptor.ts). */
+const serverFaults = new Set<Code>([
+  Code.Unknown,
+  Code.Internal,
+  Code.Unavailable,
+  Code.DataLoss,
+  Code.Unimplemented,
+  Code.DeadlineExceeded,
+]);
+
+/** Marks a successful binary answer (content type application/proto). */
+const protoHeaders: Record<string, string> = Object.freeze({}) as Record<string, string>;
+
+/** The reason a call's signal aborts with when the client leaves before the answer (rpc-node-handler.ts'). */
+const closed = new ConnectError("the request was closed", Code.Canceled);
+
+type Invoke = (
+  message: never,
+  tenant: string,
+  req: NodeRequest,
+  signal: AbortSignal,
+) => Promise<unknown>;
+
+interface Route {
+  name: string;
+  method: string;
+  get: boolean;
+  input: Serialization<unknown>;
+  output: Serialization<MessageShape<DescMessage>>;
+  inputBinary: Serialization<unknown>;
+  outputBinary: Serialization<MessageShape<DescMessage>>;
+  outputSchema: DescMessage;
+  spanOptions: SpanOptions;
+  invoke: Invoke;
+}
+
+/** Creates the route. */
+export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
+  const tracer = trace.getTracer("report-jobs-api");
+  // As the request-log interceptor's: fixed, safe fields, no redaction.
+  const rpcLog = deps.logger.child({}, { redact: [] });
+  const routes = new Map<string, Route>();
+  // The limits connect's handler serializes with (its defaults for the rest).
+  const limits = validateReadWriteMaxBytes(deps.readMaxBytes, undefined, undefined);
+  // connect-node's default, as rpc-node-handler.ts configures the router.
+  const acceptCompression = [compressionGzip, compressionBrotli];
+  const add = (
+    method: DescMethodUnary,
+    outputSchema: DescMessage,
+    get: boolean,
+    invoke: Invoke,
+  ) => {
+    // Connect's own (JSON) serialization of the method, as its handler makes it.
+    const serialization = createMethodSerializationLookup(method, undefined, undefined, limits);
+    routes.set(`/${ReportService.typeName}/${method.name}`, {
+      name: `${ReportService.typeName}/${method.name}`,
+      method: method.name,
+      get,
+      input: serialization.getI(false) as Serialization<unknown>,
+      output: serialization.getO(false) as unknown as Serialization<MessageShape<DescMessage>>,
+      inputBinary: serialization.getI(true) as Serialization<unknown>,
+      outputBinary: serialization.getO(true) as unknown as Serialization<MessageShape<DescMessage>>,
+      outputSchema,
+      spanOptions: {
+        kind: SpanKind.SERVER,
+        attributes: {
+          [attrRpcSystem]: "connect_rpc",
+          [attrRpcService]: ReportService.typeName,
+          [attrRpcMethod]: method.name,
+          [attrRpcProtocol]: "connect",
+        },
+      },
+      invoke,
+    });
+  };
+  add(ReportService.method.submitReport, SubmitReportResponseSchema, false, (m, t, req, signal) =>
+    deps.calls.submitReport(m, t, headerOf(req, "idempotency-key"), signal),
+  );
+  add(ReportService.method.getJob, GetJobResponseSchema, true, (m, t, _req, signal) =>
+    deps.calls.getJob(m, t, signal),
+  );
+
+  /** Ends the call: span, metric, log line (inside the call's context), then the answer. */
+  const finish = (
+    call: Call,
+    err: ConnectError | undefined,
+    jobId: string | undefined,
+  ): ConnectError | undefined => {
+    const { route, span } = call;
+    if (err === undefined && jobId !== undefined && jobId !== "" && span.isRecording()) {
+      span.setAttribute(attrJobId, jobId);
+    }
+    const status = endRpcSpan(span, "connect", err);
+    recordRpcDuration(
+      "connect",
+      ReportService.typeName,
+      route.method,
+      status,
+      (performance.now() - call.started) / 1000,
+    );
+    const code = err?.code;
+    const level = code !== undefined && serverFaults.has(code) ? "warn" : "info";
+    if (rpcLog.isLevelEnabled(level)) {
+      rpcLog[level](
+        {
+          rpc: route.name,
+          method: route.method,
+          protocol: "connect",
+          code: code === undefined ? "ok" : codeToString(code),
+          duration_ms: Math.round((performance.now() - call.started) * 1000) / 1000,
+          tenant: call.tenant,
+          ...(jobId ? { job_id: jobId } : {}),
+        },
+        level === "warn" ? "rpc failed" : "rpc",
+      );
+    }
+    return err;
+  };
+
+  const run = async (call: Call, message: unknown, binary: boolean): Promise<void> => {
+    const { req, res, route } = call;
+    let body: Uint8Array;
+    let status = 200;
+    let headers: Record<string, string | string[]> | undefined;
+    try {
+      const output = await context.with(call.ctx, async () => {
+        let out: unknown;
+        try {
+          let tenant: string;
+          try {
+            tenant = deps.auth.tenantOf(headerOf(req, "authorization") ?? undefined);
+          } catch (err) {
+            throw toConnectError(err, deps.logger);
+          }
+          call.tenant = tenant;
+          let init: unknown;
+          try {
+            init = await route.invoke(message as never, tenant, req, call.signal());
+          } catch (err) {
+            // As report-service.ts' handlers do.
+            throw toConnectError(err, deps.logger);
+          }
+          out = create(route.outputSchema, init as never);
+        } catch (err) {
+          finish(call, ConnectError.from(err), undefined);
+          throw err;
+        }
+        const jobId = (out as { jobId?: unknown }).jobId;
+        finish(call, undefined, typeof jobId === "string" ? jobId : undefined);
+        return out as MessageShape<DescMessage>;
+      });
+      body = (binary ? route.outputBinary : route.output).serialize(output);
+      if (binary) headers = protoHeaders;
+    } catch (e) {
+      const error =
+        e instanceof ConnectError
+          ? e
+          : new ConnectError("internal error", Code.Internal, undefined, undefined, e);
+      ({ status, body, headers } = errorAnswer(error));
+    }
+    call.done();
+    await answer(res, status, body, headers, headerOf(req, "accept-encoding"));
+  };
+
+  /** Writes an answer, compressed as connect would (its headers sorted, as Fetch Headers are). */
+  const answer = async (
+    res: NodeResponse,
+    status: number,
+    body: Uint8Array,
+    headers: Record<string, string | string[]> | undefined,
+    acceptEncoding: string | null,
+  ): Promise<void> => {
+    const contentType = headers === protoHeaders ? "application/proto" : "application/json";
+    let encoding: string | undefined;
+    if (acceptEncoding !== null && body.byteLength >= limits.compressMinBytes) {
+      const compression = compressionNegotiate(
+        acceptCompression,
+        null,
+        acceptEncoding,
+        "Accept-Encoding",
+      ).response;
+      if (compression !== null) {
+        body = await compression.compress(body);
+        encoding = compression.name;
+      }
+    }
+    if (res.destroyed) return;
+    if (headers === protoHeaders) headers = undefined;
+    const length = String(body.byteLength);
+    const out =
+      headers === undefined
+        ? { "content-length": length, "content-type": contentType }
+        : { ...headers, "content-length": length };
+    res.writeHead(status, encoding === undefined ? out : { "content-encoding": encoding, ...out });
+    res.end(body);
+  };
+
+  return (req, res) => {
+    const url = req.url ?? "";
+    const q = url.indexOf("?");
+    const route = routes.get(q === -1 ? url : url.slice(0, q));
+    if (route === undefined || !plain(req)) return false;
+    let query: URLSearchParams | undefined;
+    let binary: boolean;
+    if (req.method === "GET") {
+      if (!route.get) return false;
+      query = new URLSearchParams(q === -1 ? "" : url.slice(q + 1));
+      const encoding = query.get("encoding");
+      if (encoding !== "json" && encoding !== "proto") return false;
+      if (query.has("compression")) return false;
+      binary = encoding === "proto";
+    } else {
+      if (req.method !== "POST") return false;
+      const type = req.headers["content-type"];
+      if (type === "application/proto") binary = true;
+      else if (type === "application/json" || type === "application/json; charset=utf-8") {
+        binary = false;
+      } else return false;
+      const encoding = req.headers["content-encoding"];
+      if (encoding !== undefined && encoding !== "identity") return false;
+      const length = req.headers["content-length"];
+      if (length !== undefined) {
+        // connect answers a promised size over readMaxBytes before reading: left to it.
+        const n = Number(length);
+        if (!Number.isSafeInteger(n) || n > deps.readMaxBytes) return false;
+      }
+    }
+    leanUnaryServed.count++;
+    const call = new Call(req, res, route, deps.shutdownSignal);
+    const respond = (message: unknown) => {
+      let parent: Context = context.active();
+      if (trace.getSpan(parent) === undefined) {
+        parent = propagation.extract(ROOT_CONTEXT, req.headers, defaultTextMapGetter);
+      }
+      call.span = tracer.startSpan(route.name, route.spanOptions, parent);
+      call.ctx = trace.setSpan(parent, call.span);
+      run(call, message, binary).catch(() => {
+        if (!res.destroyed) res.destroy();
+      });
+    };
+    /** A parse error: answered before any interceptor, as connect does. */
+    const parse = (bytes: Uint8Array) => {
+      let message: unknown;
+      try {
+        message = (binary ? route.inputBinary : route.input).parse(bytes);
+      } catch (e) {
+        call.done();
+        const { status, body, headers } = errorAnswer(ConnectError.from(e));
+        answer(res, status, body, headers, headerOf(req, "accept-encoding")).catch(() => {
+          if (!res.destroyed) res.destroy();
+        });
+        return;
+      }
+      respond(message);
+    };
+    if (query !== undefined) {
+      // As connect reads a GET's message (readUnaryMessageFromQuery).
+      const message = query.get("message") ?? "";
+      parse(query.get("base64") === "1" ? base64Decode(message) : Buffer.from(message));
+      return true;
+    }
+    const chunks: Buffer[] = [];
+    let bytes = 0;
+    const onData = (chunk: Buffer) => {
+      bytes += chunk.length;
+      if (bytes > deps.readMaxBytes) {
+        // A chunked body over the limit: connect's readAllBytes error, answered as it answers it.
+        req.off("data", onData);
+        req.off("end", onEnd);
+        req.resume();
+        call.done();
+        const error = new ConnectError(
+          `message size is larger than configured readMaxBytes ${deps.readMaxBytes}`,
+          Code.ResourceExhausted,
+        );
+        const { status, body, headers } = errorAnswer(error);
+        answer(res, status, body, headers, headerOf(req, "accept-encoding")).catch(() => {
+          if (!res.destroyed) res.destroy();
+        });
+        return;
+      }
+      chunks.push(chunk);
+    };
+    const onEnd = () => parse(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks));
+    req.on("data", onData);
+    req.once("end", onEnd);
+    req.once("error", () => {
+      call.done();
+      if (!res.destroyed) res.destroy();
+    });
+    return true;
+  };
+}
+
+/** Whether a request is one this route may take at all (before its method's own checks). */
+function plain(req: NodeRequest): boolean {
+  const h = req.headers;
+  return (
+    req.httpVersion === "1.1" &&
+    h.origin === undefined &&
+    h["connect-accept-encoding"] === undefined &&
+    h["connect-timeout-ms"] === undefined &&
+    h.host !== undefined
+  );
+}
+
+/** A request header's first value (Fetch Headers would join repeats; they go to connect). */
+function headerOf(req: NodeRequest, name: string): string | null {
+  const v = req.headers[name];
+  if (v === undefined) return null;
+  return typeof v === "string" ? v : v.join(", ");
+}
+
+/** Connect's unary error answer: status, headers (the error's metadata with its content type) and error JSON. */
+function errorAnswer(error: ConnectError): {
+  status: number;
+  body: Uint8Array;
+  headers: Record<string, string | string[]>;
+} {
+  // As withParseErrorsAsInvalidArgument rewrites connect's answer.
+  error = asInvalidArgumentIfParseError(error);
+  const body = errorToJsonBytes(error, undefined);
+  const h = new Headers({ "content-type": "application/json" });
+  error.metadata.forEach((value, key) => {
+    h.set(key, value);
+  });
+  h.set("content-length", String(body.byteLength));
+  const headers: Record<string, string | string[]> = Object.create(null);
+  h.forEach((value, key) => {
+    headers[key] = key === "set-cookie" ? h.getSetCookie() : value;
+  });
+  return { status: codeToHttpStatus(error.code), body, headers };
+}
+
+const noSpan = trace.wrapSpanContext({ traceId: "", spanId: "", traceFlags: 0 });
+
+/** One call in flight. */
+class Call {
+  readonly started = performance.now();
+  tenant = "default";
+  span: Span = noSpan;
+  ctx: Context = ROOT_CONTEXT;
+  private controller: AbortController | undefined;
+  private finished = false;
+  private readonly onClose = () => {
+    if (!this.finished) this.controller?.abort(closed);
+  };
+  private readonly onShutdown = () => {
+    if (!this.finished) this.controller?.abort(this.shutdownSignal.reason);
+  };
+
+  constructor(
+    readonly req: NodeRequest,
+    readonly res: NodeResponse,
+    readonly route: Route,
+    private readonly shutdownSignal: AbortSignal,
+  ) {}
+
+  /** The call's signal: aborts when the client leaves or the server shuts down, as connect's. */
+  signal(): AbortSignal {
+    if (this.controller === undefined) {
+      this.controller = new AbortController();
+      if (this.shutdownSignal.aborted) this.controller.abort(this.shutdownSignal.reason);
+      else this.shutdownSignal.addEventListener("abort", this.onShutdown);
+      this.res.once("close", this.onClose);
+    }
+    return this.controller.signal;
+  }
+
+  done(): void {
+    this.finished = true;
+    if (this.controller !== undefined) {
+      this.shutdownSignal.removeEventListener("abort", this.onShutdown);
+      this.res.off("close", this.onClose);
+    }
+  }
+}
