@@ -153,6 +153,7 @@ describe("the service through a master's failover", () => {
     // ends watches it cannot serve), it resumes after the last event it saw.
     const watched: JobEvent[] = [];
     let resumes = 0;
+    const resumeBackoffMs = 200;
     const watching = (async () => {
       const deadline = Date.now() + 90_000;
       while (watched.at(-1)?.type !== JobEventType.SUCCEEDED && Date.now() < deadline) {
@@ -167,7 +168,8 @@ describe("the service through a master's failover", () => {
         } catch (err) {
           if (!(err instanceof ConnectError && err.code === Code.Unavailable)) throw err;
           resumes++;
-          await new Promise((r) => setTimeout(r, 200));
+          // A client's back-off before it resumes, as a real watcher would.
+          await new Promise((r) => setTimeout(r, resumeBackoffMs));
         }
       }
     })();

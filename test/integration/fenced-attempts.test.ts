@@ -209,6 +209,7 @@ describe("an attempt that lost its job", () => {
   it("runs a job this worker fetches again while its stale attempt still runs here once that attempt ended, once", async () => {
     const stale = deferred();
     const entered = deferred();
+    const renderStepMs = 200;
     let first = true;
     // The first attempt ignores its signal until the test lets it go; later
     // attempts outlast a lock duration (2 s here), renewing as they go.
@@ -220,8 +221,9 @@ describe("an attempt that lost its job", () => {
         await stale.promise;
         return csvOutput;
       }
+      // Simulated work, not a wait for a condition: the attempt must outlast a lock.
       for (let i = 0; i < 15; i++) {
-        await new Promise((r) => setTimeout(r, 200));
+        await new Promise((r) => setTimeout(r, renderStepMs));
         await progress(40 + i, "render");
       }
       return csvOutput;
