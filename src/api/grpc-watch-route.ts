@@ -47,6 +47,7 @@ import {
 } from "../telemetry/attributes.js";
 import type { Authenticator } from "./auth.js";
 import { toConnectError } from "./error-map.js";
+import { serverFaults } from "./request-log-interceptor.js";
 import type { RawStreamRoute } from "./server.js";
 import { endRpcSpan, recordRpcDuration } from "./telemetry-interceptor.js";
 import type { WatchOutput, WatchSession, WatchSessions } from "./watch-sessions.js";
@@ -76,16 +77,6 @@ const spanOptions: SpanOptions = {
 };
 const responseHeaders = { ":status": 200, "content-type": "application/grpc+proto" };
 const okTrailers = { "grpc-status": "0" };
-/** Codes that mean the server failed: their log line is a warning (request-log-interceptor.ts). */
-const serverFaults = new Set<Code>([
-  Code.Unknown,
-  Code.Internal,
-  Code.Unavailable,
-  Code.DataLoss,
-  Code.Unimplemented,
-  Code.DeadlineExceeded,
-]);
-
 /** What every call of the route shares. */
 interface RouteState extends GrpcWatchRouteDeps {
   /**

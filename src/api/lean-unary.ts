@@ -74,6 +74,7 @@ import { toConnectError } from "./error-map.js";
 import type { NodeRequest, NodeResponse } from "./node-types.js";
 import { asInvalidArgumentIfParseError } from "./parse-errors.js";
 import type { ReportCalls } from "./report-service.js";
+import { serverFaults } from "./request-log-interceptor.js";
 import { endRpcSpan, recordRpcDuration } from "./telemetry-interceptor.js";
 
 /** What the route needs. */
@@ -92,16 +93,6 @@ export const leanUnaryServed = { count: 0 };
 
 /** Serves a request if it is one the lean route takes; false when connect must. */
 export type LeanUnary = (req: NodeRequest, res: NodeResponse) => boolean;
-
-/** Codes that mean the server failed: their log line is a warning (request-log-interceptor.ts). */
-const serverFaults = new Set<Code>([
-  Code.Unknown,
-  Code.Internal,
-  Code.Unavailable,
-  Code.DataLoss,
-  Code.Unimplemented,
-  Code.DeadlineExceeded,
-]);
 
 /** Marks a successful binary answer (content type application/proto). */
 const protoHeaders: Record<string, string> = Object.freeze({}) as Record<string, string>;

@@ -12,7 +12,7 @@ import { kTenant } from "./context-keys.js";
 import { probeServices, protocolOf } from "./telemetry-interceptor.js";
 
 /** Codes that mean the server failed (logged as warnings); the rest are the caller's. */
-const serverFaults = new Set<Code>([
+export const serverFaults: ReadonlySet<Code> = new Set<Code>([
   Code.Unknown,
   Code.Internal,
   Code.Unavailable,
