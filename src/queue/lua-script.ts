@@ -119,10 +119,12 @@ export function createLuaScript(source: string): LuaScript {
     async runFollowedBy(redis, keys, args, follow) {
       const ran = redis.evalsha(sha, keys.length, ...keys, ...args);
       const followed = follow();
+      // Handled now: it may fail while `ran` is still awaited (an unhandled
+      // rejection otherwise); its error still reaches `await followed` below.
+      followed.catch(() => undefined);
       try {
         return [await ran, await followed];
       } catch (err) {
-        followed.catch(() => undefined);
         if (!(err instanceof Error && err.message.startsWith("NOSCRIPT"))) throw err;
       }
       const evaluated = redis.eval(source, keys.length, ...keys, ...args);

@@ -28,11 +28,15 @@ export interface ReportQueues {
   close(): Promise<void>;
 }
 
+/** How long close() waits for the queues' connection set-up to settle. */
+const setUpGraceMs = 2000;
+
 /**
  * Creates the queues on `connection`, under each shard's BullMQ prefix:
  * those of `keys` at once, the others' as asked for. `shards` (default:
  * `keys` alone) are the ones the depth gauge counts.
  */
+
 export function createReportQueues(deps: {
   connection: RedisClient;
   keys: Keys;
@@ -83,9 +87,17 @@ export function createReportQueues(deps: {
       );
     },
     async close() {
-      await Promise.all(
-        [...byPrefix.values()].flatMap((queues) => Object.values(queues).map((q) => q.close())),
-      );
+      const all = [...byPrefix.values()].flatMap((queues) => Object.values(queues));
+      // A queue's connection set-up (BullMQ's INFO) may still be in flight:
+      // let it settle first, while the queue's error listener is attached.
+      // BullMQ's close removes that listener, and a set-up failing after it
+      // (a cluster refusing commands as it closes) became an unhandled
+      // rejection. Bounded: a Redis that does not answer does not hold the stop.
+      await Promise.race([
+        Promise.allSettled(all.map((q) => q.waitUntilReady())),
+        new Promise((resolve) => setTimeout(resolve, setUpGraceMs).unref()),
+      ]);
+      await Promise.all(all.map((q) => q.close()));
     },
   };
 }
