@@ -301,19 +301,21 @@ describe("SubmitReport idempotency", () => {
 describe("the idempotency record's lifetime", () => {
   const apps: TestApp[] = [];
   let redis: Redis;
-  afterEach(async () => {
-    for (const app of apps.splice(0)) await app.close();
-  });
-  afterAll(() => {
-    redis?.disconnect();
-  });
-
   /**
    * A generator that fails for good for users named "bad-*" while `failing`
    * is set; otherwise it waits for `hold` (open unless a test closes it) and succeeds.
    */
   let failing = true;
   let hold = Promise.resolve();
+  afterEach(async () => {
+    // Reset, so a test that failed with `hold` closed does not stall the next.
+    failing = true;
+    hold = Promise.resolve();
+    for (const app of apps.splice(0)) await app.close();
+  });
+  afterAll(() => {
+    redis?.disconnect();
+  });
   const generator: ReportGenerator = {
     async generate(input) {
       if (input.userId.startsWith("bad-") && failing) throw new PermanentReportError("bad filters");
