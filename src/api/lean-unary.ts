@@ -62,6 +62,7 @@ import {
   ReportService,
   SubmitReportResponseSchema,
 } from "../../gen/reports/v1/report_service_pb.js";
+import type { CallerSignal } from "../queue/caller-signal.js";
 import {
   attrJobId,
   attrRpcMethod,
@@ -104,7 +105,7 @@ type Invoke = (
   message: never,
   tenant: string,
   req: NodeRequest,
-  signal: AbortSignal,
+  signal: CallerSignal,
 ) => Promise<unknown>;
 
 interface Route {
@@ -221,7 +222,7 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
           call.tenant = tenant;
           let init: unknown;
           try {
-            init = await route.invoke(message as never, tenant, req, call.signal());
+            init = await route.invoke(message as never, tenant, req, call);
           } catch (err) {
             // As report-service.ts' handlers do.
             throw toConnectError(err, deps.logger);
@@ -420,20 +421,21 @@ function errorAnswer(error: ConnectError): {
 
 const noSpan = trace.wrapSpanContext({ traceId: "", spanId: "", traceFlags: 0 });
 
-/** One call in flight. */
-class Call {
+/**
+ * One call in flight, and its signal (CallerSignal): aborted when the client
+ * leaves before the answer or the server shuts down, as connect's handler
+ * context aborts. The submit and GetJob calls only check it before they send
+ * (queue/caller-signal.ts), so it is read from the response and the shutdown
+ * signal when asked, instead of an AbortController and two listeners per
+ * call; once aborted it stays so, and after done() it no longer changes.
+ */
+class Call implements CallerSignal {
   readonly started = performance.now();
   tenant = "default";
   span: Span = noSpan;
   ctx: Context = ROOT_CONTEXT;
-  private controller: AbortController | undefined;
   private finished = false;
-  private readonly onClose = () => {
-    if (!this.finished) this.controller?.abort(closed);
-  };
-  private readonly onShutdown = () => {
-    if (!this.finished) this.controller?.abort(this.shutdownSignal.reason);
-  };
+  private abortReason: unknown;
 
   constructor(
     readonly req: NodeRequest,
@@ -442,22 +444,25 @@ class Call {
     private readonly shutdownSignal: AbortSignal,
   ) {}
 
-  /** The call's signal: aborts when the client leaves or the server shuts down, as connect's. */
-  signal(): AbortSignal {
-    if (this.controller === undefined) {
-      this.controller = new AbortController();
-      if (this.shutdownSignal.aborted) this.controller.abort(this.shutdownSignal.reason);
-      else this.shutdownSignal.addEventListener("abort", this.onShutdown);
-      this.res.once("close", this.onClose);
+  get aborted(): boolean {
+    return this.reason !== undefined;
+  }
+
+  /** Why the call aborted (the shutdown's reason, or `closed` for a client that left); undefined while it runs. */
+  get reason(): unknown {
+    if (this.abortReason === undefined && !this.finished) {
+      if (this.shutdownSignal.aborted) this.abortReason = this.shutdownSignal.reason;
+      else if (this.res.closed) this.abortReason = closed;
     }
-    return this.controller.signal;
+    return this.abortReason;
+  }
+
+  throwIfAborted(): void {
+    const reason = this.reason;
+    if (reason !== undefined) throw reason;
   }
 
   done(): void {
     this.finished = true;
-    if (this.controller !== undefined) {
-      this.shutdownSignal.removeEventListener("abort", this.onShutdown);
-      this.res.off("close", this.onClose);
-    }
   }
 }

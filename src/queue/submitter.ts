@@ -38,7 +38,7 @@ import {
 import { traceEnqueue } from "../telemetry/bullmq-telemetry.js";
 import { reportMetrics } from "../telemetry/metrics.js";
 import { bullmqScript, captureAdd } from "./bullmq-scripts.js";
-import { throwIfAborted } from "./caller-signal.js";
+import { type CallerSignal, throwIfAborted } from "./caller-signal.js";
 import { canonicalJson } from "./canonical-json.js";
 import type { RedisClient } from "./connections.js";
 import { decodeRecord, encodeNewRecord } from "./job-record.js";
@@ -101,7 +101,7 @@ export interface Submitter {
    * `signal`: the caller's (caller-signal.ts); once it has aborted, nothing is sent.
    * @throws IdempotencyConflictError, BackpressureError
    */
-  submit(input: SubmitInput, signal?: AbortSignal): Promise<SubmitOutcome>;
+  submit(input: SubmitInput, signal?: CallerSignal): Promise<SubmitOutcome>;
 }
 
 /** The composed submit script of each BullMQ add script (one per job kind). */
@@ -261,7 +261,7 @@ export function createSubmitter(deps: {
   async function submitTraced(
     input: SubmitInput,
     t: { metadata: string; traceparent: string; span: Span },
-    signal: AbortSignal | undefined,
+    signal: CallerSignal | undefined,
   ): Promise<SubmitOutcome> {
     const now = Date.now();
     const keyDigest = input.idempotencyKey ? digest(input.idempotencyKey) : undefined;
