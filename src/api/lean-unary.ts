@@ -30,12 +30,14 @@ import {
   type DescMessage,
   type DescMethodUnary,
   type MessageShape,
+  toJsonString,
 } from "@bufbuild/protobuf";
 import { base64Decode } from "@bufbuild/protobuf/wire";
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
   compressionNegotiate,
   createMethodSerializationLookup,
+  getJsonOptions,
   type Serialization,
   validateReadWriteMaxBytes,
 } from "@connectrpc/connect/protocol";
@@ -113,7 +115,6 @@ interface Route {
   method: string;
   get: boolean;
   input: Serialization<unknown>;
-  output: Serialization<MessageShape<DescMessage>>;
   inputBinary: Serialization<unknown>;
   outputBinary: Serialization<MessageShape<DescMessage>>;
   outputSchema: DescMessage;
@@ -144,7 +145,6 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
       method: method.name,
       get,
       input: serialization.getI(false) as Serialization<unknown>,
-      output: serialization.getO(false) as unknown as Serialization<MessageShape<DescMessage>>,
       inputBinary: serialization.getI(true) as Serialization<unknown>,
       outputBinary: serialization.getO(true) as unknown as Serialization<MessageShape<DescMessage>>,
       outputSchema,
@@ -206,7 +206,7 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
 
   const run = async (call: Call, message: unknown, binary: boolean): Promise<void> => {
     const { req, res, route } = call;
-    let body: Uint8Array;
+    let body: Uint8Array | string;
     let status = 200;
     let headers: Record<string, string | string[]> | undefined;
     try {
@@ -236,8 +236,12 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
         finish(call, undefined, typeof jobId === "string" ? jobId : undefined);
         return out as MessageShape<DescMessage>;
       });
-      body = (binary ? route.outputBinary : route.output).serialize(output);
-      if (binary) headers = protoHeaders;
+      if (binary) {
+        body = route.outputBinary.serialize(output);
+        headers = protoHeaders;
+      } else {
+        body = jsonText(route.outputSchema, output);
+      }
     } catch (e) {
       const error =
         e instanceof ConnectError
@@ -246,20 +250,46 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
       ({ status, body, headers } = errorAnswer(error));
     }
     call.done();
-    await answer(res, status, body, headers, headerOf(req, "accept-encoding"));
+    const compressing = answer(res, status, body, headers, headerOf(req, "accept-encoding"));
+    if (compressing !== undefined) await compressing;
   };
 
-  /** Writes an answer, compressed as connect would (its headers sorted, as Fetch Headers are). */
-  const answer = async (
+  /**
+   * A successful answer's JSON as connect's JSON serialization makes it
+   * (toJsonString, then its writeMaxBytes check), kept as text: Node writes
+   * a text body with the headers in one write, where bytes go as a second
+   * buffer of a writev (and connect's TextEncoder pass is saved).
+   */
+  const jsonText = (schema: DescMessage, message: MessageShape<DescMessage>): string => {
+    let json: string;
+    try {
+      json = toJsonString(schema, message, jsonOptions);
+    } catch (e) {
+      throw ConnectError.from(e, Code.Internal);
+    }
+    const size = Buffer.byteLength(json);
+    if (size > limits.writeMaxBytes) {
+      throw new ConnectError(
+        `message size ${size} is larger than configured writeMaxBytes ${limits.writeMaxBytes}`,
+        Code.ResourceExhausted,
+      );
+    }
+    return json;
+  };
+
+  /**
+   * Writes an answer, compressed as connect would (its headers sorted, as
+   * Fetch Headers are). Synchronous unless the answer is compressed.
+   */
+  const answer = (
     res: NodeResponse,
     status: number,
-    body: Uint8Array,
+    body: Uint8Array | string,
     headers: Record<string, string | string[]> | undefined,
     acceptEncoding: string | null,
-  ): Promise<void> => {
-    const contentType = headers === protoHeaders ? "application/proto" : "application/json";
-    let encoding: string | undefined;
-    if (acceptEncoding !== null && body.byteLength >= limits.compressMinBytes) {
+  ): Promise<void> | undefined => {
+    const size = typeof body === "string" ? Buffer.byteLength(body) : body.byteLength;
+    if (acceptEncoding !== null && size >= limits.compressMinBytes) {
       const compression = compressionNegotiate(
         acceptCompression,
         null,
@@ -267,19 +297,13 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
         "Accept-Encoding",
       ).response;
       if (compression !== null) {
-        body = await compression.compress(body);
-        encoding = compression.name;
+        return compression
+          .compress(typeof body === "string" ? Buffer.from(body) : body)
+          .then((bytes) => write(res, status, bytes, bytes.byteLength, headers, compression.name));
       }
     }
-    if (res.destroyed) return;
-    if (headers === protoHeaders) headers = undefined;
-    const length = String(body.byteLength);
-    const out =
-      headers === undefined
-        ? { "content-length": length, "content-type": contentType }
-        : { ...headers, "content-length": length };
-    res.writeHead(status, encoding === undefined ? out : { "content-encoding": encoding, ...out });
-    res.end(body);
+    write(res, status, body, size, headers, undefined);
+    return undefined;
   };
 
   return (req, res) => {
@@ -333,7 +357,7 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
       } catch (e) {
         call.done();
         const { status, body, headers } = errorAnswer(ConnectError.from(e));
-        answer(res, status, body, headers, headerOf(req, "accept-encoding")).catch(() => {
+        answer(res, status, body, headers, headerOf(req, "accept-encoding"))?.catch(() => {
           if (!res.destroyed) res.destroy();
         });
         return;
@@ -361,7 +385,7 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
           Code.ResourceExhausted,
         );
         const { status, body, headers } = errorAnswer(error);
-        answer(res, status, body, headers, headerOf(req, "accept-encoding")).catch(() => {
+        answer(res, status, body, headers, headerOf(req, "accept-encoding"))?.catch(() => {
           if (!res.destroyed) res.destroy();
         });
         return;
@@ -377,6 +401,30 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
     });
     return true;
   };
+}
+
+/** connect's JSON serialization options, as its handler makes them (no options of ours). */
+const jsonOptions = getJsonOptions(undefined);
+
+/** Writes the head and the body of an answer of `size` bytes. */
+function write(
+  res: NodeResponse,
+  status: number,
+  body: Uint8Array | string,
+  size: number,
+  headers: Record<string, string | string[]> | undefined,
+  encoding: string | undefined,
+): void {
+  if (res.destroyed) return;
+  const contentType = headers === protoHeaders ? "application/proto" : "application/json";
+  if (headers === protoHeaders) headers = undefined;
+  const length = String(size);
+  const out =
+    headers === undefined
+      ? { "content-length": length, "content-type": contentType }
+      : { ...headers, "content-length": length };
+  res.writeHead(status, encoding === undefined ? out : { "content-encoding": encoding, ...out });
+  res.end(body);
 }
 
 /** Whether a request is one this route may take at all (before its method's own checks). */
