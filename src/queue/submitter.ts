@@ -10,7 +10,7 @@
  * same connection, in the same write, and the caller is acknowledged only
  * once Redis has fsynced the job to its AOF.
  */
-import { createHash, randomBytes } from "node:crypto";
+import { hash, randomBytes } from "node:crypto";
 import type { Span } from "@opentelemetry/api";
 import { Job, type JobsOptions, type Queue } from "bullmq";
 import type { LimitsConfig, RedisConfig, RetentionConfig, WorkerConfig } from "../config/config.js";
@@ -269,18 +269,19 @@ export function createSubmitter(deps: {
     const shard = deps.shards?.pick(input.tenant, keyDigest) ?? deps.keys;
     const queues = deps.queuesOf?.(shard) ?? deps.queues;
     const id = deps.shards?.jobId(shard, newJobId()) ?? newJobId();
-    const fingerprint = createHash("sha256")
-      .update(
-        canonicalJson({
-          userId: input.userId,
-          reportType: input.reportType,
-          filters: input.filters,
-          priority: input.priority,
-          runAt: input.runAt ?? null,
-          deadline: input.deadline ?? null,
-        }),
-      )
-      .digest("base64url");
+    // crypto.hash: one-shot, without a Hash object per digest.
+    const fingerprint = hash(
+      "sha256",
+      canonicalJson({
+        userId: input.userId,
+        reportType: input.reportType,
+        filters: input.filters,
+        priority: input.priority,
+        runAt: input.runAt ?? null,
+        deadline: input.deadline ?? null,
+      }),
+      "base64url",
+    );
     const view: JobView = {
       id,
       tenant: input.tenant,
@@ -466,5 +467,5 @@ function newJobId(): string {
 
 /** A short, key-safe digest of a caller-chosen string (idempotency keys, user ids). */
 export function digest(value: string): string {
-  return createHash("sha256").update(value).digest("base64url").slice(0, 32);
+  return hash("sha256", value, "base64url").slice(0, 32);
 }
