@@ -23,7 +23,7 @@ import {
   logAuthMode,
 } from "./auth.js";
 import { kTenant } from "./context-keys.js";
-import { withCors } from "./cors.js";
+import { corsVariesByOrigin, withCors } from "./cors.js";
 import { createDownloadSigner } from "./download-signer.js";
 import { createGrpcUnaryRoute } from "./grpc-unary-route.js";
 import { createGrpcWatchRoute } from "./grpc-watch-route.js";
@@ -202,6 +202,7 @@ export function createApiPart(deps: ApiPartDeps): ApiPart {
         readMaxBytes: settings.readMaxBytes,
         maxTimeoutMs: settings.maxTimeoutMs,
         shutdownSignal,
+        varyOrigin: corsVariesByOrigin(settings.corsOrigins),
         logger,
       }),
       grpcWatches,

@@ -89,6 +89,8 @@ export interface GrpcUnaryRouteDeps {
   maxTimeoutMs: number;
   /** Aborts the signal of calls in flight, as connect's handler context does. */
   shutdownSignal: AbortSignal;
+  /** Whether answers carry `Vary: Origin`, as withCors adds it to connect's (cors.ts' corsVariesByOrigin). */
+  varyOrigin: boolean;
   logger: Logger;
 }
 
@@ -96,6 +98,7 @@ export interface GrpcUnaryRouteDeps {
 export const grpcUnaryServed = { count: 0 };
 
 type Headers2 = http2.IncomingHttpHeaders;
+type Compression = NonNullable<ReturnType<typeof compressionNegotiate>["response"]>;
 type Invoke = (
   message: never,
   tenant: string,
@@ -134,8 +137,6 @@ const resetCodes: Record<number, Code> = {
 
 const okTrailers = { "grpc-status": "0" };
 const contentTypeProto = "application/grpc+proto";
-/** The response headers without compression (shared: Node copies them). */
-const plainHeaders = { ":status": 200, "content-type": contentTypeProto };
 
 /** Creates the route. */
 export function createGrpcUnaryRoute(deps: GrpcUnaryRouteDeps): RawStreamRoute {
@@ -146,6 +147,10 @@ export function createGrpcUnaryRoute(deps: GrpcUnaryRouteDeps): RawStreamRoute {
   const limits = validateReadWriteMaxBytes(deps.readMaxBytes, undefined, undefined);
   // connect-node's default, as rpc-node-handler.ts configures the router.
   const acceptCompression = [compressionGzip, compressionBrotli];
+  // The response headers without compression (shared: Node copies them).
+  const plainHeaders: http2.OutgoingHttpHeaders = deps.varyOrigin
+    ? { ":status": 200, "content-type": contentTypeProto, vary: "Origin" }
+    : { ":status": 200, "content-type": contentTypeProto };
   const routes = new Map<string, Route>();
   const add = (method: DescMethodUnary, outputSchema: DescMessage, invoke: Invoke) => {
     const serialization = createMethodSerializationLookup(method, undefined, undefined, limits);
@@ -207,7 +212,11 @@ export function createGrpcUnaryRoute(deps: GrpcUnaryRouteDeps): RawStreamRoute {
   };
 
   /** The interceptors' work and the handler, inside the call's span; answers. */
-  const run = async (call: Call, message: unknown): Promise<void> => {
+  const run = async (
+    call: Call,
+    message: unknown,
+    compression: Compression | null,
+  ): Promise<void> => {
     const { headers, route } = call;
     let out: unknown;
     let error: ConnectError | undefined;
@@ -255,10 +264,10 @@ export function createGrpcUnaryRoute(deps: GrpcUnaryRouteDeps): RawStreamRoute {
       call.fail(ConnectError.from(e, Code.Internal));
       return;
     }
-    if (call.compression !== null) {
+    if (compression !== null) {
       const env = await envelopeCompress(
         { flags: 0, data: frame },
-        call.compression,
+        compression,
         limits.compressMinBytes,
       );
       frame = encodeEnvelope(env.flags, env.data);
@@ -290,7 +299,11 @@ export function createGrpcUnaryRoute(deps: GrpcUnaryRouteDeps): RawStreamRoute {
         accept === null
           ? null
           : compressionNegotiate(acceptCompression, null, accept, "grpc-accept-encoding").response;
-      const call = new Call(stream, headers, route, compression, deps.shutdownSignal, closed);
+      const responseHeaders =
+        compression === null
+          ? plainHeaders
+          : { ...plainHeaders, "grpc-encoding": compression.name };
+      const call = new Call(stream, headers, route, responseHeaders, deps.shutdownSignal, closed);
       // The caller's deadline runs from now, as connect's handler context's
       // does; a bad or too long one is answered before anything else.
       const timeout = parseTimeout(headerOf(headers, "grpc-timeout"), deps.maxTimeoutMs);
@@ -306,7 +319,7 @@ export function createGrpcUnaryRoute(deps: GrpcUnaryRouteDeps): RawStreamRoute {
         }
         call.span = tracer.startSpan(route.name, route.spanOptions, parent);
         call.ctx = trace.setSpan(parent, call.span);
-        run(call, message).catch((err: unknown) => {
+        run(call, message, compression).catch((err: unknown) => {
           call.fail(ConnectError.from(err, Code.Internal));
         });
       });
@@ -357,7 +370,7 @@ class Call {
     readonly stream: http2.ServerHttp2Stream,
     readonly headers: Headers2,
     readonly route: Route,
-    readonly compression: ReturnType<typeof compressionNegotiate>["response"],
+    private readonly responseHeaders: http2.OutgoingHttpHeaders,
     private readonly shutdownSignal: AbortSignal,
     private readonly released: () => void,
   ) {
@@ -518,12 +531,7 @@ class Call {
     const { stream } = this;
     if (stream.destroyed || stream.closed) return;
     try {
-      stream.respond(
-        this.compression === null
-          ? plainHeaders
-          : { ...plainHeaders, "grpc-encoding": this.compression.name },
-        { waitForTrailers: true },
-      );
+      stream.respond(this.responseHeaders, { waitForTrailers: true });
       stream.once("wantTrailers", () => stream.sendTrailers(trailers));
       if (frame === undefined) stream.end();
       else stream.end(frame);
