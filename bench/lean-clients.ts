@@ -164,15 +164,22 @@ export function connectGetJob(
   );
 }
 
-/** SubmitReport as gRPC over one HTTP/2 connection, one idempotency key per call. */
+/**
+ * SubmitReport as gRPC over one HTTP/2 connection (as a grpc-js channel
+ * uses one), one idempotency key per call, with the headers @grpc/grpc-js
+ * sends on a call without deadline.
+ */
 export function grpcSubmit(baseUrl: string, filters: object): LeanClient<string> {
   const session = http2.connect(baseUrl);
   session.on("error", () => undefined);
   const headers = {
     ":method": "POST",
     ":path": "/reports.v1.ReportService/SubmitReport",
-    "content-type": "application/grpc+proto",
+    "content-type": "application/grpc",
     te: "trailers",
+    "user-agent": "grpc-node-js/1.14.7",
+    "grpc-accept-encoding": "identity,deflate,gzip",
+    "accept-encoding": "identity",
   };
   return {
     call(key) {

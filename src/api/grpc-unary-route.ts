@@ -37,7 +37,6 @@ import { create, type DescMessage, type DescMethodUnary } from "@bufbuild/protob
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
   compressionNegotiate,
-  createDeadlineSignal,
   createMethodSerializationLookup,
   encodeEnvelope,
   envelopeCompress,
@@ -277,6 +276,50 @@ export function createGrpcUnaryRoute(deps: GrpcUnaryRouteDeps): RawStreamRoute {
     call.answer(frame, okTrailers);
   };
 
+  // The response compression and headers for each grpc-accept-encoding seen
+  // (a client sends the same one on every call); bounded against odd callers.
+  const byAccept = new Map<string | null, Negotiated>();
+  const negotiated = (accept: string | null): Negotiated => {
+    let n = byAccept.get(accept);
+    if (n === undefined) {
+      const compression =
+        accept === null
+          ? null
+          : compressionNegotiate(acceptCompression, null, accept, "grpc-accept-encoding").response;
+      n = {
+        compression,
+        headers:
+          compression === null
+            ? plainHeaders
+            : { ...plainHeaders, "grpc-encoding": compression.name },
+      };
+      if (byAccept.size < 64) byAccept.set(accept, n);
+    }
+    return n;
+  };
+  const state: RouteState = {
+    readMaxBytes: deps.readMaxBytes,
+    shutdownSignal: deps.shutdownSignal,
+    live: new Set(),
+    start(call, message) {
+      const { headers, route } = call;
+      let parent: Context = context.active();
+      if (trace.getSpan(parent) === undefined) {
+        parent = propagation.extract(ROOT_CONTEXT, headers, defaultTextMapGetter);
+      }
+      call.span = tracer.startSpan(route.name, route.spanOptions, parent);
+      call.ctx = trace.setSpan(parent, call.span);
+      run(call, message, call.compression).catch((err: unknown) => {
+        call.fail(ConnectError.from(err, Code.Internal));
+      });
+    },
+  };
+  // Shutdown aborts the signals of the calls in flight: one listener for all
+  // of them, not an EventTarget listener added and removed by every call.
+  deps.shutdownSignal.addEventListener("abort", () => {
+    for (const call of state.live) call.abort(deps.shutdownSignal.reason);
+  });
+
   return {
     accepts(headers) {
       const route = routes.get(headers[":path"] as string);
@@ -294,16 +337,10 @@ export function createGrpcUnaryRoute(deps: GrpcUnaryRouteDeps): RawStreamRoute {
     serve(stream, headers, closed) {
       const route = routes.get(headers[":path"] as string) as Route;
       grpcUnaryServed.count++;
-      const accept = headerOf(headers, "grpc-accept-encoding");
-      const compression =
-        accept === null
-          ? null
-          : compressionNegotiate(acceptCompression, null, accept, "grpc-accept-encoding").response;
-      const responseHeaders =
-        compression === null
-          ? plainHeaders
-          : { ...plainHeaders, "grpc-encoding": compression.name };
-      const call = new Call(stream, headers, route, responseHeaders, deps.shutdownSignal, closed);
+      const { compression, headers: responseHeaders } = negotiated(
+        headerOf(headers, "grpc-accept-encoding"),
+      );
+      const call = new Call(state, stream, headers, route, compression, responseHeaders, closed);
       // The caller's deadline runs from now, as connect's handler context's
       // does; a bad or too long one is answered before anything else.
       const timeout = parseTimeout(headerOf(headers, "grpc-timeout"), deps.maxTimeoutMs);
@@ -312,17 +349,7 @@ export function createGrpcUnaryRoute(deps: GrpcUnaryRouteDeps): RawStreamRoute {
         return;
       }
       if (timeout.timeoutMs !== undefined) call.deadline(timeout.timeoutMs);
-      call.read(deps.readMaxBytes, (message) => {
-        let parent: Context = context.active();
-        if (trace.getSpan(parent) === undefined) {
-          parent = propagation.extract(ROOT_CONTEXT, headers, defaultTextMapGetter);
-        }
-        call.span = tracer.startSpan(route.name, route.spanOptions, parent);
-        call.ctx = trace.setSpan(parent, call.span);
-        run(call, message, compression).catch((err: unknown) => {
-          call.fail(ConnectError.from(err, Code.Internal));
-        });
-      });
+      call.read();
     },
   };
 }
@@ -354,33 +381,67 @@ function trailersOf(err: ConnectError): http2.OutgoingHttpHeaders {
 
 const noSpan = trace.wrapSpanContext({ traceId: "", spanId: "", traceFlags: 0 });
 
-/** One call in flight. */
+/** A grpc-accept-encoding's answer: the response compression and headers. */
+interface Negotiated {
+  compression: Compression | null;
+  headers: http2.OutgoingHttpHeaders;
+}
+
+/** What the calls of a route share. */
+interface RouteState {
+  readMaxBytes: number;
+  shutdownSignal: AbortSignal;
+  /** Calls whose signal is live (aborted at shutdown). */
+  live: Set<Call>;
+  /** Runs a call whose message has been read. */
+  start(call: Call, message: unknown): void;
+}
+
+const kCall = Symbol("grpcUnaryCall");
+type CallStream = http2.ServerHttp2Stream & { [kCall]?: Call };
+
+/**
+ * One call in flight. Its stream's listeners are shared functions that find
+ * the call on the stream: no closures per call.
+ */
 class Call {
   readonly started = performance.now();
   tenant = "default";
   span: Span = noSpan;
   ctx: Context = ROOT_CONTEXT;
   private controller: AbortController | undefined;
-  private deadlineSignal: ReturnType<typeof createDeadlineSignal> | undefined;
+  private deadlineTimer: NodeJS.Timeout | undefined;
+  private timedOut = false;
   private answered = false;
   private body: Buffer[] = [];
   private bodyBytes = 0;
+  private trailers: http2.OutgoingHttpHeaders = okTrailers;
 
   constructor(
+    private readonly state: RouteState,
     readonly stream: http2.ServerHttp2Stream,
     readonly headers: Headers2,
     readonly route: Route,
+    readonly compression: Compression | null,
     private readonly responseHeaders: http2.OutgoingHttpHeaders,
-    private readonly shutdownSignal: AbortSignal,
     private readonly released: () => void,
   ) {
+    (stream as CallStream)[kCall] = this;
     stream.on("error", noop);
-    stream.once("close", () => this.closed());
+    stream.once("close", onClose);
   }
 
-  /** Starts the caller's deadline (connect's deadline signal: the same reason, the same timer). */
+  /** Starts the caller's deadline: connect's deadline signal (its reason, its timer: none at 0). */
   deadline(timeoutMs: number): void {
-    this.deadlineSignal = createDeadlineSignal(timeoutMs);
+    if (timeoutMs <= 0) this.timedOut = true;
+    else this.deadlineTimer = setTimeout(onDeadline, timeoutMs, this);
+  }
+
+  /** @internal The deadline passed. */
+  expired(): void {
+    this.deadlineTimer = undefined;
+    this.timedOut = true;
+    this.abort(deadlineError());
   }
 
   /**
@@ -389,37 +450,41 @@ class Call {
    * (an error either way), and refuses an envelope announcing more than
    * readMaxBytes as soon as its prefix is here.
    */
-  read(readMaxBytes: number, then: (message: unknown) => void): void {
-    const { stream } = this;
-    const stop = () => {
-      stream.off("data", onData);
-      stream.off("end", onEnd);
-      // The rest of the body is discarded (its end clears the server's request timeout).
-      stream.resume();
-    };
-    const onData = (chunk: Buffer) => {
-      this.body.push(chunk);
-      this.bodyBytes += chunk.length;
-      const scanned = this.scan(readMaxBytes);
-      if (scanned === "more") return;
-      stop();
-      if (scanned === "two") onEnd();
-      else this.fail(scanned);
-    };
-    const onEnd = () => {
-      const all = this.body.length === 1 ? (this.body[0] as Buffer) : Buffer.concat(this.body);
-      this.body = [];
-      let message: unknown;
-      try {
-        message = this.parse(all);
-      } catch (e) {
-        this.fail(ConnectError.from(e, Code.Internal));
-        return;
-      }
-      then(message);
-    };
-    stream.on("data", onData);
-    stream.once("end", onEnd);
+  read(): void {
+    this.stream.on("data", onData);
+    this.stream.once("end", onEnd);
+  }
+
+  /** @internal A chunk of the body. */
+  received(chunk: Buffer): void {
+    this.body.push(chunk);
+    this.bodyBytes += chunk.length;
+    const scanned = this.scan(this.state.readMaxBytes);
+    if (scanned === "more") return;
+    this.stopReading();
+    if (scanned === "two") this.requestEnded();
+    else this.fail(scanned);
+  }
+
+  private stopReading(): void {
+    this.stream.off("data", onData);
+    this.stream.off("end", onEnd);
+    // The rest of the body is discarded (its end clears the server's request timeout).
+    this.stream.resume();
+  }
+
+  /** @internal The body is here (or all connect would read of it). */
+  requestEnded(): void {
+    const all = this.body.length === 1 ? (this.body[0] as Buffer) : Buffer.concat(this.body);
+    this.body = [];
+    let message: unknown;
+    try {
+      message = this.parse(all);
+    } catch (e) {
+      this.fail(ConnectError.from(e, Code.Internal));
+      return;
+    }
+    this.state.start(this, message);
   }
 
   /**
@@ -500,39 +565,37 @@ class Call {
     if (this.controller === undefined) {
       const controller = new AbortController();
       this.controller = controller;
-      const deadline = this.deadlineSignal?.signal;
       if (this.answered) controller.abort(closedReason);
-      else if (deadline?.aborted) controller.abort(deadline.reason);
-      else if (this.shutdownSignal.aborted) controller.abort(this.shutdownSignal.reason);
-      else {
-        deadline?.addEventListener("abort", this.onDeadline);
-        this.shutdownSignal.addEventListener("abort", this.onShutdown);
-      }
+      else if (this.timedOut) controller.abort(deadlineError());
+      else if (this.state.shutdownSignal.aborted)
+        controller.abort(this.state.shutdownSignal.reason);
+      else this.state.live.add(this);
     }
     return this.controller.signal;
   }
 
-  private readonly onDeadline = () => {
-    if (!this.answered) this.controller?.abort(this.deadlineSignal?.signal.reason);
-  };
-  private readonly onShutdown = () => {
-    if (!this.answered) this.controller?.abort(this.shutdownSignal.reason);
-  };
+  /** @internal Aborts the call's signal (once it has one) with `reason`. */
+  abort(reason: unknown): void {
+    if (this.answered || this.controller === undefined) return;
+    this.state.live.delete(this);
+    this.controller.abort(reason);
+  }
 
   /** Answers an error: headers, no message, its trailers. */
   fail(err: ConnectError): void {
     this.answer(undefined, trailersOf(err));
   }
 
-  /** Writes the answer: headers, the message (if any), trailers; then lets go of the call's listeners. */
+  /** Writes the answer: headers, the message (if any), trailers; then lets go of the call. */
   answer(frame: Uint8Array | undefined, trailers: http2.OutgoingHttpHeaders): void {
     if (this.answered) return;
     this.done();
     const { stream } = this;
     if (stream.destroyed || stream.closed) return;
+    this.trailers = trailers;
     try {
       stream.respond(this.responseHeaders, { waitForTrailers: true });
-      stream.once("wantTrailers", () => stream.sendTrailers(trailers));
+      stream.once("wantTrailers", onWantTrailers);
       if (frame === undefined) stream.end();
       else stream.end(frame);
     } catch {
@@ -540,21 +603,23 @@ class Call {
     }
   }
 
-  private done(): void {
-    this.answered = true;
-    this.deadlineSignal?.cleanup();
-    if (this.controller !== undefined) {
-      this.deadlineSignal?.signal.removeEventListener("abort", this.onDeadline);
-      this.shutdownSignal.removeEventListener("abort", this.onShutdown);
-    }
+  /** @internal Node asks for the trailers. */
+  sendTrailers(): void {
+    this.stream.sendTrailers(this.trailers);
   }
 
-  /** The stream closed: if the call was still on, the caller left (its signal aborts as connect-node's). */
-  private closed(): void {
+  private done(): void {
+    this.answered = true;
+    if (this.deadlineTimer !== undefined) clearTimeout(this.deadlineTimer);
+    this.state.live.delete(this);
+  }
+
+  /** @internal The stream closed: if the call was still on, the caller left (its signal aborts as connect-node's). */
+  closed(): void {
     this.released();
     if (this.answered) return;
     const code = resetCodes[this.stream.rstCode];
-    this.controller?.abort(
+    this.abort(
       code === undefined
         ? closedReason
         : new ConnectError(`http/2 stream closed with error code ${this.stream.rstCode}`, code),
@@ -563,4 +628,26 @@ class Call {
   }
 }
 
+/** connect's deadline reason (createDeadlineSignal's). */
+function deadlineError(): ConnectError {
+  return new ConnectError("the operation timed out", Code.DeadlineExceeded);
+}
+
 function noop(): void {}
+function onData(this: CallStream, chunk: Buffer): void {
+  this[kCall]?.received(chunk);
+}
+function onEnd(this: CallStream): void {
+  this[kCall]?.requestEnded();
+}
+function onWantTrailers(this: CallStream): void {
+  this[kCall]?.sendTrailers();
+}
+function onClose(this: CallStream): void {
+  const call = this[kCall];
+  this[kCall] = undefined;
+  call?.closed();
+}
+function onDeadline(call: Call): void {
+  call.expired();
+}
