@@ -146,6 +146,8 @@ export function createApiPart(deps: ApiPartDeps): ApiPart {
   const calls = createReportCalls({
     submitter: deps.submitter,
     jobs: deps.jobs,
+    control: deps.control,
+    lister: deps.lister,
     publicUrl: settings.publicUrl,
     downloadSigner,
     maxRunAtAheadMs: deps.maxRunAtAheadMs,

@@ -1,12 +1,13 @@
 /**
- * SubmitReport and GetJob over gRPC on the raw HTTP/2 stream, without
- * connect-node's HTTP/2 compatibility objects (Http2ServerRequest/Response),
- * its universal request (a URL, Fetch `Headers`, an async-iterable body),
- * the handler context (two linked AbortControllers, three more `Headers`,
- * a deadline timer) and the chain of async generators that reads, parses,
- * invokes and serializes a call. Profiled under bench:compare, that
- * machinery cost gRPC submits 2.6 times the API CPU of a lean Connect JSON
- * submit; these are the two calls the API serves most.
+ * The unary methods of ReportService over gRPC on the raw HTTP/2 stream
+ * (SubmitReport and GetJob, the two the API serves most, and CancelJob,
+ * ListJobs, RetryJob), without connect-node's HTTP/2 compatibility objects
+ * (Http2ServerRequest/Response), its universal request (a URL, Fetch
+ * `Headers`, an async-iterable body), the handler context (two linked
+ * AbortControllers, three more `Headers`, a deadline timer) and the chain
+ * of async generators that reads, parses, invokes and serializes a call.
+ * Profiled under bench:compare, that machinery cost a gRPC submit 2.6
+ * times the API CPU of a Connect JSON submit on lean-unary.ts.
  *
  * Only the plainest requests are taken, what generated gRPC clients send
  * (grpc-js, connect's gRPC transport): POST, `application/grpc` or
@@ -59,8 +60,11 @@ import {
 } from "@opentelemetry/api";
 import type { Logger } from "pino";
 import {
+  CancelJobResponseSchema,
   GetJobResponseSchema,
+  ListJobsResponseSchema,
   ReportService,
+  RetryJobResponseSchema,
   SubmitReportResponseSchema,
 } from "../../gen/reports/v1/report_service_pb.js";
 import {
@@ -176,6 +180,15 @@ export function createGrpcUnaryRoute(deps: GrpcUnaryRouteDeps): RawStreamRoute {
   );
   add(ReportService.method.getJob, GetJobResponseSchema, (m, t, _h, signal) =>
     deps.calls.getJob(m, t, signal),
+  );
+  add(ReportService.method.cancelJob, CancelJobResponseSchema, (m, t, _h, signal) =>
+    deps.calls.cancelJob(m, t, signal),
+  );
+  add(ReportService.method.listJobs, ListJobsResponseSchema, (m, t, _h, signal) =>
+    deps.calls.listJobs(m, t, signal),
+  );
+  add(ReportService.method.retryJob, RetryJobResponseSchema, (m, t, _h, signal) =>
+    deps.calls.retryJob(m, t, signal),
   );
 
   /** Ends the call: span, metric, log line (inside the call's context). */
