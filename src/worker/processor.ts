@@ -47,6 +47,13 @@ export interface AttemptContext {
    * of the attempt is refused once the job's lock no longer holds it.
    */
   lockToken: string;
+  /**
+   * What the queue's job says of the job (BullMQ's job data, written by the
+   * submit with the record): enough to name the STARTED write's keys, so the
+   * attempt starts without reading the record first (the write returns it).
+   * Without it, the record is read first.
+   */
+  queued?: { tenant: string; reportType: ReportType; deadline?: number };
 }
 
 /** Settings of the processor. */
@@ -125,32 +132,64 @@ export function createProcessor(deps: {
     },
   };
 
+  /**
+   * Records STARTED. With the queue's view of the job (`ctx.queued`) the
+   * write names its keys from it and returns the record as written (one
+   * round trip); else, or when the queue's deadline has passed, the record
+   * is read first. Either way a job that is gone (expired), finished by an
+   * earlier run or cancelled is skipped: the write refuses it by its state.
+   */
+  async function start(
+    ctx: AttemptContext,
+    own: Omit<AttemptWrite, "at"> & { lockToken: string },
+  ): Promise<{ job: JobView; startedAt: number } | AttemptOutcome> {
+    const queued = ctx.queued;
+    let job: JobView | undefined;
+    if (queued === undefined || (queued.deadline !== undefined && queued.deadline <= Date.now())) {
+      job = await jobs.get(ctx.id);
+      // Gone (expired), finished by an earlier run, or cancelled: nothing to do.
+      if (job === undefined || terminalStates.has(job.state)) return { kind: "skipped" };
+      if (job.deadline !== undefined && job.deadline <= Date.now()) {
+        await abandon(job, own.attempt - 1, deadlineExceeded);
+        return { kind: "failed", error: new Error(deadlineExceeded), permanent: true };
+      }
+    }
+    const startedAt = Date.now();
+    // Without a read, the STARTED write needs only the fields that name its
+    // keys (it leaves the idempotency record alone) and returns the record.
+    const subject = job ?? {
+      id: ctx.id,
+      tenant: (queued as NonNullable<typeof queued>).tenant,
+      reportType: (queued as NonNullable<typeof queued>).reportType,
+      createdAt: startedAt,
+    };
+    const started = await transitions.apply(
+      subject,
+      "started",
+      { ...own, at: startedAt, maxAttempts: ctx.maxAttempts },
+      { withRecord: job === undefined },
+    );
+    if (!started.applied) {
+      // Lost before it began: leave the queue's job alone. Else the job left the live states.
+      return started.fenced ? lose("started", started) : { kind: "skipped" };
+    }
+    job ??= started.record;
+    if (job === undefined) throw new Error(`job ${ctx.id} has no record after its STARTED write`);
+    return { job, startedAt };
+  }
+
   /** One attempt; an attempt that lost its job has removed its files when this returns. */
   async function runAttempt(ctx: AttemptContext, signal: AbortSignal): Promise<AttemptOutcome> {
-    const job = await jobs.get(ctx.id);
-    // Gone (expired), finished by an earlier run, or cancelled: nothing to do.
-    if (job === undefined || terminalStates.has(job.state)) return { kind: "skipped" };
     const attempt = ctx.attemptsMade + 1;
-    if (job.deadline !== undefined && job.deadline <= Date.now()) {
-      await abandon(job, attempt - 1, deadlineExceeded);
-      return { kind: "failed", error: new Error(deadlineExceeded), permanent: true };
-    }
     // Every write of this attempt carries its fencing token and the queue's lock token.
     const own = {
       attempt,
       token: randomText(12, "base64url"),
       lockToken: ctx.lockToken,
     };
-    const startedAt = Date.now();
-    const started = await transitions.apply(job, "started", {
-      ...own,
-      at: startedAt,
-      maxAttempts: ctx.maxAttempts,
-    });
-    if (!started.applied) {
-      // Lost before it began: leave the queue's job alone. Else the job left the live states.
-      return started.fenced ? lose("started", started) : { kind: "skipped" };
-    }
+    const begun = await start(ctx, own);
+    if ("kind" in begun) return begun;
+    const { job, startedAt } = begun;
 
     const limits = attemptLimits(
       job,

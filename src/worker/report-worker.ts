@@ -204,6 +204,7 @@ export function createReportWorker(deps: {
               attemptsMade: job.attemptsMade,
               maxAttempts: job.opts.attempts ?? 1,
               lockToken: token,
+              queued: { tenant: job.data.tenant, reportType: type, deadline: job.data.deadline },
             },
             attempt.abort.signal,
           )

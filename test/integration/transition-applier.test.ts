@@ -298,23 +298,58 @@ describe("createTransitionApplier()", () => {
     expect((await snapshot()).live).toEqual([job.id, "4000"]);
   });
 
+  it("returns the record as written when asked, from the fields that name the keys alone", async () => {
+    const idem = keys.idempotency(job.tenant, "digest-1");
+    await redis.hset(keys.job(job.id), recordField.idempotencyKeyDigest, "digest-1");
+    await redis.hset(idem, "job", job.id, "fp", "fp", "until", String(1_000 + 30_000));
+    await lock("LA");
+    const a = { attempt: 1, token: "A", lockToken: "LA" };
+    // STARTED leaves the idempotency record alone: it need not be named.
+    const subject = { id: job.id, tenant: job.tenant, reportType: job.reportType, createdAt: 0 };
+    const started = await transitions.apply(
+      subject,
+      "started",
+      { ...a, at: 2_000, maxAttempts: 3 },
+      { withRecord: true },
+    );
+    expect(started).toMatchObject({ applied: true });
+    expect(started.applied && started.record).toEqual(
+      decodeRecord(await redis.hgetall(keys.job(job.id))),
+    );
+    expect(started.applied && started.record).toMatchObject({
+      state: "running",
+      createdAt: 1_000,
+      idempotencyKeyDigest: "digest-1",
+      attemptsMade: 1,
+    });
+    expect(await redis.pttl(idem)).toBe(-1);
+    // Without the option, no record comes back.
+    const progress = await transitions.apply(
+      { ...job, idempotencyKeyDigest: "digest-1" },
+      "progress",
+      { ...a, at: 2_500, progress: 40, phase: "x" },
+    );
+    expect(progress).toEqual({ applied: true, eventId: expect.any(String) });
+  });
+
   it("sets the idempotency record's retention with the job's, never shorter than its own", async () => {
     const idem = keys.idempotency(job.tenant, "digest-1");
     const keyed = { ...job, idempotencyKeyDigest: "digest-1" };
     await redis.hset(keys.job(job.id), recordField.idempotencyKeyDigest, "digest-1");
     await redis.hset(idem, "job", job.id, "fp", "fp", "until", String(1_000 + 30_000));
     await lock("LA");
-    // A keyed job's transitions must name its idempotency record.
+    // A keyed job's transitions that set its retention must name its idempotency record.
     await expect(
-      transitions.apply(job, "started", {
-        attempt: 1,
-        token: "A",
-        lockToken: "LA",
+      transitions.apply(job, "abandoned", {
+        attempt: 0,
+        progress: 0,
+        phase: "",
         at: 2_000,
-        maxAttempts: 3,
+        reason: "r",
       }),
     ).rejects.toThrow(/idempotency record/);
     expect(decodeRecord(await redis.hgetall(keys.job(job.id)))?.state).toBe("queued");
+    expect(await redis.pttl(idem)).toBe(-1);
 
     const a = { attempt: 1, token: "A", lockToken: "LA" };
     await transitions.apply(keyed, "started", { ...a, at: 2_000, maxAttempts: 3 });

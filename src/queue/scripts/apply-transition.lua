@@ -23,7 +23,8 @@
     KEYS[5] BullMQ's lock of the job (read only)
     KEYS[6] index of live jobs
     KEYS[7] the tenant's backlog set: holds the job while it is queued or retrying
-    KEYS[8] the job's idempotency record (only for a job submitted with a key)
+    KEYS[8] the job's idempotency record (only for a job submitted with a key;
+            needed only when ARGV[5] is not 0, the only case that touches it)
 
     ARGV[1] event channel
     ARGV[2] how many entries the stream keeps
@@ -33,13 +34,17 @@
     ARGV[6] job id
     ARGV[7] the job's state after the transition
     ARGV[8] the transition's time (ms): the finished index's score
-    ARGV[9] n, the number of record field/value pairs that follow ARGV[10]
+    ARGV[9] n, the number of record field/value pairs that follow ARGV[11]
     ARGV[10] the lock token KEYS[5] must hold ("": not an attempt's write)
-    ARGV[11 .. 10+2n] record field/value pairs
-    ARGV[11+2n ..] event field/value pairs (event-codec.ts)
+    ARGV[11] "1": the reply carries the record as written (so the caller
+             need not read it first); "": it does not
+    ARGV[12 .. 11+2n] record field/value pairs
+    ARGV[12+2n ..] event field/value pairs (event-codec.ts)
 
   Output:
     {1, entry id}  applied
+    {1, entry id, record}  applied, with ARGV[11] "1": the record's
+                   field/value list (HGETALL) after the write
     {0, state}     refused: the job's state is not allowed ("" when there is no record)
     {-1, state}    refused: the record holds another attempt's token (a stale attempt)
     {-2, state}    refused: BullMQ's lock on the job is gone or another fetch's (a lost lock)
@@ -59,12 +64,15 @@ end
 if ARGV[4] ~= '' and redis.call('HGET', KEYS[1], RECORD.attemptToken) ~= ARGV[4] then
   return {-1, state}
 end
-if not KEYS[8] and redis.call('HEXISTS', KEYS[1], RECORD.idempotencyKeyDigest) == 1 then
+local ttl = tonumber(ARGV[5])
+-- Only a transition that sets the retention touches the idempotency record.
+if not KEYS[8] and ttl ~= 0
+    and redis.call('HEXISTS', KEYS[1], RECORD.idempotencyKeyDigest) == 1 then
   return redis.error_reply('ERR the job has an idempotency record: pass it as KEYS[8]')
 end
 local n = tonumber(ARGV[9])
-local first = 11 + 2 * n
-if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 11, first - 1)) end
+local first = 12 + 2 * n
+if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 12, first - 1)) end
 local jobId, newState, time = ARGV[6], ARGV[7], ARGV[8]
 if newState == 'succeeded' then
   redis.call('ZADD', KEYS[3], time, jobId)
@@ -87,7 +95,6 @@ end
 local ev = {}
 for i = first, #ARGV do ev[#ev + 1] = ARGV[i] end
 local id = appendEvent(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ev)
-local ttl = tonumber(ARGV[5])
 if ttl > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('PEXPIRE', KEYS[2], ttl)
@@ -103,4 +110,5 @@ if KEYS[8] and ttl ~= 0 and redis.call('HGET', KEYS[8], 'job') == jobId then
     redis.call('PERSIST', KEYS[8])
   end
 end
+if ARGV[11] == '1' then return {1, id, redis.call('HGETALL', KEYS[1])} end
 return {1, id}
