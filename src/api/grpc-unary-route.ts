@@ -276,7 +276,8 @@ export function createGrpcUnaryRoute(deps: GrpcUnaryRouteDeps): RawStreamRoute {
       call.fail(ConnectError.from(e, Code.Internal));
       return;
     }
-    if (compression !== null) {
+    // Under compressMinBytes connect sends the message uncompressed: no await for it.
+    if (compression !== null && frame.byteLength >= limits.compressMinBytes) {
       const env = await envelopeCompress(
         { flags: 0, data: frame },
         compression,
@@ -551,6 +552,10 @@ class Call implements CallerSignal {
 
   /** The request's one message; throws connect's errors for anything else, in its order. */
   private parse(all: Buffer): unknown {
+    // The common case: one whole, uncompressed message.
+    if (all.length >= 5 && all[0] === 0 && all.readUInt32BE(1) === all.length - 5) {
+      return this.route.input.parse(all.subarray(5));
+    }
     const envelopes: { flags: number; data: Buffer }[] = [];
     let at = 0;
     while (at < all.length) {
@@ -565,30 +570,14 @@ class Call implements CallerSignal {
       // connect reads no further than a second message.
       if (envelopes.length === 2) break;
     }
-    const message = (i: number): unknown => {
-      const env = envelopes[i];
-      if (env === undefined) {
-        if (at < all.length) {
-          throw new ConnectError("protocol error: incomplete envelope", Code.InvalidArgument);
-        }
-        return undefined;
-      }
-      if ((env.flags & 1) === 1) {
-        throw new ConnectError(
-          "received compressed envelope, but do not know how to decompress",
-          Code.Internal,
-        );
-      }
-      return this.route.input.parse(env.data);
-    };
-    const first = message(0);
+    const first = this.message(envelopes[0], at < all.length);
     if (envelopes.length === 0) {
       throw new ConnectError(
         "protocol error: missing input message for unary method",
         Code.Unimplemented,
       );
     }
-    message(1);
+    this.message(envelopes[1], at < all.length);
     if (envelopes.length > 1) {
       throw new ConnectError(
         "protocol error: received extra input message for unary method",
@@ -596,6 +585,21 @@ class Call implements CallerSignal {
       );
     }
     return first;
+  }
+
+  /** One envelope's message as connect reads it; none (and `cut`: bytes left over) is connect's end-of-body check. */
+  private message(env: { flags: number; data: Buffer } | undefined, cut: boolean): unknown {
+    if (env === undefined) {
+      if (cut) throw new ConnectError("protocol error: incomplete envelope", Code.InvalidArgument);
+      return undefined;
+    }
+    if ((env.flags & 1) === 1) {
+      throw new ConnectError(
+        "received compressed envelope, but do not know how to decompress",
+        Code.Internal,
+      );
+    }
+    return this.route.input.parse(env.data);
   }
 
   /** The call's signal as an AbortSignal (for calls that wait): aborts when the call does. */
