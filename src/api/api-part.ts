@@ -123,6 +123,7 @@ export function createApiPart(deps: ApiPartDeps): ApiPart {
     auth,
     readMaxBytes: settings.readMaxBytes,
     maxTimeoutMs: settings.maxTimeoutMs,
+    varyOrigin: corsVariesByOrigin(settings.corsOrigins),
     logger,
   });
   // RPCs start in the open tenant; the auth interceptor sets the caller's.
