@@ -23,8 +23,9 @@ import {
   logAuthMode,
 } from "./auth.js";
 import { kTenant } from "./context-keys.js";
-import { withCors } from "./cors.js";
+import { corsVariesByOrigin, withCors } from "./cors.js";
 import { createDownloadSigner } from "./download-signer.js";
+import { createGrpcUnaryRoute } from "./grpc-unary-route.js";
 import { createGrpcWatchRoute } from "./grpc-watch-route.js";
 import { withHttpRequestLog } from "./http-request-log.js";
 import { createHttpRoutes } from "./http-routes.js";
@@ -142,15 +143,16 @@ export function createApiPart(deps: ApiPartDeps): ApiPart {
   const registered = registeredHandlers(routes);
   // The RPC interceptor spans these; the HTTP instrumentation leaves them alone.
   registerRpcPaths(registered.map((h) => h.requestPath));
+  const calls = createReportCalls({
+    submitter: deps.submitter,
+    jobs: deps.jobs,
+    publicUrl: settings.publicUrl,
+    downloadSigner,
+    maxRunAtAheadMs: deps.maxRunAtAheadMs,
+  });
   // SubmitReport and GetJob over plain Connect JSON, without connect's per-call machinery (lean-unary.ts).
   const lean = createLeanUnary({
-    calls: createReportCalls({
-      submitter: deps.submitter,
-      jobs: deps.jobs,
-      publicUrl: settings.publicUrl,
-      downloadSigner,
-      maxRunAtAheadMs: deps.maxRunAtAheadMs,
-    }),
+    calls,
     auth,
     readMaxBytes: settings.readMaxBytes,
     shutdownSignal,
@@ -160,9 +162,9 @@ export function createApiPart(deps: ApiPartDeps): ApiPart {
     routes,
     // Tracing first, so its span covers every other interceptor (and the request
     // log line); authentication last, so a refused call is still traced and logged.
-    // gRPC WatchJob and lean unary calls bypass them (grpc-watch-route.ts and
-    // lean-unary.ts do their work themselves): an interceptor added here must
-    // be mirrored there.
+    // gRPC WatchJob and lean unary calls bypass them (grpc-watch-route.ts,
+    // grpc-unary-route.ts and lean-unary.ts do their work themselves): an
+    // interceptor added here must be mirrored there.
     interceptors: [
       createTelemetryInterceptor(),
       createRequestLogInterceptor(logger),
@@ -192,7 +194,19 @@ export function createApiPart(deps: ApiPartDeps): ApiPart {
     },
     streamingRequestPaths: streamingRequestPaths(registered),
     uninstrumented: isRpcPath,
-    rawStreamRoute: grpcWatches,
+    // SubmitReport and GetJob over plain gRPC (grpc-unary-route.ts), and gRPC WatchJob.
+    rawStreamRoutes: [
+      createGrpcUnaryRoute({
+        calls,
+        auth,
+        readMaxBytes: settings.readMaxBytes,
+        maxTimeoutMs: settings.maxTimeoutMs,
+        shutdownSignal,
+        varyOrigin: corsVariesByOrigin(settings.corsOrigins),
+        logger,
+      }),
+      grpcWatches,
+    ],
   });
   return {
     server,

@@ -27,6 +27,15 @@ export const corsExposedHeaders = [
 /** How long a browser may cache a preflight answer, in seconds. */
 export const corsMaxAgeSeconds = 7200;
 
+/**
+ * Whether every answer carries `Vary: Origin` (withCors sets it when the
+ * answer depends on the caller's Origin: a list of origins, not `*`). Routes
+ * that answer outside withCors (the raw HTTP/2 routes) add it themselves.
+ */
+export function corsVariesByOrigin(origins: readonly string[]): boolean {
+  return origins.length > 0 && !origins.includes("*");
+}
+
 /** Wraps `handler` so that allowed origins get CORS headers and preflights are answered. */
 export function withCors(
   handler: (req: Req, res: Res) => void,
@@ -34,6 +43,7 @@ export function withCors(
 ): (req: Req, res: Res) => void {
   if (origins.length === 0) return handler;
   const any = origins.includes("*");
+  const varies = corsVariesByOrigin(origins);
   const allowHeaders = corsAllowedHeaders.join(", ");
   const exposeHeaders = corsExposedHeaders.join(", ");
   const allowMethods = cors.allowedMethods.join(", ");
@@ -42,7 +52,7 @@ export function withCors(
     const preflight =
       req.method === "OPTIONS" && req.headers["access-control-request-method"] !== undefined;
     // Answers differ by Origin: caches must key on it.
-    if (!any) res.setHeader("vary", "Origin");
+    if (varies) res.setHeader("vary", "Origin");
     if (typeof origin !== "string" || !(any || origins.includes(origin))) {
       if (preflight && typeof origin === "string") {
         res.writeHead(403, { "content-length": 0 });

@@ -30,12 +30,14 @@ import {
   type DescMessage,
   type DescMethodUnary,
   type MessageShape,
+  toJsonString,
 } from "@bufbuild/protobuf";
 import { base64Decode } from "@bufbuild/protobuf/wire";
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
   compressionNegotiate,
   createMethodSerializationLookup,
+  getJsonOptions,
   type Serialization,
   validateReadWriteMaxBytes,
 } from "@connectrpc/connect/protocol";
@@ -62,6 +64,7 @@ import {
   ReportService,
   SubmitReportResponseSchema,
 } from "../../gen/reports/v1/report_service_pb.js";
+import type { CallerSignal } from "../queue/caller-signal.js";
 import {
   attrJobId,
   attrRpcMethod,
@@ -104,7 +107,7 @@ type Invoke = (
   message: never,
   tenant: string,
   req: NodeRequest,
-  signal: AbortSignal,
+  signal: CallerSignal,
 ) => Promise<unknown>;
 
 interface Route {
@@ -112,7 +115,6 @@ interface Route {
   method: string;
   get: boolean;
   input: Serialization<unknown>;
-  output: Serialization<MessageShape<DescMessage>>;
   inputBinary: Serialization<unknown>;
   outputBinary: Serialization<MessageShape<DescMessage>>;
   outputSchema: DescMessage;
@@ -143,7 +145,6 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
       method: method.name,
       get,
       input: serialization.getI(false) as Serialization<unknown>,
-      output: serialization.getO(false) as unknown as Serialization<MessageShape<DescMessage>>,
       inputBinary: serialization.getI(true) as Serialization<unknown>,
       outputBinary: serialization.getO(true) as unknown as Serialization<MessageShape<DescMessage>>,
       outputSchema,
@@ -205,7 +206,7 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
 
   const run = async (call: Call, message: unknown, binary: boolean): Promise<void> => {
     const { req, res, route } = call;
-    let body: Uint8Array;
+    let body: Uint8Array | string;
     let status = 200;
     let headers: Record<string, string | string[]> | undefined;
     try {
@@ -221,7 +222,7 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
           call.tenant = tenant;
           let init: unknown;
           try {
-            init = await route.invoke(message as never, tenant, req, call.signal());
+            init = await route.invoke(message as never, tenant, req, call);
           } catch (err) {
             // As report-service.ts' handlers do.
             throw toConnectError(err, deps.logger);
@@ -235,8 +236,12 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
         finish(call, undefined, typeof jobId === "string" ? jobId : undefined);
         return out as MessageShape<DescMessage>;
       });
-      body = (binary ? route.outputBinary : route.output).serialize(output);
-      if (binary) headers = protoHeaders;
+      if (binary) {
+        body = route.outputBinary.serialize(output);
+        headers = protoHeaders;
+      } else {
+        body = jsonText(route.outputSchema, output);
+      }
     } catch (e) {
       const error =
         e instanceof ConnectError
@@ -245,20 +250,46 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
       ({ status, body, headers } = errorAnswer(error));
     }
     call.done();
-    await answer(res, status, body, headers, headerOf(req, "accept-encoding"));
+    const compressing = answer(res, status, body, headers, headerOf(req, "accept-encoding"));
+    if (compressing !== undefined) await compressing;
   };
 
-  /** Writes an answer, compressed as connect would (its headers sorted, as Fetch Headers are). */
-  const answer = async (
+  /**
+   * A successful answer's JSON as connect's JSON serialization makes it
+   * (toJsonString, then its writeMaxBytes check), kept as text: Node writes
+   * a text body with the headers in one write, where bytes go as a second
+   * buffer of a writev (and connect's TextEncoder pass is saved).
+   */
+  const jsonText = (schema: DescMessage, message: MessageShape<DescMessage>): string => {
+    let json: string;
+    try {
+      json = toJsonString(schema, message, jsonOptions);
+    } catch (e) {
+      throw ConnectError.from(e, Code.Internal);
+    }
+    const size = Buffer.byteLength(json);
+    if (size > limits.writeMaxBytes) {
+      throw new ConnectError(
+        `message size ${size} is larger than configured writeMaxBytes ${limits.writeMaxBytes}`,
+        Code.ResourceExhausted,
+      );
+    }
+    return json;
+  };
+
+  /**
+   * Writes an answer, compressed as connect would (its headers sorted, as
+   * Fetch Headers are). Synchronous unless the answer is compressed.
+   */
+  const answer = (
     res: NodeResponse,
     status: number,
-    body: Uint8Array,
+    body: Uint8Array | string,
     headers: Record<string, string | string[]> | undefined,
     acceptEncoding: string | null,
-  ): Promise<void> => {
-    const contentType = headers === protoHeaders ? "application/proto" : "application/json";
-    let encoding: string | undefined;
-    if (acceptEncoding !== null && body.byteLength >= limits.compressMinBytes) {
+  ): Promise<void> | undefined => {
+    const size = typeof body === "string" ? Buffer.byteLength(body) : body.byteLength;
+    if (acceptEncoding !== null && size >= limits.compressMinBytes) {
       const compression = compressionNegotiate(
         acceptCompression,
         null,
@@ -266,19 +297,13 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
         "Accept-Encoding",
       ).response;
       if (compression !== null) {
-        body = await compression.compress(body);
-        encoding = compression.name;
+        return compression
+          .compress(typeof body === "string" ? Buffer.from(body) : body)
+          .then((bytes) => write(res, status, bytes, bytes.byteLength, headers, compression.name));
       }
     }
-    if (res.destroyed) return;
-    if (headers === protoHeaders) headers = undefined;
-    const length = String(body.byteLength);
-    const out =
-      headers === undefined
-        ? { "content-length": length, "content-type": contentType }
-        : { ...headers, "content-length": length };
-    res.writeHead(status, encoding === undefined ? out : { "content-encoding": encoding, ...out });
-    res.end(body);
+    write(res, status, body, size, headers, undefined);
+    return undefined;
   };
 
   return (req, res) => {
@@ -332,7 +357,7 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
       } catch (e) {
         call.done();
         const { status, body, headers } = errorAnswer(ConnectError.from(e));
-        answer(res, status, body, headers, headerOf(req, "accept-encoding")).catch(() => {
+        answer(res, status, body, headers, headerOf(req, "accept-encoding"))?.catch(() => {
           if (!res.destroyed) res.destroy();
         });
         return;
@@ -360,7 +385,7 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
           Code.ResourceExhausted,
         );
         const { status, body, headers } = errorAnswer(error);
-        answer(res, status, body, headers, headerOf(req, "accept-encoding")).catch(() => {
+        answer(res, status, body, headers, headerOf(req, "accept-encoding"))?.catch(() => {
           if (!res.destroyed) res.destroy();
         });
         return;
@@ -376,6 +401,30 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
     });
     return true;
   };
+}
+
+/** connect's JSON serialization options, as its handler makes them (no options of ours). */
+const jsonOptions = getJsonOptions(undefined);
+
+/** Writes the head and the body of an answer of `size` bytes. */
+function write(
+  res: NodeResponse,
+  status: number,
+  body: Uint8Array | string,
+  size: number,
+  headers: Record<string, string | string[]> | undefined,
+  encoding: string | undefined,
+): void {
+  if (res.destroyed) return;
+  const contentType = headers === protoHeaders ? "application/proto" : "application/json";
+  if (headers === protoHeaders) headers = undefined;
+  const length = String(size);
+  const out =
+    headers === undefined
+      ? { "content-length": length, "content-type": contentType }
+      : { ...headers, "content-length": length };
+  res.writeHead(status, encoding === undefined ? out : { "content-encoding": encoding, ...out });
+  res.end(body);
 }
 
 /** Whether a request is one this route may take at all (before its method's own checks). */
@@ -420,20 +469,21 @@ function errorAnswer(error: ConnectError): {
 
 const noSpan = trace.wrapSpanContext({ traceId: "", spanId: "", traceFlags: 0 });
 
-/** One call in flight. */
-class Call {
+/**
+ * One call in flight, and its signal (CallerSignal): aborted when the client
+ * leaves before the answer or the server shuts down, as connect's handler
+ * context aborts. The submit and GetJob calls only check it before they send
+ * (queue/caller-signal.ts), so it is read from the response and the shutdown
+ * signal when asked, instead of an AbortController and two listeners per
+ * call; once aborted it stays so, and after done() it no longer changes.
+ */
+class Call implements CallerSignal {
   readonly started = performance.now();
   tenant = "default";
   span: Span = noSpan;
   ctx: Context = ROOT_CONTEXT;
-  private controller: AbortController | undefined;
   private finished = false;
-  private readonly onClose = () => {
-    if (!this.finished) this.controller?.abort(closed);
-  };
-  private readonly onShutdown = () => {
-    if (!this.finished) this.controller?.abort(this.shutdownSignal.reason);
-  };
+  private abortReason: unknown;
 
   constructor(
     readonly req: NodeRequest,
@@ -442,22 +492,25 @@ class Call {
     private readonly shutdownSignal: AbortSignal,
   ) {}
 
-  /** The call's signal: aborts when the client leaves or the server shuts down, as connect's. */
-  signal(): AbortSignal {
-    if (this.controller === undefined) {
-      this.controller = new AbortController();
-      if (this.shutdownSignal.aborted) this.controller.abort(this.shutdownSignal.reason);
-      else this.shutdownSignal.addEventListener("abort", this.onShutdown);
-      this.res.once("close", this.onClose);
+  get aborted(): boolean {
+    return this.reason !== undefined;
+  }
+
+  /** Why the call aborted (the shutdown's reason, or `closed` for a client that left); undefined while it runs. */
+  get reason(): unknown {
+    if (this.abortReason === undefined && !this.finished) {
+      if (this.shutdownSignal.aborted) this.abortReason = this.shutdownSignal.reason;
+      else if (this.res.closed) this.abortReason = closed;
     }
-    return this.controller.signal;
+    return this.abortReason;
+  }
+
+  throwIfAborted(): void {
+    const reason = this.reason;
+    if (reason !== undefined) throw reason;
   }
 
   done(): void {
     this.finished = true;
-    if (this.controller !== undefined) {
-      this.shutdownSignal.removeEventListener("abort", this.onShutdown);
-      this.res.off("close", this.onClose);
-    }
   }
 }

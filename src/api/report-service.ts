@@ -22,6 +22,7 @@ import type { JobView } from "../domain/job.js";
 import type { EventHub } from "../events/event-hub.js";
 import type { EventLog } from "../events/event-log.js";
 import { watchJobEvents } from "../events/watch-job-events.js";
+import type { CallerSignal } from "../queue/caller-signal.js";
 import type { JobControl } from "../queue/job-control.js";
 import type { JobLister } from "../queue/job-lister.js";
 import type { JobReader } from "../queue/job-reader.js";
@@ -75,7 +76,7 @@ export async function getTenantJob(
   jobs: JobReader,
   tenant: string,
   jobId: string,
-  signal?: AbortSignal,
+  signal?: CallerSignal,
 ): Promise<JobView> {
   const job = await jobs.get(jobId, signal);
   if (job === undefined || job.tenant !== tenant) throw new JobNotFoundError(jobId);
@@ -92,12 +93,12 @@ export interface ReportCalls {
     req: SubmitReportRequest,
     tenant: string,
     idempotencyKey: string | null,
-    signal: AbortSignal,
+    signal: CallerSignal,
   ): Promise<MessageInitShape<typeof SubmitReportResponseSchema>>;
   getJob(
     req: GetJobRequest,
     tenant: string,
-    signal: AbortSignal,
+    signal: CallerSignal,
   ): Promise<MessageInitShape<typeof GetJobResponseSchema>>;
 }
 

@@ -127,10 +127,11 @@ export interface ServerOptions {
    */
   uninstrumented?: (url: string) => boolean;
   /**
-   * HTTP/2 streams this route accepts are served on the raw stream, without
-   * the compatibility API and the handler (the stream caps and timeouts still apply).
+   * HTTP/2 streams one of these routes accepts (the first that does) are
+   * served on the raw stream, without the compatibility API and the handler
+   * (the stream caps and timeouts still apply).
    */
-  rawStreamRoute?: RawStreamRoute;
+  rawStreamRoutes?: readonly RawStreamRoute[];
 }
 
 /** A route served on the raw HTTP/2 stream, ahead of the compatibility API and the handler. */
@@ -275,8 +276,8 @@ export function createDualServer(handler: Handler, options: ServerOptions): Dual
     },
     admitted,
   );
-  const rawRoute = options.rawStreamRoute;
-  if (rawRoute !== undefined) {
+  const rawRoutes = options.rawStreamRoutes ?? [];
+  if (rawRoutes.length > 0) {
     // The compatibility API listens to the server's "stream" event (one
     // listener, added for the request handler): streams the raw route takes
     // never reach it, so they cost neither its request and response objects
@@ -284,7 +285,14 @@ export function createDualServer(handler: Handler, options: ServerOptions): Dual
     const compat = h2.listeners("stream") as ((...args: unknown[]) => void)[];
     h2.removeAllListeners("stream");
     h2.on("stream", (stream: http2.ServerHttp2Stream, headers, ...rest: unknown[]) => {
-      if (!rawRoute.accepts(headers)) {
+      let rawRoute: RawStreamRoute | undefined;
+      for (const r of rawRoutes) {
+        if (r.accepts(headers)) {
+          rawRoute = r;
+          break;
+        }
+      }
+      if (rawRoute === undefined) {
         for (const l of compat) l.call(h2, stream, headers, ...rest);
         return;
       }

@@ -19,8 +19,16 @@
  * AbortError/TimeoutError, which api/error-map.ts maps to the same codes.
  */
 
+/**
+ * What a method that only checks before it sends (rule 1) needs of its
+ * caller's signal: an AbortSignal, or a stand-in that reads the call's state
+ * when asked (the lean unary route's calls, api/lean-unary.ts: no
+ * AbortController and no listeners per call).
+ */
+export type CallerSignal = Pick<AbortSignal, "aborted" | "reason" | "throwIfAborted">;
+
 /** Throws `signal`'s reason when it has aborted; nothing otherwise (no listener). */
-export function throwIfAborted(signal: AbortSignal | undefined): void {
+export function throwIfAborted(signal: CallerSignal | undefined): void {
   if (signal?.aborted) signal.throwIfAborted();
 }
 

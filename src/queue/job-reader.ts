@@ -1,7 +1,7 @@
 /** Reads job records: one HGETALL per job, independent of the queue's length. */
 
 import type { JobView } from "../domain/job.js";
-import { throwIfAborted } from "./caller-signal.js";
+import { type CallerSignal, throwIfAborted } from "./caller-signal.js";
 import type { RedisClient } from "./connections.js";
 import { decodeRecord } from "./job-record.js";
 import type { Keys } from "./keys.js";
@@ -12,7 +12,7 @@ export interface JobReader {
    * The job, or undefined when unknown or expired. `signal`: the caller's
    * (caller-signal.ts); nothing is read once it has aborted.
    */
-  get(jobId: string, signal?: AbortSignal): Promise<JobView | undefined>;
+  get(jobId: string, signal?: CallerSignal): Promise<JobView | undefined>;
 }
 
 /** Creates a reader over a command connection. */

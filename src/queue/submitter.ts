@@ -10,7 +10,7 @@
  * same connection, in the same write, and the caller is acknowledged only
  * once Redis has fsynced the job to its AOF.
  */
-import { createHash, randomBytes } from "node:crypto";
+import { hash, randomBytes } from "node:crypto";
 import type { Span } from "@opentelemetry/api";
 import { Job, type JobsOptions, type Queue } from "bullmq";
 import type { LimitsConfig, RedisConfig, RetentionConfig, WorkerConfig } from "../config/config.js";
@@ -38,7 +38,7 @@ import {
 import { traceEnqueue } from "../telemetry/bullmq-telemetry.js";
 import { reportMetrics } from "../telemetry/metrics.js";
 import { bullmqScript, captureAdd } from "./bullmq-scripts.js";
-import { throwIfAborted } from "./caller-signal.js";
+import { type CallerSignal, throwIfAborted } from "./caller-signal.js";
 import { canonicalJson } from "./canonical-json.js";
 import type { RedisClient } from "./connections.js";
 import { decodeRecord, encodeNewRecord } from "./job-record.js";
@@ -101,7 +101,7 @@ export interface Submitter {
    * `signal`: the caller's (caller-signal.ts); once it has aborted, nothing is sent.
    * @throws IdempotencyConflictError, BackpressureError
    */
-  submit(input: SubmitInput, signal?: AbortSignal): Promise<SubmitOutcome>;
+  submit(input: SubmitInput, signal?: CallerSignal): Promise<SubmitOutcome>;
 }
 
 /** The composed submit script of each BullMQ add script (one per job kind). */
@@ -261,7 +261,7 @@ export function createSubmitter(deps: {
   async function submitTraced(
     input: SubmitInput,
     t: { metadata: string; traceparent: string; span: Span },
-    signal: AbortSignal | undefined,
+    signal: CallerSignal | undefined,
   ): Promise<SubmitOutcome> {
     const now = Date.now();
     const keyDigest = input.idempotencyKey ? digest(input.idempotencyKey) : undefined;
@@ -269,18 +269,19 @@ export function createSubmitter(deps: {
     const shard = deps.shards?.pick(input.tenant, keyDigest) ?? deps.keys;
     const queues = deps.queuesOf?.(shard) ?? deps.queues;
     const id = deps.shards?.jobId(shard, newJobId()) ?? newJobId();
-    const fingerprint = createHash("sha256")
-      .update(
-        canonicalJson({
-          userId: input.userId,
-          reportType: input.reportType,
-          filters: input.filters,
-          priority: input.priority,
-          runAt: input.runAt ?? null,
-          deadline: input.deadline ?? null,
-        }),
-      )
-      .digest("base64url");
+    // crypto.hash: one-shot, without a Hash object per digest.
+    const fingerprint = hash(
+      "sha256",
+      canonicalJson({
+        userId: input.userId,
+        reportType: input.reportType,
+        filters: input.filters,
+        priority: input.priority,
+        runAt: input.runAt ?? null,
+        deadline: input.deadline ?? null,
+      }),
+      "base64url",
+    );
     const view: JobView = {
       id,
       tenant: input.tenant,
@@ -466,5 +467,5 @@ function newJobId(): string {
 
 /** A short, key-safe digest of a caller-chosen string (idempotency keys, user ids). */
 export function digest(value: string): string {
-  return createHash("sha256").update(value).digest("base64url").slice(0, 32);
+  return hash("sha256", value, "base64url").slice(0, 32);
 }

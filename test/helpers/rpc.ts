@@ -60,13 +60,24 @@ export function waitForState(
   state: JobState,
   timeoutMs = 15_000,
 ): Promise<Job> {
+  let last: Job | undefined;
   return waitFor(
     async () => {
       const job = await getJob(client, jobId);
+      last = job;
       return job.state === state ? job : undefined;
     },
-    { timeoutMs, what: `job ${jobId} to be ${JobState[state]}` },
+    {
+      timeoutMs,
+      what: () => `job ${jobId} to be ${JobState[state]} (last seen: ${describeJob(last)})`,
+    },
   );
+}
+
+/** What a timed-out wait last saw of a job, for its error message. */
+function describeJob(job: Job | undefined): string {
+  if (job === undefined) return "nothing";
+  return `${JobState[job.state]}, phase "${job.phase}", attempts ${job.attemptsMade}, progress ${job.progress}${job.failureReason ? `, failure "${job.failureReason}"` : ""}`;
 }
 
 /** The states a job does not leave on its own. */

@@ -1,7 +1,7 @@
 /** Polls `check` until it returns a value other than undefined/false, or fails after `timeoutMs`. */
 export async function waitFor<T>(
   check: () => T | undefined | false | Promise<T | undefined | false>,
-  options: { timeoutMs?: number; intervalMs?: number; what?: string } = {},
+  options: { timeoutMs?: number; intervalMs?: number; what?: string | (() => string) } = {},
 ): Promise<T> {
   const { timeoutMs = 10_000, intervalMs = 20, what = "condition" } = options;
   const deadline = Date.now() + timeoutMs;
@@ -14,7 +14,10 @@ export async function waitFor<T>(
       lastError = err;
     }
     if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`, { cause: lastError });
+      const described = typeof what === "function" ? what() : what;
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${described}`, {
+        cause: lastError,
+      });
     }
     await new Promise((r) => setTimeout(r, intervalMs));
   }

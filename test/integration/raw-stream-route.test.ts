@@ -1,5 +1,5 @@
 /**
- * createDualServer()'s rawStreamRoute: HTTP/2 streams the route accepts are
+ * createDualServer()'s rawStreamRoutes: HTTP/2 streams the route accepts are
  * served on the raw stream and never reach the handler (nor the HTTP/2
  * compatibility API), everything else does, and routed streams count under
  * the same stream caps.
@@ -11,7 +11,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { createDualServer, type DualServer, type RawStreamRoute } from "../../src/api/server.js";
 import { waitFor } from "../helpers/wait-for.js";
 
-describe("createDualServer() rawStreamRoute", () => {
+describe("createDualServer() rawStreamRoutes", () => {
   let server: DualServer | undefined;
   const sessions: http2.ClientHttp2Session[] = [];
   afterEach(async () => {
@@ -48,7 +48,7 @@ describe("createDualServer() rawStreamRoute", () => {
       keepaliveMs: 30_000,
       logger: pino({ level: "silent" }),
       limits: { maxStreamsPerAddress },
-      rawStreamRoute: route,
+      rawStreamRoutes: [route],
     });
     const { port } = await server.listen(0, "127.0.0.1");
     const session = http2.connect(`http://127.0.0.1:${port}`);

@@ -1,7 +1,7 @@
 /**
  * Command connections fail fast when Redis hangs, but never because this
  * process was too busy to read a reply Redis sent in time; every connection
- * writes the commands of one turn of the event loop in one write.
+ * writes the commands of one iteration of the event loop in one write.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createRedisConnection, waitForReady } from "../../src/queue/connections.js";
@@ -28,14 +28,14 @@ describe("createRedisConnection()", () => {
   });
 
   it.each(["command", "worker"] as const)(
-    "writes the commands of one turn of the event loop together (%s)",
+    "writes the commands of one iteration of the event loop together (%s)",
     async (purpose) => {
       const conn = createRedisConnection(redis.url, purpose, logger, "test");
       try {
         await waitForReady(conn, 5000);
         const stream = (conn as unknown as { stream: { writableCorked: number } }).stream;
         const replies = [conn.set("k", "1"), conn.incr("k"), conn.get("k")];
-        // Held until the turn ends, then written at once.
+        // Held until the iteration's callbacks have run, then written at once.
         expect(stream.writableCorked).toBe(1);
         await expect(Promise.all(replies)).resolves.toEqual(["OK", 2, "2"]);
         expect(stream.writableCorked).toBe(0);

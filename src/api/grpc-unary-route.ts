@@ -1,0 +1,653 @@
+/**
+ * SubmitReport and GetJob over gRPC on the raw HTTP/2 stream, without
+ * connect-node's HTTP/2 compatibility objects (Http2ServerRequest/Response),
+ * its universal request (a URL, Fetch `Headers`, an async-iterable body),
+ * the handler context (two linked AbortControllers, three more `Headers`,
+ * a deadline timer) and the chain of async generators that reads, parses,
+ * invokes and serializes a call. Profiled under bench:compare, that
+ * machinery cost gRPC submits 2.6 times the API CPU of a lean Connect JSON
+ * submit; these are the two calls the API serves most.
+ *
+ * Only the plainest requests are taken, what generated gRPC clients send
+ * (grpc-js, connect's gRPC transport): POST, `application/grpc` or
+ * `application/grpc+proto`, no Origin (a browser's: CORS stays
+ * connect's), an uncompressed request (no grpc-encoding, or identity), with
+ * or without grpc-timeout and grpc-accept-encoding. The answer is
+ * compressed as connect compresses it (grpc-accept-encoding, from
+ * compressMinBytes). gRPC-Web, JSON and compressed requests go to connect,
+ * which stays the reference: grpc-unary-route.test.ts compares the answers
+ * of both (headers, message bytes, trailers).
+ *
+ * What connect does is done here in its order: the request body is read
+ * and its one message parsed with connect's own serialization (envelope,
+ * size and parse errors are answered before any interceptor runs, as
+ * connect answers them: no span, no log line), then what the interceptors
+ * do (api-part.ts): the SERVER span from the caller's traceparent and the
+ * rpc.server.call.duration metric (telemetry-interceptor.ts), the request
+ * log line (request-log-interceptor.ts), authentication (auth.ts), then the
+ * handler (report-service.ts' ReportCalls) with a signal that aborts as
+ * connect's handler context's does: at the caller's deadline (grpc-timeout,
+ * from the stream's arrival), when the stream closes early, at shutdown.
+ * The answer is connect-node's: HEADERS (200, application/grpc+proto, the
+ * negotiated grpc-encoding), one DATA frame with the enveloped message, and
+ * trailers (grpc-status 0, or connect's setTrailerStatus of the error).
+ */
+import type http2 from "node:http2";
+import { create, type DescMessage, type DescMethodUnary } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import {
+  compressionNegotiate,
+  createMethodSerializationLookup,
+  encodeEnvelope,
+  envelopeCompress,
+  type Serialization,
+  validateReadWriteMaxBytes,
+} from "@connectrpc/connect/protocol";
+import { codeToString } from "@connectrpc/connect/protocol-connect";
+import { parseTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
+import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
+import {
+  type Context,
+  context,
+  defaultTextMapGetter,
+  propagation,
+  ROOT_CONTEXT,
+  type Span,
+  SpanKind,
+  type SpanOptions,
+  trace,
+} from "@opentelemetry/api";
+import type { Logger } from "pino";
+import {
+  GetJobResponseSchema,
+  ReportService,
+  SubmitReportResponseSchema,
+} from "../../gen/reports/v1/report_service_pb.js";
+import {
+  attrJobId,
+  attrRpcMethod,
+  attrRpcProtocol,
+  attrRpcService,
+  attrRpcSystem,
+} from "../telemetry/attributes.js";
+import type { Authenticator } from "./auth.js";
+import { toConnectError } from "./error-map.js";
+import { asInvalidArgumentIfParseError } from "./parse-errors.js";
+import type { ReportCalls } from "./report-service.js";
+import { serverFaults } from "./request-log-interceptor.js";
+import type { RawStreamRoute } from "./server.js";
+import { endRpcSpan, recordRpcDuration } from "./telemetry-interceptor.js";
+
+/** What the route needs. */
+export interface GrpcUnaryRouteDeps {
+  calls: ReportCalls;
+  auth: Authenticator;
+  /** Largest request message accepted, in bytes (connect's readMaxBytes). */
+  readMaxBytes: number;
+  /** Longest grpc-timeout accepted, in ms (connect's maxTimeoutMs). */
+  maxTimeoutMs: number;
+  /** Aborts the signal of calls in flight, as connect's handler context does. */
+  shutdownSignal: AbortSignal;
+  /** Whether answers carry `Vary: Origin`, as withCors adds it to connect's (cors.ts' corsVariesByOrigin). */
+  varyOrigin: boolean;
+  logger: Logger;
+}
+
+/** Calls this process served here (tests and diagnostics: which path answered). */
+export const grpcUnaryServed = { count: 0 };
+
+type Headers2 = http2.IncomingHttpHeaders;
+type Compression = NonNullable<ReturnType<typeof compressionNegotiate>["response"]>;
+type Invoke = (
+  message: never,
+  tenant: string,
+  headers: Headers2,
+  signal: AbortSignal,
+) => Promise<unknown>;
+
+interface Route {
+  name: string;
+  method: string;
+  input: Serialization<unknown>;
+  output: Serialization<unknown>;
+  outputSchema: DescMessage;
+  spanOptions: SpanOptions;
+  invoke: Invoke;
+}
+
+/** The reason a call's signal aborts with when its stream closes before the answer (rpc-node-handler.ts'). */
+const closedReason = new ConnectError("the request was closed", Code.Canceled);
+
+/** HTTP/2 reset codes that mean a failure, as rpc-node-handler.ts maps them (others: the client cancelled). */
+const resetCodes: Record<number, Code> = {
+  1: Code.Internal,
+  2: Code.Internal,
+  3: Code.Internal,
+  4: Code.Internal,
+  6: Code.Internal,
+  7: Code.Unavailable,
+  8: Code.Canceled,
+  9: Code.Internal,
+  10: Code.Internal,
+  11: Code.ResourceExhausted,
+  12: Code.PermissionDenied,
+  13: Code.PermissionDenied,
+};
+
+const okTrailers = { "grpc-status": "0" };
+const contentTypeProto = "application/grpc+proto";
+
+/** Creates the route. */
+export function createGrpcUnaryRoute(deps: GrpcUnaryRouteDeps): RawStreamRoute {
+  const tracer = trace.getTracer("report-jobs-api");
+  // As the request-log interceptor's: fixed, safe fields, no redaction.
+  const rpcLog = deps.logger.child({}, { redact: [] });
+  // The limits connect's handler serializes with (its defaults for the rest).
+  const limits = validateReadWriteMaxBytes(deps.readMaxBytes, undefined, undefined);
+  // connect-node's default, as rpc-node-handler.ts configures the router.
+  const acceptCompression = [compressionGzip, compressionBrotli];
+  // The response headers without compression (shared: Node copies them).
+  const plainHeaders: http2.OutgoingHttpHeaders = deps.varyOrigin
+    ? { ":status": 200, "content-type": contentTypeProto, vary: "Origin" }
+    : { ":status": 200, "content-type": contentTypeProto };
+  const routes = new Map<string, Route>();
+  const add = (method: DescMethodUnary, outputSchema: DescMessage, invoke: Invoke) => {
+    const serialization = createMethodSerializationLookup(method, undefined, undefined, limits);
+    routes.set(`/${ReportService.typeName}/${method.name}`, {
+      name: `${ReportService.typeName}/${method.name}`,
+      method: method.name,
+      input: serialization.getI(true) as Serialization<unknown>,
+      output: serialization.getO(true) as Serialization<unknown>,
+      outputSchema,
+      spanOptions: {
+        kind: SpanKind.SERVER,
+        attributes: {
+          [attrRpcSystem]: "grpc",
+          [attrRpcService]: ReportService.typeName,
+          [attrRpcMethod]: method.name,
+          [attrRpcProtocol]: "grpc",
+        },
+      },
+      invoke,
+    });
+  };
+  add(ReportService.method.submitReport, SubmitReportResponseSchema, (m, t, h, signal) =>
+    deps.calls.submitReport(m, t, headerOf(h, "idempotency-key"), signal),
+  );
+  add(ReportService.method.getJob, GetJobResponseSchema, (m, t, _h, signal) =>
+    deps.calls.getJob(m, t, signal),
+  );
+
+  /** Ends the call: span, metric, log line (inside the call's context). */
+  const finish = (call: Call, err: ConnectError | undefined, jobId: string | undefined) => {
+    const { route, span } = call;
+    if (err === undefined && jobId !== undefined && jobId !== "" && span.isRecording()) {
+      span.setAttribute(attrJobId, jobId);
+    }
+    const status = endRpcSpan(span, "grpc", err);
+    recordRpcDuration(
+      "grpc",
+      ReportService.typeName,
+      route.method,
+      status,
+      (performance.now() - call.started) / 1000,
+    );
+    const code = err?.code;
+    const level = code !== undefined && serverFaults.has(code) ? "warn" : "info";
+    if (rpcLog.isLevelEnabled(level)) {
+      rpcLog[level](
+        {
+          rpc: route.name,
+          method: route.method,
+          protocol: "grpc",
+          code: code === undefined ? "ok" : codeToString(code),
+          duration_ms: Math.round((performance.now() - call.started) * 1000) / 1000,
+          tenant: call.tenant,
+          ...(jobId ? { job_id: jobId } : {}),
+        },
+        level === "warn" ? "rpc failed" : "rpc",
+      );
+    }
+  };
+
+  /** The interceptors' work and the handler, inside the call's span; answers. */
+  const run = async (
+    call: Call,
+    message: unknown,
+    compression: Compression | null,
+  ): Promise<void> => {
+    const { headers, route } = call;
+    let out: unknown;
+    let error: ConnectError | undefined;
+    try {
+      out = await context.with(call.ctx, async () => {
+        let answer: unknown;
+        try {
+          let tenant: string;
+          try {
+            tenant = deps.auth.tenantOf(headerOf(headers, "authorization"));
+          } catch (err) {
+            throw toConnectError(err, deps.logger);
+          }
+          call.tenant = tenant;
+          let init: unknown;
+          try {
+            init = await route.invoke(message as never, tenant, headers, call.signal());
+          } catch (err) {
+            // As report-service.ts' handlers do.
+            throw toConnectError(err, deps.logger);
+          }
+          answer = create(route.outputSchema, init as never);
+        } catch (err) {
+          finish(call, ConnectError.from(err), undefined);
+          throw err;
+        }
+        const jobId = (answer as { jobId?: unknown }).jobId;
+        finish(call, undefined, typeof jobId === "string" ? jobId : undefined);
+        return answer;
+      });
+    } catch (e) {
+      error =
+        e instanceof ConnectError
+          ? e
+          : new ConnectError("internal error", Code.Internal, undefined, undefined, e);
+    }
+    if (error !== undefined) {
+      call.fail(error);
+      return;
+    }
+    let frame: Uint8Array;
+    try {
+      frame = route.output.serialize(out);
+    } catch (e) {
+      call.fail(ConnectError.from(e, Code.Internal));
+      return;
+    }
+    if (compression !== null) {
+      const env = await envelopeCompress(
+        { flags: 0, data: frame },
+        compression,
+        limits.compressMinBytes,
+      );
+      frame = encodeEnvelope(env.flags, env.data);
+    } else {
+      frame = envelope(frame);
+    }
+    call.answer(frame, okTrailers);
+  };
+
+  // The response compression and headers for each grpc-accept-encoding seen
+  // (a client sends the same one on every call); bounded against odd callers.
+  const byAccept = new Map<string | null, Negotiated>();
+  const negotiated = (accept: string | null): Negotiated => {
+    let n = byAccept.get(accept);
+    if (n === undefined) {
+      const compression =
+        accept === null
+          ? null
+          : compressionNegotiate(acceptCompression, null, accept, "grpc-accept-encoding").response;
+      n = {
+        compression,
+        headers:
+          compression === null
+            ? plainHeaders
+            : { ...plainHeaders, "grpc-encoding": compression.name },
+      };
+      if (byAccept.size < 64) byAccept.set(accept, n);
+    }
+    return n;
+  };
+  const state: RouteState = {
+    readMaxBytes: deps.readMaxBytes,
+    shutdownSignal: deps.shutdownSignal,
+    live: new Set(),
+    start(call, message) {
+      const { headers, route } = call;
+      let parent: Context = context.active();
+      if (trace.getSpan(parent) === undefined) {
+        parent = propagation.extract(ROOT_CONTEXT, headers, defaultTextMapGetter);
+      }
+      call.span = tracer.startSpan(route.name, route.spanOptions, parent);
+      call.ctx = trace.setSpan(parent, call.span);
+      run(call, message, call.compression).catch((err: unknown) => {
+        call.fail(ConnectError.from(err, Code.Internal));
+      });
+    },
+  };
+  // Shutdown aborts the signals of the calls in flight: one listener for all
+  // of them, not an EventTarget listener added and removed by every call.
+  deps.shutdownSignal.addEventListener("abort", () => {
+    for (const call of state.live) call.abort(deps.shutdownSignal.reason);
+  });
+
+  return {
+    accepts(headers) {
+      const route = routes.get(headers[":path"] as string);
+      if (route === undefined || headers[":method"] !== "POST") return false;
+      // A browser's request (CORS): connect's, behind withCors.
+      if (headers.origin !== undefined) return false;
+      const type = headers["content-type"];
+      if (type !== "application/grpc" && type !== "application/grpc+proto") return false;
+      // No authority: connect answers it (as a plain 400).
+      if (headers[":authority"] === undefined && headers.host === undefined) return false;
+      // Compressed requests: connect's.
+      const encoding = headers["grpc-encoding"];
+      return encoding === undefined || encoding === "identity";
+    },
+    serve(stream, headers, closed) {
+      const route = routes.get(headers[":path"] as string) as Route;
+      grpcUnaryServed.count++;
+      const { compression, headers: responseHeaders } = negotiated(
+        headerOf(headers, "grpc-accept-encoding"),
+      );
+      const call = new Call(state, stream, headers, route, compression, responseHeaders, closed);
+      // The caller's deadline runs from now, as connect's handler context's
+      // does; a bad or too long one is answered before anything else.
+      const timeout = parseTimeout(headerOf(headers, "grpc-timeout"), deps.maxTimeoutMs);
+      if (timeout.error !== undefined) {
+        call.fail(timeout.error);
+        return;
+      }
+      if (timeout.timeoutMs !== undefined) call.deadline(timeout.timeoutMs);
+      call.read();
+    },
+  };
+}
+
+/** A request header's value (repeats joined, as Fetch Headers join them). */
+function headerOf(headers: Headers2, name: string): string | null {
+  const v = headers[name];
+  if (v === undefined) return null;
+  return typeof v === "string" ? v : v.join(", ");
+}
+
+/** A message in a gRPC envelope, uncompressed. */
+function envelope(message: Uint8Array): Buffer {
+  const frame = Buffer.allocUnsafe(5 + message.byteLength);
+  frame[0] = 0;
+  frame.writeUInt32BE(message.byteLength, 1);
+  frame.set(message, 5);
+  return frame;
+}
+
+/** The trailers of an error: connect's setTrailerStatus, after parse-errors.ts' rewrite. */
+function trailersOf(err: ConnectError): http2.OutgoingHttpHeaders {
+  const out: http2.OutgoingHttpHeaders = {};
+  setTrailerStatus(new Headers(), asInvalidArgumentIfParseError(err)).forEach((value, key) => {
+    out[key] = value;
+  });
+  return out;
+}
+
+const noSpan = trace.wrapSpanContext({ traceId: "", spanId: "", traceFlags: 0 });
+
+/** A grpc-accept-encoding's answer: the response compression and headers. */
+interface Negotiated {
+  compression: Compression | null;
+  headers: http2.OutgoingHttpHeaders;
+}
+
+/** What the calls of a route share. */
+interface RouteState {
+  readMaxBytes: number;
+  shutdownSignal: AbortSignal;
+  /** Calls whose signal is live (aborted at shutdown). */
+  live: Set<Call>;
+  /** Runs a call whose message has been read. */
+  start(call: Call, message: unknown): void;
+}
+
+const kCall = Symbol("grpcUnaryCall");
+type CallStream = http2.ServerHttp2Stream & { [kCall]?: Call };
+
+/**
+ * One call in flight. Its stream's listeners are shared functions that find
+ * the call on the stream: no closures per call.
+ */
+class Call {
+  readonly started = performance.now();
+  tenant = "default";
+  span: Span = noSpan;
+  ctx: Context = ROOT_CONTEXT;
+  private controller: AbortController | undefined;
+  private deadlineTimer: NodeJS.Timeout | undefined;
+  private timedOut = false;
+  private answered = false;
+  private body: Buffer[] = [];
+  private bodyBytes = 0;
+  private trailers: http2.OutgoingHttpHeaders = okTrailers;
+
+  constructor(
+    private readonly state: RouteState,
+    readonly stream: http2.ServerHttp2Stream,
+    readonly headers: Headers2,
+    readonly route: Route,
+    readonly compression: Compression | null,
+    private readonly responseHeaders: http2.OutgoingHttpHeaders,
+    private readonly released: () => void,
+  ) {
+    (stream as CallStream)[kCall] = this;
+    stream.on("error", noop);
+    stream.once("close", onClose);
+  }
+
+  /** Starts the caller's deadline: connect's deadline signal (its reason, its timer: none at 0). */
+  deadline(timeoutMs: number): void {
+    if (timeoutMs <= 0) this.timedOut = true;
+    else this.deadlineTimer = setTimeout(onDeadline, timeoutMs, this);
+  }
+
+  /** @internal The deadline passed. */
+  expired(): void {
+    this.deadlineTimer = undefined;
+    this.timedOut = true;
+    this.abort(deadlineError());
+  }
+
+  /**
+   * Reads the request body, then parses its one message as connect does, or
+   * answers its error. Like connect, reads no further than a second message
+   * (an error either way), and refuses an envelope announcing more than
+   * readMaxBytes as soon as its prefix is here.
+   */
+  read(): void {
+    this.stream.on("data", onData);
+    this.stream.once("end", onEnd);
+  }
+
+  /** @internal A chunk of the body. */
+  received(chunk: Buffer): void {
+    this.body.push(chunk);
+    this.bodyBytes += chunk.length;
+    const scanned = this.scan(this.state.readMaxBytes);
+    if (scanned === "more") return;
+    this.stopReading();
+    if (scanned === "two") this.requestEnded();
+    else this.fail(scanned);
+  }
+
+  private stopReading(): void {
+    this.stream.off("data", onData);
+    this.stream.off("end", onEnd);
+    // The rest of the body is discarded (its end clears the server's request timeout).
+    this.stream.resume();
+  }
+
+  /** @internal The body is here (or all connect would read of it). */
+  requestEnded(): void {
+    const all = this.body.length === 1 ? (this.body[0] as Buffer) : Buffer.concat(this.body);
+    this.body = [];
+    let message: unknown;
+    try {
+      message = this.parse(all);
+    } catch (e) {
+      this.fail(ConnectError.from(e, Code.Internal));
+      return;
+    }
+    this.state.start(this, message);
+  }
+
+  /**
+   * What the body so far holds: an envelope announcing more than
+   * readMaxBytes (connect's RESOURCE_EXHAUSTED), two whole messages (no
+   * need to read on), or "more" to read.
+   */
+  private scan(readMaxBytes: number): ConnectError | "two" | "more" {
+    if (this.bodyBytes < 5) return "more";
+    const head = this.body.length === 1 ? (this.body[0] as Buffer) : Buffer.concat(this.body);
+    this.body = [head];
+    let at = 0;
+    for (let n = 0; at + 5 <= head.length; n++) {
+      const length = head.readUInt32BE(at + 1);
+      if (length > readMaxBytes) {
+        return new ConnectError(
+          `message size ${length} is larger than configured readMaxBytes ${readMaxBytes}`,
+          Code.ResourceExhausted,
+        );
+      }
+      at += 5 + length;
+      if (n === 1 && at <= head.length) return "two";
+    }
+    return "more";
+  }
+
+  /** The request's one message; throws connect's errors for anything else, in its order. */
+  private parse(all: Buffer): unknown {
+    const envelopes: { flags: number; data: Buffer }[] = [];
+    let at = 0;
+    while (at < all.length) {
+      if (all.length - at < 5) break;
+      const length = all.readUInt32BE(at + 1);
+      if (all.length - at - 5 < length) break;
+      envelopes.push({
+        flags: all[at] as number,
+        data: all.subarray(at + 5, at + 5 + length),
+      });
+      at += 5 + length;
+      // connect reads no further than a second message.
+      if (envelopes.length === 2) break;
+    }
+    const message = (i: number): unknown => {
+      const env = envelopes[i];
+      if (env === undefined) {
+        if (at < all.length) {
+          throw new ConnectError("protocol error: incomplete envelope", Code.InvalidArgument);
+        }
+        return undefined;
+      }
+      if ((env.flags & 1) === 1) {
+        throw new ConnectError(
+          "received compressed envelope, but do not know how to decompress",
+          Code.Internal,
+        );
+      }
+      return this.route.input.parse(env.data);
+    };
+    const first = message(0);
+    if (envelopes.length === 0) {
+      throw new ConnectError(
+        "protocol error: missing input message for unary method",
+        Code.Unimplemented,
+      );
+    }
+    message(1);
+    if (envelopes.length > 1) {
+      throw new ConnectError(
+        "protocol error: received extra input message for unary method",
+        Code.Unimplemented,
+      );
+    }
+    return first;
+  }
+
+  /** The call's signal: aborts at the deadline, when the stream closes early, or at shutdown, as connect's. */
+  signal(): AbortSignal {
+    if (this.controller === undefined) {
+      const controller = new AbortController();
+      this.controller = controller;
+      if (this.answered) controller.abort(closedReason);
+      else if (this.timedOut) controller.abort(deadlineError());
+      else if (this.state.shutdownSignal.aborted)
+        controller.abort(this.state.shutdownSignal.reason);
+      else this.state.live.add(this);
+    }
+    return this.controller.signal;
+  }
+
+  /** @internal Aborts the call's signal (once it has one) with `reason`. */
+  abort(reason: unknown): void {
+    if (this.answered || this.controller === undefined) return;
+    this.state.live.delete(this);
+    this.controller.abort(reason);
+  }
+
+  /** Answers an error: headers, no message, its trailers. */
+  fail(err: ConnectError): void {
+    this.answer(undefined, trailersOf(err));
+  }
+
+  /** Writes the answer: headers, the message (if any), trailers; then lets go of the call. */
+  answer(frame: Uint8Array | undefined, trailers: http2.OutgoingHttpHeaders): void {
+    if (this.answered) return;
+    this.done();
+    const { stream } = this;
+    if (stream.destroyed || stream.closed) return;
+    this.trailers = trailers;
+    try {
+      stream.respond(this.responseHeaders, { waitForTrailers: true });
+      stream.once("wantTrailers", onWantTrailers);
+      if (frame === undefined) stream.end();
+      else stream.end(frame);
+    } catch {
+      stream.destroy();
+    }
+  }
+
+  /** @internal Node asks for the trailers. */
+  sendTrailers(): void {
+    this.stream.sendTrailers(this.trailers);
+  }
+
+  private done(): void {
+    this.answered = true;
+    if (this.deadlineTimer !== undefined) clearTimeout(this.deadlineTimer);
+    this.state.live.delete(this);
+  }
+
+  /** @internal The stream closed: if the call was still on, the caller left (its signal aborts as connect-node's). */
+  closed(): void {
+    this.released();
+    if (this.answered) return;
+    const code = resetCodes[this.stream.rstCode];
+    this.abort(
+      code === undefined
+        ? closedReason
+        : new ConnectError(`http/2 stream closed with error code ${this.stream.rstCode}`, code),
+    );
+    this.done();
+  }
+}
+
+/** connect's deadline reason (createDeadlineSignal's). */
+function deadlineError(): ConnectError {
+  return new ConnectError("the operation timed out", Code.DeadlineExceeded);
+}
+
+function noop(): void {}
+function onData(this: CallStream, chunk: Buffer): void {
+  this[kCall]?.received(chunk);
+}
+function onEnd(this: CallStream): void {
+  this[kCall]?.requestEnded();
+}
+function onWantTrailers(this: CallStream): void {
+  this[kCall]?.sendTrailers();
+}
+function onClose(this: CallStream): void {
+  const call = this[kCall];
+  this[kCall] = undefined;
+  call?.closed();
+}
+function onDeadline(call: Call): void {
+  call.expired();
+}
