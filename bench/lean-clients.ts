@@ -167,12 +167,17 @@ export function connectGetJob(
 /**
  * SubmitReport as gRPC over one HTTP/2 connection (as a grpc-js channel
  * uses one), one idempotency key per call, with the headers @grpc/grpc-js
- * sends on a call without deadline.
+ * sends on a call without deadline (and `extraHeaders`).
  */
-export function grpcSubmit(baseUrl: string, filters: object): LeanClient<string> {
+export function grpcSubmit(
+  baseUrl: string,
+  filters: object,
+  extraHeaders: http2.OutgoingHttpHeaders = {},
+): LeanClient<string> {
   const session = http2.connect(baseUrl);
   session.on("error", () => undefined);
   const headers = {
+    ...extraHeaders,
     ":method": "POST",
     ":path": "/reports.v1.ReportService/SubmitReport",
     "content-type": "application/grpc",

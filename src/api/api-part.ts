@@ -123,6 +123,7 @@ export function createApiPart(deps: ApiPartDeps): ApiPart {
     auth,
     readMaxBytes: settings.readMaxBytes,
     maxTimeoutMs: settings.maxTimeoutMs,
+    varyOrigin: corsVariesByOrigin(settings.corsOrigins),
     logger,
   });
   // RPCs start in the open tenant; the auth interceptor sets the caller's.
@@ -146,6 +147,8 @@ export function createApiPart(deps: ApiPartDeps): ApiPart {
   const calls = createReportCalls({
     submitter: deps.submitter,
     jobs: deps.jobs,
+    control: deps.control,
+    lister: deps.lister,
     publicUrl: settings.publicUrl,
     downloadSigner,
     maxRunAtAheadMs: deps.maxRunAtAheadMs,

@@ -1,12 +1,13 @@
 /**
- * SubmitReport and GetJob over gRPC on the raw HTTP/2 stream, without
- * connect-node's HTTP/2 compatibility objects (Http2ServerRequest/Response),
- * its universal request (a URL, Fetch `Headers`, an async-iterable body),
- * the handler context (two linked AbortControllers, three more `Headers`,
- * a deadline timer) and the chain of async generators that reads, parses,
- * invokes and serializes a call. Profiled under bench:compare, that
- * machinery cost gRPC submits 2.6 times the API CPU of a lean Connect JSON
- * submit; these are the two calls the API serves most.
+ * The unary methods of ReportService over gRPC on the raw HTTP/2 stream
+ * (SubmitReport and GetJob, the two the API serves most, and CancelJob,
+ * ListJobs, RetryJob), without connect-node's HTTP/2 compatibility objects
+ * (Http2ServerRequest/Response), its universal request (a URL, Fetch
+ * `Headers`, an async-iterable body), the handler context (two linked
+ * AbortControllers, three more `Headers`, a deadline timer) and the chain
+ * of async generators that reads, parses, invokes and serializes a call.
+ * Profiled under bench:compare, that machinery cost a gRPC submit 2.6
+ * times the API CPU of a Connect JSON submit on lean-unary.ts.
  *
  * Only the plainest requests are taken, what generated gRPC clients send
  * (grpc-js, connect's gRPC transport): POST, `application/grpc` or
@@ -59,10 +60,14 @@ import {
 } from "@opentelemetry/api";
 import type { Logger } from "pino";
 import {
+  CancelJobResponseSchema,
   GetJobResponseSchema,
+  ListJobsResponseSchema,
   ReportService,
+  RetryJobResponseSchema,
   SubmitReportResponseSchema,
 } from "../../gen/reports/v1/report_service_pb.js";
+import type { CallerSignal } from "../queue/caller-signal.js";
 import {
   attrJobId,
   attrRpcMethod,
@@ -98,12 +103,8 @@ export const grpcUnaryServed = { count: 0 };
 
 type Headers2 = http2.IncomingHttpHeaders;
 type Compression = NonNullable<ReturnType<typeof compressionNegotiate>["response"]>;
-type Invoke = (
-  message: never,
-  tenant: string,
-  headers: Headers2,
-  signal: AbortSignal,
-) => Promise<unknown>;
+/** Calls a method; `call` is its signal (CallerSignal), or `call.signal()` an AbortSignal for waits. */
+type Invoke = (message: never, tenant: string, headers: Headers2, call: Call) => Promise<unknown>;
 
 interface Route {
   name: string;
@@ -171,11 +172,23 @@ export function createGrpcUnaryRoute(deps: GrpcUnaryRouteDeps): RawStreamRoute {
       invoke,
     });
   };
-  add(ReportService.method.submitReport, SubmitReportResponseSchema, (m, t, h, signal) =>
-    deps.calls.submitReport(m, t, headerOf(h, "idempotency-key"), signal),
+  // Submit and GetJob only check their signal before they send: the call is
+  // their signal. The others wait (CancelJob for a running job to stop,
+  // RetryJob for a worker to let go) and get an AbortSignal.
+  add(ReportService.method.submitReport, SubmitReportResponseSchema, (m, t, h, call) =>
+    deps.calls.submitReport(m, t, headerOf(h, "idempotency-key"), call),
   );
-  add(ReportService.method.getJob, GetJobResponseSchema, (m, t, _h, signal) =>
-    deps.calls.getJob(m, t, signal),
+  add(ReportService.method.getJob, GetJobResponseSchema, (m, t, _h, call) =>
+    deps.calls.getJob(m, t, call),
+  );
+  add(ReportService.method.cancelJob, CancelJobResponseSchema, (m, t, _h, call) =>
+    deps.calls.cancelJob(m, t, call.signal()),
+  );
+  add(ReportService.method.listJobs, ListJobsResponseSchema, (m, t, _h, call) =>
+    deps.calls.listJobs(m, t, call.signal()),
+  );
+  add(ReportService.method.retryJob, RetryJobResponseSchema, (m, t, _h, call) =>
+    deps.calls.retryJob(m, t, call.signal()),
   );
 
   /** Ends the call: span, metric, log line (inside the call's context). */
@@ -232,7 +245,7 @@ export function createGrpcUnaryRoute(deps: GrpcUnaryRouteDeps): RawStreamRoute {
           call.tenant = tenant;
           let init: unknown;
           try {
-            init = await route.invoke(message as never, tenant, headers, call.signal());
+            init = await route.invoke(message as never, tenant, headers, call);
           } catch (err) {
             // As report-service.ts' handlers do.
             throw toConnectError(err, deps.logger);
@@ -263,7 +276,8 @@ export function createGrpcUnaryRoute(deps: GrpcUnaryRouteDeps): RawStreamRoute {
       call.fail(ConnectError.from(e, Code.Internal));
       return;
     }
-    if (compression !== null) {
+    // Under compressMinBytes connect sends the message uncompressed: no await for it.
+    if (compression !== null && frame.byteLength >= limits.compressMinBytes) {
       const env = await envelopeCompress(
         { flags: 0, data: frame },
         compression,
@@ -401,17 +415,24 @@ const kCall = Symbol("grpcUnaryCall");
 type CallStream = http2.ServerHttp2Stream & { [kCall]?: Call };
 
 /**
- * One call in flight. Its stream's listeners are shared functions that find
- * the call on the stream: no closures per call.
+ * One call in flight, and its signal (CallerSignal, as lean-unary.ts'
+ * calls): aborted at the caller's deadline, when the stream closes before
+ * the answer, or at shutdown, with the reasons connect's handler context
+ * aborts with. It is read when checked, so a call that only checks (submit,
+ * GetJob) costs no AbortController, listener or timer; `signal()` makes a
+ * real AbortSignal for the calls that wait. Its stream's listeners are
+ * shared functions that find the call on the stream: no closures per call.
  */
-class Call {
+class Call implements CallerSignal {
   readonly started = performance.now();
   tenant = "default";
   span: Span = noSpan;
   ctx: Context = ROOT_CONTEXT;
   private controller: AbortController | undefined;
   private deadlineTimer: NodeJS.Timeout | undefined;
-  private timedOut = false;
+  /** The caller's deadline, in performance.now() ms. */
+  private deadlineAt: number | undefined;
+  private abortReason: unknown;
   private answered = false;
   private body: Buffer[] = [];
   private bodyBytes = 0;
@@ -431,16 +452,34 @@ class Call {
     stream.once("close", onClose);
   }
 
-  /** Starts the caller's deadline: connect's deadline signal (its reason, its timer: none at 0). */
+  /** Sets the caller's deadline, `timeoutMs` from the stream's arrival. */
   deadline(timeoutMs: number): void {
-    if (timeoutMs <= 0) this.timedOut = true;
-    else this.deadlineTimer = setTimeout(onDeadline, timeoutMs, this);
+    this.deadlineAt = this.started + timeoutMs;
   }
 
-  /** @internal The deadline passed. */
+  get aborted(): boolean {
+    return this.reason !== undefined;
+  }
+
+  /** Why the call aborted; undefined while it runs. Once aborted it stays so; after the answer it no longer changes. */
+  get reason(): unknown {
+    if (this.abortReason === undefined && !this.answered) {
+      if (this.state.shutdownSignal.aborted) this.abortReason = this.state.shutdownSignal.reason;
+      else if (this.deadlineAt !== undefined && performance.now() >= this.deadlineAt) {
+        this.abortReason = deadlineError();
+      }
+    }
+    return this.abortReason;
+  }
+
+  throwIfAborted(): void {
+    const reason = this.reason;
+    if (reason !== undefined) throw reason;
+  }
+
+  /** @internal The deadline passed (the timer of a call with an AbortSignal). */
   expired(): void {
     this.deadlineTimer = undefined;
-    this.timedOut = true;
     this.abort(deadlineError());
   }
 
@@ -513,6 +552,10 @@ class Call {
 
   /** The request's one message; throws connect's errors for anything else, in its order. */
   private parse(all: Buffer): unknown {
+    // The common case: one whole, uncompressed message.
+    if (all.length >= 5 && all[0] === 0 && all.readUInt32BE(1) === all.length - 5) {
+      return this.route.input.parse(all.subarray(5));
+    }
     const envelopes: { flags: number; data: Buffer }[] = [];
     let at = 0;
     while (at < all.length) {
@@ -527,30 +570,14 @@ class Call {
       // connect reads no further than a second message.
       if (envelopes.length === 2) break;
     }
-    const message = (i: number): unknown => {
-      const env = envelopes[i];
-      if (env === undefined) {
-        if (at < all.length) {
-          throw new ConnectError("protocol error: incomplete envelope", Code.InvalidArgument);
-        }
-        return undefined;
-      }
-      if ((env.flags & 1) === 1) {
-        throw new ConnectError(
-          "received compressed envelope, but do not know how to decompress",
-          Code.Internal,
-        );
-      }
-      return this.route.input.parse(env.data);
-    };
-    const first = message(0);
+    const first = this.message(envelopes[0], at < all.length);
     if (envelopes.length === 0) {
       throw new ConnectError(
         "protocol error: missing input message for unary method",
         Code.Unimplemented,
       );
     }
-    message(1);
+    this.message(envelopes[1], at < all.length);
     if (envelopes.length > 1) {
       throw new ConnectError(
         "protocol error: received extra input message for unary method",
@@ -560,25 +587,45 @@ class Call {
     return first;
   }
 
-  /** The call's signal: aborts at the deadline, when the stream closes early, or at shutdown, as connect's. */
+  /** One envelope's message as connect reads it; none (and `cut`: bytes left over) is connect's end-of-body check. */
+  private message(env: { flags: number; data: Buffer } | undefined, cut: boolean): unknown {
+    if (env === undefined) {
+      if (cut) throw new ConnectError("protocol error: incomplete envelope", Code.InvalidArgument);
+      return undefined;
+    }
+    if ((env.flags & 1) === 1) {
+      throw new ConnectError(
+        "received compressed envelope, but do not know how to decompress",
+        Code.Internal,
+      );
+    }
+    return this.route.input.parse(env.data);
+  }
+
+  /** The call's signal as an AbortSignal (for calls that wait): aborts when the call does. */
   signal(): AbortSignal {
     if (this.controller === undefined) {
       const controller = new AbortController();
       this.controller = controller;
-      if (this.answered) controller.abort(closedReason);
-      else if (this.timedOut) controller.abort(deadlineError());
-      else if (this.state.shutdownSignal.aborted)
-        controller.abort(this.state.shutdownSignal.reason);
-      else this.state.live.add(this);
+      const reason = this.reason;
+      if (reason !== undefined) controller.abort(reason);
+      else if (!this.answered) {
+        this.state.live.add(this);
+        if (this.deadlineAt !== undefined) {
+          this.deadlineTimer = setTimeout(onDeadline, this.deadlineAt - performance.now(), this);
+        }
+      }
     }
     return this.controller.signal;
   }
 
-  /** @internal Aborts the call's signal (once it has one) with `reason`. */
+  /** @internal Aborts the call with `reason` (its AbortSignal too, if it has one). */
   abort(reason: unknown): void {
-    if (this.answered || this.controller === undefined) return;
+    if (this.answered) return;
+    // The first reason stays.
+    this.abortReason ??= reason;
     this.state.live.delete(this);
-    this.controller.abort(reason);
+    if (this.controller?.signal.aborted === false) this.controller.abort(this.abortReason);
   }
 
   /** Answers an error: headers, no message, its trailers. */
@@ -619,6 +666,8 @@ class Call {
     this.released();
     if (this.answered) return;
     const code = resetCodes[this.stream.rstCode];
+    // A shutdown or deadline that came first stays the reason (read now: abort keeps the first).
+    void this.reason;
     this.abort(
       code === undefined
         ? closedReason

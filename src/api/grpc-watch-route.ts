@@ -60,6 +60,8 @@ export interface GrpcWatchRouteDeps {
   readMaxBytes: number;
   /** Longest grpc-timeout accepted, in ms (connect-node's maxTimeoutMs). */
   maxTimeoutMs: number;
+  /** Whether answers carry `Vary: Origin`, as withCors adds it to connect-node's (cors.ts' corsVariesByOrigin). */
+  varyOrigin?: boolean;
   logger: Logger;
 }
 
@@ -75,7 +77,8 @@ const spanOptions: SpanOptions = {
     [attrRpcProtocol]: "grpc",
   },
 };
-const responseHeaders = { ":status": 200, "content-type": "application/grpc+proto" };
+const plainHeaders = { ":status": 200, "content-type": "application/grpc+proto" };
+const varyHeaders = { ...plainHeaders, vary: "Origin" };
 const okTrailers = { "grpc-status": "0" };
 /** What every call of the route shares. */
 interface RouteState extends GrpcWatchRouteDeps {
@@ -86,6 +89,8 @@ interface RouteState extends GrpcWatchRouteDeps {
    * job when it ends.
    */
   rpcLog: Logger;
+  /** The response headers (shared: Node copies them). */
+  responseHeaders: http2.OutgoingHttpHeaders;
 }
 
 /** Creates the route. */
@@ -94,6 +99,7 @@ export function createGrpcWatchRoute(routeDeps: GrpcWatchRouteDeps): RawStreamRo
   const deps: RouteState = {
     ...routeDeps,
     rpcLog: routeDeps.logger.child({}, { redact: { paths: [] } }),
+    responseHeaders: routeDeps.varyOrigin === true ? varyHeaders : plainHeaders,
   };
   return {
     accepts(headers) {
@@ -292,7 +298,7 @@ class GrpcWatchCall implements WatchOutput {
 
   private sendHeaders(): void {
     this.headersSent = true;
-    this.stream.respond(responseHeaders, { waitForTrailers: true });
+    this.stream.respond(this.deps.responseHeaders, { waitForTrailers: true });
   }
 
   /** @internal The stream drained. */

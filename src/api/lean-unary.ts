@@ -256,9 +256,9 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
 
   /**
    * A successful answer's JSON as connect's JSON serialization makes it
-   * (toJsonString, then its writeMaxBytes check), kept as text: Node writes
-   * a text body with the headers in one write, where bytes go as a second
-   * buffer of a writev (and connect's TextEncoder pass is saved).
+   * (toJsonString, then its writeMaxBytes check), kept as text: connect's
+   * TextEncoder pass is saved, and Node joins a text body to the head
+   * (bytes go as an iovec of their own; end() adds an empty one either way).
    */
   const jsonText = (schema: DescMessage, message: MessageShape<DescMessage>): string => {
     let json: string;

@@ -8,8 +8,14 @@ import { timestampNow } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import type {
+  CancelJobRequest,
+  CancelJobResponseSchema,
   GetJobRequest,
   GetJobResponseSchema,
+  ListJobsRequest,
+  ListJobsResponseSchema,
+  RetryJobRequest,
+  RetryJobResponseSchema,
   SubmitReportRequest,
   SubmitReportResponseSchema,
 } from "../../gen/reports/v1/report_service_pb.js";
@@ -84,8 +90,9 @@ export async function getTenantJob(
 }
 
 /**
- * SubmitReport and GetJob without connect's handler context: what the
- * ReportService handlers and the lean unary route (lean-unary.ts) both call.
+ * The unary methods without connect's handler context: what the
+ * ReportService handlers and the lean unary routes (lean-unary.ts,
+ * grpc-unary-route.ts) both call.
  * Errors are thrown as they are (the callers map them with toConnectError).
  */
 export interface ReportCalls {
@@ -100,16 +107,31 @@ export interface ReportCalls {
     tenant: string,
     signal: CallerSignal,
   ): Promise<MessageInitShape<typeof GetJobResponseSchema>>;
+  cancelJob(
+    req: CancelJobRequest,
+    tenant: string,
+    signal: AbortSignal,
+  ): Promise<MessageInitShape<typeof CancelJobResponseSchema>>;
+  listJobs(
+    req: ListJobsRequest,
+    tenant: string,
+    signal: AbortSignal,
+  ): Promise<MessageInitShape<typeof ListJobsResponseSchema>>;
+  retryJob(
+    req: RetryJobRequest,
+    tenant: string,
+    signal: AbortSignal,
+  ): Promise<MessageInitShape<typeof RetryJobResponseSchema>>;
 }
 
-/** Creates the calls behind SubmitReport and GetJob. */
+/** Creates the calls behind the unary methods. */
 export function createReportCalls(
   deps: Pick<
     ReportServiceDeps,
-    "submitter" | "jobs" | "publicUrl" | "downloadSigner" | "maxRunAtAheadMs"
+    "submitter" | "jobs" | "control" | "lister" | "publicUrl" | "downloadSigner" | "maxRunAtAheadMs"
   >,
 ): ReportCalls {
-  const { submitter, jobs, publicUrl } = deps;
+  const { submitter, jobs, control, lister, publicUrl } = deps;
   const signer = deps.downloadSigner;
   const toProto = (job: JobView) => jobToProto(job, publicUrl, signer);
   return {
@@ -130,15 +152,29 @@ export function createReportCalls(
       const job = await getTenantJob(jobs, tenant, jobId, signal);
       return { job: toProto(job) };
     },
+    async cancelJob(req, tenant, signal) {
+      const { jobId, reason } = validateCancelJob(req);
+      const job = await control.cancel(tenant, jobId, reason, signal);
+      return { job: toProto(job) };
+    },
+    async listJobs(req, tenant, signal) {
+      const query = validateListJobs(req, tenant);
+      const page = await lister.list(query, signal);
+      return { jobs: page.jobs.map(toProto), nextPageToken: page.nextPageToken };
+    },
+    async retryJob(req, tenant, signal) {
+      const jobId = validateGetJob(req);
+      const job = await control.retry(tenant, jobId, signal);
+      return { job: toProto(job) };
+    },
   };
 }
 
 /** Creates the ReportService implementation. */
 export function createReportService(deps: ReportServiceDeps): ServiceImpl<typeof ReportService> {
-  const { control, lister, log, hub, publicUrl, logger } = deps;
+  const { log, hub, publicUrl, logger } = deps;
   const fail = (err: unknown) => toConnectError(err, logger);
   const signer = deps.downloadSigner;
-  const toProto = (job: JobView) => jobToProto(job, publicUrl, signer);
   const calls = createReportCalls(deps);
 
   return {
@@ -202,9 +238,7 @@ export function createReportService(deps: ReportServiceDeps): ServiceImpl<typeof
 
     async cancelJob(req, ctx) {
       try {
-        const { jobId, reason } = validateCancelJob(req);
-        const job = await control.cancel(callerTenant(ctx.values), jobId, reason, ctx.signal);
-        return { job: toProto(job) };
+        return await calls.cancelJob(req, callerTenant(ctx.values), ctx.signal);
       } catch (err) {
         throw fail(err);
       }
@@ -212,12 +246,7 @@ export function createReportService(deps: ReportServiceDeps): ServiceImpl<typeof
 
     async listJobs(req, ctx) {
       try {
-        const query = validateListJobs(req, callerTenant(ctx.values));
-        const page = await lister.list(query, ctx.signal);
-        return {
-          jobs: page.jobs.map(toProto),
-          nextPageToken: page.nextPageToken,
-        };
+        return await calls.listJobs(req, callerTenant(ctx.values), ctx.signal);
       } catch (err) {
         throw fail(err);
       }
@@ -225,9 +254,7 @@ export function createReportService(deps: ReportServiceDeps): ServiceImpl<typeof
 
     async retryJob(req, ctx) {
       try {
-        const jobId = validateGetJob(req);
-        const job = await control.retry(callerTenant(ctx.values), jobId, ctx.signal);
-        return { job: toProto(job) };
+        return await calls.retryJob(req, callerTenant(ctx.values), ctx.signal);
       } catch (err) {
         throw fail(err);
       }

@@ -169,6 +169,30 @@ function wrapSend(redis: RedisClient, timeoutMs: number | undefined): void {
       () => clearTimeout(timer),
     );
   };
+  /**
+   * One deadline for a written batch, instead of a timer and a reaction per
+   * command: a connection's replies come in the order of its commands, so
+   * the batch's last command is answered last, and once it is (every command
+   * of the batch resolved) the timer goes. On expiry every command of the
+   * batch still unanswered fails, as its own timer would have failed it. A
+   * batch with a failed command (an error reply) keeps its timer until it
+   * expires, which then changes nothing.
+   */
+  const startBatchDeadline = (batch: Command[], ms: number) => {
+    if (batch.length === 1) {
+      startDeadline(batch[0] as Command, ms);
+      return;
+    }
+    const timer = stallTolerantTimeout(ms, () => {
+      for (const command of batch) {
+        if (!command.isResolved) command.reject(new Error("Command timed out"));
+      }
+    });
+    const answered = () => {
+      if (batch.every((command) => command.isResolved)) clearTimeout(timer);
+    };
+    (batch[batch.length - 1] as Command).promise.then(answered, answered);
+  };
   let corked: { uncork(): void } | undefined;
   // Commands of the corked batch whose deadline starts once it is written.
   let waiting: Command[] = [];
@@ -179,7 +203,7 @@ function wrapSend(redis: RedisClient, timeoutMs: number | undefined): void {
     if (timeoutMs === undefined || waiting.length === 0) return;
     const batch = waiting;
     waiting = [];
-    for (const command of batch) startDeadline(command, timeoutMs);
+    startBatchDeadline(batch, timeoutMs);
   };
   (redis as { sendCommand: unknown }).sendCommand = (command: Command, ...rest: unknown[]) => {
     if (corked === undefined && redis.status === "ready") {

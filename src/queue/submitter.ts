@@ -10,7 +10,8 @@
  * same connection, in the same write, and the caller is acknowledged only
  * once Redis has fsynced the job to its AOF.
  */
-import { hash, randomBytes } from "node:crypto";
+import * as crypto from "node:crypto";
+import { randomBytes } from "node:crypto";
 import type { Span } from "@opentelemetry/api";
 import { Job, type JobsOptions, type Queue } from "bullmq";
 import type { LimitsConfig, RedisConfig, RetentionConfig, WorkerConfig } from "../config/config.js";
@@ -269,9 +270,7 @@ export function createSubmitter(deps: {
     const shard = deps.shards?.pick(input.tenant, keyDigest) ?? deps.keys;
     const queues = deps.queuesOf?.(shard) ?? deps.queues;
     const id = deps.shards?.jobId(shard, newJobId()) ?? newJobId();
-    // crypto.hash: one-shot, without a Hash object per digest.
-    const fingerprint = hash(
-      "sha256",
+    const fingerprint = sha256(
       canonicalJson({
         userId: input.userId,
         reportType: input.reportType,
@@ -280,7 +279,6 @@ export function createSubmitter(deps: {
         runAt: input.runAt ?? null,
         deadline: input.deadline ?? null,
       }),
-      "base64url",
     );
     const view: JobView = {
       id,
@@ -467,5 +465,14 @@ function newJobId(): string {
 
 /** A short, key-safe digest of a caller-chosen string (idempotency keys, user ids). */
 export function digest(value: string): string {
-  return hash("sha256", value, "base64url").slice(0, 32);
+  return sha256(value).slice(0, 32);
 }
+
+/**
+ * SHA-256 of `value`, base64url: crypto.hash (one-shot, without a Hash
+ * object per digest) where Node has it (20.12 and later), else createHash.
+ */
+const sha256: (value: string) => string =
+  typeof crypto.hash === "function"
+    ? (value) => crypto.hash("sha256", value, "base64url")
+    : (value) => crypto.createHash("sha256").update(value).digest("base64url");

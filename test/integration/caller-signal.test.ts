@@ -42,7 +42,13 @@ describe("the caller's signal in queue calls", () => {
   function submitterOn(redis: Redis, keys: Keys): Submitter {
     const queues = Object.fromEntries(
       reportTypes.map((type) => {
-        const q = new Queue(queueNameFor(type), { connection: redis, prefix: keys.bullPrefix });
+        // skipMetasUpdate: BullMQ would write its queue's meta key once connected, at
+        // a moment of its own, and the tests look for what the submit writes.
+        const q = new Queue(queueNameFor(type), {
+          connection: redis,
+          prefix: keys.bullPrefix,
+          skipMetasUpdate: true,
+        });
         closers.push(() => q.close());
         return [type, q];
       }),

@@ -1,6 +1,6 @@
 /**
- * The gRPC unary route (src/api/grpc-unary-route.ts) answers SubmitReport
- * and GetJob exactly as connect does: each call is made twice on raw
+ * The gRPC unary route (src/api/grpc-unary-route.ts) answers SubmitReport,
+ * GetJob, CancelJob, ListJobs and RetryJob exactly as connect does: each call is made twice on raw
  * HTTP/2, once as the route takes it and once with `grpc-encoding: gzip`
  * on an uncompressed message (which connect accepts, and which changes
  * nothing in its answer once grpc-accept-encoding names the same response
@@ -13,7 +13,11 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ReportType } from "../../gen/reports/v1/job_pb.js";
 import {
+  CancelJobRequestSchema,
+  CancelJobResponseSchema,
   GetJobRequestSchema,
+  ListJobsRequestSchema,
+  RetryJobRequestSchema,
   SubmitReportRequestSchema,
   SubmitReportResponseSchema,
 } from "../../gen/reports/v1/report_service_pb.js";
@@ -296,6 +300,60 @@ describe("gRPC unary route", () => {
     await expectSame(get(big), "8");
     await expectSame(get(one.subarray(0, one.length - 1)), "3");
     await expectSame(get(one.subarray(0, 3)), "3");
+  });
+
+  it("answers CancelJob, ListJobs and RetryJob as connect does", async () => {
+    const path = (m: string) => `/reports.v1.ReportService/${m}`;
+    const headers = { authorization: auth };
+    // ListJobs: the tenant's first page, byte for byte.
+    const list = envelope(
+      toBinary(ListJobsRequestSchema, create(ListJobsRequestSchema, { pageSize: 3 })),
+    );
+    const page = await expectSame({ path: path("ListJobs"), headers, body: list }, "0");
+    expect(page.body.length).toBeGreaterThan(5);
+    // CancelJob of a queued job, one each way: the same answer but for ids and times.
+    const cancel = (id: string) =>
+      envelope(
+        toBinary(
+          CancelJobRequestSchema,
+          create(CancelJobRequestSchema, { jobId: id, reason: "r" }),
+        ),
+      );
+    const ids: string[] = [];
+    for (const key of ["g-c1", "g-c2"]) {
+      const a = await call(t.url, submit(key));
+      ids.push(fromBinary(SubmitReportResponseSchema, a.body.subarray(5)).jobId);
+    }
+    const [c1, c2] = ids as [string, string];
+    const lean = await call(t.url, { path: path("CancelJob"), headers, body: cancel(c1) });
+    const c2Call = { path: path("CancelJob"), headers, body: cancel(c2) };
+    const connect = await call(t.url, c2Call, toConnect(c2Call));
+    expect(lean.trailers["grpc-status"]).toBe("0");
+    expect(lean.headers).toEqual(connect.headers);
+    expect(lean.trailers).toEqual(connect.trailers);
+    const masked = (a: Answer, id: string) => {
+      const { job } = fromBinary(CancelJobResponseSchema, a.body.subarray(5));
+      return JSON.parse(
+        JSON.stringify({ ...job, createdAt: 0, finishedAt: 0 }, (_k, v) =>
+          typeof v === "bigint" ? String(v) : v,
+        ).replaceAll(id, "ID"),
+      );
+    };
+    expect(masked(lean, c1)).toEqual(masked(connect, c2));
+    // Cancelling it again; retrying a job that did not fail; unknown jobs.
+    const again = await both({ path: path("CancelJob"), headers, body: cancel(c1) });
+    expect(again.tookLean).toBe(true);
+    expect(again.lean.headers).toEqual(again.connect.headers);
+    expect(again.lean.trailers).toEqual(again.connect.trailers);
+    expect(again.lean.body.equals(again.connect.body)).toBe(true);
+    const retry = (id: string) =>
+      envelope(toBinary(RetryJobRequestSchema, create(RetryJobRequestSchema, { jobId: id })));
+    const refused = await both({ path: path("RetryJob"), headers, body: retry(c1) });
+    expect(refused.tookLean).toBe(true);
+    expect(refused.lean.trailers["grpc-status"]).not.toBe("0");
+    expect(refused.lean.trailers).toEqual(refused.connect.trailers);
+    await expectSame({ path: path("RetryJob"), headers, body: retry("no-such-job") }, "5");
+    await expectSame({ path: path("CancelJob"), headers, body: cancel("no-such-job") }, "5");
   });
 
   it("writes the request log line connect's interceptors write (ok, refused, NOT_FOUND)", async () => {

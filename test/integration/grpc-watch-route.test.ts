@@ -126,6 +126,21 @@ describe("WatchJob over gRPC (raw HTTP/2 route)", () => {
     }
   });
 
+  it("answers with connect-node's headers (Vary: Origin, as CORS_ORIGINS lists origins)", async () => {
+    const route = await watch(t.url, jobId, { "grpc-timeout": "100m" });
+    // A compressed-request header sends the watch to connect-node, whose answer it leaves as is.
+    const connect = await watch(t.url, jobId, {
+      "grpc-timeout": "100m",
+      "grpc-encoding": "gzip",
+      "grpc-accept-encoding": "identity",
+    });
+    const { date: _a, ...routeHeaders } = route.headers;
+    const { date: _b, ...connectHeaders } = connect.headers;
+    expect(routeHeaders).toEqual(connectHeaders);
+    expect(routeHeaders.vary).toBe("Origin");
+    expect(route.trailers).toEqual(connect.trailers);
+  });
+
   it("leaves a request with an Origin to connect-node, behind CORS", async () => {
     const res = await watch(t.url, jobId, {
       "grpc-timeout": "200m",

@@ -80,6 +80,9 @@ describe("createRedisConnection() for commands", () => {
       const began = performance.now();
       await expect(conn.ping()).rejects.toThrow(/timed out/);
       expect(performance.now() - began).toBeLessThan(2000);
+      // A batch (one write, one deadline): every command of it fails.
+      const batch = [conn.ping(), conn.get("k"), conn.ping()];
+      for (const reply of batch) await expect(reply).rejects.toThrow(/timed out/);
       redis.resume();
       await expect(conn.ping()).resolves.toBe("PONG");
     } finally {
