@@ -165,9 +165,9 @@ export function createApiPart(deps: ApiPartDeps): ApiPart {
     routes,
     // Tracing first, so its span covers every other interceptor (and the request
     // log line); authentication last, so a refused call is still traced and logged.
-    // gRPC WatchJob and lean unary calls bypass them (grpc-watch-route.ts,
-    // grpc-unary-route.ts and lean-unary.ts do their work themselves): an
-    // interceptor added here must be mirrored there.
+    // gRPC WatchJob and lean unary calls bypass them (grpc-watch-route.ts does
+    // their work itself; grpc-unary-route.ts and lean-unary.ts through
+    // lean-call.ts): an interceptor added here must be mirrored there.
     interceptors: [
       createTelemetryInterceptor(),
       createRequestLogInterceptor(logger),

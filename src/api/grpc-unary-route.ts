@@ -34,7 +34,7 @@
  * trailers (grpc-status 0, or connect's setTrailerStatus of the error).
  */
 import type http2 from "node:http2";
-import { create, type DescMessage, type DescMethodUnary } from "@bufbuild/protobuf";
+import type { DescMessage, DescMethodUnary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
   compressionNegotiate,
@@ -44,7 +44,6 @@ import {
   type Serialization,
   validateReadWriteMaxBytes,
 } from "@connectrpc/connect/protocol";
-import { codeToString } from "@connectrpc/connect/protocol-connect";
 import { parseTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
 import {
@@ -69,7 +68,6 @@ import {
 } from "../../gen/reports/v1/report_service_pb.js";
 import type { CallerSignal } from "../queue/caller-signal.js";
 import {
-  attrJobId,
   attrRpcMethod,
   attrRpcProtocol,
   attrRpcService,
@@ -77,12 +75,10 @@ import {
 } from "../telemetry/attributes.js";
 import { startSpan } from "../telemetry/spans.js";
 import type { Authenticator } from "./auth.js";
-import { toConnectError } from "./error-map.js";
+import { createLeanCallRunner } from "./lean-call.js";
 import { asInvalidArgumentIfParseError } from "./parse-errors.js";
 import type { ReportCalls } from "./report-service.js";
-import { serverFaults } from "./request-log-interceptor.js";
 import type { RawStreamRoute } from "./server.js";
-import { endRpcSpan, recordRpcDuration } from "./telemetry-interceptor.js";
 
 /** What the route needs. */
 export interface GrpcUnaryRouteDeps {
@@ -142,8 +138,7 @@ const contentTypeProto = "application/grpc+proto";
 /** Creates the route. */
 export function createGrpcUnaryRoute(deps: GrpcUnaryRouteDeps): RawStreamRoute {
   const tracer = trace.getTracer("report-jobs-api");
-  // As the request-log interceptor's: fixed, safe fields, no redaction.
-  const rpcLog = deps.logger.child({}, { redact: [] });
+  const calls = createLeanCallRunner({ protocol: "grpc", auth: deps.auth, logger: deps.logger });
   // The limits connect's handler serializes with (its defaults for the rest).
   const limits = validateReadWriteMaxBytes(deps.readMaxBytes, undefined, undefined);
   // connect-node's default, as rpc-node-handler.ts configures the router.
@@ -192,38 +187,6 @@ export function createGrpcUnaryRoute(deps: GrpcUnaryRouteDeps): RawStreamRoute {
     deps.calls.retryJob(m, t, call.signal()),
   );
 
-  /** Ends the call: span, metric, log line (inside the call's context). */
-  const finish = (call: Call, err: ConnectError | undefined, jobId: string | undefined) => {
-    const { route, span } = call;
-    if (err === undefined && jobId !== undefined && jobId !== "" && span.isRecording()) {
-      span.setAttribute(attrJobId, jobId);
-    }
-    const status = endRpcSpan(span, "grpc", err);
-    recordRpcDuration(
-      "grpc",
-      ReportService.typeName,
-      route.method,
-      status,
-      (performance.now() - call.started) / 1000,
-    );
-    const code = err?.code;
-    const level = code !== undefined && serverFaults.has(code) ? "warn" : "info";
-    if (rpcLog.isLevelEnabled(level)) {
-      rpcLog[level](
-        {
-          rpc: route.name,
-          method: route.method,
-          protocol: "grpc",
-          code: code === undefined ? "ok" : codeToString(code),
-          duration_ms: Math.round((performance.now() - call.started) * 1000) / 1000,
-          tenant: call.tenant,
-          ...(jobId ? { job_id: jobId } : {}),
-        },
-        level === "warn" ? "rpc failed" : "rpc",
-      );
-    }
-  };
-
   /** The interceptors' work and the handler, inside the call's span; answers. */
   const run = async (
     call: Call,
@@ -234,37 +197,9 @@ export function createGrpcUnaryRoute(deps: GrpcUnaryRouteDeps): RawStreamRoute {
     let out: unknown;
     let error: ConnectError | undefined;
     try {
-      out = await context.with(call.ctx, async () => {
-        let answer: unknown;
-        try {
-          let tenant: string;
-          try {
-            tenant = deps.auth.tenantOf(headerOf(headers, "authorization"));
-          } catch (err) {
-            throw toConnectError(err, deps.logger);
-          }
-          call.tenant = tenant;
-          let init: unknown;
-          try {
-            init = await route.invoke(message as never, tenant, headers, call);
-          } catch (err) {
-            // As report-service.ts' handlers do.
-            throw toConnectError(err, deps.logger);
-          }
-          answer = create(route.outputSchema, init as never);
-        } catch (err) {
-          finish(call, ConnectError.from(err), undefined);
-          throw err;
-        }
-        const jobId = (answer as { jobId?: unknown }).jobId;
-        finish(call, undefined, typeof jobId === "string" ? jobId : undefined);
-        return answer;
-      });
+      out = await calls.run(call, route, headerOf(headers, "authorization"), message, headers);
     } catch (e) {
-      error =
-        e instanceof ConnectError
-          ? e
-          : new ConnectError("internal error", Code.Internal, undefined, undefined, e);
+      error = ConnectError.from(e);
     }
     if (error !== undefined) {
       call.fail(error);

@@ -26,7 +26,6 @@
  */
 
 import {
-  create,
   type DescMessage,
   type DescMethodUnary,
   type MessageShape,
@@ -41,11 +40,7 @@ import {
   type Serialization,
   validateReadWriteMaxBytes,
 } from "@connectrpc/connect/protocol";
-import {
-  codeToHttpStatus,
-  codeToString,
-  errorToJsonBytes,
-} from "@connectrpc/connect/protocol-connect";
+import { codeToHttpStatus, errorToJsonBytes } from "@connectrpc/connect/protocol-connect";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
 import {
   type Context,
@@ -66,7 +61,6 @@ import {
 } from "../../gen/reports/v1/report_service_pb.js";
 import type { CallerSignal } from "../queue/caller-signal.js";
 import {
-  attrJobId,
   attrRpcMethod,
   attrRpcProtocol,
   attrRpcService,
@@ -74,12 +68,10 @@ import {
 } from "../telemetry/attributes.js";
 import { startSpan } from "../telemetry/spans.js";
 import type { Authenticator } from "./auth.js";
-import { toConnectError } from "./error-map.js";
+import { createLeanCallRunner } from "./lean-call.js";
 import type { NodeRequest, NodeResponse } from "./node-types.js";
 import { asInvalidArgumentIfParseError } from "./parse-errors.js";
 import type { ReportCalls } from "./report-service.js";
-import { serverFaults } from "./request-log-interceptor.js";
-import { endRpcSpan, recordRpcDuration } from "./telemetry-interceptor.js";
 
 /** What the route needs. */
 export interface LeanUnaryDeps {
@@ -126,8 +118,7 @@ interface Route {
 /** Creates the route. */
 export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
   const tracer = trace.getTracer("report-jobs-api");
-  // As the request-log interceptor's: fixed, safe fields, no redaction.
-  const rpcLog = deps.logger.child({}, { redact: [] });
+  const calls = createLeanCallRunner({ protocol: "connect", auth: deps.auth, logger: deps.logger });
   const routes = new Map<string, Route>();
   // The limits connect's handler serializes with (its defaults for the rest).
   const limits = validateReadWriteMaxBytes(deps.readMaxBytes, undefined, undefined);
@@ -168,75 +159,13 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
     deps.calls.getJob(m, t, signal),
   );
 
-  /** Ends the call: span, metric, log line (inside the call's context), then the answer. */
-  const finish = (
-    call: Call,
-    err: ConnectError | undefined,
-    jobId: string | undefined,
-  ): ConnectError | undefined => {
-    const { route, span } = call;
-    if (err === undefined && jobId !== undefined && jobId !== "" && span.isRecording()) {
-      span.setAttribute(attrJobId, jobId);
-    }
-    const status = endRpcSpan(span, "connect", err);
-    recordRpcDuration(
-      "connect",
-      ReportService.typeName,
-      route.method,
-      status,
-      (performance.now() - call.started) / 1000,
-    );
-    const code = err?.code;
-    const level = code !== undefined && serverFaults.has(code) ? "warn" : "info";
-    if (rpcLog.isLevelEnabled(level)) {
-      rpcLog[level](
-        {
-          rpc: route.name,
-          method: route.method,
-          protocol: "connect",
-          code: code === undefined ? "ok" : codeToString(code),
-          duration_ms: Math.round((performance.now() - call.started) * 1000) / 1000,
-          tenant: call.tenant,
-          ...(jobId ? { job_id: jobId } : {}),
-        },
-        level === "warn" ? "rpc failed" : "rpc",
-      );
-    }
-    return err;
-  };
-
   const run = async (call: Call, message: unknown, binary: boolean): Promise<void> => {
     const { req, res, route } = call;
     let body: Uint8Array | string;
     let status = 200;
     let headers: Record<string, string | string[]> | undefined;
     try {
-      const output = await context.with(call.ctx, async () => {
-        let out: unknown;
-        try {
-          let tenant: string;
-          try {
-            tenant = deps.auth.tenantOf(headerOf(req, "authorization") ?? undefined);
-          } catch (err) {
-            throw toConnectError(err, deps.logger);
-          }
-          call.tenant = tenant;
-          let init: unknown;
-          try {
-            init = await route.invoke(message as never, tenant, req, call);
-          } catch (err) {
-            // As report-service.ts' handlers do.
-            throw toConnectError(err, deps.logger);
-          }
-          out = create(route.outputSchema, init as never);
-        } catch (err) {
-          finish(call, ConnectError.from(err), undefined);
-          throw err;
-        }
-        const jobId = (out as { jobId?: unknown }).jobId;
-        finish(call, undefined, typeof jobId === "string" ? jobId : undefined);
-        return out as MessageShape<DescMessage>;
-      });
+      const output = await calls.run(call, route, headerOf(req, "authorization"), message, req);
       if (binary) {
         body = route.outputBinary.serialize(output);
         headers = protoHeaders;
@@ -244,11 +173,7 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
         body = jsonText(route.outputSchema, output);
       }
     } catch (e) {
-      const error =
-        e instanceof ConnectError
-          ? e
-          : new ConnectError("internal error", Code.Internal, undefined, undefined, e);
-      ({ status, body, headers } = errorAnswer(error));
+      ({ status, body, headers } = errorAnswer(ConnectError.from(e)));
     }
     call.done();
     const compressing = answer(res, status, body, headers, headerOf(req, "accept-encoding"));

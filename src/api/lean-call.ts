@@ -1,0 +1,160 @@
+/**
+ * What the interceptor chain (api-part.ts) does for a call, done by the
+ * lean routes themselves (lean-unary.ts: Connect on HTTP/1.1;
+ * grpc-unary-route.ts: gRPC on the raw HTTP/2 stream), in the chain's
+ * order, inside the call's span context: authentication (auth.ts), the
+ * handler (report-service.ts' ReportCalls, its errors mapped as its
+ * handlers map them), then the span's end and rpc.server.call.duration
+ * (telemetry-interceptor.ts) and the request log line
+ * (request-log-interceptor.ts). A new interceptor must be mirrored here.
+ */
+import { create, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { codeToString } from "@connectrpc/connect/protocol-connect";
+import { type Context, context, type Span } from "@opentelemetry/api";
+import type { Logger } from "pino";
+import { ReportService } from "../../gen/reports/v1/report_service_pb.js";
+import { attrJobId } from "../telemetry/attributes.js";
+import type { Authenticator } from "./auth.js";
+import { toConnectError } from "./error-map.js";
+import { serverFaults } from "./request-log-interceptor.js";
+import { endRpcSpan, type RpcProtocol, recordRpcDuration } from "./telemetry-interceptor.js";
+
+/** What a lean route's call carries for this work. */
+export interface LeanCall {
+  /** performance.now() at the call's arrival. */
+  readonly started: number;
+  /** The caller's tenant, once authenticated ("default" before). */
+  tenant: string;
+  /** The call's SERVER span, and the context it is active in. */
+  span: Span;
+  ctx: Context;
+}
+
+/** A method of a lean route: its names, its answer's schema and its handler. */
+export interface LeanMethod<X, C> {
+  /** "reports.v1.ReportService/SubmitReport" */
+  readonly name: string;
+  /** "SubmitReport" */
+  readonly method: string;
+  readonly outputSchema: DescMessage;
+  /** Calls the handler; `x` is what the route passes (its request or headers). */
+  readonly invoke: (message: never, tenant: string, x: X, call: C) => Promise<unknown>;
+}
+
+/** Runs calls of one protocol's lean route. */
+export interface LeanCallRunner {
+  /**
+   * Authenticates, calls the method and builds its answer, inside the call's
+   * span context; ends the span, records the duration and logs the line.
+   * @throws ConnectError the call's error (span, metric and log line done)
+   */
+  run<X, C extends LeanCall>(
+    call: C,
+    method: LeanMethod<X, C>,
+    authorization: string | null | undefined,
+    message: unknown,
+    x: X,
+  ): Promise<MessageShape<DescMessage>>;
+}
+
+/** Creates the runner of `protocol`'s lean route. */
+export function createLeanCallRunner(deps: {
+  protocol: RpcProtocol;
+  auth: Authenticator;
+  logger: Logger;
+}): LeanCallRunner {
+  const { protocol, auth, logger } = deps;
+  // As the request-log interceptor's: fixed, safe fields, no redaction.
+  const rpcLog = logger.child({}, { redact: [] });
+
+  const finish = (
+    call: LeanCall,
+    method: { name: string; method: string },
+    err: ConnectError | undefined,
+    jobId: string | undefined,
+  ): void => {
+    const { span } = call;
+    if (err === undefined && jobId !== undefined && jobId !== "" && span.isRecording()) {
+      span.setAttribute(attrJobId, jobId);
+    }
+    const status = endRpcSpan(span, protocol, err);
+    recordRpcDuration(
+      protocol,
+      ReportService.typeName,
+      method.method,
+      status,
+      (performance.now() - call.started) / 1000,
+    );
+    const code = err?.code;
+    const level = code !== undefined && serverFaults.has(code) ? "warn" : "info";
+    if (rpcLog.isLevelEnabled(level)) {
+      rpcLog[level](
+        {
+          rpc: method.name,
+          method: method.method,
+          protocol,
+          code: code === undefined ? "ok" : codeToString(code),
+          duration_ms: Math.round((performance.now() - call.started) * 1000) / 1000,
+          tenant: call.tenant,
+          ...(jobId ? { job_id: jobId } : {}),
+        },
+        level === "warn" ? "rpc failed" : "rpc",
+      );
+    }
+  };
+
+  const answerOf = async <X, C extends LeanCall>(
+    call: C,
+    method: LeanMethod<X, C>,
+    authorization: string | null | undefined,
+    message: unknown,
+    x: X,
+  ): Promise<MessageShape<DescMessage>> => {
+    let answer: MessageShape<DescMessage>;
+    try {
+      let tenant: string;
+      try {
+        tenant = auth.tenantOf(authorization);
+      } catch (err) {
+        throw toConnectError(err, logger);
+      }
+      call.tenant = tenant;
+      let init: unknown;
+      try {
+        init = await method.invoke(message as never, tenant, x, call);
+      } catch (err) {
+        // As report-service.ts' handlers do.
+        throw toConnectError(err, logger);
+      }
+      answer = create(method.outputSchema, init as never);
+    } catch (err) {
+      finish(call, method, ConnectError.from(err), undefined);
+      throw err;
+    }
+    const jobId = (answer as { jobId?: unknown }).jobId;
+    finish(call, method, undefined, typeof jobId === "string" ? jobId : undefined);
+    return answer;
+  };
+
+  return {
+    async run(call, method, authorization, message, x) {
+      try {
+        return await context.with(
+          call.ctx,
+          answerOf,
+          undefined,
+          call,
+          method,
+          authorization,
+          message,
+          x,
+        );
+      } catch (e) {
+        throw e instanceof ConnectError
+          ? e
+          : new ConnectError("internal error", Code.Internal, undefined, undefined, e);
+      }
+    },
+  };
+}
