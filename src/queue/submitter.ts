@@ -158,16 +158,6 @@ export function createSubmitter(deps: {
   // (README "Scaling out": the backlog, tenant backlog and tenant rate).
   const share = (limit: number) =>
     shardCount === 1 ? limit : Math.max(1, Math.ceil(limit / shardCount));
-  // The submit script's constant arguments (submit.lua's ARGV), as strings once.
-  const maxBacklogArg = String(share(settings.limits.maxBacklog));
-  const tenantMaxBacklogArg = String(share(settings.limits.tenantMaxBacklog));
-  const maxLenArg = String(settings.retention.eventStreamMaxLen);
-  const rateArg = String(
-    shardCount === 1
-      ? settings.limits.tenantSubmitRate
-      : settings.limits.tenantSubmitRate / shardCount,
-  );
-  const burstArg = String(share(settings.limits.tenantSubmitBurst));
   const waitAof = settings.redis.submitWaitAof;
   const waitReplicas = settings.redis.submitWaitReplicas ?? 0;
   const waitReplicasMs = settings.redis.submitWaitReplicasTimeoutMs ?? 1000;
@@ -331,8 +321,27 @@ export function createSubmitter(deps: {
     const shardBacklogKeys = backlogKeys(queues, shard);
     const idemKey =
       keyDigest !== undefined ? keys.idempotency(input.tenant, keyDigest) : keys.job(id);
-    const rec = encodeNewRecord(view, fingerprint);
-    const ev = encodeEvent(jobTransitions.submitted.derive({ at: now }).event);
+    const params = {
+      idem: keyDigest !== undefined,
+      fp: fingerprint,
+      idemUntil: now + settings.retention.idempotencyTtlMs,
+      maxBacklog: share(settings.limits.maxBacklog),
+      tenantMaxBacklog: share(settings.limits.tenantMaxBacklog),
+      maxLen: settings.retention.eventStreamMaxLen,
+      channel: keys.eventChannel(id),
+      jobPrefix: keys.jobPrefix,
+      backlogKeys: shardBacklogKeys.length,
+      rate:
+        shardCount === 1
+          ? settings.limits.tenantSubmitRate
+          : settings.limits.tenantSubmitRate / shardCount,
+      burst: share(settings.limits.tenantSubmitBurst),
+      tenant: input.tenant,
+      jobId: id,
+      score: String(now),
+      rec: encodeNewRecord(view, fingerprint),
+      ev: encodeEvent(jobTransitions.submitted.derive({ at: now }).event),
+    };
     const scriptKeys = [
       idemKey,
       keys.job(id),
@@ -346,28 +355,7 @@ export function createSubmitter(deps: {
       ...add.keys,
       keys.live,
     ];
-    // Flat arguments, in submit.lua's order (its header): no JSON to decode there.
-    const scriptArgs: (string | Buffer)[] = [
-      keyDigest !== undefined ? "1" : "0",
-      fingerprint,
-      String(now + settings.retention.idempotencyTtlMs),
-      maxBacklogArg,
-      tenantMaxBacklogArg,
-      maxLenArg,
-      keys.eventChannel(id),
-      keys.jobPrefix,
-      String(shardBacklogKeys.length),
-      rateArg,
-      burstArg,
-      input.tenant,
-      id,
-      String(now),
-      String(rec.length),
-      String(ev.length),
-      ...rec,
-      ...ev,
-      ...add.args,
-    ];
+    const scriptArgs = [JSON.stringify(params), ...add.args];
     throwIfAborted(signal);
     const reply =
       // On a cluster a command sent apart goes to any node: WAITAOF rides the pipeline too.
