@@ -40,7 +40,7 @@ import { traceEnqueue } from "../telemetry/bullmq-telemetry.js";
 import { reportMetrics } from "../telemetry/metrics.js";
 import { buildAddCall, bullmqScript } from "./bullmq-scripts.js";
 import { type CallerSignal, throwIfAborted } from "./caller-signal.js";
-import { canonicalJson } from "./canonical-json.js";
+import { fingerprintJson } from "./canonical-json.js";
 import type { RedisClient } from "./connections.js";
 import { decodeRecord, encodeNewRecord } from "./job-record.js";
 import { type Keys, queueNameFor } from "./keys.js";
@@ -271,7 +271,7 @@ export function createSubmitter(deps: {
     const queues = deps.queuesOf?.(shard) ?? deps.queues;
     const id = deps.shards?.jobId(shard, newJobId()) ?? newJobId();
     const fingerprint = sha256(
-      canonicalJson({
+      fingerprintJson({
         userId: input.userId,
         reportType: input.reportType,
         filters: input.filters,
