@@ -1,14 +1,19 @@
 /**
  * `GET|HEAD /v1/artifacts/{jobId}/{attemptTag}/{fileName}` (and
- * `/v1/artifacts/{jobId}/{fileName}` for files stored before attempt
- * folders): a finished report's file, only the one the job record points at.
+ * `/v1/artifacts/{jobId}/{fileName}` for files stored before attempts had
+ * names): a finished report's file, only the one the job record points at.
  * A signed link (`?expires=…&signature=…`, download-signer.ts) stands in for
  * the API key; an unsigned one needs the key of the job's tenant. Every
  * failure of a signed link gets one answer (403), so a link reveals nothing.
  */
 import type { Stats } from "node:fs";
 import { stat } from "node:fs/promises";
-import { artifactFile, artifactPath, legacyArtifactDir } from "../domain/artifact-paths.js";
+import {
+  artifactFile,
+  artifactPath,
+  attemptFile,
+  legacyArtifactDir,
+} from "../domain/artifact-paths.js";
 import { InvalidDownloadLinkError, ReportNotFoundError } from "../domain/errors.js";
 import type { JobView } from "../domain/job.js";
 import type { JobReader } from "../queue/job-reader.js";
@@ -75,18 +80,24 @@ export function createDownloadRoute(deps: DownloadRouteDeps): RouteHandler<Downl
     ) {
       throw new ReportNotFoundError(jobId, fileName, "not-produced");
     }
-    // The deployment's folder, then where reports were before deployments had
-    // folders (artifact-paths.ts); the first once more, as the janitor may be
-    // moving the file from the second meanwhile.
-    const legacy =
-      artifactFile(legacyArtifactDir(artifactDir), jobId, fileName, attemptTag) ?? file;
+    // In the deployment's folder, then where reports were before deployments
+    // had folders (artifact-paths.ts), then the first once more, as the
+    // janitor may be moving the file from the second meanwhile; in each, the
+    // attempt's file, then as stored before: in the attempt's folder.
+    const candidates = [artifactDir, legacyArtifactDir(artifactDir), artifactDir].flatMap((d) => [
+      ...(attemptTag === undefined ? [] : [attemptFile(d, jobId, fileName, attemptTag)]),
+      artifactFile(d, jobId, fileName, attemptTag),
+    ]);
     let info: Stats | undefined;
-    for (const candidate of [file, legacy, file]) {
+    for (const candidate of candidates) {
+      if (candidate === undefined) continue;
       info = await stat(candidate).catch(() => undefined);
-      if (info !== undefined) {
+      // An attempt's entry is a folder for a report stored before.
+      if (info?.isFile() === true) {
         file = candidate;
         break;
       }
+      info = undefined;
     }
     if (info === undefined) throw new ReportNotFoundError(jobId, fileName, "removed");
     res.writeHead(200, {

@@ -75,6 +75,7 @@ import {
   attrRpcService,
   attrRpcSystem,
 } from "../telemetry/attributes.js";
+import { startSpan } from "../telemetry/spans.js";
 import type { Authenticator } from "./auth.js";
 import { toConnectError } from "./error-map.js";
 import { asInvalidArgumentIfParseError } from "./parse-errors.js";
@@ -321,7 +322,7 @@ export function createGrpcUnaryRoute(deps: GrpcUnaryRouteDeps): RawStreamRoute {
       if (trace.getSpan(parent) === undefined) {
         parent = propagation.extract(ROOT_CONTEXT, headers, defaultTextMapGetter);
       }
-      call.span = tracer.startSpan(route.name, route.spanOptions, parent);
+      call.span = startSpan(tracer, route.name, route.spanOptions, parent);
       call.ctx = trace.setSpan(parent, call.span);
       run(call, message, call.compression).catch((err: unknown) => {
         call.fail(ConnectError.from(err, Code.Internal));

@@ -72,6 +72,7 @@ import {
   attrRpcService,
   attrRpcSystem,
 } from "../telemetry/attributes.js";
+import { startSpan } from "../telemetry/spans.js";
 import type { Authenticator } from "./auth.js";
 import { toConnectError } from "./error-map.js";
 import type { NodeRequest, NodeResponse } from "./node-types.js";
@@ -343,7 +344,7 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
       if (trace.getSpan(parent) === undefined) {
         parent = propagation.extract(ROOT_CONTEXT, req.headers, defaultTextMapGetter);
       }
-      call.span = tracer.startSpan(route.name, route.spanOptions, parent);
+      call.span = startSpan(tracer, route.name, route.spanOptions, parent);
       call.ctx = trace.setSpan(parent, call.span);
       run(call, message, binary).catch(() => {
         if (!res.destroyed) res.destroy();

@@ -34,6 +34,7 @@ import {
   attrRpcService,
   attrRpcSystem,
 } from "../telemetry/attributes.js";
+import { startSpan } from "../telemetry/spans.js";
 
 /** The wire protocol of a call, from its Content-Type. */
 export type RpcProtocol = "grpc" | "grpc_web" | "connect";
@@ -193,7 +194,7 @@ export function createTelemetryInterceptor(): Interceptor {
         ? active
         : propagation.extract(ROOT_CONTEXT, req.header, headerGetter);
     const shape = shapeOf(req.service.typeName, req.method.name, protocol);
-    const span = tracer.startSpan(shape.name, shape.options, parent);
+    const span = startSpan(tracer, shape.name, shape.options, parent);
     const ctx = trace.setSpan(parent, span);
     const ended = (err: unknown) => {
       const code = endRpcSpan(span, protocol, err);

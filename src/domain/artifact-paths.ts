@@ -11,13 +11,19 @@
  * Reports written before (ARTIFACT_DIR/<job id>/) are still served from
  * there until their deployment's janitor adopts them into its folder.
  *
- * Each attempt writes into a folder of its own under the job's folder
- * (`<job id>/<attempt tag>/<file name>`, served at
- * `/v1/artifacts/<job id>/<attempt tag>/<file name>`), so two attempts of one
- * job (a stalled worker and the one that took its job over) never write the
- * same file, and the record names exactly the one that was published. Files
- * stored before attempt folders existed sit at `<job id>/<file name>`
- * (served at `/v1/artifacts/<job id>/<file name>`); they still work.
+ * Each attempt writes its report under a name of its own in the job's
+ * folder, the attempt's tag (`<job id>/<attempt tag>`, served at
+ * `/v1/artifacts/<job id>/<attempt tag>/<file name>`: the file name is the
+ * download's, kept in the URL and the record), so two attempts of one job (a
+ * stalled worker and the one that took its job over) never write the same
+ * file, and the record names exactly the one that was published. A report
+ * is one new file in one new folder, no folder per attempt: on ext4 each new
+ * inode costs the worker more CPU than the rest of a job's file work. Reports
+ * stored before sit in a folder per attempt, `<job id>/<attempt tag>/<file
+ * name>`, and before attempts had names at `<job id>/<file name>` (served at
+ * `/v1/artifacts/<job id>/<file name>`); both still work. Either way the
+ * attempt's entry in the job's folder is the tag (or, for the oldest, the
+ * file name), which is what the janitor keeps or removes.
  */
 import path from "node:path";
 
@@ -52,15 +58,32 @@ export function artifactFolder(dir: string, jobId: string): string | undefined {
   return isSafe(jobId) ? path.join(dir, jobId) : undefined;
 }
 
-/** The folder of one attempt's files under the job's folder; undefined for unsafe names. */
-export function attemptFolder(dir: string, jobId: string, attemptTag: string): string | undefined {
+/**
+ * The entry of one attempt in the job's folder (its report file, or for a
+ * report stored before, its folder); undefined for unsafe names.
+ */
+export function attemptEntry(dir: string, jobId: string, attemptTag: string): string | undefined {
   const folder = artifactFolder(dir, jobId);
   return folder !== undefined && isSafe(attemptTag) ? path.join(folder, attemptTag) : undefined;
 }
 
 /**
- * A job's file under `dir` (in the folder of attempt `attemptTag`, when
- * given); undefined for names that could escape the folder.
+ * Where attempt `attemptTag` writes the report it names `fileName`: the
+ * attempt's entry (see the top of this file); undefined for unsafe names.
+ */
+export function attemptFile(
+  dir: string,
+  jobId: string,
+  fileName: string,
+  attemptTag: string,
+): string | undefined {
+  return isSafe(fileName) ? attemptEntry(dir, jobId, attemptTag) : undefined;
+}
+
+/**
+ * A job's file as stored before attempts wrote their reports under their own
+ * name: in the folder of attempt `attemptTag`, when given, else in the job's
+ * folder; undefined for names that could escape the folder.
  */
 export function artifactFile(
   dir: string,
@@ -69,15 +92,15 @@ export function artifactFile(
   attemptTag?: string,
 ): string | undefined {
   const folder =
-    attemptTag === undefined ? artifactFolder(dir, jobId) : attemptFolder(dir, jobId, attemptTag);
+    attemptTag === undefined ? artifactFolder(dir, jobId) : attemptEntry(dir, jobId, attemptTag);
   return folder !== undefined && isSafe(fileName) ? path.join(folder, fileName) : undefined;
 }
 
 /**
  * The entry of the job's folder that a published download path points at:
- * the attempt folder (`/v1/artifacts/<job>/<tag>/<file>`) or, for files
- * stored before attempt folders, the file itself; undefined for a path of
- * another shape.
+ * the attempt's (`/v1/artifacts/<job>/<tag>/<file>`: its file, or its
+ * folder) or, for files stored before attempts had names, the file itself;
+ * undefined for a path of another shape.
  */
 export function publishedEntry(downloadPath: string): string | undefined {
   const parts = downloadPath.split("/");

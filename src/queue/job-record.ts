@@ -129,12 +129,14 @@ const updateField: Record<Exclude<keyof RecordUpdate, "result">, string> = {
   attemptToken: recordField.attemptToken,
   recoveries: recordField.recoveries,
 };
+/** updateField's entries, listed once (every transition of every job encodes an update). */
+const updateFields = Object.entries(updateField) as [keyof typeof updateField, string][];
 
 /** Flattens a transition's record fields into HSET arguments; a cleared field is written empty. */
 export function encodeRecordUpdate(u: RecordUpdate): string[] {
   const out: string[] = [];
-  for (const [key, field] of Object.entries(updateField)) {
-    const value = u[key as keyof typeof updateField];
+  for (const [key, field] of updateFields) {
+    const value = u[key];
     if (value !== undefined) out.push(field, value === null ? "" : String(value));
   }
   // Clearing the path clears the result (decodeRecord reads a result only with a path).

@@ -24,6 +24,7 @@ import {
   attrMessagingSystem,
   bullmqAttr,
 } from "./attributes.js";
+import { startSpan } from "./spans.js";
 
 /** The instrumentation scope name of BullMQ spans (ours and bullmq-otel's). */
 export const bullTracerName = "bullmq";
@@ -111,7 +112,8 @@ export function traceEnqueue<T>(
   const shape = enqueueShape(queueName, jobName);
   // As tracer.startActiveSpan starts it.
   const parent = context.active();
-  const span = enqueueTracer.startSpan(
+  const span = startSpan(
+    enqueueTracer,
     shape.name,
     links.length === 0 ? shape.options : { ...shape.options, links },
     parent,

@@ -5,6 +5,7 @@
  * OTLP. Started once, before the app is imported (see preload.ts); tests call
  * startTelemetry() themselves with in-memory exporters.
  */
+import { getBooleanFromEnv } from "@opentelemetry/core";
 import { OTLPMetricExporter } from "@opentelemetry/exporter-metrics-otlp-http";
 import { PrometheusExporter } from "@opentelemetry/exporter-prometheus";
 import { HttpInstrumentation } from "@opentelemetry/instrumentation-http";
@@ -17,6 +18,7 @@ import {
   type SpanProcessor,
 } from "@opentelemetry/sdk-trace-base";
 import type { TelemetrySettings } from "../config/config.js";
+import { setSpansUnrecorded } from "./spans.js";
 
 /** How to start telemetry. */
 export interface TelemetryOptions {
@@ -148,6 +150,9 @@ export function startTelemetry(options: TelemetryOptions): Telemetry {
     ],
   });
   sdk.start();
+  // Every span is non-recording: spans.ts makes them without the SDK's work,
+  // unless the SDK counts its spans (that instrument would miss them).
+  setSpansUnrecorded(!sendsSpans && !getBooleanFromEnv("OTEL_NODE_EXPERIMENTAL_SDK_METRICS"));
   let stopping: Promise<void> | undefined;
   current = {
     enabled: true,

@@ -1,35 +1,38 @@
 /**
  * Where finished reports are kept: files under ARTIFACT_DIR, one folder per
- * job, and in it one folder per attempt that wrote a report
- * (domain/artifact-paths.ts). The API serves the same folder.
+ * job, and in it one file per attempt that wrote a report, named by the
+ * attempt's tag (domain/artifact-paths.ts; reports stored before sit in a
+ * folder per attempt). The API serves the same folder.
  *
  * An attempt writes its report under its own name and publishes it in two
- * steps: here, the file is written into the attempt's own folder (a fresh,
- * unguessable name that nothing reads yet), then it and the folders created
- * for it are fsynced; then the attempt's SUCCEEDED transition, guarded by its
- * lock and fencing token, points the job record at it. So a reader never sees
- * half a file (nobody reads the folder before the record names it) and what
- * the record names survives a crash, without a temporary file and a rename.
- * An attempt whose transition is refused (it lost its lock) removes its own
- * folder and nothing else: the report another attempt published stays.
- * Folders of attempts that died before cleaning up (half-written files
- * included) are removed once the job has ended (`removeLeftovers`, run by the
- * janitor).
+ * steps: here, the file is written under the attempt's own name (a fresh,
+ * unguessable name that nothing reads yet), then it, the job's folder and
+ * (when the job's folder is new) the deployment's folder are fsynced; then
+ * the attempt's SUCCEEDED transition, guarded by its lock and fencing token,
+ * points the job record at it. So a reader never sees half a file (nobody
+ * reads it before the record names it) and what the record names survives a
+ * crash, without a temporary file and a rename. An attempt whose transition
+ * is refused (it lost its lock) removes its own file and nothing else: the
+ * report another attempt published stays. Files of attempts that died
+ * before cleaning up (half-written ones included) are removed once the job
+ * has ended (`removeLeftovers`, run by the janitor).
  *
- * Cost. A report is a few KB: creating the folders and writing the file are
- * synchronous calls (microseconds, page cache only), which costs less CPU
- * than a thread-pool round trip per call; only the fsyncs, which wait for the
- * disk, go to the thread pool, all at once. Files above `syncWriteMaxBytes`
- * are written asynchronously, so a large report never blocks the event loop.
+ * Cost. A report is a few KB: creating the job's folder and writing the file
+ * are synchronous calls (page cache only), which costs less CPU than a
+ * thread-pool round trip per call; only the fsyncs, which wait for the disk,
+ * go to the thread pool, all at once. A new inode is the dearest of these
+ * (on ext4 under load, more than the fsyncs), so a report makes two: the
+ * job's folder and the file. Files above `syncWriteMaxBytes` are written
+ * asynchronously, so a large report never blocks the event loop.
  */
 import { closeSync, fsync, mkdirSync, openSync, writeFileSync } from "node:fs";
 import { open, readdir, rm } from "node:fs/promises";
 import path from "node:path";
 import {
-  artifactFile,
   artifactFolder,
   artifactPath,
-  attemptFolder,
+  attemptEntry,
+  attemptFile,
 } from "../domain/artifact-paths.js";
 import type { ReportArtifact } from "../domain/job.js";
 import { randomText } from "./random-text.js";
@@ -37,9 +40,10 @@ import { randomText } from "./random-text.js";
 /** Stores report files. */
 export interface ArtifactStore {
   /**
-   * Writes attempt `attemptTag`'s report of `jobId` into the attempt's own
-   * folder (fsync of the file and of the folders created for it) and returns
-   * what the SUCCEEDED transition publishes. Nothing else of the job is touched.
+   * Writes attempt `attemptTag`'s report of `jobId` under the attempt's own
+   * name (fsync of the file, of the job's folder and, when that is new, of
+   * the deployment's) and returns what the SUCCEEDED transition publishes.
+   * Nothing else of the job is touched.
    */
   put(
     jobId: string,
@@ -48,11 +52,11 @@ export interface ArtifactStore {
     contentType: string,
     content: string | Uint8Array,
   ): Promise<ReportArtifact>;
-  /** Removes one attempt's files (those it did not publish); no error when there are none. */
+  /** Removes one attempt's file (or folder) that it did not publish; no error when there is none. */
   discard(jobId: string, attemptTag: string): Promise<void>;
   /** Removes all of a job's files; no error when there are none. */
   remove(jobId: string): Promise<void>;
-  /** The entries of a job's folder (attempt folders, and files stored before them); [] when none. */
+  /** The entries of a job's folder (attempts' files or folders, and files stored before them); [] when none. */
   entries(jobId: string): Promise<string[]>;
   /**
    * Removes `names`, entries of a finished job's folder that its record does
@@ -73,21 +77,17 @@ export function createArtifactStore(dir: string): ArtifactStore {
   const syncFolder = coalesceSyncs(syncFolderOnce);
   return {
     async put(jobId, attemptTag, fileName, contentType, content) {
-      const file = artifactFile(dir, jobId, fileName, attemptTag);
+      const file = attemptFile(dir, jobId, fileName, attemptTag);
       const jobFolder = artifactFolder(dir, jobId);
       if (file === undefined || jobFolder === undefined) {
         throw new Error(`unsafe artifact name ${JSON.stringify(`${attemptTag}/${fileName}`)}`);
       }
-      const folder = path.dirname(file);
-      // The first folder created, if any: the job's (new job) or the attempt's.
-      const created = makeFolders(jobFolder, folder);
+      const created = makeJobFolder(jobFolder);
       const sizeBytes =
         typeof content === "string" ? Buffer.byteLength(content) : content.byteLength;
-      // The file, and the entries of the folders just created, are durable
-      // before the record points at them: the fsyncs run side by side.
-      const folders = [folder];
-      if (created !== undefined) folders.push(jobFolder);
-      if (created !== undefined && created !== folder) folders.push(dir);
+      // The file, its entry and (for a new job) the job folder's entry are
+      // durable before the record points at them: the fsyncs run side by side.
+      const folders = created ? [jobFolder, dir] : [jobFolder];
       if (sizeBytes <= syncWriteMaxBytes) {
         const fd = openSync(file, "wx");
         try {
@@ -108,9 +108,10 @@ export function createArtifactStore(dir: string): ArtifactStore {
       return { downloadPath: artifactPath(jobId, fileName, attemptTag), contentType, sizeBytes };
     },
     async discard(jobId, attemptTag) {
-      const folder = attemptFolder(dir, jobId, attemptTag);
-      if (folder === undefined) return;
-      await rm(folder, { recursive: true, force: true });
+      // A file, or for a report stored before, a folder.
+      const entry = attemptEntry(dir, jobId, attemptTag);
+      if (entry === undefined) return;
+      await rm(entry, { recursive: true, force: true });
     },
     async remove(jobId) {
       const folder = artifactFolder(dir, jobId);
@@ -137,23 +138,21 @@ export function createArtifactStore(dir: string): ArtifactStore {
 }
 
 /**
- * Makes the attempt's `folder` and, when missing, its `jobFolder`: two
- * mkdir calls for a new job (a recursive mkdir first tries the deepest
- * folder, fails, and tries again: three). Returns the first folder created.
+ * Makes the job's folder unless it exists (an earlier attempt's): one mkdir
+ * call (a recursive one would cost more only when the deployment's folder is
+ * missing too: its first report). Whether it was created.
  */
-function makeFolders(jobFolder: string, folder: string): string | undefined {
-  let created: string | undefined;
+function makeJobFolder(jobFolder: string): boolean {
   try {
     mkdirSync(jobFolder);
-    created = jobFolder;
+    return true;
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    // ENOENT: the deployment's folder is missing too (its first report).
-    if (code === "ENOENT") created = mkdirSync(jobFolder, { recursive: true });
-    else if (code !== "EEXIST") throw err;
+    if (code === "EEXIST") return false;
+    if (code !== "ENOENT") throw err;
+    mkdirSync(jobFolder, { recursive: true });
+    return true;
   }
-  mkdirSync(folder);
-  return created ?? folder;
 }
 
 /** Reports up to this size are written with synchronous calls (see the top of this file). */

@@ -1,6 +1,6 @@
 /**
- * Files that attempts wrote and never published: the attempt folders of
- * attempts that died (SIGKILL, a crash) or lost their lock before removing
+ * Files that attempts wrote and never published: the files (or, stored
+ * before, the folders) of attempts that died (SIGKILL, a crash) or lost their lock before removing
  * them. They are never served (the record names the one published file) and
  * are removed once their job has ended, when no attempt can publish any more.
  * The janitor runs this on every sweep; folders of jobs without a record are

@@ -1,6 +1,6 @@
 /**
- * The artifact store on a real file system: a report is written into its
- * attempt's own folder under its final name (no temporary file), small ones
+ * The artifact store on a real file system: a report is written under its
+ * attempt's own name in the job's folder (no temporary file), small ones
  * with synchronous calls and large ones asynchronously, and an attempt's
  * file is never written twice.
  */
@@ -17,7 +17,7 @@ describe("createArtifactStore()", () => {
   });
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
-  it("writes a small report into the attempt's folder and nothing else", async () => {
+  it("writes a small report under the attempt's name and nothing else", async () => {
     const store = createArtifactStore(path.join(dir, "@deploy"));
     const content = "date,sessions\r\n2026-01-01,5\r\n";
     const artifact = await store.put("job1", "1-abc", "weekly.csv", "text/csv", content);
@@ -26,11 +26,9 @@ describe("createArtifactStore()", () => {
       contentType: "text/csv",
       sizeBytes: Buffer.byteLength(content),
     });
+    expect(readdirSync(path.join(dir, "@deploy"))).toEqual(["job1"]);
     expect(readdirSync(path.join(dir, "@deploy", "job1"))).toEqual(["1-abc"]);
-    expect(readdirSync(path.join(dir, "@deploy", "job1", "1-abc"))).toEqual(["weekly.csv"]);
-    expect(readFileSync(path.join(dir, "@deploy", "job1", "1-abc", "weekly.csv"), "utf8")).toBe(
-      content,
-    );
+    expect(readFileSync(path.join(dir, "@deploy", "job1", "1-abc"), "utf8")).toBe(content);
   });
 
   it("writes a report above the synchronous limit, bytes as given", async () => {
@@ -44,9 +42,9 @@ describe("createArtifactStore()", () => {
       content,
     );
     expect(artifact.sizeBytes).toBe(content.byteLength);
-    const written = readFileSync(path.join(dir, "job2", "2-def", "big.bin"));
+    const written = readFileSync(path.join(dir, "job2", "2-def"));
     expect(Buffer.compare(written, Buffer.from(content))).toBe(0);
-    expect(readdirSync(path.join(dir, "job2", "2-def"))).toEqual(["big.bin"]);
+    expect(readdirSync(path.join(dir, "job2"))).toEqual(["2-def"]);
   });
 
   it("puts a second attempt beside the first and never overwrites an attempt's file", async () => {
@@ -56,9 +54,11 @@ describe("createArtifactStore()", () => {
     await expect(store.put("job3", "1-aaa", "r.csv", "text/csv", "again\n")).rejects.toThrow(
       /EEXIST/,
     );
-    expect(readFileSync(path.join(dir, "job3", "1-aaa", "r.csv"), "utf8")).toBe("first\n");
-    expect(readFileSync(path.join(dir, "job3", "2-bbb", "r.csv"), "utf8")).toBe("second\n");
+    expect(readFileSync(path.join(dir, "job3", "1-aaa"), "utf8")).toBe("first\n");
+    expect(readFileSync(path.join(dir, "job3", "2-bbb"), "utf8")).toBe("second\n");
     expect((await store.entries("job3")).sort()).toEqual(["1-aaa", "2-bbb"]);
+    await store.discard("job3", "1-aaa");
+    expect(await store.entries("job3")).toEqual(["2-bbb"]);
   });
 
   it("refuses names that could leave their folder", async () => {

@@ -149,7 +149,7 @@ describe("an attempt that lost its job", () => {
           jobId,
         ),
       ),
-    ).toEqual([path.join("1-bbbbbbbbbbbb", "b.csv")]);
+    ).toEqual(["1-bbbbbbbbbbbb"]);
     const job = await getJob(client, jobId);
     const res = await fetch(job.result?.downloadUrl ?? "");
     expect(res.status).toBe(200);

@@ -4,7 +4,7 @@
  * when it is expired, or when moved to another job or file. Replicas sharing
  * DOWNLOAD_URL_SECRET accept each other's links; others do not.
  */
-import { readdirSync, readlinkSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -65,6 +65,24 @@ describe("signed download URLs", () => {
     expect(res.status).toBe(200);
     expect(res.headers.get("content-type")).toMatch(/^text\/csv/);
     expect((await res.text()).split("\r\n")[0]).toBe("date,sessions,orders,revenue");
+  });
+
+  it("still serves a report stored in its attempt's folder, as reports were before", async () => {
+    const old = await succeeded("carol");
+    // /v1/artifacts/<job>/<attempt>/<file>: once <job>/<attempt>/<file> on disk.
+    const [jobId, tag, fileName] = old.pathname.split("/").slice(3) as [string, string, string];
+    const jobFolder = path.join(
+      deploymentArtifactDir(t.config.worker.artifactDir, t.config.redis.prefix),
+      jobId,
+    );
+    const body = readFileSync(path.join(jobFolder, tag), "utf8");
+    renameSync(path.join(jobFolder, tag), path.join(jobFolder, "moving"));
+    mkdirSync(path.join(jobFolder, tag));
+    renameSync(path.join(jobFolder, "moving"), path.join(jobFolder, tag, fileName));
+    expect(await status(old)).toEqual({ status: 200, body });
+    // A folder where the file should be is no file: not found, not a crash.
+    rmSync(path.join(jobFolder, tag, fileName));
+    expect((await status(old)).status).toBe(404);
   });
 
   it("refuses altered links with one 403 that reveals nothing", async () => {
@@ -174,12 +192,12 @@ describe("downloads that the client leaves", () => {
     const { jobId } = await acme.submitReport({ userId: "big", reportType: ReportType.WEEKLY });
     const job = await waitForState(acme, jobId, JobState.SUCCEEDED);
     const link = new URL(job.result?.downloadUrl ?? "");
-    // /v1/artifacts/<job>/<attempt>/big.csv is <deployment folder>/<job>/<attempt>/big.csv.
+    // /v1/artifacts/<job>/<attempt>/big.csv is <deployment folder>/<job>/<attempt>.
     const file = path.join(
       deploymentArtifactDir(t.config.worker.artifactDir, t.config.redis.prefix),
-      ...link.pathname.split("/").slice(3),
+      ...link.pathname.split("/").slice(3, -1),
     );
-    expect(path.basename(file)).toBe("big.csv");
+    expect(path.basename(link.pathname)).toBe("big.csv");
     const openFds = () =>
       readdirSync("/proc/self/fd").filter((fd) => {
         try {
