@@ -6,7 +6,7 @@
  * calls it is given are exactly those BullMQ would send itself.
  */
 import { createRequire } from "node:module";
-import type { Job, Queue } from "bullmq";
+import type { Job, JobsOptions, Queue } from "bullmq";
 
 /** A BullMQ script: its Lua source and how many of its arguments are KEYS. */
 export interface BullmqScript {
@@ -54,6 +54,124 @@ export async function captureAdd(job: Job): Promise<ScriptCall & { script: strin
     script,
     keys: captured.args.slice(0, keyCount) as string[],
     args: captured.args.slice(keyCount) as (string | Buffer)[],
+  };
+}
+
+// BullMQ's own msgpack encoder (the copy BullMQ resolves, with its options:
+// scripts.js), so the packed arguments below are byte for byte BullMQ's.
+const bullmqRequire = createRequire(require.resolve("bullmq"));
+const { Packr } = bullmqRequire("msgpackr") as typeof import("msgpackr");
+const pack = new Packr({ useRecords: false, encodeUndefinedAsNil: true }).pack;
+
+/** A BullMQ job to add: what `new Job(queue, name, data, opts, id)` is given. */
+export interface AddJobSpec {
+  readonly id: string;
+  readonly name: string;
+  readonly data: unknown;
+  /** Plain options only (no parent, repeat, deduplication or debounce). */
+  readonly opts: JobsOptions & { timestamp: number; telemetry?: { metadata?: string } };
+}
+
+/** BullMQ's optsEncodeMap: the options stored under a shorter name. */
+const encodedName: Record<string, string> = {
+  deduplication: "de",
+  debounce: "de",
+  failParentOnFailure: "fpof",
+  continueParentOnFailure: "cpof",
+  ignoreDependencyOnFailure: "idof",
+  keepLogs: "kl",
+  removeDependencyOnFailure: "rdof",
+};
+
+type AddScript = "addStandardJob" | "addPrioritizedJob" | "addDelayedJob";
+const addKeysOf = new WeakMap<Queue, Record<AddScript, string[]>>();
+
+/**
+ * The call captureAdd(new Job(queue, ...)) captures, built directly: without a
+ * Job, its validation and a recorder. The same as BullMQ's Job constructor,
+ * Job.asJSON/optsAsJSON and Scripts.addJob for the options we use (plain
+ * ones, a numeric or object backoff, telemetry metadata); the unit test
+ * bullmq-add-call.test.ts compares the two byte for byte for every kind of
+ * job we add, so a BullMQ upgrade that changes the format fails it.
+ */
+export function buildAddCall(queue: Queue, job: AddJobSpec): ScriptCall & { script: AddScript } {
+  const { opts } = job;
+  const script: AddScript =
+    typeof opts.delay === "number" && opts.delay > 0
+      ? "addDelayedJob"
+      : opts.priority
+        ? "addPrioritizedJob"
+        : "addStandardJob";
+  let keys = addKeysOf.get(queue);
+  if (keys === undefined) {
+    const k = queue.keys;
+    keys = {
+      addStandardJob: [
+        k.wait,
+        k.paused,
+        k.meta,
+        k.id,
+        k.completed,
+        k.delayed,
+        k.active,
+        k.events,
+        k.marker,
+      ],
+      addPrioritizedJob: [
+        k.marker,
+        k.meta,
+        k.id,
+        k.prioritized,
+        k.delayed,
+        k.completed,
+        k.active,
+        k.events,
+        k.pc,
+      ],
+      addDelayedJob: [k.marker, k.meta, k.id, k.delayed, k.completed, k.events],
+    } as Record<AddScript, string[]>;
+    addKeysOf.set(queue, keys);
+  }
+  // The Job constructor's options ({attempts: 0, ...opts}, the backoff
+  // normalised), as Job.optsAsJSON encodes them: in that order, undefined
+  // ones dropped, some names shortened, telemetry as tm/omc.
+  const encoded: Record<string, unknown> = {};
+  const attempts = "attempts" in opts ? opts.attempts : 0;
+  if (attempts !== undefined) encoded.attempts = attempts;
+  for (const name in opts) {
+    if (name === "attempts" || name === "repeatJobKey") continue;
+    let value = (opts as unknown as Record<string, unknown>)[name];
+    if (name === "backoff") {
+      value =
+        typeof value === "number" && Number.isFinite(value)
+          ? { type: "fixed", delay: value }
+          : value || undefined;
+    } else if (name === "telemetry") {
+      const telemetry = value as { metadata?: string; omitContext?: boolean };
+      if (telemetry.metadata !== undefined) encoded.tm = telemetry.metadata;
+      if (telemetry.omitContext !== undefined) encoded.omc = telemetry.omitContext;
+      continue;
+    }
+    if (value !== undefined) encoded[encodedName[name] ?? name] = value;
+  }
+  return {
+    script,
+    keys: keys[script],
+    args: [
+      pack([
+        queue.keys[""],
+        job.id,
+        job.name,
+        opts.timestamp,
+        null,
+        null,
+        undefined,
+        undefined,
+        null,
+      ]),
+      JSON.stringify(job.data === undefined ? {} : job.data),
+      pack(encoded),
+    ],
   };
 }
 

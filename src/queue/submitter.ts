@@ -13,7 +13,7 @@
 import * as crypto from "node:crypto";
 import { randomBytes } from "node:crypto";
 import type { Span } from "@opentelemetry/api";
-import { Job, type JobsOptions, type Queue } from "bullmq";
+import type { JobsOptions, Queue } from "bullmq";
 import type { LimitsConfig, RedisConfig, RetentionConfig, WorkerConfig } from "../config/config.js";
 import {
   BackpressureError,
@@ -38,9 +38,9 @@ import {
 } from "../telemetry/attributes.js";
 import { traceEnqueue } from "../telemetry/bullmq-telemetry.js";
 import { reportMetrics } from "../telemetry/metrics.js";
-import { bullmqScript, captureAdd } from "./bullmq-scripts.js";
+import { buildAddCall, bullmqScript } from "./bullmq-scripts.js";
 import { type CallerSignal, throwIfAborted } from "./caller-signal.js";
-import { canonicalJson } from "./canonical-json.js";
+import { fingerprintJson } from "./canonical-json.js";
 import type { RedisClient } from "./connections.js";
 import { decodeRecord, encodeNewRecord } from "./job-record.js";
 import { type Keys, queueNameFor } from "./keys.js";
@@ -271,7 +271,7 @@ export function createSubmitter(deps: {
     const queues = deps.queuesOf?.(shard) ?? deps.queues;
     const id = deps.shards?.jobId(shard, newJobId()) ?? newJobId();
     const fingerprint = sha256(
-      canonicalJson({
+      fingerprintJson({
         userId: input.userId,
         reportType: input.reportType,
         filters: input.filters,
@@ -308,15 +308,13 @@ export function createSubmitter(deps: {
       });
     }
     const spec = bullJobSpec(view, settings, now);
-    const add = await captureAdd(
-      new Job(
-        queues[input.reportType],
-        spec.name,
-        spec.data,
-        { ...spec.opts, timestamp: now, telemetry: { metadata: t.metadata } },
-        id,
-      ),
-    );
+    // What captureAdd(new Job(...)) would capture, built directly (bullmq-scripts.ts).
+    const add = buildAddCall(queues[input.reportType], {
+      id,
+      name: spec.name,
+      data: spec.data,
+      opts: { ...spec.opts, timestamp: now, telemetry: { metadata: t.metadata } },
+    });
     const script = composedFor(add.script);
 
     const keys = shard;

@@ -1,6 +1,10 @@
 import { describe, expect, it } from "vitest";
 import type { JsonValue } from "../../src/domain/job.js";
-import { canonicalJson } from "../../src/queue/canonical-json.js";
+import {
+  canonicalJson,
+  type FingerprintFields,
+  fingerprintJson,
+} from "../../src/queue/canonical-json.js";
 
 describe("canonicalJson()", () => {
   it("sorts object keys at every depth", () => {
@@ -52,5 +56,39 @@ describe("canonicalJson()", () => {
       n: -0.25,
     };
     expect(JSON.parse(canonicalJson(value))).toEqual(value);
+  });
+});
+
+describe("fingerprintJson()", () => {
+  it("is canonicalJson of the submit's fingerprinted fields", () => {
+    const cases: FingerprintFields[] = [
+      {
+        userId: "u",
+        reportType: "weekly",
+        filters: {},
+        priority: "normal",
+        runAt: null,
+        deadline: null,
+      },
+      {
+        userId: 'us"er\u00e9📈',
+        reportType: "custom",
+        filters: { z: [3, { b: null, a: "x" }], a: 1.5, "": true, é: "ü" },
+        priority: "high",
+        runAt: 1_764_680_000_123,
+        deadline: 1_764_690_000_000,
+      },
+      {
+        userId: "",
+        reportType: "monthly",
+        filters: { n: -0.000001 },
+        priority: "low",
+        runAt: 0,
+        deadline: null,
+      },
+    ];
+    for (const f of cases) {
+      expect(fingerprintJson(f)).toBe(canonicalJson({ ...f }));
+    }
   });
 });
