@@ -84,8 +84,12 @@ export type AttemptOutcome =
 /** Runs attempts. */
 export interface Processor {
   run(job: AttemptContext, signal: AbortSignal): Promise<AttemptOutcome>;
-  /** Records FAILED for a job the queue failed on its own (e.g. stalled too often). */
-  markFailed(jobId: string, attempt: number, reason: string): Promise<void>;
+  /**
+   * Records FAILED for a job the queue failed on its own (e.g. stalled too
+   * often), unless it has ended, or was queued again (RetryJob) after the
+   * failed run began (`runStartedAt`, ms).
+   */
+  markFailed(jobId: string, attempt: number, reason: string, runStartedAt?: number): Promise<void>;
 }
 
 /** Abort reason: the worker is stopping; give the job back to the queue. */
@@ -125,9 +129,16 @@ export function createProcessor(deps: {
       return outcome;
     },
 
-    async markFailed(jobId, attempt, reason) {
+    async markFailed(jobId, attempt, reason, runStartedAt) {
       const job = await jobs.get(jobId);
       if (job === undefined || terminalStates.has(job.state)) return;
+      if (
+        runStartedAt !== undefined &&
+        job.requeuedAt !== undefined &&
+        job.requeuedAt >= runStartedAt
+      ) {
+        return;
+      }
       await abandon(job, attempt, reason);
     },
   };

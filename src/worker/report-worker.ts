@@ -105,6 +105,12 @@ function safeAttemptError(err: unknown, jobId: string, logger: Logger): Error {
   return new Error("internal error in the worker");
 }
 
+/**
+ * An attempt's end the processor has recorded already (FAILED, CANCELLED):
+ * BullMQ must not retry it, and its "failed" event must not record it again.
+ */
+class RecordedEnd extends UnrecoverableError {}
+
 class RetryableAttemptError extends Error {
   constructor(
     message: string,
@@ -242,10 +248,10 @@ export function createReportWorker(deps: {
           case "retry":
             throw new RetryableAttemptError(outcome.error.message, outcome.delayMs);
           case "cancelled":
-            throw new UnrecoverableError(cancelReason);
+            throw new RecordedEnd(cancelReason);
           case "failed":
             // Recorded as FAILED already; make sure BullMQ does not retry either.
-            throw new UnrecoverableError(outcome.error.message);
+            throw new RecordedEnd(outcome.error.message);
         }
       } finally {
         signal?.removeEventListener("abort", forward);
@@ -338,15 +344,19 @@ export function createReportWorker(deps: {
       }
     });
     // Jobs BullMQ fails on its own (stalled too often) never reach the
-    // processor's catch; record them here. The append is state-guarded, so
-    // failures the processor already recorded are left alone.
+    // processor's catch; record them here. Failures the processor recorded
+    // (RecordedEnd) are left alone: by the time this event comes, RetryJob may
+    // have queued the job again, and recording the old failure then failed
+    // the new run before it started (seen in CI). For the same reason a run
+    // that began before the job's last RetryJob is not recorded (markFailed).
     worker.on("failed", (job, err) => {
       if (job === undefined || !job.finishedOn || job.id === undefined) return;
+      if (err instanceof RecordedEnd) return;
       const reason = /stalled/i.test(err.message)
         ? "the worker running the job stopped responding too many times"
         : err.message;
       processor
-        .markFailed(job.id, Math.max(1, job.attemptsMade), reason)
+        .markFailed(job.id, Math.max(1, job.attemptsMade), reason, job.processedOn)
         .catch((e: unknown) => logger.warn({ err: e, jobId: job.id }, "could not record failure"));
     });
     return worker;
