@@ -48,9 +48,6 @@ import { parseTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grp
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
 import {
   type Context,
-  context,
-  defaultTextMapGetter,
-  propagation,
   ROOT_CONTEXT,
   type Span,
   SpanKind,
@@ -73,7 +70,6 @@ import {
   attrRpcService,
   attrRpcSystem,
 } from "../telemetry/attributes.js";
-import { startSpan } from "../telemetry/spans.js";
 import type { Authenticator } from "./auth.js";
 import { createLeanCallRunner } from "./lean-call.js";
 import { asInvalidArgumentIfParseError } from "./parse-errors.js";
@@ -137,7 +133,6 @@ const contentTypeProto = "application/grpc+proto";
 
 /** Creates the route. */
 export function createGrpcUnaryRoute(deps: GrpcUnaryRouteDeps): RawStreamRoute {
-  const tracer = trace.getTracer("report-jobs-api");
   const calls = createLeanCallRunner({ protocol: "grpc", auth: deps.auth, logger: deps.logger });
   // The limits connect's handler serializes with (its defaults for the rest).
   const limits = validateReadWriteMaxBytes(deps.readMaxBytes, undefined, undefined);
@@ -252,13 +247,7 @@ export function createGrpcUnaryRoute(deps: GrpcUnaryRouteDeps): RawStreamRoute {
     shutdownSignal: deps.shutdownSignal,
     live: new Set(),
     start(call, message) {
-      const { headers, route } = call;
-      let parent: Context = context.active();
-      if (trace.getSpan(parent) === undefined) {
-        parent = propagation.extract(ROOT_CONTEXT, headers, defaultTextMapGetter);
-      }
-      call.span = startSpan(tracer, route.name, route.spanOptions, parent);
-      call.ctx = trace.setSpan(parent, call.span);
+      calls.begin(call, call.route, call.headers);
       run(call, message, call.compression).catch((err: unknown) => {
         call.fail(ConnectError.from(err, Code.Internal));
       });

@@ -11,10 +11,20 @@
 import { create, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { codeToString } from "@connectrpc/connect/protocol-connect";
-import { type Context, context, type Span } from "@opentelemetry/api";
+import {
+  type Context,
+  context,
+  defaultTextMapGetter,
+  propagation,
+  ROOT_CONTEXT,
+  type Span,
+  type SpanOptions,
+  trace,
+} from "@opentelemetry/api";
 import type { Logger } from "pino";
 import { ReportService } from "../../gen/reports/v1/report_service_pb.js";
 import { attrJobId } from "../telemetry/attributes.js";
+import { startSpan } from "../telemetry/spans.js";
 import type { Authenticator } from "./auth.js";
 import { toConnectError } from "./error-map.js";
 import { serverFaults } from "./request-log-interceptor.js";
@@ -45,6 +55,15 @@ export interface LeanMethod<X, C> {
 /** Runs calls of one protocol's lean route. */
 export interface LeanCallRunner {
   /**
+   * Starts the call's SERVER span: the child of the active span, else of the
+   * caller's traceparent in `headers` (as the telemetry interceptor does).
+   */
+  begin(
+    call: LeanCall,
+    method: { readonly name: string; readonly spanOptions: SpanOptions },
+    headers: Record<string, string | string[] | undefined>,
+  ): void;
+  /**
    * Authenticates, calls the method and builds its answer, inside the call's
    * span context; ends the span, records the duration and logs the line.
    * @throws ConnectError the call's error (span, metric and log line done)
@@ -65,6 +84,7 @@ export function createLeanCallRunner(deps: {
   logger: Logger;
 }): LeanCallRunner {
   const { protocol, auth, logger } = deps;
+  const tracer = trace.getTracer("report-jobs-api");
   // As the request-log interceptor's: fixed, safe fields, no redaction.
   const rpcLog = logger.child({}, { redact: [] });
 
@@ -138,6 +158,14 @@ export function createLeanCallRunner(deps: {
   };
 
   return {
+    begin(call, method, headers) {
+      let parent: Context = context.active();
+      if (trace.getSpan(parent) === undefined) {
+        parent = propagation.extract(ROOT_CONTEXT, headers, defaultTextMapGetter);
+      }
+      call.span = startSpan(tracer, method.name, method.spanOptions, parent);
+      call.ctx = trace.setSpan(parent, call.span);
+    },
     async run(call, method, authorization, message, x) {
       try {
         return await context.with(

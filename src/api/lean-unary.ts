@@ -44,9 +44,6 @@ import { codeToHttpStatus, errorToJsonBytes } from "@connectrpc/connect/protocol
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
 import {
   type Context,
-  context,
-  defaultTextMapGetter,
-  propagation,
   ROOT_CONTEXT,
   type Span,
   SpanKind,
@@ -66,7 +63,6 @@ import {
   attrRpcService,
   attrRpcSystem,
 } from "../telemetry/attributes.js";
-import { startSpan } from "../telemetry/spans.js";
 import type { Authenticator } from "./auth.js";
 import { createLeanCallRunner } from "./lean-call.js";
 import type { NodeRequest, NodeResponse } from "./node-types.js";
@@ -117,7 +113,6 @@ interface Route {
 
 /** Creates the route. */
 export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
-  const tracer = trace.getTracer("report-jobs-api");
   const calls = createLeanCallRunner({ protocol: "connect", auth: deps.auth, logger: deps.logger });
   const routes = new Map<string, Route>();
   // The limits connect's handler serializes with (its defaults for the rest).
@@ -265,12 +260,7 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
     leanUnaryServed.count++;
     const call = new Call(req, res, route, deps.shutdownSignal);
     const respond = (message: unknown) => {
-      let parent: Context = context.active();
-      if (trace.getSpan(parent) === undefined) {
-        parent = propagation.extract(ROOT_CONTEXT, req.headers, defaultTextMapGetter);
-      }
-      call.span = startSpan(tracer, route.name, route.spanOptions, parent);
-      call.ctx = trace.setSpan(parent, call.span);
+      calls.begin(call, route, req.headers);
       run(call, message, binary).catch(() => {
         if (!res.destroyed) res.destroy();
       });
