@@ -16,8 +16,10 @@
  * as node:http reads them: the status line, headers (names in any case),
  * a Content-Length, chunked or until-close body (none for 1xx, 204, 304),
  * interim 1xx answers skipped, bytes split across or joined in TCP chunks;
- * `Connection: close` (or an HTTP/1.0 answer without keep-alive) ends the
- * connection after its answer and the next call opens a new one; a socket
+ * `Connection: close` (or an HTTP/1.0 answer without keep-alive, or a
+ * `Keep-Alive: timeout` of 1 s or less, which the Agent does not reuse)
+ * ends the connection after its answer and the next call opens a new one;
+ * idle connections stay open until the server closes them; a socket
  * error, or the connection closing before the answer is whole, fails the
  * call in flight, as it fails node:http's request.
  */
@@ -193,6 +195,11 @@ function parseAnswer(bytes: Buffer, eof: boolean): Parsed | undefined {
           if (t === "close") close = true;
           else if (t === "keep-alive" && minor === "0") close = false;
         }
+      } else if (name === "keep-alive") {
+        // As the Agent: a server's idle timeout of a second or less is too
+        // short to reuse the connection safely (it never times idle ones out).
+        const hint = /^timeout=(\d+)/.exec(value)?.[1];
+        if (hint !== undefined && Number(hint) <= 1) close = true;
       }
     }
     const bodyAt = headEnd + 4;

@@ -219,6 +219,7 @@ async function rawServer(answer: (i: number, request: string) => Script) {
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   return {
+    server,
     url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
     close: () => server.close(),
   };
@@ -272,6 +273,40 @@ describe("createHttp1Client() reading answers", () => {
         if (i % 2 === 0) expect(a).toEqual({ status: 202, body: `j-${i}..` });
         else expect(a).toEqual({ status: 200, body: `until-close-${i}` });
       }
+    } finally {
+      client.close();
+      server.close();
+    }
+  });
+
+  it("does not reuse a connection whose server times idle ones out within a second", async () => {
+    let connections = 0;
+    let n = 0;
+    const server = await rawServer(() => ({
+      writes: [
+        Buffer.from(
+          `HTTP/1.1 200 OK\r\nKeep-Alive: timeout=${n++ % 6 < 3 ? 1 : 5}\r\ncontent-length: 2\r\n\r\nok`,
+        ),
+      ],
+    }));
+    server.server.on("connection", () => connections++);
+    // node:http's Agent first, for the connections it opens.
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      for (let i = 0; i < 6; i++) {
+        expect((await nodeRequest(agent, server.url, get, undefined)).body).toBe("ok");
+      }
+    } finally {
+      agent.destroy();
+    }
+    const byNode = connections;
+    connections = 0;
+    const client = createHttp1Client(server.url, 1, get);
+    try {
+      for (let i = 0; i < 6; i++) expect((await client.call()).body).toBe("ok");
+      // A new connection after each of the first three answers, then one reused.
+      expect(connections).toBe(4);
+      expect(connections).toBe(byNode);
     } finally {
       client.close();
       server.close();
