@@ -5,8 +5,9 @@
  * pipelining), each request written in one socket write with the bytes
  * node:http writes for the same call. It spares the load process node:http's
  * cost per call (a ClientRequest and an IncomingMessage, both streams, the
- * Agent's bookkeeping, llhttp's callbacks, header objects), about 40-55 µs
- * of CPU per call on the 2 cores the measured servers share.
+ * Agent's bookkeeping, llhttp's callbacks, header objects): 30-52 µs of
+ * CPU per call on the 2 cores the measured servers share, 11-22 with this
+ * client (docs/performance.md, Callers).
  *
  * How: when the client opens, node:http is run once against an in-process
  * socket that records what it writes for the request (with a probe body when
