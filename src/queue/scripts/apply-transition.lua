@@ -51,9 +51,7 @@
 ]]
 --- @include "includes/append-event"
 
--- One read for the checks and the event's trace id.
-local current = redis.call('HMGET', KEYS[1], RECORD.state, RECORD.attemptToken, RECORD.traceparent)
-local state = current[1]
+local state = redis.call('HGET', KEYS[1], RECORD.state)
 if not state then return {0, ''} end
 if not string.find(',' .. ARGV[3] .. ',', ',' .. state .. ',', 1, true) then
   return {0, state}
@@ -63,7 +61,7 @@ end
 if ARGV[10] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[10] then
   return {-2, state}
 end
-if ARGV[4] ~= '' and current[2] ~= ARGV[4] then
+if ARGV[4] ~= '' and redis.call('HGET', KEYS[1], RECORD.attemptToken) ~= ARGV[4] then
   return {-1, state}
 end
 local ttl = tonumber(ARGV[5])
@@ -74,15 +72,7 @@ if not KEYS[8] and ttl ~= 0
 end
 local n = tonumber(ARGV[9])
 local first = 12 + 2 * n
--- The event carries the trace id of the record as written: a transition
--- that sets the traceparent (RetryJob's new run) gives it here.
-local tp = current[3]
-if n > 0 then
-  for i = 12, first - 2, 2 do
-    if ARGV[i] == RECORD.traceparent then tp = ARGV[i + 1] end
-  end
-  redis.call('HSET', KEYS[1], unpack(ARGV, 12, first - 1))
-end
+if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 12, first - 1)) end
 local jobId, newState, time = ARGV[6], ARGV[7], ARGV[8]
 if newState == 'succeeded' then
   redis.call('ZADD', KEYS[3], time, jobId)
@@ -104,7 +94,7 @@ else
 end
 local ev = {}
 for i = first, #ARGV do ev[#ev + 1] = ARGV[i] end
-local id = appendEventTraced(KEYS[2], ARGV[1], ARGV[2], ev, tp)
+local id = appendEvent(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ev)
 if ttl > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('PEXPIRE', KEYS[2], ttl)
@@ -112,15 +102,12 @@ elseif ttl < 0 then
   redis.call('PERSIST', KEYS[1])
   redis.call('PERSIST', KEYS[2])
 end
-if KEYS[8] and ttl ~= 0 then
-  local idem = redis.call('HMGET', KEYS[8], 'job', 'until')
-  if idem[1] == jobId then
-    if ttl > 0 then
-      local untilMs = tonumber(idem[2]) or 0
-      redis.call('PEXPIRE', KEYS[8], math.max(ttl, untilMs - tonumber(time)))
-    else
-      redis.call('PERSIST', KEYS[8])
-    end
+if KEYS[8] and ttl ~= 0 and redis.call('HGET', KEYS[8], 'job') == jobId then
+  if ttl > 0 then
+    local untilMs = tonumber(redis.call('HGET', KEYS[8], 'until')) or 0
+    redis.call('PEXPIRE', KEYS[8], math.max(ttl, untilMs - tonumber(time)))
+  else
+    redis.call('PERSIST', KEYS[8])
   end
 end
 if ARGV[11] == '1' then return {1, id, redis.call('HGETALL', KEYS[1])} end

@@ -4,23 +4,19 @@
   include it.
 
   Input:
-    appendEventTraced(streamKey, channel, maxLen, ev, tp)
+    recordKey  the job record; its traceparent gives the event's trace id
     streamKey  the job's event stream
     channel    the job's event channel (the watch hub's)
     maxLen     how many entries the stream keeps
     ev         the event's field/value list (event-codec.ts), without a trace id
-    tp         the record's traceparent as the event is written (false or ""
-               when it has none): the event carries its trace id
-
-    appendEvent(recordKey, streamKey, channel, maxLen, ev)
-    the same, with the traceparent read from the record at recordKey
 
   Output:
     the new entry's id
 ]]
-local function appendEventTraced(streamKey, channel, maxLen, ev, tp)
+local function appendEvent(recordKey, streamKey, channel, maxLen, ev)
   -- Every event carries the trace id of the job's current run (from the
   -- record's traceparent "00-<trace id>-<span id>-<flags>").
+  local tp = redis.call('HGET', recordKey, RECORD.traceparent)
   if tp then
     local tr = string.match(tp, '^%x%x%-(%x+)%-')
     if tr then
@@ -41,9 +37,4 @@ local function appendEventTraced(streamKey, channel, maxLen, ev, tp)
   end
   redis.call('SPUBLISH', channel, cjson.encode({id, ev}))
   return id
-end
-
-local function appendEvent(recordKey, streamKey, channel, maxLen, ev)
-  local tp = redis.call('HGET', recordKey, RECORD.traceparent)
-  return appendEventTraced(streamKey, channel, maxLen, ev, tp)
 end
