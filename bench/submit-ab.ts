@@ -8,11 +8,14 @@
  * each to the first.
  *
  *   npx tsx bench/submit-ab.ts --rounds 8 A=/tmp/ab-base B=. [baseline]
+ *   npx tsx bench/submit-ab.ts A=. B=.@LOG_LEVEL=warn      # NAME=DIR@VAR=VALUE,...
  *
  * A checkout is a folder with this repository's sources and node_modules (a
  * `git archive` of another commit with node_modules linked in will do).
  * Options: --rounds N (8), --seconds S (3), --warmup S (1), --concurrency C
- * (50), --otel-off, --grpc (ours over gRPC instead of Connect JSON).
+ * (50), --otel-off, --grpc (ours over gRPC instead of Connect JSON),
+ * --commandstats (Redis's per command, of each variant's last round),
+ * --cpu-prof DIR (a folder of profiles per variant).
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { closeSync, mkdtempSync, openSync, readFileSync } from "node:fs";
@@ -29,6 +32,8 @@ interface Variant {
   name: string;
   dir: string;
   baseline: boolean;
+  /** Extra environment variables of its API process. */
+  env: Record<string, string>;
   proc?: ChildProcess;
   baseUrl?: string;
   rows: { rps: number; p99: number; api: number; redis: number }[];
@@ -46,6 +51,8 @@ const concurrency = opt("concurrency", 50);
 const otelOff = argv.includes("--otel-off");
 const grpc = argv.includes("--grpc");
 const commandStats = argv.includes("--commandstats");
+const cpuProfAt = argv.indexOf("--cpu-prof");
+const cpuProf = cpuProfAt >= 0 ? path.resolve(argv[cpuProfAt + 1] ?? "") : undefined;
 const variants: Variant[] = [];
 for (let i = 0; i < argv.length; i++) {
   const a = argv[i] ?? "";
@@ -53,10 +60,17 @@ for (let i = 0; i < argv.length; i++) {
     if (!["--otel-off", "--grpc", "--commandstats"].includes(a)) i++;
     continue;
   }
-  if (a === "baseline") variants.push({ name: "baseline", dir: ".", baseline: true, rows: [] });
+  if (a === "baseline")
+    variants.push({ name: "baseline", dir: ".", baseline: true, env: {}, rows: [] });
   else {
-    const [name = "", dir = ""] = a.split("=");
-    variants.push({ name, dir: path.resolve(dir), baseline: false, rows: [] });
+    const [spec = "", extra = ""] = a.split("@");
+    const [name = "", dir = ""] = spec.split("=");
+    const env: Record<string, string> = {};
+    for (const kv of extra.split(",").filter((x) => x !== "")) {
+      const [k = "", v = ""] = kv.split("=");
+      env[k] = v;
+    }
+    variants.push({ name, dir: path.resolve(dir), baseline: false, env, rows: [] });
   }
 }
 if (variants.length === 0) throw new Error("usage: submit-ab.ts NAME=DIR... [baseline]");
@@ -84,11 +98,14 @@ try {
           ARTIFACT_DIR: runDir,
           MAX_BACKLOG: "100000000",
           ...(otelOff ? { OTEL_SDK_DISABLED: "true" } : {}),
+          ...v.env,
         };
     const args = v.baseline
       ? ["--import", "tsx", "bench/baselines/express-bullmq/main.ts", "api"]
       : ["--import", "tsx", "--import", "./src/telemetry/preload.ts", "src/main.ts", "api"];
-    v.proc = spawn(process.execPath, args, {
+    const prof =
+      cpuProf === undefined ? [] : ["--cpu-prof", "--cpu-prof-dir", path.join(cpuProf, v.name)];
+    v.proc = spawn(process.execPath, [...prof, ...args], {
       cwd: v.dir,
       env: { ...baseEnv, ...env },
       stdio: ["ignore", log, log],
