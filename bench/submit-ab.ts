@@ -67,8 +67,8 @@ for (let i = 0; i < argv.length; i++) {
     const [name = "", dir = ""] = spec.split("=");
     const env: Record<string, string> = {};
     for (const kv of extra.split(",").filter((x) => x !== "")) {
-      const [k = "", v = ""] = kv.split("=");
-      env[k] = v;
+      const eq = kv.indexOf("=");
+      env[kv.slice(0, eq)] = kv.slice(eq + 1);
     }
     variants.push({ name, dir: path.resolve(dir), baseline: false, env, rows: [] });
   }
