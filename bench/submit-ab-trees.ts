@@ -11,7 +11,7 @@
  * (with node_modules linked or installed there).
  *
  *   VARIANTS='[{"name":"old","api":"/tmp/base","load":"/tmp/base","protocol":"grpc"},
- *              {"name":"new","api":".","load":".","protocol":"grpc"}]' npx tsx bench/submit-ab.ts
+ *              {"name":"new","api":".","load":".","protocol":"grpc"}]' npx tsx bench/submit-ab-trees.ts
  *   (ROUNDS=5 DURATION_MS=4000 WARMUP_MS=1000 by default)
  */
 import { type ChildProcess, spawn } from "node:child_process";
