@@ -1,188 +1,202 @@
 /**
- * An A/B of the submit path across source trees, side by side: each variant
- * names the tree its API process runs from (`npm start`'s command, telemetry
- * on unless `otel: false`, its own redis-server) and the tree its load
- * process runs from (bench/load-process.ts), and a protocol. Variants
- * sharing an API tree (and telemetry) share one API; the same for load
- * trees. Rounds take turns (the order reverses every round) after one
- * warm-up round, and each variant's API CPU per request (/proc), load
- * process CPU per request and req/s are printed per round and as medians.
- * Old code comes from a tree of its own, e.g. `git worktree add /tmp/base main`
- * (with node_modules linked or installed there).
+ * A/B of the submit path: API processes of different checkouts (and, if
+ * asked, the baseline's) on ONE private redis-server, measured in turns
+ * (closed loop, Connect JSON, 50 in flight), so a drift in the machine's load
+ * falls on every variant alike. Per turn: req/s, p99, the API's CPU µs per
+ * request (/proc) and redis-server's (INFO cpu: only the measured variant is
+ * loaded during its window). Prints each variant's medians and the ratio of
+ * each to the first.
  *
- *   VARIANTS='[{"name":"old","api":"/tmp/base","load":"/tmp/base","protocol":"grpc"},
- *              {"name":"new","api":".","load":".","protocol":"grpc"}]' npx tsx bench/submit-ab.ts
- *   (ROUNDS=5 DURATION_MS=4000 WARMUP_MS=1000 by default)
+ *   npx tsx bench/submit-ab.ts --rounds 8 A=/tmp/ab-base B=. [baseline]
+ *   npx tsx bench/submit-ab.ts A=. B=.@LOG_LEVEL=warn      # NAME=DIR@VAR=VALUE,...
+ *
+ * A checkout is a folder with this repository's sources and node_modules (a
+ * `git archive` of another commit with node_modules linked in will do).
+ * Options: --rounds N (8), --seconds S (3), --warmup S (1), --concurrency C
+ * (50), --otel-off, --grpc (ours over gRPC instead of Connect JSON),
+ * --commandstats (Redis's per command, of each variant's last round),
+ * --cpu-prof DIR (a folder of profiles per variant).
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, openSync, rmSync } from "node:fs";
-import { loadavg, tmpdir } from "node:os";
+import { closeSync, mkdtempSync, openSync, readFileSync } from "node:fs";
+import os from "node:os";
 import path from "node:path";
-import { freePort } from "../src/queue/private-redis.js";
+import { Redis } from "ioredis";
+import { freePort, isListening } from "../src/queue/private-redis.js";
 import { startRedisServer } from "../test/helpers/redis-server.js";
-import type { SubmitProtocol, SubmitTask } from "./load.js";
-import type { LoadReply } from "./load-process.js";
-import type { Measurement } from "./measure.js";
-import { processCpuUs } from "./proc-stats.js";
+import type { SubmitProtocol } from "./load.js";
+import { createLoadRunner } from "./load-runner.js";
+import { processCpuUs, redisCpuUs } from "./proc-stats.js";
 
 interface Variant {
   name: string;
-  api: string;
-  load: string;
-  protocol: SubmitProtocol;
-  otel?: boolean;
+  dir: string;
+  baseline: boolean;
+  /** Extra environment variables of its API process. */
+  env: Record<string, string>;
+  proc?: ChildProcess;
+  baseUrl?: string;
+  rows: { rps: number; p99: number; api: number; redis: number }[];
 }
 
-const variants = JSON.parse(process.env.VARIANTS ?? "[]") as Variant[];
-if (variants.length === 0) throw new Error("VARIANTS: a JSON list of {name, api, load, protocol}");
-const rounds = Number(process.env.ROUNDS ?? 5);
-const durationMs = Number(process.env.DURATION_MS ?? 4000);
-const warmupMs = Number(process.env.WARMUP_MS ?? 1000);
-const logDir = mkdtempSync(path.join(tmpdir(), "submit-ab-"));
-
-type Redis = Awaited<ReturnType<typeof startRedisServer>>;
-interface Api {
-  pid: number;
-  url: string;
-  child: ChildProcess;
-  redis: Redis;
-  artifacts: string;
-}
-
-async function startApi(tree: string, otel: boolean, n: number): Promise<Api> {
-  const redis = await startRedisServer();
-  const port = await freePort();
-  const artifacts = mkdtempSync(path.join(tmpdir(), "submit-ab-artifacts-"));
-  const log = openSync(path.join(logDir, `api-${n}.log`), "a");
-  const child = spawn(
-    process.execPath,
-    ["--import", "tsx", "--import", "./src/telemetry/preload.ts", "src/main.ts", "api"],
-    {
-      cwd: path.resolve(tree),
-      stdio: ["ignore", log, log],
-      env: {
-        PATH: process.env.PATH ?? "",
-        HOME: process.env.HOME ?? "",
-        REDIS_URL: redis.url,
-        REDIS_PREFIX: "bench",
-        HOST: "127.0.0.1",
-        PORT: String(port),
-        METRICS_PORT: "0",
-        ARTIFACT_DIR: artifacts,
-        MAX_BACKLOG: "100000000",
-        ...(otel ? {} : { OTEL_SDK_DISABLED: "true" }),
-      },
-    },
-  );
-  const url = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    const up = await fetch(`${url}/healthz`).then(
-      (r) => r.ok,
-      () => false,
-    );
-    if (up) break;
-    if (Date.now() > deadline)
-      throw new Error(`the API in ${tree} did not start (logs: ${logDir})`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return { pid: child.pid as number, url, child, redis, artifacts };
-}
-
-function run(load: ChildProcess, task: SubmitTask): Promise<Measurement> {
-  return new Promise((resolve, reject) => {
-    load.once("message", (m: LoadReply) =>
-      m.ok ? resolve(m.result as Measurement) : reject(new Error(m.error)),
-    );
-    load.send(task);
-  });
-}
-
-const median = (a: number[]) => {
-  const s = [...a].sort((x, y) => x - y);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 === 1
-    ? (s[mid] as number)
-    : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
+const argv = process.argv.slice(2);
+const opt = (name: string, dflt: number) => {
+  const i = argv.indexOf(`--${name}`);
+  return i >= 0 ? Number(argv[i + 1]) : dflt;
 };
+const rounds = opt("rounds", 8);
+const seconds = opt("seconds", 3);
+const warmup = opt("warmup", 1);
+const concurrency = opt("concurrency", 50);
+const otelOff = argv.includes("--otel-off");
+const grpc = argv.includes("--grpc");
+const commandStats = argv.includes("--commandstats");
+const cpuProfAt = argv.indexOf("--cpu-prof");
+const cpuProf = cpuProfAt >= 0 ? path.resolve(argv[cpuProfAt + 1] ?? "") : undefined;
+const variants: Variant[] = [];
+for (let i = 0; i < argv.length; i++) {
+  const a = argv[i] ?? "";
+  if (a.startsWith("--")) {
+    if (!["--otel-off", "--grpc", "--commandstats"].includes(a)) i++;
+    continue;
+  }
+  if (a === "baseline")
+    variants.push({ name: "baseline", dir: ".", baseline: true, env: {}, rows: [] });
+  else {
+    const [spec = "", extra = ""] = a.split("@");
+    const [name = "", dir = ""] = spec.split("=");
+    const env: Record<string, string> = {};
+    for (const kv of extra.split(",").filter((x) => x !== "")) {
+      const eq = kv.indexOf("=");
+      env[kv.slice(0, eq)] = kv.slice(eq + 1);
+    }
+    variants.push({ name, dir: path.resolve(dir), baseline: false, env, rows: [] });
+  }
+}
+if (variants.length === 0) throw new Error("usage: submit-ab.ts NAME=DIR... [baseline]");
 
-const apis = new Map<string, Api>();
-const loads = new Map<string, ChildProcess>();
-const apiKey = (v: Variant) => `${path.resolve(v.api)}|${v.otel !== false}`;
-const figures = new Map(
-  variants.map((v) => [v.name, { api: [] as number[], load: [] as number[], rps: [] as number[] }]),
-);
+const runDir = mkdtempSync(path.join(os.tmpdir(), "submit-ab-"));
+const server = await startRedisServer();
+const admin = new Redis(server.url);
+const runner = createLoadRunner("process");
+const inherited = ["PATH", "HOME", "TMPDIR", "LANG", "TZ"];
+const baseEnv: Record<string, string> = {};
+for (const k of inherited) if (process.env[k] !== undefined) baseEnv[k] = process.env[k] ?? "";
+
 try {
-  for (const v of variants) {
-    if (!apis.has(apiKey(v)))
-      apis.set(apiKey(v), await startApi(v.api, v.otel !== false, apis.size));
-    if (!loads.has(path.resolve(v.load))) {
-      loads.set(
-        path.resolve(v.load),
-        spawn(process.execPath, ["--import", "tsx", "bench/load-process.ts"], {
-          cwd: path.resolve(v.load),
-          stdio: ["ignore", "inherit", "inherit", "ipc"],
-        }),
+  for (const [i, v] of variants.entries()) {
+    const port = await freePort();
+    const log = openSync(path.join(runDir, `${v.name}.log`), "a");
+    const env = v.baseline
+      ? { REDIS_URL: server.url, BULL_PREFIX: `naive${i}`, HOST: "127.0.0.1", PORT: String(port) }
+      : {
+          REDIS_URL: server.url,
+          REDIS_PREFIX: `ab${i}`,
+          HOST: "127.0.0.1",
+          PORT: String(port),
+          METRICS_PORT: "0",
+          ARTIFACT_DIR: runDir,
+          MAX_BACKLOG: "100000000",
+          ...(otelOff ? { OTEL_SDK_DISABLED: "true" } : {}),
+          ...v.env,
+        };
+    const args = v.baseline
+      ? ["--import", "tsx", "bench/baselines/express-bullmq/main.ts", "api"]
+      : ["--import", "tsx", "--import", "./src/telemetry/preload.ts", "src/main.ts", "api"];
+    const prof =
+      cpuProf === undefined ? [] : ["--cpu-prof", "--cpu-prof-dir", path.join(cpuProf, v.name)];
+    v.proc = spawn(process.execPath, [...prof, ...args], {
+      cwd: v.dir,
+      env: { ...baseEnv, ...env },
+      stdio: ["ignore", log, log],
+    });
+    closeSync(log);
+    v.baseUrl = `http://127.0.0.1:${port}`;
+    const deadline = Date.now() + 60_000;
+    while (!(await isListening("127.0.0.1", port, 200))) {
+      if (v.proc.exitCode !== null || Date.now() > deadline)
+        throw new Error(
+          `${v.name} did not start:\n${readFileSync(path.join(runDir, `${v.name}.log`), "utf8")}`,
+        );
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  for (let round = 0; round <= rounds; round++) {
+    // Round 0 warms every variant up (JIT) and is not counted.
+    const order = round % 2 === 0 ? variants : [...variants].reverse();
+    for (const v of order) {
+      const pid = v.proc?.pid ?? 0;
+      const protocol: SubmitProtocol = v.baseline
+        ? "baseline-json"
+        : grpc
+          ? "grpc"
+          : "connect-json";
+      let api0 = 0;
+      let redis0 = 0;
+      const timer = setTimeout(
+        async () => {
+          api0 = processCpuUs(pid);
+          redis0 = await redisCpuUs(admin);
+          if (commandStats) await admin.config("RESETSTAT");
+        },
+        (round === 0 ? 3 : 1) * warmup * 1000,
+      );
+      const m = await runner.run({
+        kind: "submit",
+        protocol,
+        baseUrl: v.baseUrl ?? "",
+        keyPrefix: `${v.name}-${round}-${Date.now()}`,
+        concurrency,
+        durationMs: seconds * 1000,
+        warmupMs: (round === 0 ? 3 : 1) * warmup * 1000,
+      });
+      clearTimeout(timer);
+      const api = (processCpuUs(pid) - api0) / m.requests;
+      const redis = ((await redisCpuUs(admin)) - redis0) / m.requests;
+      if (m.errors > 0) console.error(`${v.name}: ${m.errors} errors, first: ${m.firstError}`);
+      if (round === 0) continue;
+      if (commandStats && round === rounds) {
+        const stats = (await admin.info("commandstats"))
+          .split("\n")
+          .filter((l) => l.startsWith("cmdstat_"))
+          .map((l) => {
+            const name = l.slice(8, l.indexOf(":"));
+            const calls = Number(/calls=(\d+)/.exec(l)?.[1]);
+            const usec = Number(/usec=(\d+)/.exec(l)?.[1]);
+            return { name, perReq: calls / m.requests, usPerReq: usec / m.requests };
+          })
+          .filter((x) => x.perReq > 0.05)
+          .sort((a, b) => b.usPerReq - a.usPerReq);
+        console.error(`${v.name} commandstats per request (calls, µs):`);
+        for (const x of stats)
+          console.error(`  ${x.name.padEnd(20)} ${x.perReq.toFixed(2)}  ${x.usPerReq.toFixed(2)}`);
+      }
+      v.rows.push({ rps: m.rps, p99: m.p99Ms, api, redis });
+      console.error(
+        `round ${round} ${v.name}: ${m.rps.toFixed(0)} req/s, p99 ${m.p99Ms.toFixed(1)} ms, API ${api.toFixed(0)} µs/req, Redis ${redis.toFixed(0)} µs/req, load ${(m.cpuUs / m.requests).toFixed(0)} µs/req`,
       );
     }
   }
-  let n = 0;
-  for (let round = 0; round <= rounds; round++) {
-    for (const v of round % 2 === 0 ? variants : [...variants].reverse()) {
-      const api = apis.get(apiKey(v)) as Api;
-      const warmup = round === 0 ? warmupMs * 3 : warmupMs;
-      let cpuStart = 0;
-      const timer = setTimeout(() => {
-        cpuStart = processCpuUs(api.pid);
-      }, warmup);
-      const m = await run(loads.get(path.resolve(v.load)) as ChildProcess, {
-        kind: "submit",
-        protocol: v.protocol,
-        baseUrl: api.url,
-        keyPrefix: `ab${n++}-${Date.now()}`,
-        concurrency: 50,
-        durationMs,
-        warmupMs: warmup,
-      });
-      const cpuEnd = processCpuUs(api.pid);
-      clearTimeout(timer);
-      if (m.errors > 0)
-        console.error(`${v.name}: ${m.errors} failed calls, first: ${m.firstError}`);
-      // Round 0 warms every variant up.
-      if (round === 0 || m.requests === 0) continue;
-      const f = figures.get(v.name) as { api: number[]; load: number[]; rps: number[] };
-      f.api.push((cpuEnd - cpuStart) / m.requests);
-      f.load.push(m.cpuUs / m.requests);
-      f.rps.push(m.rps);
-      console.error(
-        `round ${round} ${v.name}: API ${Math.round((cpuEnd - cpuStart) / m.requests)} µs/req, load ${Math.round(m.cpuUs / m.requests)} µs/req, ${Math.round(m.rps)} req/s`,
-      );
-    }
+  const median = (xs: number[]) => {
+    const s = [...xs].sort((a, b) => a - b);
+    const mid = Math.floor(s.length / 2);
+    return s.length % 2 ? (s[mid] ?? 0) : ((s[mid - 1] ?? 0) + (s[mid] ?? 0)) / 2;
+  };
+  const first = variants[0];
+  const med = (v: Variant, k: "rps" | "p99" | "api" | "redis") => median(v.rows.map((r) => r[k]));
+  console.log(
+    `submit A/B (${grpc ? "gRPC" : "Connect JSON"}, telemetry ${otelOff ? "off" : "on"}), ${rounds} rounds of ${seconds} s, medians; ratio to ${first?.name}; load ${os.loadavg()[0]?.toFixed(2)}`,
+  );
+  for (const v of variants) {
+    const ratio = (k: "rps" | "p99" | "api" | "redis") =>
+      first === undefined ? "" : ` (${(med(v, k) / med(first, k)).toFixed(2)}x)`;
+    console.log(
+      `  ${v.name.padEnd(10)} req/s ${med(v, "rps").toFixed(0)}${ratio("rps")}  p99 ${med(v, "p99").toFixed(1)} ms  API ${med(v, "api").toFixed(1)} µs/req${ratio("api")}  Redis ${med(v, "redis").toFixed(1)} µs/req${ratio("redis")}  API+Redis ${(med(v, "api") + med(v, "redis")).toFixed(0)}`,
+    );
   }
 } finally {
-  for (const l of loads.values()) l.kill();
-  for (const a of apis.values()) a.child.kill("SIGTERM");
-  await Promise.all(
-    [...apis.values()].map(
-      (a) =>
-        new Promise<void>((resolve) => {
-          if (a.child.exitCode !== null) resolve();
-          else a.child.once("exit", () => resolve());
-        }),
-    ),
-  );
-  for (const a of apis.values()) {
-    await a.redis.stop();
-    rmSync(a.artifacts, { recursive: true, force: true });
-  }
-}
-console.log(
-  `medians of ${rounds} rounds of ${durationMs} ms, load average now ${loadavg()
-    .map((x) => x.toFixed(1))
-    .join(" ")}`,
-);
-for (const [name, f] of figures) {
-  console.log(
-    `${name}: API ${Math.round(median(f.api))} µs/req, load ${Math.round(median(f.load))} µs/req, ${Math.round(median(f.rps))} req/s (API by round: ${f.api.map(Math.round).join(", ")})`,
-  );
+  for (const v of variants) v.proc?.kill("SIGTERM");
+  await runner.close();
+  admin.disconnect();
+  await server.stop();
 }
