@@ -5,13 +5,13 @@
  * HTTP/2 directly (the same bytes a generated client sends), without the
  * generic client machinery, much as wrk or h2load would.
  */
-import http from "node:http";
 import http2 from "node:http2";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { ReportType } from "../gen/reports/v1/job_pb.js";
 import { SubmitReportRequestSchema } from "../gen/reports/v1/report_service_pb.js";
 import { type GrpcAnswer, type GrpcH2Connection, openGrpcH2Connection } from "./grpc-h2-client.js";
 import type { HeaderField } from "./hpack-decoder.js";
+import { createHttp1Client } from "./http1-client.js";
 
 /** One kind of call, and how to stop using it. */
 export interface LeanClient<A, R = void> {
@@ -28,38 +28,6 @@ function jobIdOf(body: string): string {
   return id;
 }
 
-function parseUrl(baseUrl: string): { host: string; port: number } {
-  const u = new URL(baseUrl);
-  return { host: u.hostname, port: Number(u.port) };
-}
-
-/** HTTP/1.1 keep-alive request returning status and body. */
-function request(
-  agent: http.Agent,
-  target: { host: string; port: number },
-  method: string,
-  path: string,
-  headers: Record<string, string>,
-  body?: string,
-): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(
-      { agent, host: target.host, port: target.port, method, path, headers },
-      (res) => {
-        let data = "";
-        res.setEncoding("utf8");
-        res.on("data", (c: string) => {
-          data += c;
-        });
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, body: data }));
-        res.on("error", reject);
-      },
-    );
-    req.on("error", reject);
-    req.end(body);
-  });
-}
-
 /**
  * A JSON POST over keep-alive HTTP/1.1 whose body is `fields` plus a unique
  * `idempotencyKey` per call; answers the job id of a `okStatus` answer.
@@ -72,19 +40,23 @@ function jsonSubmit(
   fields: object,
   okStatus: number,
 ): LeanClient<string, string> {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
-  const target = parseUrl(baseUrl);
+  const client = createHttp1Client(baseUrl, concurrency, {
+    method: "POST",
+    path,
+    headers,
+    hasBody: true,
+  });
   const rest = JSON.stringify(fields).slice(1);
   return {
     async call(key) {
       const body = `{"idempotencyKey":${JSON.stringify(key)},${rest}`;
-      const res = await request(agent, target, "POST", path, headers, body);
+      const res = await client.call(body);
       if (res.status !== okStatus) throw new Error(`HTTP ${res.status}: ${res.body.slice(0, 200)}`);
       if (res.body.includes('"deduplicated":true'))
         throw new Error("a unique idempotency key was deduplicated");
       return jobIdOf(res.body);
     },
-    close: () => agent.destroy(),
+    close: () => client.close(),
   };
 }
 
@@ -130,15 +102,19 @@ function jobGet(
   jobId: string,
   path: string,
 ): LeanClient<void> {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
-  const target = parseUrl(baseUrl);
+  const client = createHttp1Client(baseUrl, concurrency, {
+    method: "GET",
+    path,
+    headers: {},
+    hasBody: false,
+  });
   return {
     async call() {
-      const res = await request(agent, target, "GET", path, {});
+      const res = await client.call();
       if (res.status !== 200 || !res.body.includes(jobId))
         throw new Error(`HTTP ${res.status}: ${res.body.slice(0, 200)}`);
     },
-    close: () => agent.destroy(),
+    close: () => client.close(),
   };
 }
 
