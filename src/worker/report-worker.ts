@@ -38,6 +38,7 @@ import {
   type Processor,
   releaseReason,
 } from "./processor.js";
+import { PromptWorker } from "./prompt-worker.js";
 
 /** Per-report-type worker limits. */
 export interface ReportTypeLimits {
@@ -299,7 +300,8 @@ export function createReportWorker(deps: {
     // so the type's concurrency is split over this process's shards and its
     // rate over all shards (each at least 1): exact for one shard, within
     // rounding (and shard imbalance) for more; README "Scaling out".
-    worker = new Worker<ReportJobData>(
+    // A job is started as soon as it is fetched (prompt-worker.ts).
+    worker = new PromptWorker<ReportJobData>(
       queueNameFor(type),
       makeProcess(type, () => worker as Worker<ReportJobData>),
       {
