@@ -38,7 +38,6 @@ import {
   type Processor,
   releaseReason,
 } from "./processor.js";
-import { PromptWorker } from "./prompt-worker.js";
 
 /** Per-report-type worker limits. */
 export interface ReportTypeLimits {
@@ -300,8 +299,7 @@ export function createReportWorker(deps: {
     // so the type's concurrency is split over this process's shards and its
     // rate over all shards (each at least 1): exact for one shard, within
     // rounding (and shard imbalance) for more; README "Scaling out".
-    // A job is started as soon as it is fetched (prompt-worker.ts).
-    worker = new PromptWorker<ReportJobData>(
+    worker = new Worker<ReportJobData>(
       queueNameFor(type),
       makeProcess(type, () => worker as Worker<ReportJobData>),
       {
