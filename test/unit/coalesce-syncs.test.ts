@@ -1,4 +1,5 @@
-import { describe, expect, it, vi } from "vitest";
+import { setImmediate as nextTurn } from "node:timers/promises";
+import { describe, expect, it } from "vitest";
 import { coalesceSyncs } from "../../src/worker/artifact-store.js";
 
 /** A fake fsync whose runs the test finishes by hand. */
@@ -12,32 +13,45 @@ function fakeSync() {
 }
 
 describe("coalesceSyncs()", () => {
-  it("starts one sync at once, and one more for all callers that came while it ran", async () => {
+  it("starts one sync for the callers of one turn, after their calls", async () => {
+    const { runs, syncOnce } = fakeSync();
+    const sync = coalesceSyncs(syncOnce);
+    let done = 0;
+    const callers = [sync("/d"), sync("/d"), sync("/d")];
+    for (const p of callers) void p.then(() => done++);
+    // Not before the turn ends: a caller of this turn may still make its entry.
+    expect(runs).toHaveLength(0);
+    await nextTurn();
+    expect(runs).toHaveLength(1);
+    runs[0]?.finish();
+    await Promise.all(callers);
+    expect(done).toBe(3);
+    expect(runs).toHaveLength(1);
+  });
+
+  it("starts a later turn's sync at once, without waiting for a running one", async () => {
     const { runs, syncOnce } = fakeSync();
     const sync = coalesceSyncs(syncOnce);
     let firstDone = false;
     const first = sync("/d").then(() => {
       firstDone = true;
     });
-    const later = [sync("/d"), sync("/d"), sync("/d")];
+    await nextTurn();
     expect(runs).toHaveLength(1);
-    let laterDone = 0;
-    for (const p of later) void p.then(() => laterDone++);
+    // The first still runs; this caller's entry came after it began, so it needs its own.
+    let laterDone = false;
+    const later = sync("/d").then(() => {
+      laterDone = true;
+    });
+    await nextTurn();
+    expect(runs).toHaveLength(2);
+    runs[1]?.finish();
+    await later;
+    expect(laterDone).toBe(true);
+    expect(firstDone).toBe(false);
     runs[0]?.finish();
     await first;
-    // The callers that came during the first run need a sync that began after their call.
-    expect(firstDone).toBe(true);
-    await vi.waitFor(() => expect(runs).toHaveLength(2));
-    expect(laterDone).toBe(0);
-    runs[1]?.finish();
-    await Promise.all(later);
-    expect(laterDone).toBe(3);
     expect(runs).toHaveLength(2);
-    // Idle again: the next caller starts a sync of its own at once.
-    const again = sync("/d");
-    expect(runs).toHaveLength(3);
-    runs[2]?.finish();
-    await again;
   });
 
   it("keeps folders apart and hands a failure to the callers of that run only", async () => {
@@ -45,12 +59,14 @@ describe("coalesceSyncs()", () => {
     const sync = coalesceSyncs(syncOnce);
     const a = sync("/a");
     const b = sync("/b");
+    await nextTurn();
     expect(runs.map((r) => r.folder)).toEqual(["/a", "/b"]);
     const a2 = sync("/a");
     runs[0]?.finish(new Error("EIO"));
     await expect(a).rejects.toThrow("EIO");
-    // The queued caller gets a fresh run, not the failed one.
-    await vi.waitFor(() => expect(runs).toHaveLength(3));
+    // The later caller gets a run of its own, not the failed one.
+    await nextTurn();
+    expect(runs).toHaveLength(3);
     runs[2]?.finish();
     await expect(a2).resolves.toBeUndefined();
     runs[1]?.finish();
