@@ -13,41 +13,37 @@ function fakeSync() {
 }
 
 describe("coalesceSyncs()", () => {
-  it("starts one sync for the callers of one turn, after their calls", async () => {
+  it("starts a lone caller's sync at once", async () => {
     const { runs, syncOnce } = fakeSync();
     const sync = coalesceSyncs(syncOnce);
-    let done = 0;
-    const callers = [sync("/d"), sync("/d"), sync("/d")];
-    for (const p of callers) void p.then(() => done++);
-    // Not before the turn ends: a caller of this turn may still make its entry.
-    expect(runs).toHaveLength(0);
-    await nextTurn();
+    const first = sync("/d");
     expect(runs).toHaveLength(1);
     runs[0]?.finish();
-    await Promise.all(callers);
-    expect(done).toBe(3);
-    expect(runs).toHaveLength(1);
+    await first;
+    // Idle again: the next caller starts one of its own at once.
+    const again = sync("/d");
+    expect(runs).toHaveLength(2);
+    runs[1]?.finish();
+    await again;
   });
 
-  it("starts a later turn's sync at once, without waiting for a running one", async () => {
+  it("while one runs, starts one more for the callers of the turn, without waiting for it", async () => {
     const { runs, syncOnce } = fakeSync();
     const sync = coalesceSyncs(syncOnce);
     let firstDone = false;
     const first = sync("/d").then(() => {
       firstDone = true;
     });
-    await nextTurn();
+    // Their entries came after the first began: they need a sync of their own, one for all.
+    let laterDone = 0;
+    const later = [sync("/d"), sync("/d"), sync("/d")];
+    for (const p of later) void p.then(() => laterDone++);
     expect(runs).toHaveLength(1);
-    // The first still runs; this caller's entry came after it began, so it needs its own.
-    let laterDone = false;
-    const later = sync("/d").then(() => {
-      laterDone = true;
-    });
     await nextTurn();
     expect(runs).toHaveLength(2);
     runs[1]?.finish();
-    await later;
-    expect(laterDone).toBe(true);
+    await Promise.all(later);
+    expect(laterDone).toBe(3);
     expect(firstDone).toBe(false);
     runs[0]?.finish();
     await first;
@@ -59,7 +55,6 @@ describe("coalesceSyncs()", () => {
     const sync = coalesceSyncs(syncOnce);
     const a = sync("/a");
     const b = sync("/b");
-    await nextTurn();
     expect(runs.map((r) => r.folder)).toEqual(["/a", "/b"]);
     const a2 = sync("/a");
     runs[0]?.finish(new Error("EIO"));
