@@ -5,6 +5,7 @@
 import { createHash } from "node:crypto";
 import type { Cluster } from "ioredis";
 import type { RedisClient } from "./connections.js";
+import { encodedCommand, type RespArg } from "./resp-command.js";
 
 /** A loaded-on-demand Lua script. */
 export interface LuaScript {
@@ -100,6 +101,13 @@ export async function runInPipeline(
   }
 }
 
+/** The client options LuaScript.run looks at (of a Redis or a Cluster). */
+interface Options {
+  keyPrefix?: string;
+  enableAutoPipelining?: boolean;
+  showFriendlyErrorStack?: boolean;
+}
+
 /** Wraps `source` as a LuaScript. */
 export function createLuaScript(source: string): LuaScript {
   const sha = createHash("sha1").update(source).digest("hex");
@@ -108,6 +116,17 @@ export function createLuaScript(source: string): LuaScript {
     source,
     async run(redis, keys, args) {
       try {
+        const options = redis.options as Options;
+        // Our own encoding (resp-command.ts), unless ioredis would change the
+        // command (key prefix) or send it another way (auto-pipelining).
+        if (!options.keyPrefix && options.enableAutoPipelining !== true) {
+          const command = encodedCommand(
+            "evalsha",
+            [sha, keys.length, ...keys, ...args] as RespArg[],
+            options.showFriendlyErrorStack === true ? new Error() : undefined,
+          );
+          return await redis.sendCommand(command);
+        }
         return await redis.evalsha(sha, keys.length, ...keys, ...args);
       } catch (err) {
         if (err instanceof Error && err.message.startsWith("NOSCRIPT")) {

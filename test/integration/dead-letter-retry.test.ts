@@ -1,4 +1,5 @@
 import { Code } from "@connectrpc/connect";
+import { type Job, UnrecoverableError } from "bullmq";
 import { afterEach, describe, expect, it } from "vitest";
 import { JobEventType, JobState, ReportType } from "../../gen/reports/v1/job_pb.js";
 import { type ReportGenerator, TransientReportError } from "../../src/worker/generator.js";
@@ -56,9 +57,12 @@ describe("dead letters and RetryJob", () => {
     bull = undefined;
   });
 
-  async function start(generator: ReportGenerator): Promise<ReportClient> {
+  async function start(
+    generator: ReportGenerator,
+    env: Record<string, string> = {},
+  ): Promise<ReportClient> {
     t = await startTestApp(
-      { JOB_ATTEMPTS: "2", RETRY_BACKOFF_MS: "50" },
+      { JOB_ATTEMPTS: "2", RETRY_BACKOFF_MS: "50", ...env },
       { generators: { weekly: generator } },
     );
     return reportClient("grpc", t.url);
@@ -185,6 +189,69 @@ describe("dead letters and RetryJob", () => {
       "STARTED(2)",
       "FAILED(2)",
     ]);
+  });
+
+  it("ignores a late BullMQ 'failed' event of the run before a RetryJob", async () => {
+    // BullMQ emits 'failed' after it has moved the job, and by then RetryJob
+    // may have queued the job again: recording that old failure would fail
+    // the new run (a race seen in CI). The worker leaves alone failures the
+    // processor recorded itself, and failures of runs that began before the
+    // job's last RetryJob. Here the late events are emitted again by hand
+    // while the re-run is held, which makes the race deterministic.
+    const generator = flaky();
+    // One weekly job at a time: the sentinel below stays queued behind the held re-run.
+    const client = await start(generator, { WEEKLY_CONCURRENCY: "1" });
+    const worker = t?.app.worker?.workers.weekly;
+    if (worker === undefined) throw new Error("no worker");
+    const seen: { job: Job; err: Error }[] = [];
+    worker.on("failed", (job, err) => {
+      if (job?.finishedOn) seen.push({ job, err });
+    });
+    const { jobId } = await client.submitReport({ userId: "late", reportType: ReportType.WEEKLY });
+    await waitForState(client, jobId, JobState.FAILED);
+    const last = await waitFor(() => seen.find((s) => s.job.id === jobId), {
+      what: "BullMQ's 'failed' event of the last attempt",
+    });
+
+    generator.healthy = true;
+    const open = generator.hold();
+    await client.retryJob({ jobId });
+    await waitFor(async () => (await getJob(client, jobId)).progress === 40, {
+      what: "the re-run to be held mid-way",
+    });
+
+    // 'failed' events as BullMQ emits them: of a job (id, attempts, when its
+    // run began and ended) with the error its processor threw.
+    const event = (id: string, processedOn: number | undefined, err: Error) =>
+      worker.emit(
+        "failed",
+        { id, finishedOn: Date.now(), attemptsMade: 1, processedOn } as unknown as Job,
+        err,
+        "active",
+      );
+    // A failure the processor recorded itself (its error is a RecordedEnd),
+    // even of a run that began after the RetryJob: never recorded again...
+    expect(last.err).toBeInstanceOf(UnrecoverableError);
+    event(jobId, Date.now(), last.err);
+    // ...and a failure BullMQ would have recorded on its own, of the run
+    // before the RetryJob.
+    event(jobId, last.job.processedOn, new Error("job stalled more than allowable limit"));
+    // A sentinel recorded after both (the worker records failures in the
+    // order their events come, on one connection): a job that is only
+    // queued, failed by a 'failed' event of a run that began after any RetryJob.
+    const { jobId: sentinel } = await client.submitReport({
+      userId: "sentinel",
+      reportType: ReportType.WEEKLY,
+    });
+    event(sentinel, Date.now(), new Error("sentinel failure"));
+    const failedSentinel = await waitForState(client, sentinel, JobState.FAILED);
+    expect(failedSentinel.failureReason).toBe("sentinel failure");
+
+    // The re-run was not touched: it goes on to succeed.
+    expect((await getJob(client, jobId)).state).toBe(JobState.RUNNING);
+    open();
+    const done = await waitForState(client, jobId, JobState.SUCCEEDED);
+    expect(done.failureReason).toBe("");
   });
 
   it("answers FAILED_PRECONDITION for a job that is not FAILED, and NOT_FOUND for an unknown one", async () => {

@@ -78,3 +78,61 @@ describe("createLuaScript().runFollowedBy()", () => {
     expect(await commandsSeen()).toEqual(["evalsha", "get", "eval", "get"]);
   });
 });
+
+describe("createLuaScript().run()", () => {
+  let server: RedisServerHandle;
+  let redis: Redis;
+  const prefix = testPrefix();
+  beforeAll(async () => {
+    server = await startRedisServer();
+    redis = new Redis(server.url);
+  });
+  afterAll(async () => {
+    redis?.disconnect();
+    await server?.stop();
+  });
+
+  const echo = createLuaScript(
+    `return {KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4]} -- ${prefix}`,
+  );
+
+  it("passes strings, numbers and Buffers to the script as sent, and answers as ioredis does", async () => {
+    const binary = Buffer.from([0, 1, 0xc3, 0xa9, 255]);
+    const keys = [`${prefix}:a`, `${prefix}:é`];
+    const args = ["text ü 😀", 42, binary, ""];
+    const reply = await echo.run(redis, keys, args);
+    expect(reply).toEqual(await redis.eval(echo.source, 2, ...keys, ...args));
+    // The bytes the script got, one by one.
+    const got = await createLuaScript(`return {string.byte(ARGV[1], 1, -1)} -- ${prefix}`).run(
+      redis,
+      [],
+      [binary],
+    );
+    expect(got).toEqual([...binary]);
+  });
+
+  it("runs the script with EVAL after a NOSCRIPT", async () => {
+    await redis.script("FLUSH");
+    expect(await echo.run(redis, [`${prefix}:x`, `${prefix}:y`], ["1", 2, "3", "4"])).toEqual([
+      `${prefix}:x`,
+      `${prefix}:y`,
+      "1",
+      "2",
+      "3",
+      "4",
+    ]);
+    expect(await echo.run(redis, [`${prefix}:x`, `${prefix}:y`], ["5", 6, "7", "8"])).toEqual([
+      `${prefix}:x`,
+      `${prefix}:y`,
+      "5",
+      "6",
+      "7",
+      "8",
+    ]);
+  });
+
+  it("rejects with Redis's error", async () => {
+    const failing = createLuaScript(`return redis.error_reply('ERR nope ${prefix}')`);
+    await expect(failing.run(redis, [], [])).rejects.toThrow(`nope ${prefix}`);
+  });
+});

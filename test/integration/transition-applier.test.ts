@@ -298,6 +298,43 @@ describe("createTransitionApplier()", () => {
     expect((await snapshot()).live).toEqual([job.id, "4000"]);
   });
 
+  it("gives each event the trace id of the record as written: a re-run's own, or none", async () => {
+    const rerun = "0af7651916cd43dd8448eb211c80319c";
+    await transitions.apply(job, "abandoned", {
+      attempt: 1,
+      at: 2_000,
+      progress: 0,
+      phase: "",
+      reason: "r",
+    });
+    await transitions.apply(job, "requeued", {
+      at: 3_000,
+      traceparent: `00-${rerun}-b7ad6b7169203331-01`,
+    });
+    await lock("LB");
+    const b = { attempt: 1, token: "B", lockToken: "LB" };
+    await transitions.apply(job, "started", { ...b, at: 4_000, maxAttempts: 3 });
+    await transitions.apply(job, "failed", {
+      ...b,
+      at: 5_000,
+      progress: 5,
+      phase: "x",
+      reason: "r",
+    });
+    // RetryJob without a trace (no SDK): the new run's events carry none.
+    await transitions.apply(job, "requeued", { at: 6_000, traceparent: "" });
+    const events = (await redis.xrange(keys.events(job.id), "-", "+")).map(([id, fields]) =>
+      decodeEvent(id, fields),
+    );
+    expect(events.map((e) => [e.type, e.time, e.traceId])).toEqual([
+      ["failed", 2_000, traceId],
+      ["queued", 3_000, rerun],
+      ["started", 4_000, rerun],
+      ["failed", 5_000, rerun],
+      ["queued", 6_000, undefined],
+    ]);
+  });
+
   it("returns the record as written when asked, from the fields that name the keys alone", async () => {
     const idem = keys.idempotency(job.tenant, "digest-1");
     await redis.hset(keys.job(job.id), recordField.idempotencyKeyDigest, "digest-1");
