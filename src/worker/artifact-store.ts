@@ -175,37 +175,45 @@ function fsyncFd(fd: number): Promise<void> {
 
 /**
  * Shares fsyncs of one folder between concurrent callers: a caller needs an
- * fsync that starts after its call (its entry was made before it), so while
- * one runs, every caller that arrives waits for the one next after it, and
- * they all share that one. At 50 jobs in flight, the deployment folder (in
- * which every new job makes its folder) is then synced a few times per disk
- * flush instead of once per job.
+ * fsync that starts after its call (its entry was made before it). With
+ * none of the folder running, a caller's starts at once; else the callers of
+ * one turn of the event loop share one that starts at the end of that turn
+ * (setImmediate), whether or not the running one has ended. At 50 jobs in
+ * flight, the deployment folder (in which every new job makes its folder) is
+ * then synced about once per turn instead of once per job.
+ *
+ * An earlier version started the next fsync only once the running one had
+ * ended: at a steady 200 jobs/s about half the reports waited for the tail
+ * of another report's fsync and then a whole fsync of their own (p90 3.6 ms
+ * beyond their file's fsync on a loaded disk, against 0.01 ms for the
+ * others). Started at once, an fsync waits for the same journal commit as
+ * its file's; started after that commit (on ext4) it flushes the disk's
+ * cache once more, so a lone caller does not wait for the end of the turn.
  */
 export function coalesceSyncs(
   syncOnce: (folder: string) => Promise<void>,
 ): (folder: string) => Promise<void> {
-  const running = new Map<string, Promise<void>>();
-  const queued = new Map<string, Promise<void>>();
+  const running = new Map<string, number>();
+  // Per folder: the sync the callers of this turn share, not started yet.
+  const next = new Map<string, Promise<void>>();
   const start = (folder: string): Promise<void> => {
-    const sync = syncOnce(folder).finally(() => {
-      if (running.get(folder) === sync) running.delete(folder);
+    running.set(folder, (running.get(folder) ?? 0) + 1);
+    return syncOnce(folder).finally(() => {
+      const left = (running.get(folder) ?? 1) - 1;
+      if (left === 0) running.delete(folder);
+      else running.set(folder, left);
     });
-    running.set(folder, sync);
-    return sync;
   };
   return (folder) => {
-    const next = queued.get(folder);
-    if (next !== undefined) return next;
-    const current = running.get(folder);
-    if (current === undefined) return start(folder);
-    const after = current
-      .catch(() => undefined)
-      .then(() => {
-        queued.delete(folder);
-        return start(folder);
-      });
-    queued.set(folder, after);
-    return after;
+    const shared = next.get(folder);
+    if (shared !== undefined) return shared;
+    if (!running.has(folder)) return start(folder);
+    const sync = new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
+      next.delete(folder);
+      return start(folder);
+    });
+    next.set(folder, sync);
+    return sync;
   };
 }
 

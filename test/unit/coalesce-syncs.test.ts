@@ -1,4 +1,5 @@
-import { describe, expect, it, vi } from "vitest";
+import { setImmediate as nextTurn } from "node:timers/promises";
+import { describe, expect, it } from "vitest";
 import { coalesceSyncs } from "../../src/worker/artifact-store.js";
 
 /** A fake fsync whose runs the test finishes by hand. */
@@ -12,32 +13,41 @@ function fakeSync() {
 }
 
 describe("coalesceSyncs()", () => {
-  it("starts one sync at once, and one more for all callers that came while it ran", async () => {
+  it("starts a lone caller's sync at once", async () => {
+    const { runs, syncOnce } = fakeSync();
+    const sync = coalesceSyncs(syncOnce);
+    const first = sync("/d");
+    expect(runs).toHaveLength(1);
+    runs[0]?.finish();
+    await first;
+    // Idle again: the next caller starts one of its own at once.
+    const again = sync("/d");
+    expect(runs).toHaveLength(2);
+    runs[1]?.finish();
+    await again;
+  });
+
+  it("while one runs, starts one more for the callers of the turn, without waiting for it", async () => {
     const { runs, syncOnce } = fakeSync();
     const sync = coalesceSyncs(syncOnce);
     let firstDone = false;
     const first = sync("/d").then(() => {
       firstDone = true;
     });
-    const later = [sync("/d"), sync("/d"), sync("/d")];
-    expect(runs).toHaveLength(1);
+    // Their entries came after the first began: they need a sync of their own, one for all.
     let laterDone = 0;
+    const later = [sync("/d"), sync("/d"), sync("/d")];
     for (const p of later) void p.then(() => laterDone++);
-    runs[0]?.finish();
-    await first;
-    // The callers that came during the first run need a sync that began after their call.
-    expect(firstDone).toBe(true);
-    await vi.waitFor(() => expect(runs).toHaveLength(2));
-    expect(laterDone).toBe(0);
+    expect(runs).toHaveLength(1);
+    await nextTurn();
+    expect(runs).toHaveLength(2);
     runs[1]?.finish();
     await Promise.all(later);
     expect(laterDone).toBe(3);
+    expect(firstDone).toBe(false);
+    runs[0]?.finish();
+    await first;
     expect(runs).toHaveLength(2);
-    // Idle again: the next caller starts a sync of its own at once.
-    const again = sync("/d");
-    expect(runs).toHaveLength(3);
-    runs[2]?.finish();
-    await again;
   });
 
   it("keeps folders apart and hands a failure to the callers of that run only", async () => {
@@ -49,8 +59,9 @@ describe("coalesceSyncs()", () => {
     const a2 = sync("/a");
     runs[0]?.finish(new Error("EIO"));
     await expect(a).rejects.toThrow("EIO");
-    // The queued caller gets a fresh run, not the failed one.
-    await vi.waitFor(() => expect(runs).toHaveLength(3));
+    // The later caller gets a run of its own, not the failed one.
+    await nextTurn();
+    expect(runs).toHaveLength(3);
     runs[2]?.finish();
     await expect(a2).resolves.toBeUndefined();
     runs[1]?.finish();
