@@ -106,6 +106,8 @@ interface Options {
   keyPrefix?: string;
   enableAutoPipelining?: boolean;
   showFriendlyErrorStack?: boolean;
+  /** A Cluster's options for its node connections (where its key prefix may be set). */
+  redisOptions?: { keyPrefix?: string };
 }
 
 /** Wraps `source` as a LuaScript. */
@@ -119,7 +121,8 @@ export function createLuaScript(source: string): LuaScript {
         const options = redis.options as Options;
         // Our own encoding (resp-command.ts), unless ioredis would change the
         // command (key prefix) or send it another way (auto-pipelining).
-        if (!options.keyPrefix && options.enableAutoPipelining !== true) {
+        const prefixed = Boolean(options.keyPrefix || options.redisOptions?.keyPrefix);
+        if (!prefixed && options.enableAutoPipelining !== true) {
           const command = encodedCommand(
             "evalsha",
             [sha, keys.length, ...keys, ...args] as RespArg[],
