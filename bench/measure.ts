@@ -203,7 +203,10 @@ export async function openLoop<R>(
   let firstError: string | undefined;
   // Call k is due at t0 + k * period; every call due before `end` is made.
   const period = 1000 / ratePerSec;
-  const total = Math.ceil((end - t0) / period);
+  // From the options, not from `end - t0`: that difference of two clock
+  // readings is off by a rounding error (250.00000000003 ms), and ceil then
+  // made one call more than due.
+  const total = Math.ceil(((warmupMs + durationMs) * ratePerSec) / 1000);
 
   const start = (due: number) => {
     const begun = performance.now();
