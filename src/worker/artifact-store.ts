@@ -44,7 +44,7 @@ import { randomText } from "./random-text.js";
 export interface StoredJob {
   /** The attempt tags of its report files. */
   readonly tags: string[];
-  /** Whether it has a folder (the layouts before reports left the job's folder). */
+  /** Whether it has a folder (the layouts before reports left the job's folder), or an entry of its name. */
   readonly folder: boolean;
 }
 
@@ -115,13 +115,12 @@ export function createArtifactStore(dir: string): ArtifactStore {
       }
       return job;
     };
-    const listed = await readdir(dir, { withFileTypes: true }).catch(() => []);
-    for (const entry of listed) {
-      const report = parseReportName(entry.name);
+    const listed = await readdir(dir).catch(() => [] as string[]);
+    for (const name of listed) {
+      const report = parseReportName(name);
       if (report !== undefined) of(report.jobId).tags.push(report.attemptTag);
-      else if (entry.isDirectory() && artifactFolder(dir, entry.name) !== undefined) {
-        of(entry.name).folder = true;
-      }
+      // A job's folder (or a stray entry of that name, removed with it).
+      else if (artifactFolder(dir, name) !== undefined) of(name).folder = true;
     }
     return found as Map<string, StoredJob>;
   };

@@ -71,9 +71,9 @@ describe("createArtifactStore()", () => {
     writeFileSync(path.join(dir, "job5", "1-bbb"), "old\n");
     mkdirSync(path.join(dir, "job7"));
     writeFileSync(path.join(dir, "job7", "1-ddd"), "old\n");
-    // Names that are no job's: never listed.
-    writeFileSync(path.join(dir, "stray"), "x");
+    // Names that no report or job folder can have: never listed.
     writeFileSync(path.join(dir, "a@b@c"), "x");
+    writeFileSync(path.join(dir, ".marker"), "x");
 
     const listed = await store.list();
     expect([...listed.keys()].sort()).toEqual(["job5", "job6", "job7"]);
@@ -87,12 +87,12 @@ describe("createArtifactStore()", () => {
     ]);
 
     await store.removeEntries("job5", ["0-old", "1-aaa"]);
-    expect(readdirSync(dir).sort()).toEqual(["a@b@c", "job5", "job6@1-ccc", "job7", "stray"]);
+    expect(readdirSync(dir).sort()).toEqual([".marker", "a@b@c", "job5", "job6@1-ccc", "job7"]);
     expect(readdirSync(path.join(dir, "job5"))).toEqual(["1-bbb"]);
     await store.remove("job5");
     await store.remove("job6", ["1-ccc"]);
     await store.discard("job7", "1-ddd");
-    expect(readdirSync(dir).sort()).toEqual(["a@b@c", "job7", "stray"]);
+    expect(readdirSync(dir).sort()).toEqual([".marker", "a@b@c", "job7"]);
     expect(readdirSync(path.join(dir, "job7"))).toEqual([]);
   });
 
