@@ -18,16 +18,16 @@
  * (half-written ones included) are removed once the job has ended
  * (`removeLeftovers`, run by the janitor).
  *
- * Cost. A report is a few KB: writing the file is synchronous calls (page
- * cache only), which costs less CPU than a thread-pool round trip per call;
- * only the fsyncs, which wait for the disk, go to the thread pool, side by
- * side. A new inode is the dearest of these (on ext4 under load, more than
+ * Cost. A report is a few KB: writing and closing the file are synchronous
+ * calls (page cache only), which costs less CPU than a thread-pool round
+ * trip per call; the create (which can wait for the journal: `openNew`) and
+ * the fsyncs, which wait for the disk, go to the thread pool. A new inode is the dearest of these (on ext4 under load, more than
  * the fsyncs), so a report makes one, its file, in a folder that exists (a
  * folder per job made two, and one more fsync). Files above
  * `syncWriteMaxBytes` are written asynchronously, so a large report never
  * blocks the event loop.
  */
-import { closeSync, fsync, mkdirSync, openSync, writeFileSync } from "node:fs";
+import { closeSync, fsync, mkdirSync, open as openFile, openSync, writeFileSync } from "node:fs";
 import { open, readdir, rm } from "node:fs/promises";
 import path from "node:path";
 import {
@@ -136,7 +136,7 @@ export function createArtifactStore(dir: string): ArtifactStore {
       // deployment folder's entry) are durable before the record points at
       // them: the fsyncs run side by side.
       if (sizeBytes <= syncWriteMaxBytes) {
-        const [fd, created] = openNew(file, dir);
+        const [fd, created] = await openNew(file, dir);
         const folders = created ? [dir, path.dirname(dir)] : [dir];
         try {
           writeFileSync(fd, content);
@@ -190,16 +190,26 @@ export function createArtifactStore(dir: string): ArtifactStore {
 /**
  * Creates `file` (it must not exist) for writing, and the folder `dir` that
  * holds it when that is missing (the deployment's first report): one open
- * call otherwise. The descriptor, and whether `dir` was created.
+ * call otherwise, on the thread pool. The create adds an entry to the
+ * folder every report shares, whose blocks the journal is often writing
+ * for another report's fsync; the kernel then makes the create wait for
+ * that write. A synchronous open waited with the whole event loop: in
+ * drains at concurrency 10 that cost a fifth of the throughput (see
+ * docs/performance.md). The descriptor, and whether `dir` was created.
  */
-function openNew(file: string, dir: string): [number, boolean] {
-  try {
-    return [openSync(file, "wx"), false];
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
-  }
-  const created = makeFolder(dir);
-  return [openSync(file, "wx"), created];
+function openNew(file: string, dir: string): Promise<[number, boolean]> {
+  return new Promise((resolve, reject) => {
+    openFile(file, "wx", (err, fd) => {
+      if (err === null) return resolve([fd, false]);
+      if (err.code !== "ENOENT") return reject(err);
+      try {
+        const created = makeFolder(dir);
+        resolve([openSync(file, "wx"), created]);
+      } catch (e) {
+        reject(e);
+      }
+    });
+  });
 }
 
 /** Makes folder `dir` (and its parents) unless it exists; whether it was created. */
