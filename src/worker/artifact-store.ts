@@ -21,11 +21,11 @@
  * Cost. A report is a few KB: writing and closing the file are synchronous
  * calls (page cache only), which costs less CPU than a thread-pool round
  * trip per call; the create (which can wait for the journal: `openNew`) and
- * the fsyncs, which wait for the disk, go to the thread pool. A new inode is the dearest of these (on ext4 under load, more than
- * the fsyncs), so a report makes one, its file, in a folder that exists (a
- * folder per job made two, and one more fsync). Files above
- * `syncWriteMaxBytes` are written asynchronously, so a large report never
- * blocks the event loop.
+ * the fsyncs, which wait for the disk, go to the thread pool. A new inode
+ * is the dearest of these (on ext4 under load, more than the fsyncs), so a
+ * report makes one, its file, in a folder that exists (a folder per job
+ * made two, and one more fsync). Files above `syncWriteMaxBytes` are
+ * written asynchronously, so a large report never blocks the event loop.
  */
 import { closeSync, fsync, mkdirSync, open as openFile, openSync, writeFileSync } from "node:fs";
 import { open, readdir, rm } from "node:fs/promises";
@@ -178,11 +178,24 @@ export function createArtifactStore(dir: string): ArtifactStore {
       return [...job.tags, ...inFolder];
     },
     async removeEntries(jobId, names) {
-      // Names come from `entries`, so they are plain names; anything else is refused.
+      const folder = artifactFolder(dir, jobId);
+      // Names come from `entries`, so they are plain names; anything else is
+      // refused. In a job's folder any plain name goes (a temporary file of
+      // the oldest layout, too); a report file's name is a safe tag.
       const plain = names.filter(
         (name) => name !== "" && name !== "." && name !== ".." && !name.includes(path.sep),
       );
-      await Promise.all(plain.map((name) => removeAttempt(jobId, name)));
+      await Promise.all(
+        plain.flatMap((name) => {
+          const file = reportFile(dir, jobId, name);
+          return [
+            file === undefined ? undefined : rm(file, { force: true }),
+            folder === undefined
+              ? undefined
+              : rm(path.join(folder, name), { recursive: true, force: true }),
+          ];
+        }),
+      );
     },
   };
 }

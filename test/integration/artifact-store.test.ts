@@ -69,6 +69,7 @@ describe("createArtifactStore()", () => {
     mkdirSync(path.join(dir, "job5", "0-old"), { recursive: true });
     writeFileSync(path.join(dir, "job5", "0-old", "r.csv"), "old\n");
     writeFileSync(path.join(dir, "job5", "1-bbb"), "old\n");
+    writeFileSync(path.join(dir, "job5", ".r.csv.tmp"), "half\n");
     mkdirSync(path.join(dir, "job7"));
     writeFileSync(path.join(dir, "job7", "1-ddd"), "old\n");
     // Names that no report or job folder can have: never listed.
@@ -81,12 +82,13 @@ describe("createArtifactStore()", () => {
     expect(listed.get("job6")).toEqual({ tags: ["1-ccc"], folder: false });
     expect(listed.get("job7")).toEqual({ tags: [], folder: true });
     expect((await store.entries("job5", listed.get("job5"))).sort()).toEqual([
+      ".r.csv.tmp",
       "0-old",
       "1-aaa",
       "1-bbb",
     ]);
 
-    await store.removeEntries("job5", ["0-old", "1-aaa"]);
+    await store.removeEntries("job5", ["0-old", "1-aaa", ".r.csv.tmp"]);
     expect(readdirSync(dir).sort()).toEqual([".marker", "a@b@c", "job5", "job6@1-ccc", "job7"]);
     expect(readdirSync(path.join(dir, "job5"))).toEqual(["1-bbb"]);
     await store.remove("job5");
