@@ -6,6 +6,7 @@
  * one round trip instead of two (the SUCCEEDED write, then moveToFinished,
  * which also fetches the worker's next job).
  */
+import type { Cluster } from "ioredis";
 import { bullmqScript } from "./bullmq-scripts.js";
 import type { RedisClient } from "./connections.js";
 import { createLuaScript } from "./lua-script.js";
@@ -20,6 +21,19 @@ const script = createLuaScript(
     "bullmq-finish": finish.content,
   }),
 );
+
+/**
+ * Loads the composed script into Redis's script cache (of every master of a
+ * cluster). Its first EVALSHA otherwise answers NOSCRIPT and is sent again
+ * as EVAL: a first completion whose call is sent into a frozen Redis would
+ * then not run when Redis thaws, where the SUCCEEDED write on its own would
+ * (apply-transition.lua is loaded by the attempt's STARTED write). After a
+ * Redis restart the first completion runs as EVAL again, as every script does.
+ */
+export async function loadCompletionScript(redis: RedisClient): Promise<void> {
+  const nodes = redis.isCluster ? (redis as Cluster).nodes("master") : [redis];
+  await Promise.all(nodes.map((node) => node.script("LOAD", script.source)));
+}
 
 /** How a completion went. */
 export type CompletionReply =

@@ -22,6 +22,7 @@ import { DelayedError, type Job, UnrecoverableError, WaitingError, Worker } from
 import type { Logger } from "pino";
 import type { WorkerConfig } from "../config/config.js";
 import { type ReportType, reportTypes } from "../domain/job.js";
+import { loadCompletionScript } from "../queue/complete-with-transition.js";
 import type { RedisClient } from "../queue/connections.js";
 import { recordField } from "../queue/job-record.js";
 import { type Keys, queueNameFor } from "../queue/keys.js";
@@ -441,6 +442,10 @@ export function createReportWorker(deps: {
     workers,
     all,
     async start() {
+      // Best effort: a completion runs the script as EVAL when Redis lacks it.
+      await loadCompletionScript(commands).catch((err: unknown) =>
+        logger.warn({ err: (err as Error).message }, "could not load the completion script"),
+      );
       subscriber.on("smessage", onControl);
       // One call per channel: on a cluster, channels of one call must share a slot.
       await Promise.all([...controlChannels].map((c) => subscriber.ssubscribe(c)));
