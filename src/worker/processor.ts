@@ -25,11 +25,7 @@ import { terminalStates } from "../domain/job.js";
 import { type AttemptWrite, attemptStart, type Position } from "../domain/job-transitions.js";
 import type { JobReader } from "../queue/job-reader.js";
 import { isStorageUnavailable } from "../queue/storage-errors.js";
-import type {
-  PreparedTransition,
-  TransitionApplier,
-  TransitionResult,
-} from "../queue/transition-applier.js";
+import type { TransitionApplier, TransitionResult } from "../queue/transition-applier.js";
 import { attrAttempt, attrJobId, attrPhase, attrReportType } from "../telemetry/attributes.js";
 import { type ArtifactStore, newAttemptTag } from "./artifact-store.js";
 import {
@@ -58,14 +54,6 @@ export interface AttemptContext {
    * Without it, the record is read first.
    */
   queued?: { tenant: string; reportType: ReportType; deadline?: number };
-  /**
-   * Applies the attempt's SUCCEEDED write together with the queue's
-   * completion of the job (one script, one round trip fewer): the write is
-   * handed over, and the promise settles as the write's own would (its
-   * result, or the error of a call that failed). Without it the write is
-   * applied on its own and the queue completes the job after the attempt.
-   */
-  complete?: (succeeded: PreparedTransition) => Promise<TransitionResult>;
 }
 
 /** Settings of the processor. */
@@ -264,11 +252,8 @@ export function createProcessor(deps: {
       );
       limits.signal.throwIfAborted();
       publishing = artifact;
-      const input = { ...own, at: Date.now(), startedAt, artifact };
       const done = await ownStorage(() =>
-        ctx.complete === undefined
-          ? transitions.apply(job, "succeeded", input)
-          : ctx.complete(transitions.prepare(job, "succeeded", input)),
+        transitions.apply(job, "succeeded", { ...own, at: Date.now(), startedAt, artifact }),
       );
       phases.end();
       if (!done.applied) {

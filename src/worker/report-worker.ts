@@ -22,18 +22,15 @@ import { DelayedError, type Job, UnrecoverableError, WaitingError, Worker } from
 import type { Logger } from "pino";
 import type { WorkerConfig } from "../config/config.js";
 import { type ReportType, reportTypes } from "../domain/job.js";
-import { loadCompletionScript } from "../queue/complete-with-transition.js";
 import type { RedisClient } from "../queue/connections.js";
 import { recordField } from "../queue/job-record.js";
 import { type Keys, queueNameFor } from "../queue/keys.js";
 import { perJobPipeline } from "../queue/per-job-pipeline.js";
 import { isStorageUnavailable } from "../queue/storage-errors.js";
 import { type ReportJobData, retryBackoffType } from "../queue/submitter.js";
-import type { PreparedTransition, TransitionResult } from "../queue/transition-applier.js";
 import { attrAttempt, attrJobId, attrReportType, attrTenant } from "../telemetry/attributes.js";
 import { createBullTelemetry } from "../telemetry/bullmq-telemetry.js";
 import { reportMetrics } from "../telemetry/metrics.js";
-import { CompletingWorker } from "./completing-worker.js";
 import {
   backoffDelay,
   cancelReason,
@@ -166,7 +163,7 @@ export function createReportWorker(deps: {
   };
 
   const makeProcess =
-    (type: ReportType, self: () => CompletingWorker<ReportJobData>) =>
+    (type: ReportType, self: () => Worker<ReportJobData>) =>
     async (job: Job<ReportJobData>, token?: string, signal?: AbortSignal) => {
       const id = job.id as string;
       // BullMQ hands every fetch its lock token; without one, writes could not be fenced.
@@ -205,92 +202,61 @@ export function createReportWorker(deps: {
         [attrTenant]: job.data.tenant,
         [attrAttempt]: job.attemptsMade + 1,
       });
-      // Resolves when the attempt hands its SUCCEEDED write over to BullMQ's
-      // completion of the job (CompletingWorker): this function returns then,
-      // and the completion waits for `ended`.
-      let handedOver!: () => void;
-      const handover = new Promise<void>((resolve) => {
-        handedOver = resolve;
-      });
-      const complete = (succeeded: PreparedTransition): Promise<TransitionResult> => {
-        let settle!: { resolve(r: TransitionResult): void; reject(err: Error): void };
-        const written = new Promise<TransitionResult>((resolve, reject) => {
-          settle = { resolve, reject };
-        });
-        self().handOver(id, {
-          succeeded,
-          settled(outcome) {
-            if (outcome instanceof Error) settle.reject(outcome);
-            else settle.resolve(outcome);
-            return ended;
-          },
-        });
-        handedOver();
-        return written;
-      };
-      // The attempt's end in BullMQ's terms: resolves when BullMQ completes
-      // the job, rejects with what BullMQ gets instead.
-      const ended = (async () => {
-        try {
-          const outcome = await processor
-            .run(
-              {
-                id,
-                attemptsMade: job.attemptsMade,
-                maxAttempts: job.opts.attempts ?? 1,
-                lockToken: token,
-                queued: { tenant: job.data.tenant, reportType: type, deadline: job.data.deadline },
-                complete,
-              },
-              attempt.abort.signal,
-            )
-            .catch((err: unknown) => {
-              // Not an outcome: the processor itself failed (Redis away, say).
-              span?.recordException(err as Error);
-              span?.setStatus({ code: SpanStatusCode.ERROR, message: (err as Error).message });
-              // BullMQ keeps the message as the job's failedReason, which becomes the
-              // job's failure reason that callers read: a sentence, never a driver's text.
-              throw safeAttemptError(err, id, logger);
-            });
-          reportMetrics().attemptEnded(type, outcome.kind);
-          if (outcome.kind === "retry" || outcome.kind === "failed") {
-            span?.recordException(outcome.error);
-            span?.setStatus({ code: SpanStatusCode.ERROR, message: outcome.error.message });
-          }
-          switch (outcome.kind) {
-            case "succeeded":
-            case "skipped":
-              return;
-            case "lost":
-              // Not ours any more: completing or failing it would be refused
-              // (and noisy). Whoever holds the job now finishes it; a lock that
-              // merely expired is recovered by the next stalled check.
-              span?.addEvent("attempt lost its lock");
-              throw new WaitingError();
-            case "released":
-              await job.moveToWait(token);
-              wakeFetchersAfter(self(), 0);
-              throw new WaitingError();
-            case "throttled":
-              await self().rateLimit(outcome.delayMs);
-              wakeFetchersAfter(self(), outcome.delayMs);
-              throw Worker.RateLimitError();
-            case "retry":
-              throw new RetryableAttemptError(outcome.error.message, outcome.delayMs);
-            case "cancelled":
-              throw new RecordedEnd(cancelReason);
-            case "failed":
-              // Recorded as FAILED already; make sure BullMQ does not retry either.
-              throw new RecordedEnd(outcome.error.message);
-          }
-        } finally {
-          signal?.removeEventListener("abort", forward);
-          if (active.get(id) === attempt) active.delete(id);
+      try {
+        const outcome = await processor
+          .run(
+            {
+              id,
+              attemptsMade: job.attemptsMade,
+              maxAttempts: job.opts.attempts ?? 1,
+              lockToken: token,
+              queued: { tenant: job.data.tenant, reportType: type, deadline: job.data.deadline },
+            },
+            attempt.abort.signal,
+          )
+          .catch((err: unknown) => {
+            // Not an outcome: the processor itself failed (Redis away, say).
+            span?.recordException(err as Error);
+            span?.setStatus({ code: SpanStatusCode.ERROR, message: (err as Error).message });
+            // BullMQ keeps the message as the job's failedReason, which becomes the
+            // job's failure reason that callers read: a sentence, never a driver's text.
+            throw safeAttemptError(err, id, logger);
+          });
+        reportMetrics().attemptEnded(type, outcome.kind);
+        if (outcome.kind === "retry" || outcome.kind === "failed") {
+          span?.recordException(outcome.error);
+          span?.setStatus({ code: SpanStatusCode.ERROR, message: outcome.error.message });
         }
-      })();
-      // Either the attempt ended here, or BullMQ's completion of the job
-      // carries its SUCCEEDED write and waits for its end.
-      await Promise.race([ended, handover]);
+        switch (outcome.kind) {
+          case "succeeded":
+          case "skipped":
+            return;
+          case "lost":
+            // Not ours any more: completing or failing it would be refused
+            // (and noisy). Whoever holds the job now finishes it; a lock that
+            // merely expired is recovered by the next stalled check.
+            span?.addEvent("attempt lost its lock");
+            throw new WaitingError();
+          case "released":
+            await job.moveToWait(token);
+            wakeFetchersAfter(self(), 0);
+            throw new WaitingError();
+          case "throttled":
+            await self().rateLimit(outcome.delayMs);
+            wakeFetchersAfter(self(), outcome.delayMs);
+            throw Worker.RateLimitError();
+          case "retry":
+            throw new RetryableAttemptError(outcome.error.message, outcome.delayMs);
+          case "cancelled":
+            throw new RecordedEnd(cancelReason);
+          case "failed":
+            // Recorded as FAILED already; make sure BullMQ does not retry either.
+            throw new RecordedEnd(outcome.error.message);
+        }
+      } finally {
+        signal?.removeEventListener("abort", forward);
+        if (active.get(id) === attempt) active.delete(id);
+      }
     };
 
   /** Aborts `attempt` (of job `id`), which lost its lock. */
@@ -328,14 +294,14 @@ export function createReportWorker(deps: {
   const telemetry = createBullTelemetry();
   const createWorker = (type: ReportType, shard: Keys) => {
     const limits = settings.reportTypes[type];
-    let worker: CompletingWorker<ReportJobData> | undefined;
+    let worker: Worker<ReportJobData> | undefined;
     // Per shard: BullMQ's concurrency is per worker and its limiter per queue,
     // so the type's concurrency is split over this process's shards and its
     // rate over all shards (each at least 1): exact for one shard, within
     // rounding (and shard imbalance) for more; README "Scaling out".
-    worker = new CompletingWorker<ReportJobData>(
+    worker = new Worker<ReportJobData>(
       queueNameFor(type),
-      makeProcess(type, () => worker as CompletingWorker<ReportJobData>),
+      makeProcess(type, () => worker as Worker<ReportJobData>),
       {
         connection,
         prefix: shard.bullPrefix,
@@ -361,8 +327,6 @@ export function createReportWorker(deps: {
         },
       },
     );
-    // The SUCCEEDED writes it completes jobs with go where the attempts' other writes go.
-    worker.useConnection(commands);
     // Rate-limited: during an outage BullMQ reports every reconnect attempt.
     let lastErrorLog = 0;
     worker.on("error", (err) => {
@@ -401,7 +365,7 @@ export function createReportWorker(deps: {
     (shard) =>
       Object.fromEntries(reportTypes.map((t) => [t, createWorker(t, shard)])) as Record<
         ReportType,
-        CompletingWorker<ReportJobData>
+        Worker<ReportJobData>
       >,
   );
   const workers = perShard[0] as Record<ReportType, Worker<ReportJobData>>;
@@ -442,10 +406,6 @@ export function createReportWorker(deps: {
     workers,
     all,
     async start() {
-      // Best effort: a completion runs the script as EVAL when Redis lacks it.
-      await loadCompletionScript(commands).catch((err: unknown) =>
-        logger.warn({ err: (err as Error).message }, "could not load the completion script"),
-      );
       subscriber.on("smessage", onControl);
       // One call per channel: on a cluster, channels of one call must share a slot.
       await Promise.all([...controlChannels].map((c) => subscriber.ssubscribe(c)));

@@ -35,7 +35,6 @@ describe("the Lua scripts", () => {
   it("are the ones the service runs, each resolved", () => {
     expect(scriptNames()).toEqual([
       "apply-transition",
-      "complete-with-transition",
       "correct-tenant-backlog",
       "drop-live-entry",
       "list-jobs",

@@ -50,11 +50,26 @@
     {-2, state}    refused: BullMQ's lock on the job is gone or another fetch's (a lost lock)
 ]]
 --- @include "includes/append-event"
---- @include "includes/transition-checks"
 
-local refused, state = checkTransition(KEYS, ARGV)
-if refused then return refused end
+local state = redis.call('HGET', KEYS[1], RECORD.state)
+if not state then return {0, ''} end
+if not string.find(',' .. ARGV[3] .. ',', ',' .. state .. ',', 1, true) then
+  return {0, state}
+end
+-- The lock first: an attempt whose lock expired is refused even while the
+-- record still holds its token (no other attempt has started yet).
+if ARGV[10] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[10] then
+  return {-2, state}
+end
+if ARGV[4] ~= '' and redis.call('HGET', KEYS[1], RECORD.attemptToken) ~= ARGV[4] then
+  return {-1, state}
+end
 local ttl = tonumber(ARGV[5])
+-- Only a transition that sets the retention touches the idempotency record.
+if not KEYS[8] and ttl ~= 0
+    and redis.call('HEXISTS', KEYS[1], RECORD.idempotencyKeyDigest) == 1 then
+  return redis.error_reply('ERR the job has an idempotency record: pass it as KEYS[8]')
+end
 local n = tonumber(ARGV[9])
 local first = 12 + 2 * n
 if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 12, first - 1)) end
