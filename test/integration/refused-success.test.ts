@@ -21,7 +21,7 @@ import { createTransitionApplier } from "../../src/queue/transition-applier.js";
 import { filesUnder } from "../helpers/artifact-files.js";
 import { capturedLogger } from "../helpers/captured-logger.js";
 import { reportClient } from "../helpers/clients.js";
-import { csvOutput, type Deferred, deferred, scripted } from "../helpers/generators.js";
+import { csvOutput, scripted } from "../helpers/generators.js";
 import { waitForEnd } from "../helpers/rpc.js";
 import { startTestApp, type TestApp } from "../helpers/test-app.js";
 import { waitFor } from "../helpers/wait-for.js";
@@ -50,11 +50,9 @@ describe("an attempt whose SUCCEEDED write is refused", () => {
     options: AppOptions,
     beforeReturn: (app: TestApp, jobId: string) => Promise<void>,
   ) {
-    const ready: Deferred = deferred();
     let app!: TestApp;
     const weekly = scripted(async (input, progress) => {
       await progress(50, "render");
-      await ready.promise;
       await beforeReturn(app, input.jobId);
       return csvOutput;
     });
@@ -63,7 +61,6 @@ describe("an attempt whose SUCCEEDED write is refused", () => {
     t = app;
     const client = reportClient("grpc", app.url);
     const { jobId } = await client.submitReport({ userId: "u1", reportType: ReportType.WEEKLY });
-    ready.resolve();
     await waitFor(() => lines.some((l) => l.msg === "attempt lost its job; it changes nothing"), {
       what: "the attempt to end as lost",
     });
@@ -77,7 +74,8 @@ describe("an attempt whose SUCCEEDED write is refused", () => {
 
   it("changes neither the record nor BullMQ's job when the lock was taken before SUCCEEDED", async () => {
     const { app, jobId, lost, jobDir } = await refusedAtSucceeded(
-      // A long lock: the attempt keeps renewing nothing it could lose on its own.
+      // A long lock, renewed every 3.75 s: the attempt learns of the other
+      // fetch from its refused SUCCEEDED, before a renewal could tell it.
       { lockDurationMs: 30_000 },
       async (app, jobId) => {
         // Another fetch holds the job now (its lock token in BullMQ's lock).
@@ -108,6 +106,7 @@ describe("an attempt whose SUCCEEDED write is refused", () => {
 
   it("leaves a job whose record was cancelled meanwhile CANCELLED, and does not complete it in BullMQ", async () => {
     const { app, client, jobId, lost, jobDir } = await refusedAtSucceeded(
+      // A long lock: nothing but the refused SUCCEEDED ends the attempt.
       { lockDurationMs: 30_000 },
       async (app, jobId) => {
         // The job's record ends CANCELLED behind the attempt's back (its
