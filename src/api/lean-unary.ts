@@ -68,6 +68,7 @@ import { createLeanCallRunner } from "./lean-call.js";
 import type { NodeRequest, NodeResponse } from "./node-types.js";
 import { asInvalidArgumentIfParseError } from "./parse-errors.js";
 import type { ReportCalls } from "./report-service.js";
+import { readSubmitReportJson } from "./submit-json-reader.js";
 
 /** What the route needs. */
 export interface LeanUnaryDeps {
@@ -104,6 +105,8 @@ interface Route {
   method: string;
   get: boolean;
   input: Serialization<unknown>;
+  /** Reads the plainest JSON requests without reflection; undefined: `input` must parse. */
+  readJson: ((body: Uint8Array) => unknown) | undefined;
   inputBinary: Serialization<unknown>;
   outputBinary: Serialization<MessageShape<DescMessage>>;
   outputSchema: DescMessage;
@@ -124,6 +127,7 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
     outputSchema: DescMessage,
     get: boolean,
     invoke: Invoke,
+    readJson?: (body: Uint8Array) => unknown,
   ) => {
     // Connect's own (JSON) serialization of the method, as its handler makes it.
     const serialization = createMethodSerializationLookup(method, undefined, undefined, limits);
@@ -132,6 +136,7 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
       method: method.name,
       get,
       input: serialization.getI(false) as Serialization<unknown>,
+      readJson,
       inputBinary: serialization.getI(true) as Serialization<unknown>,
       outputBinary: serialization.getO(true) as unknown as Serialization<MessageShape<DescMessage>>,
       outputSchema,
@@ -147,8 +152,12 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
       invoke,
     });
   };
-  add(ReportService.method.submitReport, SubmitReportResponseSchema, false, (m, t, req, signal) =>
-    deps.calls.submitReport(m, t, headerOf(req, "idempotency-key"), signal),
+  add(
+    ReportService.method.submitReport,
+    SubmitReportResponseSchema,
+    false,
+    (m, t, req, signal) => deps.calls.submitReport(m, t, headerOf(req, "idempotency-key"), signal),
+    readSubmitReportJson,
   );
   add(ReportService.method.getJob, GetJobResponseSchema, true, (m, t, _req, signal) =>
     deps.calls.getJob(m, t, signal),
@@ -269,7 +278,9 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
     const parse = (bytes: Uint8Array) => {
       let message: unknown;
       try {
-        message = (binary ? route.inputBinary : route.input).parse(bytes);
+        message = binary
+          ? route.inputBinary.parse(bytes)
+          : (route.readJson?.(bytes) ?? route.input.parse(bytes));
       } catch (e) {
         call.done();
         const { status, body, headers } = errorAnswer(ConnectError.from(e));
