@@ -64,6 +64,7 @@ import {
   attrRpcSystem,
 } from "../telemetry/attributes.js";
 import type { Authenticator } from "./auth.js";
+import { getJobResponseJson, submitReportResponseJson } from "./job-json.js";
 import { createLeanCallRunner } from "./lean-call.js";
 import type { NodeRequest, NodeResponse } from "./node-types.js";
 import { asInvalidArgumentIfParseError } from "./parse-errors.js";
@@ -110,6 +111,8 @@ interface Route {
   inputBinary: Serialization<unknown>;
   outputBinary: Serialization<MessageShape<DescMessage>>;
   outputSchema: DescMessage;
+  /** Writes a successful answer's JSON without reflection; undefined: toJsonString must. */
+  writeJson: ((message: never) => string | undefined) | undefined;
   spanOptions: SpanOptions;
   invoke: Invoke;
 }
@@ -128,6 +131,7 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
     get: boolean,
     invoke: Invoke,
     readJson?: (body: Uint8Array) => unknown,
+    writeJson?: (message: never) => string | undefined,
   ) => {
     // Connect's own (JSON) serialization of the method, as its handler makes it.
     const serialization = createMethodSerializationLookup(method, undefined, undefined, limits);
@@ -140,6 +144,7 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
       inputBinary: serialization.getI(true) as Serialization<unknown>,
       outputBinary: serialization.getO(true) as unknown as Serialization<MessageShape<DescMessage>>,
       outputSchema,
+      writeJson,
       spanOptions: {
         kind: SpanKind.SERVER,
         attributes: {
@@ -158,9 +163,15 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
     false,
     (m, t, req, signal) => deps.calls.submitReport(m, t, headerOf(req, "idempotency-key"), signal),
     readSubmitReportJson,
+    submitReportResponseJson,
   );
-  add(ReportService.method.getJob, GetJobResponseSchema, true, (m, t, _req, signal) =>
-    deps.calls.getJob(m, t, signal),
+  add(
+    ReportService.method.getJob,
+    GetJobResponseSchema,
+    true,
+    (m, t, _req, signal) => deps.calls.getJob(m, t, signal),
+    undefined,
+    getJobResponseJson,
   );
 
   const run = async (call: Call, message: unknown, binary: boolean): Promise<void> => {
@@ -174,7 +185,7 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
         body = route.outputBinary.serialize(output);
         headers = protoHeaders;
       } else {
-        body = jsonText(route.outputSchema, output);
+        body = jsonText(route, output);
       }
     } catch (e) {
       ({ status, body, headers } = errorAnswer(ConnectError.from(e)));
@@ -186,14 +197,17 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
 
   /**
    * A successful answer's JSON as connect's JSON serialization makes it
-   * (toJsonString, then its writeMaxBytes check), kept as text: connect's
+   * (toJsonString, or job-json.ts' writers of the same text, then its
+   * writeMaxBytes check), kept as text: connect's
    * TextEncoder pass is saved, and Node joins a text body to the head
    * (bytes go as an iovec of their own; end() adds an empty one either way).
    */
-  const jsonText = (schema: DescMessage, message: MessageShape<DescMessage>): string => {
+  const jsonText = (route: Route, message: MessageShape<DescMessage>): string => {
     let json: string;
     try {
-      json = toJsonString(schema, message, jsonOptions);
+      json =
+        route.writeJson?.(message as never) ??
+        toJsonString(route.outputSchema, message, jsonOptions);
     } catch (e) {
       throw ConnectError.from(e, Code.Internal);
     }
