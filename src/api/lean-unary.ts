@@ -15,14 +15,17 @@
  * both, byte for byte.
  *
  * What connect does is done here in its order: the request message is parsed
- * by connect's own JSON serialization (a parse error is answered before any
- * interceptor runs: no span, no log line), then what the interceptors do
- * (api-part.ts): the SERVER span from the caller's traceparent and the
- * rpc.server.call.duration metric (telemetry-interceptor.ts), the request
- * log line (request-log-interceptor.ts), authentication (auth.ts), then the
- * handler (report-service.ts' ReportCalls). Errors are answered as connect
- * answers them: codeToHttpStatus, the error's metadata as headers, and
- * connect's error JSON.
+ * by connect's own JSON serialization (the plainest SubmitReport bodies by
+ * submit-json-reader.ts, which reads them as it does; a parse error is
+ * answered before any interceptor runs: no span, no log line), then what the
+ * interceptors do (api-part.ts): the SERVER span from the caller's
+ * traceparent and the rpc.server.call.duration metric
+ * (telemetry-interceptor.ts), the request log line
+ * (request-log-interceptor.ts), authentication (auth.ts), then the handler
+ * (report-service.ts' ReportCalls); a JSON answer is the text connect's
+ * serialization writes (job-json.ts writes SubmitReport's and GetJob's
+ * without reflection). Errors are answered as connect answers them:
+ * codeToHttpStatus, the error's metadata as headers, and connect's error JSON.
  */
 
 import {
