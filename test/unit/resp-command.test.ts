@@ -30,6 +30,12 @@ const cases: [string, RespArg[]][] = [
   ["Buffers between strings", ["a", Buffer.from([0, 1, 2, 255]), "b", Buffer.alloc(0), "c"]],
   ["Buffers only", [Buffer.from("x"), Buffer.from([0xc3, 0xa9])]],
   ["a Buffer first and last", [Buffer.from("first"), "mid", 7, Buffer.from("last")]],
+  [
+    "lengths at the heads' digit boundaries",
+    ["x".repeat(9), "x".repeat(10), "x".repeat(99), "é".repeat(50), "x".repeat(1000)],
+  ],
+  ["lone surrogates (written as U+FFFD)", ["\ud800", "a\udc00b", "😀".slice(0, 1)]],
+  ["a long non-ASCII string", [`{"t":"${"ü".repeat(700)}"}`, "k"]],
 ];
 
 describe("encodeCommand()", () => {
