@@ -201,6 +201,8 @@ export function rowsFor(o: CompareOptions): Row[] {
         ["jobsPerSec", "jobs/s", "higher"],
         ["workerCpuUsPerJob", "worker CPU µs/job", "lower"],
         ["redisCpuUsPerJob", "Redis CPU µs/job", "lower"],
+        ["workerAllocKbPerJob", "worker heap allocated KB/job", "lower"],
+        ["workerScavengesPer1000Jobs", "worker scavenges/1,000 jobs", "lower"],
       ]);
     }
   }
@@ -210,6 +212,8 @@ export function rowsFor(o: CompareOptions): Row[] {
       ["p50Ms", "p50 ms", "lower"],
       ["p99Ms", "p99 ms", "lower"],
       ["cpuMsPerJob", "CPU ms/job (API + worker + Redis)", "lower"],
+      ["workerAllocKbPerJob", "worker heap allocated KB/job", "lower"],
+      ["workerScavengesPer1000Jobs", "worker scavenges/1,000 jobs", "lower"],
       ["ratePerSec", "submitted jobs/s", "higher"],
     ]);
   }

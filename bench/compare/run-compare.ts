@@ -26,6 +26,7 @@ import { percentile } from "../measure.js";
 import { redisClients, redisCpuUs, redisVersion, tcpConnectionsTo } from "../proc-stats.js";
 import { baseline, type Design, ours } from "./designs.js";
 import type { CompareOptions } from "./options.js";
+import type { ProbeGc } from "./probe.js";
 import { Figures, type RowResult, type RunInfo, results, rowsFor } from "./report.js";
 import { type ServiceProcess, startService, waitForService } from "./service-process.js";
 
@@ -395,6 +396,7 @@ async function drain(env: Env, worker: ServiceProcess, conc: number): Promise<vo
   const before = await d.finishedCounts(admin);
   const target = before.succeeded + before.failed + ids.length;
   env.progress(`  ${d.label}: draining at concurrency ${conc}`);
+  const gc0 = await worker.gc();
   const cpu0 = worker.cpuUs();
   const redis0 = await redisCpuUs(admin);
   const t0 = performance.now();
@@ -412,7 +414,9 @@ async function drain(env: Env, worker: ServiceProcess, conc: number): Promise<vo
   const seconds = (performance.now() - t0) / 1000;
   const cpu1 = worker.cpuUs();
   const redis1 = await redisCpuUs(admin);
+  const gc1 = await worker.gc();
   const key = `drain.c${conc}`;
+  recordGc(env, key, gc0, gc1, ids.length);
   env.figures.record(d.id, `${key}.jobsPerSec`, ids.length / seconds);
   env.figures.record(d.id, `${key}.workerCpuUsPerJob`, (cpu1 - cpu0) / ids.length);
   env.figures.record(d.id, `${key}.redisCpuUsPerJob`, (redis1 - redis0) / ids.length);
@@ -420,6 +424,25 @@ async function drain(env: Env, worker: ServiceProcess, conc: number): Promise<vo
     env.figures.error(
       `round ${env.round}, ${d.label}, ${key}: ${after.failed - before.failed} jobs failed`,
     );
+}
+
+/**
+ * The worker's heap allocation per job and its young-generation collections
+ * per 1,000 jobs over a measured window (the probe's readings at its ends).
+ */
+function recordGc(env: Env, key: string, from: ProbeGc, to: ProbeGc, jobs: number): void {
+  if (jobs === 0) return;
+  const { d } = env;
+  env.figures.record(
+    d.id,
+    `${key}.workerAllocKbPerJob`,
+    (to.allocatedBytes - from.allocatedBytes) / 1024 / jobs,
+  );
+  env.figures.record(
+    d.id,
+    `${key}.workerScavengesPer1000Jobs`,
+    ((to.scavenges - from.scavenges) * 1000) / jobs,
+  );
 }
 
 /**
@@ -434,8 +457,10 @@ async function latency(env: Env, worker: ServiceProcess): Promise<void> {
   const warmupMs = o.latencyWarmupSeconds * 1000;
   const cpu = async () => api.proc.cpuUs() + worker.cpuUs() + (await redisCpuUs(admin));
   let start: Promise<number> | undefined;
+  let gcStart: Promise<ProbeGc> | undefined;
   const timer = setTimeout(() => {
     start = cpu();
+    gcStart = worker.gc();
   }, warmupMs);
   env.progress(
     `  ${d.label}: ${o.rate} jobs/s for ${o.latencyWarmupSeconds} + ${o.latencySeconds} s`,
@@ -451,7 +476,10 @@ async function latency(env: Env, worker: ServiceProcess): Promise<void> {
       durationMs: o.latencySeconds * 1000,
     });
     const cpuEnd = await cpu();
+    const gcEnd = await worker.gc();
     const cpuStart = await start;
+    const gc0 = await gcStart;
+    if (gc0 !== undefined) recordGc(env, "latency", gc0, gcEnd, r.calls.length);
     const ids = r.calls.map((c) => c.value);
     env.progress(
       `  ${d.label}: ${r.ratePerSec.toFixed(0)} jobs/s sent, ${r.late} late; waiting for them to finish`,

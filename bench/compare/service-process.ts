@@ -10,7 +10,7 @@ import { closeSync, openSync, readdirSync, readFileSync, renameSync } from "node
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { processCpuUs } from "../proc-stats.js";
-import type { ProbeMemory, ProbeReply } from "./probe.js";
+import type { ProbeGc, ProbeMemory, ProbeReply } from "./probe.js";
 
 /** The repository root: every service process runs from there. */
 export const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
@@ -44,6 +44,8 @@ export interface ServiceProcess {
   cpuUs(): number;
   /** Memory after a full GC. */
   memory(): Promise<ProbeMemory>;
+  /** Heap bytes allocated and collections run since it started. */
+  gc(): Promise<ProbeGc>;
   /** The last lines of its output, for error messages. */
   logTail(): string;
   /** SIGTERM, then SIGKILL after `graceMs`; resolves once it has exited. */
@@ -105,6 +107,22 @@ export function startService(spec: ServiceSpec, options: ServiceOptions): Servic
       return "";
     }
   };
+  /** Asks the probe for a reading. */
+  const ask = <T>(probe: ProbeReply["probe"]): Promise<T> =>
+    new Promise((resolve, reject) => {
+      const onMessage = (m: unknown) => {
+        if ((m as ProbeReply | undefined)?.probe !== probe) return;
+        child.off("message", onMessage);
+        clearTimeout(timer);
+        resolve(m as T);
+      };
+      const timer = setTimeout(() => {
+        child.off("message", onMessage);
+        reject(new Error(`${spec.name}: no ${probe} reading within 30 s`));
+      }, 30_000);
+      child.on("message", onMessage);
+      child.send({ probe });
+    });
   let stopping: Promise<void> | undefined;
   return {
     name: spec.name,
@@ -113,22 +131,8 @@ export function startService(spec: ServiceSpec, options: ServiceOptions): Servic
       return exitCode;
     },
     cpuUs: () => processCpuUs(pid),
-    memory() {
-      return new Promise((resolve, reject) => {
-        const onMessage = (m: unknown) => {
-          if ((m as ProbeReply | undefined)?.probe !== "memory") return;
-          child.off("message", onMessage);
-          clearTimeout(timer);
-          resolve(m as ProbeMemory);
-        };
-        const timer = setTimeout(() => {
-          child.off("message", onMessage);
-          reject(new Error(`${spec.name}: no memory reading within 30 s`));
-        }, 30_000);
-        child.on("message", onMessage);
-        child.send({ probe: "memory" });
-      });
-    },
+    memory: () => ask<ProbeMemory>("memory"),
+    gc: () => ask<ProbeGc>("gc"),
     logTail,
     stop(graceMs = 20_000) {
       stopping ??= (async () => {

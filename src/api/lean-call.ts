@@ -87,6 +87,17 @@ export function createLeanCallRunner(deps: {
   const tracer = trace.getTracer("report-jobs-api");
   // As the request-log interceptor's: fixed, safe fields, no redaction.
   const rpcLog = logger.child({}, { redact: [] });
+  // One child per method with the line's fixed fields bound: pino serializes
+  // bindings once, not on every line (the line has the same fields).
+  const methodLogs = new Map<string, Logger>();
+  const methodLog = (method: { name: string; method: string }): Logger => {
+    let log = methodLogs.get(method.name);
+    if (log === undefined) {
+      log = rpcLog.child({ rpc: method.name, method: method.method, protocol });
+      methodLogs.set(method.name, log);
+    }
+    return log;
+  };
 
   const finish = (
     call: LeanCall,
@@ -109,11 +120,8 @@ export function createLeanCallRunner(deps: {
     const code = err?.code;
     const level = code !== undefined && serverFaults.has(code) ? "warn" : "info";
     if (rpcLog.isLevelEnabled(level)) {
-      rpcLog[level](
+      methodLog(method)[level](
         {
-          rpc: method.name,
-          method: method.method,
-          protocol,
           code: code === undefined ? "ok" : codeToString(code),
           duration_ms: Math.round((performance.now() - call.started) * 1000) / 1000,
           tenant: call.tenant,

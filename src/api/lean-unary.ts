@@ -15,14 +15,17 @@
  * both, byte for byte.
  *
  * What connect does is done here in its order: the request message is parsed
- * by connect's own JSON serialization (a parse error is answered before any
- * interceptor runs: no span, no log line), then what the interceptors do
- * (api-part.ts): the SERVER span from the caller's traceparent and the
- * rpc.server.call.duration metric (telemetry-interceptor.ts), the request
- * log line (request-log-interceptor.ts), authentication (auth.ts), then the
- * handler (report-service.ts' ReportCalls). Errors are answered as connect
- * answers them: codeToHttpStatus, the error's metadata as headers, and
- * connect's error JSON.
+ * by connect's own JSON serialization (the plainest SubmitReport bodies by
+ * submit-json-reader.ts, which reads them as it does; a parse error is
+ * answered before any interceptor runs: no span, no log line), then what the
+ * interceptors do (api-part.ts): the SERVER span from the caller's
+ * traceparent and the rpc.server.call.duration metric
+ * (telemetry-interceptor.ts), the request log line
+ * (request-log-interceptor.ts), authentication (auth.ts), then the handler
+ * (report-service.ts' ReportCalls); a JSON answer is the text connect's
+ * serialization writes (job-json.ts writes SubmitReport's and GetJob's
+ * without reflection). Errors are answered as connect answers them:
+ * codeToHttpStatus, the error's metadata as headers, and connect's error JSON.
  */
 
 import {
@@ -64,10 +67,12 @@ import {
   attrRpcSystem,
 } from "../telemetry/attributes.js";
 import type { Authenticator } from "./auth.js";
+import { getJobResponseJson, submitReportResponseJson } from "./job-json.js";
 import { createLeanCallRunner } from "./lean-call.js";
 import type { NodeRequest, NodeResponse } from "./node-types.js";
 import { asInvalidArgumentIfParseError } from "./parse-errors.js";
 import type { ReportCalls } from "./report-service.js";
+import { readSubmitReportJson } from "./submit-json-reader.js";
 
 /** What the route needs. */
 export interface LeanUnaryDeps {
@@ -104,9 +109,13 @@ interface Route {
   method: string;
   get: boolean;
   input: Serialization<unknown>;
+  /** Reads the plainest JSON requests without reflection; undefined: `input` must parse. */
+  readJson: ((body: Uint8Array) => unknown) | undefined;
   inputBinary: Serialization<unknown>;
   outputBinary: Serialization<MessageShape<DescMessage>>;
   outputSchema: DescMessage;
+  /** Writes a successful answer's JSON without reflection; undefined: toJsonString must. */
+  writeJson: ((message: never) => string | undefined) | undefined;
   spanOptions: SpanOptions;
   invoke: Invoke;
 }
@@ -124,6 +133,8 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
     outputSchema: DescMessage,
     get: boolean,
     invoke: Invoke,
+    readJson?: (body: Uint8Array) => unknown,
+    writeJson?: (message: never) => string | undefined,
   ) => {
     // Connect's own (JSON) serialization of the method, as its handler makes it.
     const serialization = createMethodSerializationLookup(method, undefined, undefined, limits);
@@ -132,9 +143,11 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
       method: method.name,
       get,
       input: serialization.getI(false) as Serialization<unknown>,
+      readJson,
       inputBinary: serialization.getI(true) as Serialization<unknown>,
       outputBinary: serialization.getO(true) as unknown as Serialization<MessageShape<DescMessage>>,
       outputSchema,
+      writeJson,
       spanOptions: {
         kind: SpanKind.SERVER,
         attributes: {
@@ -147,11 +160,21 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
       invoke,
     });
   };
-  add(ReportService.method.submitReport, SubmitReportResponseSchema, false, (m, t, req, signal) =>
-    deps.calls.submitReport(m, t, headerOf(req, "idempotency-key"), signal),
+  add(
+    ReportService.method.submitReport,
+    SubmitReportResponseSchema,
+    false,
+    (m, t, req, signal) => deps.calls.submitReport(m, t, headerOf(req, "idempotency-key"), signal),
+    readSubmitReportJson,
+    submitReportResponseJson,
   );
-  add(ReportService.method.getJob, GetJobResponseSchema, true, (m, t, _req, signal) =>
-    deps.calls.getJob(m, t, signal),
+  add(
+    ReportService.method.getJob,
+    GetJobResponseSchema,
+    true,
+    (m, t, _req, signal) => deps.calls.getJob(m, t, signal),
+    undefined,
+    getJobResponseJson,
   );
 
   const run = async (call: Call, message: unknown, binary: boolean): Promise<void> => {
@@ -165,7 +188,7 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
         body = route.outputBinary.serialize(output);
         headers = protoHeaders;
       } else {
-        body = jsonText(route.outputSchema, output);
+        body = jsonText(route, output);
       }
     } catch (e) {
       ({ status, body, headers } = errorAnswer(ConnectError.from(e)));
@@ -177,14 +200,17 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
 
   /**
    * A successful answer's JSON as connect's JSON serialization makes it
-   * (toJsonString, then its writeMaxBytes check), kept as text: connect's
+   * (toJsonString, or job-json.ts' writers of the same text, then its
+   * writeMaxBytes check), kept as text: connect's
    * TextEncoder pass is saved, and Node joins a text body to the head
    * (bytes go as an iovec of their own; end() adds an empty one either way).
    */
-  const jsonText = (schema: DescMessage, message: MessageShape<DescMessage>): string => {
+  const jsonText = (route: Route, message: MessageShape<DescMessage>): string => {
     let json: string;
     try {
-      json = toJsonString(schema, message, jsonOptions);
+      json =
+        route.writeJson?.(message as never) ??
+        toJsonString(route.outputSchema, message, jsonOptions);
     } catch (e) {
       throw ConnectError.from(e, Code.Internal);
     }
@@ -269,7 +295,9 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
     const parse = (bytes: Uint8Array) => {
       let message: unknown;
       try {
-        message = (binary ? route.inputBinary : route.input).parse(bytes);
+        message = binary
+          ? route.inputBinary.parse(bytes)
+          : (route.readJson?.(bytes) ?? route.input.parse(bytes));
       } catch (e) {
         call.done();
         const { status, body, headers } = errorAnswer(ConnectError.from(e));

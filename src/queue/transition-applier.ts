@@ -132,21 +132,23 @@ export function createTransitionApplier(deps: {
         keys.tenantBacklog(job.tenant),
         ...idempotency,
       ],
-      args: [
-        keys.eventChannel(job.id),
-        settings.eventStreamMaxLen,
-        transition.from.join(","),
-        token,
-        ttlMs[transition.ttl],
-        job.id,
-        transition.to,
-        event.time,
-        updates.length / 2,
-        lockToken,
-        options?.withRecord === true ? "1" : "",
-        ...updates,
-        ...encodeEvent(event),
-      ],
+      args: appended(
+        [
+          keys.eventChannel(job.id),
+          settings.eventStreamMaxLen,
+          transition.from.join(","),
+          token,
+          ttlMs[transition.ttl],
+          job.id,
+          transition.to,
+          event.time,
+          updates.length / 2,
+          lockToken,
+          options?.withRecord === true ? "1" : "",
+        ],
+        updates,
+        encodeEvent(event),
+      ),
       from: transition.from,
       settle(reply) {
         if (reply[0] !== 1) {
@@ -202,6 +204,23 @@ export function createTransitionApplier(deps: {
       return call.settle(reply);
     },
   };
+}
+
+/**
+ * `head`, then `a`, then `b`, in one array of their total length (an array
+ * literal with spreads grows, and copies, as it is filled).
+ */
+function appended(
+  head: readonly (string | number)[],
+  a: readonly string[],
+  b: readonly string[],
+): (string | number)[] {
+  const all = new Array<string | number>(head.length + a.length + b.length);
+  let at = 0;
+  for (const v of head) all[at++] = v;
+  for (const v of a) all[at++] = v;
+  for (const v of b) all[at++] = v;
+  return all;
 }
 
 /** The tokens a write of an attempt carries (AttemptWrite.token and .lockToken). */

@@ -38,7 +38,11 @@ export const bullTracerName = "bullmq";
  */
 export function createBullTelemetry(): Telemetry {
   const otel = new BullMQOtel(bullTracerName);
-  const tracer = otel.tracer;
+  // The tracer bullmq-otel's own wraps (same name, no version): its spans
+  // start through startSpan, which makes an unrecorded one (a job's consumer
+  // span and its "complete" span, when nothing is exported) without the
+  // SDK's work.
+  const tracer = trace.getTracer(bullTracerName);
   return {
     contextManager: otel.contextManager,
     tracer: {
@@ -47,7 +51,7 @@ export function createBullTelemetry(): Telemetry {
         if (options?.kind === SpanKind.INTERNAL && trace.getSpan(parent) === undefined) {
           return new BullMQOTelSpan(trace.wrapSpanContext(INVALID_SPAN_CONTEXT));
         }
-        return tracer.startSpan(name, options, ctx);
+        return new BullMQOTelSpan(startSpan(tracer, name, options ?? {}, parent));
       },
     },
   } as Telemetry;

@@ -7,7 +7,13 @@
  * are low-cardinality only: report type, outcome, state. Never a job id,
  * tenant or user.
  */
-import { type Attributes, type Meter, metrics, type ObservableResult } from "@opentelemetry/api";
+import {
+  type Attributes,
+  type Meter,
+  metrics,
+  type ObservableCounter,
+  type ObservableResult,
+} from "@opentelemetry/api";
 import type { ReportType } from "../domain/job.js";
 
 /** How a job ended. */
@@ -89,14 +95,22 @@ export function createReportMetrics(meter: Meter = metrics.getMeter("report-jobs
     unit: "s",
     advice: { explicitBucketBoundaries: jobDurationBuckets },
   });
-  const jobOutcomes = meter.createCounter("reports.job.outcomes", {
-    description: "Jobs that reached a terminal state, by report type and outcome",
-    unit: "{job}",
-  });
-  const attempts = meter.createCounter("reports.job.attempts", {
-    description: "Attempts that ended, by report type and outcome (retry: failed, another follows)",
-    unit: "{attempt}",
-  });
+  // Two counters moved once per job each: counted here and observed at each
+  // collection (the same monotonic sums), since the SDK sorts and
+  // stringifies a measurement's attributes on every add.
+  const jobOutcomes = countedByLabels(
+    meter.createObservableCounter("reports.job.outcomes", {
+      description: "Jobs that reached a terminal state, by report type and outcome",
+      unit: "{job}",
+    }),
+  );
+  const attempts = countedByLabels(
+    meter.createObservableCounter("reports.job.attempts", {
+      description:
+        "Attempts that ended, by report type and outcome (retry: failed, another follows)",
+      unit: "{attempt}",
+    }),
+  );
   const submitDuration = meter.createHistogram("reports.submit.duration", {
     description: "SubmitReport's enqueue (one Redis round trip), by report type and outcome",
     unit: "s",
@@ -179,6 +193,26 @@ export function createReportMetrics(meter: Meter = metrics.getMeter("report-jobs
       const callback = (result: ObservableResult) => result.observe(read());
       watchers.addCallback(callback);
       return () => watchers.removeCallback(callback);
+    },
+  };
+}
+
+/**
+ * A monotonic count per label set, kept here and reported by `counter` at
+ * each collection: what a Counter's `add` reports, without the SDK's work
+ * per add. Label sets must be the same objects each time (they are cached
+ * above); their number is small (report type x outcome).
+ */
+function countedByLabels(counter: ObservableCounter): {
+  add(value: number, labels: Attributes): void;
+} {
+  const counts = new Map<Attributes, number>();
+  counter.addCallback((result) => {
+    for (const [labels, count] of counts) result.observe(count, labels);
+  });
+  return {
+    add(value, labels) {
+      counts.set(labels, (counts.get(labels) ?? 0) + value);
     },
   };
 }

@@ -17,11 +17,25 @@ const cases: [string, RespArg[]][] = [
   ["no arguments", []],
   ["strings", ["sha", "2", "k:1", "k:2", '{"a":1}']],
   ["empty strings", ["", "x", ""]],
-  ["numbers", [0, 12, -3, 1.5, 1e21, 123456789012]],
+  [
+    "numbers",
+    [0, 12, -3, 1.5, 1e21, 123456789012, -0, 9, 10, -10, Number.MAX_SAFE_INTEGER, 2 ** 53],
+  ],
+  [
+    "long strings (past the short-string loop)",
+    ["k".repeat(64), "k".repeat(65), `${"x".repeat(70)}é`, `é${"y".repeat(63)}`],
+  ],
+  ["control and edge characters", ["\r\n", "\u007f", "\u0080", "\u0000", "\ud83d"]],
   ["non-ASCII strings", ["tenant-é", "日本語", "emoji 😀", "mixed ü and ascii"]],
   ["Buffers between strings", ["a", Buffer.from([0, 1, 2, 255]), "b", Buffer.alloc(0), "c"]],
   ["Buffers only", [Buffer.from("x"), Buffer.from([0xc3, 0xa9])]],
   ["a Buffer first and last", [Buffer.from("first"), "mid", 7, Buffer.from("last")]],
+  [
+    "lengths at the heads' digit boundaries",
+    ["x".repeat(9), "x".repeat(10), "x".repeat(99), "é".repeat(50), "x".repeat(1000)],
+  ],
+  ["lone surrogates (written as U+FFFD)", ["\ud800", "a\udc00b", "😀".slice(0, 1)]],
+  ["a long non-ASCII string", [`{"t":"${"ü".repeat(700)}"}`, "k"]],
 ];
 
 describe("encodeCommand()", () => {

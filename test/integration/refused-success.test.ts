@@ -1,0 +1,153 @@
+/**
+ * An attempt whose SUCCEEDED write is refused (its lock was taken, or its job
+ * ended meanwhile) after it stored its report: it changes nothing, neither our
+ * record nor BullMQ's job, which is left to BullMQ and whoever holds it, and
+ * removes its own file. (Written for the SUCCEEDED write folded into BullMQ's
+ * completion of the job, tried and not kept: docs/performance.md; a fold that
+ * completes BullMQ's job before its checks fails them.)
+ */
+import path from "node:path";
+import { Redis } from "ioredis";
+import { pino } from "pino";
+import { afterEach, describe, expect, it } from "vitest";
+import { JobState, ReportType } from "../../gen/reports/v1/job_pb.js";
+import type { AppOptions } from "../../src/app.js";
+import { deploymentArtifactDir } from "../../src/domain/artifact-paths.js";
+import { decodeEvent } from "../../src/events/event-codec.js";
+import { createJobReader } from "../../src/queue/job-reader.js";
+import { recordField } from "../../src/queue/job-record.js";
+import { createKeys } from "../../src/queue/keys.js";
+import { createTransitionApplier } from "../../src/queue/transition-applier.js";
+import { filesUnder } from "../helpers/artifact-files.js";
+import { capturedLogger } from "../helpers/captured-logger.js";
+import { reportClient } from "../helpers/clients.js";
+import { csvOutput, scripted } from "../helpers/generators.js";
+import { waitForEnd } from "../helpers/rpc.js";
+import { startTestApp, type TestApp } from "../helpers/test-app.js";
+import { waitFor } from "../helpers/wait-for.js";
+
+describe("an attempt whose SUCCEEDED write is refused", () => {
+  let t: TestApp | undefined;
+  const clients: Redis[] = [];
+  afterEach(async () => {
+    for (const c of clients.splice(0)) c.disconnect();
+    await t?.close();
+    t = undefined;
+  });
+
+  function connect(app: TestApp): Redis {
+    const redis = new Redis(app.config.redis.url);
+    clients.push(redis);
+    return redis;
+  }
+
+  /**
+   * Starts `t` with `options`, submits a weekly job whose generator calls
+   * `beforeReturn` (with the job id) before returning its report, and waits
+   * for the attempt to end as lost.
+   */
+  async function refusedAtSucceeded(
+    options: AppOptions,
+    beforeReturn: (app: TestApp, jobId: string) => Promise<void>,
+  ) {
+    let app!: TestApp;
+    const weekly = scripted(async (input, progress) => {
+      await progress(50, "render");
+      await beforeReturn(app, input.jobId);
+      return csvOutput;
+    });
+    const { logger, lines } = capturedLogger();
+    app = await startTestApp({}, { generators: { weekly }, logger, ...options });
+    t = app;
+    const client = reportClient("grpc", app.url);
+    const { jobId } = await client.submitReport({ userId: "u1", reportType: ReportType.WEEKLY });
+    await waitFor(() => lines.some((l) => l.msg === "attempt lost its job; it changes nothing"), {
+      what: "the attempt to end as lost",
+    });
+    const lost = lines.find((l) => l.msg === "attempt lost its job; it changes nothing");
+    const jobDir = path.join(
+      deploymentArtifactDir(app.config.worker.artifactDir, app.config.redis.prefix),
+      jobId,
+    );
+    return { app, client, jobId, lost, jobDir, weekly };
+  }
+
+  it("changes neither the record nor BullMQ's job when the lock was taken before SUCCEEDED", async () => {
+    const { app, jobId, lost, jobDir } = await refusedAtSucceeded(
+      // A long lock, renewed every 3.75 s: the attempt learns of the other
+      // fetch from its refused SUCCEEDED, before a renewal could tell it.
+      { lockDurationMs: 30_000 },
+      async (app, jobId) => {
+        // Another fetch holds the job now (its lock token in BullMQ's lock).
+        const keys = createKeys(app.config.redis.prefix);
+        await connect(app).set(keys.bullJobLock("weekly", jobId), "fetch-B", "PX", 60_000);
+      },
+    );
+    expect(lost).toMatchObject({ step: "succeeded", fenced: "lock", state: "running" });
+    const redis = connect(app);
+    const keys = createKeys(app.config.redis.prefix);
+    const bullJobKey = keys.bullJobLock("weekly", jobId).slice(0, -":lock".length);
+    // BullMQ's job is as the other fetch holds it: active, locked by it, not finished.
+    expect(await redis.get(`${bullJobKey}:lock`)).toBe("fetch-B");
+    expect(await redis.hget(bullJobKey, "finishedOn")).toBe(null);
+    expect(await redis.lrange(`${bullJobKey.slice(0, -jobId.length)}active`, 0, -1)).toContain(
+      jobId,
+    );
+    const record = await createJobReader({ redis, keys }).get(jobId);
+    expect(record?.state).toBe("running");
+    expect(record?.result).toBeUndefined();
+    const events = (await redis.xrange(keys.events(jobId), "-", "+")).map(([id, f]) =>
+      decodeEvent(id, f),
+    );
+    expect(events.map((e) => e.type)).toEqual(["queued", "started", "progress"]);
+    // The attempt's own file went with it.
+    expect(await filesUnder(jobDir)).toEqual([]);
+  });
+
+  it("leaves a job whose record was cancelled meanwhile CANCELLED, and does not complete it in BullMQ", async () => {
+    const { app, client, jobId, lost, jobDir } = await refusedAtSucceeded(
+      // A long lock: nothing but the refused SUCCEEDED ends the attempt.
+      { lockDurationMs: 30_000 },
+      async (app, jobId) => {
+        // The job's record ends CANCELLED behind the attempt's back (its
+        // signal never told it): written with the attempt's own tokens.
+        const redis = connect(app);
+        const keys = createKeys(app.config.redis.prefix);
+        const job = await createJobReader({ redis, keys }).get(jobId);
+        if (job === undefined) throw new Error("job record missing");
+        const transitions = createTransitionApplier({
+          redis,
+          keys,
+          settings: { eventStreamMaxLen: 1000, succeededMs: 60_000, failedMs: 60_000 },
+          logger: pino({ level: "silent" }),
+        });
+        const token = await redis.hget(keys.job(jobId), recordField.attemptToken);
+        const lockToken = await redis.get(keys.bullJobLock("weekly", jobId));
+        const r = await transitions.apply(job, "cancelled", {
+          attempt: 1,
+          token: token ?? "",
+          lockToken: lockToken ?? "",
+          progress: 50,
+          phase: "render",
+          at: Date.now(),
+          reason: "cancelled meanwhile",
+        });
+        expect(r.applied).toBe(true);
+      },
+    );
+    expect(lost).toMatchObject({ step: "succeeded", fenced: false, state: "cancelled" });
+    const redis = connect(app);
+    const keys = createKeys(app.config.redis.prefix);
+    const bullJobKey = keys.bullJobLock("weekly", jobId).slice(0, -":lock".length);
+    // Left to BullMQ: still active and locked by the attempt's fetch, not completed by it.
+    expect(await redis.hget(bullJobKey, "finishedOn")).toBe(null);
+    expect(await redis.exists(`${bullJobKey}:lock`)).toBe(1);
+    const job = await waitForEnd(client, jobId, { what: "the job to show its end" });
+    expect(JobState[job.state]).toBe("CANCELLED");
+    const events = (await redis.xrange(keys.events(jobId), "-", "+")).map(([id, f]) =>
+      decodeEvent(id, f),
+    );
+    expect(events.map((e) => e.type)).toEqual(["queued", "started", "progress", "cancelled"]);
+    expect(await filesUnder(jobDir)).toEqual([]);
+  });
+});
