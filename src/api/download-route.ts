@@ -13,6 +13,7 @@ import {
   artifactPath,
   attemptFile,
   legacyArtifactDir,
+  reportFile,
 } from "../domain/artifact-paths.js";
 import { InvalidDownloadLinkError, ReportNotFoundError } from "../domain/errors.js";
 import type { JobView } from "../domain/job.js";
@@ -80,14 +81,19 @@ export function createDownloadRoute(deps: DownloadRouteDeps): RouteHandler<Downl
     ) {
       throw new ReportNotFoundError(jobId, fileName, "not-produced");
     }
-    // In the deployment's folder, then where reports were before deployments
-    // had folders (artifact-paths.ts), then the first once more, as the
-    // janitor may be moving the file from the second meanwhile; in each, the
-    // attempt's file, then as stored before: in the attempt's folder.
-    const candidates = [artifactDir, legacyArtifactDir(artifactDir), artifactDir].flatMap((d) => [
-      ...(attemptTag === undefined ? [] : [attemptFile(d, jobId, fileName, attemptTag)]),
-      artifactFile(d, jobId, fileName, attemptTag),
-    ]);
+    // The attempt's report file in the deployment's folder; then, for
+    // reports stored in a folder per job (artifact-paths.ts), in the
+    // deployment's folder, then where reports were before deployments had
+    // folders, then the first once more, as the janitor may be moving the
+    // job's folder from the second meanwhile; in each, the attempt's file,
+    // then as stored before: in the attempt's folder.
+    const candidates = [
+      ...(attemptTag === undefined ? [] : [reportFile(artifactDir, jobId, attemptTag, fileName)]),
+      ...[artifactDir, legacyArtifactDir(artifactDir), artifactDir].flatMap((d) => [
+        ...(attemptTag === undefined ? [] : [attemptFile(d, jobId, fileName, attemptTag)]),
+        artifactFile(d, jobId, fileName, attemptTag),
+      ]),
+    ];
     let info: Stats | undefined;
     for (const candidate of candidates) {
       if (candidate === undefined) continue;

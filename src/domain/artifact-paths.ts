@@ -11,19 +11,25 @@
  * Reports written before (ARTIFACT_DIR/<job id>/) are still served from
  * there until their deployment's janitor adopts them into its folder.
  *
- * Each attempt writes its report under a name of its own in the job's
- * folder, the attempt's tag (`<job id>/<attempt tag>`, served at
+ * Each attempt writes its report under a name of its own, `<job id>@<attempt
+ * tag>`, directly in the deployment's folder (served at
  * `/v1/artifacts/<job id>/<attempt tag>/<file name>`: the file name is the
  * download's, kept in the URL and the record), so two attempts of one job (a
  * stalled worker and the one that took its job over) never write the same
  * file, and the record names exactly the one that was published. A report
- * is one new file in one new folder, no folder per attempt: on ext4 each new
- * inode costs the worker more CPU than the rest of a job's file work. Reports
- * stored before sit in a folder per attempt, `<job id>/<attempt tag>/<file
- * name>`, and before attempts had names at `<job id>/<file name>` (served at
- * `/v1/artifacts/<job id>/<file name>`); both still work. Either way the
- * attempt's entry in the job's folder is the tag (or, for the oldest, the
- * file name), which is what the janitor keeps or removes.
+ * is one new inode (its file) in a folder that already exists: on ext4 each
+ * new inode costs the worker more CPU than the rest of a job's file work, and
+ * only the file and the deployment's folder need an fsync. The `@` cannot
+ * occur in a job id or a tag, so the name splits back into both, and
+ * janitors of versions before this layout, which take every entry of the
+ * deployment's folder for a job's folder, skip such names as unsafe.
+ *
+ * Reports stored before sit in a folder per job: `<job id>/<attempt tag>`
+ * (the file), before that `<job id>/<attempt tag>/<file name>`, and before
+ * attempts had names `<job id>/<file name>` (served at
+ * `/v1/artifacts/<job id>/<file name>`); all still work. Either way an
+ * attempt's entry is its tag (or, for the oldest, the file name), which is
+ * what the janitor keeps or removes.
  */
 import path from "node:path";
 
@@ -59,8 +65,9 @@ export function artifactFolder(dir: string, jobId: string): string | undefined {
 }
 
 /**
- * The entry of one attempt in the job's folder (its report file, or for a
- * report stored before, its folder); undefined for unsafe names.
+ * The entry of one attempt in the job's folder, of the layouts before
+ * reports left it (its report file, or before that its folder); undefined
+ * for unsafe names.
  */
 export function attemptEntry(dir: string, jobId: string, attemptTag: string): string | undefined {
   const folder = artifactFolder(dir, jobId);
@@ -68,8 +75,40 @@ export function attemptEntry(dir: string, jobId: string, attemptTag: string): st
 }
 
 /**
- * Where attempt `attemptTag` writes the report it names `fileName`: the
- * attempt's entry (see the top of this file); undefined for unsafe names.
+ * Where attempt `attemptTag` writes its report (named `fileName`, when
+ * given, which must be safe too): its file in the deployment's folder `dir`
+ * (see the top of this file); undefined for unsafe names.
+ */
+export function reportFile(
+  dir: string,
+  jobId: string,
+  attemptTag: string,
+  fileName?: string,
+): string | undefined {
+  return isSafe(jobId) && isSafe(attemptTag) && (fileName === undefined || isSafe(fileName))
+    ? path.join(dir, `${jobId}${reportSeparator}${attemptTag}`)
+    : undefined;
+}
+
+/**
+ * The job id and attempt tag of an entry of the deployment's folder that is
+ * a report file (`<job id>@<attempt tag>`); undefined for any other entry
+ * (a job's folder of the older layouts, a stray name).
+ */
+export function parseReportName(name: string): { jobId: string; attemptTag: string } | undefined {
+  const at = name.indexOf(reportSeparator);
+  if (at < 0) return undefined;
+  const jobId = name.slice(0, at);
+  const attemptTag = name.slice(at + 1);
+  return isSafe(jobId) && isSafe(attemptTag) ? { jobId, attemptTag } : undefined;
+}
+
+const reportSeparator = "@";
+
+/**
+ * Where attempt `attemptTag` wrote the report it names `fileName` in the
+ * layout before reports left the job's folder: the attempt's entry in it;
+ * undefined for unsafe names.
  */
 export function attemptFile(
   dir: string,

@@ -1,12 +1,12 @@
 /**
  * Files that attempts wrote and never published: the files (or, stored
- * before, the folders) of attempts that died (SIGKILL, a crash) or lost their lock before removing
- * them. They are never served (the record names the one published file) and
+ * before, the entries in the job's folder) of attempts that died (SIGKILL, a
+ * crash) or lost their lock before removing them, and of attempts of a job
+ * that ended CANCELLED (its worker removes only its own file). They are never served (the record names the one published file) and
  * are removed once their job has ended, when no attempt can publish any more.
- * The janitor runs this on every sweep; folders of jobs without a record are
+ * The janitor runs this on every sweep; files of jobs without a record are
  * the janitor's own business.
  */
-import { readdir } from "node:fs/promises";
 import { publishedEntry } from "../domain/artifact-paths.js";
 import { terminalStates } from "../domain/job.js";
 import type { RedisClient } from "../queue/connections.js";
@@ -26,18 +26,18 @@ export function createLeftoverSweep(deps: {
   redis: RedisClient;
   keys: Keys;
   artifacts: ArtifactStore;
-  artifactDir: string;
 }): LeftoverSweep {
-  const { redis, keys, artifacts, artifactDir } = deps;
+  const { redis, keys, artifacts } = deps;
   return async () => {
-    const ids = await readdir(artifactDir).catch(() => [] as string[]);
+    const stored = await artifacts.list();
+    const ids = [...stored.keys()];
     let removed = 0;
     for (let i = 0; i < ids.length; i += 200) {
       const chunk = ids.slice(i, i + 200);
       // Listed before the records are read: whatever is listed belongs to an
       // attempt that began before the read, and none can publish once the
       // record says the job ended (a re-run after RetryJob writes elsewhere).
-      const listed = await Promise.all(chunk.map((id) => artifacts.entries(id)));
+      const listed = await Promise.all(chunk.map((id) => artifacts.entries(id, stored.get(id))));
       const replies = await perJobPipeline(redis, keys, chunk, (p, id) =>
         p.hmget(keys.job(id), recordField.state, recordField.resultPath),
       );

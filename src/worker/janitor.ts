@@ -9,9 +9,9 @@
  * (deployment-marker.ts): a Redis that restarted empty must not cost every
  * report. Also corrects the tenants' backlog sets (tenant-backlogs.ts).
  *
- * It deletes only report folders of its own deployment: those in the
- * deployment's folder (artifact-paths.ts) with no job record under its
- * prefix. Another deployment sharing ARTIFACT_DIR has a folder of its own,
+ * It deletes only reports of its own deployment: those in the deployment's
+ * folder (artifact-paths.ts: report files `<job id>@<attempt tag>`, and the
+ * job folders of older layouts) with no job record under its prefix. Another deployment sharing ARTIFACT_DIR has a folder of its own,
  * never looked into. A folder in the layout before deployment folders
  * (ARTIFACT_DIR/<job id>) is moved into the deployment's folder when its job
  * record is there under this prefix (then it is provably ours), and left
@@ -22,9 +22,10 @@ import type { Queue } from "bullmq";
 import type { Cluster, Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { RetentionConfig } from "../config/config.js";
-import { artifactFolder, legacyArtifactDir } from "../domain/artifact-paths.js";
+import { artifactFolder, legacyArtifactDir, publishedEntry } from "../domain/artifact-paths.js";
 import type { ReportType } from "../domain/job.js";
 import type { RedisClient } from "../queue/connections.js";
+import { recordField } from "../queue/job-record.js";
 import type { Keys } from "../queue/keys.js";
 import { perJobPipeline } from "../queue/per-job-pipeline.js";
 import { loadLuaScript } from "../queue/scripts/load.js";
@@ -74,7 +75,7 @@ export function createJanitor(deps: {
   const marker = createDeploymentMarker({ redis, key: keys.deployment, artifactDir, logger });
   const backlogs = shards.map((shard) => createTenantBacklogs({ redis, keys: shard.keys, logger }));
   // Files of ended jobs that no record points at: attempts that never published.
-  const sweepLeftovers = createLeftoverSweep({ redis, keys, artifacts, artifactDir });
+  const sweepLeftovers = createLeftoverSweep({ redis, keys, artifacts });
 
   /** Whether each job's record exists; a failed read counts as `onError` (kept, or not adopted). */
   const existing = async (ids: string[], onError = true): Promise<boolean[]> => {
@@ -124,11 +125,14 @@ export function createJanitor(deps: {
 
   const sweepArtifacts = async () => {
     if (!(await marker.check())) return;
-    const dirs = await readdir(artifactDir).catch(() => [] as string[]);
-    for (let i = 0; i < dirs.length; i += 200) {
-      const chunk = dirs.slice(i, i + 200);
+    const stored = await artifacts.list();
+    const ids = [...stored.keys()];
+    for (let i = 0; i < ids.length; i += 200) {
+      const chunk = ids.slice(i, i + 200);
       const alive = await existing(chunk);
-      await Promise.all(chunk.map((d, j) => (alive[j] ? undefined : artifacts.remove(d))));
+      await Promise.all(
+        chunk.map((id, j) => (alive[j] ? undefined : artifacts.remove(id, stored.get(id)?.tags))),
+      );
     }
   };
 
@@ -159,6 +163,8 @@ export function createJanitor(deps: {
    * ListJobs go with the next sweep.
    */
   const removeJob = async (index: string, id: string, queues: Record<ReportType, Queue>) => {
+    // The published report's name, read first: the script removes the record.
+    const published = await redis.hget(keys.job(id), recordField.resultPath);
     const type = (await removeFinishedScript.run(
       redis,
       [index, keys.job(id), keys.events(id)],
@@ -166,7 +172,10 @@ export function createJanitor(deps: {
     )) as ReportType | null;
     if (type === null) return;
     if (queues[type] !== undefined) await queues[type].remove(id).catch(() => 0);
-    await artifacts.remove(id);
+    // Its folder (older layouts) and its published file; files of attempts
+    // that never published go with this sweep's `sweepArtifacts` (no record).
+    const tag = published ? publishedEntry(published) : undefined;
+    await artifacts.remove(id, tag === undefined ? [] : [tag]);
     // Its folder in the older layout, if it still has one (the record was ours).
     const legacy = artifactFolder(legacyArtifactDir(artifactDir), id);
     if (legacy !== undefined) await rm(legacy, { recursive: true, force: true });

@@ -1,14 +1,7 @@
-/**
- * Fenced attempts across real processes: a worker frozen past its lock (as a
- * long GC pause, a VM migration or a partition would freeze it) wakes up after
- * another worker finished its job, and changes nothing: the job stays
- * SUCCEEDED, its report downloadable, with one terminal event and one file.
- */
-import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { JobEventType, JobState, ReportType } from "../../gen/reports/v1/job_pb.js";
 import { deploymentArtifactDir } from "../../src/domain/artifact-paths.js";
-import { filesUnder } from "../helpers/artifact-files.js";
+import { reportFilesOf } from "../helpers/artifact-files.js";
 import { reportClient } from "../helpers/clients.js";
 import { csvOutput, deferred, scripted } from "../helpers/generators.js";
 import { killAllServices, type LogLine, spawnService } from "../helpers/processes.js";
@@ -76,11 +69,9 @@ describe("a worker frozen past its lock", () => {
     );
     expect(terminal.map((e) => JobEventType[e.type])).toEqual(["SUCCEEDED"]);
     expect(
-      await filesUnder(
-        path.join(
-          deploymentArtifactDir(api.config.worker.artifactDir, api.config.redis.prefix),
-          jobId,
-        ),
+      await reportFilesOf(
+        deploymentArtifactDir(api.config.worker.artifactDir, api.config.redis.prefix),
+        jobId,
       ),
     ).toHaveLength(1);
   }, 60_000);
@@ -184,8 +175,9 @@ async function expectOneCleanRun(t: TestApp, jobId: string) {
       .map((e) => JobEventType[e.type]),
   ).toEqual(["SUCCEEDED"]);
   expect(
-    await filesUnder(
-      path.join(deploymentArtifactDir(t.config.worker.artifactDir, t.config.redis.prefix), jobId),
+    await reportFilesOf(
+      deploymentArtifactDir(t.config.worker.artifactDir, t.config.redis.prefix),
+      jobId,
     ),
   ).toHaveLength(1);
   await expectDownload(job.result?.downloadUrl, Number(job.result?.sizeBytes));

@@ -2,6 +2,7 @@
  * What the artifact folder holds, for tests that check which report files
  * exist after attempts ran, lost their lock or were swept.
  */
+import { mkdirSync, renameSync } from "node:fs";
 import { readdir } from "node:fs/promises";
 import path from "node:path";
 
@@ -12,4 +13,34 @@ export async function filesUnder(dir: string): Promise<string[]> {
     .filter((e) => e.isFile())
     .map((e) => path.relative(dir, path.join(e.parentPath, e.name)))
     .sort();
+}
+
+/**
+ * A job's report files in deployment folder `dir`: its `<job id>@<attempt
+ * tag>` files and the files in its folder (the layouts before), as sorted
+ * paths relative to `dir`.
+ */
+export async function reportFilesOf(dir: string, jobId: string): Promise<string[]> {
+  return (await filesUnder(dir)).filter(
+    (file) => file.startsWith(`${jobId}@`) || file.startsWith(`${jobId}${path.sep}`),
+  );
+}
+
+/**
+ * Moves attempt `tag`'s report of `jobId` (`<job id>@<tag>` in deployment
+ * folder `dir`) to where the layouts before kept it, in the job's folder
+ * `into` (by default `<dir>/<job id>`): `<tag>` (the file), or with
+ * `fileName`, `<tag>/<fileName>`. Answers the file's new path.
+ */
+export function moveToJobFolder(
+  dir: string,
+  jobId: string,
+  tag: string,
+  fileName?: string,
+  into = path.join(dir, jobId),
+): string {
+  const to = fileName === undefined ? path.join(into, tag) : path.join(into, tag, fileName);
+  mkdirSync(path.dirname(to), { recursive: true });
+  renameSync(path.join(dir, `${jobId}@${tag}`), to);
+  return to;
 }

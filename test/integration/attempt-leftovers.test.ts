@@ -13,7 +13,7 @@ import { deploymentArtifactDir } from "../../src/domain/artifact-paths.js";
 import { recordField } from "../../src/queue/job-record.js";
 import { createKeys } from "../../src/queue/keys.js";
 import { PermanentReportError } from "../../src/worker/generator.js";
-import { filesUnder } from "../helpers/artifact-files.js";
+import { reportFilesOf } from "../helpers/artifact-files.js";
 import { reportClient } from "../helpers/clients.js";
 import { csvOutput, deferred, scripted } from "../helpers/generators.js";
 import { waitForState } from "../helpers/rpc.js";
@@ -42,25 +42,31 @@ describe("the janitor's sweep of attempt leftovers", () => {
     const client = reportClient("grpc", t.url);
     const submit = async (userId: string, reportType: ReportType) =>
       (await client.submitReport({ userId, reportType })).jobId;
-    const leftover = (jobId: string, entry: string, file = "r.csv") => {
+    // An attempt's file, as this layout writes it: <job>@<attempt>.
+    const leftover = (jobId: string, tag: string) =>
+      writeFileSync(path.join(dir, `${jobId}@${tag}`), "x");
+    // As the layouts before wrote them, in the job's folder: <job>/<attempt>/<file>.
+    const leftoverBefore = (jobId: string, entry: string, file = "r.csv") => {
       mkdirSync(path.join(dir, jobId, entry), { recursive: true });
       writeFileSync(path.join(dir, jobId, entry, file), "x");
     };
 
     const done = await submit("done", ReportType.WEEKLY);
     const ended = await waitForState(client, done, JobState.SUCCEEDED);
-    const published = await filesUnder(path.join(dir, done));
+    const published = await reportFilesOf(dir, done);
     expect(published).toHaveLength(1);
     leftover(done, "1-aaaaaaaaaaaa");
-    leftover(done, "1-bbbbbbbbbbbb", ".r.csv.tmp");
+    leftoverBefore(done, "1-bbbbbbbbbbbb", ".r.csv.tmp");
 
     const failed = await submit("failed", ReportType.CUSTOM);
     await waitForState(client, failed, JobState.FAILED);
     leftover(failed, "1-cccccccccccc");
+    leftoverBefore(failed, "1-eeeeeeeeeeee");
 
     const live = await submit("live", ReportType.WEEKLY);
     await waitForState(client, live, JobState.RUNNING);
     leftover(live, "1-dddddddddddd");
+    leftoverBefore(live, "1-ffffffffffff");
 
     // A report stored before attempt folders: the record points at <job>/<file>.
     redis = new Redis(t.config.redis.url);
@@ -68,14 +74,19 @@ describe("the janitor's sweep of attempt leftovers", () => {
     const legacy = await submit("legacy", ReportType.WEEKLY);
     await waitForState(client, legacy, JobState.SUCCEEDED);
     await redis.hset(keys.job(legacy), recordField.resultPath, `/v1/artifacts/${legacy}/old.csv`);
+    mkdirSync(path.join(dir, legacy));
     writeFileSync(path.join(dir, legacy, "old.csv"), "old");
 
     await t.app.janitor?.sweep();
 
-    expect(await filesUnder(path.join(dir, done))).toEqual(published);
-    expect(await filesUnder(path.join(dir, failed))).toEqual([]);
-    expect(await filesUnder(path.join(dir, live))).toEqual([path.join("1-dddddddddddd", "r.csv")]);
-    expect(await filesUnder(path.join(dir, legacy))).toEqual(["old.csv"]);
+    expect(await reportFilesOf(dir, done)).toEqual(published);
+    expect(await reportFilesOf(dir, failed)).toEqual([]);
+    expect(await reportFilesOf(dir, live)).toEqual([
+      path.join(live, "1-ffffffffffff", "r.csv"),
+      `${live}@1-dddddddddddd`,
+    ]);
+    // Its own report is not the one its record names (set above): a leftover.
+    expect(await reportFilesOf(dir, legacy)).toEqual([path.join(legacy, "old.csv")]);
     const res = await fetch(ended.result?.downloadUrl ?? "");
     expect(res.status).toBe(200);
     gate.resolve();

@@ -12,6 +12,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { JobState, ReportType } from "../../gen/reports/v1/job_pb.js";
 import { deploymentArtifactDir } from "../../src/domain/artifact-paths.js";
 import { deploymentMarkerFile } from "../../src/worker/deployment-marker.js";
+import { reportFilesOf } from "../helpers/artifact-files.js";
 import { type CapturedLine, capturedLogger, logLevel } from "../helpers/captured-logger.js";
 import { reportClient } from "../helpers/clients.js";
 import { type RedisServerHandle, startRedisServer } from "../helpers/redis-server.js";
@@ -47,18 +48,16 @@ describe("the deployment marker", () => {
     return { t, admin, server, lines, file, key };
   }
 
-  /** A SUCCEEDED job's id and its report folder. */
+  /** A SUCCEEDED job's id and its report file. */
   async function finishedReport(app: TestApp) {
     const client = reportClient("grpc", app.url);
     const { jobId } = await client.submitReport({ userId: "u", reportType: ReportType.WEEKLY });
     const job = await waitForEnd(client, jobId, { what: "the job to end" });
     expect(job.state).toBe(JobState.SUCCEEDED);
-    const folder = path.join(
-      deploymentArtifactDir(app.config.worker.artifactDir, app.config.redis.prefix),
-      jobId,
-    );
-    expect(existsSync(folder)).toBe(true);
-    return { jobId, folder };
+    const dir = deploymentArtifactDir(app.config.worker.artifactDir, app.config.redis.prefix);
+    const files = await reportFilesOf(dir, jobId);
+    expect(files).toHaveLength(1);
+    return { jobId, report: path.join(dir, files[0] ?? "") };
   }
 
   const errors = (lines: CapturedLine[], text: string) =>
@@ -76,7 +75,7 @@ describe("the deployment marker", () => {
 
   it("keeps every report when Redis restarts empty, says so on each sweep, and sweeps again once accepted", async () => {
     const { t, server, lines, file, key } = await start();
-    const { folder } = await finishedReport(t);
+    const { report } = await finishedReport(t);
     await waitFor(() => existsSync(file), { what: "the marker file" });
 
     // No AOF: a restart loses every key, the marker and the job's record included.
@@ -95,35 +94,35 @@ describe("the deployment marker", () => {
     const [line] = errors(lines, "Redis has lost this deployment's marker");
     expect(line?.msg).toContain(`Report files of jobs Redis does not know are kept, not deleted`);
     expect(line?.msg).toContain(`delete ${file}`);
-    expect(existsSync(folder)).toBe(true);
+    expect(existsSync(report)).toBe(true);
     expect(await admin?.exists(key)).toBe(0);
     // Again on the next sweep: loud until resolved.
     await t.app.janitor?.sweep();
     expect(errors(lines, "Redis has lost this deployment's marker")).toHaveLength(2);
-    expect(existsSync(folder)).toBe(true);
+    expect(existsSync(report)).toBe(true);
 
     // The operator accepts that Redis starts over: the next sweep adopts it.
     await rm(file);
     await t.app.janitor?.sweep();
-    expect(existsSync(folder)).toBe(false);
+    expect(existsSync(report)).toBe(false);
     const id = (await readFile(file, "utf8")).trim();
     expect(await admin?.get(key)).toBe(id);
   });
 
   it("keeps every report while Redis holds another deployment's marker", async () => {
     const { t, lines, file, key } = await start();
-    const { folder, jobId } = await finishedReport(t);
+    const { report, jobId } = await finishedReport(t);
     await waitFor(() => existsSync(file), { what: "the marker file" });
     // Another deployment's Redis (or prefix): our job's record is not there either.
     await admin?.set(key, "another-deployment");
     await admin?.del(t.app.keys.job(jobId));
     await t.app.janitor?.sweep();
     expect(errors(lines, "Redis holds another deployment's marker")).toHaveLength(1);
-    expect(existsSync(folder)).toBe(true);
+    expect(existsSync(report)).toBe(true);
 
     // Control: with the right marker the same orphan goes at once.
     await admin?.set(key, (await readFile(file, "utf8")).trim());
     await t.app.janitor?.sweep();
-    expect(existsSync(folder)).toBe(false);
+    expect(existsSync(report)).toBe(false);
   });
 });

@@ -1,10 +1,3 @@
-/**
- * Fenced attempts in a real worker: an attempt that lost its job (its BullMQ
- * lock expired or was taken, or another attempt started) is aborted as soon as
- * that is known, changes neither the record nor the log, and removes only its
- * own files, never the report another attempt published.
- */
-import path from "node:path";
 import { Redis } from "ioredis";
 import { type Logger, pino } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
@@ -18,7 +11,7 @@ import { createKeys, type Keys } from "../../src/queue/keys.js";
 import { createTransitionApplier } from "../../src/queue/transition-applier.js";
 import { createArtifactStore } from "../../src/worker/artifact-store.js";
 import { lockLostReason } from "../../src/worker/processor.js";
-import { filesUnder } from "../helpers/artifact-files.js";
+import { reportFilesOf } from "../helpers/artifact-files.js";
 import { reportClient } from "../helpers/clients.js";
 import { csvOutput, type Deferred, deferred, scripted } from "../helpers/generators.js";
 import { startRedisServer } from "../helpers/redis-server.js";
@@ -143,13 +136,11 @@ describe("an attempt that lost its job", () => {
       "succeeded(1)",
     ]);
     expect(
-      await filesUnder(
-        path.join(
-          deploymentArtifactDir(app.config.worker.artifactDir, app.config.redis.prefix),
-          jobId,
-        ),
+      await reportFilesOf(
+        deploymentArtifactDir(app.config.worker.artifactDir, app.config.redis.prefix),
+        jobId,
       ),
-    ).toEqual(["1-bbbbbbbbbbbb"]);
+    ).toEqual([`${jobId}@1-bbbbbbbbbbbb`]);
     const job = await getJob(client, jobId);
     const res = await fetch(job.result?.downloadUrl ?? "");
     expect(res.status).toBe(200);
@@ -197,11 +188,9 @@ describe("an attempt that lost its job", () => {
     ]);
     expect(weekly.calls).toEqual([1, 1]);
     expect(
-      await filesUnder(
-        path.join(
-          deploymentArtifactDir(app.config.worker.artifactDir, app.config.redis.prefix),
-          jobId,
-        ),
+      await reportFilesOf(
+        deploymentArtifactDir(app.config.worker.artifactDir, app.config.redis.prefix),
+        jobId,
       ),
     ).toHaveLength(1);
   });

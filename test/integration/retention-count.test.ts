@@ -3,14 +3,13 @@
  * oldest finished jobs are removed whole (record, events, BullMQ job, file),
  * while the newest stay; a retried job leaves the finished index.
  */
-import { existsSync } from "node:fs";
-import path from "node:path";
 import { Code } from "@connectrpc/connect";
 import { Redis } from "ioredis";
 import { afterAll, describe, expect, it } from "vitest";
 import { JobState, ReportType } from "../../gen/reports/v1/job_pb.js";
 import { deploymentArtifactDir } from "../../src/domain/artifact-paths.js";
 import { PermanentReportError, type ReportGenerator } from "../../src/worker/generator.js";
+import { reportFilesOf } from "../helpers/artifact-files.js";
 import { reportClient } from "../helpers/clients.js";
 import { csvOutput, deferred } from "../helpers/generators.js";
 import { scanKeys } from "../helpers/redis-keys.js";
@@ -70,18 +69,18 @@ describe("createJanitor() count-based retention", () => {
 
     await t.app.janitor?.sweep();
 
+    const dir = deploymentArtifactDir(t.config.worker.artifactDir, t.config.redis.prefix);
     const gone = [ok[0], ok[1], bad[1]] as string[];
     const kept = [ok[2], ok[3], bad[2], bad[0]] as string[];
     for (const id of gone) {
       expect(await codeOf(client.getJob({ jobId: id })), `job ${id}`).toBe(Code.NotFound);
       expect(await scanKeys(redis, `*${id}*`), `keys of ${id}`).toEqual([]);
-      expect(
-        existsSync(
-          path.join(deploymentArtifactDir(t.config.worker.artifactDir, t.config.redis.prefix), id),
-        ),
-      ).toBe(false);
+      expect(await reportFilesOf(dir, id), `report files of ${id}`).toEqual([]);
     }
     for (const id of kept) expect((await client.getJob({ jobId: id })).job?.id).toBe(id);
+    for (const id of [ok[2], ok[3]] as string[]) {
+      expect(await reportFilesOf(dir, id), `report files of ${id}`).toHaveLength(1);
+    }
     retryGate.resolve();
     await waitForState(client, bad[0] as string, JobState.SUCCEEDED);
     await t.app.janitor?.sweep();

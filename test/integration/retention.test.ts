@@ -1,11 +1,10 @@
-import { existsSync } from "node:fs";
-import path from "node:path";
 import { Code } from "@connectrpc/connect";
 import { Redis } from "ioredis";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { JobState, ReportType } from "../../gen/reports/v1/job_pb.js";
 import { deploymentArtifactDir } from "../../src/domain/artifact-paths.js";
 import { PermanentReportError, type ReportGenerator } from "../../src/worker/generator.js";
+import { reportFilesOf } from "../helpers/artifact-files.js";
 import { reportClient } from "../helpers/clients.js";
 import { csvOutput } from "../helpers/generators.js";
 import { scanKeys } from "../helpers/redis-keys.js";
@@ -61,13 +60,9 @@ describe("retention", () => {
     for (const key of await scanKeys(redis, `${prefix}:idem:*`)) {
       if ((await redis.hget(key, "job")) === jobId) out.push(key);
     }
-    // The report folder.
-    if (
-      existsSync(
-        path.join(deploymentArtifactDir(t.config.worker.artifactDir, t.config.redis.prefix), jobId),
-      )
-    )
-      out.push(`artifact dir of ${jobId}`);
+    // The report's file (or folder, in the layouts before).
+    const dir = deploymentArtifactDir(t.config.worker.artifactDir, t.config.redis.prefix);
+    for (const file of await reportFilesOf(dir, jobId)) out.push(`report file ${file}`);
     return out;
   }
 
@@ -105,13 +100,11 @@ describe("retention", () => {
       const job = await waitForState(client, jobId, JobState[outcome]);
       if (outcome === "SUCCEEDED") {
         expect(
-          existsSync(
-            path.join(
-              deploymentArtifactDir(t.config.worker.artifactDir, t.config.redis.prefix),
-              jobId,
-            ),
+          await reportFilesOf(
+            deploymentArtifactDir(t.config.worker.artifactDir, t.config.redis.prefix),
+            jobId,
           ),
-        ).toBe(true);
+        ).toHaveLength(1);
         expect(job.result?.downloadUrl).toMatch(/\/v1\/artifacts\//);
       }
       // Before it expires, it is there to find.

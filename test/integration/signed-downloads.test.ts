@@ -4,13 +4,14 @@
  * when it is expired, or when moved to another job or file. Replicas sharing
  * DOWNLOAD_URL_SECRET accept each other's links; others do not.
  */
-import { mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync } from "node:fs";
+import { readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { JobState, ReportType } from "../../gen/reports/v1/job_pb.js";
 import { createDownloadSigner } from "../../src/api/download-signer.js";
 import { deploymentArtifactDir } from "../../src/domain/artifact-paths.js";
+import { moveToJobFolder, reportFilesOf } from "../helpers/artifact-files.js";
 import { reportClient } from "../helpers/clients.js";
 import { scripted } from "../helpers/generators.js";
 import { waitForState } from "../helpers/rpc.js";
@@ -67,18 +68,35 @@ describe("signed download URLs", () => {
     expect((await res.text()).split("\r\n")[0]).toBe("date,sessions,orders,revenue");
   });
 
+  it("serves a report as one file in the deployment's folder, named by job and attempt", async () => {
+    const link = await succeeded("dave");
+    // /v1/artifacts/<job>/<attempt>/<file> is <deployment folder>/<job>@<attempt>.
+    const [jobId, tag] = link.pathname.split("/").slice(3) as [string, string, string];
+    const dir = deploymentArtifactDir(t.config.worker.artifactDir, t.config.redis.prefix);
+    expect(await reportFilesOf(dir, jobId)).toEqual([`${jobId}@${tag}`]);
+    const body = readFileSync(path.join(dir, `${jobId}@${tag}`), "utf8");
+    expect(await status(link)).toEqual({ status: 200, body });
+  });
+
+  it("still serves a report stored in the job's folder, as the layout before wrote it", async () => {
+    const old = await succeeded("erin");
+    // /v1/artifacts/<job>/<attempt>/<file>: before, <job>/<attempt> on disk.
+    const [jobId, tag] = old.pathname.split("/").slice(3) as [string, string, string];
+    const dir = deploymentArtifactDir(t.config.worker.artifactDir, t.config.redis.prefix);
+    const body = readFileSync(path.join(dir, `${jobId}@${tag}`), "utf8");
+    moveToJobFolder(dir, jobId, tag);
+    expect(await reportFilesOf(dir, jobId)).toEqual([path.join(jobId, tag)]);
+    expect(await status(old)).toEqual({ status: 200, body });
+  });
+
   it("still serves a report stored in its attempt's folder, as reports were before", async () => {
     const old = await succeeded("carol");
     // /v1/artifacts/<job>/<attempt>/<file>: once <job>/<attempt>/<file> on disk.
     const [jobId, tag, fileName] = old.pathname.split("/").slice(3) as [string, string, string];
-    const jobFolder = path.join(
-      deploymentArtifactDir(t.config.worker.artifactDir, t.config.redis.prefix),
-      jobId,
-    );
-    const body = readFileSync(path.join(jobFolder, tag), "utf8");
-    renameSync(path.join(jobFolder, tag), path.join(jobFolder, "moving"));
-    mkdirSync(path.join(jobFolder, tag));
-    renameSync(path.join(jobFolder, "moving"), path.join(jobFolder, tag, fileName));
+    const dir = deploymentArtifactDir(t.config.worker.artifactDir, t.config.redis.prefix);
+    const jobFolder = path.join(dir, jobId);
+    const body = readFileSync(path.join(dir, `${jobId}@${tag}`), "utf8");
+    moveToJobFolder(dir, jobId, tag, fileName);
     expect(await status(old)).toEqual({ status: 200, body });
     // A folder where the file should be is no file: not found, not a crash.
     rmSync(path.join(jobFolder, tag, fileName));
@@ -192,10 +210,10 @@ describe("downloads that the client leaves", () => {
     const { jobId } = await acme.submitReport({ userId: "big", reportType: ReportType.WEEKLY });
     const job = await waitForState(acme, jobId, JobState.SUCCEEDED);
     const link = new URL(job.result?.downloadUrl ?? "");
-    // /v1/artifacts/<job>/<attempt>/big.csv is <deployment folder>/<job>/<attempt>.
+    // /v1/artifacts/<job>/<attempt>/big.csv is <deployment folder>/<job>@<attempt>.
     const file = path.join(
       deploymentArtifactDir(t.config.worker.artifactDir, t.config.redis.prefix),
-      ...link.pathname.split("/").slice(3, -1),
+      link.pathname.split("/").slice(3, -1).join("@"),
     );
     expect(path.basename(link.pathname)).toBe("big.csv");
     const openFds = () =>

@@ -1,15 +1,7 @@
-/**
- * A SUCCEEDED write that Redis applied but never answered in time (Redis
- * frozen as the attempt published, then thawed: the command times out in the
- * worker, and runs once Redis wakes). Found by `npm run chaos`: the attempt
- * took the timeout for a failure and removed its files, leaving a SUCCEEDED
- * job whose download answered 404.
- */
-import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { JobState, ReportType } from "../../gen/reports/v1/job_pb.js";
 import { deploymentArtifactDir } from "../../src/domain/artifact-paths.js";
-import { filesUnder } from "../helpers/artifact-files.js";
+import { reportFilesOf } from "../helpers/artifact-files.js";
 import { capturedLogger } from "../helpers/captured-logger.js";
 import { reportClient } from "../helpers/clients.js";
 import { csvOutput, deferred, scripted } from "../helpers/generators.js";
@@ -52,15 +44,12 @@ describe("an attempt whose SUCCEEDED write times out but is applied", () => {
 
     // The write times out (3 s), the attempt takes it for a failure and ends;
     // only then does Redis wake up and run the buffered SUCCEEDED write.
-    const jobDir = path.join(
-      deploymentArtifactDir(app.config.worker.artifactDir, app.config.redis.prefix),
-      jobId,
-    );
+    const dir = deploymentArtifactDir(app.config.worker.artifactDir, app.config.redis.prefix);
     await waitFor(
       async () =>
         lines.some((l) => l.msg.includes("unanswered SUCCEEDED write")) ||
         (lines.some((l) => l.msg === "storage unavailable during attempt") &&
-          (await filesUnder(jobDir)).length === 0),
+          (await reportFilesOf(dir, jobId)).length === 0),
       { timeoutMs: 20_000, what: "the attempt to end while Redis is frozen" },
     );
     redis.resume();
@@ -72,6 +61,6 @@ describe("an attempt whose SUCCEEDED write times out but is applied", () => {
     const res = await fetch(url);
     expect(res.status).toBe(200);
     expect((await res.arrayBuffer()).byteLength).toBe(Number(job.result?.sizeBytes));
-    expect(await filesUnder(jobDir)).toHaveLength(1);
+    expect(await reportFilesOf(dir, jobId)).toHaveLength(1);
   }, 60_000);
 });
