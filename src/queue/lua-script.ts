@@ -5,7 +5,7 @@
 import { createHash } from "node:crypto";
 import type { Cluster } from "ioredis";
 import type { RedisClient } from "./connections.js";
-import { encodedCommand, type RespArg } from "./resp-command.js";
+import { encodedCommand, joined, type RespArg } from "./resp-command.js";
 
 /** A loaded-on-demand Lua script. */
 export interface LuaScript {
@@ -110,24 +110,6 @@ interface Options {
   redisOptions?: { keyPrefix?: string };
 }
 
-/**
- * EVALSHA's arguments, in an array of their number (an array literal with
- * spreads grows, and copies, as it is filled: about 1 KB of garbage a call).
- */
-function evalshaArgs(
-  sha: string,
-  keys: readonly string[],
-  args: readonly (string | Buffer | number)[],
-): RespArg[] {
-  const all = new Array<RespArg>(2 + keys.length + args.length);
-  all[0] = sha;
-  all[1] = keys.length;
-  let at = 2;
-  for (const key of keys) all[at++] = key;
-  for (const arg of args) all[at++] = arg;
-  return all;
-}
-
 /** Wraps `source` as a LuaScript. */
 export function createLuaScript(source: string): LuaScript {
   const sha = createHash("sha1").update(source).digest("hex");
@@ -143,7 +125,7 @@ export function createLuaScript(source: string): LuaScript {
         if (!prefixed && options.enableAutoPipelining !== true) {
           const command = encodedCommand(
             "evalsha",
-            evalshaArgs(sha, keys, args),
+            joined<RespArg>([sha, keys.length], keys, args),
             options.showFriendlyErrorStack === true ? new Error() : undefined,
           );
           return await redis.sendCommand(command);

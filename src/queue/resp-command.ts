@@ -45,6 +45,20 @@ export function encodedCommand(
   return command;
 }
 
+/**
+ * `parts` joined in one array of their total length: an array literal with
+ * spreads grows, and copies, as it is filled (about 1 KB of garbage per
+ * script call's arguments).
+ */
+export function joined<T>(...parts: readonly (readonly T[])[]): T[] {
+  let length = 0;
+  for (const part of parts) length += part.length;
+  const all = new Array<T>(length);
+  let at = 0;
+  for (const part of parts) for (const v of part) all[at++] = v;
+  return all;
+}
+
 /** Where commands are assembled before their bytes are copied out; grows as needed. */
 let scratch = Buffer.allocUnsafeSlow(16 * 1024);
 

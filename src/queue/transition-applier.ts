@@ -24,6 +24,7 @@ import { type JobOutcome, reportMetrics } from "../telemetry/metrics.js";
 import type { RedisClient } from "./connections.js";
 import { decodeRecord, encodeRecordUpdate } from "./job-record.js";
 import type { Keys } from "./keys.js";
+import { joined } from "./resp-command.js";
 import { loadLuaScript } from "./scripts/load.js";
 
 const applyScript = loadLuaScript("apply-transition");
@@ -132,7 +133,7 @@ export function createTransitionApplier(deps: {
         keys.tenantBacklog(job.tenant),
         ...idempotency,
       ],
-      args: appended(
+      args: joined<string | number>(
         [
           keys.eventChannel(job.id),
           settings.eventStreamMaxLen,
@@ -204,23 +205,6 @@ export function createTransitionApplier(deps: {
       return call.settle(reply);
     },
   };
-}
-
-/**
- * `head`, then `a`, then `b`, in one array of their total length (an array
- * literal with spreads grows, and copies, as it is filled).
- */
-function appended(
-  head: readonly (string | number)[],
-  a: readonly string[],
-  b: readonly string[],
-): (string | number)[] {
-  const all = new Array<string | number>(head.length + a.length + b.length);
-  let at = 0;
-  for (const v of head) all[at++] = v;
-  for (const v of a) all[at++] = v;
-  for (const v of b) all[at++] = v;
-  return all;
 }
 
 /** The tokens a write of an attempt carries (AttemptWrite.token and .lockToken). */

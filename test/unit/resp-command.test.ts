@@ -5,7 +5,12 @@
  */
 import { Command } from "ioredis";
 import { describe, expect, it } from "vitest";
-import { encodeCommand, encodedCommand, type RespArg } from "../../src/queue/resp-command.js";
+import {
+  encodeCommand,
+  encodedCommand,
+  joined,
+  type RespArg,
+} from "../../src/queue/resp-command.js";
 
 /** What ioredis writes for `name` with `args`, as a Buffer. */
 function ioredisBytes(name: string, args: RespArg[]): Buffer {
@@ -67,5 +72,14 @@ describe("encodedCommand()", () => {
     expect(command.getKeys()).toEqual(["{t}:a", "{t}:b"]);
     const bytes = command.toWritable({});
     expect(Buffer.isBuffer(bytes) && bytes.equals(ioredisBytes("evalsha", args))).toBe(true);
+  });
+});
+
+describe("joined()", () => {
+  it("joins its parts in order into one array of their total length", () => {
+    const all = joined<string | number>(["sha", 2], ["k1", "k2"], [], ["a", 3]);
+    expect(all).toEqual(["sha", 2, "k1", "k2", "a", 3]);
+    expect(all).toHaveLength(6);
+    expect(joined<string>()).toEqual([]);
   });
 });
