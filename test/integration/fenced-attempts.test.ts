@@ -5,12 +5,11 @@ import { JobState, ReportType } from "../../gen/reports/v1/job_pb.js";
 import type { AppOptions } from "../../src/app.js";
 import { deploymentArtifactDir } from "../../src/domain/artifact-paths.js";
 import { decodeEvent } from "../../src/events/event-codec.js";
-import { createJobReader } from "../../src/queue/job-reader.js";
 import { recordField } from "../../src/queue/job-record.js";
-import { createKeys, type Keys } from "../../src/queue/keys.js";
-import { createTransitionApplier } from "../../src/queue/transition-applier.js";
+import type { Keys } from "../../src/queue/keys.js";
 import { createArtifactStore } from "../../src/worker/artifact-store.js";
 import { lockLostReason } from "../../src/worker/processor.js";
+import { asAnotherWorker as anotherWorker } from "../helpers/another-worker.js";
 import { reportFilesOf } from "../helpers/artifact-files.js";
 import { reportClient } from "../helpers/clients.js";
 import { csvOutput, type Deferred, deferred, scripted } from "../helpers/generators.js";
@@ -63,16 +62,7 @@ describe("an attempt that lost its job", () => {
   /** What the test needs to act as another worker on `t`'s Redis. */
   async function asAnotherWorker(app: TestApp, jobId: string) {
     redis = new Redis(app.config.redis.url);
-    const keys = createKeys(app.config.redis.prefix);
-    const job = await createJobReader({ redis, keys }).get(jobId);
-    if (job === undefined) throw new Error("job record missing");
-    const transitions = createTransitionApplier({
-      redis,
-      keys,
-      settings: { eventStreamMaxLen: 1000, succeededMs: 60_000, failedMs: 60_000 },
-      logger: pino({ level: "silent" }),
-    });
-    return { redis, keys, job, transitions };
+    return { redis, ...(await anotherWorker(app, redis, jobId)) };
   }
 
   /** The record and the log of the job. */

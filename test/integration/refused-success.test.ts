@@ -8,7 +8,6 @@
  */
 import path from "node:path";
 import { Redis } from "ioredis";
-import { pino } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
 import { JobState, ReportType } from "../../gen/reports/v1/job_pb.js";
 import type { AppOptions } from "../../src/app.js";
@@ -17,7 +16,7 @@ import { decodeEvent } from "../../src/events/event-codec.js";
 import { createJobReader } from "../../src/queue/job-reader.js";
 import { recordField } from "../../src/queue/job-record.js";
 import { createKeys } from "../../src/queue/keys.js";
-import { createTransitionApplier } from "../../src/queue/transition-applier.js";
+import { asAnotherWorker } from "../helpers/another-worker.js";
 import { filesUnder } from "../helpers/artifact-files.js";
 import { capturedLogger } from "../helpers/captured-logger.js";
 import { reportClient } from "../helpers/clients.js";
@@ -112,15 +111,7 @@ describe("an attempt whose SUCCEEDED write is refused", () => {
         // The job's record ends CANCELLED behind the attempt's back (its
         // signal never told it): written with the attempt's own tokens.
         const redis = connect(app);
-        const keys = createKeys(app.config.redis.prefix);
-        const job = await createJobReader({ redis, keys }).get(jobId);
-        if (job === undefined) throw new Error("job record missing");
-        const transitions = createTransitionApplier({
-          redis,
-          keys,
-          settings: { eventStreamMaxLen: 1000, succeededMs: 60_000, failedMs: 60_000 },
-          logger: pino({ level: "silent" }),
-        });
+        const { keys, job, transitions } = await asAnotherWorker(app, redis, jobId);
         const token = await redis.hget(keys.job(jobId), recordField.attemptToken);
         const lockToken = await redis.get(keys.bullJobLock("weekly", jobId));
         const r = await transitions.apply(job, "cancelled", {
