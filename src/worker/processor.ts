@@ -11,6 +11,14 @@
  * queue's lock on its job (a frozen or partitioned worker), or another
  * attempt of the job started, this one's writes change nothing either.
  *
+ * Progress writes do not hold the generator up: `progress()` resolves once
+ * its write is sent (one in flight at a time, in order on the command
+ * connection), and its answer comes back while the generator works on. A
+ * refused one aborts the generator's signal with `lockLostReason`, a failed
+ * one with its error (an AttemptStorageError when Redis was away); the
+ * report is stored and SUCCEEDED sent only after every progress write was
+ * answered, so nothing is published after a refusal.
+ *
  * An attempt that lost its job stops as soon as it learns it (its signal
  * aborts on a lost lock; a refused write aborts it too), writes nothing more
  * and removes only its own files: the report file is written under the
@@ -216,6 +224,9 @@ export function createProcessor(deps: {
     // have been applied (Redis frozen, then thawed), publishing this file.
     let publishing: ReportArtifact | undefined;
     let refusal: TransitionResult | undefined;
+    // The progress write on its way, if any: the generator goes on while it
+    // travels, and its answer (a refusal, a failure) aborts `limits.signal`.
+    let inFlight: Promise<void> | undefined;
     try {
       const output = await generators[job.reportType].generate(
         {
@@ -229,18 +240,32 @@ export function createProcessor(deps: {
           where.progress = Math.max(0, Math.min(99, Math.round(percent)));
           where.phase = phase;
           phases.enter(phase);
+          const progress = where.progress;
+          // One write in flight: a second report waits for the first's answer
+          // (a loop: reports made without awaiting the last are sent in turn).
+          while (inFlight !== undefined) await inFlight;
           limits.signal.throwIfAborted();
-          const written = await ownStorage(() =>
-            transitions.apply(job, "progress", { ...own, ...where, at: Date.now() }),
-          );
-          if (!written.applied) {
-            refusal = written;
-            limits.lose();
-            limits.signal.throwIfAborted();
-          }
+          const sent = transitions
+            .apply(job, "progress", { ...own, progress, phase, at: Date.now() })
+            .then(
+              (written) => {
+                if (inFlight === sent) inFlight = undefined;
+                if (!written.applied) {
+                  refusal ??= written;
+                  limits.lose();
+                }
+              },
+              (err: unknown) => {
+                if (inFlight === sent) inFlight = undefined;
+                limits.fail(storageErrorOf(err));
+              },
+            );
+          inFlight = sent;
         },
         limits.signal,
       );
+      // Nothing is stored or published before every progress write was answered.
+      if (inFlight !== undefined) await inFlight;
       limits.signal.throwIfAborted();
       phases.enter("completed");
       const artifact = await artifacts.put(
@@ -262,7 +287,11 @@ export function createProcessor(deps: {
       }
       published = true;
       return { kind: "succeeded" };
-    } catch (err) {
+    } catch (thrown) {
+      // A progress write still travelling decides how the attempt ended: wait for its answer.
+      if (inFlight !== undefined) await inFlight;
+      // A failed write of the attempt is why it stopped, whatever the generator threw then.
+      const err = limits.failure ?? thrown;
       const stop = stopOf(err, signal, limits);
       if (stop !== undefined) phases.end();
       else phases.fail(err);
@@ -450,8 +479,12 @@ interface AttemptLimits {
   readonly deadlinePassed: boolean;
   /** A write of the attempt was refused: it no longer owns the job. */
   readonly lost: boolean;
+  /** Why a write of the attempt failed (`fail`), when that aborted it first. */
+  readonly failure: unknown;
   /** Aborts the attempt because it lost its job. */
   lose(): void;
+  /** Aborts the attempt because one of its writes failed: `err` becomes the signal's reason. */
+  fail(err: unknown): void;
   /** Stops the timer and listener; call once the attempt has ended. */
   end(): void;
 }
@@ -466,7 +499,12 @@ function attemptLimits(
   timeoutMs: number,
 ): AttemptLimits {
   const controller = new AbortController();
-  const state = { timedOut: false, deadlinePassed: false, lost: false };
+  const state = {
+    timedOut: false,
+    deadlinePassed: false,
+    lost: false,
+    failure: undefined as unknown,
+  };
   const forward = () => controller.abort(signal.reason);
   if (signal.aborted) forward();
   else signal.addEventListener("abort", forward, { once: true });
@@ -494,9 +532,17 @@ function attemptLimits(
     get lost() {
       return state.lost;
     },
+    get failure() {
+      return state.failure;
+    },
     lose() {
       state.lost = true;
       if (!controller.signal.aborted) controller.abort(lockLostReason);
+    },
+    fail(err) {
+      if (controller.signal.aborted) return;
+      state.failure = err;
+      controller.abort(err);
     },
     end() {
       clearTimeout(timer);
@@ -508,10 +554,18 @@ function attemptLimits(
 /**
  * A failure of the worker's own Redis writes during an attempt (not of the
  * generator's downstream calls, whose errors may mention the same socket
- * errors): the attempt failed because storage was away.
+ * errors): the attempt failed because storage was away. A progress write
+ * that failed so aborts the generator's signal with one of these as reason.
  */
-class AttemptStorageError extends Error {
+export class AttemptStorageError extends Error {
   override readonly name = "AttemptStorageError";
+}
+
+/** A failure of one of the worker's own storage calls, "storage unavailable" ones marked as such. */
+function storageErrorOf(err: unknown): unknown {
+  return isStorageUnavailable(err)
+    ? new AttemptStorageError((err as Error).message, { cause: err })
+    : err;
 }
 
 /** Runs one of the worker's own storage calls, marking "storage unavailable" failures as such. */
@@ -519,9 +573,7 @@ async function ownStorage<T>(call: () => Promise<T>): Promise<T> {
   try {
     return await call();
   } catch (err) {
-    if (isStorageUnavailable(err))
-      throw new AttemptStorageError((err as Error).message, { cause: err });
-    throw err;
+    throw storageErrorOf(err);
   }
 }
 
