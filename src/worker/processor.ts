@@ -91,7 +91,14 @@ export type AttemptOutcome =
 
 /** Runs attempts. */
 export interface Processor {
-  run(job: AttemptContext, signal: AbortSignal): Promise<AttemptOutcome>;
+  /**
+   * Runs one attempt under `control`, the attempt's one AbortController: the
+   * caller aborts it (cancelReason, releaseReason, lockLostReason) and so does
+   * the processor (lockLostReason for a refused write, the write's error for
+   * a failed one, a TimeoutError at the run timeout or the job's deadline);
+   * the first reason stands. Its signal is the generator's.
+   */
+  run(job: AttemptContext, control: AbortController): Promise<AttemptOutcome>;
   /**
    * Records FAILED for a job the queue failed on its own (e.g. stalled too
    * often), unless it has ended, or was queued again (RetryJob) after the
@@ -125,8 +132,8 @@ export function createProcessor(deps: {
   const random = settings.random ?? Math.random;
 
   return {
-    async run(ctx, signal) {
-      const outcome = await runAttempt(ctx, signal);
+    async run(ctx, control) {
+      const outcome = await runAttempt(ctx, control);
       if (outcome.kind === "lost") {
         const { step, fenced, state } = outcome;
         logger.warn(
@@ -198,7 +205,10 @@ export function createProcessor(deps: {
   }
 
   /** One attempt; an attempt that lost its job has removed its files when this returns. */
-  async function runAttempt(ctx: AttemptContext, signal: AbortSignal): Promise<AttemptOutcome> {
+  async function runAttempt(
+    ctx: AttemptContext,
+    control: AbortController,
+  ): Promise<AttemptOutcome> {
     const attempt = ctx.attemptsMade + 1;
     // Every write of this attempt carries its fencing token and the queue's lock token.
     const own = {
@@ -213,7 +223,7 @@ export function createProcessor(deps: {
     const limits = attemptLimits(
       job,
       startedAt,
-      signal,
+      control,
       settings.worker.reportTypes[job.reportType].timeoutMs,
     );
     const where: Position = { ...attemptStart };
@@ -292,7 +302,7 @@ export function createProcessor(deps: {
       if (inFlight !== undefined) await inFlight;
       // A failed write of the attempt is why it stopped, whatever the generator threw then.
       const err = limits.failure ?? thrown;
-      const stop = stopOf(err, signal, limits);
+      const stop = stopOf(err, limits);
       if (stop !== undefined) phases.end();
       else phases.fail(err);
       // Calls are awaited, never returned: the finally below must not run
@@ -453,21 +463,22 @@ type AttemptPlace = Omit<AttemptWrite, "at"> & Position;
  */
 function stopOf(
   err: unknown,
-  signal: AbortSignal,
   limits: AttemptLimits,
 ): "lost" | "released" | "cancelled" | "throttled" | undefined {
+  const { signal } = limits;
   if (limits.lost || (signal.aborted && signal.reason === lockLostReason)) return "lost";
   if (signal.aborted && signal.reason === releaseReason) return "released";
   if (signal.aborted && signal.reason === cancelReason) return "cancelled";
-  if (err instanceof SlowDownError && !limits.signal.aborted) return "throttled";
+  if (err instanceof SlowDownError && !signal.aborted) return "throttled";
   return undefined;
 }
 
 /**
- * What ends an attempt: the worker's signal (cancel, shutdown, lost lock), a
- * refused write (`lose`), the run timeout, the job's deadline. One
- * controller and one timer per attempt (AbortSignal.any and
- * AbortSignal.timeout cost several objects, listeners and timers each).
+ * What ends an attempt: the worker (cancel, shutdown, lost lock), a refused
+ * or failed write (`lose`, `fail`), the run timeout, the job's deadline. One
+ * controller (the worker's) and one timer per attempt: AbortSignal.any and
+ * AbortSignal.timeout cost several objects, listeners and timers each, and
+ * a controller of its own forwarding the worker's a signal and a listener.
  */
 interface AttemptLimits {
   /** The generator's signal: aborted by any of the above. */
@@ -485,7 +496,7 @@ interface AttemptLimits {
   lose(): void;
   /** Aborts the attempt because one of its writes failed: `err` becomes the signal's reason. */
   fail(err: unknown): void;
-  /** Stops the timer and listener; call once the attempt has ended. */
+  /** Stops the timer; call once the attempt has ended. */
   end(): void;
 }
 
@@ -495,19 +506,15 @@ const maxTimerMs = 2 ** 31 - 1;
 function attemptLimits(
   job: JobView,
   startedAt: number,
-  signal: AbortSignal,
+  controller: AbortController,
   timeoutMs: number,
 ): AttemptLimits {
-  const controller = new AbortController();
   const state = {
     timedOut: false,
     deadlinePassed: false,
     lost: false,
     failure: undefined as unknown,
   };
-  const forward = () => controller.abort(signal.reason);
-  if (signal.aborted) forward();
-  else signal.addEventListener("abort", forward, { once: true });
   const deadlineMs =
     job.deadline !== undefined ? Math.max(0, job.deadline - startedAt) : Number.POSITIVE_INFINITY;
   const firesInMs = Math.min(timeoutMs, deadlineMs);
@@ -546,7 +553,6 @@ function attemptLimits(
     },
     end() {
       clearTimeout(timer);
-      signal.removeEventListener("abort", forward);
     },
   };
 }
