@@ -197,12 +197,14 @@ export function createReportWorker(deps: {
       active.set(id, attempt);
       // BullMQ's consumer span for this attempt (bullmq-otel), continuing the enqueue's trace.
       const span = trace.getActiveSpan();
-      span?.setAttributes({
-        [attrJobId]: id,
-        [attrReportType]: type,
-        [attrTenant]: job.data.tenant,
-        [attrAttempt]: job.attemptsMade + 1,
-      });
+      // Unrecorded (the usual case without an exporter): no attribute object per job.
+      if (span?.isRecording() === true)
+        span.setAttributes({
+          [attrJobId]: id,
+          [attrReportType]: type,
+          [attrTenant]: job.data.tenant,
+          [attrAttempt]: job.attemptsMade + 1,
+        });
       try {
         const outcome = await processor
           .run(
