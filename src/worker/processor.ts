@@ -220,7 +220,7 @@ export function createProcessor(deps: {
     if ("kind" in begun) return begun;
     const { job, startedAt } = begun;
 
-    const limits = attemptLimits(
+    const limits = new AttemptLimits(
       job,
       startedAt,
       control,
@@ -479,82 +479,65 @@ function stopOf(
  * controller (the worker's) and one timer per attempt: AbortSignal.any and
  * AbortSignal.timeout cost several objects, listeners and timers each, and
  * a controller of its own forwarding the worker's a signal and a listener.
+ * A class, not an object of getters and closures: one object per attempt.
  */
-interface AttemptLimits {
+class AttemptLimits {
   /** The generator's signal: aborted by any of the above. */
   readonly signal: AbortSignal;
-  readonly timeoutMs: number;
   /** The run timeout aborted it (it came first). */
-  readonly timedOut: boolean;
+  timedOut = false;
   /** The job's deadline aborted it (before the run timeout). */
-  readonly deadlinePassed: boolean;
+  deadlinePassed = false;
   /** A write of the attempt was refused: it no longer owns the job. */
-  readonly lost: boolean;
+  lost = false;
   /** Why a write of the attempt failed (`fail`), when that aborted it first. */
-  readonly failure: unknown;
+  failure: unknown;
+  private readonly timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    job: JobView,
+    startedAt: number,
+    readonly controller: AbortController,
+    readonly timeoutMs: number,
+  ) {
+    this.signal = controller.signal;
+    const deadlineMs =
+      job.deadline !== undefined ? Math.max(0, job.deadline - startedAt) : Number.POSITIVE_INFINITY;
+    const firesInMs = Math.min(timeoutMs, deadlineMs);
+    this.timer =
+      firesInMs > maxTimerMs
+        ? undefined
+        : setTimeout(expire, firesInMs, this, timeoutMs <= deadlineMs);
+  }
+
   /** Aborts the attempt because it lost its job. */
-  lose(): void;
+  lose(): void {
+    this.lost = true;
+    if (!this.signal.aborted) this.controller.abort(lockLostReason);
+  }
+
   /** Aborts the attempt because one of its writes failed: `err` becomes the signal's reason. */
-  fail(err: unknown): void;
+  fail(err: unknown): void {
+    if (this.signal.aborted) return;
+    this.failure = err;
+    this.controller.abort(err);
+  }
+
   /** Stops the timer; call once the attempt has ended. */
-  end(): void;
+  end(): void {
+    clearTimeout(this.timer);
+  }
 }
 
 /** setTimeout's longest delay; a longer one would fire at once. */
 const maxTimerMs = 2 ** 31 - 1;
 
-function attemptLimits(
-  job: JobView,
-  startedAt: number,
-  controller: AbortController,
-  timeoutMs: number,
-): AttemptLimits {
-  const state = {
-    timedOut: false,
-    deadlinePassed: false,
-    lost: false,
-    failure: undefined as unknown,
-  };
-  const deadlineMs =
-    job.deadline !== undefined ? Math.max(0, job.deadline - startedAt) : Number.POSITIVE_INFINITY;
-  const firesInMs = Math.min(timeoutMs, deadlineMs);
-  const timer =
-    firesInMs > maxTimerMs
-      ? undefined
-      : setTimeout(() => {
-          if (controller.signal.aborted) return;
-          if (timeoutMs <= deadlineMs) state.timedOut = true;
-          else state.deadlinePassed = true;
-          controller.abort(new DOMException("The operation timed out.", "TimeoutError"));
-        }, firesInMs);
-  return {
-    signal: controller.signal,
-    timeoutMs,
-    get timedOut() {
-      return state.timedOut;
-    },
-    get deadlinePassed() {
-      return state.deadlinePassed;
-    },
-    get lost() {
-      return state.lost;
-    },
-    get failure() {
-      return state.failure;
-    },
-    lose() {
-      state.lost = true;
-      if (!controller.signal.aborted) controller.abort(lockLostReason);
-    },
-    fail(err) {
-      if (controller.signal.aborted) return;
-      state.failure = err;
-      controller.abort(err);
-    },
-    end() {
-      clearTimeout(timer);
-    },
-  };
+/** The attempt's timer fired: its run timeout (`timeout`) or else the job's deadline. */
+function expire(limits: AttemptLimits, timeout: boolean): void {
+  if (limits.signal.aborted) return;
+  if (timeout) limits.timedOut = true;
+  else limits.deadlinePassed = true;
+  limits.controller.abort(new DOMException("The operation timed out.", "TimeoutError"));
 }
 
 /**
