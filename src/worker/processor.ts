@@ -478,8 +478,9 @@ function stopOf(
  * or failed write (`lose`, `fail`), the run timeout, the job's deadline. One
  * controller (the worker's) and one timer per attempt: AbortSignal.any and
  * AbortSignal.timeout cost several objects, listeners and timers each, and
- * a controller of its own forwarding the worker's a signal and a listener.
- * A class, not an object of getters and closures: one object per attempt.
+ * a controller of its own that forwards the worker's one signal and one
+ * listener more. A class, not an object of getters and closures: one object
+ * per attempt.
  */
 class AttemptLimits {
   /** The generator's signal: aborted by any of the above. */
