@@ -139,13 +139,16 @@ export function createSegmentWriter(
     return segment;
   };
 
+  /** Whether segment `s` takes `size` more bytes now. */
+  const takes = (s: Segment, size: number) =>
+    (s.end === 0 || s.end + size <= limits.maxBytes) && now() - s.createdAt < limits.maxAgeMs;
+
   /** The open segment that takes `size` more bytes now, opened when needed. */
   const segmentFor = async (size: number): Promise<Segment> => {
     for (;;) {
       const s = current;
       if (s !== undefined) {
-        const full = s.end > 0 && s.end + size > limits.maxBytes;
-        if (!full && now() - s.createdAt < limits.maxAgeMs) return s;
+        if (takes(s, size)) return s;
         void seal(s);
       }
       if (opening === undefined) {
@@ -167,7 +170,12 @@ export function createSegmentWriter(
   return {
     async append(content) {
       const bytes = typeof content === "string" ? Buffer.from(content) : content;
-      const segment = await segmentFor(bytes.byteLength);
+      const open = current;
+      // Most appends go to the open segment: no await before the write.
+      const segment =
+        open !== undefined && takes(open, bytes.byteLength)
+          ? open
+          : await segmentFor(bytes.byteLength);
       const offset = segment.end;
       segment.end += bytes.byteLength;
       segment.pending += 1;
