@@ -190,7 +190,11 @@ export function createSegmentWriter(
           void seal(segment);
           throw err;
         }
-        await sync(segment.name);
+        await sync(segment.name).catch((err: unknown) => {
+          // After a failed sync the file's cached pages cannot be trusted: no more appends.
+          void seal(segment);
+          throw err;
+        });
       } finally {
         segment.pending -= 1;
         if (segment.sealed && segment.pending === 0) segment.closeNow?.();
