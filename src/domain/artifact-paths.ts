@@ -24,6 +24,12 @@
  * janitors of versions before this layout, which take every entry of the
  * deployment's folder for a job's folder, skip such names as unsafe.
  *
+ * Reports up to 256 KiB are not files of their own but places in a segment,
+ * `@segments/s-<created ms>-<random>` in the deployment's folder, a file
+ * holding many reports (worker/report-segments.ts): the job record names the
+ * segment and offset, the download URL is the same. The `@` keeps janitors
+ * of every earlier layout off that folder.
+ *
  * Reports stored before sit in a folder per job: `<job id>/<attempt tag>`
  * (the file), before that `<job id>/<attempt tag>/<file name>`, and before
  * attempts had names `<job id>/<file name>` (served at
