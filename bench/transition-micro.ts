@@ -49,7 +49,7 @@ async function modulesOf(root: string) {
   return { createTransitionApplier, createRedisConnection, createKeys, encodeNewRecord };
 }
 
-const rounds = 5;
+const rounds = Number(process.env.MICRO_ROUNDS ?? 5);
 const jobsPerRound = 3000;
 const inFlight = 10;
 

@@ -19,15 +19,19 @@ import {
   type TransitionSubject,
   type TtlPolicy,
 } from "../domain/job-transitions.js";
-import { encodeEvent } from "../events/event-codec.js";
+import { encodeEvent, encodeEventJson } from "../events/event-codec.js";
 import { type JobOutcome, reportMetrics } from "../telemetry/metrics.js";
 import type { RedisClient } from "./connections.js";
 import { decodeRecord, encodeRecordUpdate } from "./job-record.js";
 import type { Keys } from "./keys.js";
+import type { LuaScript } from "./lua-script.js";
 import { joined } from "./resp-command.js";
 import { loadLuaScript } from "./scripts/load.js";
 
 const applyScript = loadLuaScript("apply-transition");
+const progressScript = loadLuaScript("apply-progress");
+const successScript = loadLuaScript("apply-success");
+const startScript = loadLuaScript("apply-start");
 
 /** The outcome of a transition. */
 export type TransitionResult =
@@ -103,26 +107,169 @@ export function createTransitionApplier(deps: {
     persist: -1,
   };
 
-  const prepare = <N extends AppliedTransitionName>(
+  /**
+   * The call of transition `name`: apply-transition.lua's, or with `lean`
+   * the transition's own script when it has one (PROGRESS: apply-progress.lua).
+   */
+  const build = <N extends AppliedTransitionName>(
     subject: TransitionSubject,
     name: N,
     input: TransitionInputs[N],
-    options?: { withRecord?: boolean },
-  ): PreparedTransition => {
+    options: { withRecord?: boolean } | undefined,
+    lean: boolean,
+  ): PreparedTransition & { script: LuaScript } => {
     let job = subject;
     const transition = jobTransitions[name];
     const { event, record } = transition.derive(input);
     const own = transition.fence === "none" ? undefined : attemptTokens(input);
     const token = transition.fence === "checks" ? (own?.token ?? "") : "";
     const lockToken = own?.lockToken ?? "";
-    const updates = encodeRecordUpdate(record);
+    const fields = encodeEvent(event);
     // The job's own shard: every key below shares its slot.
     const keys = shardKeys.of(job.id);
+    const settle = (reply: [number, string, string[]?]): TransitionResult => {
+      if (reply[0] !== 1) {
+        const state = reply[1] === "" ? undefined : (reply[1] as JobState);
+        const fenced = reply[0] === -2 ? "lock" : reply[0] === -1 ? "token" : false;
+        logger.debug({ job_id: job.id, transition: name, state, fenced }, "job transition refused");
+        return { applied: false, state, fenced };
+      }
+      const record = reply[2] === undefined ? undefined : decodeRecord(reply[2]);
+      if (record !== undefined) job = record;
+      if (transition.finishes) {
+        const queuedAt = job.requeuedAt ?? job.createdAt;
+        reportMetrics().jobFinished(
+          job.reportType,
+          transition.to as JobOutcome,
+          (event.time - queuedAt) / 1000,
+        );
+      }
+      // One line per transition: never the filters or the report.
+      const fields = transition.logFields?.(input, job);
+      if (fields !== undefined) {
+        logger.info(
+          {
+            job_id: job.id,
+            tenant: job.tenant,
+            report_type: job.reportType,
+            state: transition.to,
+            attempt: event.attempt,
+            ...fields,
+          },
+          `job ${transition.to}`,
+        );
+      }
+      return record === undefined
+        ? { applied: true, eventId: reply[1] }
+        : { applied: true, eventId: reply[1], record };
+    };
+    if (lean && name === "progress" && own !== undefined) {
+      // apply-progress.lua: its own field names, states and event type.
+      return {
+        script: progressScript,
+        keys: [
+          keys.job(job.id),
+          keys.events(job.id),
+          keys.bullJobLock(job.reportType, job.id),
+          keys.live,
+          keys.tenantBacklog(job.tenant),
+        ],
+        args: [
+          keys.eventChannel(job.id),
+          settings.eventStreamMaxLen,
+          own.token,
+          own.lockToken,
+          job.id,
+          event.time,
+          event.progress,
+          event.phase,
+          event.attempt,
+          encodeEventJson(fields),
+        ],
+        from: transition.from,
+        settle,
+      };
+    }
+    const updates = encodeRecordUpdate(record);
+    if (lean && name === "started" && own !== undefined) {
+      // apply-start.lua: its own event fields, states and retention.
+      return {
+        script: startScript,
+        keys: [
+          keys.job(job.id),
+          keys.events(job.id),
+          keys.bullJobLock(job.reportType, job.id),
+          keys.live,
+          keys.tenantBacklog(job.tenant),
+        ],
+        args: joined<string | number>(
+          [
+            keys.eventChannel(job.id),
+            settings.eventStreamMaxLen,
+            own.lockToken,
+            job.id,
+            event.time,
+            event.attempt,
+            event.progress,
+            event.phase,
+            options?.withRecord === true ? "1" : "",
+            encodeEventJson(fields),
+          ],
+          updates,
+        ),
+        from: transition.from,
+        settle,
+      };
+    }
     const idempotency =
       job.idempotencyKeyDigest === undefined
         ? []
         : [keys.idempotency(job.tenant, job.idempotencyKeyDigest)];
+    if (
+      lean &&
+      name === "succeeded" &&
+      own !== undefined &&
+      event.result !== undefined &&
+      event.progress === 100 &&
+      event.phase === "completed" &&
+      options?.withRecord !== true &&
+      ttlMs[transition.ttl] > 0
+    ) {
+      // apply-success.lua: its own event fields, states and retention.
+      return {
+        script: successScript,
+        keys: [
+          keys.job(job.id),
+          keys.events(job.id),
+          keys.finished("succeeded"),
+          keys.bullJobLock(job.reportType, job.id),
+          keys.live,
+          keys.tenantBacklog(job.tenant),
+          ...idempotency,
+        ],
+        args: joined<string | number>(
+          [
+            keys.eventChannel(job.id),
+            settings.eventStreamMaxLen,
+            own.token,
+            own.lockToken,
+            job.id,
+            event.time,
+            ttlMs[transition.ttl],
+            event.attempt,
+            event.result.downloadPath,
+            event.result.contentType,
+            event.result.sizeBytes,
+            encodeEventJson(fields),
+          ],
+          updates,
+        ),
+        from: transition.from,
+        settle,
+      };
+    }
     return {
+      script: applyScript,
       keys: [
         keys.job(job.id),
         keys.events(job.id),
@@ -146,58 +293,27 @@ export function createTransitionApplier(deps: {
           updates.length / 2,
           lockToken,
           options?.withRecord === true ? "1" : "",
+          // The script reads the record's traceparent anyway (with its
+          // checks), unless this transition writes a new one.
+          record.traceparent === undefined ? "*" : traceIdOf(record.traceparent),
+          encodeEventJson(fields),
         ],
         updates,
-        encodeEvent(event),
+        fields,
       ),
       from: transition.from,
-      settle(reply) {
-        if (reply[0] !== 1) {
-          const state = reply[1] === "" ? undefined : (reply[1] as JobState);
-          const fenced = reply[0] === -2 ? "lock" : reply[0] === -1 ? "token" : false;
-          logger.debug(
-            { job_id: job.id, transition: name, state, fenced },
-            "job transition refused",
-          );
-          return { applied: false, state, fenced };
-        }
-        const record = reply[2] === undefined ? undefined : decodeRecord(reply[2]);
-        if (record !== undefined) job = record;
-        if (transition.finishes) {
-          const queuedAt = job.requeuedAt ?? job.createdAt;
-          reportMetrics().jobFinished(
-            job.reportType,
-            transition.to as JobOutcome,
-            (event.time - queuedAt) / 1000,
-          );
-        }
-        // One line per transition: never the filters or the report.
-        const fields = transition.logFields?.(input, job);
-        if (fields !== undefined) {
-          logger.info(
-            {
-              job_id: job.id,
-              tenant: job.tenant,
-              report_type: job.reportType,
-              state: transition.to,
-              attempt: event.attempt,
-              ...fields,
-            },
-            `job ${transition.to}`,
-          );
-        }
-        return record === undefined
-          ? { applied: true, eventId: reply[1] }
-          : { applied: true, eventId: reply[1], record };
-      },
+      settle,
     };
   };
+
+  const prepare: TransitionApplier["prepare"] = (job, name, input, options) =>
+    build(job, name, input, options, false);
 
   return {
     prepare,
     async apply(job, name, input, options) {
-      const call = prepare(job, name, input, options);
-      const reply = (await applyScript.run(redis, call.keys, call.args)) as [
+      const call = build(job, name, input, options, true);
+      const reply = (await call.script.run(redis, call.keys, call.args)) as [
         number,
         string,
         string[]?,
@@ -205,6 +321,11 @@ export function createTransitionApplier(deps: {
       return call.settle(reply);
     },
   };
+}
+
+/** The trace id of a W3C traceparent, as append-event.lua reads it ("" when malformed or empty). */
+function traceIdOf(traceparent: string): string {
+  return /^[0-9a-fA-F]{2}-([0-9a-fA-F]+)-/.exec(traceparent)?.[1] ?? "";
 }
 
 /** The tokens a write of an attempt carries (AttemptWrite.token and .lockToken). */
