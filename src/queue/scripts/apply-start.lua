@@ -26,17 +26,15 @@
     ARGV[6] attempt
     ARGV[7] the event's progress (0-100)
     ARGV[8] the event's phase
-    ARGV[9] "1": the reply carries the record as written (so the caller
-            need not read it first); "": it does not
-    ARGV[10] the event's field/value pairs as JSON list text without its
-             brackets (event-codec.ts encodeEventJson): the pairs that
-             this script appends, in its order
-    ARGV[11 ..] record field/value pairs
+    ARGV[9] the event's field/value pairs as JSON list text without its
+            brackets (event-codec.ts encodeEventJson): the pairs that this
+            script appends, in its order
+    ARGV[10 ..] record field/value pairs
 
   Output:
-    {1, entry id}  applied
-    {1, entry id, record}  applied, with ARGV[9] "1": the record's
-                   field/value list (HGETALL) after the write
+    {1, entry id}  applied (a caller that needs the record as written sends
+                   an HGETALL right behind this script: a record returned
+                   from here would cross Lua twice)
     {0, state}     refused: the job is not live ("" when there is no record)
     {-2, state}    refused: BullMQ's lock on the job is gone or another fetch's (a lost lock)
 ]]
@@ -48,12 +46,10 @@ if not state then return {0, ''} end
 if state ~= 'queued' and state ~= 'running' and state ~= 'retrying' then return {0, state} end
 if redis.call('GET', KEYS[3]) ~= ARGV[3] then return {-2, state} end
 local jobId, time = ARGV[4], ARGV[5]
-redis.call('HSET', KEYS[1], unpack(ARGV, 11))
+redis.call('HSET', KEYS[1], unpack(ARGV, 10))
 redis.call('ZADD', KEYS[4], time, jobId)
 redis.call('SREM', KEYS[5], jobId)
 -- In event-codec.ts encodeEvent's order.
 local ev = {EVENT.type, 'started', EVENT.state, 'running', EVENT.progress, ARGV[7],
   EVENT.phase, ARGV[8], EVENT.attempt, ARGV[6], EVENT.time, time}
-local id = appendEvent(KEYS[2], ARGV[1], ARGV[2], ev, 1, 12, ARGV[10], traceIdOf(rec[2]))
-if ARGV[9] == '1' then return {1, id, redis.call('HGETALL', KEYS[1])} end
-return {1, id}
+return {1, appendEvent(KEYS[2], ARGV[1], ARGV[2], ev, 1, 12, ARGV[9], traceIdOf(rec[2]))}
