@@ -29,9 +29,7 @@ import { joined } from "./resp-command.js";
 import { loadLuaScript } from "./scripts/load.js";
 
 const applyScript = loadLuaScript("apply-transition");
-const progressScript = loadLuaScript("apply-progress");
-const successScript = loadLuaScript("apply-success");
-const startScript = loadLuaScript("apply-start");
+const attemptScript = loadLuaScript("apply-attempt");
 
 /** The outcome of a transition. */
 export type TransitionResult =
@@ -165,27 +163,29 @@ export function createTransitionApplier(deps: {
         ? { applied: true, eventId: reply[1] }
         : { applied: true, eventId: reply[1], record };
     };
+    // apply-attempt.lua's keys for every transition it applies, in its order.
+    const attemptKeys = () => [
+      keys.job(job.id),
+      keys.events(job.id),
+      keys.bullJobLock(job.reportType, job.id),
+      keys.live,
+      keys.tenantBacklog(job.tenant),
+    ];
     if (lean && name === "progress" && own !== undefined) {
-      // apply-progress.lua: its own field names, states and event type.
       return {
-        script: progressScript,
-        keys: [
-          keys.job(job.id),
-          keys.events(job.id),
-          keys.bullJobLock(job.reportType, job.id),
-          keys.live,
-          keys.tenantBacklog(job.tenant),
-        ],
+        script: attemptScript,
+        keys: attemptKeys(),
         args: [
+          "progress",
           keys.eventChannel(job.id),
           settings.eventStreamMaxLen,
-          own.token,
           own.lockToken,
+          own.token,
           job.id,
           event.time,
+          event.attempt,
           event.progress,
           event.phase,
-          event.attempt,
           encodeEventJson(fields),
         ],
         from: transition.from,
@@ -194,18 +194,12 @@ export function createTransitionApplier(deps: {
     }
     const updates = encodeRecordUpdate(record);
     if (lean && name === "started" && own !== undefined) {
-      // apply-start.lua: its own event fields, states and retention.
       return {
-        script: startScript,
-        keys: [
-          keys.job(job.id),
-          keys.events(job.id),
-          keys.bullJobLock(job.reportType, job.id),
-          keys.live,
-          keys.tenantBacklog(job.tenant),
-        ],
+        script: attemptScript,
+        keys: attemptKeys(),
         args: joined<string | number>(
           [
+            "started",
             keys.eventChannel(job.id),
             settings.eventStreamMaxLen,
             own.lockToken,
@@ -237,28 +231,21 @@ export function createTransitionApplier(deps: {
       options?.withRecord !== true &&
       ttlMs[transition.ttl] > 0
     ) {
-      // apply-success.lua: its own event fields, states and retention.
+      const ttl = ttlMs[transition.ttl];
       return {
-        script: successScript,
-        keys: [
-          keys.job(job.id),
-          keys.events(job.id),
-          keys.finished("succeeded"),
-          keys.bullJobLock(job.reportType, job.id),
-          keys.live,
-          keys.tenantBacklog(job.tenant),
-          ...idempotency,
-        ],
+        script: attemptScript,
+        keys: [...attemptKeys(), keys.finished("succeeded"), ...idempotency],
         args: joined<string | number>(
           [
+            "succeeded",
             keys.eventChannel(job.id),
             settings.eventStreamMaxLen,
-            own.token,
             own.lockToken,
+            own.token,
             job.id,
             event.time,
-            ttlMs[transition.ttl],
             event.attempt,
+            ttl,
             event.result.downloadPath,
             event.result.contentType,
             event.result.sizeBytes,

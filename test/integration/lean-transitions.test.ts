@@ -1,13 +1,13 @@
 /**
  * The transition applier runs an attempt's STARTED, PROGRESS and SUCCEEDED
- * through scripts of their own (apply-start.lua, apply-progress.lua,
- * apply-success.lua: fewer arguments and commands), and every other
- * transition, and these when composed with BullMQ's side (prepare), through
- * apply-transition.lua. Both must leave Redis alike: the same record, event
- * entries, published messages, indexes, backlog set and retention, and the
- * same refusals. Each case runs the same attempt on two copies of one job
- * (two key prefixes), one through `apply` (the lean scripts) and one through
- * `prepare` and apply-transition.lua, and compares everything.
+ * through a script of their own (apply-attempt.lua: fewer arguments and
+ * commands), and every other transition, and these when composed with
+ * BullMQ's side (prepare), through apply-transition.lua. Both must leave
+ * Redis alike: the same record, event entries, published messages, indexes,
+ * backlog set and retention, and the same refusals. Each case runs the same
+ * attempt on two copies of one job (two key prefixes), one through `apply`
+ * (apply-attempt.lua) and one through `prepare` and apply-transition.lua, and
+ * compares everything.
  */
 import { Redis } from "ioredis";
 import { pino } from "pino";
@@ -45,7 +45,7 @@ interface Copy {
   messages: string[];
 }
 
-describe("the lean transition scripts", () => {
+describe("apply-attempt.lua", () => {
   let redis: Redis;
   let subscriber: Redis;
   let counter = 0;

@@ -34,9 +34,7 @@ function fromFiles(files: Record<string, string>) {
 describe("the Lua scripts", () => {
   it("are the ones the service runs, each resolved", () => {
     expect(scriptNames()).toEqual([
-      "apply-progress",
-      "apply-start",
-      "apply-success",
+      "apply-attempt",
       "apply-transition",
       "correct-tenant-backlog",
       "drop-live-entry",
@@ -71,8 +69,7 @@ describe("the Lua scripts", () => {
     // the event types PROGRESS and STARTED, not the record's fields.
     const allowed: Record<string, string[]> = {
       "submit.lua": ["fp"],
-      "apply-progress.lua": ["progress"],
-      "apply-start.lua": ["started"],
+      "apply-attempt.lua": ["progress", "started"],
     };
     for (const file of luaFiles()) {
       const text = readFileSync(new URL(file, folder), "utf8");
@@ -84,13 +81,7 @@ describe("the Lua scripts", () => {
   });
 
   it("append events through the one append body, which trims by XDEL", () => {
-    for (const name of [
-      "apply-transition",
-      "apply-progress",
-      "apply-start",
-      "apply-success",
-      "submit",
-    ]) {
+    for (const name of ["apply-transition", "apply-attempt", "submit"]) {
       const source = loadScriptSource(name);
       expect(source, name).toContain("local function appendEvent(");
       expect(source.match(/'XADD'/g), name).toHaveLength(1);
