@@ -7,6 +7,15 @@
  * writer of job events besides the submit script, and where each applied
  * transition's metric and log line are emitted, so they cannot be forgotten
  * at a call site.
+ *
+ * Every transition can run through apply-transition.lua, which takes the
+ * transition's states, retention policy and field names as arguments; the
+ * writes every successful attempt makes (STARTED, PROGRESS, SUCCEEDED) run
+ * through apply-attempt.lua, which knows them: fewer arguments and commands
+ * per call, the same effects (test/integration/lean-transitions.test.ts).
+ * Redis's CPU per script call goes mostly to its arguments (each becomes a
+ * Lua string in a growing table) and to each redis.call; see
+ * docs/performance.md, "Seventh pass".
  */
 
 import type { Logger } from "pino";
@@ -49,7 +58,9 @@ export interface TransitionApplier {
   /**
    * Applies transition `name` to `job` if its state (and fencing token) allow
    * it. `options.withRecord`: an applied result carries the record as written
-   * (read in the same script: no read before, no round trip after); `job`
+   * (no read before, no round trip after: read by the script itself, or for
+   * STARTED by an HGETALL sent right behind it on the same connection, which
+   * sees any write another client made in between, as any later read would); `job`
    * then needs only the fields that name the keys, and `createdAt` and
    * `requeuedAt` are taken from the record for the log line and metric.
    */
