@@ -57,7 +57,10 @@ const server = spawn(
 );
 const url = `redis://127.0.0.1:${port}`;
 // Refused until redis-server listens (slowly, under valgrind): retried.
-const admin = new Redis(url, { retryStrategy: (n) => (n > 400 ? null : 100) });
+const admin = new Redis(url, {
+  maxRetriesPerRequest: null,
+  retryStrategy: (n) => (n > 400 ? null : 100),
+});
 admin.on("error", () => undefined);
 await admin.ping();
 const logger = pino({ level: "silent" });

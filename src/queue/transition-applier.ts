@@ -34,7 +34,7 @@ import type { RedisClient } from "./connections.js";
 import { decodeRecord, encodeRecordUpdate } from "./job-record.js";
 import type { Keys } from "./keys.js";
 import type { LuaScript } from "./lua-script.js";
-import { joined } from "./resp-command.js";
+import { encodedCommand, joined } from "./resp-command.js";
 import { loadLuaScript } from "./scripts/load.js";
 
 const applyScript = loadLuaScript("apply-transition");
@@ -317,9 +317,16 @@ export function createTransitionApplier(deps: {
         // The record read by an HGETALL sent right behind the script on the
         // same connection (no round trip more): returned by the script, it
         // would cross Lua twice (about 8 % of an attempt's Redis work).
-        const [reply, record] = (await call.script.runFollowedBy(redis, call.keys, call.args, () =>
-          redis.hgetall(call.keys[0] as string),
-        )) as [[number, string], Record<string, string>];
+        const [reply, record] = (await call.script.runFollowedBy(
+          redis,
+          call.keys,
+          call.args,
+          () =>
+            // Our encoding, as the script's (a Buffer, not ioredis's string).
+            redis.sendCommand(
+              encodedCommand("hgetall", [call.keys[0] as string], undefined),
+            ) as Promise<Record<string, string> | string[]>,
+        )) as [[number, string], Record<string, string> | string[]];
         return call.settle(reply[0] === 1 ? [reply[0], reply[1], record] : reply);
       }
       const reply = (await call.script.run(redis, call.keys, call.args)) as [
