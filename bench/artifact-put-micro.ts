@@ -7,15 +7,19 @@
  * per put (user + system, the thread pool's fsyncs included), the wall
  * time per put (the run's length over its puts) and each put's own p50 and
  * p99, then the medians. `--gap-ms` has each lane wait that long between its
- * puts, as a job's other work spaces them out in a drain.
+ * puts, as a job's other work spaces them out in a drain. `--deleted N`
+ * creates and deletes N files on the same file system just before each
+ * measured run (ext4 without a journal then skips those recently deleted
+ * inodes at each create: see docs/performance.md "Seventh pass"); stores
+ * that hold a report segment open are closed after each run.
  *
- *   npx tsx bench/artifact-put-micro.ts <old root> [new root] [--puts N] [--rounds N] [--in-flight N] [--gap-ms MS]
+ *   npx tsx bench/artifact-put-micro.ts <old root> [new root] [--puts N] [--rounds N] [--in-flight N] [--gap-ms MS] [--deleted N]
  *
  * A root is a checkout whose src/ is measured (an export of another commit
  * with node_modules linked); the new root defaults to this checkout.
  */
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 
@@ -31,6 +35,7 @@ const puts = option("--puts", 2000);
 const rounds = option("--rounds", 6);
 const inFlight = option("--in-flight", 10);
 const gapMs = option("--gap-ms", 0);
+const deleted = option("--deleted", 0);
 const [oldRoot, newRoot = new URL("..", import.meta.url).pathname] = args;
 if (oldRoot === undefined) {
   console.error("usage: artifact-put-micro.ts <old root> [new root] [--puts N] [--rounds N]");
@@ -52,6 +57,12 @@ async function run(
   module: StoreModule,
 ): Promise<{ cpuUs: number; wallUs: number; p50Us: number; p99Us: number }> {
   const root = mkdtempSync(path.join(tmpdir(), "artifact-put-micro-"));
+  if (deleted > 0) {
+    const scratch = path.join(root, "deleted");
+    mkdirSync(scratch);
+    for (let i = 0; i < deleted; i++) closeSync(openSync(path.join(scratch, String(i)), "w"));
+    rmSync(scratch, { recursive: true });
+  }
   const store = module.createArtifactStore(path.join(root, "@bench"));
   const ids = Array.from({ length: puts }, () => randomBytes(16).toString("base64url"));
   let next = 0;
@@ -70,6 +81,8 @@ async function run(
   await Promise.all(Array.from({ length: inFlight }, lane));
   const wallUs = ((performance.now() - start) * 1000) / puts;
   const used = process.cpuUsage(cpu);
+  // Stores before segments have no close.
+  await (store as { close?: () => Promise<void> }).close?.();
   rmSync(root, { recursive: true, force: true });
   took.sort((a, b) => a - b);
   return {

@@ -181,6 +181,8 @@ export function createApp(config: Config, options: AppOptions = {}): App {
           logger,
         });
   if (worker) {
+    // Closed last of the worker's parts: the open report segment, once its appends are durable.
+    shutdown.add("report segments", () => worker.artifacts.close());
     shutdown.add("janitor", () => worker.janitor.close());
     shutdown.add("reconciler", () => worker.reconciler.close());
     // Running jobs get the grace period, then are released back to the queue.

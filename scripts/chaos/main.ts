@@ -28,7 +28,7 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { deploymentArtifactDir } from "../../src/domain/artifact-paths.js";
+import { deploymentArtifactDir, parseReportName } from "../../src/domain/artifact-paths.js";
 import type { JobEventView } from "../../src/domain/job.js";
 import { terminalStates } from "../../src/domain/job.js";
 import { freePort } from "../../src/queue/private-redis.js";
@@ -306,7 +306,9 @@ async function main(): Promise<number> {
     for (;;) {
       redisLeftovers = await inspector.leftovers(gone, live0);
       fileLeftovers = existsSync(reportsDir)
-        ? readdirSync(reportsDir).filter((n) => gone.has(n))
+        ? // A job's folder (earlier layouts) or a report file of its own (`<job>@<tag>`);
+          // reports in segments go with their segment, by age (report-segments.test.ts).
+          readdirSync(reportsDir).filter((n) => gone.has(parseReportName(n)?.jobId ?? n))
         : [];
       if (
         (redisLeftovers.length === 0 && fileLeftovers.length === 0) ||

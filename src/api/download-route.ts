@@ -5,6 +5,8 @@
  * A signed link (`?expires=…&signature=…`, download-signer.ts) stands in for
  * the API key; an unsigned one needs the key of the job's tenant. Every
  * failure of a signed link gets one answer (403), so a link reveals nothing.
+ * A report in a segment (a file holding many reports, worker/report-segments.ts)
+ * is served from the place the record names: its offset and size.
  */
 import type { Stats } from "node:fs";
 import { stat } from "node:fs/promises";
@@ -14,6 +16,7 @@ import {
   attemptFile,
   legacyArtifactDir,
   reportFile,
+  segmentFile,
 } from "../domain/artifact-paths.js";
 import { InvalidDownloadLinkError, ReportNotFoundError } from "../domain/errors.js";
 import type { JobView } from "../domain/job.js";
@@ -21,6 +24,7 @@ import type { JobReader } from "../queue/job-reader.js";
 import { callerTenant } from "./auth.js";
 import type { DownloadSigner } from "./download-signer.js";
 import type { PathParams, RouteHandler } from "./http-router.js";
+import type { NodeResponse } from "./node-types.js";
 import { getTenantJob } from "./report-service.js";
 import { sendFile } from "./send-file.js";
 
@@ -81,6 +85,20 @@ export function createDownloadRoute(deps: DownloadRouteDeps): RouteHandler<Downl
     ) {
       throw new ReportNotFoundError(jobId, fileName, "not-produced");
     }
+    // A report in a segment: its bytes at the place the record names, when
+    // the segment still holds them.
+    const segment = job.result.segment;
+    if (segment !== undefined) {
+      const where = segmentFile(artifactDir, segment.name);
+      const length = job.result.sizeBytes;
+      const held = where === undefined ? undefined : await stat(where).catch(() => undefined);
+      if (where === undefined || held?.isFile() !== true || held.size < segment.offset + length) {
+        throw new ReportNotFoundError(jobId, fileName, "removed");
+      }
+      writeHeaders(res, job.result.contentType, length, fileName);
+      if (req.method === "HEAD") return void res.end();
+      return await sendFile(res, where, { start: segment.offset, length });
+    }
     // The attempt's report file in the deployment's folder; then, for
     // reports stored in a folder per job (artifact-paths.ts), in the
     // deployment's folder, then where reports were before deployments had
@@ -106,13 +124,18 @@ export function createDownloadRoute(deps: DownloadRouteDeps): RouteHandler<Downl
       info = undefined;
     }
     if (info === undefined) throw new ReportNotFoundError(jobId, fileName, "removed");
-    res.writeHead(200, {
-      "content-type": job.result.contentType,
-      "content-length": info.size,
-      "content-disposition": `attachment; filename="${fileName}"`,
-      "cache-control": "private, max-age=3600",
-    });
+    writeHeaders(res, job.result.contentType, info.size, fileName);
     if (req.method === "HEAD") return void res.end();
     await sendFile(res, file);
   };
+}
+
+/** The headers of a download of `size` bytes, saved as `fileName`. */
+function writeHeaders(res: NodeResponse, contentType: string, size: number, fileName: string) {
+  res.writeHead(200, {
+    "content-type": contentType,
+    "content-length": size,
+    "content-disposition": `attachment; filename="${fileName}"`,
+    "cache-control": "private, max-age=3600",
+  });
 }

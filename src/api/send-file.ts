@@ -9,12 +9,25 @@ import { createReadStream } from "node:fs";
 import type { NodeResponse } from "./node-types.js";
 
 /**
- * Pipes `file` into `res` (its headers already written). Resolves when the
- * file was read to its end or the client left; rejects on a read error.
+ * Pipes `file` into `res` (its headers already written), or only `length`
+ * bytes from `start` when `range` is given (a report in a segment).
+ * Resolves when the file (or range) was read to its end or the client
+ * left; rejects on a read error.
  */
-export function sendFile(res: NodeResponse, file: string): Promise<void> {
+export function sendFile(
+  res: NodeResponse,
+  file: string,
+  range?: { start: number; length: number },
+): Promise<void> {
+  if (range !== undefined && range.length === 0) {
+    res.end();
+    return Promise.resolve();
+  }
   return new Promise<void>((resolve, reject) => {
-    const stream = createReadStream(file);
+    const stream = createReadStream(
+      file,
+      range === undefined ? undefined : { start: range.start, end: range.start + range.length - 1 },
+    );
     const onClose = () => {
       stream.destroy();
       resolve();

@@ -151,6 +151,11 @@ export interface WorkerConfig {
   /** Where reports are written (and served from by the API's download URLs). */
   artifactDir: string;
   /**
+   * Whether small reports are appended to segment files (worker/report-segments.ts)
+   * rather than each written to a file of its own (REPORT_SEGMENTS, default true).
+   */
+  reportSegments: boolean;
+  /**
    * Attempts, timeout, concurrency and rate of each report type. The API
    * stamps `attempts` on each job it accepts; the worker enforces the rest.
    */
@@ -472,6 +477,7 @@ export function loadConfig(env: Env, mode?: string): Config {
   }
   const stalledIntervalMs = int("WORKER_STALLED_INTERVAL_MS", 1000, 500, 3600_000);
   const artifactDir = path.resolve(read("ARTIFACT_DIR") ?? "./.data/artifacts");
+  const reportSegments = bool("REPORT_SEGMENTS", true);
   const phaseDelayMs = int("REPORT_PHASE_DELAY_MS", 500, 0, 3600_000);
   const failRate = float("REPORT_FAIL_RATE", 0, 0, 1);
   const retryBackoffMs = int("RETRY_BACKOFF_MS", 1000, 1, 3600_000);
@@ -602,6 +608,7 @@ export function loadConfig(env: Env, mode?: string): Config {
       reconcileIntervalMs,
       shutdownGraceMs,
       artifactDir,
+      reportSegments,
       reportTypes: perType,
       retryBackoffMs,
       simulation: { phaseDelayMs, failRate },

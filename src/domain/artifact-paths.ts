@@ -24,6 +24,12 @@
  * janitors of versions before this layout, which take every entry of the
  * deployment's folder for a job's folder, skip such names as unsafe.
  *
+ * Reports up to 256 KiB are not files of their own but places in a segment,
+ * `@segments/s-<created ms>-<random>` in the deployment's folder, a file
+ * holding many reports (worker/report-segments.ts): the job record names the
+ * segment and offset, the download URL is the same. The `@` keeps janitors
+ * of every earlier layout off that folder.
+ *
  * Reports stored before sit in a folder per job: `<job id>/<attempt tag>`
  * (the file), before that `<job id>/<attempt tag>/<file name>`, and before
  * attempts had names `<job id>/<file name>` (served at
@@ -154,4 +160,40 @@ export function publishedEntry(downloadPath: string): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * The folder of report segments in the deployment's folder `dir`: files that
+ * hold many reports each, appended by one worker process at a time
+ * (worker/report-segments.ts). Its name begins with `@`, which no job id
+ * can: janitors of the layouts before, which take every safe entry of the
+ * deployment's folder for a job's folder (and delete it when no such job
+ * exists), skip it as unsafe, and none takes it for a report file.
+ */
+export function segmentFolder(dir: string): string {
+  return path.join(dir, segmentFolderName);
+}
+
+const segmentFolderName = "@segments";
+
+const segmentName = /^s-([0-9]{13})-([0-9a-f]{8,32})$/;
+
+/**
+ * A new segment's name: `s-<creation time, ms, 13 digits>-<random hex>`.
+ * The time is the janitor's: a segment takes no report once it is older
+ * than the writers' roll age (report-segments.ts).
+ */
+export function newSegmentName(createdAt: number, random: string): string {
+  return `s-${String(createdAt).padStart(13, "0")}-${random}`;
+}
+
+/** A segment's creation time (ms) from its name; undefined for any other name. */
+export function parseSegmentName(name: string): number | undefined {
+  const m = segmentName.exec(name);
+  return m === null ? undefined : Number(m[1]);
+}
+
+/** A segment's file in the deployment's folder `dir`; undefined for a name no segment has. */
+export function segmentFile(dir: string, name: string): string | undefined {
+  return parseSegmentName(name) === undefined ? undefined : path.join(segmentFolder(dir), name);
 }

@@ -78,6 +78,21 @@ export interface ReportArtifact {
   downloadPath: string;
   contentType: string;
   sizeBytes: number;
+  /**
+   * Where its bytes are when they sit in a segment (a file holding many
+   * reports, worker/report-segments.ts): `sizeBytes` bytes from `offset`.
+   * Absent for a report in a file of its own. Kept in the job record only:
+   * events and API answers carry the download path.
+   */
+  segment?: SegmentLocation;
+}
+
+/** A report's place in a segment file of the deployment's folder. */
+export interface SegmentLocation {
+  /** The segment's name (domain/artifact-paths.ts newSegmentName). */
+  name: string;
+  /** Where the report begins, in bytes. */
+  offset: number;
 }
 
 /** A job as stored: the one record GetJob reads. */

@@ -11,6 +11,7 @@ import type {
   JsonObject,
   ReportArtifact,
   ReportType,
+  SegmentLocation,
 } from "../domain/job.js";
 import { jobPriorities, jobStates, reportTypes } from "../domain/job.js";
 import type { RecordUpdate } from "../domain/job-transitions.js";
@@ -29,6 +30,11 @@ export const recordField = {
   resultPath: "resPath",
   resultType: "resType",
   resultSize: "resSize",
+  /**
+   * Where the result's bytes are in a segment, `<segment name>:<offset>`;
+   * empty (or absent: records written before) for a report in a file of its own.
+   */
+  resultSegment: "resSeg",
   failureReason: "reason",
   createdAt: "created",
   startedAt: "started",
@@ -101,7 +107,11 @@ export function encodeNewRecord(job: JobView, fingerprint: string): string[] {
   return out;
 }
 
-/** Flattens a result into HSET arguments. */
+/**
+ * Flattens a result into HSET arguments; its segment field is always
+ * written (empty without one), so a re-run's result never inherits the
+ * place of the one before.
+ */
 export function encodeArtifact(a: ReportArtifact): string[] {
   return [
     recordField.resultPath,
@@ -110,7 +120,18 @@ export function encodeArtifact(a: ReportArtifact): string[] {
     a.contentType,
     recordField.resultSize,
     String(a.sizeBytes),
+    recordField.resultSegment,
+    a.segment === undefined ? "" : `${a.segment.name}:${a.segment.offset}`,
   ];
+}
+
+/** The segment location of a record's `resSeg` field; undefined when empty or malformed. */
+function decodeSegment(v: string | undefined): SegmentLocation | undefined {
+  if (!v) return undefined;
+  const colon = v.lastIndexOf(":");
+  const offset = Number(v.slice(colon + 1));
+  if (colon <= 0 || !Number.isSafeInteger(offset) || offset < 0) return undefined;
+  return { name: v.slice(0, colon), offset };
 }
 
 /** The record field of each scalar of a RecordUpdate (complete: the type says so). */
@@ -195,6 +216,8 @@ export function decodeRecord(
       contentType: h[f.resultType] ?? "application/octet-stream",
       sizeBytes: num(f.resultSize) ?? 0,
     };
+    const segment = decodeSegment(h[f.resultSegment]);
+    if (segment !== undefined) job.result.segment = segment;
   }
   return job;
 }

@@ -15,7 +15,7 @@
  * per call, the same effects (test/integration/lean-transitions.test.ts).
  * Redis's CPU per script call goes mostly to its arguments (each becomes a
  * Lua string in a growing table) and to each redis.call; see
- * docs/performance.md, "Seventh pass".
+ * docs/performance.md, "Eighth pass".
  */
 
 import type { Logger } from "pino";

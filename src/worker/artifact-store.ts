@@ -1,33 +1,33 @@
 /**
- * Where finished reports are kept: files under ARTIFACT_DIR, in the
- * deployment's folder, one file per attempt that wrote a report, named by
- * the job and the attempt's tag (`<job id>@<attempt tag>`,
- * domain/artifact-paths.ts; reports stored before sit in a folder per job).
- * The API serves the same folder.
+ * Where finished reports are kept, under ARTIFACT_DIR in the deployment's
+ * folder: a report up to `syncWriteMaxBytes` is appended to this process's
+ * open segment, a file holding many reports (report-segments.ts); a larger
+ * one is a file of its own, named by the job and the attempt's tag
+ * (`<job id>@<attempt tag>`, domain/artifact-paths.ts; reports stored
+ * before sit in a folder per job). The API serves the same folder: the job
+ * record names the segment and offset, or the file by the download path.
  *
- * An attempt writes its report under its own name and publishes it in two
- * steps: here, the file is written under the attempt's own name (a fresh,
- * unguessable name that nothing reads yet), then it and the deployment's
- * folder (which holds its entry) are fsynced; then the attempt's SUCCEEDED
- * transition, guarded by its lock and fencing token, points the job record
- * at it. So a reader never sees half a file (nobody reads it before the
- * record names it) and what the record names survives a crash, without a
- * temporary file and a rename. An attempt whose transition is refused (it
- * lost its lock) removes its own file and nothing else: the report another
- * attempt published stays. Files of attempts that died before cleaning up
- * (half-written ones included) are removed once the job has ended
- * (`removeLeftovers`, run by the janitor).
+ * An attempt publishes its report in two steps: here, its bytes are written
+ * where nothing reads them yet (a fresh place in the segment, or a fresh,
+ * unguessable file name) and made durable (fdatasync of the segment; fsync
+ * of the file and of the deployment's folder, which holds its entry); then
+ * the attempt's SUCCEEDED transition, guarded by its lock and fencing token,
+ * points the job record at them. So a reader never sees half a report and
+ * what the record names survives a crash. An attempt whose transition is
+ * refused (it lost its lock) removes its own file and nothing else; its
+ * bytes in a segment stay, named by no record, until the segment goes. Files
+ * of attempts that died before cleaning up (half-written ones included) are
+ * removed once the job has ended (`removeLeftovers`, run by the janitor);
+ * segments once no record can name them (`removeExpiredSegments`).
  *
- * Cost. A report is a few KB: writing and closing the file are synchronous
- * calls (page cache only), which costs less CPU than a thread-pool round
- * trip per call; the create (which can wait for the journal: `openNew`) and
- * the fsyncs, which wait for the disk, go to the thread pool. A new inode
- * is the dearest of these (on ext4 under load, more than the fsyncs), so a
- * report makes one, its file, in a folder that exists (a folder per job
- * made two, and one more fsync). Files above `syncWriteMaxBytes` are
- * written asynchronously, so a large report never blocks the event loop.
+ * Cost. A new inode is the dearest part of storing a small report (on ext4
+ * under load, more than the fsyncs; see docs/performance.md), so small
+ * reports make none: a segment is one inode per 64 MiB or 10 minutes. A
+ * report above `syncWriteMaxBytes` is written asynchronously to a file of
+ * its own, so it never blocks the event loop; its create (which can wait for
+ * the journal: `openNew`) and fsyncs go to the thread pool.
  */
-import { closeSync, fsync, mkdirSync, open as openFile, openSync, writeFileSync } from "node:fs";
+import { closeSync, mkdirSync, open as openFile, openSync, writeFileSync } from "node:fs";
 import { open, readdir, rm } from "node:fs/promises";
 import path from "node:path";
 import {
@@ -38,7 +38,14 @@ import {
   reportFile,
 } from "../domain/artifact-paths.js";
 import type { ReportArtifact } from "../domain/job.js";
+import { coalesceSyncs, fsyncFd, syncFolder as syncFolderOnce } from "./file-syncs.js";
 import { randomText } from "./random-text.js";
+import {
+  createSegmentWriter,
+  defaultSegmentLimits,
+  removeExpiredSegments,
+  type SegmentLimits,
+} from "./report-segments.js";
 
 /** What the store holds of one job. */
 export interface StoredJob {
@@ -85,6 +92,19 @@ export interface ArtifactStore {
    * can belong to an attempt that could still publish).
    */
   removeEntries(jobId: string, names: readonly string[]): Promise<void>;
+  /**
+   * Removes the segments (report-segments.ts) whose last append was more
+   * than `keepMs` ago, except this process's open one; how many went.
+   */
+  removeExpiredSegments(keepMs: number): Promise<number>;
+  /** Seals this process's open segment (once its appends are durable). */
+  close(): Promise<void>;
+}
+
+/** How a store keeps small reports. */
+export interface ArtifactStoreOptions {
+  /** How segments roll (report-segments.ts defaultSegmentLimits); false: every report a file of its own, as before segments. */
+  segments?: SegmentLimits | false;
 }
 
 /** A fresh tag for an attempt's files: its number and a random part (a re-run after a stall has the same number). */
@@ -93,7 +113,12 @@ export function newAttemptTag(attempt: number): string {
 }
 
 /** Creates a store rooted at `dir`, the deployment's folder. */
-export function createArtifactStore(dir: string): ArtifactStore {
+export function createArtifactStore(
+  dir: string,
+  options: ArtifactStoreOptions = {},
+): ArtifactStore {
+  const limits = options.segments ?? defaultSegmentLimits;
+  const segments = limits === false ? undefined : createSegmentWriter(dir, limits);
   // Every report is an entry of `dir`: concurrent attempts share its fsyncs.
   const syncFolder = coalesceSyncs(syncFolderOnce);
   /** Removes attempt `tag`'s file and its entry in the job's folder (layouts before). */
@@ -130,8 +155,13 @@ export function createArtifactStore(dir: string): ArtifactStore {
       if (file === undefined) {
         throw new Error(`unsafe artifact name ${JSON.stringify(`${attemptTag}/${fileName}`)}`);
       }
-      const sizeBytes =
-        typeof content === "string" ? Buffer.byteLength(content) : content.byteLength;
+      const bytes = typeof content === "string" ? Buffer.from(content) : content;
+      const sizeBytes = bytes.byteLength;
+      const downloadPath = artifactPath(jobId, fileName, attemptTag);
+      if (segments !== undefined && sizeBytes <= syncWriteMaxBytes) {
+        const segment = await segments.append(bytes);
+        return { downloadPath, contentType, sizeBytes, segment };
+      }
       // The file and its entry (and, for the deployment's first report, the
       // deployment folder's entry) are durable before the record points at
       // them: the fsyncs run side by side.
@@ -139,7 +169,7 @@ export function createArtifactStore(dir: string): ArtifactStore {
         const [fd, created] = await openNew(file, dir);
         const folders = created ? [dir, path.dirname(dir)] : [dir];
         try {
-          writeFileSync(fd, content);
+          writeFileSync(fd, bytes);
           await settleAll([fsyncFd(fd), ...folders.map(syncFolder)]);
         } finally {
           closeSync(fd);
@@ -149,13 +179,13 @@ export function createArtifactStore(dir: string): ArtifactStore {
         const folders = created ? [dir, path.dirname(dir)] : [dir];
         const handle = await open(file, "wx");
         try {
-          await handle.writeFile(content);
+          await handle.writeFile(bytes);
           await settleAll([handle.sync(), ...folders.map(syncFolder)]);
         } finally {
           await handle.close();
         }
       }
-      return { downloadPath: artifactPath(jobId, fileName, attemptTag), contentType, sizeBytes };
+      return { downloadPath, contentType, sizeBytes };
     },
     async discard(jobId, attemptTag) {
       await removeAttempt(jobId, attemptTag);
@@ -196,6 +226,18 @@ export function createArtifactStore(dir: string): ArtifactStore {
           ];
         }),
       );
+    },
+    async removeExpiredSegments(keepMs) {
+      const open = segments?.openName();
+      return await removeExpiredSegments(
+        dir,
+        keepMs,
+        new Set(open === undefined ? [] : [open]),
+        limits === false ? defaultSegmentLimits : limits,
+      );
+    },
+    async close() {
+      await segments?.close();
     },
   };
 }
@@ -239,70 +281,4 @@ export const syncWriteMaxBytes = 256 * 1024;
  */
 async function settleAll(calls: Promise<void>[]): Promise<void> {
   for (const r of await Promise.allSettled(calls)) if (r.status === "rejected") throw r.reason;
-}
-
-/** fsync(2) of an open file, on the thread pool. */
-function fsyncFd(fd: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    fsync(fd, (err) => (err ? reject(err) : resolve()));
-  });
-}
-
-/**
- * Shares fsyncs of one folder between concurrent callers: a caller needs an
- * fsync that starts after its call (its entry was made before it). With
- * none of the folder running, a caller's starts at once; else the callers of
- * one turn of the event loop share one that starts at the end of that turn
- * (setImmediate), whether or not the running one has ended. At 50 jobs in
- * flight, the deployment folder (in which every report makes its file) is
- * then synced about once per turn instead of once per job.
- *
- * An earlier version started the next fsync only once the running one had
- * ended: at a steady 200 jobs/s about half the reports waited for the tail
- * of another report's fsync and then a whole fsync of their own (p90 3.6 ms
- * beyond their file's fsync on a loaded disk, against 0.01 ms for the
- * others). Started at once, an fsync waits for the same journal commit as
- * its file's; started after that commit (on ext4) it flushes the disk's
- * cache once more, so a lone caller does not wait for the end of the turn.
- */
-export function coalesceSyncs(
-  syncOnce: (folder: string) => Promise<void>,
-): (folder: string) => Promise<void> {
-  const running = new Map<string, number>();
-  // Per folder: the sync the callers of this turn share, not started yet.
-  const next = new Map<string, Promise<void>>();
-  const start = (folder: string): Promise<void> => {
-    running.set(folder, (running.get(folder) ?? 0) + 1);
-    return syncOnce(folder).finally(() => {
-      const left = (running.get(folder) ?? 1) - 1;
-      if (left === 0) running.delete(folder);
-      else running.set(folder, left);
-    });
-  };
-  return (folder) => {
-    const shared = next.get(folder);
-    if (shared !== undefined) return shared;
-    if (!running.has(folder)) return start(folder);
-    const sync = new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
-      next.delete(folder);
-      return start(folder);
-    });
-    next.set(folder, sync);
-    return sync;
-  };
-}
-
-/** fsyncs a folder, so entries created in it survive a crash (where the platform allows). */
-async function syncFolderOnce(folder: string): Promise<void> {
-  let fd: number | undefined;
-  try {
-    fd = openSync(folder, "r");
-    await fsyncFd(fd);
-  } catch (err) {
-    // Some platforms and file systems cannot fsync a folder; the entry is still there.
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code !== "EISDIR" && code !== "EINVAL" && code !== "EPERM" && code !== "EBADF") throw err;
-  } finally {
-    if (fd !== undefined) closeSync(fd);
-  }
 }

@@ -16,6 +16,13 @@
  * (ARTIFACT_DIR/<job id>) is moved into the deployment's folder when its job
  * record is there under this prefix (then it is provably ours), and left
  * alone otherwise: it may be another deployment's.
+ *
+ * Segments (files holding many small reports, report-segments.ts) go by age
+ * alone: once no append can land in one and every record that could name
+ * one of its reports has expired (the longest retention plus a grace). A
+ * record that goes sooner (count-based retention, RETENTION_*_COUNT, or its
+ * TTL) makes its report unreachable at once; its bytes stay on disk until
+ * the segment goes.
  */
 import { readdir, rename, rm } from "node:fs/promises";
 import type { Queue } from "bullmq";
@@ -60,6 +67,13 @@ export function createJanitor(deps: {
   artifacts: ArtifactStore;
   /** The deployment's report folder (artifact-paths.ts deploymentArtifactDir). */
   artifactDir: string;
+  /**
+   * How long after a segment's last possible append (report-segments.ts)
+   * its reports may still be named beyond the longest retention: an
+   * attempt's SUCCEEDED comes after its append (the lock duration bounds
+   * how late, plus a margin). 15 minutes by default.
+   */
+  segmentGraceMs?: number;
   /** Ages and counts to keep, and how often to sweep. */
   settings: Pick<
     RetentionConfig,
@@ -68,6 +82,9 @@ export function createJanitor(deps: {
   logger: Logger;
 }): Janitor {
   const { redis, keys, artifacts, artifactDir, settings, logger } = deps;
+  // A record names a report for at most its retention after SUCCEEDED.
+  const segmentKeepMs =
+    Math.max(settings.succeededMs, settings.failedMs) + (deps.segmentGraceMs ?? 15 * 60_000);
   const shards = deps.shards ?? [{ keys, queues: deps.queues }];
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<void> | undefined;
@@ -218,6 +235,7 @@ export function createJanitor(deps: {
         await adoptLegacyArtifacts();
         await sweepArtifacts();
         await sweepLeftovers();
+        await artifacts.removeExpiredSegments(segmentKeepMs);
         for (const shard of shards) await sweepQueues(shard.queues);
       } catch (err) {
         logger.warn(

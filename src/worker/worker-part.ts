@@ -15,7 +15,7 @@ import type { Keys } from "../queue/keys.js";
 import type { QueueTransitions } from "../queue/queue-transitions.js";
 import type { BullJobSpec } from "../queue/submitter.js";
 import type { TransitionApplier } from "../queue/transition-applier.js";
-import { createArtifactStore } from "./artifact-store.js";
+import { type ArtifactStore, createArtifactStore } from "./artifact-store.js";
 import type { ReportGenerator } from "./generator.js";
 import { createCustomReport } from "./generators/custom-report.js";
 import { createMonthlyReport } from "./generators/monthly-report.js";
@@ -63,6 +63,8 @@ export interface WorkerPart {
   readonly worker: ReportWorker;
   readonly janitor: Janitor;
   readonly reconciler: Reconciler;
+  /** The deployment's report store (its `close` seals this process's open segment). */
+  readonly artifacts: ArtifactStore;
   /** Starts fetching jobs, sweeping and reconciling. */
   start(): Promise<void>;
 }
@@ -79,7 +81,10 @@ export function createWorkerPart(deps: WorkerPartDeps): WorkerPart {
   };
   // This deployment's own folder under ARTIFACT_DIR: its janitor sweeps nothing else.
   const artifactDir = deploymentArtifactDir(settings.artifactDir, keys.prefix);
-  const artifacts = createArtifactStore(artifactDir);
+  const artifacts = createArtifactStore(
+    artifactDir,
+    settings.reportSegments ? {} : { segments: false },
+  );
   const processor = createProcessor({
     transitions: deps.transitions,
     jobs: deps.jobs,
@@ -106,6 +111,8 @@ export function createWorkerPart(deps: WorkerPartDeps): WorkerPart {
     shards,
     artifacts,
     artifactDir,
+    // An attempt's SUCCEEDED follows its append within its lock's life, plus a margin.
+    segmentGraceMs: settings.lockDurationMs + 15 * 60_000,
     settings: retention,
     logger,
   });
@@ -141,6 +148,7 @@ export function createWorkerPart(deps: WorkerPartDeps): WorkerPart {
     worker,
     janitor,
     reconciler,
+    artifacts,
     async start() {
       await worker.start();
       janitor.start();

@@ -17,7 +17,7 @@ describe("a worker frozen past its lock", () => {
     api = undefined;
   });
 
-  it("leaves the job its successor finished SUCCEEDED and downloadable, with one terminal event and one file", async () => {
+  it("leaves the job its successor finished SUCCEEDED and downloadable, with one terminal event and one published report", async () => {
     const prefix = testPrefix();
     api = await startTestApp({ REDIS_PREFIX: prefix }, { mode: "api" });
     // Short locks so that a stop of a few seconds outlives the lock.
@@ -68,12 +68,14 @@ describe("a worker frozen past its lock", () => {
         e.type === JobEventType.CANCELLED,
     );
     expect(terminal.map((e) => JobEventType[e.type])).toEqual(["SUCCEEDED"]);
+    // Reports this small are in segments: no file of the job's, and the stale attempt's bytes,
+    // in its worker's segment, are named by no record.
     expect(
       await reportFilesOf(
         deploymentArtifactDir(api.config.worker.artifactDir, api.config.redis.prefix),
         jobId,
       ),
-    ).toHaveLength(1);
+    ).toEqual([]);
   }, 60_000);
 });
 
@@ -85,7 +87,7 @@ describe("a false stall of 3 s, with the default locks", () => {
     t = undefined;
   });
 
-  it("SIGSTOP/SIGCONT of the worker running a job: one run, one SUCCEEDED, one file", async () => {
+  it("SIGSTOP/SIGCONT of the worker running a job: one run, one SUCCEEDED, one published report", async () => {
     const prefix = testPrefix();
     t = await startTestApp({ REDIS_PREFIX: prefix }, { mode: "api" });
     const workerEnv = testEnv({
@@ -113,7 +115,7 @@ describe("a false stall of 3 s, with the default locks", () => {
     await expectOneCleanRun(t, jobId);
   }, 60_000);
 
-  it("an event loop blocked for 3 s in the worker running a job: one run, one SUCCEEDED, one file", async () => {
+  it("an event loop blocked for 3 s in the worker running a job: one run, one SUCCEEDED, one published report", async () => {
     const blocking = scripted(async (_input, progress) => {
       await progress(30, "fetch-data");
       await othersReady.promise;
@@ -159,7 +161,7 @@ function faultLasts(ms: number): Promise<void> {
 
 /**
  * The job ran once and ended SUCCEEDED: one STARTED, one terminal event, one
- * file, downloadable with its recorded size.
+ * published report (in a segment), downloadable with its recorded size.
  */
 async function expectOneCleanRun(t: TestApp, jobId: string) {
   const client = reportClient("connect-json", t.url);
@@ -174,12 +176,13 @@ async function expectOneCleanRun(t: TestApp, jobId: string) {
       )
       .map((e) => JobEventType[e.type]),
   ).toEqual(["SUCCEEDED"]);
+  // In a segment: no file of the job's.
   expect(
     await reportFilesOf(
       deploymentArtifactDir(t.config.worker.artifactDir, t.config.redis.prefix),
       jobId,
     ),
-  ).toHaveLength(1);
+  ).toEqual([]);
   await expectDownload(job.result?.downloadUrl, Number(job.result?.sizeBytes));
 }
 

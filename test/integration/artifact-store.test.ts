@@ -11,6 +11,10 @@ import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { createArtifactStore, syncWriteMaxBytes } from "../../src/worker/artifact-store.js";
 
+// Every report in a file of its own (REPORT_SEGMENTS=false, and reports above
+// syncWriteMaxBytes): segments are report-segments.test.ts's.
+const ownFiles = { segments: false } as const;
+
 describe("createArtifactStore()", () => {
   let dir: string;
   beforeEach(() => {
@@ -19,7 +23,7 @@ describe("createArtifactStore()", () => {
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
   it("writes a small report under the attempt's name and nothing else", async () => {
-    const store = createArtifactStore(path.join(dir, "@deploy"));
+    const store = createArtifactStore(path.join(dir, "@deploy"), ownFiles);
     const content = "date,sessions\r\n2026-01-01,5\r\n";
     const artifact = await store.put("job1", "1-abc", "weekly.csv", "text/csv", content);
     expect(artifact).toEqual({
@@ -32,7 +36,7 @@ describe("createArtifactStore()", () => {
   });
 
   it("writes a report above the synchronous limit, bytes as given", async () => {
-    const store = createArtifactStore(dir);
+    const store = createArtifactStore(dir, ownFiles);
     const content = new Uint8Array(syncWriteMaxBytes + 1000).map((_, i) => i % 251);
     const artifact = await store.put(
       "job2",
@@ -48,7 +52,7 @@ describe("createArtifactStore()", () => {
   });
 
   it("puts a second attempt beside the first and never overwrites an attempt's file", async () => {
-    const store = createArtifactStore(dir);
+    const store = createArtifactStore(dir, ownFiles);
     await store.put("job3", "1-aaa", "r.csv", "text/csv", "first\n");
     await store.put("job3", "2-bbb", "r.csv", "text/csv", "second\n");
     await expect(store.put("job3", "1-aaa", "r.csv", "text/csv", "again\n")).rejects.toThrow(
@@ -62,7 +66,7 @@ describe("createArtifactStore()", () => {
   });
 
   it("lists, and removes, reports of both layouts: files by job and attempt, and job folders", async () => {
-    const store = createArtifactStore(dir);
+    const store = createArtifactStore(dir, ownFiles);
     await store.put("job5", "1-aaa", "r.csv", "text/csv", "new\n");
     await store.put("job6", "1-ccc", "r.csv", "text/csv", "new\n");
     // As the layouts before wrote them: <job>/<attempt> and <job>/<attempt>/<file>.
@@ -99,7 +103,7 @@ describe("createArtifactStore()", () => {
   });
 
   it("refuses names that could leave their folder", async () => {
-    const store = createArtifactStore(dir);
+    const store = createArtifactStore(dir, ownFiles);
     await expect(store.put("job4", "../x", "r.csv", "text/csv", "x")).rejects.toThrow(/unsafe/);
     await expect(store.put("job4", "1-a", ".hidden", "text/csv", "x")).rejects.toThrow(/unsafe/);
     expect(readdirSync(dir)).toEqual([]);

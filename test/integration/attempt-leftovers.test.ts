@@ -37,7 +37,9 @@ describe("the janitor's sweep of attempt leftovers", () => {
     const custom = scripted(async () => {
       throw new PermanentReportError("bad filters");
     });
-    t = await startTestApp({}, { generators: { weekly, custom } });
+    // Reports in files of their own (REPORT_SEGMENTS=false), whose files this test checks;
+    // segments: report-segments.test.ts.
+    t = await startTestApp({ REPORT_SEGMENTS: "false" }, { generators: { weekly, custom } });
     const dir = deploymentArtifactDir(t.config.worker.artifactDir, t.config.redis.prefix);
     const client = reportClient("grpc", t.url);
     const submit = async (userId: string, reportType: ReportType) =>

@@ -37,7 +37,8 @@ describe("the deployment marker", () => {
     admin = new Redis(server.url);
     const { logger, lines } = capturedLogger();
     t = await startTestApp(
-      { REDIS_URL: server.url, RETENTION_SWEEP_MS: "3600000" },
+      // Reports in files of their own, whose files this test checks.
+      { REDIS_URL: server.url, RETENTION_SWEEP_MS: "3600000", REPORT_SEGMENTS: "false" },
       { logger, stalledIntervalMs: 1000 },
     );
     const file = deploymentMarkerFile(

@@ -51,7 +51,9 @@ describe("an attempt that lost its job", () => {
 
   /** Starts `t` with `options`, submits a weekly job and waits until its generator `entered`. */
   async function startedJob(options: AppOptions, entered: Deferred) {
-    const app = await startTestApp({}, options);
+    // Reports in files of their own (REPORT_SEGMENTS=false), whose files this test checks;
+    // segments: report-segments.test.ts.
+    const app = await startTestApp({ REPORT_SEGMENTS: "false" }, options);
     t = app;
     const client = reportClient("grpc", app.url);
     const { jobId } = await client.submitReport({ userId: "u1", reportType: ReportType.WEEKLY });
@@ -102,6 +104,7 @@ describe("an attempt that lost its job", () => {
     expect(started.applied).toBe(true);
     const artifact = await createArtifactStore(
       deploymentArtifactDir(app.config.worker.artifactDir, app.config.redis.prefix),
+      { segments: false },
     ).put(jobId, "1-bbbbbbbbbbbb", "b.csv", "text/csv", "from,b\n");
     const done = await b.transitions.apply(b.job, "succeeded", {
       ...own,

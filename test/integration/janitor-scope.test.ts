@@ -33,7 +33,8 @@ describe("the janitor on an ARTIFACT_DIR shared by two deployments", () => {
   /** A deployment (its own prefix) writing to the shared folder; sweeps only when told to. */
   async function deployment() {
     const t = await startTestApp(
-      { ARTIFACT_DIR: shared, RETENTION_SWEEP_MS: "3600000" },
+      // Reports in files of their own, whose files this test checks.
+      { ARTIFACT_DIR: shared, RETENTION_SWEEP_MS: "3600000", REPORT_SEGMENTS: "false" },
       { generators: { weekly: scripted(async () => csvOutput) } },
     );
     apps.push(t);

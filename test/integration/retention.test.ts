@@ -33,7 +33,12 @@ describe("retention", () => {
   });
 
   async function start(env: Record<string, string>): Promise<{ t: TestApp; client: ReportClient }> {
-    const t = await startTestApp(env, { generators: { weekly: generator } });
+    // Reports in files of their own (REPORT_SEGMENTS=false), whose files this test checks;
+    // segments: report-segments.test.ts.
+    const t = await startTestApp(
+      { REPORT_SEGMENTS: "false", ...env },
+      { generators: { weekly: generator } },
+    );
     apps.push(t);
     redis ??= new Redis(t.config.redis.url);
     return { t, client: reportClient("grpc", t.url) };

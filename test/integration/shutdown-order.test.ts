@@ -29,7 +29,7 @@ describe("app.close()", () => {
     t = undefined;
   });
 
-  it("in all mode: ends watches, then server, workers, sweepers, hub, queues, Redis, probe port", async () => {
+  it("in all mode: ends watches, then server, workers, sweepers, report segments, hub, queues, Redis, probe port", async () => {
     const log = recordingLogger();
     t = await startTestApp({}, { mode: "all", logger: log.logger });
     await t.close();
@@ -39,6 +39,7 @@ describe("app.close()", () => {
       "worker",
       "reconciler",
       "janitor",
+      "report segments",
       "hub",
       "queues",
       "observers",
@@ -85,7 +86,7 @@ describe("app.close()", () => {
     ]);
   });
 
-  it("in worker mode: workers, sweepers, queues, Redis, probe port", async () => {
+  it("in worker mode: workers, sweepers, report segments, queues, Redis, probe port", async () => {
     const log = recordingLogger();
     t = await startTestApp({}, { mode: "worker", logger: log.logger });
     await t.close();
@@ -94,6 +95,7 @@ describe("app.close()", () => {
       "worker",
       "reconciler",
       "janitor",
+      "report segments",
       "queues",
       "observers",
       "redis",

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { JobState, ReportType } from "../../gen/reports/v1/job_pb.js";
 import { createDownloadSigner } from "../../src/api/download-signer.js";
 import { deploymentArtifactDir } from "../../src/domain/artifact-paths.js";
-import { moveToJobFolder, reportFilesOf } from "../helpers/artifact-files.js";
+import { moveToJobFolder, reportFilesOf, segmentReportToFile } from "../helpers/artifact-files.js";
 import { reportClient } from "../helpers/clients.js";
 import { scripted } from "../helpers/generators.js";
 import { waitForState } from "../helpers/rpc.js";
@@ -38,6 +38,15 @@ describe("signed download URLs", () => {
     const job = await waitForState(acme, jobId, JobState.SUCCEEDED);
     return new URL(job.result?.downloadUrl ?? "");
   };
+  /** Stores job `jobId`'s report (in a segment) as versions before segments did: `<job>@<tag>`. */
+  const asFile = (jobId: string, tag: string) =>
+    segmentReportToFile(
+      t.config.redis.url,
+      t.app.keys.job(jobId),
+      deploymentArtifactDir(t.config.worker.artifactDir, t.config.redis.prefix),
+      jobId,
+      tag,
+    );
   const status = async (url: URL | string, headers: Record<string, string> = {}) => {
     const res = await fetch(url, { headers });
     const body = await res.text();
@@ -70,11 +79,13 @@ describe("signed download URLs", () => {
 
   it("serves a report as one file in the deployment's folder, named by job and attempt", async () => {
     const link = await succeeded("dave");
-    // /v1/artifacts/<job>/<attempt>/<file> is <deployment folder>/<job>@<attempt>.
+    // /v1/artifacts/<job>/<attempt>/<file> is <deployment folder>/<job>@<attempt>
+    // for a report stored before segments.
     const [jobId, tag] = link.pathname.split("/").slice(3) as [string, string, string];
     const dir = deploymentArtifactDir(t.config.worker.artifactDir, t.config.redis.prefix);
+    const body = (await asFile(jobId, tag)).toString("utf8");
     expect(await reportFilesOf(dir, jobId)).toEqual([`${jobId}@${tag}`]);
-    const body = readFileSync(path.join(dir, `${jobId}@${tag}`), "utf8");
+    expect(readFileSync(path.join(dir, `${jobId}@${tag}`), "utf8")).toBe(body);
     expect(await status(link)).toEqual({ status: 200, body });
   });
 
@@ -83,7 +94,7 @@ describe("signed download URLs", () => {
     // /v1/artifacts/<job>/<attempt>/<file>: before, <job>/<attempt> on disk.
     const [jobId, tag] = old.pathname.split("/").slice(3) as [string, string, string];
     const dir = deploymentArtifactDir(t.config.worker.artifactDir, t.config.redis.prefix);
-    const body = readFileSync(path.join(dir, `${jobId}@${tag}`), "utf8");
+    const body = (await asFile(jobId, tag)).toString("utf8");
     moveToJobFolder(dir, jobId, tag);
     expect(await reportFilesOf(dir, jobId)).toEqual([path.join(jobId, tag)]);
     expect(await status(old)).toEqual({ status: 200, body });
@@ -95,7 +106,7 @@ describe("signed download URLs", () => {
     const [jobId, tag, fileName] = old.pathname.split("/").slice(3) as [string, string, string];
     const dir = deploymentArtifactDir(t.config.worker.artifactDir, t.config.redis.prefix);
     const jobFolder = path.join(dir, jobId);
-    const body = readFileSync(path.join(dir, `${jobId}@${tag}`), "utf8");
+    const body = (await asFile(jobId, tag)).toString("utf8");
     moveToJobFolder(dir, jobId, tag, fileName);
     expect(await status(old)).toEqual({ status: 200, body });
     // A folder where the file should be is no file: not found, not a crash.

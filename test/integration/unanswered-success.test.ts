@@ -34,7 +34,8 @@ describe("an attempt whose SUCCEEDED write times out but is applied", () => {
     const { logger, lines } = capturedLogger();
     // A lock far longer than the freeze: the attempt keeps its job throughout.
     const app = await startTestApp(
-      { REDIS_URL: redis.url },
+      // A report in a file of its own, whose file this test checks.
+      { REDIS_URL: redis.url, REPORT_SEGMENTS: "false" },
       { generators: { weekly }, logger, lockDurationMs: 60_000 },
     );
     t = app;

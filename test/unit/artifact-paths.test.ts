@@ -9,9 +9,13 @@ import { describe, expect, it } from "vitest";
 import {
   artifactFolder,
   artifactPath,
+  newSegmentName,
   parseReportName,
+  parseSegmentName,
   publishedEntry,
   reportFile,
+  segmentFile,
+  segmentFolder,
 } from "../../src/domain/artifact-paths.js";
 
 describe("reportFile()", () => {
@@ -57,5 +61,32 @@ describe("parseReportName()", () => {
     // job record, and skip entries for which it is undefined.
     const name = path.basename(reportFile("/a", "job_1", "2-abcdef") ?? "");
     expect(artifactFolder("/a", name)).toBeUndefined();
+  });
+});
+
+describe("segments", () => {
+  it("sit in a folder that no janitor, of this layout or those before, takes for a job's or a report", () => {
+    const folder = path.basename(segmentFolder("/a/@d"));
+    expect(segmentFolder("/a/@d")).toBe(path.join("/a/@d", folder));
+    // Janitors before segments remove `artifactFolder(dir, entry)` for
+    // every entry without a job record, and skip entries for which it is undefined.
+    expect(artifactFolder("/a/@d", folder)).toBeUndefined();
+    expect(parseReportName(folder)).toBeUndefined();
+  });
+
+  it("have names that carry their creation time, and nothing else is one", () => {
+    const name = newSegmentName(1_764_000_000_123, "0123456789abcdef");
+    expect(parseSegmentName(name)).toBe(1_764_000_000_123);
+    expect(segmentFile("/a/@d", name)).toBe(path.join(segmentFolder("/a/@d"), name));
+    for (const other of [
+      "",
+      "s-1-abc",
+      "../s-1764000000123-0123456789abcdef",
+      "job@1-a",
+      `${name}/x`,
+    ]) {
+      expect(parseSegmentName(other), other).toBeUndefined();
+      expect(segmentFile("/a/@d", other), other).toBeUndefined();
+    }
   });
 });

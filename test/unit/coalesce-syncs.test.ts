@@ -1,6 +1,6 @@
 import { setImmediate as nextTurn } from "node:timers/promises";
 import { describe, expect, it } from "vitest";
-import { coalesceSyncs } from "../../src/worker/artifact-store.js";
+import { coalesceSyncs } from "../../src/worker/file-syncs.js";
 
 /** A fake fsync whose runs the test finishes by hand. */
 function fakeSync() {

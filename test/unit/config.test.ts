@@ -162,6 +162,14 @@ describe("loadConfig()", () => {
     ]);
   });
 
+  it("stores small reports in segments unless REPORT_SEGMENTS=false", () => {
+    expect(loadConfig({}).worker.reportSegments).toBe(true);
+    expect(loadConfig({ REPORT_SEGMENTS: "false" }).worker.reportSegments).toBe(false);
+    expect(configError({ REPORT_SEGMENTS: "sometimes" }).problems).toEqual([
+      'REPORT_SEGMENTS: must be true or false (got "sometimes")',
+    ]);
+  });
+
   it("bounds each tenant's backlog: all of MAX_BACKLOG for a lone tenant, a tenth with two or more", () => {
     const key = (n: number) => `key-${n}-0123456789abcdef`;
     expect(loadConfig({ MAX_BACKLOG: "1000" }).limits.tenantMaxBacklog).toBe(1000);
