@@ -4,14 +4,17 @@
  * them: 10 jobs in flight on one command connection, against a private
  * redis-server (persistence off). Prints, per round, the client's CPU µs per
  * job (this process: building the calls, ioredis, the socket) and Redis's
- * (INFO cpu), then the commands Redis ran per job (INFO commandstats: the
- * scripts, and the commands run inside them).
+ * (INFO cpu), Redis's time in the scripts (INFO commandstats, EVALSHA: the
+ * steadiest of the three on a shared machine), then the commands Redis ran
+ * per job (the scripts, and the commands run inside them).
  *
- *   npx tsx bench/transition-micro.ts [root]
+ *   npx tsx bench/transition-micro.ts [root ...]
  *
- * `root` (default: this checkout) is the checkout whose src/ is measured:
- * point it at an export of another commit (with node_modules linked) to
- * compare two versions of the scripts or the applier, one after the other.
+ * Each `root` (default: this checkout) is a checkout whose src/ is measured:
+ * point one at an export of another commit (with node_modules linked) to
+ * compare two versions of the scripts or the applier. With several, their
+ * rounds take turns in this one process against the same Redis, so the
+ * machine's load falls on all of them alike.
  */
 import { spawn } from "node:child_process";
 import path from "node:path";
@@ -20,27 +23,33 @@ import { pino } from "pino";
 import type { JobView } from "../src/domain/job.js";
 import { freePort } from "../src/queue/private-redis.js";
 
-const root = path.resolve(process.argv[2] ?? new URL("..", import.meta.url).pathname);
-const src = (module: string) => path.join(root, "src", module);
+const roots = (
+  process.argv.length > 2 ? process.argv.slice(2) : [new URL("..", import.meta.url).pathname]
+).map((r) => path.resolve(r));
 
-const [
-  { createTransitionApplier },
-  { createRedisConnection },
-  { createKeys },
-  { encodeNewRecord },
-] = (await Promise.all([
-  import(src("queue/transition-applier.ts")),
-  import(src("queue/connections.ts")),
-  import(src("queue/keys.ts")),
-  import(src("queue/job-record.ts")),
-])) as [
-  typeof import("../src/queue/transition-applier.js"),
-  typeof import("../src/queue/connections.js"),
-  typeof import("../src/queue/keys.js"),
-  typeof import("../src/queue/job-record.js"),
-];
+/** The modules of one checkout that the bench uses. */
+async function modulesOf(root: string) {
+  const src = (module: string) => path.join(root, "src", module);
+  const [
+    { createTransitionApplier },
+    { createRedisConnection },
+    { createKeys },
+    { encodeNewRecord },
+  ] = (await Promise.all([
+    import(src("queue/transition-applier.ts")),
+    import(src("queue/connections.ts")),
+    import(src("queue/keys.ts")),
+    import(src("queue/job-record.ts")),
+  ])) as [
+    typeof import("../src/queue/transition-applier.js"),
+    typeof import("../src/queue/connections.js"),
+    typeof import("../src/queue/keys.js"),
+    typeof import("../src/queue/job-record.js"),
+  ];
+  return { createTransitionApplier, createRedisConnection, createKeys, encodeNewRecord };
+}
 
-const rounds = 5;
+const rounds = Number(process.env.MICRO_ROUNDS ?? 5);
 const jobsPerRound = 3000;
 const inFlight = 10;
 
@@ -57,20 +66,27 @@ admin.on("error", () => undefined);
 await admin.ping();
 // Log lines are built as in the worker, and written nowhere.
 const logger = pino({ level: "info" }, pino.destination({ dest: "/dev/null", sync: true }));
-const redis = createRedisConnection(url, "command", logger);
-if (redis.status !== "ready") await new Promise((r) => redis.once("ready", r));
-const keys = createKeys("micro");
-const transitions = createTransitionApplier({
-  redis,
-  keys,
-  settings: { eventStreamMaxLen: 1000, succeededMs: 86_400_000, failedMs: 86_400_000 },
-  logger,
-});
 const artifact = {
   downloadPath: "/v1/artifacts/j/1-abc/r.csv",
   contentType: "text/csv",
   sizeBytes: 208,
 };
+
+/** One checkout under test: its applier on its own connection, its own key prefix. */
+async function subjectOf(root: string, index: number) {
+  const m = await modulesOf(root);
+  const redis = m.createRedisConnection(url, "command", logger);
+  if (redis.status !== "ready") await new Promise((r) => redis.once("ready", r));
+  const keys = m.createKeys(`micro${index}`);
+  const transitions = m.createTransitionApplier({
+    redis,
+    keys,
+    settings: { eventStreamMaxLen: 1000, succeededMs: 86_400_000, failedMs: 86_400_000 },
+    logger,
+  });
+  return { root, redis, keys, transitions, encodeNewRecord: m.encodeNewRecord };
+}
+type Subject = Awaited<ReturnType<typeof subjectOf>>;
 
 async function redisCpuSeconds(): Promise<number> {
   const info = await admin.info("cpu");
@@ -79,8 +95,20 @@ async function redisCpuSeconds(): Promise<number> {
   return Number(sys) + Number(user);
 }
 
+/** Calls and µs per command name since the last RESETSTAT (the bench's own left out). */
+async function commandStats(): Promise<Map<string, { calls: number; usec: number }>> {
+  const setup = new Set(["info", "config|resetstat"]);
+  const out = new Map<string, { calls: number; usec: number }>();
+  for (const line of (await admin.info("commandstats")).split("\n")) {
+    const m = /^cmdstat_([^:]+):calls=(\d+),usec=(\d+)/.exec(line);
+    if (m === null || setup.has(m[1] as string)) continue;
+    out.set(m[1] as string, { calls: Number(m[2]), usec: Number(m[3]) });
+  }
+  return out;
+}
+
 /** A queued job as the submit leaves it (record, idempotency record) and BullMQ's lock on it. */
-async function queuedJob(id: string): Promise<JobView> {
+async function queuedJob(s: Subject, id: string): Promise<JobView> {
   const job: JobView = {
     id,
     tenant: "default",
@@ -98,23 +126,26 @@ async function queuedJob(id: string): Promise<JobView> {
     traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
     idempotencyKeyDigest: `d-${id}`,
   };
+  const { keys } = s;
   await admin
     .multi()
-    .hset(keys.job(id), ...encodeNewRecord(job, "fp"))
+    .hset(keys.job(id), ...s.encodeNewRecord(job, "fp"))
     .hset(keys.idempotency(job.tenant, `d-${id}`), "job", id, "until", String(Date.now() + 1000))
     .set(keys.bullJobLock(job.reportType, id), "lock", "PX", 600_000)
     .exec();
   return job;
 }
 
-async function queuedJobs(name: string, count: number): Promise<JobView[]> {
+async function queuedJobs(s: Subject, name: string, count: number): Promise<JobView[]> {
   const jobs: JobView[] = [];
-  for (let i = 0; i < count; i++) jobs.push(await queuedJob(`${name}-${i}`));
+  for (let i = 0; i < count; i++) jobs.push(await queuedJob(s, `${name}-${i}`));
   return jobs;
 }
 
-async function round(jobs: JobView[]) {
+async function round(s: Subject, jobs: JobView[]) {
+  const { transitions } = s;
   const count = jobs.length;
+  await admin.config("RESETSTAT");
   const client0 = process.cpuUsage();
   const redis0 = await redisCpuSeconds();
   let next = 0;
@@ -150,40 +181,64 @@ async function round(jobs: JobView[]) {
   );
   const client = process.cpuUsage(client0);
   const redisUs = ((await redisCpuSeconds()) - redis0) * 1e6;
-  return { client: (client.user + client.system) / count, redis: redisUs / count };
+  const stats = await commandStats();
+  return {
+    client: (client.user + client.system) / count,
+    redis: redisUs / count,
+    scripts: (stats.get("evalsha")?.usec ?? 0) / count,
+    stats,
+  };
 }
 
+const subjects: Subject[] = [];
 try {
-  await round(await queuedJobs("warm", 2000));
+  for (const [i, root] of roots.entries()) subjects.push(await subjectOf(root, i));
+  for (const s of subjects) await round(s, await queuedJobs(s, "warm", 2000));
   // Every round's jobs first, so that the statistics count only the transitions.
-  const queued: JobView[][] = [];
-  for (let r = 1; r <= rounds; r++) queued.push(await queuedJobs(`r${r}`, jobsPerRound));
-  await admin.config("RESETSTAT");
-  const figures: { client: number; redis: number }[] = [];
-  for (const jobs of queued) figures.push(await round(jobs));
+  const queued = new Map<Subject, JobView[][]>();
+  for (const s of subjects) {
+    const perRound: JobView[][] = [];
+    for (let r = 1; r <= rounds; r++) perRound.push(await queuedJobs(s, `r${r}`, jobsPerRound));
+    queued.set(s, perRound);
+  }
+  const figures = new Map<Subject, Awaited<ReturnType<typeof round>>[]>(
+    subjects.map((s) => [s, []]),
+  );
+  for (let r = 0; r < rounds; r++) {
+    // Taking turns, and each round in the other order, so neither goes first every time.
+    const order = r % 2 === 0 ? subjects : [...subjects].reverse();
+    for (const s of order) figures.get(s)?.push(await round(s, queued.get(s)?.[r] ?? []));
+  }
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
-  console.log(`transition-micro (${root}): CPU µs per job, ${rounds} rounds of ${jobsPerRound}`);
-  console.log(
-    `  client: ${figures.map((f) => Math.round(f.client)).join(" ")}  median ${Math.round(median(figures.map((f) => f.client)))}`,
-  );
-  console.log(
-    `  redis:  ${figures.map((f) => Math.round(f.redis)).join(" ")}  median ${Math.round(median(figures.map((f) => f.redis)))}`,
-  );
-  // The bench's own commands.
-  const setup = new Set(["info", "config|resetstat"]);
-  const stats = (await admin.info("commandstats"))
-    .split("\n")
-    .map((line) => /^cmdstat_([^:]+):calls=(\d+),usec=(\d+)/.exec(line))
-    .filter((m): m is RegExpExecArray => m !== null && !setup.has(m[1] as string));
-  const total = rounds * jobsPerRound;
-  console.log("  Redis commands per job (calls, µs), scripts' inner commands included:");
-  for (const [, name, calls, usec] of stats) {
+  const line = (xs: number[]) =>
+    `${xs.map((x) => Math.round(x)).join(" ")}  median ${Math.round(median(xs))}`;
+  for (const s of subjects) {
+    const f = figures.get(s) ?? [];
+    console.log(`transition-micro (${s.root}): µs per job, ${rounds} rounds of ${jobsPerRound}`);
+    console.log(`  client CPU:      ${line(f.map((x) => x.client))}`);
+    console.log(`  redis CPU:       ${line(f.map((x) => x.redis))}`);
+    console.log(`  redis, scripts:  ${line(f.map((x) => x.scripts))}`);
     console.log(
-      `    ${name}: ${(Number(calls) / total).toFixed(2)}, ${(Number(usec) / total).toFixed(1)} µs`,
+      "  Redis commands per job (calls, µs, all rounds), scripts' inner commands included:",
     );
+    const total = rounds * jobsPerRound;
+    const sums = new Map<string, { calls: number; usec: number }>();
+    for (const x of f) {
+      for (const [name, v] of x.stats) {
+        const sum = sums.get(name) ?? { calls: 0, usec: 0 };
+        sum.calls += v.calls;
+        sum.usec += v.usec;
+        sums.set(name, sum);
+      }
+    }
+    for (const [name, v] of [...sums].sort()) {
+      console.log(
+        `    ${name}: ${(v.calls / total).toFixed(2)}, ${(v.usec / total).toFixed(1)} µs`,
+      );
+    }
   }
 } finally {
-  redis.disconnect();
+  for (const s of subjects) s.redis.disconnect();
   admin.disconnect();
   server.kill();
 }

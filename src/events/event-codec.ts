@@ -67,6 +67,26 @@ export function encodeEvent(e: NewJobEvent): string[] {
   return out;
 }
 
+/** A lone surrogate (half of a UTF-16 pair without its other half). */
+const loneSurrogate = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
+
+/**
+ * The JSON text of an event's flat field list (encodeEvent), without the
+ * list's brackets: the transition script publishes it, in the message
+ * `[entry id, [fields]]` that the event hub decodes, beside the stream entry
+ * of the same fields, so Redis does not encode each message itself. A lone
+ * surrogate becomes U+FFFD, as it does in the entry's UTF-8 bytes, so a live
+ * event and its replay agree.
+ */
+export function encodeEventJson(fields: readonly string[]): string {
+  const json = JSON.stringify(fields);
+  // JSON.stringify escapes a lone surrogate as \udXXX: only then is there anything to replace.
+  const text = json.includes("\\ud")
+    ? JSON.stringify(fields.map((f) => f.replace(loneSurrogate, "\ufffd")))
+    : json;
+  return text.slice(1, -1);
+}
+
 /** Decodes a stream entry's flat field list. Unknown fields are ignored. */
 export function decodeEvent(id: string, fields: readonly string[]): JobEventView {
   const f = eventField;

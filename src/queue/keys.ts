@@ -77,7 +77,7 @@ export interface Keys {
   /**
    * Set of job ids: the tenant's jobs that are queued or retrying, whose count
    * TENANT_MAX_BACKLOG bounds. The submit script adds a job, every transition
-   * keeps its membership (apply-transition.lua); the janitor removes members
+   * keeps its membership (apply-transition.lua, apply-attempt.lua); the janitor removes members
    * whose record says otherwise. Redis drops it when it empties.
    */
   tenantBacklog(tenant: string): string;

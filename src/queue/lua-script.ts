@@ -113,24 +113,32 @@ interface Options {
 /** Wraps `source` as a LuaScript. */
 export function createLuaScript(source: string): LuaScript {
   const sha = createHash("sha1").update(source).digest("hex");
+  /** EVALSHA of the script, sent at once (before any command issued after this call). */
+  const evalsha = (
+    redis: RedisClient,
+    keys: readonly string[],
+    args: readonly (string | Buffer | number)[],
+  ): Promise<unknown> => {
+    const options = redis.options as Options;
+    // Our own encoding (resp-command.ts), unless ioredis would change the
+    // command (key prefix) or send it another way (auto-pipelining).
+    const prefixed = Boolean(options.keyPrefix || options.redisOptions?.keyPrefix);
+    if (!prefixed && options.enableAutoPipelining !== true) {
+      const command = encodedCommand(
+        "evalsha",
+        joined<RespArg>([sha, keys.length], keys, args),
+        options.showFriendlyErrorStack === true ? new Error() : undefined,
+      );
+      return redis.sendCommand(command) as Promise<unknown>;
+    }
+    return redis.evalsha(sha, keys.length, ...keys, ...args);
+  };
   return {
     sha,
     source,
     async run(redis, keys, args) {
       try {
-        const options = redis.options as Options;
-        // Our own encoding (resp-command.ts), unless ioredis would change the
-        // command (key prefix) or send it another way (auto-pipelining).
-        const prefixed = Boolean(options.keyPrefix || options.redisOptions?.keyPrefix);
-        if (!prefixed && options.enableAutoPipelining !== true) {
-          const command = encodedCommand(
-            "evalsha",
-            joined<RespArg>([sha, keys.length], keys, args),
-            options.showFriendlyErrorStack === true ? new Error() : undefined,
-          );
-          return await redis.sendCommand(command);
-        }
-        return await redis.evalsha(sha, keys.length, ...keys, ...args);
+        return await evalsha(redis, keys, args);
       } catch (err) {
         if (err instanceof Error && err.message.startsWith("NOSCRIPT")) {
           return await redis.eval(source, keys.length, ...keys, ...args);
@@ -139,7 +147,7 @@ export function createLuaScript(source: string): LuaScript {
       }
     },
     async runFollowedBy(redis, keys, args, follow) {
-      const ran = redis.evalsha(sha, keys.length, ...keys, ...args);
+      const ran = evalsha(redis, keys, args);
       const followed = follow();
       // Handled now: it may fail while `ran` is still awaited (an unhandled
       // rejection otherwise); its error still reaches `await followed` below.

@@ -7,6 +7,15 @@
  * writer of job events besides the submit script, and where each applied
  * transition's metric and log line are emitted, so they cannot be forgotten
  * at a call site.
+ *
+ * Every transition can run through apply-transition.lua, which takes the
+ * transition's states, retention policy and field names as arguments; the
+ * writes every successful attempt makes (STARTED, PROGRESS, SUCCEEDED) run
+ * through apply-attempt.lua, which knows them: fewer arguments and commands
+ * per call, the same effects (test/integration/lean-transitions.test.ts).
+ * Redis's CPU per script call goes mostly to its arguments (each becomes a
+ * Lua string in a growing table) and to each redis.call; see
+ * docs/performance.md, "Ninth pass".
  */
 
 import type { Logger } from "pino";
@@ -19,15 +28,17 @@ import {
   type TransitionSubject,
   type TtlPolicy,
 } from "../domain/job-transitions.js";
-import { encodeEvent } from "../events/event-codec.js";
+import { encodeEvent, encodeEventJson } from "../events/event-codec.js";
 import { type JobOutcome, reportMetrics } from "../telemetry/metrics.js";
 import type { RedisClient } from "./connections.js";
 import { decodeRecord, encodeRecordUpdate } from "./job-record.js";
 import type { Keys } from "./keys.js";
-import { joined } from "./resp-command.js";
+import type { LuaScript } from "./lua-script.js";
+import { encodedCommand, joined } from "./resp-command.js";
 import { loadLuaScript } from "./scripts/load.js";
 
 const applyScript = loadLuaScript("apply-transition");
+const attemptScript = loadLuaScript("apply-attempt");
 
 /** The outcome of a transition. */
 export type TransitionResult =
@@ -47,7 +58,9 @@ export interface TransitionApplier {
   /**
    * Applies transition `name` to `job` if its state (and fencing token) allow
    * it. `options.withRecord`: an applied result carries the record as written
-   * (read in the same script: no read before, no round trip after); `job`
+   * (no read before, no round trip after: read by the script itself, or for
+   * STARTED by an HGETALL sent right behind it on the same connection, which
+   * sees any write another client made in between, as any later read would); `job`
    * then needs only the fields that name the keys, and `createdAt` and
    * `requeuedAt` are taken from the record for the log line and metric.
    */
@@ -78,7 +91,7 @@ export interface PreparedTransition {
   /** The states the job must be in (the transition's `from`). */
   readonly from: readonly JobState[];
   /** Reads apply-transition.lua's reply; emits the metric and log line when applied. */
-  settle(reply: [number, string, string[]?]): TransitionResult;
+  settle(reply: [number, string, (string[] | Record<string, string>)?]): TransitionResult;
 }
 
 /** Creates the applier over a command connection. */
@@ -103,26 +116,160 @@ export function createTransitionApplier(deps: {
     persist: -1,
   };
 
-  const prepare = <N extends AppliedTransitionName>(
+  /**
+   * The call of transition `name`: apply-transition.lua's, or with `lean`
+   * the transition's own script when it has one (PROGRESS: apply-progress.lua).
+   */
+  const build = <N extends AppliedTransitionName>(
     subject: TransitionSubject,
     name: N,
     input: TransitionInputs[N],
-    options?: { withRecord?: boolean },
-  ): PreparedTransition => {
+    options: { withRecord?: boolean } | undefined,
+    lean: boolean,
+  ): PreparedTransition & { script: LuaScript; followWithRecord?: boolean } => {
     let job = subject;
     const transition = jobTransitions[name];
     const { event, record } = transition.derive(input);
     const own = transition.fence === "none" ? undefined : attemptTokens(input);
     const token = transition.fence === "checks" ? (own?.token ?? "") : "";
     const lockToken = own?.lockToken ?? "";
-    const updates = encodeRecordUpdate(record);
+    const fields = encodeEvent(event);
     // The job's own shard: every key below shares its slot.
     const keys = shardKeys.of(job.id);
+    const settle = (
+      reply: [number, string, (string[] | Record<string, string>)?],
+    ): TransitionResult => {
+      if (reply[0] !== 1) {
+        const state = reply[1] === "" ? undefined : (reply[1] as JobState);
+        const fenced = reply[0] === -2 ? "lock" : reply[0] === -1 ? "token" : false;
+        logger.debug({ job_id: job.id, transition: name, state, fenced }, "job transition refused");
+        return { applied: false, state, fenced };
+      }
+      const record = reply[2] === undefined ? undefined : decodeRecord(reply[2]);
+      if (record !== undefined) job = record;
+      if (transition.finishes) {
+        const queuedAt = job.requeuedAt ?? job.createdAt;
+        reportMetrics().jobFinished(
+          job.reportType,
+          transition.to as JobOutcome,
+          (event.time - queuedAt) / 1000,
+        );
+      }
+      // One line per transition: never the filters or the report.
+      const fields = transition.logFields?.(input, job);
+      if (fields !== undefined) {
+        logger.info(
+          {
+            job_id: job.id,
+            tenant: job.tenant,
+            report_type: job.reportType,
+            state: transition.to,
+            attempt: event.attempt,
+            ...fields,
+          },
+          `job ${transition.to}`,
+        );
+      }
+      return record === undefined
+        ? { applied: true, eventId: reply[1] }
+        : { applied: true, eventId: reply[1], record };
+    };
+    // apply-attempt.lua's keys for every transition it applies, in its order.
+    const attemptKeys = () => [
+      keys.job(job.id),
+      keys.events(job.id),
+      keys.bullJobLock(job.reportType, job.id),
+      keys.live,
+      keys.tenantBacklog(job.tenant),
+    ];
+    if (lean && name === "progress" && own !== undefined) {
+      return {
+        script: attemptScript,
+        keys: attemptKeys(),
+        args: [
+          "progress",
+          keys.eventChannel(job.id),
+          settings.eventStreamMaxLen,
+          own.lockToken,
+          own.token,
+          job.id,
+          event.time,
+          event.attempt,
+          event.progress,
+          event.phase,
+          encodeEventJson(fields),
+        ],
+        from: transition.from,
+        settle,
+      };
+    }
+    const updates = encodeRecordUpdate(record);
+    if (lean && name === "started" && own !== undefined) {
+      return {
+        script: attemptScript,
+        keys: attemptKeys(),
+        args: joined<string | number>(
+          [
+            "started",
+            keys.eventChannel(job.id),
+            settings.eventStreamMaxLen,
+            own.lockToken,
+            job.id,
+            event.time,
+            event.attempt,
+            event.progress,
+            event.phase,
+            encodeEventJson(fields),
+          ],
+          updates,
+        ),
+        from: transition.from,
+        settle,
+        followWithRecord: options?.withRecord === true,
+      };
+    }
     const idempotency =
       job.idempotencyKeyDigest === undefined
         ? []
         : [keys.idempotency(job.tenant, job.idempotencyKeyDigest)];
+    if (
+      lean &&
+      name === "succeeded" &&
+      own !== undefined &&
+      event.result !== undefined &&
+      event.progress === 100 &&
+      event.phase === "completed" &&
+      options?.withRecord !== true &&
+      ttlMs[transition.ttl] > 0
+    ) {
+      const ttl = ttlMs[transition.ttl];
+      return {
+        script: attemptScript,
+        keys: [...attemptKeys(), keys.finished("succeeded"), ...idempotency],
+        args: joined<string | number>(
+          [
+            "succeeded",
+            keys.eventChannel(job.id),
+            settings.eventStreamMaxLen,
+            own.lockToken,
+            own.token,
+            job.id,
+            event.time,
+            event.attempt,
+            ttl,
+            event.result.downloadPath,
+            event.result.contentType,
+            event.result.sizeBytes,
+            encodeEventJson(fields),
+          ],
+          updates,
+        ),
+        from: transition.from,
+        settle,
+      };
+    }
     return {
+      script: applyScript,
       keys: [
         keys.job(job.id),
         keys.events(job.id),
@@ -146,58 +293,43 @@ export function createTransitionApplier(deps: {
           updates.length / 2,
           lockToken,
           options?.withRecord === true ? "1" : "",
+          // The script reads the record's traceparent anyway (with its
+          // checks), unless this transition writes a new one.
+          record.traceparent === undefined ? "*" : traceIdOf(record.traceparent),
+          encodeEventJson(fields),
         ],
         updates,
-        encodeEvent(event),
+        fields,
       ),
       from: transition.from,
-      settle(reply) {
-        if (reply[0] !== 1) {
-          const state = reply[1] === "" ? undefined : (reply[1] as JobState);
-          const fenced = reply[0] === -2 ? "lock" : reply[0] === -1 ? "token" : false;
-          logger.debug(
-            { job_id: job.id, transition: name, state, fenced },
-            "job transition refused",
-          );
-          return { applied: false, state, fenced };
-        }
-        const record = reply[2] === undefined ? undefined : decodeRecord(reply[2]);
-        if (record !== undefined) job = record;
-        if (transition.finishes) {
-          const queuedAt = job.requeuedAt ?? job.createdAt;
-          reportMetrics().jobFinished(
-            job.reportType,
-            transition.to as JobOutcome,
-            (event.time - queuedAt) / 1000,
-          );
-        }
-        // One line per transition: never the filters or the report.
-        const fields = transition.logFields?.(input, job);
-        if (fields !== undefined) {
-          logger.info(
-            {
-              job_id: job.id,
-              tenant: job.tenant,
-              report_type: job.reportType,
-              state: transition.to,
-              attempt: event.attempt,
-              ...fields,
-            },
-            `job ${transition.to}`,
-          );
-        }
-        return record === undefined
-          ? { applied: true, eventId: reply[1] }
-          : { applied: true, eventId: reply[1], record };
-      },
+      settle,
     };
   };
+
+  const prepare: TransitionApplier["prepare"] = (job, name, input, options) =>
+    build(job, name, input, options, false);
 
   return {
     prepare,
     async apply(job, name, input, options) {
-      const call = prepare(job, name, input, options);
-      const reply = (await applyScript.run(redis, call.keys, call.args)) as [
+      const call = build(job, name, input, options, true);
+      if (call.followWithRecord === true) {
+        // The record read by an HGETALL sent right behind the script on the
+        // same connection (no round trip more): returned by the script, it
+        // would cross Lua twice (about 8 % of an attempt's Redis work).
+        const [reply, record] = (await call.script.runFollowedBy(
+          redis,
+          call.keys,
+          call.args,
+          () =>
+            // Our encoding, as the script's (a Buffer, not ioredis's string).
+            redis.sendCommand(
+              encodedCommand("hgetall", [call.keys[0] as string], undefined),
+            ) as Promise<Record<string, string> | string[]>,
+        )) as [[number, string], Record<string, string> | string[]];
+        return call.settle(reply[0] === 1 ? [reply[0], reply[1], record] : reply);
+      }
+      const reply = (await call.script.run(redis, call.keys, call.args)) as [
         number,
         string,
         string[]?,
@@ -205,6 +337,11 @@ export function createTransitionApplier(deps: {
       return call.settle(reply);
     },
   };
+}
+
+/** The trace id of a W3C traceparent, as append-event.lua reads it ("" when malformed or empty). */
+function traceIdOf(traceparent: string): string {
+  return /^[0-9a-fA-F]{2}-([0-9a-fA-F]+)-/.exec(traceparent)?.[1] ?? "";
 }
 
 /** The tokens a write of an attempt carries (AttemptWrite.token and .lockToken). */

@@ -3,6 +3,7 @@ import {
   compareStreamIds,
   decodeEvent,
   encodeEvent,
+  encodeEventJson,
   type NewJobEvent,
   parseStreamId,
 } from "../../src/events/event-codec.js";
@@ -111,6 +112,36 @@ describe("encodeEvent() and decodeEvent()", () => {
       attempt: 1,
       time: 3,
     });
+  });
+});
+
+describe("encodeEventJson()", () => {
+  it("is the JSON list of the fields without its brackets, as the hub parses it with the entry id", () => {
+    const fields = encodeEvent({
+      type: "retrying",
+      state: "retrying",
+      progress: 5,
+      phase: 'a "quoted" \\ phase\n✓',
+      attempt: 1,
+      time: 2,
+      error: "</script>",
+    });
+    const json = encodeEventJson(fields);
+    expect(json.startsWith('"t",')).toBe(true);
+    expect(JSON.parse(`["1-0",[${json}]]`)).toEqual(["1-0", fields]);
+  });
+
+  it("says a lone surrogate as U+FFFD, as its UTF-8 bytes in the stream entry do", () => {
+    const json = encodeEventJson(["ph", "a\ud800b", "e", "\udc00", "ok", "\ud83d\ude00"]);
+    expect(JSON.parse(`[${json}]`)).toEqual([
+      "ph",
+      "a\ufffdb",
+      "e",
+      "\ufffd",
+      "ok",
+      "\ud83d\ude00",
+    ]);
+    expect(Buffer.from(JSON.parse(`[${json}]`)[1]).equals(Buffer.from("a\ud800b"))).toBe(true);
   });
 });
 

@@ -34,6 +34,7 @@ function fromFiles(files: Record<string, string>) {
 describe("the Lua scripts", () => {
   it("are the ones the service runs, each resolved", () => {
     expect(scriptNames()).toEqual([
+      "apply-attempt",
       "apply-transition",
       "correct-tenant-backlog",
       "drop-live-entry",
@@ -64,8 +65,12 @@ describe("the Lua scripts", () => {
 
   it("name record fields only through RECORD.<key>", () => {
     const names = new Set<string>(Object.values(recordField));
-    // The idempotency record's own field (hash {job, fp}), not the job record's.
-    const allowed: Record<string, string[]> = { "submit.lua": ["fp"] };
+    // The idempotency record's own field (hash {job, fp}), not the job record's;
+    // the event types PROGRESS and STARTED, not the record's fields.
+    const allowed: Record<string, string[]> = {
+      "submit.lua": ["fp"],
+      "apply-attempt.lua": ["progress", "started"],
+    };
     for (const file of luaFiles()) {
       const text = readFileSync(new URL(file, folder), "utf8");
       const code = text.slice(text.indexOf("]]") + 2).replace(/--.*$/gm, "");
@@ -76,7 +81,7 @@ describe("the Lua scripts", () => {
   });
 
   it("append events through the one append body, which trims by XDEL", () => {
-    for (const name of ["apply-transition", "submit"]) {
+    for (const name of ["apply-transition", "apply-attempt", "submit"]) {
       const source = loadScriptSource(name);
       expect(source, name).toContain("local function appendEvent(");
       expect(source.match(/'XADD'/g), name).toHaveLength(1);

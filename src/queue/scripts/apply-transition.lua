@@ -34,12 +34,17 @@
     ARGV[6] job id
     ARGV[7] the job's state after the transition
     ARGV[8] the transition's time (ms): the finished index's score
-    ARGV[9] n, the number of record field/value pairs that follow ARGV[11]
+    ARGV[9] n, the number of record field/value pairs that follow ARGV[13]
     ARGV[10] the lock token KEYS[5] must hold ("": not an attempt's write)
     ARGV[11] "1": the reply carries the record as written (so the caller
              need not read it first); "": it does not
-    ARGV[12 .. 11+2n] record field/value pairs
-    ARGV[12+2n ..] event field/value pairs (event-codec.ts)
+    ARGV[12] the event's trace id: "*" the one of the record's traceparent
+             (a transition that writes the traceparent passes its own
+             instead), "" none
+    ARGV[13] the event's field/value pairs as JSON list text without its
+             brackets (the published message's, append-event.lua)
+    ARGV[14 .. 13+2n] record field/value pairs
+    ARGV[14+2n ..] event field/value pairs (event-codec.ts), without a trace id
 
   Output:
     {1, entry id}  applied
@@ -51,7 +56,10 @@
 ]]
 --- @include "includes/append-event"
 
-local state = redis.call('HGET', KEYS[1], RECORD.state)
+-- What the checks, the event's trace id and the retention need, in one read.
+local rec = redis.call('HMGET', KEYS[1], RECORD.state, RECORD.attemptToken,
+  RECORD.traceparent, RECORD.idempotencyKeyDigest)
+local state = rec[1]
 if not state then return {0, ''} end
 if not string.find(',' .. ARGV[3] .. ',', ',' .. state .. ',', 1, true) then
   return {0, state}
@@ -61,18 +69,17 @@ end
 if ARGV[10] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[10] then
   return {-2, state}
 end
-if ARGV[4] ~= '' and redis.call('HGET', KEYS[1], RECORD.attemptToken) ~= ARGV[4] then
+if ARGV[4] ~= '' and rec[2] ~= ARGV[4] then
   return {-1, state}
 end
 local ttl = tonumber(ARGV[5])
 -- Only a transition that sets the retention touches the idempotency record.
-if not KEYS[8] and ttl ~= 0
-    and redis.call('HEXISTS', KEYS[1], RECORD.idempotencyKeyDigest) == 1 then
+if not KEYS[8] and ttl ~= 0 and rec[4] then
   return redis.error_reply('ERR the job has an idempotency record: pass it as KEYS[8]')
 end
 local n = tonumber(ARGV[9])
-local first = 12 + 2 * n
-if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 12, first - 1)) end
+local first = 14 + 2 * n
+if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 14, first - 1)) end
 local jobId, newState, time = ARGV[6], ARGV[7], ARGV[8]
 if newState == 'succeeded' then
   redis.call('ZADD', KEYS[3], time, jobId)
@@ -92,9 +99,13 @@ if newState == 'queued' or newState == 'retrying' then
 else
   redis.call('SREM', KEYS[7], jobId)
 end
-local ev = {}
-for i = first, #ARGV do ev[#ev + 1] = ARGV[i] end
-local id = appendEvent(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ev)
+local traceId = ARGV[12]
+if traceId == '*' then
+  traceId = traceIdOf(rec[3])
+elseif traceId == '' then
+  traceId = nil
+end
+local id = appendEvent(KEYS[2], ARGV[1], ARGV[2], ARGV, first, #ARGV, ARGV[13], traceId)
 if ttl > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('PEXPIRE', KEYS[2], ttl)
@@ -102,12 +113,15 @@ elseif ttl < 0 then
   redis.call('PERSIST', KEYS[1])
   redis.call('PERSIST', KEYS[2])
 end
-if KEYS[8] and ttl ~= 0 and redis.call('HGET', KEYS[8], 'job') == jobId then
-  if ttl > 0 then
-    local untilMs = tonumber(redis.call('HGET', KEYS[8], 'until')) or 0
-    redis.call('PEXPIRE', KEYS[8], math.max(ttl, untilMs - tonumber(time)))
-  else
-    redis.call('PERSIST', KEYS[8])
+if KEYS[8] and ttl ~= 0 then
+  local idem = redis.call('HMGET', KEYS[8], 'job', 'until')
+  if idem[1] == jobId then
+    if ttl > 0 then
+      local untilMs = tonumber(idem[2]) or 0
+      redis.call('PEXPIRE', KEYS[8], math.max(ttl, untilMs - tonumber(time)))
+    else
+      redis.call('PERSIST', KEYS[8])
+    end
   end
 end
 if ARGV[11] == '1' then return {1, id, redis.call('HGETALL', KEYS[1])} end

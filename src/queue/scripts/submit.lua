@@ -107,7 +107,9 @@ if type(added) == 'number' and added < 0 then return {'error', tostring(added)} 
 redis.call('SADD', tenantBacklog, p.jobId)
 redis.call('HSET', KEYS[2], unpack(p.rec))
 -- After the record: the event's trace id comes from the record's traceparent.
-local id = appendEvent(KEYS[2], KEYS[3], p.channel, p.maxLen, p.ev)
+local id = appendEvent(KEYS[3], p.channel, p.maxLen, p.ev, 1, #p.ev,
+  string.sub(cjson.encode(p.ev), 2, -2),
+  traceIdOf(redis.call('HGET', KEYS[2], RECORD.traceparent)))
 redis.call('ZADD', KEYS[4], p.score, p.jobId)
 redis.call('ZADD', KEYS[5], p.score, p.jobId)
 redis.call('SADD', KEYS[6], p.tenant)

@@ -1,30 +1,37 @@
 --[[
   Appends an event to a job's stream and publishes it on the job's channel.
   The one body that writes event streams: apply-transition.lua and submit.lua
-  include it.
+  include it. The published message is the JSON list of the entry id and the
+  list of the entry's field/value pairs (events/event-hub.ts decodes it),
+  made by concatenation from the caller's JSON text of the pairs: no Lua
+  table is built or encoded here. traceIdOf reads a traceparent's trace id.
 
   Input:
-    recordKey  the job record; its traceparent gives the event's trace id
     streamKey  the job's event stream
     channel    the job's event channel (the watch hub's)
     maxLen     how many entries the stream keeps
-    ev         the event's field/value list (event-codec.ts), without a trace id
+    fields     a list holding the event's field/value pairs (event-codec.ts),
+               without a trace id, from fields[first] to fields[last]
+    first, last
+    json       the JSON text of those pairs as a list, without its brackets
+               (event-codec.ts encodeEventJson): the same strings
+    traceId    the trace id of the job's current run, or nil: appended as the
+               last pair of the entry and of the message (it overwrites
+               fields[last + 1] and fields[last + 2]); hex digits only, so
+               it needs no escaping
 
   Output:
     the new entry's id
 ]]
-local function appendEvent(recordKey, streamKey, channel, maxLen, ev)
-  -- Every event carries the trace id of the job's current run (from the
-  -- record's traceparent "00-<trace id>-<span id>-<flags>").
-  local tp = redis.call('HGET', recordKey, RECORD.traceparent)
-  if tp then
-    local tr = string.match(tp, '^%x%x%-(%x+)%-')
-    if tr then
-      ev[#ev + 1] = EVENT.traceId
-      ev[#ev + 1] = tr
-    end
+local function appendEvent(streamKey, channel, maxLen, fields, first, last, json, traceId)
+  local tail = ''
+  if traceId then
+    fields[last + 1] = EVENT.traceId
+    fields[last + 2] = traceId
+    last = last + 2
+    tail = ',"' .. EVENT.traceId .. '","' .. traceId .. '"'
   end
-  local id = redis.call('XADD', streamKey, '*', unpack(ev))
+  local id = redis.call('XADD', streamKey, '*', unpack(fields, first, last))
   -- Cap the stream with XDEL rather than XADD MAXLEN: trimming does not move
   -- the stream's max-deleted-entry-id (Redis 7.0), which replay relies on to
   -- refuse a cursor into deleted history.
@@ -35,6 +42,13 @@ local function appendEvent(recordKey, streamKey, channel, maxLen, ev)
     for i = 1, #old do ids[i] = old[i][1] end
     redis.call('XDEL', streamKey, unpack(ids))
   end
-  redis.call('SPUBLISH', channel, cjson.encode({id, ev}))
+  redis.call('SPUBLISH', channel, '["' .. id .. '",[' .. json .. tail .. ']]')
   return id
+end
+
+-- The trace id of a W3C traceparent (00-<trace id>-<span id>-<flags>), or
+-- nil (no traceparent, or a malformed one).
+local function traceIdOf(traceparent)
+  if not traceparent then return nil end
+  return string.match(traceparent, '^%x%x%-(%x+)%-')
 end
