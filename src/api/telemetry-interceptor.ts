@@ -13,8 +13,6 @@ import {
   type Attributes,
   type Context,
   context,
-  type Histogram,
-  metrics,
   propagation,
   ROOT_CONTEXT,
   type Span,
@@ -34,6 +32,7 @@ import {
   attrRpcService,
   attrRpcSystem,
 } from "../telemetry/attributes.js";
+import { createHistogram, type RecordingHistogram } from "../telemetry/histograms.js";
 import { startSpan } from "../telemetry/spans.js";
 
 /** The wire protocol of a call, from its Content-Type. */
@@ -110,17 +109,15 @@ function metricAttributesOf(shape: SpanShape, code: number): Attributes {
   return attrs;
 }
 
-let durationHistogram: Histogram | undefined;
+let durationHistogram: RecordingHistogram | undefined;
 /** The `rpc.server.call.duration` histogram, made on first use (after the SDK has started). */
-function rpcDuration(): Histogram {
-  durationHistogram ??= metrics
-    .getMeter("report-jobs-api")
-    .createHistogram("rpc.server.call.duration", {
-      description:
-        "Duration of RPCs this server answered (streams: until they end), by method and gRPC status code",
-      unit: "s",
-      advice: { explicitBucketBoundaries: rpcDurationBuckets },
-    });
+function rpcDuration(): RecordingHistogram {
+  durationHistogram ??= createHistogram("report-jobs-api", "rpc.server.call.duration", {
+    description:
+      "Duration of RPCs this server answered (streams: until they end), by method and gRPC status code",
+    unit: "s",
+    advice: { explicitBucketBoundaries: rpcDurationBuckets },
+  });
   return durationHistogram;
 }
 
