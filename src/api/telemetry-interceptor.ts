@@ -133,6 +133,18 @@ export function recordRpcDuration(
   code: number,
   seconds: number,
 ): void {
+  rpcDurationRecorder(protocol, service, method)(code, seconds);
+}
+
+/**
+ * recordRpcDuration for one method, its attribute sets found once (the lean
+ * routes keep one per method).
+ */
+export function rpcDurationRecorder(
+  protocol: RpcProtocol,
+  service: string,
+  method: string,
+): (code: number, seconds: number) => void {
   const key = `${protocol} ${service}/${method}`;
   let shape = routeShapes.get(key);
   if (shape === undefined) {
@@ -149,7 +161,9 @@ export function recordRpcDuration(
     };
     routeShapes.set(key, shape);
   }
-  rpcDuration().record(seconds, metricAttributesOf(shape, code));
+  const found = shape;
+  const histogram = rpcDuration();
+  return (code, seconds) => histogram.record(seconds, metricAttributesOf(found, code));
 }
 
 /** Creates the tracing interceptor; put it first so it covers the others. */

@@ -32,19 +32,26 @@ export function setSpansUnrecorded(value: boolean): void {
   unrecorded = value;
 }
 
-/** Random bytes for ids, refilled when used up (one crypto call per 512 spans). */
-const pool = Buffer.allocUnsafe(4096);
-let poolOffset = pool.length;
+/**
+ * Random ids as lowercase hex, cut from a pool of random bytes turned into
+ * hex at once (one crypto call and one hex conversion per 64 spans, not a
+ * Buffer-to-hex call per id). An id is a slice of the pool's string, so one
+ * kept keeps its pool (2 KB): small, to keep that small.
+ */
+const poolBytes = 1024;
+let hexPool = "";
+let hexOffset = 0;
 
 /** A random id of `bytes` bytes as lowercase hex, never all zeros (W3C: invalid). */
 function randomId(bytes: number): string {
+  const chars = bytes * 2;
   for (;;) {
-    if (poolOffset + bytes > pool.length) {
-      randomFillSync(pool);
-      poolOffset = 0;
+    if (hexOffset + chars > hexPool.length) {
+      hexPool = randomFillSync(Buffer.allocUnsafe(poolBytes)).toString("hex");
+      hexOffset = 0;
     }
-    const id = pool.toString("hex", poolOffset, poolOffset + bytes);
-    poolOffset += bytes;
+    const id = hexPool.slice(hexOffset, hexOffset + chars);
+    hexOffset += chars;
     for (let i = 0; i < id.length; i++) if (id.charCodeAt(i) !== 48) return id;
   }
 }
