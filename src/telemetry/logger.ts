@@ -5,9 +5,10 @@
  * redaction list below is the safety net for mistakes. LOG_FORMAT=pretty
  * prints human-readable lines instead (pino-pretty), for a terminal only.
  */
-import { isSpanContextValid, trace } from "@opentelemetry/api";
+import { trace } from "@opentelemetry/api";
 import { type DestinationStream, type Logger, pino } from "pino";
 import pretty from "pino-pretty";
+import { spanContextValid } from "./spans.js";
 
 /** How log lines are written. */
 export interface LoggerOptions {
@@ -35,7 +36,7 @@ const redactedPaths = [
 /** trace_id and span_id of the active span, for every line logged inside a traced operation. */
 function traceFields(): Record<string, string> {
   const ctx = trace.getActiveSpan()?.spanContext();
-  if (ctx === undefined || !isSpanContextValid(ctx)) return {};
+  if (ctx === undefined || !spanContextValid(ctx)) return {};
   return { trace_id: ctx.traceId, span_id: ctx.spanId };
 }
 
