@@ -22,6 +22,7 @@ import {
   type SpanOptions,
   TraceFlags,
   type Tracer,
+  type TraceState,
   trace,
 } from "@opentelemetry/api";
 import { isTracingSuppressed } from "@opentelemetry/core";
@@ -58,7 +59,14 @@ function randomId(bytes: number): string {
 }
 
 /** The span contexts made here: valid by construction (fresh or a valid parent's trace id, a fresh span id). */
-const made = new WeakSet<SpanContext>();
+class MadeSpanContext implements SpanContext {
+  readonly traceFlags = TraceFlags.NONE;
+  constructor(
+    readonly traceId: string,
+    readonly spanId: string,
+    readonly traceState: TraceState | undefined,
+  ) {}
+}
 
 /**
  * isSpanContextValid, answered without its two regular expressions for the
@@ -66,7 +74,7 @@ const made = new WeakSet<SpanContext>();
  * of the hot paths).
  */
 export function spanContextValid(sc: SpanContext): boolean {
-  return made.has(sc) || isSpanContextValid(sc);
+  return sc instanceof MadeSpanContext || isSpanContextValid(sc);
 }
 
 /** tracer.startSpan(name, options, parent), without the SDK's work when no span is recorded. */
@@ -81,12 +89,11 @@ export function startSpan(
   if (isTracingSuppressed(parent)) return trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
   const p = trace.getSpan(parent)?.spanContext();
   const valid = p !== undefined && spanContextValid(p);
-  const sc: SpanContext = {
-    traceId: valid ? p.traceId : randomId(16),
-    spanId: randomId(8),
-    traceFlags: TraceFlags.NONE,
-    traceState: valid ? p.traceState : undefined,
-  };
-  made.add(sc);
-  return trace.wrapSpanContext(sc);
+  return trace.wrapSpanContext(
+    new MadeSpanContext(
+      valid ? p.traceId : randomId(16),
+      randomId(8),
+      valid ? p.traceState : undefined,
+    ),
+  );
 }
