@@ -40,6 +40,22 @@ function traceFields(): Record<string, string> {
   return { trace_id: ctx.traceId, span_id: ctx.spanId };
 }
 
+/**
+ * pino's isoTime (`,"time":"<ISO 8601>"`), the text made once per
+ * millisecond: lines logged in the same millisecond (a busy API logs several)
+ * share it instead of formatting a Date each.
+ */
+let timeMs = Number.NaN;
+let timeText = "";
+export function isoTime(): string {
+  const now = Date.now();
+  if (now !== timeMs) {
+    timeMs = now;
+    timeText = `,"time":"${new Date(now).toISOString()}"`;
+  }
+  return timeText;
+}
+
 /** Creates the root logger at `level`. */
 export function createLogger(
   level: string,
@@ -58,7 +74,7 @@ export function createLogger(
     {
       level,
       base: { service: "report-jobs", ...base },
-      timestamp: pino.stdTimeFunctions.isoTime,
+      timestamp: isoTime,
       mixin: traceFields,
       redact: { paths: redactedPaths, censor: "[redacted]" },
     },
