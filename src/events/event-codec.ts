@@ -36,22 +36,34 @@ export const eventField = {
 /** Flattens an event into XADD field/value arguments. */
 export function encodeEvent(e: NewJobEvent): string[] {
   const f = eventField;
-  const out: string[] = [];
-  const put = (field: string, value: string | number) => out.push(field, String(value));
-  put(f.type, e.type);
-  put(f.state, e.state);
-  put(f.progress, e.progress);
-  put(f.phase, e.phase);
-  put(f.attempt, e.attempt);
-  put(f.time, e.time);
+  // Pushed in place (no helper closure: every transition encodes one event).
+  const out: string[] = [
+    f.type,
+    e.type,
+    f.state,
+    e.state,
+    f.progress,
+    String(e.progress),
+    f.phase,
+    e.phase,
+    f.attempt,
+    String(e.attempt),
+    f.time,
+    String(e.time),
+  ];
   if (e.result) {
-    put(f.resultPath, e.result.downloadPath);
-    put(f.resultType, e.result.contentType);
-    put(f.resultSize, e.result.sizeBytes);
+    out.push(
+      f.resultPath,
+      e.result.downloadPath,
+      f.resultType,
+      e.result.contentType,
+      f.resultSize,
+      String(e.result.sizeBytes),
+    );
   }
-  if (e.error) put(f.error, e.error);
-  if (e.nextAttemptAt !== undefined) put(f.nextAttemptAt, e.nextAttemptAt);
-  if (e.traceId) put(f.traceId, e.traceId);
+  if (e.error) out.push(f.error, e.error);
+  if (e.nextAttemptAt !== undefined) out.push(f.nextAttemptAt, String(e.nextAttemptAt));
+  if (e.traceId) out.push(f.traceId, e.traceId);
   return out;
 }
 

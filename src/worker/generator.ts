@@ -2,7 +2,9 @@
  * The one interface between the worker and report code. A generator knows
  * nothing of BullMQ or Redis: it gets its input, a progress reporter and an
  * AbortSignal, and returns the report file. It may run more than once for the
- * same job (retries, a crashed worker), so it must be safe to repeat.
+ * same job (retries, a crashed worker), so it must be safe to repeat. Its
+ * signal is how the worker stops it (cancel, timeout, shutdown, a lost job, a
+ * refused or failed progress write): a generator doing long work watches it.
  */
 import type { JsonObject, ReportType } from "../domain/job.js";
 
@@ -16,7 +18,22 @@ export interface ReportInput {
   attempt: number;
 }
 
-/** Reports progress: `percent` 0-100, `phase` a short kebab-case name. */
+/**
+ * Reports progress: `percent` 0-100, `phase` a short kebab-case name.
+ *
+ * It resolves once the progress write is sent, not when it is stored: the
+ * generator goes on while the write travels (one at a time: a second report
+ * waits for the first's answer, and writes are stored in the order made).
+ * A write the worker finds refused (the attempt lost its job: its lock, or
+ * another attempt took over) or failed (Redis unreachable) stops the attempt
+ * through the generator's signal instead: the signal aborts with the reason
+ * (`lockLostReason` of processor.ts for a lost job; the write's error, an
+ * `AttemptStorageError` when Redis was away), and the next `progress()` call
+ * rejects with it, as does the attempt's completion whatever the generator
+ * returns. Nothing an attempt returns after a refused write is stored or
+ * published. It also rejects with the signal's reason once the signal has
+ * aborted for any other reason (cancel, timeout, shutdown).
+ */
 export type ProgressReporter = (percent: number, phase: string) => Promise<void>;
 
 /** The finished report file. */

@@ -11,6 +11,14 @@
  * queue's lock on its job (a frozen or partitioned worker), or another
  * attempt of the job started, this one's writes change nothing either.
  *
+ * Progress writes do not hold the generator up: `progress()` resolves once
+ * its write is sent (one in flight at a time, in order on the command
+ * connection), and its answer comes back while the generator works on. A
+ * refused one aborts the generator's signal with `lockLostReason`, a failed
+ * one with its error (an AttemptStorageError when Redis was away); the
+ * report is stored and SUCCEEDED sent only after every progress write was
+ * answered, so nothing is published after a refusal.
+ *
  * An attempt that lost its job stops as soon as it learns it (its signal
  * aborts on a lost lock; a refused write aborts it too), writes nothing more
  * and removes only its own files: the report file is written under the
@@ -83,7 +91,14 @@ export type AttemptOutcome =
 
 /** Runs attempts. */
 export interface Processor {
-  run(job: AttemptContext, signal: AbortSignal): Promise<AttemptOutcome>;
+  /**
+   * Runs one attempt under `control`, the attempt's one AbortController: the
+   * caller aborts it (cancelReason, releaseReason, lockLostReason) and so does
+   * the processor (lockLostReason for a refused write, the write's error for
+   * a failed one, a TimeoutError at the run timeout or the job's deadline);
+   * the first reason stands. Its signal is the generator's.
+   */
+  run(job: AttemptContext, control: AbortController): Promise<AttemptOutcome>;
   /**
    * Records FAILED for a job the queue failed on its own (e.g. stalled too
    * often), unless it has ended, or was queued again (RetryJob) after the
@@ -117,8 +132,8 @@ export function createProcessor(deps: {
   const random = settings.random ?? Math.random;
 
   return {
-    async run(ctx, signal) {
-      const outcome = await runAttempt(ctx, signal);
+    async run(ctx, control) {
+      const outcome = await runAttempt(ctx, control);
       if (outcome.kind === "lost") {
         const { step, fenced, state } = outcome;
         logger.warn(
@@ -190,7 +205,10 @@ export function createProcessor(deps: {
   }
 
   /** One attempt; an attempt that lost its job has removed its files when this returns. */
-  async function runAttempt(ctx: AttemptContext, signal: AbortSignal): Promise<AttemptOutcome> {
+  async function runAttempt(
+    ctx: AttemptContext,
+    control: AbortController,
+  ): Promise<AttemptOutcome> {
     const attempt = ctx.attemptsMade + 1;
     // Every write of this attempt carries its fencing token and the queue's lock token.
     const own = {
@@ -202,10 +220,10 @@ export function createProcessor(deps: {
     if ("kind" in begun) return begun;
     const { job, startedAt } = begun;
 
-    const limits = attemptLimits(
+    const limits = new AttemptLimits(
       job,
       startedAt,
-      signal,
+      control,
       settings.worker.reportTypes[job.reportType].timeoutMs,
     );
     const where: Position = { ...attemptStart };
@@ -216,6 +234,9 @@ export function createProcessor(deps: {
     // have been applied (Redis frozen, then thawed), publishing this file.
     let publishing: ReportArtifact | undefined;
     let refusal: TransitionResult | undefined;
+    // The progress write on its way, if any: the generator goes on while it
+    // travels, and its answer (a refusal, a failure) aborts `limits.signal`.
+    let inFlight: Promise<void> | undefined;
     try {
       const output = await generators[job.reportType].generate(
         {
@@ -229,18 +250,32 @@ export function createProcessor(deps: {
           where.progress = Math.max(0, Math.min(99, Math.round(percent)));
           where.phase = phase;
           phases.enter(phase);
+          const progress = where.progress;
+          // One write in flight: a second report waits for the first's answer
+          // (a loop: reports made without awaiting the last are sent in turn).
+          while (inFlight !== undefined) await inFlight;
           limits.signal.throwIfAborted();
-          const written = await ownStorage(() =>
-            transitions.apply(job, "progress", { ...own, ...where, at: Date.now() }),
-          );
-          if (!written.applied) {
-            refusal = written;
-            limits.lose();
-            limits.signal.throwIfAborted();
-          }
+          const sent = transitions
+            .apply(job, "progress", { ...own, progress, phase, at: Date.now() })
+            .then(
+              (written) => {
+                if (inFlight === sent) inFlight = undefined;
+                if (!written.applied) {
+                  refusal ??= written;
+                  limits.lose();
+                }
+              },
+              (err: unknown) => {
+                if (inFlight === sent) inFlight = undefined;
+                limits.fail(storageErrorOf(err));
+              },
+            );
+          inFlight = sent;
         },
         limits.signal,
       );
+      // Nothing is stored or published before every progress write was answered.
+      if (inFlight !== undefined) await inFlight;
       limits.signal.throwIfAborted();
       phases.enter("completed");
       const artifact = await artifacts.put(
@@ -262,8 +297,12 @@ export function createProcessor(deps: {
       }
       published = true;
       return { kind: "succeeded" };
-    } catch (err) {
-      const stop = stopOf(err, signal, limits);
+    } catch (thrown) {
+      // A progress write still travelling decides how the attempt ended: wait for its answer.
+      if (inFlight !== undefined) await inFlight;
+      // A failed write of the attempt is why it stopped, whatever the generator threw then.
+      const err = limits.failure ?? thrown;
+      const stop = stopOf(err, limits);
       if (stop !== undefined) phases.end();
       else phases.fail(err);
       // Calls are awaited, never returned: the finally below must not run
@@ -424,94 +463,99 @@ type AttemptPlace = Omit<AttemptWrite, "at"> & Position;
  */
 function stopOf(
   err: unknown,
-  signal: AbortSignal,
   limits: AttemptLimits,
 ): "lost" | "released" | "cancelled" | "throttled" | undefined {
+  const { signal } = limits;
   if (limits.lost || (signal.aborted && signal.reason === lockLostReason)) return "lost";
   if (signal.aborted && signal.reason === releaseReason) return "released";
   if (signal.aborted && signal.reason === cancelReason) return "cancelled";
-  if (err instanceof SlowDownError && !limits.signal.aborted) return "throttled";
+  if (err instanceof SlowDownError && !signal.aborted) return "throttled";
   return undefined;
 }
 
 /**
- * What ends an attempt: the worker's signal (cancel, shutdown, lost lock), a
- * refused write (`lose`), the run timeout, the job's deadline. One
- * controller and one timer per attempt (AbortSignal.any and
- * AbortSignal.timeout cost several objects, listeners and timers each).
+ * What ends an attempt: the worker (cancel, shutdown, lost lock), a refused
+ * or failed write (`lose`, `fail`), the run timeout, the job's deadline. One
+ * controller (the worker's) and one timer per attempt: AbortSignal.any and
+ * AbortSignal.timeout cost several objects, listeners and timers each, and
+ * a controller of its own that forwards the worker's one signal and one
+ * listener more. A class, not an object of getters and closures: one object
+ * per attempt.
  */
-interface AttemptLimits {
+class AttemptLimits {
   /** The generator's signal: aborted by any of the above. */
   readonly signal: AbortSignal;
-  readonly timeoutMs: number;
   /** The run timeout aborted it (it came first). */
-  readonly timedOut: boolean;
+  timedOut = false;
   /** The job's deadline aborted it (before the run timeout). */
-  readonly deadlinePassed: boolean;
+  deadlinePassed = false;
   /** A write of the attempt was refused: it no longer owns the job. */
-  readonly lost: boolean;
+  lost = false;
+  /** Why a write of the attempt failed (`fail`), when that aborted it first. */
+  failure: unknown;
+  private readonly timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    job: JobView,
+    startedAt: number,
+    readonly controller: AbortController,
+    readonly timeoutMs: number,
+  ) {
+    this.signal = controller.signal;
+    const deadlineMs =
+      job.deadline !== undefined ? Math.max(0, job.deadline - startedAt) : Number.POSITIVE_INFINITY;
+    const firesInMs = Math.min(timeoutMs, deadlineMs);
+    this.timer =
+      firesInMs > maxTimerMs
+        ? undefined
+        : setTimeout(expire, firesInMs, this, timeoutMs <= deadlineMs);
+  }
+
   /** Aborts the attempt because it lost its job. */
-  lose(): void;
-  /** Stops the timer and listener; call once the attempt has ended. */
-  end(): void;
+  lose(): void {
+    this.lost = true;
+    if (!this.signal.aborted) this.controller.abort(lockLostReason);
+  }
+
+  /** Aborts the attempt because one of its writes failed: `err` becomes the signal's reason. */
+  fail(err: unknown): void {
+    if (this.signal.aborted) return;
+    this.failure = err;
+    this.controller.abort(err);
+  }
+
+  /** Stops the timer; call once the attempt has ended. */
+  end(): void {
+    clearTimeout(this.timer);
+  }
 }
 
 /** setTimeout's longest delay; a longer one would fire at once. */
 const maxTimerMs = 2 ** 31 - 1;
 
-function attemptLimits(
-  job: JobView,
-  startedAt: number,
-  signal: AbortSignal,
-  timeoutMs: number,
-): AttemptLimits {
-  const controller = new AbortController();
-  const state = { timedOut: false, deadlinePassed: false, lost: false };
-  const forward = () => controller.abort(signal.reason);
-  if (signal.aborted) forward();
-  else signal.addEventListener("abort", forward, { once: true });
-  const deadlineMs =
-    job.deadline !== undefined ? Math.max(0, job.deadline - startedAt) : Number.POSITIVE_INFINITY;
-  const firesInMs = Math.min(timeoutMs, deadlineMs);
-  const timer =
-    firesInMs > maxTimerMs
-      ? undefined
-      : setTimeout(() => {
-          if (controller.signal.aborted) return;
-          if (timeoutMs <= deadlineMs) state.timedOut = true;
-          else state.deadlinePassed = true;
-          controller.abort(new DOMException("The operation timed out.", "TimeoutError"));
-        }, firesInMs);
-  return {
-    signal: controller.signal,
-    timeoutMs,
-    get timedOut() {
-      return state.timedOut;
-    },
-    get deadlinePassed() {
-      return state.deadlinePassed;
-    },
-    get lost() {
-      return state.lost;
-    },
-    lose() {
-      state.lost = true;
-      if (!controller.signal.aborted) controller.abort(lockLostReason);
-    },
-    end() {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", forward);
-    },
-  };
+/** The attempt's timer fired: its run timeout (`timeout`) or else the job's deadline. */
+function expire(limits: AttemptLimits, timeout: boolean): void {
+  if (limits.signal.aborted) return;
+  if (timeout) limits.timedOut = true;
+  else limits.deadlinePassed = true;
+  limits.controller.abort(new DOMException("The operation timed out.", "TimeoutError"));
 }
 
 /**
  * A failure of the worker's own Redis writes during an attempt (not of the
  * generator's downstream calls, whose errors may mention the same socket
- * errors): the attempt failed because storage was away.
+ * errors): the attempt failed because storage was away. A progress write
+ * that failed so aborts the generator's signal with one of these as reason.
  */
-class AttemptStorageError extends Error {
+export class AttemptStorageError extends Error {
   override readonly name = "AttemptStorageError";
+}
+
+/** A failure of one of the worker's own storage calls, "storage unavailable" ones marked as such. */
+function storageErrorOf(err: unknown): unknown {
+  return isStorageUnavailable(err)
+    ? new AttemptStorageError((err as Error).message, { cause: err })
+    : err;
 }
 
 /** Runs one of the worker's own storage calls, marking "storage unavailable" failures as such. */
@@ -519,9 +563,7 @@ async function ownStorage<T>(call: () => Promise<T>): Promise<T> {
   try {
     return await call();
   } catch (err) {
-    if (isStorageUnavailable(err))
-      throw new AttemptStorageError((err as Error).message, { cause: err });
-    throw err;
+    throw storageErrorOf(err);
   }
 }
 

@@ -60,7 +60,11 @@ interface RunningAttempt {
   type: ReportType;
   /** BullMQ's lock token of the fetch. */
   token: string;
-  /** Aborts the attempt: cancel requests, a lost lock. */
+  /**
+   * The attempt's one controller: aborted here (cancel requests, a lost
+   * lock, shutdown) and by the processor (a refused or failed write, the run
+   * timeout, the deadline); its signal is the generator's.
+   */
   abort: AbortController;
   /** When the job's lock was last known to be held (ms): the fetch, then each renewal. */
   lockHeldAt: number;
@@ -162,9 +166,12 @@ export function createReportWorker(deps: {
     timer.unref();
   };
 
+  // Two parameters, no signal: BullMQ makes an AbortController per job only
+  // for a processor that takes one (its cancelJob and cancelAllJobs); the
+  // attempt's own controller (`active`) serves for both, shutdown included.
   const makeProcess =
     (type: ReportType, self: () => Worker<ReportJobData>) =>
-    async (job: Job<ReportJobData>, token?: string, signal?: AbortSignal) => {
+    async (job: Job<ReportJobData>, token?: string) => {
       const id = job.id as string;
       // BullMQ hands every fetch its lock token; without one, writes could not be fenced.
       if (token === undefined) throw new Error(`job ${id} was fetched without a lock token`);
@@ -188,20 +195,16 @@ export function createReportWorker(deps: {
         lockHeldAt: Date.now(),
       };
       active.set(id, attempt);
-      // BullMQ's own signal for this job (cancelAllJobs on shutdown) reaches the attempt's.
-      const forward = () => {
-        if (!attempt.abort.signal.aborted) attempt.abort.abort(signal?.reason);
-      };
-      if (signal?.aborted) forward();
-      else signal?.addEventListener("abort", forward, { once: true });
       // BullMQ's consumer span for this attempt (bullmq-otel), continuing the enqueue's trace.
       const span = trace.getActiveSpan();
-      span?.setAttributes({
-        [attrJobId]: id,
-        [attrReportType]: type,
-        [attrTenant]: job.data.tenant,
-        [attrAttempt]: job.attemptsMade + 1,
-      });
+      // Unrecorded (the usual case without an exporter): no attribute object per job.
+      if (span?.isRecording() === true)
+        span.setAttributes({
+          [attrJobId]: id,
+          [attrReportType]: type,
+          [attrTenant]: job.data.tenant,
+          [attrAttempt]: job.attemptsMade + 1,
+        });
       try {
         const outcome = await processor
           .run(
@@ -212,7 +215,7 @@ export function createReportWorker(deps: {
               lockToken: token,
               queued: { tenant: job.data.tenant, reportType: type, deadline: job.data.deadline },
             },
-            attempt.abort.signal,
+            attempt.abort,
           )
           .catch((err: unknown) => {
             // Not an outcome: the processor itself failed (Redis away, say).
@@ -254,7 +257,6 @@ export function createReportWorker(deps: {
             throw new RecordedEnd(outcome.error.message);
         }
       } finally {
-        signal?.removeEventListener("abort", forward);
         if (active.get(id) === attempt) active.delete(id);
       }
     };
@@ -440,7 +442,9 @@ export function createReportWorker(deps: {
             { graceMs, running: active.size },
             "grace period over; releasing running jobs back to the queue",
           );
-          for (const w of all) w.cancelAllJobs(releaseReason);
+          for (const attempt of active.values()) {
+            if (!attempt.abort.signal.aborted) attempt.abort.abort(releaseReason);
+          }
           await closed;
         }
         subscriber.off("smessage", onControl);

@@ -7,12 +7,13 @@
  */
 import { afterEach, describe, expect, it } from "vitest";
 import { JobState, ReportType } from "../../gen/reports/v1/job_pb.js";
+import { AttemptStorageError } from "../../src/worker/processor.js";
 import { attemptStorageReason } from "../../src/worker/report-worker.js";
 import { capturedLogger } from "../helpers/captured-logger.js";
 import { reportClient } from "../helpers/clients.js";
 import { csvOutput, deferred, scripted } from "../helpers/generators.js";
 import { type RedisServerHandle, startRedisServer } from "../helpers/redis-server.js";
-import { history, waitForEnd } from "../helpers/rpc.js";
+import { getJob, history, type ReportClient, waitForEnd } from "../helpers/rpc.js";
 import { startTestApp, type TestApp } from "../helpers/test-app.js";
 import { waitFor } from "../helpers/wait-for.js";
 
@@ -30,11 +31,25 @@ describe("an attempt whose failure cannot be recorded while Redis is down", () =
     server = redis;
     const killed = deferred();
     // Kills Redis mid-attempt: the next progress write, and the failure write after it, fail.
-    const weekly = scripted(async (_input, progress) => {
+    let signal: AbortSignal | undefined;
+    let sent: unknown;
+    let client: ReportClient | undefined;
+    const weekly = scripted(async (input, progress, s) => {
+      signal = s;
       await progress(30, "fetch-data");
+      // progress() resolves once its write is sent: kill Redis once it was applied.
+      await waitFor(
+        async () => client !== undefined && (await getJob(client, input.jobId)).progress === 30,
+        { what: "the first progress write to be applied" },
+      );
       await redis.kill();
       killed.resolve();
-      await progress(60, "render");
+      // Resolves once sent: the failure comes back through the signal, and
+      // ends the attempt whatever the generator returns.
+      sent = await progress(60, "render").then(
+        () => "sent",
+        (err: unknown) => err,
+      );
       return csvOutput;
     });
     const { logger, lines } = capturedLogger();
@@ -43,13 +58,15 @@ describe("an attempt whose failure cannot be recorded while Redis is down", () =
       { generators: { weekly }, logger, lockDurationMs: 30_000 },
     );
     t = app;
-    const client = reportClient("connect-json", app.url);
+    client = reportClient("connect-json", app.url);
     const { jobId } = await client.submitReport({ userId: "u1", reportType: ReportType.WEEKLY });
     await killed.promise;
     await waitFor(() => lines.some((l) => l.msg === "storage unavailable during attempt"), {
       timeoutMs: 10_000,
       what: "the attempt to fail on the missing Redis",
     });
+    expect(sent).toBe("sent");
+    expect(signal?.reason).toBeInstanceOf(AttemptStorageError);
     await redis.restart();
 
     const job = await waitForEnd(client, jobId, { timeoutMs: 20_000, what: "the job to end" });

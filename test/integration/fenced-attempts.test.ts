@@ -1,3 +1,4 @@
+import { mkdirSync, watch } from "node:fs";
 import { Redis } from "ioredis";
 import { type Logger, pino } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
@@ -229,9 +230,10 @@ describe("an attempt that lost its job", () => {
     expect(weekly.calls).toEqual([1, 1]);
   });
 
-  it("aborts the attempt when one of its progress writes is refused", async () => {
+  it("aborts the generator with the lost-attempt reason when one of its progress writes is refused", async () => {
     let firstSignal: AbortSignal | undefined;
-    let refusedProgress: unknown;
+    let refusedWrite: unknown;
+    let nextProgress: unknown;
     const gate = deferred();
     const entered = deferred();
     const weekly = scripted(async (_input, progress, signal) => {
@@ -240,16 +242,23 @@ describe("an attempt that lost its job", () => {
         firstSignal = signal;
         entered.resolve();
         await gate.promise;
+        // Resolves once sent: the refusal comes back through the signal.
+        refusedWrite = await progress(60, "render").then(
+          () => "sent",
+          (err: unknown) => err,
+        );
+        await aborted(signal);
         try {
-          await progress(60, "render");
+          await progress(70, "render");
         } catch (err) {
-          refusedProgress = err;
+          nextProgress = err;
           throw err;
         }
       }
       return csvOutput;
     });
-    const { app, client, jobId } = await startedJob({ generators: { weekly } }, entered);
+    const { logger, lines } = capturedLogger();
+    const { app, client, jobId } = await startedJob({ generators: { weekly }, logger }, entered);
 
     // Another attempt's token in the record, the lock untouched: only the record fences.
     const a = await asAnotherWorker(app, jobId);
@@ -257,8 +266,18 @@ describe("an attempt that lost its job", () => {
     const before = await state(a.redis, a.keys, jobId);
     gate.resolve();
     await waitFor(() => firstSignal?.aborted, { what: "the generator's signal to abort" });
+    expect(refusedWrite).toBe("sent");
     expect(firstSignal?.reason).toBe(lockLostReason);
-    expect(refusedProgress).toBe(lockLostReason);
+    await waitFor(() => nextProgress !== undefined, { what: "the next progress call to reject" });
+    expect(nextProgress).toBe(lockLostReason);
+    await waitFor(() => lines.some((l) => l.msg === "attempt lost its job; it changes nothing"), {
+      what: "the attempt to end as lost",
+    });
+    expect(lines.find((l) => l.msg === "attempt lost its job; it changes nothing")).toMatchObject({
+      step: "progress",
+      fenced: "token",
+    });
+    expect(await state(a.redis, a.keys, jobId)).toEqual(before);
     const job = await waitForEnd(client, jobId, {
       timeoutMs: 15_000,
       what: "the job to run again once the lost attempt's lock expired",
@@ -268,6 +287,66 @@ describe("an attempt that lost its job", () => {
     expect(after.events.slice(0, before.events.length)).toEqual(before.events);
     // The refused progress (60, render) of the lost attempt is nowhere.
     expect(after.events.some((e) => e.phase === "render" && e.progress === 60)).toBe(false);
+  });
+
+  it("stores and publishes nothing when a progress write was refused and the generator returned before its answer", async () => {
+    const gate = deferred();
+    const entered = deferred();
+    let first = true;
+    // The first attempt returns its report right after the write that will be refused.
+    const weekly = scripted(async (_input, progress) => {
+      await progress(30, "fetch-data");
+      if (!first) return csvOutput;
+      first = false;
+      entered.resolve();
+      await gate.promise;
+      await progress(60, "render");
+      return { fileName: "stale.csv", contentType: "text/csv", content: "stale\n" };
+    });
+    const { logger, lines } = capturedLogger();
+    const { app, client, jobId } = await startedJob({ generators: { weekly }, logger }, entered);
+
+    // Every report file created in the deployment's folder from now on.
+    const dir = deploymentArtifactDir(app.config.worker.artifactDir, app.config.redis.prefix);
+    mkdirSync(dir, { recursive: true });
+    const created = new Set<string>();
+    const watcher = watch(dir, (_event, name) => {
+      if (name?.startsWith(`${jobId}@`)) created.add(name);
+    });
+    try {
+      const a = await asAnotherWorker(app, jobId);
+      await a.redis.hset(a.keys.job(jobId), recordField.attemptToken, "someone-else");
+      const before = await state(a.redis, a.keys, jobId);
+      gate.resolve();
+      await waitFor(() => lines.some((l) => l.msg === "attempt lost its job; it changes nothing"), {
+        what: "the attempt to end as lost",
+      });
+      // It learnt of the refusal from the progress write's answer, before storing
+      // its report or sending SUCCEEDED (which the fencing would refuse too).
+      expect(lines.find((l) => l.msg === "attempt lost its job; it changes nothing")).toMatchObject(
+        {
+          step: "progress",
+          fenced: "token",
+        },
+      );
+      expect(await state(a.redis, a.keys, jobId)).toEqual(before);
+
+      const job = await waitForEnd(client, jobId, {
+        timeoutMs: 15_000,
+        what: "the job to run again once the lost attempt's lock expired",
+      });
+      expect(JobState[job.state]).toBe("SUCCEEDED");
+      const res = await fetch(job.result?.downloadUrl ?? "");
+      expect(await res.text()).not.toBe("stale\n");
+      expect(weekly.calls).toEqual([1, 1]);
+      const files = await reportFilesOf(dir, jobId);
+      expect(files).toHaveLength(1);
+      // The lost attempt never created its file: the one created is the re-run's.
+      await waitFor(() => created.size > 0, { what: "the re-run's file to be seen created" });
+      expect([...created]).toEqual(files);
+    } finally {
+      watcher.close();
+    }
   });
 
   it("aborts the generator once its lock was not renewed for a lock duration, even with Redis frozen", async () => {

@@ -6,7 +6,7 @@ import { capturedLogger } from "../helpers/captured-logger.js";
 import { reportClient } from "../helpers/clients.js";
 import { csvOutput, deferred, scripted } from "../helpers/generators.js";
 import { type RedisServerHandle, startRedisServer } from "../helpers/redis-server.js";
-import { waitForEnd } from "../helpers/rpc.js";
+import { getJob, type ReportClient, waitForEnd } from "../helpers/rpc.js";
 import { startTestApp, type TestApp } from "../helpers/test-app.js";
 import { waitFor } from "../helpers/wait-for.js";
 
@@ -24,9 +24,17 @@ describe("an attempt whose SUCCEEDED write times out but is applied", () => {
     const redis = await startRedisServer();
     server = redis;
     const frozen = deferred();
-    // Freezes Redis as the generator returns: the SUCCEEDED write is the next command sent.
-    const weekly = scripted(async (_input, progress) => {
+    let client: ReportClient | undefined;
+    // Freezes Redis as the generator returns: the SUCCEEDED write is the next
+    // command sent. progress() resolves once its write is sent, so the
+    // generator first waits until Redis has applied it (and so answered it:
+    // Redis writes its replies before it answers a later command).
+    const weekly = scripted(async (input, progress) => {
       await progress(60, "render");
+      await waitFor(
+        async () => client !== undefined && (await getJob(client, input.jobId)).progress === 60,
+        { what: "the progress write to be applied" },
+      );
       redis.pause();
       frozen.resolve();
       return csvOutput;
@@ -39,7 +47,7 @@ describe("an attempt whose SUCCEEDED write times out but is applied", () => {
       { generators: { weekly }, logger, lockDurationMs: 60_000 },
     );
     t = app;
-    const client = reportClient("connect-json", app.url);
+    client = reportClient("connect-json", app.url);
     const { jobId } = await client.submitReport({ userId: "u1", reportType: ReportType.WEEKLY });
     await frozen.promise;
 
