@@ -28,7 +28,7 @@ import { startSpan } from "../telemetry/spans.js";
 import type { Authenticator } from "./auth.js";
 import { toConnectError } from "./error-map.js";
 import { serverFaults } from "./request-log-interceptor.js";
-import { endRpcSpan, type RpcProtocol, recordRpcDuration } from "./telemetry-interceptor.js";
+import { endRpcSpan, type RpcProtocol, rpcDurationRecorder } from "./telemetry-interceptor.js";
 
 /** What a lean route's call carries for this work. */
 export interface LeanCall {
@@ -87,16 +87,23 @@ export function createLeanCallRunner(deps: {
   const tracer = trace.getTracer("report-jobs-api");
   // As the request-log interceptor's: fixed, safe fields, no redaction.
   const rpcLog = logger.child({}, { redact: [] });
-  // One child per method with the line's fixed fields bound: pino serializes
-  // bindings once, not on every line (the line has the same fields).
-  const methodLogs = new Map<string, Logger>();
-  const methodLog = (method: { name: string; method: string }): Logger => {
-    let log = methodLogs.get(method.name);
-    if (log === undefined) {
-      log = rpcLog.child({ rpc: method.name, method: method.method, protocol });
-      methodLogs.set(method.name, log);
+  // Per method: a child logger with the line's fixed fields bound (pino
+  // serializes bindings once, not on every line; the line has the same
+  // fields) and the duration histogram's recorder.
+  const perMethod = new Map<
+    string,
+    { log: Logger; recordDuration: (code: number, seconds: number) => void }
+  >();
+  const methodOf = (method: { name: string; method: string }) => {
+    let m = perMethod.get(method.name);
+    if (m === undefined) {
+      m = {
+        log: rpcLog.child({ rpc: method.name, method: method.method, protocol }),
+        recordDuration: rpcDurationRecorder(protocol, ReportService.typeName, method.method),
+      };
+      perMethod.set(method.name, m);
     }
-    return log;
+    return m;
   };
 
   const finish = (
@@ -110,17 +117,12 @@ export function createLeanCallRunner(deps: {
       span.setAttribute(attrJobId, jobId);
     }
     const status = endRpcSpan(span, protocol, err);
-    recordRpcDuration(
-      protocol,
-      ReportService.typeName,
-      method.method,
-      status,
-      (performance.now() - call.started) / 1000,
-    );
+    const m = methodOf(method);
+    m.recordDuration(status, (performance.now() - call.started) / 1000);
     const code = err?.code;
     const level = code !== undefined && serverFaults.has(code) ? "warn" : "info";
     if (rpcLog.isLevelEnabled(level)) {
-      methodLog(method)[level](
+      m.log[level](
         {
           code: code === undefined ? "ok" : codeToString(code),
           duration_ms: Math.round((performance.now() - call.started) * 1000) / 1000,

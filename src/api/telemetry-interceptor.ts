@@ -13,8 +13,6 @@ import {
   type Attributes,
   type Context,
   context,
-  type Histogram,
-  metrics,
   propagation,
   ROOT_CONTEXT,
   type Span,
@@ -34,6 +32,7 @@ import {
   attrRpcService,
   attrRpcSystem,
 } from "../telemetry/attributes.js";
+import { createHistogram, type RecordingHistogram } from "../telemetry/histograms.js";
 import { startSpan } from "../telemetry/spans.js";
 
 /** The wire protocol of a call, from its Content-Type. */
@@ -110,17 +109,15 @@ function metricAttributesOf(shape: SpanShape, code: number): Attributes {
   return attrs;
 }
 
-let durationHistogram: Histogram | undefined;
+let durationHistogram: RecordingHistogram | undefined;
 /** The `rpc.server.call.duration` histogram, made on first use (after the SDK has started). */
-function rpcDuration(): Histogram {
-  durationHistogram ??= metrics
-    .getMeter("report-jobs-api")
-    .createHistogram("rpc.server.call.duration", {
-      description:
-        "Duration of RPCs this server answered (streams: until they end), by method and gRPC status code",
-      unit: "s",
-      advice: { explicitBucketBoundaries: rpcDurationBuckets },
-    });
+function rpcDuration(): RecordingHistogram {
+  durationHistogram ??= createHistogram("report-jobs-api", "rpc.server.call.duration", {
+    description:
+      "Duration of RPCs this server answered (streams: until they end), by method and gRPC status code",
+    unit: "s",
+    advice: { explicitBucketBoundaries: rpcDurationBuckets },
+  });
   return durationHistogram;
 }
 
@@ -136,6 +133,18 @@ export function recordRpcDuration(
   code: number,
   seconds: number,
 ): void {
+  rpcDurationRecorder(protocol, service, method)(code, seconds);
+}
+
+/**
+ * recordRpcDuration for one method, its attribute sets found once (the lean
+ * routes keep one per method).
+ */
+export function rpcDurationRecorder(
+  protocol: RpcProtocol,
+  service: string,
+  method: string,
+): (code: number, seconds: number) => void {
   const key = `${protocol} ${service}/${method}`;
   let shape = routeShapes.get(key);
   if (shape === undefined) {
@@ -152,7 +161,9 @@ export function recordRpcDuration(
     };
     routeShapes.set(key, shape);
   }
-  rpcDuration().record(seconds, metricAttributesOf(shape, code));
+  const found = shape;
+  const histogram = rpcDuration();
+  return (code, seconds) => histogram.record(seconds, metricAttributesOf(found, code));
 }
 
 /** Creates the tracing interceptor; put it first so it covers the others. */

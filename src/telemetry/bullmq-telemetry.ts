@@ -6,7 +6,6 @@
 import {
   context,
   INVALID_SPAN_CONTEXT,
-  isSpanContextValid,
   type Link,
   propagation,
   type Span,
@@ -24,7 +23,7 @@ import {
   attrMessagingSystem,
   bullmqAttr,
 } from "./attributes.js";
-import { startSpan } from "./spans.js";
+import { spanContextValid, startSpan } from "./spans.js";
 
 /** The instrumentation scope name of BullMQ spans (ours and bullmq-otel's). */
 export const bullTracerName = "bullmq";
@@ -127,7 +126,7 @@ export function traceEnqueue<T>(
   propagation.inject(ctx, carrier);
   const sc = span.spanContext();
   // No SDK (OTEL_SDK_DISABLED): no trace, and no all-zero ids in records and events.
-  const traceparent = !isSpanContextValid(sc)
+  const traceparent = !spanContextValid(sc)
     ? ""
     : (carrier.traceparent ?? `00-${sc.traceId}-${sc.spanId}-0${(sc.traceFlags & 1).toString(16)}`);
   const t: EnqueueTrace = { metadata: JSON.stringify(carrier), traceparent, span };

@@ -5,9 +5,10 @@
  * redaction list below is the safety net for mistakes. LOG_FORMAT=pretty
  * prints human-readable lines instead (pino-pretty), for a terminal only.
  */
-import { isSpanContextValid, type SpanContext, trace } from "@opentelemetry/api";
+import { type SpanContext, trace } from "@opentelemetry/api";
 import { type DestinationStream, type Logger, pino } from "pino";
 import pretty from "pino-pretty";
+import { spanContextValid } from "./spans.js";
 
 /** How log lines are written. */
 export interface LoggerOptions {
@@ -46,7 +47,7 @@ function traceFields(): Record<string, string> | undefined {
   if (ctx === undefined) return undefined;
   if (ctx !== checkedContext) {
     checkedContext = ctx;
-    checkedValid = isSpanContextValid(ctx);
+    checkedValid = spanContextValid(ctx);
   }
   return checkedValid ? { trace_id: ctx.traceId, span_id: ctx.spanId } : undefined;
 }

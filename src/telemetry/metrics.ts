@@ -15,6 +15,7 @@ import {
   type ObservableResult,
 } from "@opentelemetry/api";
 import type { ReportType } from "../domain/job.js";
+import { createHistogram } from "./histograms.js";
 
 /** How a job ended. */
 export type JobOutcome = "succeeded" | "failed" | "cancelled";
@@ -88,8 +89,12 @@ export interface ReportMetrics {
   repaired(type: ReportType | undefined, repair: RepairKind, cause: RepairCause): void;
 }
 
-/** Creates the instruments on `meter` (the global provider's by default). */
-export function createReportMetrics(meter: Meter = metrics.getMeter("report-jobs")): ReportMetrics {
+/**
+ * Creates the instruments on `meter`; by default the global provider's, with
+ * reports.submit.duration (recorded on every submit) from histograms.ts.
+ */
+export function createReportMetrics(given?: Meter): ReportMetrics {
+  const meter = given ?? metrics.getMeter("report-jobs");
   const jobDuration = meter.createHistogram("reports.job.duration", {
     description: "Time from enqueue to the job's terminal state, by report type and outcome",
     unit: "s",
@@ -111,11 +116,15 @@ export function createReportMetrics(meter: Meter = metrics.getMeter("report-jobs
       unit: "{attempt}",
     }),
   );
-  const submitDuration = meter.createHistogram("reports.submit.duration", {
+  const submitDurationOptions = {
     description: "SubmitReport's enqueue (one Redis round trip), by report type and outcome",
     unit: "s",
     advice: { explicitBucketBoundaries: submitDurationBuckets },
-  });
+  };
+  const submitDuration =
+    given === undefined
+      ? createHistogram("report-jobs", "reports.submit.duration", submitDurationOptions)
+      : meter.createHistogram("reports.submit.duration", submitDurationOptions);
   const idempotentHits = meter.createCounter("reports.submit.idempotent_hits", {
     description:
       "SubmitReport calls answered with the job already created under the same idempotency key",

@@ -18,9 +18,11 @@ import {
   INVALID_SPAN_CONTEXT,
   isSpanContextValid,
   type Span,
+  type SpanContext,
   type SpanOptions,
   TraceFlags,
   type Tracer,
+  type TraceState,
   trace,
 } from "@opentelemetry/api";
 import { isTracingSuppressed } from "@opentelemetry/core";
@@ -32,21 +34,47 @@ export function setSpansUnrecorded(value: boolean): void {
   unrecorded = value;
 }
 
-/** Random bytes for ids, refilled when used up (one crypto call per 512 spans). */
-const pool = Buffer.allocUnsafe(4096);
-let poolOffset = pool.length;
+/**
+ * Random ids as lowercase hex, cut from a pool of random bytes turned into
+ * hex at once (one crypto call and one hex conversion per 64 spans, not a
+ * Buffer-to-hex call per id). An id is a slice of the pool's string, so one
+ * kept keeps its pool (2 KB): small, to keep that small.
+ */
+const poolBytes = 1024;
+let hexPool = "";
+let hexOffset = 0;
 
 /** A random id of `bytes` bytes as lowercase hex, never all zeros (W3C: invalid). */
 function randomId(bytes: number): string {
+  const chars = bytes * 2;
   for (;;) {
-    if (poolOffset + bytes > pool.length) {
-      randomFillSync(pool);
-      poolOffset = 0;
+    if (hexOffset + chars > hexPool.length) {
+      hexPool = randomFillSync(Buffer.allocUnsafe(poolBytes)).toString("hex");
+      hexOffset = 0;
     }
-    const id = pool.toString("hex", poolOffset, poolOffset + bytes);
-    poolOffset += bytes;
+    const id = hexPool.slice(hexOffset, hexOffset + chars);
+    hexOffset += chars;
     for (let i = 0; i < id.length; i++) if (id.charCodeAt(i) !== 48) return id;
   }
+}
+
+/** The span contexts made here: valid by construction (fresh or a valid parent's trace id, a fresh span id). */
+class MadeSpanContext implements SpanContext {
+  readonly traceFlags = TraceFlags.NONE;
+  constructor(
+    readonly traceId: string,
+    readonly spanId: string,
+    readonly traceState: TraceState | undefined,
+  ) {}
+}
+
+/**
+ * isSpanContextValid, answered without its two regular expressions for the
+ * contexts made here (the RPC's span, the enqueue's: every per-call check
+ * of the hot paths).
+ */
+export function spanContextValid(sc: SpanContext): boolean {
+  return sc instanceof MadeSpanContext || isSpanContextValid(sc);
 }
 
 /** tracer.startSpan(name, options, parent), without the SDK's work when no span is recorded. */
@@ -60,11 +88,12 @@ export function startSpan(
   // As the SDK's Tracer does with the always-off sampler.
   if (isTracingSuppressed(parent)) return trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
   const p = trace.getSpan(parent)?.spanContext();
-  const valid = p !== undefined && isSpanContextValid(p);
-  return trace.wrapSpanContext({
-    traceId: valid ? p.traceId : randomId(16),
-    spanId: randomId(8),
-    traceFlags: TraceFlags.NONE,
-    traceState: valid ? p.traceState : undefined,
-  });
+  const valid = p !== undefined && spanContextValid(p);
+  return trace.wrapSpanContext(
+    new MadeSpanContext(
+      valid ? p.traceId : randomId(16),
+      randomId(8),
+      valid ? p.traceState : undefined,
+    ),
+  );
 }

@@ -10,7 +10,12 @@ import { OTLPMetricExporter } from "@opentelemetry/exporter-metrics-otlp-http";
 import { PrometheusExporter } from "@opentelemetry/exporter-prometheus";
 import { HttpInstrumentation } from "@opentelemetry/instrumentation-http";
 import { IORedisInstrumentation } from "@opentelemetry/instrumentation-ioredis";
-import { type IMetricReader, PeriodicExportingMetricReader } from "@opentelemetry/sdk-metrics";
+import {
+  AggregationTemporality,
+  type IMetricReader,
+  InstrumentType,
+  PeriodicExportingMetricReader,
+} from "@opentelemetry/sdk-metrics";
 import { NodeSDK } from "@opentelemetry/sdk-node";
 import {
   AlwaysOffSampler,
@@ -18,6 +23,7 @@ import {
   type SpanProcessor,
 } from "@opentelemetry/sdk-trace-base";
 import type { TelemetrySettings } from "../config/config.js";
+import { HistogramProducer, setHistogramProducer } from "./histograms.js";
 import { setSpansUnrecorded } from "./spans.js";
 
 /** How to start telemetry. */
@@ -94,15 +100,28 @@ export function startTelemetry(options: TelemetryOptions): Telemetry {
     current = { enabled: false, shutdown: async () => undefined };
     return current;
   }
+  // The histograms recorded on every call skip the SDK's work per record
+  // (histograms.ts) when every reader reads them cumulative: Prometheus, and
+  // OTLP unless its temporality preference says delta. Readers a test hands
+  // in get the SDK's.
+  const otlp = settings.exportMetricsOtlp ? new OTLPMetricExporter() : undefined;
+  const cumulative =
+    options.metricReaders === undefined &&
+    (otlp === undefined ||
+      otlp.selectAggregationTemporality(InstrumentType.HISTOGRAM) ===
+        AggregationTemporality.CUMULATIVE);
+  const histograms = cumulative ? new HistogramProducer() : undefined;
+  const metricProducers = histograms === undefined ? undefined : [histograms];
   // The Prometheus exporter is only a reader here: our metrics server (which
   // also answers the worker's probes) calls its request handler.
-  const prometheus = new PrometheusExporter({ preventServerStart: true });
+  const prometheus = new PrometheusExporter({ preventServerStart: true, metricProducers });
   const readers: IMetricReader[] = [prometheus, ...(options.metricReaders ?? [])];
-  if (settings.exportMetricsOtlp) {
+  if (otlp !== undefined) {
     readers.push(
       new PeriodicExportingMetricReader({
-        exporter: new OTLPMetricExporter(),
+        exporter: otlp,
         exportIntervalMillis: settings.metricExportIntervalMs,
+        metricProducers,
       }),
     );
   }
@@ -150,6 +169,7 @@ export function startTelemetry(options: TelemetryOptions): Telemetry {
     ],
   });
   sdk.start();
+  setHistogramProducer(histograms);
   // Every span is non-recording: spans.ts makes them without the SDK's work,
   // unless the SDK counts its spans (that instrument would miss them).
   setSpansUnrecorded(!sendsSpans && !getBooleanFromEnv("OTEL_NODE_EXPERIMENTAL_SDK_METRICS"));

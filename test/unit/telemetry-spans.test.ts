@@ -1,6 +1,7 @@
 import {
   createTraceState,
   INVALID_SPAN_CONTEXT,
+  isSpanContextValid,
   ROOT_CONTEXT,
   SpanKind,
   TraceFlags,
@@ -9,7 +10,7 @@ import {
 import { suppressTracing } from "@opentelemetry/core";
 import { AlwaysOffSampler, BasicTracerProvider } from "@opentelemetry/sdk-trace-base";
 import { afterEach, describe, expect, it } from "vitest";
-import { setSpansUnrecorded, startSpan } from "../../src/telemetry/spans.js";
+import { setSpansUnrecorded, spanContextValid, startSpan } from "../../src/telemetry/spans.js";
 
 // The SDK's tracer as telemetry.ts configures it when no span is recorded.
 const sdkTracer = new BasicTracerProvider({ sampler: new AlwaysOffSampler() }).getTracer("t");
@@ -49,6 +50,28 @@ describe("startSpan() when no span is recorded", () => {
         expect(o.traceId).not.toBe(s.traceId);
       }
     }
+  });
+
+  it("answers spanContextValid as isSpanContextValid: its own spans' contexts valid, others checked", () => {
+    setSpansUnrecorded(true);
+    const root = startSpan(sdkTracer, "a", options, ROOT_CONTEXT).spanContext();
+    const child = startSpan(sdkTracer, "b", options, parentContext).spanContext();
+    expect([root, child].map((c) => [spanContextValid(c), isSpanContextValid(c)])).toEqual([
+      [true, true],
+      [true, true],
+    ]);
+    const others = [
+      INVALID_SPAN_CONTEXT,
+      trace.getSpan(parentContext)?.spanContext() ?? INVALID_SPAN_CONTEXT,
+      { traceId: "0".repeat(32), spanId: "00f067aa0ba902b7", traceFlags: 0 },
+      { traceId: "5af92f3577b34da6a3ce929d0e0e4737", spanId: "0".repeat(16), traceFlags: 0 },
+      { traceId: "5AF92F3577B34DA6A3CE929D0E0E4737", spanId: "00f067aa0ba902b7", traceFlags: 0 },
+      { ...root },
+    ];
+    expect(others.map(spanContextValid)).toEqual(others.map(isSpanContextValid));
+    // Where tracing is suppressed: the invalid context, as the SDK's.
+    const suppressed = startSpan(sdkTracer, "c", options, suppressTracing(parentContext));
+    expect(spanContextValid(suppressed.spanContext())).toBe(false);
   });
 
   it("makes fresh ids for every span", () => {
