@@ -23,6 +23,7 @@ import { Redis } from "ioredis";
 import { pino } from "pino";
 import type { JobView } from "../src/domain/job.js";
 import { freePort } from "../src/queue/private-redis.js";
+import { transitionModulesOf } from "./checkout-modules.js";
 
 const roots = (
   process.argv.length > 2 ? process.argv.slice(2) : [new URL("..", import.meta.url).pathname]
@@ -80,23 +81,8 @@ function lastDumpInstructions(): number {
 
 /** One checkout under test: its applier on its own connection, its own key prefix. */
 async function subjectOf(root: string, index: number) {
-  const src = (module: string) => path.join(root, "src", module);
-  const [
-    { createTransitionApplier },
-    { createRedisConnection },
-    { createKeys },
-    { encodeNewRecord },
-  ] = (await Promise.all([
-    import(src("queue/transition-applier.ts")),
-    import(src("queue/connections.ts")),
-    import(src("queue/keys.ts")),
-    import(src("queue/job-record.ts")),
-  ])) as [
-    typeof import("../src/queue/transition-applier.js"),
-    typeof import("../src/queue/connections.js"),
-    typeof import("../src/queue/keys.js"),
-    typeof import("../src/queue/job-record.js"),
-  ];
+  const { createTransitionApplier, createRedisConnection, createKeys, encodeNewRecord } =
+    await transitionModulesOf(root);
   const redis = createRedisConnection(url, "command", logger);
   if (redis.status !== "ready") await new Promise((r) => redis.once("ready", r));
   const keys = createKeys(`ti${index}`);

@@ -22,32 +22,11 @@ import { Redis } from "ioredis";
 import { pino } from "pino";
 import type { JobView } from "../src/domain/job.js";
 import { freePort } from "../src/queue/private-redis.js";
+import { transitionModulesOf } from "./checkout-modules.js";
 
 const roots = (
   process.argv.length > 2 ? process.argv.slice(2) : [new URL("..", import.meta.url).pathname]
 ).map((r) => path.resolve(r));
-
-/** The modules of one checkout that the bench uses. */
-async function modulesOf(root: string) {
-  const src = (module: string) => path.join(root, "src", module);
-  const [
-    { createTransitionApplier },
-    { createRedisConnection },
-    { createKeys },
-    { encodeNewRecord },
-  ] = (await Promise.all([
-    import(src("queue/transition-applier.ts")),
-    import(src("queue/connections.ts")),
-    import(src("queue/keys.ts")),
-    import(src("queue/job-record.ts")),
-  ])) as [
-    typeof import("../src/queue/transition-applier.js"),
-    typeof import("../src/queue/connections.js"),
-    typeof import("../src/queue/keys.js"),
-    typeof import("../src/queue/job-record.js"),
-  ];
-  return { createTransitionApplier, createRedisConnection, createKeys, encodeNewRecord };
-}
 
 const rounds = Number(process.env.MICRO_ROUNDS ?? 5);
 const jobsPerRound = 3000;
@@ -74,7 +53,7 @@ const artifact = {
 
 /** One checkout under test: its applier on its own connection, its own key prefix. */
 async function subjectOf(root: string, index: number) {
-  const m = await modulesOf(root);
+  const m = await transitionModulesOf(root);
   const redis = m.createRedisConnection(url, "command", logger);
   if (redis.status !== "ready") await new Promise((r) => redis.once("ready", r));
   const keys = m.createKeys(`micro${index}`);
