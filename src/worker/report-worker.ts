@@ -30,6 +30,7 @@ import { isStorageUnavailable } from "../queue/storage-errors.js";
 import { type ReportJobData, retryBackoffType } from "../queue/submitter.js";
 import { attrAttempt, attrJobId, attrReportType, attrTenant } from "../telemetry/attributes.js";
 import { createBullTelemetry } from "../telemetry/bullmq-telemetry.js";
+import { forgetJobTrace, inJobTrace, keepJobTrace } from "../telemetry/job-traces.js";
 import { reportMetrics } from "../telemetry/metrics.js";
 import {
   backoffDelay,
@@ -94,10 +95,13 @@ export const attemptStorageReason = "storage unavailable while recording the att
  * failure reason); the cause is logged here.
  */
 function safeAttemptError(err: unknown, jobId: string, logger: Logger): Error {
+  // Logged after an await of the attempt: in its trace (job-traces.ts).
   if (isStorageUnavailable(err)) {
-    logger.warn(
-      { err: (err as Error).message, jobId },
-      "attempt could not be recorded: storage unavailable",
+    inJobTrace(jobId, () =>
+      logger.warn(
+        { err: (err as Error).message, jobId },
+        "attempt could not be recorded: storage unavailable",
+      ),
     );
     return new Error(attemptStorageReason);
   }
@@ -105,7 +109,7 @@ function safeAttemptError(err: unknown, jobId: string, logger: Logger): Error {
     err instanceof Error
       ? { type: err.name, message: err.message, stack: err.stack }
       : { message: String(err) };
-  logger.error({ err: e, jobId }, "attempt failed unexpectedly");
+  inJobTrace(jobId, () => logger.error({ err: e, jobId }, "attempt failed unexpectedly"));
   return new Error("internal error in the worker");
 }
 
@@ -195,6 +199,8 @@ export function createReportWorker(deps: {
         lockHeldAt: Date.now(),
       };
       active.set(id, attempt);
+      // The attempt's context (BullMQ's consumer span), for its log lines after awaits.
+      keepJobTrace(id);
       // BullMQ's consumer span for this attempt (bullmq-otel), continuing the enqueue's trace.
       const span = trace.getActiveSpan();
       // Unrecorded (the usual case without an exporter): no attribute object per job.
@@ -257,7 +263,10 @@ export function createReportWorker(deps: {
             throw new RecordedEnd(outcome.error.message);
         }
       } finally {
-        if (active.get(id) === attempt) active.delete(id);
+        if (active.get(id) === attempt) {
+          active.delete(id);
+          forgetJobTrace(id);
+        }
       }
     };
 
