@@ -20,12 +20,9 @@ export function setKeepJobTraces(value: boolean): void {
   if (!value) traces.clear();
 }
 
-/**
- * Keeps the active context (the attempt's, at its start, before any await)
- * as job `jobId`'s, until `forgetJobTrace`.
- */
-export function keepJobTrace(jobId: string): void {
-  if (kept) traces.set(jobId, context.active());
+/** Keeps `ctx` (the attempt's, with its consumer span) as job `jobId`'s, until `forgetJobTrace`. */
+export function keepJobTrace(jobId: string, ctx: Context): void {
+  if (kept) traces.set(jobId, ctx);
 }
 
 /** Forgets job `jobId`'s context: its attempt has ended here. */

@@ -58,7 +58,7 @@ describe("job traces", () => {
 
   it("gives the lines logged for a running attempt after an await its context, until it is forgotten", async () => {
     setKeepJobTraces(true);
-    context.with(jobContext, () => keepJobTrace("job-1"));
+    keepJobTrace("job-1", jobContext);
     await null;
     expect(trace.getActiveSpan()).toBeUndefined();
     expect(inJobTrace("job-1", () => trace.getActiveSpan())).toBe(span);
@@ -70,7 +70,7 @@ describe("job traces", () => {
 
   it("keeps nothing when the context manager follows awaits", () => {
     setKeepJobTraces(false);
-    context.with(jobContext, () => keepJobTrace("job-3"));
+    keepJobTrace("job-3", jobContext);
     expect(inJobTrace("job-3", () => trace.getActiveSpan())).toBeUndefined();
     expect(inJobTrace("job-3", () => 42)).toBe(42);
   });
