@@ -1,10 +1,17 @@
 --[[
   Appends an event to a job's stream and publishes it on the job's channel.
-  The one body that writes event streams: apply-transition.lua and submit.lua
-  include it. The published message is the JSON list of the entry id and the
-  list of the entry's field/value pairs (events/event-hub.ts decodes it),
-  made by concatenation from the caller's JSON text of the pairs: no Lua
-  table is built or encoded here. traceIdOf reads a traceparent's trace id.
+  The one body that writes event streams: apply-transition.lua,
+  apply-attempt.lua and submit.lua include it. The published message is the
+  JSON list of the entry id and the list of the entry's field/value pairs
+  (events/event-hub.ts decodes it), made by concatenation from the caller's
+  JSON text of the pairs: no Lua table is built or encoded here. traceIdOf
+  reads a traceparent's trace id.
+
+  appendEvent appends, caps the stream and publishes. A script appending
+  several events in one call (apply-attempt.lua) may append and publish each
+  with addEvent and cap the stream once, with the last appendEvent: the
+  stream ends as after one appendEvent each (the oldest entries above the cap
+  go), and no reader sees it in between.
 
   Input:
     streamKey  the job's event stream
@@ -23,15 +30,31 @@
   Output:
     the new entry's id
 ]]
-local function appendEvent(streamKey, channel, maxLen, fields, first, last, json, traceId)
-  local tail = ''
+local function xaddEvent(streamKey, fields, first, last, traceId)
   if traceId then
     fields[last + 1] = EVENT.traceId
     fields[last + 2] = traceId
     last = last + 2
-    tail = ',"' .. EVENT.traceId .. '","' .. traceId .. '"'
   end
-  local id = redis.call('XADD', streamKey, '*', unpack(fields, first, last))
+  return redis.call('XADD', streamKey, '*', unpack(fields, first, last))
+end
+
+local function publishEvent(channel, id, json, traceId)
+  local tail = ''
+  if traceId then tail = ',"' .. EVENT.traceId .. '","' .. traceId .. '"' end
+  redis.call('SPUBLISH', channel, '["' .. id .. '",[' .. json .. tail .. ']]')
+end
+
+-- Appends and publishes without capping the stream: the caller's last event
+-- goes through appendEvent, which caps it.
+local function addEvent(streamKey, channel, fields, first, last, json, traceId)
+  local id = xaddEvent(streamKey, fields, first, last, traceId)
+  publishEvent(channel, id, json, traceId)
+  return id
+end
+
+local function appendEvent(streamKey, channel, maxLen, fields, first, last, json, traceId)
+  local id = xaddEvent(streamKey, fields, first, last, traceId)
   -- Cap the stream with XDEL rather than XADD MAXLEN: trimming does not move
   -- the stream's max-deleted-entry-id (Redis 7.0), which replay relies on to
   -- refuse a cursor into deleted history.
@@ -42,7 +65,7 @@ local function appendEvent(streamKey, channel, maxLen, fields, first, last, json
     for i = 1, #old do ids[i] = old[i][1] end
     redis.call('XDEL', streamKey, unpack(ids))
   end
-  redis.call('SPUBLISH', channel, '["' .. id .. '",[' .. json .. tail .. ']]')
+  publishEvent(channel, id, json, traceId)
   return id
 end
 
