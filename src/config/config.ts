@@ -490,7 +490,7 @@ export function loadConfig(env: Env, mode?: string): Config {
   const phaseDelayMs = int("REPORT_PHASE_DELAY_MS", 500, 0, 3600_000);
   const failRate = float("REPORT_FAIL_RATE", 0, 0, 1);
   const retryBackoffMs = int("RETRY_BACKOFF_MS", 1000, 1, 3600_000);
-  const progressLingerMs = int("PROGRESS_LINGER_MS", 5, 0, 60_000);
+  const progressLingerMs = int("PROGRESS_LINGER_MS", 10, 0, 60_000);
   const idempotencyTtlMs = int("IDEMPOTENCY_TTL_SECONDS", 24 * 3600, 1, 30 * 24 * 3600) * 1000;
   const succeededMs = int("RETENTION_SUCCEEDED_SECONDS", 24 * 3600, 1, 365 * 24 * 3600) * 1000;
   const failedMs = int("RETENTION_FAILED_SECONDS", 7 * 24 * 3600, 1, 365 * 24 * 3600) * 1000;

@@ -260,7 +260,7 @@ export function createTransitionApplier(deps: {
     ) {
       const ttl = ttlMs[transition.ttl];
       const args: (string | number)[] = [
-        "succeeded",
+        before.length > 0 ? "progress+succeeded" : "succeeded",
         keys.eventChannel(job.id),
         settings.eventStreamMaxLen,
         own.lockToken,
@@ -273,9 +273,11 @@ export function createTransitionApplier(deps: {
         event.result.contentType,
         event.result.sizeBytes,
         encodeEventJson(fields),
-        before.length,
       ];
-      pushReports(args, before, own, event.attempt);
+      if (before.length > 0) {
+        args.push(before.length);
+        pushReports(args, before, own, event.attempt);
+      }
       return {
         script: attemptScript,
         keys: [...attemptKeys(), keys.finished("succeeded"), ...idempotency],

@@ -164,7 +164,7 @@ describe("progress reports held together (PROGRESS_LINGER_MS)", () => {
       "progress 80 render",
       "succeeded 100 completed",
     ]);
-    expect(run.calls).toEqual(["started", "succeeded"]);
+    expect(run.calls).toEqual(["started", "progress+succeeded"]);
     // Published as before, one message per event, in order: [entry id, entry fields].
     expect(run.messages).toEqual(run.entries.slice(1));
     // A watcher open before the job ran got every event once, in order.
@@ -298,7 +298,7 @@ describe("progress reports held together (PROGRESS_LINGER_MS)", () => {
       "progress 80 render",
       "succeeded 100 completed",
     ]);
-    expect(run.calls).toEqual(["started", "started", "succeeded"]);
+    expect(run.calls).toEqual(["started", "started", "progress+succeeded"]);
     expect(run.messages).toEqual(run.entries.slice(1));
     expect(weekly.calls).toEqual([1, 1]);
   });

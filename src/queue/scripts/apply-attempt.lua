@@ -27,18 +27,21 @@
     the finished index of succeeded jobs, takes it out of the live index and
     the tenant's backlog set; sets the retention of the record and the log,
     and of the idempotency record when it names the job (the job's
-    retention, or its own `until` if later). Progress reports of the attempt
-    not sent yet may travel with it: their events are appended and published
-    first, in order, then the succeeded event; their record writes (progress,
-    phase, live index, backlog set) are left out, as succeeded overwrites or
-    undoes each of them. Applied as progress then succeeded would be.
+    retention, or its own `until` if later).
+  - progress+succeeded: succeeded with progress reports of the attempt not
+    sent yet (held when the generator returned): their events are appended
+    and published first, in order, then the succeeded event; their record
+    writes (progress, phase, live index, backlog set) are left out, as
+    succeeded overwrites or undoes each of them. Applied as progress then
+    succeeded would be, with the checks done once.
   Each appends its event (event-codec.ts encodeEvent's fields and order, the
   trace id of the record's traceparent last) and publishes it; the stream is
   capped once per call, after its last event.
 
   Input:
-    ARGV[1] the transition: "started", "progress" or "succeeded"; the other
-    KEYS and ARGV by transition:
+    ARGV[1] the transition: "started", "progress", "succeeded" or
+    "progress+succeeded" (succeeded with progress reports before it); the
+    other KEYS and ARGV by transition:
   started:
     KEYS[1] job record, KEYS[2] event stream, KEYS[3] BullMQ's lock of the
     job (read only), KEYS[4] index of live jobs, KEYS[5] the tenant's
@@ -64,9 +67,12 @@
     ARGV[6] job id, ARGV[7] the transition's time (ms): the finished index's
     score, ARGV[8] attempt, ARGV[9] the succeeded jobs' retention (ms, > 0),
     ARGV[10] the result's download path, ARGV[11] its content type,
-    ARGV[12] its size (bytes), ARGV[13] the event's JSON, ARGV[14] n, the
-    progress reports before it (0 or more), ARGV[15 .. 14 + 4n] those
-    reports, in order, ARGV[15 + 4n ..] record field/value pairs
+    ARGV[12] its size (bytes), ARGV[13] the event's JSON, ARGV[14 ..]
+    record field/value pairs
+  progress+succeeded:
+    KEYS and ARGV[2 .. 13] as for succeeded, ARGV[14] n (1 or more), the
+    progress reports before it, ARGV[15 .. 14 + 4n] those reports, in
+    order, ARGV[15 + 4n ..] record field/value pairs
   A report: its time (ms), progress (0-100), phase, and its event's JSON.
   The event's JSON: its field/value pairs as JSON list text without its
   brackets (event-codec.ts encodeEventJson), the pairs this script appends.
@@ -115,44 +121,46 @@ if kind == 'started' then
   return {1, appendEvent(KEYS[2], ARGV[2], ARGV[3], ev, 1, 12, ARGV[10], traceId)}
 end
 
--- Appends the progress reports in ARGV[from], ARGV[from + 4], ... up to
--- ARGV[last] (each its time, progress, phase and JSON), all but the last
--- uncapped; the last capped unless `capLast` is false. One table for all.
-local function appendReports(from, last, capLast)
-  local ev = {EVENT.type, 'progress', EVENT.state, 'running', EVENT.progress, '',
-    EVENT.phase, '', EVENT.attempt, ARGV[kind == 'progress' and 7 or 8], EVENT.time, ''}
-  local id
-  for i = from, last, 4 do
-    ev[6], ev[8], ev[12] = ARGV[i + 1], ARGV[i + 2], ARGV[i]
-    if i == last and capLast then
-      id = appendEvent(KEYS[2], ARGV[2], ARGV[3], ev, 1, 12, ARGV[i + 3], traceId)
-    else
-      id = addEvent(KEYS[2], ARGV[2], ev, 1, 12, ARGV[i + 3], traceId)
-    end
-  end
-  return id
-end
-
 if kind == 'progress' then
-  local last = #ARGV - 3
-  local jobId = ARGV[6]
+  local jobId, last = ARGV[6], #ARGV - 3
   redis.call('HSET', KEYS[1], RECORD.progress, ARGV[last + 1], RECORD.phase, ARGV[last + 2])
   redis.call('ZADD', KEYS[4], ARGV[last], jobId)
   redis.call('SREM', KEYS[5], jobId)
-  return {1, appendReports(8, last, true)}
+  -- One table for every report; the stream is capped after the last.
+  local ev = {EVENT.type, 'progress', EVENT.state, 'running', EVENT.progress, '',
+    EVENT.phase, '', EVENT.attempt, ARGV[7], EVENT.time, ''}
+  local id
+  for i = 8, last, 4 do
+    ev[6], ev[8], ev[12] = ARGV[i + 1], ARGV[i + 2], ARGV[i]
+    id = appendEvent(KEYS[2], ARGV[2], i == last and ARGV[3] or nil, ev, 1, 12, ARGV[i + 3],
+      traceId)
+  end
+  return {1, id}
 end
 
-if kind ~= 'succeeded' then return redis.error_reply('ERR unknown transition ' .. kind) end
+local reports = kind == 'progress+succeeded' and tonumber(ARGV[14]) or 0
+if kind ~= 'succeeded' and reports == 0 then
+  return redis.error_reply('ERR unknown transition ' .. kind)
+end
 if not KEYS[7] and rec[4] then
   return redis.error_reply('ERR the job has an idempotency record: pass it as KEYS[7]')
 end
 local jobId, time, ttl = ARGV[6], ARGV[7], tonumber(ARGV[9])
-local reports = 15 + 4 * tonumber(ARGV[14])
-redis.call('HSET', KEYS[1], unpack(ARGV, reports))
+-- The record's pairs follow the reports (progress+succeeded) or the event's JSON.
+local recordAt = reports > 0 and 15 + 4 * reports or 14
+redis.call('HSET', KEYS[1], unpack(ARGV, recordAt))
 redis.call('ZADD', KEYS[6], time, jobId)
 redis.call('ZREM', KEYS[4], jobId)
 redis.call('SREM', KEYS[5], jobId)
-if reports > 15 then appendReports(15, reports - 4, false) end
+if reports > 0 then
+  -- Their events only: SUCCEEDED overwrites or undoes each of their record writes.
+  local ev = {EVENT.type, 'progress', EVENT.state, 'running', EVENT.progress, '',
+    EVENT.phase, '', EVENT.attempt, ARGV[8], EVENT.time, ''}
+  for i = 15, recordAt - 4, 4 do
+    ev[6], ev[8], ev[12] = ARGV[i + 1], ARGV[i + 2], ARGV[i]
+    appendEvent(KEYS[2], ARGV[2], nil, ev, 1, 12, ARGV[i + 3], traceId)
+  end
+end
 local ev = {EVENT.type, 'succeeded', EVENT.state, 'succeeded', EVENT.progress, '100',
   EVENT.phase, 'completed', EVENT.attempt, ARGV[8], EVENT.time, time,
   EVENT.resultPath, ARGV[10], EVENT.resultType, ARGV[11], EVENT.resultSize, ARGV[12]}

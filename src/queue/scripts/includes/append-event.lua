@@ -7,16 +7,13 @@
   JSON text of the pairs: no Lua table is built or encoded here. traceIdOf
   reads a traceparent's trace id.
 
-  appendEvent appends, caps the stream and publishes. A script appending
-  several events in one call (apply-attempt.lua) may append and publish each
-  with addEvent and cap the stream once, with the last appendEvent: the
-  stream ends as after one appendEvent each (the oldest entries above the cap
-  go), and no reader sees it in between.
-
   Input:
     streamKey  the job's event stream
     channel    the job's event channel (the watch hub's)
-    maxLen     how many entries the stream keeps
+    maxLen     how many entries the stream keeps; nil: not capped now (a
+               script appending several events in one call caps the stream
+               with its last: it ends as after capping each, the oldest
+               entries above the cap gone, and no reader sees it in between)
     fields     a list holding the event's field/value pairs (event-codec.ts),
                without a trace id, from fields[first] to fields[last]
     first, last
@@ -30,42 +27,26 @@
   Output:
     the new entry's id
 ]]
-local function xaddEvent(streamKey, fields, first, last, traceId)
+local function appendEvent(streamKey, channel, maxLen, fields, first, last, json, traceId)
+  local tail = ''
   if traceId then
     fields[last + 1] = EVENT.traceId
     fields[last + 2] = traceId
     last = last + 2
+    tail = ',"' .. EVENT.traceId .. '","' .. traceId .. '"'
   end
-  return redis.call('XADD', streamKey, '*', unpack(fields, first, last))
-end
-
-local function publishEvent(channel, id, json, traceId)
-  local tail = ''
-  if traceId then tail = ',"' .. EVENT.traceId .. '","' .. traceId .. '"' end
-  redis.call('SPUBLISH', channel, '["' .. id .. '",[' .. json .. tail .. ']]')
-end
-
--- Appends and publishes without capping the stream: the caller's last event
--- goes through appendEvent, which caps it.
-local function addEvent(streamKey, channel, fields, first, last, json, traceId)
-  local id = xaddEvent(streamKey, fields, first, last, traceId)
-  publishEvent(channel, id, json, traceId)
-  return id
-end
-
-local function appendEvent(streamKey, channel, maxLen, fields, first, last, json, traceId)
-  local id = xaddEvent(streamKey, fields, first, last, traceId)
+  local id = redis.call('XADD', streamKey, '*', unpack(fields, first, last))
   -- Cap the stream with XDEL rather than XADD MAXLEN: trimming does not move
   -- the stream's max-deleted-entry-id (Redis 7.0), which replay relies on to
   -- refuse a cursor into deleted history.
-  local excess = redis.call('XLEN', streamKey) - tonumber(maxLen)
+  local excess = maxLen and redis.call('XLEN', streamKey) - tonumber(maxLen) or 0
   if excess > 0 then
     local old = redis.call('XRANGE', streamKey, '-', '+', 'COUNT', excess)
     local ids = {}
     for i = 1, #old do ids[i] = old[i][1] end
     redis.call('XDEL', streamKey, unpack(ids))
   end
-  publishEvent(channel, id, json, traceId)
+  redis.call('SPUBLISH', channel, '["' .. id .. '",[' .. json .. tail .. ']]')
   return id
 end
 
