@@ -13,6 +13,9 @@
  * writes every successful attempt makes (STARTED, PROGRESS, SUCCEEDED) run
  * through apply-attempt.lua, which knows them: fewer arguments and commands
  * per call, the same effects (test/integration/lean-transitions.test.ts).
+ * Progress reports the processor held (PROGRESS_LINGER_MS) go several to one
+ * PROGRESS call, or with the SUCCEEDED call (`ApplyOptions.before`): one
+ * script call, the checks done once, each report its own event.
  * Redis's CPU per script call goes mostly to its arguments (each becomes a
  * Lua string in a growing table) and to each redis.call; see
  * docs/performance.md, "Ninth pass".
