@@ -78,6 +78,14 @@ export async function redisCpuUs(redis: Redis): Promise<number> {
   return (user + sys) * 1e6;
 }
 
+/** Script calls (EVALSHA and EVAL, sent by clients; not the commands scripts run) Redis has served so far. */
+export async function redisScriptCalls(redis: Redis): Promise<number> {
+  const stats = await redis.info("commandstats");
+  let calls = 0;
+  for (const m of stats.matchAll(/^cmdstat_(?:evalsha|eval):calls=(\d+)/gm)) calls += Number(m[1]);
+  return calls;
+}
+
 /** Redis's connected and blocked (BLPOP, XREAD BLOCK, ...) client counts. */
 export async function redisClients(redis: Redis): Promise<{ connected: number; blocked: number }> {
   const info = await redis.info("clients");

@@ -11,12 +11,17 @@
  *
  * Each `root` (default: this checkout) is a checkout whose src/ is measured
  * (an export of another commit with node_modules linked); their rounds take
- * turns. Needs valgrind and callgrind_control on the PATH. The dump of the
+ * turns. A checkout whose applier takes progress reports with SUCCEEDED
+ * (`ApplyOptions.before`) runs a drain's attempt as its worker does with the
+ * reports held (PROGRESS_LINGER_MS): STARTED, then SUCCEEDED with both
+ * progress reports in it, two calls; the others four calls (all of them
+ * with TI_APART=1).
+ * Needs valgrind and callgrind_control on the PATH. The dump of the
  * last round of each root stays in the printed folder, for
  * `callgrind_annotate --inclusive=yes --tree=calling`.
  */
 import { execFileSync, spawn } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { Redis } from "ioredis";
@@ -92,7 +97,13 @@ async function subjectOf(root: string, index: number) {
     settings: { eventStreamMaxLen: 1000, succeededMs: 86_400_000, failedMs: 86_400_000 },
     logger,
   });
-  return { root, redis, keys, transitions, encodeNewRecord };
+  const applier = path.join(root, "src/queue/transition-applier.ts");
+  // Progress reports travel with SUCCEEDED (the worker's fold) in this checkout.
+  const fold =
+    process.env.TI_APART !== "1" &&
+    existsSync(applier) &&
+    readFileSync(applier, "utf8").includes("before?:");
+  return { root, redis, keys, transitions, encodeNewRecord, fold };
 }
 type Subject = Awaited<ReturnType<typeof subjectOf>>;
 
@@ -150,19 +161,19 @@ async function attempts(s: Subject, jobs: JobView[]): Promise<void> {
         const record = started.applied ? started.record : undefined;
         if (record === undefined) throw new Error(`STARTED of ${job.id} was refused`);
         const t = s.transitions;
-        await t.apply(record, "progress", {
-          ...own,
-          progress: 40,
-          phase: "fetch-data",
-          at: at + 200,
-        });
-        await t.apply(record, "progress", { ...own, progress: 80, phase: "render", at: at + 300 });
-        const done = await t.apply(record, "succeeded", {
-          ...own,
-          at: at + 400,
-          startedAt: at + 100,
-          artifact,
-        });
+        const reports = [
+          { ...own, progress: 40, phase: "fetch-data", at: at + 200 },
+          { ...own, progress: 80, phase: "render", at: at + 300 },
+        ];
+        if (!s.fold) for (const report of reports) await t.apply(record, "progress", report);
+        // A checkout without the fold ignores the option (its type has no such field).
+        const options = s.fold ? ({ before: reports } as Record<string, unknown>) : undefined;
+        const done = await t.apply(
+          record,
+          "succeeded",
+          { ...own, at: at + 400, startedAt: at + 100, artifact },
+          options,
+        );
         if (!done.applied) throw new Error(`SUCCEEDED of ${job.id} was refused`);
       }
     }),
@@ -188,7 +199,7 @@ try {
   );
   for (const s of subjects) {
     console.log(
-      `  ${s.root}: ${counts
+      `  ${s.root}${s.fold ? " (progress with SUCCEEDED)" : ""}: ${counts
         .get(s)
         ?.map((x) => Math.round(x))
         .join(" ")}`,

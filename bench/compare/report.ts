@@ -201,6 +201,7 @@ export function rowsFor(o: CompareOptions): Row[] {
         ["jobsPerSec", "jobs/s", "higher"],
         ["workerCpuUsPerJob", "worker CPU µs/job", "lower"],
         ["redisCpuUsPerJob", "Redis CPU µs/job", "lower"],
+        ["scriptCallsPerJob", "Redis script calls/job (EVALSHA, EVAL)", "lower"],
         ["workerAllocKbPerJob", "worker heap allocated KB/job", "lower"],
         ["workerScavengesPer1000Jobs", "worker scavenges/1,000 jobs", "lower"],
       ]);

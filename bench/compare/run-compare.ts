@@ -23,7 +23,13 @@ import { startRedisServer } from "../../test/helpers/redis-server.js";
 import type { GetJobTask, SubmitTask } from "../load.js";
 import { createLoadRunner, type LoadRunner } from "../load-runner.js";
 import { percentile } from "../measure.js";
-import { redisClients, redisCpuUs, redisVersion, tcpConnectionsTo } from "../proc-stats.js";
+import {
+  redisClients,
+  redisCpuUs,
+  redisScriptCalls,
+  redisVersion,
+  tcpConnectionsTo,
+} from "../proc-stats.js";
 import { baseline, type Design, ours } from "./designs.js";
 import type { CompareOptions } from "./options.js";
 import type { ProbeGc } from "./probe.js";
@@ -400,6 +406,7 @@ async function drain(env: Env, worker: ServiceProcess, conc: number): Promise<vo
   const gc0 = await worker.gc();
   const cpu0 = worker.cpuUs();
   const redis0 = await redisCpuUs(admin);
+  const scripts0 = await redisScriptCalls(admin);
   const t0 = performance.now();
   await queue.resume();
   let after = before;
@@ -415,12 +422,15 @@ async function drain(env: Env, worker: ServiceProcess, conc: number): Promise<vo
   const seconds = (performance.now() - t0) / 1000;
   const cpu1 = worker.cpuUs();
   const redis1 = await redisCpuUs(admin);
+  const scripts1 = await redisScriptCalls(admin);
   const gc1 = await worker.gc();
   const key = `drain.c${conc}`;
   recordGc(env, key, gc0, gc1, ids.length);
   env.figures.record(d.id, `${key}.jobsPerSec`, ids.length / seconds);
   env.figures.record(d.id, `${key}.workerCpuUsPerJob`, (cpu1 - cpu0) / ids.length);
   env.figures.record(d.id, `${key}.redisCpuUsPerJob`, (redis1 - redis0) / ids.length);
+  // The harness's own INFO and finished-count polls are not scripts.
+  env.figures.record(d.id, `${key}.scriptCallsPerJob`, (scripts1 - scripts0) / ids.length);
   if (after.failed > before.failed)
     env.figures.error(
       `round ${env.round}, ${d.label}, ${key}: ${after.failed - before.failed} jobs failed`,

@@ -162,6 +162,15 @@ export interface WorkerConfig {
   reportTypes: Record<ReportType, ReportTypeSettings>;
   /** Base delay of the exponential retry backoff, in ms. */
   retryBackoffMs: number;
+  /**
+   * PROGRESS_LINGER_MS: a progress report that comes within this many ms of
+   * its attempt's previous write is held up to this long, joined by the
+   * reports that follow meanwhile, and sent with them in one write (or with
+   * the attempt's SUCCEEDED write, when the generator returns first); a
+   * report after a quieter gap is sent at once. 0: every report is sent at
+   * once (worker/processor.ts).
+   */
+  progressLingerMs: number;
   /** The built-in generators' simulated work. */
   simulation: {
     /** Time each report phase takes, in ms. */
@@ -481,6 +490,7 @@ export function loadConfig(env: Env, mode?: string): Config {
   const phaseDelayMs = int("REPORT_PHASE_DELAY_MS", 500, 0, 3600_000);
   const failRate = float("REPORT_FAIL_RATE", 0, 0, 1);
   const retryBackoffMs = int("RETRY_BACKOFF_MS", 1000, 1, 3600_000);
+  const progressLingerMs = int("PROGRESS_LINGER_MS", 10, 0, 60_000);
   const idempotencyTtlMs = int("IDEMPOTENCY_TTL_SECONDS", 24 * 3600, 1, 30 * 24 * 3600) * 1000;
   const succeededMs = int("RETENTION_SUCCEEDED_SECONDS", 24 * 3600, 1, 365 * 24 * 3600) * 1000;
   const failedMs = int("RETENTION_FAILED_SECONDS", 7 * 24 * 3600, 1, 365 * 24 * 3600) * 1000;
@@ -611,6 +621,7 @@ export function loadConfig(env: Env, mode?: string): Config {
       reportSegments,
       reportTypes: perType,
       retryBackoffMs,
+      progressLingerMs,
       simulation: { phaseDelayMs, failRate },
     },
     retention: {

@@ -13,6 +13,9 @@
  * writes every successful attempt makes (STARTED, PROGRESS, SUCCEEDED) run
  * through apply-attempt.lua, which knows them: fewer arguments and commands
  * per call, the same effects (test/integration/lean-transitions.test.ts).
+ * Progress reports the processor held (PROGRESS_LINGER_MS) go several to one
+ * PROGRESS call, or with the SUCCEEDED call (`ApplyOptions.before`): one
+ * script call, the checks done once, each report its own event.
  * Redis's CPU per script call goes mostly to its arguments (each becomes a
  * Lua string in a growing table) and to each redis.call; see
  * docs/performance.md, "Ninth pass".
@@ -64,12 +67,18 @@ export interface TransitionApplier {
    * sees any write another client made in between, as any later read would); `job`
    * then needs only the fields that name the keys, and `createdAt` and
    * `requeuedAt` are taken from the record for the log line and metric.
+   *
+   * `options.before` (PROGRESS and SUCCEEDED only): progress reports of the
+   * same attempt, in order, applied first in the same script call, all or
+   * nothing with it, each its own event: a refusal refuses them all. Before
+   * SUCCEEDED their record writes are left out (SUCCEEDED overwrites them).
+   * The result names the last event.
    */
   apply<N extends AppliedTransitionName>(
     job: TransitionSubject,
     name: N,
     input: TransitionInputs[N],
-    options?: { withRecord?: boolean },
+    options?: ApplyOptions,
   ): Promise<TransitionResult>;
   /**
    * The script call that applies transition `name` to `job`, for a script
@@ -83,6 +92,14 @@ export interface TransitionApplier {
     input: TransitionInputs[N],
     options?: { withRecord?: boolean },
   ): PreparedTransition;
+}
+
+/** Options of `TransitionApplier.apply`. */
+export interface ApplyOptions {
+  /** Return the record as written. */
+  withRecord?: boolean;
+  /** Progress reports of the same attempt applied first, in the same call (PROGRESS, SUCCEEDED). */
+  before?: readonly TransitionInputs["progress"][];
 }
 
 /** One transition, ready to run: apply-transition.lua's KEYS and ARGV. */
@@ -117,6 +134,11 @@ export function createTransitionApplier(deps: {
     persist: -1,
   };
 
+  /** Whether apply-attempt.lua applies `name` (with `options`), and so can carry progress reports. */
+  const carriesReports = (name: AppliedTransitionName, options: ApplyOptions | undefined) =>
+    name === "progress" ||
+    (name === "succeeded" && options?.withRecord !== true && ttlMs["expire-succeeded"] > 0);
+
   /**
    * The call of transition `name`: apply-transition.lua's, or with `lean`
    * the transition's own script when it has one (PROGRESS: apply-progress.lua).
@@ -125,7 +147,7 @@ export function createTransitionApplier(deps: {
     subject: TransitionSubject,
     name: N,
     input: TransitionInputs[N],
-    options: { withRecord?: boolean } | undefined,
+    options: ApplyOptions | undefined,
     lean: boolean,
   ): PreparedTransition & { script: LuaScript; followWithRecord?: boolean } => {
     let job = subject;
@@ -188,26 +210,23 @@ export function createTransitionApplier(deps: {
       keys.live,
       keys.tenantBacklog(job.tenant),
     ];
+    const before = options?.before ?? noReports;
+    if (before.length > 0 && !(lean && own !== undefined && carriesReports(name, options))) {
+      throw new Error(`progress reports travel only with an attempt's own lean ${name} write`);
+    }
     if (lean && name === "progress" && own !== undefined) {
-      return {
-        script: attemptScript,
-        keys: attemptKeys(),
-        args: [
-          "progress",
-          keys.eventChannel(job.id),
-          settings.eventStreamMaxLen,
-          own.lockToken,
-          own.token,
-          job.id,
-          event.time,
-          event.attempt,
-          event.progress,
-          event.phase,
-          encodeEventJson(fields),
-        ],
-        from: transition.from,
-        settle,
-      };
+      const args: (string | number)[] = [
+        "progress",
+        keys.eventChannel(job.id),
+        settings.eventStreamMaxLen,
+        own.lockToken,
+        own.token,
+        job.id,
+        event.attempt,
+      ];
+      pushReports(args, before, own, event.attempt);
+      args.push(event.time, event.progress, event.phase, encodeEventJson(fields));
+      return { script: attemptScript, keys: attemptKeys(), args, from: transition.from, settle };
     }
     const updates = encodeRecordUpdate(record);
     if (lean && name === "started" && own !== undefined) {
@@ -249,27 +268,29 @@ export function createTransitionApplier(deps: {
       ttlMs[transition.ttl] > 0
     ) {
       const ttl = ttlMs[transition.ttl];
+      const args: (string | number)[] = [
+        before.length > 0 ? "progress+succeeded" : "succeeded",
+        keys.eventChannel(job.id),
+        settings.eventStreamMaxLen,
+        own.lockToken,
+        own.token,
+        job.id,
+        event.time,
+        event.attempt,
+        ttl,
+        event.result.downloadPath,
+        event.result.contentType,
+        event.result.sizeBytes,
+        encodeEventJson(fields),
+      ];
+      if (before.length > 0) {
+        args.push(before.length);
+        pushReports(args, before, own, event.attempt);
+      }
       return {
         script: attemptScript,
         keys: [...attemptKeys(), keys.finished("succeeded"), ...idempotency],
-        args: joined<string | number>(
-          [
-            "succeeded",
-            keys.eventChannel(job.id),
-            settings.eventStreamMaxLen,
-            own.lockToken,
-            own.token,
-            job.id,
-            event.time,
-            event.attempt,
-            ttl,
-            event.result.downloadPath,
-            event.result.contentType,
-            event.result.sizeBytes,
-            encodeEventJson(fields),
-          ],
-          updates,
-        ),
+        args: joined<string | number>(args, updates),
         from: transition.from,
         settle,
       };
@@ -315,34 +336,70 @@ export function createTransitionApplier(deps: {
   const prepare: TransitionApplier["prepare"] = (job, name, input, options) =>
     build(job, name, input, options, false);
 
-  return {
-    prepare,
-    async apply(job, name, input, options) {
-      const call = build(job, name, input, options, true);
-      if (call.followWithRecord === true) {
-        // The record read by an HGETALL sent right behind the script on the
-        // same connection (no round trip more): returned by the script, it
-        // would cross Lua twice (about 8 % of an attempt's Redis work).
-        const [reply, record] = (await call.script.runFollowedBy(
-          redis,
-          call.keys,
-          call.args,
-          () =>
-            // Our encoding, as the script's (a Buffer, not ioredis's string).
-            redis.sendCommand(
-              encodedCommand("hgetall", [call.keys[0] as string], undefined),
-            ) as Promise<Record<string, string> | string[]>,
-        )) as [[number, string], Record<string, string> | string[]];
-        return call.settle(reply[0] === 1 ? [reply[0], reply[1], record] : reply);
-      }
-      const reply = (await call.script.run(redis, call.keys, call.args)) as [
-        number,
-        string,
-        string[]?,
-      ];
-      return call.settle(reply);
-    },
+  const apply: TransitionApplier["apply"] = async (job, name, input, options) => {
+    const before = options?.before;
+    if (before !== undefined && before.length > 0 && !carriesReports(name, options)) {
+      // A SUCCEEDED that apply-attempt.lua does not apply: the reports go first, on their own.
+      const last = before.length - 1;
+      const reports = await apply(job, "progress", before[last] as TransitionInputs["progress"], {
+        before: before.slice(0, last),
+      });
+      if (!reports.applied) return reports;
+      return apply(job, name, input, { ...options, before: noReports });
+    }
+    const call = build(job, name, input, options, true);
+    if (call.followWithRecord === true) {
+      // The record read by an HGETALL sent right behind the script on the
+      // same connection (no round trip more): returned by the script, it
+      // would cross Lua twice (about 8 % of an attempt's Redis work).
+      const [reply, record] = (await call.script.runFollowedBy(
+        redis,
+        call.keys,
+        call.args,
+        () =>
+          // Our encoding, as the script's (a Buffer, not ioredis's string).
+          redis.sendCommand(
+            encodedCommand("hgetall", [call.keys[0] as string], undefined),
+          ) as Promise<Record<string, string> | string[]>,
+      )) as [[number, string], Record<string, string> | string[]];
+      return call.settle(reply[0] === 1 ? [reply[0], reply[1], record] : reply);
+    }
+    const reply = (await call.script.run(redis, call.keys, call.args)) as [
+      number,
+      string,
+      string[]?,
+    ];
+    return call.settle(reply);
   };
+
+  return { prepare, apply };
+}
+
+/** No progress reports before a transition. */
+const noReports: readonly TransitionInputs["progress"][] = [];
+
+/**
+ * Appends each progress report's values for apply-attempt.lua (its time,
+ * progress, phase and event JSON) to `args`. Every report must be of the
+ * attempt `own` names: the script checks that attempt's tokens once for all.
+ */
+function pushReports(
+  args: (string | number)[],
+  reports: readonly TransitionInputs["progress"][],
+  own: { token: string; lockToken: string },
+  attempt: number,
+): void {
+  for (const report of reports) {
+    if (
+      report.token !== own.token ||
+      report.lockToken !== own.lockToken ||
+      report.attempt !== attempt
+    ) {
+      throw new Error("progress reports travel only with a write of their own attempt");
+    }
+    const { event } = jobTransitions.progress.derive(report);
+    args.push(event.time, event.progress, event.phase, encodeEventJson(encodeEvent(event)));
+  }
 }
 
 /** The trace id of a W3C traceparent, as append-event.lua reads it ("" when malformed or empty). */

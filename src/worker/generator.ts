@@ -21,9 +21,19 @@ export interface ReportInput {
 /**
  * Reports progress: `percent` 0-100, `phase` a short kebab-case name.
  *
- * It resolves once the progress write is sent, not when it is stored: the
- * generator goes on while the write travels (one at a time: a second report
- * waits for the first's answer, and writes are stored in the order made).
+ * It resolves once the report is queued or sent, not when it is stored: the
+ * generator goes on while the write travels (one write in flight at a time:
+ * a report after a quiet gap goes at once, or, while a write is in flight,
+ * once that write was answered, and the call waits for that; reports are
+ * stored in the order made, each its own event). A report that comes within
+ * PROGRESS_LINGER_MS of the attempt's previous write (its start, or its last
+ * progress write) is held up to that long and the reports made meanwhile
+ * join it, one write for all; those still held when the generator returns
+ * are written with its success, in one write, or not at all when that write
+ * is refused. When the attempt ends otherwise (a failure, cancel, timeout,
+ * shutdown, slow-down) they are written before its end, unless it lost its
+ * job or a write of it failed: then they are never written.
+ *
  * A write the worker finds refused (the attempt lost its job: its lock, or
  * another attempt took over) or failed (Redis unreachable) stops the attempt
  * through the generator's signal instead: the signal aborts with the reason

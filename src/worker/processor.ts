@@ -12,12 +12,20 @@
  * attempt of the job started, this one's writes change nothing either.
  *
  * Progress writes do not hold the generator up: `progress()` resolves once
- * its write is sent (one in flight at a time, in order on the command
- * connection), and its answer comes back while the generator works on. A
- * refused one aborts the generator's signal with `lockLostReason`, a failed
- * one with its error (an AttemptStorageError when Redis was away); the
- * report is stored and SUCCEEDED sent only after every progress write was
- * answered, so nothing is published after a refusal.
+ * its write is queued or sent (one write in flight at a time, in order on
+ * the command connection), and its answer comes back while the generator
+ * works on. A report that comes within PROGRESS_LINGER_MS of the attempt's
+ * previous write (its STARTED answer, or its last progress write) is held up
+ * to that long, and the reports made meanwhile join it: one write for all,
+ * each still its own event (`ProgressWrites`). Reports still held when the
+ * generator returns travel in the SUCCEEDED write (one script call, all or
+ * nothing); when the attempt ends any other way, they are sent before its
+ * end is recorded (RETRYING, FAILED, CANCELLED, the release or the
+ * throttle), and dropped, never written, when it lost its job or a write of
+ * it failed. A refused write aborts the generator's signal with
+ * `lockLostReason`, a failed one with its error (an AttemptStorageError when
+ * Redis was away); the report is stored and SUCCEEDED sent only after every
+ * progress write sent was answered, so nothing is published after a refusal.
  *
  * An attempt that lost its job stops as soon as it learns it (its signal
  * aborts on a lost lock; a refused write aborts it too), writes nothing more
@@ -30,7 +38,12 @@ import type { Logger } from "pino";
 import type { WorkerConfig } from "../config/config.js";
 import type { JobState, JobView, ReportArtifact, ReportType } from "../domain/job.js";
 import { terminalStates } from "../domain/job.js";
-import { type AttemptWrite, attemptStart, type Position } from "../domain/job-transitions.js";
+import {
+  type AttemptWrite,
+  attemptStart,
+  type Position,
+  type TransitionInputs,
+} from "../domain/job-transitions.js";
 import type { JobReader } from "../queue/job-reader.js";
 import { isStorageUnavailable } from "../queue/storage-errors.js";
 import type { TransitionApplier, TransitionResult } from "../queue/transition-applier.js";
@@ -67,8 +80,9 @@ export interface AttemptContext {
 
 /** Settings of the processor. */
 export interface ProcessorSettings {
-  /** Each type's timeout, and the retry backoff. */
-  worker: Pick<WorkerConfig, "reportTypes" | "retryBackoffMs">;
+  /** Each type's timeout, the retry backoff and how long progress reports may be held. */
+  worker: Pick<WorkerConfig, "reportTypes" | "retryBackoffMs"> &
+    Partial<Pick<WorkerConfig, "progressLingerMs">>;
   random?: () => number;
 }
 
@@ -131,6 +145,7 @@ export function createProcessor(deps: {
 }): Processor {
   const { transitions, jobs, generators, artifacts, settings, logger } = deps;
   const random = settings.random ?? Math.random;
+  const lingerMs = settings.worker.progressLingerMs ?? 0;
 
   return {
     async run(ctx, control) {
@@ -236,10 +251,7 @@ export function createProcessor(deps: {
     // Set once the SUCCEEDED write is sent: a write that timed out may still
     // have been applied (Redis frozen, then thawed), publishing this file.
     let publishing: ReportArtifact | undefined;
-    let refusal: TransitionResult | undefined;
-    // The progress write on its way, if any: the generator goes on while it
-    // travels, and its answer (a refusal, a failure) aborts `limits.signal`.
-    let inFlight: Promise<void> | undefined;
+    const writes = new ProgressWrites(transitions, job, limits, lingerMs, Date.now());
     try {
       const output = await generators[job.reportType].generate(
         {
@@ -249,36 +261,16 @@ export function createProcessor(deps: {
           filters: job.filters,
           attempt,
         },
-        async (percent, phase) => {
+        (percent, phase) => {
           where.progress = Math.max(0, Math.min(99, Math.round(percent)));
           where.phase = phase;
           phases.enter(phase);
-          const progress = where.progress;
-          // One write in flight: a second report waits for the first's answer
-          // (a loop: reports made without awaiting the last are sent in turn).
-          while (inFlight !== undefined) await inFlight;
-          limits.signal.throwIfAborted();
-          const sent = transitions
-            .apply(job, "progress", { ...own, progress, phase, at: Date.now() })
-            .then(
-              (written) => {
-                if (inFlight === sent) inFlight = undefined;
-                if (!written.applied) {
-                  refusal ??= written;
-                  limits.lose();
-                }
-              },
-              (err: unknown) => {
-                if (inFlight === sent) inFlight = undefined;
-                limits.fail(storageErrorOf(err));
-              },
-            );
-          inFlight = sent;
+          return writes.report({ ...own, progress: where.progress, phase, at: Date.now() });
         },
         limits.signal,
       );
-      // Nothing is stored or published before every progress write was answered.
-      if (inFlight !== undefined) await inFlight;
+      // Nothing is stored or published before every progress write sent was answered.
+      await writes.close();
       limits.signal.throwIfAborted();
       phases.enter("completed");
       const artifact = await artifacts.put(
@@ -290,8 +282,15 @@ export function createProcessor(deps: {
       );
       limits.signal.throwIfAborted();
       publishing = artifact;
+      // The reports still held travel with SUCCEEDED: written with it or not at all.
+      const before = writes.take();
       const done = await ownStorage(() =>
-        transitions.apply(job, "succeeded", { ...own, at: Date.now(), startedAt, artifact }),
+        transitions.apply(
+          job,
+          "succeeded",
+          { ...own, at: Date.now(), startedAt, artifact },
+          before.length > 0 ? { before } : undefined,
+        ),
       );
       phases.end();
       if (!done.applied) {
@@ -302,7 +301,10 @@ export function createProcessor(deps: {
       return { kind: "succeeded" };
     } catch (thrown) {
       // A progress write still travelling decides how the attempt ended: wait for its answer.
-      if (inFlight !== undefined) await inFlight;
+      await writes.close();
+      // Reports still held are written before the end, unless the attempt
+      // lost its job or a write of it failed (they would be refused or fail).
+      if (limits.failure === undefined && stopOf(thrown, limits) !== "lost") await writes.flush();
       // A failed write of the attempt is why it stopped, whatever the generator threw then.
       const err = limits.failure ?? thrown;
       const stop = stopOf(err, limits);
@@ -312,7 +314,7 @@ export function createProcessor(deps: {
       // while a rejection of theirs waits without a handler.
       switch (stop) {
         case "lost":
-          return lose(refusal === undefined ? "running" : "progress", refusal);
+          return lose(writes.refusal === undefined ? "running" : "progress", writes.refusal);
         case "released": {
           const r = await transitions.apply(job, "released", { ...own, at: Date.now() });
           return r.applied ? { kind: "released" } : lose("released", r);
@@ -537,6 +539,135 @@ class AttemptLimits {
   end(): void {
     clearTimeout(this.timer);
   }
+}
+
+/**
+ * An attempt's progress writes. A report is sent at once (or, while a write
+ * is in flight, as soon as its answer came: the call waits for it, as it
+ * always did) unless it comes within `lingerMs` of the attempt's previous
+ * write: then it is held up to `lingerMs`, and the reports that follow while
+ * it is held (or waits) join it. Whatever is sent goes in one write, each
+ * report its own event, in the order made; at most one write in flight. A
+ * refused write aborts the attempt (`limits.lose`), a failed one too
+ * (`limits.fail`); either way nothing more is sent on its own. Once the
+ * generator has ended (`close`) nothing is sent on its own either: the
+ * processor takes the held reports for its SUCCEEDED write (`take`) or
+ * sends them before another end (`flush`).
+ */
+class ProgressWrites {
+  /** The first refusal of a progress write. */
+  refusal: TransitionResult | undefined;
+  /** Reports made and not sent, in order: held, or waiting for the write in flight. */
+  private queue: TransitionInputs["progress"][] = [];
+  /** The write on its way, if any; it settles once its answer was handled. */
+  private inFlight: Promise<void> | undefined;
+  /** Sends the held reports when the linger is over. */
+  private timer: NodeJS.Timeout | undefined;
+  /** The queue is to go as soon as the write in flight is answered. */
+  private due = false;
+  /** The generator has ended: nothing is sent on its own. */
+  private closed = false;
+
+  constructor(
+    private readonly transitions: TransitionApplier,
+    private readonly job: JobView,
+    private readonly limits: AttemptLimits,
+    private readonly lingerMs: number,
+    /** When the attempt's previous write went (first: its STARTED answer), ms. */
+    private lastWriteAt: number,
+  ) {}
+
+  /** The generator's report: resolves once it is queued or sent (see ProgressReporter). */
+  async report(input: TransitionInputs["progress"]): Promise<void> {
+    this.limits.signal.throwIfAborted();
+    this.queue.push(input);
+    // Joins the reports that are held or waiting.
+    if (this.queue.length > 1) return;
+    if (this.lingerMs > 0 && input.at - this.lastWriteAt < this.lingerMs) {
+      this.timer = setTimeout(lingerOver, this.lingerMs, this);
+      return;
+    }
+    const inFlight = this.inFlight;
+    if (inFlight === undefined) return this.send();
+    // As before: the report goes once the write in flight was answered (or
+    // never, when that write was refused or failed), and the call waits for it.
+    this.due = true;
+    await inFlight;
+    this.limits.signal.throwIfAborted();
+  }
+
+  /** The linger is over: the held reports go now, or once the write in flight is answered. */
+  lingered(): void {
+    this.timer = undefined;
+    if (this.closed || this.queue.length === 0 || this.limits.signal.aborted) return;
+    if (this.inFlight === undefined) this.send();
+    else this.due = true;
+  }
+
+  /** The generator has ended: waits for the write in flight (and any it set off) to be answered. */
+  async close(): Promise<void> {
+    this.closed = true;
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    while (this.inFlight !== undefined) await this.inFlight;
+  }
+
+  /** Takes the reports not sent (after `close`): they travel with the caller's write. */
+  take(): TransitionInputs["progress"][] {
+    const held = this.queue;
+    this.queue = [];
+    return held;
+  }
+
+  /** Sends the reports not sent (after `close`) and waits for the answer. */
+  async flush(): Promise<void> {
+    if (this.queue.length === 0) return;
+    this.send();
+    await this.close();
+  }
+
+  private send(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    this.due = false;
+    const reports = this.queue;
+    this.queue = [];
+    const last = reports.length - 1;
+    this.lastWriteAt = Date.now();
+    const sent: Promise<void> = this.transitions
+      .apply(
+        this.job,
+        "progress",
+        reports[last] as TransitionInputs["progress"],
+        last > 0 ? { before: reports.slice(0, last) } : undefined,
+      )
+      .then(
+        (written) => {
+          if (this.inFlight === sent) this.inFlight = undefined;
+          if (!written.applied) {
+            this.refusal ??= written;
+            this.limits.lose();
+          } else if (
+            this.due &&
+            this.queue.length > 0 &&
+            !this.closed &&
+            !this.limits.signal.aborted
+          ) {
+            this.send();
+          }
+        },
+        (err: unknown) => {
+          if (this.inFlight === sent) this.inFlight = undefined;
+          this.limits.fail(storageErrorOf(err));
+        },
+      );
+    this.inFlight = sent;
+  }
+}
+
+/** The timer callback of ProgressWrites: a module function, not a closure per attempt. */
+function lingerOver(writes: ProgressWrites): void {
+  writes.lingered();
 }
 
 /** setTimeout's longest delay; a longer one would fire at once. */

@@ -59,6 +59,11 @@ describe("an attempt that lost its job", () => {
     const client = reportClient("grpc", app.url);
     const { jobId } = await client.submitReport({ userId: "u1", reportType: ReportType.WEEKLY });
     await entered.promise;
+    // progress() resolves once its write is queued, and a report right after
+    // STARTED is held up to PROGRESS_LINGER_MS: wait until it was written.
+    await waitFor(async () => (await getJob(client, jobId)).progress === 30, {
+      what: "the first progress write to be applied",
+    });
     return { app, client, jobId };
   }
 

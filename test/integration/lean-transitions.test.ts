@@ -38,6 +38,11 @@ const artifact = {
   sizeBytes: 3,
 };
 
+/** A progress report of attempt `own` at `at`. */
+function report(own: { attempt: number; token: string; lockToken: string }, at: number) {
+  return { ...own, at, progress: at % 100, phase: `p-${at}` };
+}
+
 /** One copy of the job: its keys, its applier and the messages of its channel. */
 interface Copy {
   keys: Keys;
@@ -60,12 +65,12 @@ describe("apply-attempt.lua", () => {
   });
 
   /** A queued job with an idempotency record, in its tenant's backlog and the live index, locked by "L". */
-  async function copyOf(job: JobView): Promise<Copy> {
+  async function copyOf(job: JobView, eventStreamMaxLen = 100): Promise<Copy> {
     const keys = createKeys(testPrefix());
     const transitions = createTransitionApplier({
       redis,
       keys,
-      settings: { eventStreamMaxLen: 100, succeededMs: 60_000, failedMs: 90_000 },
+      settings: { eventStreamMaxLen, succeededMs: 60_000, failedMs: 90_000 },
       logger: pino({ level: "silent" }),
     });
     const idem = keys.idempotency(job.tenant, job.idempotencyKeyDigest ?? "");
@@ -278,11 +283,90 @@ describe("apply-attempt.lua", () => {
       run = (c, name, input) => viaGeneral(c, job, name, input);
       const refusedGen = await act(gen);
       expect(refusedLean, what).toEqual(refusedGen);
+      // Progress reports together, and with SUCCEEDED, in one call: refused alike.
+      const together = [
+        await lean.transitions.apply(job, "progress", report(own, 2_101), {
+          before: [report(own, 2_100)],
+        }),
+        await lean.transitions.apply(
+          job,
+          "succeeded",
+          { ...own, at: 2_200, startedAt: 2_000, artifact },
+          { before: [report(own, 2_100), report(own, 2_101)] },
+        ),
+      ];
+      expect(together, what).toEqual(refusedLean.slice(-2));
       expect(
         refusedLean.every((r) => !r.applied),
         what,
       ).toBe(true);
       expect([await snapshot(lean, job), await snapshot(gen, job)], what).toEqual(before);
+    }
+  });
+  it("apply progress reports sent together, and with SUCCEEDED, as they would apply one call each", async () => {
+    // A short stream (the cap of 3 entries trims within the calls) and the usual one.
+    for (const maxLen of [100, 3]) {
+      const job = newJob();
+      const [lean, gen] = [await copyOf(job, maxLen), await copyOf(job, maxLen)];
+      let published = 0;
+      /** The two copies alike once each has published `count` more messages. */
+      const alike = async (count: number, what: string) => {
+        published += count;
+        await waitFor(
+          () => lean.messages.length === published && gen.messages.length === published,
+        );
+        const x = await snapshot(lean, job);
+        expect(x, `${what}, stream cap ${maxLen}`).toEqual(await snapshot(gen, job));
+        return x;
+      };
+      const own = { attempt: 1, token: "A", lockToken: "L" };
+      const subject = { id: job.id, tenant: job.tenant, reportType: job.reportType, createdAt: 0 };
+      const started = { ...own, at: 2_000, maxAttempts: 3 };
+      const a = await lean.transitions.apply(subject, "started", started, { withRecord: true });
+      await viaGeneral(gen, subject, "started", started);
+      await alike(1, "started");
+      const record = (a.applied && a.record) || job;
+
+      // Three reports in one PROGRESS call, against three calls.
+      const three = [
+        report(own, 3_001),
+        report(own, 3_002),
+        { ...report(own, 3_003), phase: 'é"\\' },
+      ];
+      const p = await lean.transitions.apply(record, "progress", three[2] as (typeof three)[0], {
+        before: three.slice(0, 2),
+      });
+      for (const r of three) await viaGeneral(gen, record, "progress", r);
+      const afterProgress = await alike(3, "three reports in one call");
+      expect(afterProgress.live).toEqual([job.id, "3003"]);
+      expect(afterProgress.record[recordField.progress]).toBe("3");
+
+      // Two reports with SUCCEEDED in one call, against three calls.
+      const two = [report(own, 3_101), report(own, 3_102)];
+      const succeeded = { ...own, at: 4_000, startedAt: 2_000, artifact };
+      const s = await lean.transitions.apply(record, "succeeded", succeeded, { before: two });
+      for (const r of two) await viaGeneral(gen, record, "progress", r);
+      await viaGeneral(gen, record, "succeeded", succeeded);
+      const x = await alike(3, "two reports with SUCCEEDED in one call");
+
+      const types = x.events.map((f) => decodeEvent("0-1", f).type);
+      const all = [
+        "started",
+        "progress",
+        "progress",
+        "progress",
+        "progress",
+        "progress",
+        "succeeded",
+      ];
+      expect(types).toEqual(all.slice(-types.length));
+      expect(types).toHaveLength(Math.min(maxLen, all.length));
+      const ids = (await redis.xrange(lean.keys.events(job.id), "-", "+")).map(([id]) => id);
+      expect(p).toMatchObject({ applied: true });
+      expect(s).toEqual({ applied: true, eventId: ids.at(-1) });
+      expect(x.record[recordField.state]).toBe("succeeded");
+      expect(x.live).toEqual([]);
+      expect(x.ttl).toEqual([60, 60, expect.any(Number)]);
     }
   });
 });

@@ -4,7 +4,9 @@
  * record nor BullMQ's job, which is left to BullMQ and whoever holds it, and
  * removes its own file. (Written for the SUCCEEDED write folded into BullMQ's
  * completion of the job, tried and not kept: docs/performance.md; a fold that
- * completes BullMQ's job before its checks fails them.)
+ * completes BullMQ's job before its checks fails them.) And the same when the
+ * attempt's held progress reports travel in that SUCCEEDED write: none of
+ * them is written or published.
  */
 import path from "node:path";
 import { Redis } from "ioredis";
@@ -21,7 +23,7 @@ import { filesUnder } from "../helpers/artifact-files.js";
 import { capturedLogger } from "../helpers/captured-logger.js";
 import { reportClient } from "../helpers/clients.js";
 import { csvOutput, scripted } from "../helpers/generators.js";
-import { waitForEnd } from "../helpers/rpc.js";
+import { getJob, waitForEnd } from "../helpers/rpc.js";
 import { startTestApp, type TestApp } from "../helpers/test-app.js";
 import { waitFor } from "../helpers/wait-for.js";
 
@@ -48,15 +50,28 @@ describe("an attempt whose SUCCEEDED write is refused", () => {
   async function refusedAtSucceeded(
     options: AppOptions,
     beforeReturn: (app: TestApp, jobId: string) => Promise<void>,
+    env: Record<string, string> = {},
+    reports: "written" | "held" = "written",
   ) {
     let app!: TestApp;
     const weekly = scripted(async (input, progress) => {
       await progress(50, "render");
+      if (reports === "held") {
+        // Held with the first (the linger outlasts the job): both travel with SUCCEEDED.
+        await progress(60, "render");
+      } else {
+        // Written first (a report right after STARTED is held up to
+        // PROGRESS_LINGER_MS): the SUCCEEDED write alone is refused here.
+        await waitFor(
+          async () => (await getJob(reportClient("grpc", app.url), input.jobId)).progress === 50,
+          { what: "the progress write to be applied" },
+        );
+      }
       await beforeReturn(app, input.jobId);
       return csvOutput;
     });
     const { logger, lines } = capturedLogger();
-    app = await startTestApp({}, { generators: { weekly }, logger, ...options });
+    app = await startTestApp(env, { generators: { weekly }, logger, ...options });
     t = app;
     const client = reportClient("grpc", app.url);
     const { jobId } = await client.submitReport({ userId: "u1", reportType: ReportType.WEEKLY });
@@ -140,5 +155,107 @@ describe("an attempt whose SUCCEEDED write is refused", () => {
     );
     expect(events.map((e) => e.type)).toEqual(["queued", "started", "progress", "cancelled"]);
     expect(await filesUnder(jobDir)).toEqual([]);
+  });
+  describe("with the attempt's held progress reports in it (PROGRESS_LINGER_MS)", () => {
+    /**
+     * A weekly job whose generator reports twice (held: the linger outlasts
+     * the job), lets `arrange` act behind its back, then returns: the held
+     * reports travel in the SUCCEEDED write, which is refused. Returns what
+     * Redis held after `arrange` and after the attempt ended, and what was
+     * published on the job's channel in between.
+     */
+    async function refusedWithReports(arrange: (app: TestApp, jobId: string) => Promise<void>) {
+      const redis = (app: TestApp) => connect(app);
+      let seen: { before: unknown; messages: string[]; channel: string; sub: Redis } | undefined;
+      const snapshot = async (r: Redis, app: TestApp, jobId: string) => {
+        const keys = createKeys(app.config.redis.prefix);
+        return {
+          record: await r.hgetall(keys.job(jobId)),
+          entries: await r.xrange(keys.events(jobId), "-", "+"),
+          live: await r.zscore(keys.live, jobId),
+          succeeded: await r.zscore(keys.finished("succeeded"), jobId),
+          // When they expire (absolute: a TTL shrinks meanwhile).
+          expiry: [
+            await r.call("PEXPIRETIME", keys.job(jobId)),
+            await r.call("PEXPIRETIME", keys.events(jobId)),
+          ],
+        };
+      };
+      const { app, jobId, lost, jobDir } = await refusedAtSucceeded(
+        { lockDurationMs: 30_000 },
+        async (app, jobId) => {
+          await arrange(app, jobId);
+          // From here on nothing may change, and nothing may be published.
+          const sub = redis(app);
+          const channel = createKeys(app.config.redis.prefix).eventChannel(jobId);
+          const messages: string[] = [];
+          sub.on("smessage", (ch: string, m: string) => {
+            if (ch === channel) messages.push(m);
+          });
+          await sub.ssubscribe(channel);
+          seen = { before: await snapshot(redis(app), app, jobId), messages, channel, sub };
+        },
+        { PROGRESS_LINGER_MS: "60000" },
+        "held",
+      );
+      if (seen === undefined) throw new Error("the generator never returned");
+      const r = redis(app);
+      const after = await snapshot(r, app, jobId);
+      // Delivered after anything the attempt published: nothing came before it.
+      await r.spublish(seen.channel, "sentinel");
+      await waitFor(() => seen?.messages.includes("sentinel"), { what: "the sentinel message" });
+      return { app, jobId, lost, jobDir, before: seen.before, after, published: seen.messages };
+    }
+
+    it("changes nothing, writes none of the reports and publishes nothing when the lock was taken", async () => {
+      const { before, after, published, lost, jobDir } = await refusedWithReports(
+        async (app, jobId) => {
+          const keys = createKeys(app.config.redis.prefix);
+          await connect(app).set(keys.bullJobLock("weekly", jobId), "fetch-B", "PX", 60_000);
+        },
+      );
+      expect(lost).toMatchObject({ step: "succeeded", fenced: "lock", state: "running" });
+      expect(after).toEqual(before);
+      expect(published).toEqual(["sentinel"]);
+      const types = (before as { entries: Array<[string, string[]]> }).entries.map(
+        ([id, f]) => decodeEvent(id, f).type,
+      );
+      // The held reports (50, 60) were never written.
+      expect(types).toEqual(["queued", "started"]);
+      expect(await filesUnder(jobDir)).toEqual([]);
+    });
+
+    it("changes nothing, writes none of the reports and publishes nothing when the record was cancelled", async () => {
+      const { before, after, published, lost, jobDir, app, jobId } = await refusedWithReports(
+        async (app, jobId) => {
+          const redis = connect(app);
+          const { keys, job, transitions } = await asAnotherWorker(app, redis, jobId);
+          const token = await redis.hget(keys.job(jobId), recordField.attemptToken);
+          const lockToken = await redis.get(keys.bullJobLock("weekly", jobId));
+          const r = await transitions.apply(job, "cancelled", {
+            attempt: 1,
+            token: token ?? "",
+            lockToken: lockToken ?? "",
+            progress: 5,
+            phase: "started",
+            at: Date.now(),
+            reason: "cancelled meanwhile",
+          });
+          expect(r.applied).toBe(true);
+        },
+      );
+      expect(lost).toMatchObject({ step: "succeeded", fenced: false, state: "cancelled" });
+      expect(after).toEqual(before);
+      expect(published).toEqual(["sentinel"]);
+      const types = (before as { entries: Array<[string, string[]]> }).entries.map(
+        ([id, f]) => decodeEvent(id, f).type,
+      );
+      expect(types).toEqual(["queued", "started", "cancelled"]);
+      expect(await filesUnder(jobDir)).toEqual([]);
+      const job = await waitForEnd(reportClient("grpc", app.url), jobId, {
+        what: "the job to show its end",
+      });
+      expect(JobState[job.state]).toBe("CANCELLED");
+    });
   });
 });

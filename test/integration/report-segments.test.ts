@@ -326,6 +326,10 @@ describe("reports in segments, over HTTP", () => {
     const acme = reportClient("connect-binary", app.url, { apiKey: acmeKey });
     const { jobId } = await acme.submitReport({ userId: "u1", reportType: ReportType.WEEKLY });
     await entered.promise;
+    // A's progress written first (a report right after STARTED is held up to PROGRESS_LINGER_MS).
+    await waitFor(async () => (await getJob(acme, jobId)).progress === 30, {
+      what: "A's progress write to be applied",
+    });
     // Worker B (another process: a segment of its own) takes the job over and publishes.
     redis = new Redis(app.config.redis.url);
     const b = await asAnotherWorker(app, redis, jobId);

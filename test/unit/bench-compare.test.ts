@@ -73,6 +73,7 @@ describe("rowsFor() and results()", () => {
       "drain.c7.jobsPerSec",
       "drain.c7.workerCpuUsPerJob",
       "drain.c7.redisCpuUsPerJob",
+      "drain.c7.scriptCallsPerJob",
       "drain.c7.workerAllocKbPerJob",
       "drain.c7.workerScavengesPer1000Jobs",
     ]);

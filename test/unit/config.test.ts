@@ -170,6 +170,16 @@ describe("loadConfig()", () => {
     ]);
   });
 
+  it("holds progress reports 10 ms by default (PROGRESS_LINGER_MS), 0 turning it off, at most a minute", () => {
+    expect(loadConfig({}).worker.progressLingerMs).toBe(10);
+    expect(loadConfig({ PROGRESS_LINGER_MS: "0" }).worker.progressLingerMs).toBe(0);
+    expect(loadConfig({ PROGRESS_LINGER_MS: "60000" }).worker.progressLingerMs).toBe(60_000);
+    for (const bad of ["-1", "60001", "5ms"]) {
+      expect(configError({ PROGRESS_LINGER_MS: bad }).problems).toHaveLength(1);
+      expect(configError({ PROGRESS_LINGER_MS: bad }).problems[0]).toMatch(/^PROGRESS_LINGER_MS: /);
+    }
+  });
+
   it("bounds each tenant's backlog: all of MAX_BACKLOG for a lone tenant, a tenth with two or more", () => {
     const key = (n: number) => `key-${n}-0123456789abcdef`;
     expect(loadConfig({ MAX_BACKLOG: "1000" }).limits.tenantMaxBacklog).toBe(1000);

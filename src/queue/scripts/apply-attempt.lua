@@ -14,22 +14,34 @@
     record's fields (as job-record.ts encodes the transition's update, the
     attempt's fencing token among them), the live index's score; the job
     leaves the tenant's backlog set.
-  - progress (running to running): checks BullMQ's lock and the record's
-    fencing token; writes the record's progress and phase, the live index's
-    score; the job leaves the tenant's backlog set (as on every transition to
-    a state that is not a backlog state: a no-op unless the set was wrong).
+  - progress (running to running), one or more reports of the attempt in
+    order (a processor holds reports that come close together and sends them
+    in one call): checks BullMQ's lock and the record's fencing token, once;
+    writes the record's progress and phase (the last report's), the live
+    index's score (the last report's time); the job leaves the tenant's
+    backlog set (as on every transition to a state that is not a backlog
+    state: a no-op unless the set was wrong). Each report appends and
+    publishes its own event, in order.
   - succeeded (running to succeeded): the checks of progress; writes the
     record's fields (as job-record.ts encodes the update); enters the job in
     the finished index of succeeded jobs, takes it out of the live index and
     the tenant's backlog set; sets the retention of the record and the log,
     and of the idempotency record when it names the job (the job's
     retention, or its own `until` if later).
+  - progress+succeeded: succeeded with progress reports of the attempt not
+    sent yet (held when the generator returned): their events are appended
+    and published first, in order, then the succeeded event; their record
+    writes (progress, phase, live index, backlog set) are left out, as
+    succeeded overwrites or undoes each of them. Applied as progress then
+    succeeded would be, with the checks done once.
   Each appends its event (event-codec.ts encodeEvent's fields and order, the
-  trace id of the record's traceparent last) and publishes it.
+  trace id of the record's traceparent last) and publishes it; the stream is
+  capped once per call, after its last event.
 
   Input:
-    ARGV[1] the transition: "started", "progress" or "succeeded"; the other
-    KEYS and ARGV by transition:
+    ARGV[1] the transition: "started", "progress", "succeeded" or
+    "progress+succeeded" (succeeded with progress reports before it); the
+    other KEYS and ARGV by transition:
   started:
     KEYS[1] job record, KEYS[2] event stream, KEYS[3] BullMQ's lock of the
     job (read only), KEYS[4] index of live jobs, KEYS[5] the tenant's
@@ -43,9 +55,8 @@
     KEYS as for started
     ARGV[2] event channel, ARGV[3] how many entries the stream keeps,
     ARGV[4] the attempt's lock token, ARGV[5] the attempt's fencing token
-    (the record must hold it), ARGV[6] job id, ARGV[7] the transition's time
-    (ms), ARGV[8] attempt, ARGV[9] progress (0-100), ARGV[10] phase,
-    ARGV[11] the event's JSON
+    (the record must hold it), ARGV[6] job id, ARGV[7] attempt,
+    ARGV[8 ..] the reports, four values each, in order (a report below)
   succeeded:
     KEYS[1] job record, KEYS[2] event stream, KEYS[3] BullMQ's lock of the
     job (read only), KEYS[4] index of live jobs, KEYS[5] the tenant's
@@ -56,8 +67,13 @@
     ARGV[6] job id, ARGV[7] the transition's time (ms): the finished index's
     score, ARGV[8] attempt, ARGV[9] the succeeded jobs' retention (ms, > 0),
     ARGV[10] the result's download path, ARGV[11] its content type,
-    ARGV[12] its size (bytes), ARGV[13] the event's JSON, ARGV[14 ..] record
-    field/value pairs
+    ARGV[12] its size (bytes), ARGV[13] the event's JSON, ARGV[14 ..]
+    record field/value pairs
+  progress+succeeded:
+    KEYS and ARGV[2 .. 13] as for succeeded, ARGV[14] n (1 or more), the
+    progress reports before it, ARGV[15 .. 14 + 4n] those reports, in
+    order, ARGV[15 + 4n ..] record field/value pairs
+  A report: its time (ms), progress (0-100), phase, and its event's JSON.
   The event's JSON: its field/value pairs as JSON list text without its
   brackets (event-codec.ts encodeEventJson), the pairs this script appends.
 
@@ -106,24 +122,45 @@ if kind == 'started' then
 end
 
 if kind == 'progress' then
-  local jobId, time, progress, phase = ARGV[6], ARGV[7], ARGV[9], ARGV[10]
-  redis.call('HSET', KEYS[1], RECORD.progress, progress, RECORD.phase, phase)
-  redis.call('ZADD', KEYS[4], time, jobId)
+  local jobId, last = ARGV[6], #ARGV - 3
+  redis.call('HSET', KEYS[1], RECORD.progress, ARGV[last + 1], RECORD.phase, ARGV[last + 2])
+  redis.call('ZADD', KEYS[4], ARGV[last], jobId)
   redis.call('SREM', KEYS[5], jobId)
-  local ev = {EVENT.type, 'progress', EVENT.state, 'running', EVENT.progress, progress,
-    EVENT.phase, phase, EVENT.attempt, ARGV[8], EVENT.time, time}
-  return {1, appendEvent(KEYS[2], ARGV[2], ARGV[3], ev, 1, 12, ARGV[11], traceId)}
+  -- One table for every report; the stream is capped after the last.
+  local ev = {EVENT.type, 'progress', EVENT.state, 'running', EVENT.progress, '',
+    EVENT.phase, '', EVENT.attempt, ARGV[7], EVENT.time, ''}
+  local id
+  for i = 8, last, 4 do
+    ev[6], ev[8], ev[12] = ARGV[i + 1], ARGV[i + 2], ARGV[i]
+    id = appendEvent(KEYS[2], ARGV[2], i == last and ARGV[3] or nil, ev, 1, 12, ARGV[i + 3],
+      traceId)
+  end
+  return {1, id}
 end
 
-if kind ~= 'succeeded' then return redis.error_reply('ERR unknown transition ' .. kind) end
+local reports = kind == 'progress+succeeded' and tonumber(ARGV[14]) or 0
+if kind ~= 'succeeded' and reports == 0 then
+  return redis.error_reply('ERR unknown transition ' .. kind)
+end
 if not KEYS[7] and rec[4] then
   return redis.error_reply('ERR the job has an idempotency record: pass it as KEYS[7]')
 end
 local jobId, time, ttl = ARGV[6], ARGV[7], tonumber(ARGV[9])
-redis.call('HSET', KEYS[1], unpack(ARGV, 14))
+-- The record's pairs follow the reports (progress+succeeded) or the event's JSON.
+local recordAt = reports > 0 and 15 + 4 * reports or 14
+redis.call('HSET', KEYS[1], unpack(ARGV, recordAt))
 redis.call('ZADD', KEYS[6], time, jobId)
 redis.call('ZREM', KEYS[4], jobId)
 redis.call('SREM', KEYS[5], jobId)
+if reports > 0 then
+  -- Their events only: SUCCEEDED overwrites or undoes each of their record writes.
+  local ev = {EVENT.type, 'progress', EVENT.state, 'running', EVENT.progress, '',
+    EVENT.phase, '', EVENT.attempt, ARGV[8], EVENT.time, ''}
+  for i = 15, recordAt - 4, 4 do
+    ev[6], ev[8], ev[12] = ARGV[i + 1], ARGV[i + 2], ARGV[i]
+    appendEvent(KEYS[2], ARGV[2], nil, ev, 1, 12, ARGV[i + 3], traceId)
+  end
+end
 local ev = {EVENT.type, 'succeeded', EVENT.state, 'succeeded', EVENT.progress, '100',
   EVENT.phase, 'completed', EVENT.attempt, ARGV[8], EVENT.time, time,
   EVENT.resultPath, ARGV[10], EVENT.resultType, ARGV[11], EVENT.resultSize, ARGV[12]}

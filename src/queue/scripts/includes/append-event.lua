@@ -1,15 +1,19 @@
 --[[
   Appends an event to a job's stream and publishes it on the job's channel.
-  The one body that writes event streams: apply-transition.lua and submit.lua
-  include it. The published message is the JSON list of the entry id and the
-  list of the entry's field/value pairs (events/event-hub.ts decodes it),
-  made by concatenation from the caller's JSON text of the pairs: no Lua
-  table is built or encoded here. traceIdOf reads a traceparent's trace id.
+  The one body that writes event streams: apply-transition.lua,
+  apply-attempt.lua and submit.lua include it. The published message is the
+  JSON list of the entry id and the list of the entry's field/value pairs
+  (events/event-hub.ts decodes it), made by concatenation from the caller's
+  JSON text of the pairs: no Lua table is built or encoded here. traceIdOf
+  reads a traceparent's trace id.
 
   Input:
     streamKey  the job's event stream
     channel    the job's event channel (the watch hub's)
-    maxLen     how many entries the stream keeps
+    maxLen     how many entries the stream keeps; nil: not capped now (a
+               script appending several events in one call caps the stream
+               with its last: it ends as after capping each, the oldest
+               entries above the cap gone, and no reader sees it in between)
     fields     a list holding the event's field/value pairs (event-codec.ts),
                without a trace id, from fields[first] to fields[last]
     first, last
@@ -35,7 +39,7 @@ local function appendEvent(streamKey, channel, maxLen, fields, first, last, json
   -- Cap the stream with XDEL rather than XADD MAXLEN: trimming does not move
   -- the stream's max-deleted-entry-id (Redis 7.0), which replay relies on to
   -- refuse a cursor into deleted history.
-  local excess = redis.call('XLEN', streamKey) - tonumber(maxLen)
+  local excess = maxLen and redis.call('XLEN', streamKey) - tonumber(maxLen) or 0
   if excess > 0 then
     local old = redis.call('XRANGE', streamKey, '-', '+', 'COUNT', excess)
     local ids = {}
