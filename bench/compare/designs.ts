@@ -32,6 +32,8 @@ export interface WorkerSettings {
   artifactDir: string;
   concurrency: number;
   phaseDelayMs: number;
+  /** Telemetry as shipped (true) or OTEL_SDK_DISABLED=true; the baseline has none. */
+  telemetry: boolean;
 }
 
 /** One design under test. */
@@ -120,6 +122,7 @@ export const ours: Design = {
       MAX_BACKLOG: "100000000",
       WORKER_CONCURRENCY: String(s.concurrency),
       REPORT_PHASE_DELAY_MS: String(s.phaseDelayMs),
+      ...(s.telemetry ? {} : { OTEL_SDK_DISABLED: "true" }),
     },
   }),
   submitProtocol: "connect-json",

@@ -45,6 +45,12 @@ export interface CompareOptions {
    * after the other, so each event fans out alone (a latency, not a burst, figure).
    */
   watchConcurrency: number;
+  /**
+   * Telemetry of our API and worker in the work setup (drain, latency,
+   * watchers): as shipped (true) or OTEL_SDK_DISABLED=true, to measure what
+   * telemetry costs the worker.
+   */
+  workTelemetry: boolean;
   /** Run the service processes under `node --cpu-prof`, profiles written here. */
   cpuProfDir?: string;
   /** Keep the service processes' output here (default: a temporary folder, removed). */
@@ -72,6 +78,7 @@ export const fullOptions: CompareOptions = {
   watchSessions: 4,
   watchPhaseDelayMs: 50,
   watchConcurrency: 1,
+  workTelemetry: true,
   quick: false,
 };
 
@@ -118,6 +125,8 @@ ratios (ours / baseline), then one JSON line with every figure.
   --watch-sessions N         HTTP/2 connections our watchers share (4)
   --watch-phase-delay MS     the watched jobs' REPORT_PHASE_DELAY_MS (50)
   --watch-concurrency N      worker concurrency while watched (1: one job at a time)
+  --work-telemetry on|off    ours' API and worker in drain, latency and watchers with
+                             telemetry as shipped (on) or OTEL_SDK_DISABLED=true (off)
   --cpu-prof DIR             run the service processes under node --cpu-prof
   --logs DIR                 keep the service processes' output (one file each)
   --help
@@ -155,6 +164,7 @@ export function parseCompareArgs(argv: string[]): CompareOptions | "help" {
       "watch-sessions": { type: "string" },
       "watch-phase-delay": { type: "string" },
       "watch-concurrency": { type: "string" },
+      "work-telemetry": { type: "string" },
       "cpu-prof": { type: "string" },
       logs: { type: "string" },
     },
@@ -198,6 +208,13 @@ export function parseCompareArgs(argv: string[]): CompareOptions | "help" {
     }
     return items;
   })();
+  const workTelemetry = (() => {
+    const raw = values["work-telemetry"];
+    if (raw === undefined || raw === "on") return base.workTelemetry;
+    if (raw === "off") return false;
+    problems.push(`--work-telemetry: on or off (got ${raw})`);
+    return base.workTelemetry;
+  })();
   const options: CompareOptions = {
     rounds: num("rounds", base.rounds, 1, true),
     only: list("only", base.only, scenarios),
@@ -217,6 +234,7 @@ export function parseCompareArgs(argv: string[]): CompareOptions | "help" {
     watchSessions: num("watch-sessions", base.watchSessions, 1, true),
     watchPhaseDelayMs: num("watch-phase-delay", base.watchPhaseDelayMs, 0, true),
     watchConcurrency: num("watch-concurrency", base.watchConcurrency, 1, true),
+    workTelemetry,
     quick: values.quick === true,
     ...(values["cpu-prof"] === undefined ? {} : { cpuProfDir: values["cpu-prof"] }),
     ...(values.logs === undefined ? {} : { logDir: values.logs }),

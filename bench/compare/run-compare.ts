@@ -219,6 +219,7 @@ async function withEnv(
           artifactDir,
           concurrency,
           phaseDelayMs,
+          telemetry: o.workTelemetry,
         }),
         serviceOptions,
       );
@@ -380,7 +381,7 @@ async function accept(env: Env, telemetry: boolean): Promise<void> {
 
 async function work(env: Env): Promise<void> {
   const { o } = env;
-  await env.startApi(true);
+  await env.startApi(o.workTelemetry);
   if (o.only.includes("drain")) {
     for (const conc of o.drainConcurrency) await drain(env, await env.useWorker(conc, 0), conc);
   }

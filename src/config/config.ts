@@ -653,6 +653,8 @@ export function loadConfig(env: Env, mode?: string): Config {
 export interface TelemetrySettings {
   /** OTEL_SDK_DISABLED=true: no SDK, no instrumentation, no metrics. */
   disabled: boolean;
+  /** The process's mode (the worker alone keeps its contexts without AsyncLocalStorage when nothing is recorded). */
+  mode?: Mode;
   /** OTEL_SERVICE_NAME, else a name per mode (unless OTEL_RESOURCE_ATTRIBUTES names the service). */
   serviceName?: string;
   /** Let the SDK build span exporters from OTEL_TRACES_EXPORTER / OTEL_EXPORTER_OTLP_* (else: none). */
@@ -694,6 +696,7 @@ export function loadTelemetrySettings(env: Env, mode?: string): TelemetrySetting
   const interval = Number(read("OTEL_METRIC_EXPORT_INTERVAL") ?? "60000");
   return {
     disabled: read("OTEL_SDK_DISABLED")?.toLowerCase() === "true",
+    mode: resolvedMode,
     serviceName:
       read("OTEL_SERVICE_NAME") ??
       (namedByResource ? undefined : defaultServiceNames[resolvedMode]),

@@ -32,6 +32,7 @@ import {
   type TtlPolicy,
 } from "../domain/job-transitions.js";
 import { encodeEvent, encodeEventJson } from "../events/event-codec.js";
+import { inJobTrace } from "../telemetry/job-traces.js";
 import { type JobOutcome, reportMetrics } from "../telemetry/metrics.js";
 import type { RedisClient } from "./connections.js";
 import { decodeRecord, encodeRecordUpdate } from "./job-record.js";
@@ -164,7 +165,13 @@ export function createTransitionApplier(deps: {
       if (reply[0] !== 1) {
         const state = reply[1] === "" ? undefined : (reply[1] as JobState);
         const fenced = reply[0] === -2 ? "lock" : reply[0] === -1 ? "token" : false;
-        logger.debug({ job_id: job.id, transition: name, state, fenced }, "job transition refused");
+        // In the trace of the job's attempt running here, if any (job-traces.ts).
+        inJobTrace(job.id, () =>
+          logger.debug(
+            { job_id: job.id, transition: name, state, fenced },
+            "job transition refused",
+          ),
+        );
         return { applied: false, state, fenced };
       }
       const record = reply[2] === undefined ? undefined : decodeRecord(reply[2]);
@@ -180,17 +187,16 @@ export function createTransitionApplier(deps: {
       // One line per transition: never the filters or the report.
       const fields = transition.logFields?.(input, job);
       if (fields !== undefined) {
-        logger.info(
-          {
-            job_id: job.id,
-            tenant: job.tenant,
-            report_type: job.reportType,
-            state: transition.to,
-            attempt: event.attempt,
-            ...fields,
-          },
-          `job ${transition.to}`,
-        );
+        const line = {
+          job_id: job.id,
+          tenant: job.tenant,
+          report_type: job.reportType,
+          state: transition.to,
+          attempt: event.attempt,
+          ...fields,
+        };
+        // In the trace of the job's attempt running here, if any (job-traces.ts).
+        inJobTrace(job.id, () => logger.info(line, `job ${transition.to}`));
       }
       return record === undefined
         ? { applied: true, eventId: reply[1] }

@@ -4,6 +4,7 @@
  * through Queue.add (the submitter runs BullMQ's add script inside its own).
  */
 import {
+  type Context,
   context,
   INVALID_SPAN_CONTEXT,
   type Link,
@@ -23,7 +24,7 @@ import {
   attrMessagingSystem,
   bullmqAttr,
 } from "./attributes.js";
-import { spanContextValid, startSpan } from "./spans.js";
+import { spanContextValid, spansUnrecorded, startSpan } from "./spans.js";
 
 /** The instrumentation scope name of BullMQ spans (ours and bullmq-otel's). */
 export const bullTracerName = "bullmq";
@@ -55,6 +56,47 @@ export function createBullTelemetry(): Telemetry {
     },
   } as Telemetry;
 }
+
+/**
+ * The `telemetry` option for BullMQ Workers: createBullTelemetry(), or none
+ * when this process records no span. Then a Worker skips BullMQ's tracing
+ * altogether (for each job: a consumer span, its context entered, attribute
+ * objects, the job's propagation metadata parsed, a span per completion, and
+ * a failed attempt's retry span written as the job's metadata), none of which
+ * could be recorded; the report worker makes the one span whose ids reach
+ * its log lines, the consumer span, itself (consumerContext). A retried
+ * attempt then continues the enqueue's span instead of the failed attempt's
+ * retry span: the same trace.
+ */
+export function workerBullTelemetry(): Telemetry | undefined {
+  return spansUnrecorded() ? undefined : createBullTelemetry();
+}
+
+let consumerTracer: Tracer | undefined;
+
+/**
+ * The context of a job's attempt with BullMQ's consumer span on it, as a
+ * Worker with createBullTelemetry() makes it (`process <queue>`, CONSUMER,
+ * continuing the trace in the job's propagation metadata): for Workers
+ * without BullMQ's telemetry (workerBullTelemetry). Unparsable metadata
+ * starts no trace of its own: the span then has the active context's parent.
+ */
+export function consumerContext(queueName: string, metadata: string | undefined): Context {
+  consumerTracer ??= trace.getTracer(bullTracerName);
+  const active = context.active();
+  let parent = active;
+  if (metadata !== undefined && metadata !== "") {
+    try {
+      parent = propagation.extract(active, JSON.parse(metadata));
+    } catch {
+      parent = active;
+    }
+  }
+  const span = startSpan(consumerTracer, `process ${queueName}`, consumerOptions, parent);
+  return trace.setSpan(parent, span);
+}
+
+const consumerOptions: SpanOptions = { kind: SpanKind.CONSUMER };
 
 /** W3C trace context of a span, as BullMQ carries it in `opts.telemetry.metadata` (JSON). */
 export interface EnqueueTrace {

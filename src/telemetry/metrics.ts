@@ -91,15 +91,21 @@ export interface ReportMetrics {
 
 /**
  * Creates the instruments on `meter`; by default the global provider's, with
- * reports.submit.duration (recorded on every submit) from histograms.ts.
+ * reports.submit.duration (recorded on every submit) and reports.job.duration
+ * (on every finished job) from histograms.ts.
  */
 export function createReportMetrics(given?: Meter): ReportMetrics {
   const meter = given ?? metrics.getMeter("report-jobs");
-  const jobDuration = meter.createHistogram("reports.job.duration", {
+  // Recorded once per job: histograms.ts's (no attribute hashing per record) unless a meter is given.
+  const jobDurationOptions = {
     description: "Time from enqueue to the job's terminal state, by report type and outcome",
     unit: "s",
     advice: { explicitBucketBoundaries: jobDurationBuckets },
-  });
+  };
+  const jobDuration =
+    given === undefined
+      ? createHistogram("report-jobs", "reports.job.duration", jobDurationOptions)
+      : meter.createHistogram("reports.job.duration", jobDurationOptions);
   // Two counters moved once per job each: counted here and observed at each
   // collection (the same monotonic sums), since the SDK sorts and
   // stringifies a measurement's attributes on every add.

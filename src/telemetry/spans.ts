@@ -34,6 +34,11 @@ export function setSpansUnrecorded(value: boolean): void {
   unrecorded = value;
 }
 
+/** Whether the SDK runs and records no span of this process (see above). */
+export function spansUnrecorded(): boolean {
+  return unrecorded;
+}
+
 /**
  * Random ids as lowercase hex, cut from a pool of random bytes turned into
  * hex at once (one crypto call and one hex conversion per 64 spans, not a

@@ -24,7 +24,9 @@ import {
 } from "@opentelemetry/sdk-trace-base";
 import type { TelemetrySettings } from "../config/config.js";
 import { HistogramProducer, setHistogramProducer } from "./histograms.js";
+import { setKeepJobTraces } from "./job-traces.js";
 import { setSpansUnrecorded } from "./spans.js";
+import { SyncContextManager } from "./sync-context-manager.js";
 
 /** How to start telemetry. */
 export interface TelemetryOptions {
@@ -128,8 +130,19 @@ export function startTelemetry(options: TelemetryOptions): Telemetry {
   // Nothing receives spans when no exporter is configured (and no test hands
   // in its own processors).
   const sendsSpans = options.spanProcessors !== undefined || settings.exportTraces;
+  // Every span is non-recording: spans.ts makes them without the SDK's work,
+  // unless the SDK counts its spans (that instrument would miss them).
+  const unrecorded = !sendsSpans && !getBooleanFromEnv("OTEL_NODE_EXPERIMENTAL_SDK_METRICS");
+  // A worker that records no span needs its contexts only for the ids in its
+  // log lines, and its code enters a job's context where it logs
+  // (job-traces.ts): no AsyncLocalStorage, whose hooks Node 20 runs for every
+  // promise of the process (sync-context-manager.ts). The API keeps it: its
+  // log lines, the enqueue's parent and WatchJob follow awaits.
+  const syncContext = unrecorded && settings.mode === "worker";
   const sdk = new NodeSDK({
     serviceName: settings.serviceName,
+    // Undefined: AsyncLocalStorage.
+    contextManager: syncContext ? new SyncContextManager() : undefined,
     // Undefined: the SDK builds exporters from OTEL_TRACES_EXPORTER and
     // OTEL_EXPORTER_OTLP_*. Without any, spans are dropped instead of sent to
     // a default endpoint that is not there.
@@ -170,9 +183,8 @@ export function startTelemetry(options: TelemetryOptions): Telemetry {
   });
   sdk.start();
   setHistogramProducer(histograms);
-  // Every span is non-recording: spans.ts makes them without the SDK's work,
-  // unless the SDK counts its spans (that instrument would miss them).
-  setSpansUnrecorded(!sendsSpans && !getBooleanFromEnv("OTEL_NODE_EXPERIMENTAL_SDK_METRICS"));
+  setSpansUnrecorded(unrecorded);
+  setKeepJobTraces(syncContext);
   let stopping: Promise<void> | undefined;
   current = {
     enabled: true,

@@ -48,6 +48,7 @@ import type { JobReader } from "../queue/job-reader.js";
 import { isStorageUnavailable } from "../queue/storage-errors.js";
 import type { TransitionApplier, TransitionResult } from "../queue/transition-applier.js";
 import { attrAttempt, attrJobId, attrPhase, attrReportType } from "../telemetry/attributes.js";
+import { inJobTrace } from "../telemetry/job-traces.js";
 import { type ArtifactStore, newAttemptTag } from "./artifact-store.js";
 import {
   PermanentReportError,
@@ -151,9 +152,11 @@ export function createProcessor(deps: {
       const outcome = await runAttempt(ctx, control);
       if (outcome.kind === "lost") {
         const { step, fenced, state } = outcome;
-        logger.warn(
-          { job_id: ctx.id, attempt: ctx.attemptsMade + 1, step, fenced, state },
-          "attempt lost its job; it changes nothing",
+        inJobTrace(ctx.id, () =>
+          logger.warn(
+            { job_id: ctx.id, attempt: ctx.attemptsMade + 1, step, fenced, state },
+            "attempt lost its job; it changes nothing",
+          ),
         );
       }
       return outcome;
@@ -339,7 +342,9 @@ export function createProcessor(deps: {
         await artifacts
           .discard(job.id, tag)
           .catch((err: unknown) =>
-            logger.warn({ err, job_id: job.id, attempt }, "could not remove an attempt's files"),
+            inJobTrace(job.id, () =>
+              logger.warn({ err, job_id: job.id, attempt }, "could not remove an attempt's files"),
+            ),
           );
       }
     }
@@ -361,15 +366,19 @@ export function createProcessor(deps: {
       const current = await jobs.get(jobId);
       if (current?.result?.downloadPath !== artifact.downloadPath) return false;
     } catch (err) {
-      logger.warn(
-        { err: (err as Error).message, job_id: jobId },
-        "could not read whether an attempt's unanswered SUCCEEDED write was applied; its files stay",
+      inJobTrace(jobId, () =>
+        logger.warn(
+          { err: (err as Error).message, job_id: jobId },
+          "could not read whether an attempt's unanswered SUCCEEDED write was applied; its files stay",
+        ),
       );
       return true;
     }
-    logger.warn(
-      { job_id: jobId },
-      "an attempt's SUCCEEDED write failed without an answer but was applied; its report stays",
+    inJobTrace(jobId, () =>
+      logger.warn(
+        { job_id: jobId },
+        "an attempt's SUCCEEDED write failed without an answer but was applied; its report stays",
+      ),
     );
     return true;
   }
@@ -712,10 +721,15 @@ function describeFailure(err: unknown, phase: string, logger: Logger, jobId: str
   if (err instanceof PermanentReportError || err instanceof TransientReportError)
     return err.message;
   if (err instanceof AttemptStorageError) {
-    logger.warn({ err: err.message, jobId, phase }, "storage unavailable during attempt");
+    const message = err.message;
+    inJobTrace(jobId, () =>
+      logger.warn({ err: message, jobId, phase }, "storage unavailable during attempt"),
+    );
     return `storage unavailable in phase ${phase}`;
   }
-  logger.error({ err, jobId, phase }, "report generator failed unexpectedly");
+  inJobTrace(jobId, () =>
+    logger.error({ err, jobId, phase }, "report generator failed unexpectedly"),
+  );
   return `internal error in phase ${phase}`;
 }
 

@@ -17,7 +17,7 @@
  * sure. Its writes would be refused anyway (they are fenced by the lock
  * token); aborting stops the generator's work for nobody.
  */
-import { SpanStatusCode, trace } from "@opentelemetry/api";
+import { context, SpanStatusCode, trace } from "@opentelemetry/api";
 import { DelayedError, type Job, UnrecoverableError, WaitingError, Worker } from "bullmq";
 import type { Logger } from "pino";
 import type { WorkerConfig } from "../config/config.js";
@@ -29,9 +29,11 @@ import { perJobPipeline } from "../queue/per-job-pipeline.js";
 import { isStorageUnavailable } from "../queue/storage-errors.js";
 import { type ReportJobData, retryBackoffType } from "../queue/submitter.js";
 import { attrAttempt, attrJobId, attrReportType, attrTenant } from "../telemetry/attributes.js";
-import { createBullTelemetry } from "../telemetry/bullmq-telemetry.js";
+import { consumerContext, workerBullTelemetry } from "../telemetry/bullmq-telemetry.js";
+import { forgetJobTrace, inJobTrace, keepJobTrace } from "../telemetry/job-traces.js";
 import { reportMetrics } from "../telemetry/metrics.js";
 import {
+  type AttemptContext,
   backoffDelay,
   cancelReason,
   lockLostReason,
@@ -94,10 +96,13 @@ export const attemptStorageReason = "storage unavailable while recording the att
  * failure reason); the cause is logged here.
  */
 function safeAttemptError(err: unknown, jobId: string, logger: Logger): Error {
+  // Logged after an await of the attempt: in its trace (job-traces.ts).
   if (isStorageUnavailable(err)) {
-    logger.warn(
-      { err: (err as Error).message, jobId },
-      "attempt could not be recorded: storage unavailable",
+    inJobTrace(jobId, () =>
+      logger.warn(
+        { err: (err as Error).message, jobId },
+        "attempt could not be recorded: storage unavailable",
+      ),
     );
     return new Error(attemptStorageReason);
   }
@@ -105,7 +110,7 @@ function safeAttemptError(err: unknown, jobId: string, logger: Logger): Error {
     err instanceof Error
       ? { type: err.name, message: err.message, stack: err.stack }
       : { message: String(err) };
-  logger.error({ err: e, jobId }, "attempt failed unexpectedly");
+  inJobTrace(jobId, () => logger.error({ err: e, jobId }, "attempt failed unexpectedly"));
   return new Error("internal error in the worker");
 }
 
@@ -195,8 +200,17 @@ export function createReportWorker(deps: {
         lockHeldAt: Date.now(),
       };
       active.set(id, attempt);
-      // BullMQ's consumer span for this attempt (bullmq-otel), continuing the enqueue's trace.
-      const span = trace.getActiveSpan();
+      // BullMQ's consumer span of this attempt, continuing the enqueue's trace:
+      // bullmq-otel's (active here), or made here when the Worker runs without
+      // BullMQ's telemetry (nothing recorded in this process).
+      const made =
+        telemetry === undefined
+          ? consumerContext(queueNameFor(type), job.opts.telemetry?.metadata)
+          : undefined;
+      const attemptContext = made ?? context.active();
+      // For its log lines after awaits when contexts do not follow them (job-traces.ts).
+      keepJobTrace(id, attemptContext);
+      const span = trace.getSpan(attemptContext);
       // Unrecorded (the usual case without an exporter): no attribute object per job.
       if (span?.isRecording() === true)
         span.setAttributes({
@@ -206,25 +220,25 @@ export function createReportWorker(deps: {
           [attrAttempt]: job.attemptsMade + 1,
         });
       try {
-        const outcome = await processor
-          .run(
-            {
-              id,
-              attemptsMade: job.attemptsMade,
-              maxAttempts: job.opts.attempts ?? 1,
-              lockToken: token,
-              queued: { tenant: job.data.tenant, reportType: type, deadline: job.data.deadline },
-            },
-            attempt.abort,
-          )
-          .catch((err: unknown) => {
-            // Not an outcome: the processor itself failed (Redis away, say).
-            span?.recordException(err as Error);
-            span?.setStatus({ code: SpanStatusCode.ERROR, message: (err as Error).message });
-            // BullMQ keeps the message as the job's failedReason, which becomes the
-            // job's failure reason that callers read: a sentence, never a driver's text.
-            throw safeAttemptError(err, id, logger);
-          });
+        const attemptOf: AttemptContext = {
+          id,
+          attemptsMade: job.attemptsMade,
+          maxAttempts: job.opts.attempts ?? 1,
+          lockToken: token,
+          queued: { tenant: job.data.tenant, reportType: type, deadline: job.data.deadline },
+        };
+        const running =
+          made === undefined
+            ? processor.run(attemptOf, attempt.abort)
+            : context.with(made, () => processor.run(attemptOf, attempt.abort));
+        const outcome = await running.catch((err: unknown) => {
+          // Not an outcome: the processor itself failed (Redis away, say).
+          span?.recordException(err as Error);
+          span?.setStatus({ code: SpanStatusCode.ERROR, message: (err as Error).message });
+          // BullMQ keeps the message as the job's failedReason, which becomes the
+          // job's failure reason that callers read: a sentence, never a driver's text.
+          throw safeAttemptError(err, id, logger);
+        });
         reportMetrics().attemptEnded(type, outcome.kind);
         if (outcome.kind === "retry" || outcome.kind === "failed") {
           span?.recordException(outcome.error);
@@ -257,7 +271,11 @@ export function createReportWorker(deps: {
             throw new RecordedEnd(outcome.error.message);
         }
       } finally {
-        if (active.get(id) === attempt) active.delete(id);
+        if (made !== undefined) span?.end();
+        if (active.get(id) === attempt) {
+          active.delete(id);
+          forgetJobTrace(id);
+        }
       }
     };
 
@@ -293,7 +311,8 @@ export function createReportWorker(deps: {
     }
   };
 
-  const telemetry = createBullTelemetry();
+  // None when nothing is recorded here: see workerBullTelemetry.
+  const telemetry = workerBullTelemetry();
   const createWorker = (type: ReportType, shard: Keys) => {
     const limits = settings.reportTypes[type];
     let worker: Worker<ReportJobData> | undefined;

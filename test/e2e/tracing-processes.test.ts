@@ -173,4 +173,53 @@ describe("one trace across the API and worker processes (OTLP http/json)", () =>
     // The worker's metrics arrived (it exports), after its spans would have.
     expect(otlp.spans.filter((x) => x.traceId === traceId)).toEqual([]);
   });
+
+  it("a worker that records nothing keeps each attempt's trace and span ids in its job lines", async () => {
+    // Neither process exports: the worker keeps its contexts without
+    // AsyncLocalStorage (sync-context-manager.ts) and enters an attempt's
+    // context where it logs for it (job-traces.ts).
+    const env = testEnv({ REDIS_PREFIX: testPrefix() });
+    const api = await spawnService("api", env);
+    const worker = await spawnService("worker", {
+      ...env,
+      ARTIFACT_DIR: api.env.ARTIFACT_DIR ?? "",
+    });
+    const traceId = "7af92f3577b34da6a3ce929d0e0e4739";
+    const client = reportClient("connect-json", api.url);
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const { jobId } = await client.submitReport(
+        { userId: "u1", reportType: ReportType.WEEKLY, filters: { end_date: "2026-01-31" } },
+        { headers: { traceparent: `00-${traceId}-00f067aa0ba902b7-01` } },
+      );
+      ids.push(jobId);
+    }
+    for (const jobId of ids) {
+      await history(client, jobId);
+      expect((await getJob(client, jobId)).state).toBe(JobState.SUCCEEDED);
+    }
+    const spanIds = new Set<string>();
+    for (const jobId of ids) {
+      const lines = await waitFor(
+        () => {
+          const l = worker.logs.filter(
+            (x) => x.job_id === jobId && String(x.msg).startsWith("job "),
+          );
+          return l.some((x) => x.msg === "job succeeded") && l;
+        },
+        { what: "the worker's job lines" },
+      );
+      expect(lines.map((l) => l.msg)).toEqual(["job running", "job succeeded"]);
+      // BullMQ's consumer span of the attempt: one per job, in the caller's trace.
+      for (const l of lines) {
+        expect(l.trace_id).toBe(traceId);
+        expect(l.span_id).toMatch(/^[0-9a-f]{16}$/);
+        expect(l.span_id).toBe(lines[0]?.span_id);
+      }
+      spanIds.add(String(lines[0]?.span_id));
+    }
+    expect(spanIds.size).toBe(ids.length);
+    // Lines outside an attempt carry no trace.
+    expect(worker.logs.find((l) => l.msg === "worker started")?.trace_id).toBeUndefined();
+  });
 });

@@ -38,6 +38,9 @@ describe("parseCompareArgs()", () => {
       cpuProfDir: "prof",
       drainConcurrency: [5, 25],
     });
+    expect(parseCompareArgs([])).toMatchObject({ workTelemetry: true });
+    expect(parseCompareArgs(["--work-telemetry", "off"])).toMatchObject({ workTelemetry: false });
+    expect(parseCompareArgs(["--work-telemetry", "on"])).toMatchObject({ workTelemetry: true });
     expect(parseCompareArgs(["--help"])).toBe("help");
   });
 
@@ -46,6 +49,9 @@ describe("parseCompareArgs()", () => {
       parseCompareArgs(["--rounds", "0", "--only", "submit,nope", "--designs", "theirs"]),
     ).toThrow(/--rounds: must be an integer >= 1 \(got 0\)\n--only: .*\n--designs: /);
     expect(() => parseCompareArgs(["--bogus"])).toThrow(/bogus/);
+    expect(() => parseCompareArgs(["--work-telemetry", "maybe"])).toThrow(
+      /--work-telemetry: on or off \(got maybe\)/,
+    );
   });
 });
 

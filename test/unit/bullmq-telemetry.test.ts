@@ -7,12 +7,14 @@
 import {
   type Context,
   context,
+  propagation,
   ROOT_CONTEXT,
   SpanKind,
   TraceFlags,
   trace,
 } from "@opentelemetry/api";
 import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks";
+import { W3CTraceContextPropagator } from "@opentelemetry/core";
 import {
   AlwaysOffSampler,
   BasicTracerProvider,
@@ -20,7 +22,11 @@ import {
   type SamplingResult,
 } from "@opentelemetry/sdk-trace-base";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { createBullTelemetry } from "../../src/telemetry/bullmq-telemetry.js";
+import {
+  consumerContext,
+  createBullTelemetry,
+  workerBullTelemetry,
+} from "../../src/telemetry/bullmq-telemetry.js";
 import { setSpansUnrecorded } from "../../src/telemetry/spans.js";
 
 /** The always-off sampler telemetry.ts uses without an exporter, counting its calls. */
@@ -103,5 +109,57 @@ describe("createBullTelemetry()", () => {
       "00000000000000000000000000000000",
     );
     expect(sampler.calls).toBe(0);
+  });
+});
+
+describe("workerBullTelemetry() and consumerContext()", () => {
+  beforeAll(() => {
+    context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+    trace.setGlobalTracerProvider(new BasicTracerProvider({ sampler }));
+    propagation.setGlobalPropagator(new W3CTraceContextPropagator());
+  });
+  afterAll(() => {
+    trace.disable();
+    context.disable();
+    propagation.disable();
+  });
+  afterEach(() => setSpansUnrecorded(false));
+
+  it("gives Workers no BullMQ telemetry when no span is recorded, BullMQ's otherwise", () => {
+    setSpansUnrecorded(true);
+    expect(workerBullTelemetry()).toBeUndefined();
+    setSpansUnrecorded(false);
+    expect(workerBullTelemetry()?.tracer).toBeDefined();
+  });
+
+  it("makes the consumer span in the trace of the job's metadata, as BullMQ's Worker does", () => {
+    setSpansUnrecorded(true);
+    sampler.calls = 0;
+    const metadata = JSON.stringify({
+      traceparent: "00-5af92f3577b34da6a3ce929d0e0e4737-00f067aa0ba902b7-00",
+    });
+    const first = trace.getSpan(consumerContext("reports-weekly", metadata))?.spanContext();
+    const second = trace.getSpan(consumerContext("reports-weekly", metadata))?.spanContext();
+    expect(first?.traceId).toBe("5af92f3577b34da6a3ce929d0e0e4737");
+    expect(second?.traceId).toBe("5af92f3577b34da6a3ce929d0e0e4737");
+    expect(first?.spanId).toMatch(/^[0-9a-f]{16}$/);
+    expect(new Set([first?.spanId, second?.spanId, "00f067aa0ba902b7"]).size).toBe(3);
+    expect(sampler.calls).toBe(0);
+    // Without metadata, or with metadata that does not parse: a trace of its own.
+    for (const none of [undefined, "", "{}", "not json"]) {
+      const sc = trace.getSpan(consumerContext("reports-weekly", none))?.spanContext();
+      expect(sc?.traceId).toMatch(/^[0-9a-f]{32}$/);
+      expect(sc?.traceId).not.toBe("5af92f3577b34da6a3ce929d0e0e4737");
+    }
+  });
+
+  it("makes it with the SDK's tracer when spans are recorded", () => {
+    sampler.calls = 0;
+    const metadata = JSON.stringify({
+      traceparent: "00-5af92f3577b34da6a3ce929d0e0e4737-00f067aa0ba902b7-00",
+    });
+    const sc = trace.getSpan(consumerContext("reports-weekly", metadata))?.spanContext();
+    expect(sc?.traceId).toBe("5af92f3577b34da6a3ce929d0e0e4737");
+    expect(sampler.calls).toBe(1);
   });
 });

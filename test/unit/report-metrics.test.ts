@@ -12,7 +12,8 @@ import {
   type ResourceMetrics,
 } from "@opentelemetry/sdk-metrics";
 import { afterEach, describe, expect, it } from "vitest";
-import { createReportMetrics } from "../../src/telemetry/metrics.js";
+import { HistogramProducer, setHistogramProducer } from "../../src/telemetry/histograms.js";
+import { createReportMetrics, jobDurationBuckets } from "../../src/telemetry/metrics.js";
 
 /** A provider with a reader collected on demand. */
 function setup(temporality: AggregationTemporality) {
@@ -85,5 +86,32 @@ describe("createReportMetrics()", () => {
     expect(points(await collect(), "reports.job.attempts")).toEqual([
       [{ report_type: "monthly", outcome: "lost" }, 1],
     ]);
+  });
+
+  it("records reports.job.duration through the process's histogram producer when one is installed", async () => {
+    const producer = new HistogramProducer();
+    setHistogramProducer(producer);
+    try {
+      const metrics = createReportMetrics();
+      metrics.jobFinished("weekly", "succeeded", 0.3);
+      metrics.jobFinished("weekly", "succeeded", 4);
+      metrics.jobFinished("weekly", "failed", -1);
+      const { resourceMetrics } = await producer.collect();
+      const [scope] = resourceMetrics.scopeMetrics;
+      expect(scope?.scope).toEqual({ name: "report-jobs", version: "" });
+      const [metric] = scope?.metrics ?? [];
+      expect(metric?.descriptor).toMatchObject({ name: "reports.job.duration", unit: "s" });
+      expect(
+        metric?.dataPoints.map((p) => [p.attributes, (p.value as { count: number }).count]),
+      ).toEqual([
+        [{ report_type: "weekly", outcome: "succeeded" }, 2],
+        [{ report_type: "weekly", outcome: "failed" }, 1],
+      ]);
+      expect(metric?.dataPoints[0]?.value).toMatchObject({
+        buckets: { boundaries: jobDurationBuckets },
+      });
+    } finally {
+      setHistogramProducer(undefined);
+    }
   });
 });
