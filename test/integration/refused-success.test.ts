@@ -42,6 +42,29 @@ describe("an attempt whose SUCCEEDED write is refused", () => {
     return redis;
   }
 
+  /** Ends the job's record CANCELLED with the running attempt's own tokens, behind its back. */
+  async function cancelBehindAttempt(
+    app: TestApp,
+    jobId: string,
+    progress: number,
+    phase: string,
+  ): Promise<void> {
+    const redis = connect(app);
+    const { keys, job, transitions } = await asAnotherWorker(app, redis, jobId);
+    const token = await redis.hget(keys.job(jobId), recordField.attemptToken);
+    const lockToken = await redis.get(keys.bullJobLock("weekly", jobId));
+    const r = await transitions.apply(job, "cancelled", {
+      attempt: 1,
+      token: token ?? "",
+      lockToken: lockToken ?? "",
+      progress,
+      phase,
+      at: Date.now(),
+      reason: "cancelled meanwhile",
+    });
+    expect(r.applied).toBe(true);
+  }
+
   /**
    * Starts `t` with `options`, submits a weekly job whose generator calls
    * `beforeReturn` (with the job id) before returning its report, and waits
@@ -122,24 +145,9 @@ describe("an attempt whose SUCCEEDED write is refused", () => {
     const { app, client, jobId, lost, jobDir } = await refusedAtSucceeded(
       // A long lock: nothing but the refused SUCCEEDED ends the attempt.
       { lockDurationMs: 30_000 },
-      async (app, jobId) => {
-        // The job's record ends CANCELLED behind the attempt's back (its
-        // signal never told it): written with the attempt's own tokens.
-        const redis = connect(app);
-        const { keys, job, transitions } = await asAnotherWorker(app, redis, jobId);
-        const token = await redis.hget(keys.job(jobId), recordField.attemptToken);
-        const lockToken = await redis.get(keys.bullJobLock("weekly", jobId));
-        const r = await transitions.apply(job, "cancelled", {
-          attempt: 1,
-          token: token ?? "",
-          lockToken: lockToken ?? "",
-          progress: 50,
-          phase: "render",
-          at: Date.now(),
-          reason: "cancelled meanwhile",
-        });
-        expect(r.applied).toBe(true);
-      },
+      // The job's record ends CANCELLED behind the attempt's back (its
+      // signal never told it): written with the attempt's own tokens.
+      (app, jobId) => cancelBehindAttempt(app, jobId, 50, "render"),
     );
     expect(lost).toMatchObject({ step: "succeeded", fenced: false, state: "cancelled" });
     const redis = connect(app);
@@ -227,22 +235,7 @@ describe("an attempt whose SUCCEEDED write is refused", () => {
 
     it("changes nothing, writes none of the reports and publishes nothing when the record was cancelled", async () => {
       const { before, after, published, lost, jobDir, app, jobId } = await refusedWithReports(
-        async (app, jobId) => {
-          const redis = connect(app);
-          const { keys, job, transitions } = await asAnotherWorker(app, redis, jobId);
-          const token = await redis.hget(keys.job(jobId), recordField.attemptToken);
-          const lockToken = await redis.get(keys.bullJobLock("weekly", jobId));
-          const r = await transitions.apply(job, "cancelled", {
-            attempt: 1,
-            token: token ?? "",
-            lockToken: lockToken ?? "",
-            progress: 5,
-            phase: "started",
-            at: Date.now(),
-            reason: "cancelled meanwhile",
-          });
-          expect(r.applied).toBe(true);
-        },
+        (app, jobId) => cancelBehindAttempt(app, jobId, 5, "started"),
       );
       expect(lost).toMatchObject({ step: "succeeded", fenced: false, state: "cancelled" });
       expect(after).toEqual(before);
