@@ -28,7 +28,7 @@ import { Redis } from "ioredis";
 import { pino } from "pino";
 import type { JobView } from "../src/domain/job.js";
 import { freePort } from "../src/queue/private-redis.js";
-import { transitionModulesOf } from "./checkout-modules.js";
+import { seedQueuedJob, transitionModulesOf } from "./checkout-modules.js";
 
 const roots = (
   process.argv.length > 2 ? process.argv.slice(2) : [new URL("..", import.meta.url).pathname]
@@ -110,33 +110,8 @@ type Subject = Awaited<ReturnType<typeof subjectOf>>;
 /** Queued jobs as the submit leaves them (record, idempotency record) and BullMQ's lock on each. */
 async function queuedJobs(s: Subject, name: string): Promise<JobView[]> {
   const jobs: JobView[] = [];
-  for (let i = 0; i < jobsPerRound; i++) {
-    const id = `${name}-${i}`;
-    const job: JobView = {
-      id,
-      tenant: "default",
-      userId: "u1",
-      reportType: "weekly",
-      state: "queued",
-      progress: 0,
-      phase: "",
-      attemptsMade: 0,
-      maxAttempts: 3,
-      failureReason: "",
-      createdAt: at,
-      filters: { region: "eu" },
-      priority: "normal",
-      traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
-      idempotencyKeyDigest: `d-${id}`,
-    };
-    await admin
-      .multi()
-      .hset(s.keys.job(id), ...s.encodeNewRecord(job, "fp"))
-      .hset(s.keys.idempotency(job.tenant, `d-${id}`), "job", id, "until", String(at + 1000))
-      .set(s.keys.bullJobLock(job.reportType, id), "lock", "PX", 6_000_000)
-      .exec();
-    jobs.push(job);
-  }
+  for (let i = 0; i < jobsPerRound; i++)
+    jobs.push(await seedQueuedJob(admin, s, `${name}-${i}`, at, 6_000_000));
   return jobs;
 }
 

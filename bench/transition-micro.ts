@@ -22,7 +22,7 @@ import { Redis } from "ioredis";
 import { pino } from "pino";
 import type { JobView } from "../src/domain/job.js";
 import { freePort } from "../src/queue/private-redis.js";
-import { transitionModulesOf } from "./checkout-modules.js";
+import { seedQueuedJob, transitionModulesOf } from "./checkout-modules.js";
 
 const roots = (
   process.argv.length > 2 ? process.argv.slice(2) : [new URL("..", import.meta.url).pathname]
@@ -86,38 +86,10 @@ async function commandStats(): Promise<Map<string, { calls: number; usec: number
   return out;
 }
 
-/** A queued job as the submit leaves it (record, idempotency record) and BullMQ's lock on it. */
-async function queuedJob(s: Subject, id: string): Promise<JobView> {
-  const job: JobView = {
-    id,
-    tenant: "default",
-    userId: "u1",
-    reportType: "weekly",
-    state: "queued",
-    progress: 0,
-    phase: "",
-    attemptsMade: 0,
-    maxAttempts: 3,
-    failureReason: "",
-    createdAt: Date.now(),
-    filters: { region: "eu" },
-    priority: "normal",
-    traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
-    idempotencyKeyDigest: `d-${id}`,
-  };
-  const { keys } = s;
-  await admin
-    .multi()
-    .hset(keys.job(id), ...s.encodeNewRecord(job, "fp"))
-    .hset(keys.idempotency(job.tenant, `d-${id}`), "job", id, "until", String(Date.now() + 1000))
-    .set(keys.bullJobLock(job.reportType, id), "lock", "PX", 600_000)
-    .exec();
-  return job;
-}
-
 async function queuedJobs(s: Subject, name: string, count: number): Promise<JobView[]> {
   const jobs: JobView[] = [];
-  for (let i = 0; i < count; i++) jobs.push(await queuedJob(s, `${name}-${i}`));
+  for (let i = 0; i < count; i++)
+    jobs.push(await seedQueuedJob(admin, s, `${name}-${i}`, Date.now(), 600_000));
   return jobs;
 }
 
