@@ -72,8 +72,14 @@ export class TransientReportError extends Error {
   override readonly name = "TransientReportError";
 }
 
-/** Sleeps `ms`, rejecting with the signal's reason as soon as it aborts. */
+/**
+ * Sleeps `ms`, rejecting with the signal's reason as soon as it aborts. No
+ * wait at all for `ms` <= 0: Node runs a 0 ms timer no sooner than 1 ms
+ * later, which made every phase of REPORT_PHASE_DELAY_MS=0 (no-op work)
+ * cost a millisecond of wall time.
+ */
 export function abortableDelay(ms: number, signal: AbortSignal): Promise<void> {
+  if (ms <= 0) return signal.aborted ? Promise.reject(signal.reason) : Promise.resolve();
   return new Promise((resolve, reject) => {
     if (signal.aborted) return reject(signal.reason);
     const timer = setTimeout(() => {

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { JsonObject, ReportType } from "../../src/domain/job.js";
 import {
+  abortableDelay,
   PermanentReportError,
   type ReportGenerator,
   type ReportInput,
@@ -40,6 +41,39 @@ async function run(gen: ReportGenerator, inp: ReportInput, signal = new AbortCon
   );
   return { output, progress, text: String(output.content) };
 }
+
+describe("abortableDelay", () => {
+  /** Whether `promise` settles within a few turns of the microtask queue (no timer, no I/O). */
+  async function settlesInMicrotasks(promise: Promise<unknown>): Promise<boolean> {
+    let settled = false;
+    promise.then(
+      () => (settled = true),
+      () => (settled = true),
+    );
+    for (let i = 0; i < 5; i++) await Promise.resolve();
+    return settled;
+  }
+
+  it("does not wait at all for 0 ms (a 0 ms timer would fire a millisecond later)", async () => {
+    expect(await settlesInMicrotasks(abortableDelay(0, new AbortController().signal))).toBe(true);
+    expect(await settlesInMicrotasks(abortableDelay(-5, new AbortController().signal))).toBe(true);
+    // A real delay still waits for its timer.
+    const waiting = abortableDelay(5, new AbortController().signal);
+    expect(await settlesInMicrotasks(waiting)).toBe(false);
+    await waiting;
+  });
+
+  it("rejects with the signal's reason, for 0 ms too, once aborted", async () => {
+    const aborted = new AbortController();
+    aborted.abort(new Error("cancelled"));
+    await expect(abortableDelay(0, aborted.signal)).rejects.toThrow("cancelled");
+    await expect(abortableDelay(50, aborted.signal)).rejects.toThrow("cancelled");
+    const later = new AbortController();
+    const sleeping = abortableDelay(60_000, later.signal);
+    later.abort(new Error("stopped"));
+    await expect(sleeping).rejects.toThrow("stopped");
+  });
+});
 
 describe("built-in report generators", () => {
   for (const type of ["weekly", "monthly", "custom"] as const) {
