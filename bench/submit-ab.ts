@@ -9,6 +9,7 @@
  *
  *   npx tsx bench/submit-ab.ts --rounds 8 A=/tmp/ab-base B=. [baseline]
  *   npx tsx bench/submit-ab.ts A=. B=.@LOG_LEVEL=warn      # NAME=DIR@VAR=VALUE,...
+ *   npx tsx bench/submit-ab.ts A=. baseline baseline@NODE_OPTIONS=--max-semi-space-size=64
  *
  * A checkout is a folder with this repository's sources and node_modules (a
  * `git archive` of another commit with node_modules linked in will do).
@@ -60,16 +61,17 @@ for (let i = 0; i < argv.length; i++) {
     if (!["--otel-off", "--grpc", "--commandstats"].includes(a)) i++;
     continue;
   }
-  if (a === "baseline")
-    variants.push({ name: "baseline", dir: ".", baseline: true, env: {}, rows: [] });
-  else {
-    const [spec = "", extra = ""] = a.split("@");
+  const [spec = "", extra = ""] = a.split("@");
+  const env: Record<string, string> = {};
+  for (const kv of extra.split(",").filter((x) => x !== "")) {
+    const eq = kv.indexOf("=");
+    env[kv.slice(0, eq)] = kv.slice(eq + 1);
+  }
+  if (spec === "baseline") {
+    const name = extra === "" ? "baseline" : `baseline@${extra}`;
+    variants.push({ name, dir: ".", baseline: true, env, rows: [] });
+  } else {
     const [name = "", dir = ""] = spec.split("=");
-    const env: Record<string, string> = {};
-    for (const kv of extra.split(",").filter((x) => x !== "")) {
-      const eq = kv.indexOf("=");
-      env[kv.slice(0, eq)] = kv.slice(eq + 1);
-    }
     variants.push({ name, dir: path.resolve(dir), baseline: false, env, rows: [] });
   }
 }

@@ -64,7 +64,9 @@ export const fullOptions: CompareOptions = {
   only: [...scenarios],
   designs: ["baseline", "ours"],
   seconds: 5,
-  warmupSeconds: 1,
+  // A service is measured warm: ours JIT-compiles about twice the baseline's
+  // functions, and after 1 s it was still getting faster (docs/performance.md).
+  warmupSeconds: 5,
   concurrency: 50,
   backlog: 20_000,
   drainJobs: 5000,
@@ -110,7 +112,7 @@ ratios (ours / baseline), then one JSON line with every figure.
   --only LIST                scenarios: ${scenarios.join(",")}
   --designs LIST             ours,baseline (default both)
   --seconds S                measured seconds per submit/GetJob measurement (5)
-  --warmup S                 warm-up seconds before each (1)
+  --warmup S                 warm-up seconds before each (5; the first on a fresh API 3x)
   --concurrency N            calls in flight for submit/GetJob (50)
   --backlog N                waiting jobs in front of GetJob (20000)
   --drain-jobs N             jobs to drain (5000)
