@@ -1,24 +1,20 @@
 /**
  * µs per answer of the gRPC route's two framings of a SubmitReportResponse
  * and a GetJobResponse: protobuf-es's toBinary plus the envelope copy (what
- * the route did), against job-binary.ts' frame; and per request, the bench's
- * SubmitReportRequest read by fromBinary against submit-binary-reader.ts. The answers are the bench's:
+ * the route did), against job-binary.ts' frame. The answers are the bench's:
  * a queued job as jobToProto makes it (two string filters), and a finished
  * one with its result and every timestamp. Medians of 7 runs, each after a
  * warm-up.
  *
  *   npx tsx bench/job-binary-micro.ts
  */
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { ReportType } from "../gen/reports/v1/job_pb.js";
+import { create, toBinary } from "@bufbuild/protobuf";
 import {
   GetJobResponseSchema,
-  SubmitReportRequestSchema,
   SubmitReportResponseSchema,
 } from "../gen/reports/v1/report_service_pb.js";
 import { getJobResponseFrame, submitReportResponseFrame } from "../src/api/job-binary.js";
 import { jobToProto } from "../src/api/proto-mapping.js";
-import { readSubmitReportBinary } from "../src/api/submit-binary-reader.js";
 import type { JobView } from "../src/domain/job.js";
 
 const view: JobView = {
@@ -65,24 +61,13 @@ function envelope(message: Uint8Array): Buffer {
   return frame;
 }
 
-// The bench's request (lean-clients.ts: a key, then the rest as toBinary writes it).
-const request = toBinary(
-  SubmitReportRequestSchema,
-  create(SubmitReportRequestSchema, {
-    idempotencyKey: "bench-0123456789-42",
-    userId: "bench-user",
-    reportType: ReportType.WEEKLY,
-    filters: { region: "eu", format: "csv" },
-  }),
-);
-
 let sink = 0;
-function bench(name: string, n: number, f: () => object | undefined): number {
-  for (let i = 0; i < n / 2; i++) sink += f() === undefined ? 0 : 1;
+function bench(name: string, n: number, f: () => Uint8Array | undefined): number {
+  for (let i = 0; i < n / 2; i++) sink += f()?.byteLength ?? 0;
   const runs: number[] = [];
   for (let r = 0; r < 7; r++) {
     const t = process.hrtime.bigint();
-    for (let i = 0; i < n; i++) sink += f() === undefined ? 0 : 1;
+    for (let i = 0; i < n; i++) sink += f()?.byteLength ?? 0;
     runs.push(Number(process.hrtime.bigint() - t) / n / 1000);
   }
   const median = runs.sort((a, b) => a - b)[3] ?? 0;
@@ -103,12 +88,4 @@ const c = bench("GetJobResponse (finished job): toBinary + envelope", n, () =>
 const d = bench("GetJobResponse (finished job): getJobResponseFrame", n, () =>
   getJobResponseFrame(get),
 );
-const e = bench("SubmitReportRequest: fromBinary", n, () =>
-  fromBinary(SubmitReportRequestSchema, request),
-);
-const f = bench("SubmitReportRequest: readSubmitReportBinary", n, () =>
-  readSubmitReportBinary(request),
-);
-console.log(
-  `ratios: submit ${(b / a).toFixed(2)}×, get ${(d / c).toFixed(2)}×, request ${(f / e).toFixed(2)}× (${sink > 0})`,
-);
+console.log(`ratios: submit ${(b / a).toFixed(2)}×, get ${(d / c).toFixed(2)}× (${sink > 0})`);

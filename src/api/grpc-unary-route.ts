@@ -76,7 +76,6 @@ import { createLeanCallRunner } from "./lean-call.js";
 import { asInvalidArgumentIfParseError } from "./parse-errors.js";
 import type { ReportCalls } from "./report-service.js";
 import type { RawStreamRoute } from "./server.js";
-import { readSubmitReportBinary } from "./submit-binary-reader.js";
 
 /** What the route needs. */
 export interface GrpcUnaryRouteDeps {
@@ -107,8 +106,6 @@ interface Route {
   input: Serialization<unknown>;
   output: Serialization<unknown>;
   outputSchema: DescMessage;
-  /** The request read without reflection (submit-binary-reader.ts); undefined: parse. */
-  read: ((message: Buffer) => unknown) | undefined;
   /** The answer's uncompressed gRPC frame without reflection (job-binary.ts); undefined: serialize. */
   frame: ((out: never) => Buffer | undefined) | undefined;
   spanOptions: SpanOptions;
@@ -154,7 +151,6 @@ export function createGrpcUnaryRoute(deps: GrpcUnaryRouteDeps): RawStreamRoute {
     outputSchema: DescMessage,
     invoke: Invoke,
     frame?: (out: never) => Buffer | undefined,
-    read?: (message: Buffer) => unknown,
   ) => {
     const serialization = createMethodSerializationLookup(method, undefined, undefined, limits);
     routes.set(`/${ReportService.typeName}/${method.name}`, {
@@ -164,7 +160,6 @@ export function createGrpcUnaryRoute(deps: GrpcUnaryRouteDeps): RawStreamRoute {
       output: serialization.getO(true) as Serialization<unknown>,
       outputSchema,
       frame,
-      read,
       spanOptions: {
         kind: SpanKind.SERVER,
         attributes: {
@@ -185,7 +180,6 @@ export function createGrpcUnaryRoute(deps: GrpcUnaryRouteDeps): RawStreamRoute {
     SubmitReportResponseSchema,
     (m, t, h, call) => deps.calls.submitReport(m, t, headerOf(h, "idempotency-key"), call),
     submitReportResponseFrame,
-    readSubmitReportBinary,
   );
   add(
     ReportService.method.getJob,
@@ -512,10 +506,6 @@ class Call implements CallerSignal {
   private parse(all: Buffer): unknown {
     // The common case: one whole, uncompressed message.
     if (all.length >= 5 && all[0] === 0 && all.readUInt32BE(1) === all.length - 5) {
-      // Within readMaxBytes, which parse() checks (scan() refused larger ones).
-      const read =
-        all.length - 5 <= this.state.readMaxBytes ? this.route.read?.(all.subarray(5)) : undefined;
-      if (read !== undefined) return read;
       return this.route.input.parse(all.subarray(5));
     }
     const envelopes: { flags: number; data: Buffer }[] = [];
