@@ -30,7 +30,8 @@ const envelopeBytes = 5;
 
 // The scratch buffer and the write position: one frame at a time (no await
 // while writing), copied out at the end.
-let buf = Buffer.allocUnsafe(16 * 1024);
+const scratchBytes = 16 * 1024;
+let buf = Buffer.allocUnsafe(scratchBytes);
 let pos = 0;
 const i64 = new DataView(new ArrayBuffer(8));
 const int64Min = BigInt("-9223372036854775808");
@@ -97,6 +98,8 @@ function end(): Buffer {
   buf.writeUInt32BE(len, 1);
   const out = Buffer.allocUnsafe(pos);
   buf.copy(out, 0, 0, pos);
+  // A large answer's scratch is not kept.
+  if (buf.length > 4 * scratchBytes) buf = Buffer.allocUnsafe(scratchBytes);
   return out;
 }
 
