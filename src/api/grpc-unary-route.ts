@@ -71,6 +71,7 @@ import {
   attrRpcSystem,
 } from "../telemetry/attributes.js";
 import type { Authenticator } from "./auth.js";
+import { getJobResponseFrame, submitReportResponseFrame } from "./job-binary.js";
 import { createLeanCallRunner } from "./lean-call.js";
 import { asInvalidArgumentIfParseError } from "./parse-errors.js";
 import type { ReportCalls } from "./report-service.js";
@@ -105,6 +106,8 @@ interface Route {
   input: Serialization<unknown>;
   output: Serialization<unknown>;
   outputSchema: DescMessage;
+  /** The answer's uncompressed gRPC frame without reflection (job-binary.ts); undefined: serialize. */
+  frame: ((out: never) => Buffer | undefined) | undefined;
   spanOptions: SpanOptions;
   invoke: Invoke;
 }
@@ -143,7 +146,12 @@ export function createGrpcUnaryRoute(deps: GrpcUnaryRouteDeps): RawStreamRoute {
     ? { ":status": 200, "content-type": contentTypeProto, vary: "Origin" }
     : { ":status": 200, "content-type": contentTypeProto };
   const routes = new Map<string, Route>();
-  const add = (method: DescMethodUnary, outputSchema: DescMessage, invoke: Invoke) => {
+  const add = (
+    method: DescMethodUnary,
+    outputSchema: DescMessage,
+    invoke: Invoke,
+    frame?: (out: never) => Buffer | undefined,
+  ) => {
     const serialization = createMethodSerializationLookup(method, undefined, undefined, limits);
     routes.set(`/${ReportService.typeName}/${method.name}`, {
       name: `${ReportService.typeName}/${method.name}`,
@@ -151,6 +159,7 @@ export function createGrpcUnaryRoute(deps: GrpcUnaryRouteDeps): RawStreamRoute {
       input: serialization.getI(true) as Serialization<unknown>,
       output: serialization.getO(true) as Serialization<unknown>,
       outputSchema,
+      frame,
       spanOptions: {
         kind: SpanKind.SERVER,
         attributes: {
@@ -166,11 +175,17 @@ export function createGrpcUnaryRoute(deps: GrpcUnaryRouteDeps): RawStreamRoute {
   // Submit and GetJob only check their signal before they send: the call is
   // their signal. The others wait (CancelJob for a running job to stop,
   // RetryJob for a worker to let go) and get an AbortSignal.
-  add(ReportService.method.submitReport, SubmitReportResponseSchema, (m, t, h, call) =>
-    deps.calls.submitReport(m, t, headerOf(h, "idempotency-key"), call),
+  add(
+    ReportService.method.submitReport,
+    SubmitReportResponseSchema,
+    (m, t, h, call) => deps.calls.submitReport(m, t, headerOf(h, "idempotency-key"), call),
+    submitReportResponseFrame,
   );
-  add(ReportService.method.getJob, GetJobResponseSchema, (m, t, _h, call) =>
-    deps.calls.getJob(m, t, call),
+  add(
+    ReportService.method.getJob,
+    GetJobResponseSchema,
+    (m, t, _h, call) => deps.calls.getJob(m, t, call),
+    getJobResponseFrame,
   );
   add(ReportService.method.cancelJob, CancelJobResponseSchema, (m, t, _h, call) =>
     deps.calls.cancelJob(m, t, call.signal()),
@@ -200,12 +215,24 @@ export function createGrpcUnaryRoute(deps: GrpcUnaryRouteDeps): RawStreamRoute {
       call.fail(error);
       return;
     }
+    // The frame written directly (job-binary.ts: the serialization's bytes)
+    // when it is within the write limit the serialization checks; else the
+    // serialization, which throws past it.
+    const direct = route.frame?.(out as never);
     let frame: Uint8Array;
-    try {
-      frame = route.output.serialize(out);
-    } catch (e) {
-      call.fail(ConnectError.from(e, Code.Internal));
-      return;
+    if (direct !== undefined && direct.byteLength - 5 <= limits.writeMaxBytes) {
+      if (compression === null || direct.byteLength - 5 < limits.compressMinBytes) {
+        call.answer(direct, okTrailers);
+        return;
+      }
+      frame = direct.subarray(5);
+    } else {
+      try {
+        frame = route.output.serialize(out);
+      } catch (e) {
+        call.fail(ConnectError.from(e, Code.Internal));
+        return;
+      }
     }
     // Under compressMinBytes connect sends the message uncompressed: no await for it.
     if (compression !== null && frame.byteLength >= limits.compressMinBytes) {

@@ -67,6 +67,7 @@ import {
   attrRpcSystem,
 } from "../telemetry/attributes.js";
 import type { Authenticator } from "./auth.js";
+import { getJobResponseFrame, submitReportResponseFrame } from "./job-binary.js";
 import { getJobResponseJson, submitReportResponseJson } from "./job-json.js";
 import { createLeanCallRunner } from "./lean-call.js";
 import type { NodeRequest, NodeResponse } from "./node-types.js";
@@ -116,6 +117,8 @@ interface Route {
   outputSchema: DescMessage;
   /** Writes a successful answer's JSON without reflection; undefined: toJsonString must. */
   writeJson: ((message: never) => string | undefined) | undefined;
+  /** A successful answer's gRPC frame without reflection (job-binary.ts; the message follows its 5 bytes); undefined: outputBinary must. */
+  writeFrame: ((message: never) => Buffer | undefined) | undefined;
   spanOptions: SpanOptions;
   invoke: Invoke;
 }
@@ -135,6 +138,7 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
     invoke: Invoke,
     readJson?: (body: Uint8Array) => unknown,
     writeJson?: (message: never) => string | undefined,
+    writeFrame?: (message: never) => Buffer | undefined,
   ) => {
     // Connect's own (JSON) serialization of the method, as its handler makes it.
     const serialization = createMethodSerializationLookup(method, undefined, undefined, limits);
@@ -148,6 +152,7 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
       outputBinary: serialization.getO(true) as unknown as Serialization<MessageShape<DescMessage>>,
       outputSchema,
       writeJson,
+      writeFrame,
       spanOptions: {
         kind: SpanKind.SERVER,
         attributes: {
@@ -167,6 +172,7 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
     (m, t, req, signal) => deps.calls.submitReport(m, t, headerOf(req, "idempotency-key"), signal),
     readSubmitReportJson,
     submitReportResponseJson,
+    submitReportResponseFrame,
   );
   add(
     ReportService.method.getJob,
@@ -175,6 +181,7 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
     (m, t, _req, signal) => deps.calls.getJob(m, t, signal),
     undefined,
     getJobResponseJson,
+    getJobResponseFrame,
   );
 
   const run = async (call: Call, message: unknown, binary: boolean): Promise<void> => {
@@ -185,7 +192,12 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
     try {
       const output = await calls.run(call, route, headerOf(req, "authorization"), message, req);
       if (binary) {
-        body = route.outputBinary.serialize(output);
+        // The same bytes as outputBinary's, within the write limit it checks.
+        const frame = route.writeFrame?.(output as never);
+        body =
+          frame !== undefined && frame.byteLength - 5 <= limits.writeMaxBytes
+            ? frame.subarray(5)
+            : route.outputBinary.serialize(output);
         headers = protoHeaders;
       } else {
         body = jsonText(route, output);
