@@ -13,36 +13,12 @@ import {
   GetJobResponseSchema,
   SubmitReportResponseSchema,
 } from "../gen/reports/v1/report_service_pb.js";
+import { envelope } from "../src/api/grpc-unary-route.js";
 import { getJobResponseFrame, submitReportResponseFrame } from "../src/api/job-binary.js";
 import { jobToProto } from "../src/api/proto-mapping.js";
-import type { JobView } from "../src/domain/job.js";
+import { finishedJobProto, queuedJobView } from "../test/helpers/job-fixtures.js";
 
-const view: JobView = {
-  id: "ghks_CO-41LOULNf_5oJhw",
-  tenant: "t",
-  userId: "bench-user",
-  reportType: "weekly",
-  state: "queued",
-  progress: 0,
-  phase: "",
-  attemptsMade: 0,
-  maxAttempts: 5,
-  failureReason: "",
-  createdAt: 1796283424004,
-  filters: { region: "eu", format: "csv" },
-  priority: "normal",
-  traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-};
-const finished: JobView = {
-  ...view,
-  state: "succeeded",
-  progress: 100,
-  phase: "done",
-  attemptsMade: 1,
-  startedAt: 1796283425000,
-  finishedAt: 1796283426999,
-  result: { downloadPath: "/d/x.csv", contentType: "text/csv", sizeBytes: 123456789 },
-};
+const view = queuedJobView;
 
 const submit = create(SubmitReportResponseSchema, {
   jobId: view.id,
@@ -50,16 +26,7 @@ const submit = create(SubmitReportResponseSchema, {
   job: jobToProto(view, "http://127.0.0.1:8080"),
   deduplicated: false,
 });
-const get = create(GetJobResponseSchema, { job: jobToProto(finished, "http://127.0.0.1:8080") });
-
-/** As the route framed toBinary's bytes. */
-function envelope(message: Uint8Array): Buffer {
-  const frame = Buffer.allocUnsafe(5 + message.byteLength);
-  frame[0] = 0;
-  frame.writeUInt32BE(message.byteLength, 1);
-  frame.set(message, 5);
-  return frame;
-}
+const get = create(GetJobResponseSchema, { job: finishedJobProto("http://127.0.0.1:8080") });
 
 let sink = 0;
 function bench(name: string, n: number, f: () => Uint8Array | undefined): number {

@@ -328,7 +328,7 @@ function headerOf(headers: Headers2, name: string): string | null {
 }
 
 /** A message in a gRPC envelope, uncompressed. */
-function envelope(message: Uint8Array): Buffer {
+export function envelope(message: Uint8Array): Buffer {
   const frame = Buffer.allocUnsafe(5 + message.byteLength);
   frame[0] = 0;
   frame.writeUInt32BE(message.byteLength, 1);

@@ -22,26 +22,11 @@ import {
 } from "../../gen/reports/v1/report_service_pb.js";
 import { getJobResponseFrame, submitReportResponseFrame } from "../../src/api/job-binary.js";
 import { jobToProto } from "../../src/api/proto-mapping.js";
-import type { JobView } from "../../src/domain/job.js";
+import { finishedJobProto, queuedJobView } from "../helpers/job-fixtures.js";
 
 type JobInit = MessageInitShape<typeof JobSchema>;
 
-const view: JobView = {
-  id: "ghks_CO-41LOULNf_5oJhw",
-  tenant: "t",
-  userId: "bench-user",
-  reportType: "weekly",
-  state: "queued",
-  progress: 0,
-  phase: "",
-  attemptsMade: 0,
-  maxAttempts: 5,
-  failureReason: "",
-  createdAt: 1796283424004,
-  filters: { region: "eu", format: "csv" },
-  priority: "normal",
-  traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-};
+const view = queuedJobView;
 
 const ts = (seconds: bigint, nanos: number) => ({ seconds, nanos });
 const big = (s: string) => BigInt(s);
@@ -69,26 +54,7 @@ const everyField: JobInit = {
 
 const written: [string, JobInit][] = [
   ["a job as jobToProto makes it", jobToProto(view, "http://x")],
-  [
-    "a finished job with its result",
-    jobToProto(
-      {
-        ...view,
-        state: "succeeded",
-        progress: 100,
-        phase: "done",
-        attemptsMade: 2,
-        startedAt: 1796283425000,
-        finishedAt: 1796283426999,
-        runAt: 1796283424000,
-        deadline: 1796283500000,
-        priority: "high",
-        reportType: "custom",
-        result: { downloadPath: "/d/x.csv", contentType: "text/csv", sizeBytes: 123456789 },
-      },
-      "http://x",
-    ),
-  ],
+  ["a finished job with its result", finishedJobProto("http://x")],
   ["an empty job", {}],
   ["every field set", everyField],
   // Each field of everyField alone, and everyField without it.
