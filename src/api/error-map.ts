@@ -144,7 +144,9 @@ export function toConnectError(err: unknown, logger: Logger): ConnectError {
  * CANCELED, a TimeoutError (`AbortSignal.timeout`) DEADLINE_EXCEEDED.
  */
 function abortCode(err: unknown): Code | undefined {
-  if (!(err instanceof Error)) return undefined;
+  // Only a DOMException: ioredis rejects the commands of a connection that
+  // closed under them with redis-errors' own "AbortError" (storage, below).
+  if (!(err instanceof DOMException)) return undefined;
   if (err.name === "AbortError") return Code.Canceled;
   if (err.name === "TimeoutError") return Code.DeadlineExceeded;
   return undefined;

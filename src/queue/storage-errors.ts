@@ -8,6 +8,9 @@ const unavailableMessages = [
   "Stream isn't writeable",
   "Reached the max retries per request limit",
   "Command timed out",
+  // ioredis, for the commands in flight on a connection that closed (a master
+  // killed or failing over): redis-errors' AbortError, not a caller's abort.
+  "Command aborted due to connection close",
   "connect ETIMEDOUT",
   "ECONNREFUSED",
   "ECONNRESET",

@@ -114,6 +114,7 @@ describe("the service through a master's failover", () => {
 
     const acknowledged: string[] = [];
     const refusals = new Map<string, number>();
+    const refusalMessages = new Map<string, string>();
     let stop = false;
     let n = 0;
     const submitter = async () => {
@@ -128,6 +129,7 @@ describe("the service through a master's failover", () => {
         } catch (err) {
           const code = err instanceof ConnectError ? Code[err.code] : String(err);
           refusals.set(code, (refusals.get(code) ?? 0) + 1);
+          if (!refusalMessages.has(code)) refusalMessages.set(code, String(err));
           await new Promise((r) => setTimeout(r, 50));
         }
       }
@@ -191,7 +193,7 @@ describe("the service through a master's failover", () => {
     stop = true;
     await load;
     console.info(
-      `failover in ${failover.ms} ms; ${before} acknowledged before the kill, ${atFailover} by the promotion, ${acknowledged.length} in all; refused: ${JSON.stringify(Object.fromEntries(refusals))}`,
+      `failover in ${failover.ms} ms; ${before} acknowledged before the kill, ${atFailover} by the promotion, ${acknowledged.length} in all; refused: ${JSON.stringify(Object.fromEntries(refusals))} (${JSON.stringify(Object.fromEntries(refusalMessages))})`,
     );
     // A refusal is UNAVAILABLE (retry), never INTERNAL.
     for (const code of refusals.keys()) expect(["Unavailable", "DeadlineExceeded"]).toContain(code);

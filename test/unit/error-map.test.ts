@@ -1,3 +1,4 @@
+import { createRequire } from "node:module";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { pino } from "pino";
 import { describe, expect, it } from "vitest";
@@ -18,6 +19,12 @@ import {
 import { capturedLogger } from "../helpers/captured-logger.js";
 
 const logger = pino({ enabled: false });
+/** The error class ioredis rejects with (redis-errors, its dependency; untyped). */
+const { AbortError: RedisAbortError } = createRequire(require.resolve("ioredis"))(
+  "redis-errors",
+) as {
+  AbortError: new (message: string) => Error;
+};
 const map = (err: unknown) => toConnectError(err, logger);
 
 describe("toConnectError()", () => {
@@ -72,6 +79,14 @@ describe("toConnectError()", () => {
       expect(toConnectError(reason, logger)).toMatchObject({ code, cause: undefined });
     }
     expect(lines).toEqual([]);
+  });
+
+  it("maps ioredis's AbortError for a connection that closed under its commands to UNAVAILABLE, not CANCELED", () => {
+    // redis-errors' AbortError, as ioredis rejects in-flight commands when a
+    // master dies: the caller did not cancel anything, it may retry.
+    const closed = new RedisAbortError("Command aborted due to connection close");
+    expect(closed.name).toBe("AbortError");
+    expect(map(closed)).toMatchObject({ code: Code.Unavailable, cause: undefined });
   });
 });
 
