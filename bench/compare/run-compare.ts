@@ -290,12 +290,15 @@ async function closedLoop(env: Env, key: string, task: ApiCall): Promise<void> {
   const full: SubmitTask | GetJobTask =
     task.kind === "submit" ? { ...task, ...timing } : { ...task, ...timing };
   let cpuStart: number | undefined;
+  let redisStart: Promise<number | undefined> = Promise.resolve(undefined);
   const timer = setTimeout(() => {
     cpuStart = api.proc.cpuUs();
+    redisStart = redisCpuUs(env.admin).catch(() => undefined);
   }, warmupMs);
   try {
     const m = await env.runner.run(full);
     const cpuEnd = api.proc.cpuUs();
+    const [redis0, redis1] = await Promise.all([redisStart, redisCpuUs(env.admin)]);
     // The callers' own cost: a load process near a core's worth is the bottleneck, not the API.
     if (m.requests > 0) {
       env.progress(`    load process CPU ${Math.round(m.cpuUs / m.requests)} µs/req`);
@@ -305,6 +308,8 @@ async function closedLoop(env: Env, key: string, task: ApiCall): Promise<void> {
     env.figures.record(env.d.id, `${key}.p99Ms`, m.p99Ms);
     if (cpuStart !== undefined && m.requests > 0)
       env.figures.record(env.d.id, `${key}.apiCpuUsPerReq`, (cpuEnd - cpuStart) / m.requests);
+    if (redis0 !== undefined && m.requests > 0)
+      env.figures.record(env.d.id, `${key}.redisCpuUsPerReq`, (redis1 - redis0) / m.requests);
     if (m.errors > 0 || m.requests === 0)
       env.figures.error(
         `round ${env.round}, ${env.d.label}, ${key}: ${m.errors} of ${m.requests + m.errors} calls failed${m.firstError ? `, first: ${m.firstError}` : ""}`,
@@ -358,6 +363,21 @@ async function accept(env: Env, telemetry: boolean): Promise<void> {
       kind: "get-job",
       protocol: d.statusProtocol,
       jobId: target,
+    });
+    // The empty queue again, so that "flat" compares the backlog with empty
+    // measurements on both sides of it: what the API's warm-up (JIT, heap)
+    // does between two measurements in a row is not read as the backlog's.
+    // The backlog (and the first target, waiting with it) goes; a new target.
+    await env.queue.drain();
+    const [again] = await submitJobs(env, 1, "getjob-target-again", 1);
+    if (again === undefined) throw new Error("no GetJob target");
+    env.progress(
+      `  ${d.label}: GetJob, empty queue again (${await env.queue.getWaitingCount()} waiting)`,
+    );
+    await closedLoop(env, "getjob.emptyAgain", {
+      kind: "get-job",
+      protocol: d.statusProtocol,
+      jobId: again,
     });
   }
   if (o.only.includes("submit")) {

@@ -104,6 +104,19 @@ describe("rowsFor() and results()", () => {
     expect(byId.get("submit.connectJson.onOverOff")?.ours).toBe(0.5);
   });
 
+  it("sets GetJob behind the backlog against the mean of the empty queue before and after it", () => {
+    const f = new Figures();
+    f.record("ours", "getjob.empty.rps", 1000);
+    f.record("ours", "getjob.backlog.rps", 1200);
+    f.record("ours", "getjob.emptyAgain.rps", 1400);
+    f.record("baseline", "getjob.empty.rps", 500);
+    f.record("baseline", "getjob.backlog.rps", 250);
+    const rows = rowsFor({ ...fullOptions, only: ["getjob"] });
+    const byId = new Map(results(rows, f).map((r) => [r.row.id, r]));
+    expect(byId.get("getJob.backlogOverEmpty")).toMatchObject({ ours: 1, baseline: 0.5 });
+    expect(byId.get("getJob.emptyAgain.redisCpuUsPerReq")).toBeDefined();
+  });
+
   it("prints every row in the table and every figure in one JSON line", () => {
     const f = new Figures();
     const rows = rowsFor({ ...fullOptions, only: ["watchers"] });
