@@ -67,6 +67,7 @@ import {
   attrRpcSystem,
 } from "../telemetry/attributes.js";
 import type { Authenticator } from "./auth.js";
+import { type ConnectGetQuery, readConnectGetQuery } from "./connect-get-query.js";
 import { readGetJobJson, readGetJobJsonText } from "./get-job-json-reader.js";
 import { getJobResponseFrame, submitReportResponseFrame } from "./job-binary.js";
 import { getJobResponseJson, submitReportResponseJson } from "./job-json.js";
@@ -304,14 +305,14 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
     const q = url.indexOf("?");
     const route = routes.get(q === -1 ? url : url.slice(0, q));
     if (route === undefined || !plain(req)) return false;
-    let query: URLSearchParams | undefined;
+    let query: ConnectGetQuery | undefined;
     let binary: boolean;
     if (req.method === "GET") {
       if (!route.get) return false;
-      query = new URLSearchParams(q === -1 ? "" : url.slice(q + 1));
-      const encoding = query.get("encoding");
+      query = readConnectGetQuery(q === -1 ? "" : url.slice(q + 1));
+      const encoding = query.encoding;
       if (encoding !== "json" && encoding !== "proto") return false;
-      if (query.has("compression")) return false;
+      if (query.compression) return false;
       binary = encoding === "proto";
     } else {
       if (req.method !== "POST") return false;
@@ -333,8 +334,8 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
     const call = new Call(req, res, route, deps.shutdownSignal);
     if (query !== undefined) {
       // As connect reads a GET's message (readUnaryMessageFromQuery).
-      const message = query.get("message") ?? "";
-      if (query.get("base64") === "1") parseAndRun(call, base64Decode(message), binary);
+      const message = query.message ?? "";
+      if (query.base64 === "1") parseAndRun(call, base64Decode(message), binary);
       else {
         // The plainest GetJob JSON read from the text itself (ASCII: its
         // length is its size in bytes, within readMaxBytes as connect checks).
