@@ -23,7 +23,7 @@
 
 import type { Logger } from "pino";
 import type { RetentionConfig } from "../config/config.js";
-import { type JobState, type JobView, jobStates } from "../domain/job.js";
+import type { JobState, JobView } from "../domain/job.js";
 import {
   type AppliedTransitionName,
   jobTransitions,
@@ -392,19 +392,13 @@ class TransitionCall<N extends AppliedTransitionName> implements PreparedTransit
         ...fields,
       };
       // In the trace of the job's attempt running here, if any (job-traces.ts).
-      inJobTrace(job.id, () => this.logger.info(line, lineMessage[transition.to]));
+      inJobTrace(job.id, () => this.logger.info(line, `job ${transition.to}`));
     }
     return record === undefined
       ? { applied: true, eventId: reply[1] }
       : { applied: true, eventId: reply[1], record };
   }
 }
-
-/** Each transition's log message ("job running", ...), made once, not per line. */
-const lineMessage = Object.fromEntries(jobStates.map((state) => [state, `job ${state}`])) as Record<
-  JobState,
-  string
->;
 
 /**
  * apply-attempt.lua's keys for every transition it applies, in its order,
