@@ -113,7 +113,14 @@ export function encodeNewRecord(job: JobView, fingerprint: string): string[] {
  * place of the one before.
  */
 export function encodeArtifact(a: ReportArtifact): string[] {
-  return [
+  const out: string[] = [];
+  pushArtifact(out, a);
+  return out;
+}
+
+/** encodeArtifact's values appended to `out`. */
+function pushArtifact(out: (string | number)[], a: ReportArtifact): void {
+  out.push(
     recordField.resultPath,
     a.downloadPath,
     recordField.resultType,
@@ -122,7 +129,7 @@ export function encodeArtifact(a: ReportArtifact): string[] {
     String(a.sizeBytes),
     recordField.resultSegment,
     a.segment === undefined ? "" : `${a.segment.name}:${a.segment.offset}`,
-  ];
+  );
 }
 
 /** The segment location of a record's `resSeg` field; undefined when empty or malformed. */
@@ -156,14 +163,23 @@ const updateFields = Object.entries(updateField) as [keyof typeof updateField, s
 /** Flattens a transition's record fields into HSET arguments; a cleared field is written empty. */
 export function encodeRecordUpdate(u: RecordUpdate): string[] {
   const out: string[] = [];
-  for (const [key, field] of updateFields) {
+  pushRecordUpdate(out, u);
+  return out;
+}
+
+/**
+ * encodeRecordUpdate's values appended to `out` (a script call's arguments,
+ * which end with them): no array of their own per transition.
+ */
+export function pushRecordUpdate(out: (string | number)[], u: RecordUpdate): void {
+  for (let i = 0; i < updateFields.length; i++) {
+    const [key, field] = updateFields[i] as [keyof typeof updateField, string];
     const value = u[key];
     if (value !== undefined) out.push(field, value === null ? "" : String(value));
   }
   // Clearing the path clears the result (decodeRecord reads a result only with a path).
   if (u.result === null) out.push(recordField.resultPath, "");
-  else if (u.result !== undefined) out.push(...encodeArtifact(u.result));
-  return out;
+  else if (u.result !== undefined) pushArtifact(out, u.result);
 }
 
 /** Turns HGETALL output (flat array or object) into a JobView; undefined when empty. */
@@ -173,12 +189,6 @@ export function decodeRecord(
   const h = toObject(raw);
   if (h === undefined || h[recordField.id] === undefined) return undefined;
   const f = recordField;
-  const num = (k: string): number | undefined => {
-    const v = h[k];
-    if (v === undefined || v === "") return undefined;
-    const n = Number(v);
-    return Number.isFinite(n) ? n : undefined;
-  };
   const type = h[f.reportType] as ReportType;
   const state = h[f.state] as JobState;
   const priority = h[f.priority] as JobPriority;
@@ -188,20 +198,20 @@ export function decodeRecord(
     userId: h[f.userId] ?? "",
     reportType: reportTypes.includes(type) ? type : "custom",
     state: states.includes(state) ? state : "queued",
-    progress: num(f.progress) ?? 0,
+    progress: numberField(h, f.progress) ?? 0,
     phase: h[f.phase] ?? "",
-    attemptsMade: num(f.attemptsMade) ?? 0,
-    maxAttempts: num(f.maxAttempts) ?? 0,
+    attemptsMade: numberField(h, f.attemptsMade) ?? 0,
+    maxAttempts: numberField(h, f.maxAttempts) ?? 0,
     failureReason: h[f.failureReason] ?? "",
-    createdAt: num(f.createdAt) ?? 0,
-    startedAt: num(f.startedAt),
-    finishedAt: num(f.finishedAt),
+    createdAt: numberField(h, f.createdAt) ?? 0,
+    startedAt: numberField(h, f.startedAt),
+    finishedAt: numberField(h, f.finishedAt),
     filters: parseFilters(h[f.filters]),
     priority: priorities.includes(priority) ? priority : "normal",
-    runAt: num(f.runAt),
-    deadline: num(f.deadline),
-    requeuedAt: num(f.requeuedAt),
-    recoveries: num(f.recoveries),
+    runAt: numberField(h, f.runAt),
+    deadline: numberField(h, f.deadline),
+    requeuedAt: numberField(h, f.requeuedAt),
+    recoveries: numberField(h, f.recoveries),
   };
   const cancelReason = h[f.cancelRequested];
   if (cancelReason) job.cancelReason = cancelReason;
@@ -214,12 +224,20 @@ export function decodeRecord(
     job.result = {
       downloadPath: path,
       contentType: h[f.resultType] ?? "application/octet-stream",
-      sizeBytes: num(f.resultSize) ?? 0,
+      sizeBytes: numberField(h, f.resultSize) ?? 0,
     };
     const segment = decodeSegment(h[f.resultSegment]);
     if (segment !== undefined) job.result.segment = segment;
   }
   return job;
+}
+
+/** A numeric field of a record; undefined when absent, empty or not a finite number. */
+function numberField(h: Record<string, string>, k: string): number | undefined {
+  const v = h[k];
+  if (v === undefined || v === "") return undefined;
+  const n = Number(v);
+  return Number.isFinite(n) ? n : undefined;
 }
 
 /** Converts a flat [k, v, k, v] reply or an object reply to an object. */
