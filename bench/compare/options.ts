@@ -53,6 +53,11 @@ export interface CompareOptions {
   workTelemetry: boolean;
   /** Run the service processes under `node --cpu-prof`, profiles written here. */
   cpuProfDir?: string;
+  /**
+   * Preload bench/heap-sampling.ts into the worker processes: a sampling heap
+   * profile, garbage included, `<name>-<pid>.heapprofile` here at exit.
+   */
+  heapSamplingDir?: string;
   /** Keep the service processes' output here (default: a temporary folder, removed). */
   logDir?: string;
   quick: boolean;
@@ -130,6 +135,7 @@ ratios (ours / baseline), then one JSON line with every figure.
   --work-telemetry on|off    ours' API and worker in drain, latency and watchers with
                              telemetry as shipped (on) or OTEL_SDK_DISABLED=true (off)
   --cpu-prof DIR             run the service processes under node --cpu-prof
+  --heap-sampling DIR        a sampling heap profile (garbage included) of each worker
   --logs DIR                 keep the service processes' output (one file each)
   --help
 `;
@@ -168,6 +174,7 @@ export function parseCompareArgs(argv: string[]): CompareOptions | "help" {
       "watch-concurrency": { type: "string" },
       "work-telemetry": { type: "string" },
       "cpu-prof": { type: "string" },
+      "heap-sampling": { type: "string" },
       logs: { type: "string" },
     },
   });
@@ -239,6 +246,7 @@ export function parseCompareArgs(argv: string[]): CompareOptions | "help" {
     workTelemetry,
     quick: values.quick === true,
     ...(values["cpu-prof"] === undefined ? {} : { cpuProfDir: values["cpu-prof"] }),
+    ...(values["heap-sampling"] === undefined ? {} : { heapSamplingDir: values["heap-sampling"] }),
     ...(values.logs === undefined ? {} : { logDir: values.logs }),
   };
   if (problems.length > 0) throw new OptionsError(problems.join("\n"));

@@ -100,6 +100,7 @@ export async function runCompare(o: CompareOptions, progress: Progress): Promise
   const loadStart = os.loadavg()[0] ?? 0;
   const runDir = mkdtempSync(path.join(os.tmpdir(), "report-jobs-compare-"));
   if (o.cpuProfDir !== undefined) mkdirSync(o.cpuProfDir, { recursive: true });
+  if (o.heapSamplingDir !== undefined) mkdirSync(o.heapSamplingDir, { recursive: true });
   if (o.logDir !== undefined) mkdirSync(o.logDir, { recursive: true });
   const runner = createLoadRunner("process");
   const figures = new Figures();
@@ -171,6 +172,7 @@ async function withEnv(
   const serviceOptions = {
     logDir: o.logDir ?? runDir,
     ...(o.cpuProfDir === undefined ? {} : { cpuProfDir: o.cpuProfDir }),
+    ...(o.heapSamplingDir === undefined ? {} : { heapSamplingDir: o.heapSamplingDir }),
   };
   const env: Env = {
     o,

@@ -32,6 +32,8 @@ export interface ServiceOptions {
   logDir: string;
   /** Run under `node --cpu-prof`, writing `<name>.cpuprofile` here. */
   cpuProfDir?: string;
+  /** Worker processes preload bench/heap-sampling.ts, writing `<name>-<pid>.heapprofile` here. */
+  heapSamplingDir?: string;
 }
 
 /** A running service process. */
@@ -69,7 +71,9 @@ export function startService(spec: ServiceSpec, options: ServiceOptions): Servic
       ? undefined
       : path.join(path.resolve(options.cpuProfDir), spec.name);
   const profile = profileDir === undefined ? [] : ["--cpu-prof", "--cpu-prof-dir", profileDir];
+  const heapDir = spec.name.includes("worker") ? options.heapSamplingDir : undefined;
   const env: Record<string, string> = {};
+  if (heapDir !== undefined) env.HEAP_SAMPLING_OUT = path.join(path.resolve(heapDir), spec.name);
   for (const k of inherited) {
     const v = process.env[k];
     if (v !== undefined) env[k] = v;
@@ -82,6 +86,7 @@ export function startService(spec: ServiceSpec, options: ServiceOptions): Servic
       "--import",
       "tsx",
       ...spec.preloads.flatMap((p) => ["--import", p]),
+      ...(heapDir === undefined ? [] : ["--import", "./bench/heap-sampling.ts"]),
       "--import",
       "./bench/compare/probe.ts",
       spec.entry,

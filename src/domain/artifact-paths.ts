@@ -91,9 +91,17 @@ export function reportFile(
   attemptTag: string,
   fileName?: string,
 ): string | undefined {
-  return isSafe(jobId) && isSafe(attemptTag) && (fileName === undefined || isSafe(fileName))
+  return reportNamesSafe(jobId, attemptTag, fileName)
     ? path.join(dir, `${jobId}${reportSeparator}${attemptTag}`)
     : undefined;
+}
+
+/**
+ * Whether reportFile has a file for these names, without making its path
+ * (a report that goes into a segment needs none).
+ */
+export function reportNamesSafe(jobId: string, attemptTag: string, fileName?: string): boolean {
+  return isSafe(jobId) && isSafe(attemptTag) && (fileName === undefined || isSafe(fileName));
 }
 
 /**

@@ -113,7 +113,14 @@ export function encodeNewRecord(job: JobView, fingerprint: string): string[] {
  * place of the one before.
  */
 export function encodeArtifact(a: ReportArtifact): string[] {
-  return [
+  const out: string[] = [];
+  pushArtifact(out, a);
+  return out;
+}
+
+/** encodeArtifact's values appended to `out`. */
+function pushArtifact(out: (string | number)[], a: ReportArtifact): void {
+  out.push(
     recordField.resultPath,
     a.downloadPath,
     recordField.resultType,
@@ -122,7 +129,7 @@ export function encodeArtifact(a: ReportArtifact): string[] {
     String(a.sizeBytes),
     recordField.resultSegment,
     a.segment === undefined ? "" : `${a.segment.name}:${a.segment.offset}`,
-  ];
+  );
 }
 
 /** The segment location of a record's `resSeg` field; undefined when empty or malformed. */
@@ -156,14 +163,23 @@ const updateFields = Object.entries(updateField) as [keyof typeof updateField, s
 /** Flattens a transition's record fields into HSET arguments; a cleared field is written empty. */
 export function encodeRecordUpdate(u: RecordUpdate): string[] {
   const out: string[] = [];
-  for (const [key, field] of updateFields) {
+  pushRecordUpdate(out, u);
+  return out;
+}
+
+/**
+ * encodeRecordUpdate's values appended to `out` (a script call's arguments,
+ * which end with them): no array of their own per transition.
+ */
+export function pushRecordUpdate(out: (string | number)[], u: RecordUpdate): void {
+  for (let i = 0; i < updateFields.length; i++) {
+    const [key, field] = updateFields[i] as [keyof typeof updateField, string];
     const value = u[key];
     if (value !== undefined) out.push(field, value === null ? "" : String(value));
   }
   // Clearing the path clears the result (decodeRecord reads a result only with a path).
   if (u.result === null) out.push(recordField.resultPath, "");
-  else if (u.result !== undefined) out.push(...encodeArtifact(u.result));
-  return out;
+  else if (u.result !== undefined) pushArtifact(out, u.result);
 }
 
 /** Turns HGETALL output (flat array or object) into a JobView; undefined when empty. */
@@ -214,6 +230,14 @@ export function decodeRecord(
     if (segment !== undefined) job.result.segment = segment;
   }
   return job;
+}
+
+/** A numeric field of a record; undefined when absent, empty or not a finite number. */
+function numberField(h: Record<string, string>, k: string): number | undefined {
+  const v = h[k];
+  if (v === undefined || v === "") return undefined;
+  const n = Number(v);
+  return Number.isFinite(n) ? n : undefined;
 }
 
 /**
@@ -274,14 +298,6 @@ function emptyRecordObject(): Record<string, string> {
     (typeof recordField)[keyof typeof recordField],
     undefined
   > as unknown as Record<string, string>;
-}
-
-/** A numeric field's value; undefined when absent, empty or not a finite number. */
-function numberField(h: Record<string, string>, k: string): number | undefined {
-  const v = h[k];
-  if (v === undefined || v === "") return undefined;
-  const n = Number(v);
-  return Number.isFinite(n) ? n : undefined;
 }
 
 function parseFilters(s: string | undefined): JsonObject {

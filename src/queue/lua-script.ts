@@ -5,7 +5,7 @@
 import { createHash } from "node:crypto";
 import type { Cluster } from "ioredis";
 import type { RedisClient } from "./connections.js";
-import { encodedCommand, joined, type RespArg } from "./resp-command.js";
+import { encodedCommand, type RespArg } from "./resp-command.js";
 
 /** A loaded-on-demand Lua script. */
 export interface LuaScript {
@@ -110,6 +110,24 @@ interface Options {
   redisOptions?: { keyPrefix?: string };
 }
 
+/**
+ * EVALSHA's arguments (sha, key count, keys, args) in one array of its final
+ * length, filled by index: no arrays in between (two script calls per job).
+ */
+function evalshaArgs(
+  sha: string,
+  keys: readonly string[],
+  args: readonly (string | Buffer | number)[],
+): RespArg[] {
+  const all = new Array<RespArg>(2 + keys.length + args.length);
+  all[0] = sha;
+  all[1] = keys.length;
+  let at = 2;
+  for (let i = 0; i < keys.length; i++) all[at++] = keys[i] as string;
+  for (let i = 0; i < args.length; i++) all[at++] = args[i] as RespArg;
+  return all;
+}
+
 /** Wraps `source` as a LuaScript. */
 export function createLuaScript(source: string): LuaScript {
   const sha = createHash("sha1").update(source).digest("hex");
@@ -126,7 +144,7 @@ export function createLuaScript(source: string): LuaScript {
     if (!prefixed && options.enableAutoPipelining !== true) {
       const command = encodedCommand(
         "evalsha",
-        joined<RespArg>([sha, keys.length], keys, args),
+        evalshaArgs(sha, keys, args),
         options.showFriendlyErrorStack === true ? new Error() : undefined,
       );
       return redis.sendCommand(command) as Promise<unknown>;

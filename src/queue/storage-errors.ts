@@ -8,9 +8,6 @@ const unavailableMessages = [
   "Stream isn't writeable",
   "Reached the max retries per request limit",
   "Command timed out",
-  // ioredis, for the commands in flight on a connection that closed (a master
-  // killed or failing over): redis-errors' AbortError, not a caller's abort.
-  "Command aborted due to connection close",
   "connect ETIMEDOUT",
   "ECONNREFUSED",
   "ECONNRESET",
@@ -37,6 +34,12 @@ const unavailableMessages = [
 /** True when `err` means Redis could not serve the command; the operation may be retried. */
 export function isStorageUnavailable(err: unknown): boolean {
   if (!(err instanceof Error)) return false;
+  // ioredis rejects with redis-errors' AbortError (MaxRetriesPerRequestError
+  // is one) the commands it gives up on: those in flight on a connection that
+  // closed (a master killed or failing over), those of a cluster client that
+  // ended or has no subscriber for a slot. Not a caller's abort (a
+  // DOMException, api/error-map.ts): Redis could not serve the command.
+  if (err.name === "AbortError" && !(err instanceof DOMException)) return true;
   if (err.name === "MaxRetriesPerRequestError") return true;
   const code = (err as { code?: unknown }).code;
   if (

@@ -27,6 +27,8 @@ import type { JobState, JobView } from "../domain/job.js";
 import {
   type AppliedTransitionName,
   jobTransitions,
+  type Transition,
+  type TransitionEvent,
   type TransitionInputs,
   type TransitionSubject,
   type TtlPolicy,
@@ -35,7 +37,7 @@ import { encodeEvent, encodeEventJson } from "../events/event-codec.js";
 import { inJobTrace } from "../telemetry/job-traces.js";
 import { type JobOutcome, reportMetrics } from "../telemetry/metrics.js";
 import type { RedisClient } from "./connections.js";
-import { decodeRecord, encodeRecordUpdate } from "./job-record.js";
+import { decodeRecord, encodeRecordUpdate, pushRecordUpdate } from "./job-record.js";
 import type { Keys } from "./keys.js";
 import type { LuaScript } from "./lua-script.js";
 import { encodedCommand, joined } from "./resp-command.js";
@@ -149,67 +151,15 @@ export function createTransitionApplier(deps: {
     input: TransitionInputs[N],
     options: ApplyOptions | undefined,
     lean: boolean,
-  ): PreparedTransition & { script: LuaScript; followWithRecord?: boolean } => {
-    let job = subject;
+  ): TransitionCall<N> => {
+    const job = subject;
     const transition = jobTransitions[name];
     const { event, record } = transition.derive(input);
     const own = transition.fence === "none" ? undefined : attemptTokens(input);
-    const token = transition.fence === "checks" ? (own?.token ?? "") : "";
-    const lockToken = own?.lockToken ?? "";
     const fields = encodeEvent(event);
     // The job's own shard: every key below shares its slot.
     const keys = shardKeys.of(job.id);
-    const settle = (
-      reply: [number, string, (string[] | Record<string, string>)?],
-    ): TransitionResult => {
-      if (reply[0] !== 1) {
-        const state = reply[1] === "" ? undefined : (reply[1] as JobState);
-        const fenced = reply[0] === -2 ? "lock" : reply[0] === -1 ? "token" : false;
-        // In the trace of the job's attempt running here, if any (job-traces.ts).
-        inJobTrace(job.id, () =>
-          logger.debug(
-            { job_id: job.id, transition: name, state, fenced },
-            "job transition refused",
-          ),
-        );
-        return { applied: false, state, fenced };
-      }
-      const record = reply[2] === undefined ? undefined : decodeRecord(reply[2]);
-      if (record !== undefined) job = record;
-      if (transition.finishes) {
-        const queuedAt = job.requeuedAt ?? job.createdAt;
-        reportMetrics().jobFinished(
-          job.reportType,
-          transition.to as JobOutcome,
-          (event.time - queuedAt) / 1000,
-        );
-      }
-      // One line per transition: never the filters or the report.
-      const fields = transition.logFields?.(input, job);
-      if (fields !== undefined) {
-        const line = {
-          job_id: job.id,
-          tenant: job.tenant,
-          report_type: job.reportType,
-          state: transition.to,
-          attempt: event.attempt,
-          ...fields,
-        };
-        // In the trace of the job's attempt running here, if any (job-traces.ts).
-        inJobTrace(job.id, () => logger.info(line, `job ${transition.to}`));
-      }
-      return record === undefined
-        ? { applied: true, eventId: reply[1] }
-        : { applied: true, eventId: reply[1], record };
-    };
-    // apply-attempt.lua's keys for every transition it applies, in its order.
-    const attemptKeys = () => [
-      keys.job(job.id),
-      keys.events(job.id),
-      keys.bullJobLock(job.reportType, job.id),
-      keys.live,
-      keys.tenantBacklog(job.tenant),
-    ];
+    const call = new TransitionCall(logger, job, name, input, transition, event);
     const before = options?.before ?? noReports;
     if (before.length > 0 && !(lean && own !== undefined && carriesReports(name, options))) {
       throw new Error(`progress reports travel only with an attempt's own lean ${name} write`);
@@ -226,37 +176,25 @@ export function createTransitionApplier(deps: {
       ];
       pushReports(args, before, own, event.attempt);
       args.push(event.time, event.progress, event.phase, encodeEventJson(fields));
-      return { script: attemptScript, keys: attemptKeys(), args, from: transition.from, settle };
+      return call.ready(attemptScript, attemptKeys(keys, job, 0), args);
     }
-    const updates = encodeRecordUpdate(record);
     if (lean && name === "started" && own !== undefined) {
-      return {
-        script: attemptScript,
-        keys: attemptKeys(),
-        args: joined<string | number>(
-          [
-            "started",
-            keys.eventChannel(job.id),
-            settings.eventStreamMaxLen,
-            own.lockToken,
-            job.id,
-            event.time,
-            event.attempt,
-            event.progress,
-            event.phase,
-            encodeEventJson(fields),
-          ],
-          updates,
-        ),
-        from: transition.from,
-        settle,
-        followWithRecord: options?.withRecord === true,
-      };
+      const args: (string | number)[] = [
+        "started",
+        keys.eventChannel(job.id),
+        settings.eventStreamMaxLen,
+        own.lockToken,
+        job.id,
+        event.time,
+        event.attempt,
+        event.progress,
+        event.phase,
+        encodeEventJson(fields),
+      ];
+      pushRecordUpdate(args, record);
+      call.followWithRecord = options?.withRecord === true;
+      return call.ready(attemptScript, attemptKeys(keys, job, 0), args);
     }
-    const idempotency =
-      job.idempotencyKeyDigest === undefined
-        ? []
-        : [keys.idempotency(job.tenant, job.idempotencyKeyDigest)];
     if (
       lean &&
       name === "succeeded" &&
@@ -287,17 +225,25 @@ export function createTransitionApplier(deps: {
         args.push(before.length);
         pushReports(args, before, own, event.attempt);
       }
-      return {
-        script: attemptScript,
-        keys: [...attemptKeys(), keys.finished("succeeded"), ...idempotency],
-        args: joined<string | number>(args, updates),
-        from: transition.from,
-        settle,
-      };
+      pushRecordUpdate(args, record);
+      const idempotent = job.idempotencyKeyDigest !== undefined;
+      const callKeys = attemptKeys(keys, job, idempotent ? 2 : 1);
+      callKeys[5] = keys.finished("succeeded");
+      if (idempotent) {
+        callKeys[6] = keys.idempotency(job.tenant, job.idempotencyKeyDigest as string);
+      }
+      return call.ready(attemptScript, callKeys, args);
     }
-    return {
-      script: applyScript,
-      keys: [
+    const updates = encodeRecordUpdate(record);
+    const token = transition.fence === "checks" ? (own?.token ?? "") : "";
+    const lockToken = own?.lockToken ?? "";
+    const idempotency =
+      job.idempotencyKeyDigest === undefined
+        ? []
+        : [keys.idempotency(job.tenant, job.idempotencyKeyDigest)];
+    return call.ready(
+      applyScript,
+      [
         keys.job(job.id),
         keys.events(job.id),
         keys.finished("succeeded"),
@@ -307,7 +253,7 @@ export function createTransitionApplier(deps: {
         keys.tenantBacklog(job.tenant),
         ...idempotency,
       ],
-      args: joined<string | number>(
+      joined<string | number>(
         [
           keys.eventChannel(job.id),
           settings.eventStreamMaxLen,
@@ -328,9 +274,7 @@ export function createTransitionApplier(deps: {
         updates,
         fields,
       ),
-      from: transition.from,
-      settle,
-    };
+    );
   };
 
   const prepare: TransitionApplier["prepare"] = (job, name, input, options) =>
@@ -373,6 +317,101 @@ export function createTransitionApplier(deps: {
   };
 
   return { prepare, apply };
+}
+
+/**
+ * One transition's script call, and the reading of its reply (`settle`). A
+ * class, not an object of closures: a transition is made twice per job, and
+ * each closure made per call was an object (and a `__name` under tsx) more.
+ */
+class TransitionCall<N extends AppliedTransitionName> implements PreparedTransition {
+  script!: LuaScript;
+  keys!: string[];
+  args!: (string | number)[];
+  /** An HGETALL of the record follows the script on its connection (STARTED's `withRecord`). */
+  followWithRecord = false;
+
+  constructor(
+    private readonly logger: Logger,
+    /** The job as the caller knows it; the record as written once a reply carries it. */
+    private job: TransitionSubject,
+    private readonly name: N,
+    private readonly input: TransitionInputs[N],
+    private readonly transition: Transition<TransitionInputs[N]>,
+    private readonly event: TransitionEvent,
+  ) {}
+
+  /** The states the job must be in (the transition's `from`). */
+  get from(): readonly JobState[] {
+    return this.transition.from;
+  }
+
+  /** Sets what the call sends; returns the call. */
+  ready(script: LuaScript, keys: string[], args: (string | number)[]): this {
+    this.script = script;
+    this.keys = keys;
+    this.args = args;
+    return this;
+  }
+
+  settle(reply: [number, string, (string[] | Record<string, string>)?]): TransitionResult {
+    const { name, transition, event } = this;
+    if (reply[0] !== 1) {
+      const state = reply[1] === "" ? undefined : (reply[1] as JobState);
+      const fenced = reply[0] === -2 ? "lock" : reply[0] === -1 ? "token" : false;
+      const id = this.job.id;
+      // In the trace of the job's attempt running here, if any (job-traces.ts).
+      inJobTrace(id, () =>
+        this.logger.debug(
+          { job_id: id, transition: name, state, fenced },
+          "job transition refused",
+        ),
+      );
+      return { applied: false, state, fenced };
+    }
+    const record = reply[2] === undefined ? undefined : decodeRecord(reply[2]);
+    if (record !== undefined) this.job = record;
+    const job = this.job;
+    if (transition.finishes) {
+      const queuedAt = job.requeuedAt ?? job.createdAt;
+      reportMetrics().jobFinished(
+        job.reportType,
+        transition.to as JobOutcome,
+        (event.time - queuedAt) / 1000,
+      );
+    }
+    // One line per transition: never the filters or the report.
+    const fields = transition.logFields?.(this.input, job);
+    if (fields !== undefined) {
+      const line = {
+        job_id: job.id,
+        tenant: job.tenant,
+        report_type: job.reportType,
+        state: transition.to,
+        attempt: event.attempt,
+        ...fields,
+      };
+      // In the trace of the job's attempt running here, if any (job-traces.ts).
+      inJobTrace(job.id, () => this.logger.info(line, `job ${transition.to}`));
+    }
+    return record === undefined
+      ? { applied: true, eventId: reply[1] }
+      : { applied: true, eventId: reply[1], record };
+  }
+}
+
+/**
+ * apply-attempt.lua's keys for every transition it applies, in its order,
+ * in an array with `extra` places more at the end (for the caller to fill).
+ */
+function attemptKeys(keys: Keys, job: TransitionSubject, extra: number): string[] {
+  const all = new Array<string>(5 + extra);
+  all[0] = keys.job(job.id);
+  all[1] = keys.events(job.id);
+  all[2] = keys.bullJobLock(job.reportType, job.id);
+  all[3] = keys.live;
+  all[4] = keys.tenantBacklog(job.tenant);
+  return all;
 }
 
 /** No progress reports before a transition. */

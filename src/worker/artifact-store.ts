@@ -36,6 +36,7 @@ import {
   attemptEntry,
   parseReportName,
   reportFile,
+  reportNamesSafe,
 } from "../domain/artifact-paths.js";
 import type { ReportArtifact } from "../domain/job.js";
 import { coalesceSyncs, fsyncFd, syncFolder as syncFolderOnce } from "./file-syncs.js";
@@ -151,8 +152,7 @@ export function createArtifactStore(
   };
   return {
     async put(jobId, attemptTag, fileName, contentType, content) {
-      const file = reportFile(dir, jobId, attemptTag, fileName);
-      if (file === undefined) {
+      if (!reportNamesSafe(jobId, attemptTag, fileName)) {
         throw new Error(`unsafe artifact name ${JSON.stringify(`${attemptTag}/${fileName}`)}`);
       }
       const bytes = typeof content === "string" ? Buffer.from(content) : content;
@@ -162,6 +162,8 @@ export function createArtifactStore(
         const segment = await segments.append(bytes);
         return { downloadPath, contentType, sizeBytes, segment };
       }
+      // A file of its own: its path only now (path.join normalizes it, a segment needs none).
+      const file = reportFile(dir, jobId, attemptTag) as string;
       // The file and its entry (and, for the deployment's first report, the
       // deployment folder's entry) are durable before the record points at
       // them: the fsyncs run side by side.

@@ -210,7 +210,13 @@ export function createProcessor(deps: {
     const started = await transitions.apply(
       subject,
       "started",
-      { ...own, at: startedAt, maxAttempts: ctx.maxAttempts },
+      {
+        attempt: own.attempt,
+        token: own.token,
+        lockToken: own.lockToken,
+        at: startedAt,
+        maxAttempts: ctx.maxAttempts,
+      },
       { withRecord: job === undefined },
     );
     if (!started.applied) {
@@ -265,7 +271,15 @@ export function createProcessor(deps: {
           where.progress = Math.max(0, Math.min(99, Math.round(percent)));
           where.phase = phase;
           phases.enter(phase);
-          return writes.report({ ...own, progress: where.progress, phase, at: Date.now() });
+          // Written out, not spread from `own`: one object of its final shape per report.
+          return writes.report({
+            attempt: own.attempt,
+            token: own.token,
+            lockToken: own.lockToken,
+            progress: where.progress,
+            phase,
+            at: Date.now(),
+          });
         },
         limits.signal,
       );
@@ -288,7 +302,14 @@ export function createProcessor(deps: {
         transitions.apply(
           job,
           "succeeded",
-          { ...own, at: Date.now(), startedAt, artifact },
+          {
+            attempt: own.attempt,
+            token: own.token,
+            lockToken: own.lockToken,
+            at: Date.now(),
+            startedAt,
+            artifact,
+          },
           before.length > 0 ? { before } : undefined,
         ),
       );

@@ -38,6 +38,10 @@ describe("parseCompareArgs()", () => {
       cpuProfDir: "prof",
       drainConcurrency: [5, 25],
     });
+    expect(parseCompareArgs(["--heap-sampling", "heap"])).toMatchObject({
+      heapSamplingDir: "heap",
+    });
+    expect(parseCompareArgs([])).not.toHaveProperty("heapSamplingDir");
     expect(parseCompareArgs([])).toMatchObject({ workTelemetry: true });
     expect(parseCompareArgs(["--work-telemetry", "off"])).toMatchObject({ workTelemetry: false });
     expect(parseCompareArgs(["--work-telemetry", "on"])).toMatchObject({ workTelemetry: true });

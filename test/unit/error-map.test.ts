@@ -84,9 +84,11 @@ describe("toConnectError()", () => {
   it("maps ioredis's AbortError for a connection that closed under its commands to UNAVAILABLE, not CANCELED", () => {
     // redis-errors' AbortError, as ioredis rejects in-flight commands when a
     // master dies: the caller did not cancel anything, it may retry.
-    const closed = new RedisAbortError("Command aborted due to connection close");
-    expect(closed.name).toBe("AbortError");
-    expect(map(closed)).toMatchObject({ code: Code.Unavailable, cause: undefined });
+    for (const message of ["Command aborted due to connection close", "Cluster is ended."]) {
+      const closed = new RedisAbortError(message);
+      expect(closed.name).toBe("AbortError");
+      expect(map(closed)).toMatchObject({ code: Code.Unavailable, cause: undefined });
+    }
   });
 });
 
