@@ -15,7 +15,8 @@
  * `git archive` of another commit with node_modules linked in will do).
  * Options: --rounds N (8), --seconds S (3), --warmup S (1), --concurrency C
  * (50), --otel-off, --grpc (ours over gRPC instead of Connect JSON),
- * --commandstats (Redis's per command, of each variant's last round),
+ * --getjob (GetJob of one queued job as a Connect GET instead of submits;
+ * ours only), --commandstats (Redis's per command, of each variant's last round),
  * --cpu-prof DIR (a folder of profiles per variant).
  */
 import { type ChildProcess, spawn } from "node:child_process";
@@ -51,6 +52,7 @@ const warmup = opt("warmup", 1);
 const concurrency = opt("concurrency", 50);
 const otelOff = argv.includes("--otel-off");
 const grpc = argv.includes("--grpc");
+const getJob = argv.includes("--getjob");
 const commandStats = argv.includes("--commandstats");
 const cpuProfAt = argv.indexOf("--cpu-prof");
 const cpuProf = cpuProfAt >= 0 ? path.resolve(argv[cpuProfAt + 1] ?? "") : undefined;
@@ -58,7 +60,7 @@ const variants: Variant[] = [];
 for (let i = 0; i < argv.length; i++) {
   const a = argv[i] ?? "";
   if (a.startsWith("--")) {
-    if (!["--otel-off", "--grpc", "--commandstats"].includes(a)) i++;
+    if (!["--otel-off", "--grpc", "--getjob", "--commandstats"].includes(a)) i++;
     continue;
   }
   const [spec = "", extra = ""] = a.split("@");
@@ -76,11 +78,30 @@ for (let i = 0; i < argv.length; i++) {
   }
 }
 if (variants.length === 0) throw new Error("usage: submit-ab.ts NAME=DIR... [baseline]");
+if (getJob && variants.some((v) => v.baseline)) throw new Error("--getjob: ours only");
+
+/** Submits one job to a variant (Connect JSON) and answers its id: the GetJob target. */
+async function submitTarget(baseUrl: string, key: string): Promise<string> {
+  const res = await fetch(`${baseUrl}/reports.v1.ReportService/SubmitReport`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({
+      idempotencyKey: key,
+      userId: "ab-user",
+      reportType: "REPORT_TYPE_WEEKLY",
+      filters: { region: "eu" },
+    }),
+  });
+  const body = (await res.json()) as { jobId?: string };
+  if (!res.ok || body.jobId === undefined) throw new Error(`submit: ${res.status}`);
+  return body.jobId;
+}
 
 const runDir = mkdtempSync(path.join(os.tmpdir(), "submit-ab-"));
 const server = await startRedisServer();
 const admin = new Redis(server.url);
 const runner = createLoadRunner("process");
+const targets = new Map<Variant, string>();
 const inherited = ["PATH", "HOME", "TMPDIR", "LANG", "TZ"];
 const baseEnv: Record<string, string> = {};
 for (const k of inherited) if (process.env[k] !== undefined) baseEnv[k] = process.env[k] ?? "";
@@ -123,6 +144,10 @@ try {
       await new Promise((r) => setTimeout(r, 100));
     }
   }
+  if (getJob) {
+    for (const v of variants)
+      targets.set(v, await submitTarget(v.baseUrl ?? "", `${v.name}-target`));
+  }
   for (let round = 0; round <= rounds; round++) {
     // Round 0 warms every variant up (JIT) and is not counted.
     const order = round % 2 === 0 ? variants : [...variants].reverse();
@@ -143,15 +168,26 @@ try {
         },
         (round === 0 ? 3 : 1) * warmup * 1000,
       );
-      const m = await runner.run({
-        kind: "submit",
-        protocol,
-        baseUrl: v.baseUrl ?? "",
-        keyPrefix: `${v.name}-${round}-${Date.now()}`,
+      const measure = {
         concurrency,
         durationMs: seconds * 1000,
         warmupMs: (round === 0 ? 3 : 1) * warmup * 1000,
-      });
+      };
+      const m = getJob
+        ? await runner.run({
+            kind: "get-job",
+            protocol: "connect-get",
+            baseUrl: v.baseUrl ?? "",
+            jobId: targets.get(v) ?? "",
+            ...measure,
+          })
+        : await runner.run({
+            kind: "submit",
+            protocol,
+            baseUrl: v.baseUrl ?? "",
+            keyPrefix: `${v.name}-${round}-${Date.now()}`,
+            ...measure,
+          });
       clearTimeout(timer);
       const api = (processCpuUs(pid) - api0) / m.requests;
       const redis = ((await redisCpuUs(admin)) - redis0) / m.requests;
@@ -187,7 +223,7 @@ try {
   const first = variants[0];
   const med = (v: Variant, k: "rps" | "p99" | "api" | "redis") => median(v.rows.map((r) => r[k]));
   console.log(
-    `submit A/B (${grpc ? "gRPC" : "Connect JSON"}, telemetry ${otelOff ? "off" : "on"}), ${rounds} rounds of ${seconds} s, medians; ratio to ${first?.name}; load ${os.loadavg()[0]?.toFixed(2)}`,
+    `${getJob ? "GetJob A/B (Connect GET" : `submit A/B (${grpc ? "gRPC" : "Connect JSON"}`}, telemetry ${otelOff ? "off" : "on"}), ${rounds} rounds of ${seconds} s, medians; ratio to ${first?.name}; load ${os.loadavg()[0]?.toFixed(2)}`,
   );
   for (const v of variants) {
     const ratio = (k: "rps" | "p99" | "api" | "redis") =>

@@ -122,13 +122,13 @@ export function createLeanCallRunner(deps: {
     const code = err?.code;
     const level = code !== undefined && serverFaults.has(code) ? "warn" : "info";
     if (rpcLog.isLevelEnabled(level)) {
+      const codeName = code === undefined ? "ok" : codeToString(code);
+      const durationMs = Math.round((performance.now() - call.started) * 1000) / 1000;
+      // Two literals, not a spread of an optional part: one object per line.
       m.log[level](
-        {
-          code: code === undefined ? "ok" : codeToString(code),
-          duration_ms: Math.round((performance.now() - call.started) * 1000) / 1000,
-          tenant: call.tenant,
-          ...(jobId ? { job_id: jobId } : {}),
-        },
+        jobId
+          ? { code: codeName, duration_ms: durationMs, tenant: call.tenant, job_id: jobId }
+          : { code: codeName, duration_ms: durationMs, tenant: call.tenant },
         level === "warn" ? "rpc failed" : "rpc",
       );
     }

@@ -67,6 +67,8 @@ import {
   attrRpcSystem,
 } from "../telemetry/attributes.js";
 import type { Authenticator } from "./auth.js";
+import { type ConnectGetQuery, readConnectGetQuery } from "./connect-get-query.js";
+import { readGetJobJson, readGetJobJsonText } from "./get-job-json-reader.js";
 import { getJobResponseFrame, submitReportResponseFrame } from "./job-binary.js";
 import { getJobResponseJson, submitReportResponseJson } from "./job-json.js";
 import { createLeanCallRunner } from "./lean-call.js";
@@ -179,11 +181,12 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
     GetJobResponseSchema,
     true,
     (m, t, _req, signal) => deps.calls.getJob(m, t, signal),
-    undefined,
+    readGetJobJson,
     getJobResponseJson,
     getJobResponseFrame,
   );
 
+  /** Runs a parsed call and answers it; never rejects (a failed answer destroys the response). */
   const run = async (call: Call, message: unknown, binary: boolean): Promise<void> => {
     const { req, res, route } = call;
     let body: Uint8Array | string;
@@ -206,8 +209,40 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
       ({ status, body, headers } = errorAnswer(ConnectError.from(e)));
     }
     call.done();
-    const compressing = answer(res, status, body, headers, headerOf(req, "accept-encoding"));
-    if (compressing !== undefined) await compressing;
+    try {
+      const compressing = answer(res, status, body, headers, headerOf(req, "accept-encoding"));
+      if (compressing !== undefined) await compressing;
+    } catch {
+      if (!res.destroyed) res.destroy();
+    }
+  };
+
+  /**
+   * Parses a request's message and runs the call; a parse error is answered
+   * before any interceptor, as connect does. (Shared by every call: no
+   * closures per request.)
+   */
+  const parseAndRun = (call: Call, bytes: Uint8Array, binary: boolean): void => {
+    const { req, res, route } = call;
+    let message: unknown;
+    try {
+      message = binary
+        ? route.inputBinary.parse(bytes)
+        : (route.readJson?.(bytes) ?? route.input.parse(bytes));
+    } catch (e) {
+      call.done();
+      const { status, body, headers } = errorAnswer(ConnectError.from(e));
+      answer(res, status, body, headers, headerOf(req, "accept-encoding"))?.catch(() => {
+        if (!res.destroyed) res.destroy();
+      });
+      return;
+    }
+    startRun(call, message, binary);
+  };
+
+  const startRun = (call: Call, message: unknown, binary: boolean): void => {
+    calls.begin(call, call.route, call.req.headers);
+    void run(call, message, binary);
   };
 
   /**
@@ -270,14 +305,14 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
     const q = url.indexOf("?");
     const route = routes.get(q === -1 ? url : url.slice(0, q));
     if (route === undefined || !plain(req)) return false;
-    let query: URLSearchParams | undefined;
+    let query: ConnectGetQuery | undefined;
     let binary: boolean;
     if (req.method === "GET") {
       if (!route.get) return false;
-      query = new URLSearchParams(q === -1 ? "" : url.slice(q + 1));
-      const encoding = query.get("encoding");
+      query = readConnectGetQuery(q === -1 ? "" : url.slice(q + 1));
+      const encoding = query.encoding;
       if (encoding !== "json" && encoding !== "proto") return false;
-      if (query.has("compression")) return false;
+      if (query.compression) return false;
       binary = encoding === "proto";
     } else {
       if (req.method !== "POST") return false;
@@ -297,33 +332,20 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
     }
     leanUnaryServed.count++;
     const call = new Call(req, res, route, deps.shutdownSignal);
-    const respond = (message: unknown) => {
-      calls.begin(call, route, req.headers);
-      run(call, message, binary).catch(() => {
-        if (!res.destroyed) res.destroy();
-      });
-    };
-    /** A parse error: answered before any interceptor, as connect does. */
-    const parse = (bytes: Uint8Array) => {
-      let message: unknown;
-      try {
-        message = binary
-          ? route.inputBinary.parse(bytes)
-          : (route.readJson?.(bytes) ?? route.input.parse(bytes));
-      } catch (e) {
-        call.done();
-        const { status, body, headers } = errorAnswer(ConnectError.from(e));
-        answer(res, status, body, headers, headerOf(req, "accept-encoding"))?.catch(() => {
-          if (!res.destroyed) res.destroy();
-        });
-        return;
-      }
-      respond(message);
-    };
     if (query !== undefined) {
       // As connect reads a GET's message (readUnaryMessageFromQuery).
-      const message = query.get("message") ?? "";
-      parse(query.get("base64") === "1" ? base64Decode(message) : Buffer.from(message));
+      const message = query.message ?? "";
+      if (query.base64 === "1") parseAndRun(call, base64Decode(message), binary);
+      else {
+        // The plainest GetJob JSON read from the text itself (ASCII: its
+        // length is its size in bytes, within readMaxBytes as connect checks).
+        const fast =
+          !binary && message.length <= deps.readMaxBytes && route.readJson !== undefined
+            ? readGetJobJsonText(message)
+            : undefined;
+        if (fast !== undefined) startRun(call, fast, binary);
+        else parseAndRun(call, Buffer.from(message), binary);
+      }
       return true;
     }
     const chunks: Buffer[] = [];
@@ -348,7 +370,12 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
       }
       chunks.push(chunk);
     };
-    const onEnd = () => parse(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks));
+    const onEnd = () =>
+      parseAndRun(
+        call,
+        chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks),
+        binary,
+      );
     req.on("data", onData);
     req.once("end", onEnd);
     req.once("error", () => {

@@ -65,6 +65,32 @@ describe("traceIdOf() and linkTo()", () => {
     expect(traceIdOf("")).toBe("");
     expect(traceIdOf(`00-${"0".repeat(32)}-00f067aa0ba902b7-01`)).toBe("");
   });
+  it("reads the second dash-separated part, as split('-')[1] does", () => {
+    const reference = (t: string | undefined) => {
+      const id = t?.split("-")[1] ?? "";
+      return /^[0-9a-f]{32}$/.test(id) && id !== "0".repeat(32) ? id : "";
+    };
+    const id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const cases = [
+      tp,
+      `00-${id}`,
+      `-${id}`,
+      `-${id}-`,
+      id,
+      `${id}-${id}`,
+      `00-${id}x`,
+      `00-${id}x-00f067aa0ba902b7-01`,
+      `00-${id}0-00f067aa0ba902b7-01`,
+      `00-${id.slice(1)}-00f067aa0ba902b7-01`,
+      `00-${id.toUpperCase()}-00f067aa0ba902b7-01`,
+      `00--${id}`,
+      `00-${id}\n`,
+      `00-${id.slice(0, 16)}-${id.slice(16)}`,
+      "-",
+      "--",
+    ];
+    for (const t of cases) expect(traceIdOf(t), t).toBe(reference(t));
+  });
   it("links to the span a traceparent names", () => {
     expect(linkTo(tp).map((l) => l.context)).toEqual([
       {
