@@ -114,6 +114,8 @@ interface Route {
   input: Serialization<unknown>;
   /** Reads the plainest JSON requests without reflection; undefined: `input` must parse. */
   readJson: ((body: Uint8Array) => unknown) | undefined;
+  /** The same for a GET's `message` parameter, as text (methods served over GET); undefined: parse its bytes. */
+  readJsonText: ((text: string) => unknown) | undefined;
   inputBinary: Serialization<unknown>;
   outputBinary: Serialization<MessageShape<DescMessage>>;
   outputSchema: DescMessage;
@@ -141,6 +143,7 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
     readJson?: (body: Uint8Array) => unknown,
     writeJson?: (message: never) => string | undefined,
     writeFrame?: (message: never) => Buffer | undefined,
+    readJsonText?: (text: string) => unknown,
   ) => {
     // Connect's own (JSON) serialization of the method, as its handler makes it.
     const serialization = createMethodSerializationLookup(method, undefined, undefined, limits);
@@ -150,6 +153,7 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
       get,
       input: serialization.getI(false) as Serialization<unknown>,
       readJson,
+      readJsonText,
       inputBinary: serialization.getI(true) as Serialization<unknown>,
       outputBinary: serialization.getO(true) as unknown as Serialization<MessageShape<DescMessage>>,
       outputSchema,
@@ -184,6 +188,7 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
     readGetJobJson,
     getJobResponseJson,
     getJobResponseFrame,
+    readGetJobJsonText,
   );
 
   /** Runs a parsed call and answers it; never rejects (a failed answer destroys the response). */
@@ -340,8 +345,8 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
         // The plainest GetJob JSON read from the text itself (ASCII: its
         // length is its size in bytes, within readMaxBytes as connect checks).
         const fast =
-          !binary && message.length <= deps.readMaxBytes && route.readJson !== undefined
-            ? readGetJobJsonText(message)
+          !binary && message.length <= deps.readMaxBytes
+            ? route.readJsonText?.(message)
             : undefined;
         if (fast !== undefined) startRun(call, fast, binary);
         else parseAndRun(call, Buffer.from(message), binary);
