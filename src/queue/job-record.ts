@@ -108,17 +108,10 @@ export function encodeNewRecord(job: JobView, fingerprint: string): string[] {
 }
 
 /**
- * Flattens a result into HSET arguments; its segment field is always
+ * Appends a result's HSET arguments to `out`; its segment field is always
  * written (empty without one), so a re-run's result never inherits the
  * place of the one before.
  */
-export function encodeArtifact(a: ReportArtifact): string[] {
-  const out: string[] = [];
-  pushArtifact(out, a);
-  return out;
-}
-
-/** encodeArtifact's values appended to `out`. */
 function pushArtifact(out: (string | number)[], a: ReportArtifact): void {
   out.push(
     recordField.resultPath,
