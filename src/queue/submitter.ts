@@ -28,7 +28,7 @@ import type {
   SubmitOutcome,
 } from "../domain/job.js";
 import { jobTransitions } from "../domain/job-transitions.js";
-import { encodeEvent } from "../events/event-codec.js";
+import { encodeEvent, encodeEventJson } from "../events/event-codec.js";
 import {
   attrDeduplicated,
   attrJobId,
@@ -118,6 +118,15 @@ function composedFor(addScript: string): LuaScript {
   return script;
 }
 
+/**
+ * The trace id of a traceparent as submit.lua's QUEUED event carries it
+ * (append-event.lua traceIdOf's pattern: the hex digits between the first
+ * two dashes, after two hex digits), or "" for none.
+ */
+function scriptTraceIdOf(traceparent: string): string {
+  return /^[0-9a-fA-F]{2}-([0-9a-fA-F]+)-/.exec(traceparent)?.[1] ?? "";
+}
+
 /** The custom BullMQ backoff type the worker implements. */
 export const retryBackoffType = "report-retry";
 
@@ -172,7 +181,7 @@ export function createSubmitter(deps: {
   async function runThenWaitReplicas(
     script: LuaScript,
     scriptKeys: string[],
-    scriptArgs: (string | Buffer)[],
+    scriptArgs: (string | Buffer | number)[],
   ): Promise<unknown> {
     const follow: FollowingCommand[] = [["WAIT", waitReplicas, waitReplicasMs]];
     if (waitAof > 0) follow.push(["WAITAOF", waitAof, 0, waitAofTimeoutMs]);
@@ -211,7 +220,7 @@ export function createSubmitter(deps: {
   async function runThenWaitAof(
     script: LuaScript,
     scriptKeys: string[],
-    scriptArgs: (string | Buffer)[],
+    scriptArgs: (string | Buffer | number)[],
   ): Promise<unknown> {
     const waited = () =>
       redis.call("WAITAOF", String(waitAof), "0", String(waitAofTimeoutMs)) as Promise<number[]>;
@@ -321,27 +330,27 @@ export function createSubmitter(deps: {
     const shardBacklogKeys = backlogKeys(queues, shard);
     const idemKey =
       keyDigest !== undefined ? keys.idempotency(input.tenant, keyDigest) : keys.job(id);
-    const params = {
-      idem: keyDigest !== undefined,
-      fp: fingerprint,
-      idemUntil: now + settings.retention.idempotencyTtlMs,
-      maxBacklog: share(settings.limits.maxBacklog),
-      tenantMaxBacklog: share(settings.limits.tenantMaxBacklog),
-      maxLen: settings.retention.eventStreamMaxLen,
-      channel: keys.eventChannel(id),
-      jobPrefix: keys.jobPrefix,
-      backlogKeys: shardBacklogKeys.length,
-      rate:
-        shardCount === 1
-          ? settings.limits.tenantSubmitRate
-          : settings.limits.tenantSubmitRate / shardCount,
-      burst: share(settings.limits.tenantSubmitBurst),
-      tenant: input.tenant,
-      jobId: id,
-      score: String(now),
-      rec: encodeNewRecord(view, fingerprint),
-      ev: encodeEvent(jobTransitions.submitted.derive({ at: now }).event),
-    };
+    const record = encodeNewRecord(view, fingerprint);
+    const event = encodeEvent(jobTransitions.submitted.derive({ at: now }).event);
+    // Positional, in submit.lua's order: each a Lua string, none decoded from JSON.
+    const params: (string | number)[] = [
+      id,
+      fingerprint,
+      now + settings.retention.idempotencyTtlMs,
+      share(settings.limits.maxBacklog),
+      share(settings.limits.tenantMaxBacklog),
+      keys.eventChannel(id),
+      keys.jobPrefix,
+      shardBacklogKeys.length,
+      shardCount === 1
+        ? settings.limits.tenantSubmitRate
+        : settings.limits.tenantSubmitRate / shardCount,
+      share(settings.limits.tenantSubmitBurst),
+      input.tenant,
+      now,
+      scriptTraceIdOf(t.traceparent),
+      encodeEventJson(event),
+    ];
     const scriptKeys = [
       idemKey,
       keys.job(id),
@@ -355,7 +364,10 @@ export function createSubmitter(deps: {
       ...add.keys,
       keys.live,
     ];
-    const scriptArgs = [JSON.stringify(params), ...add.args];
+    const scriptArgs: (string | number | Buffer)[] = params;
+    scriptArgs.push(...add.args, record.length);
+    for (const x of record) scriptArgs.push(x);
+    for (const x of event) scriptArgs.push(x);
     throwIfAborted(signal);
     const reply =
       // On a cluster a command sent apart goes to any node: WAITAOF rides the pipeline too.
