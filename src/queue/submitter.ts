@@ -154,10 +154,11 @@ export function createSubmitter(deps: {
   const backlogKeys = (queues: Record<ReportType, Queue>, shard: Keys) => {
     let found = backlogKeysOf.get(shard.bullPrefix);
     if (found === undefined) {
-      found = Object.values(queues).flatMap((queue) => {
-        const q = queue.keys;
-        return [q.wait, q.prioritized, q.delayed, q.paused] as string[]; // order matters: see the script
-      });
+      // Grouped by kind, sorted sets first: see the script.
+      const all = Object.values(queues).map((queue) => queue.keys);
+      found = (["prioritized", "delayed", "wait", "paused"] as const).flatMap((kind) =>
+        all.map((q) => q[kind] as string),
+      );
       backlogKeysOf.set(shard.bullPrefix, found);
     }
     return found;
@@ -365,9 +366,10 @@ export function createSubmitter(deps: {
       keys.live,
     ];
     const scriptArgs: (string | number | Buffer)[] = params;
-    scriptArgs.push(...add.args, record.length);
-    for (const x of record) scriptArgs.push(x);
-    for (const x of event) scriptArgs.push(x);
+    // The record's first 14 pairs are named by the script: their values, then the optional pairs.
+    scriptArgs.push(...add.args, record.length - 28);
+    for (let i = 1; i < 28; i += 2) scriptArgs.push(record[i] as string);
+    for (let i = 28; i < record.length; i++) scriptArgs.push(record[i] as string);
     throwIfAborted(signal);
     const reply =
       // On a cluster a command sent apart goes to any node: WAITAOF rides the pipeline too.

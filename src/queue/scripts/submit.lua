@@ -17,12 +17,12 @@
     KEYS[5] user index
     KEYS[6] set of tenants
     KEYS[7] the tenant's submit token bucket
-    KEYS[8 .. 7+p.backlogKeys] the keys whose lengths make up the backlog: per
-            queue its wait and paused lists, prioritized and delayed sorted
-            sets, in that order
-    KEYS[8+p.backlogKeys] the tenant's backlog: the set of its queued and
-            retrying jobs
-    KEYS[9+p.backlogKeys .. #KEYS-1] BullMQ's add script's keys
+    KEYS[8 .. 7+b] (b = ARGV[8], four per queue) the keys whose lengths
+            make up the backlog: every queue's prioritized sorted set, then
+            every queue's delayed sorted set, wait list, paused list, queues
+            in the same order each time
+    KEYS[8+b] the tenant's backlog: the set of its queued and retrying jobs
+    KEYS[9+b .. #KEYS-1] BullMQ's add script's keys
     KEYS[#KEYS] index of live jobs (the reconciler's)
 
     ARGV[1] job id
@@ -39,11 +39,16 @@
              QUEUED event's last pair
     ARGV[14] the JSON text of the QUEUED event's pairs (append-event.lua)
     ARGV[15 .. 17] BullMQ's add script's ARGV
-    ARGV[18] n, how many strings the job record's field/value pairs are
-    ARGV[19 .. 18+n] the job record's field/value pairs (job-record.ts
-             encodeNewRecord)
-    ARGV[19+n ..] the QUEUED event's field/value pairs (event-codec.ts
-             encodeEvent, without a trace id)
+    ARGV[18] m, how many strings the record's optional pairs are
+    ARGV[19 .. 32] the values of the job record's first 14 pairs (job-record.ts
+             encodeNewRecord: id, tenant, user, type, state, progress,
+             phase, attempts, max attempts, reason, created, filters,
+             priority, fingerprint; their names are this script's)
+    ARGV[33 .. 32+m] the record's optional field/value pairs (run at,
+             deadline, traceparent, idempotency key digest), as encodeNewRecord
+             ends
+    The QUEUED event is the submitted transition's (domain/job-transitions.ts):
+    type and state queued, progress 0, phase '', attempt 0, time ARGV[12].
     An idempotency key was given when KEYS[1] is not the job record.
 
   Output:
@@ -101,13 +106,19 @@ local backlogKeys = tonumber(ARGV[8])
 local tenantBacklog = KEYS[8 + backlogKeys]
 local mine = redis.call('SCARD', tenantBacklog)
 if mine >= tonumber(ARGV[5]) then return {'tenant-full', tostring(mine)} end
+-- An empty list or sorted set does not exist: one EXISTS says how many of
+-- the backlog's keys hold jobs, and only those are counted, the likeliest
+-- first (every job has a priority, so it waits in a prioritized set).
 local backlog = 0
+local left = redis.call('EXISTS', unpack(KEYS, 8, 7 + backlogKeys))
+local zsets = 7 + backlogKeys / 2
 for i = 8, 7 + backlogKeys do
-  local kind = (i - 8) % 4
-  if kind == 1 or kind == 2 then
-    backlog = backlog + redis.call('ZCARD', KEYS[i])
-  else
-    backlog = backlog + redis.call('LLEN', KEYS[i])
+  if left == 0 then break end
+  local n
+  if i <= zsets then n = redis.call('ZCARD', KEYS[i]) else n = redis.call('LLEN', KEYS[i]) end
+  if n > 0 then
+    backlog = backlog + n
+    left = left - 1
   end
 end
 if backlog >= tonumber(ARGV[4]) then return {'full', tostring(backlog)} end
@@ -121,13 +132,18 @@ for i = 9 + backlogKeys, #KEYS - 1 do bkeys[#bkeys + 1] = KEYS[i] end
 local added = bullmqAdd(bkeys, {ARGV[15], ARGV[16], ARGV[17]})
 if type(added) == 'number' and added < 0 then return {'error', tostring(added)} end
 redis.call('SADD', tenantBacklog, jobId)
-local recLast = 18 + tonumber(ARGV[18])
-redis.call('HSET', KEYS[2], unpack(ARGV, 19, recLast))
+redis.call('HSET', KEYS[2], RECORD.id, ARGV[19], RECORD.tenant, ARGV[20],
+  RECORD.userId, ARGV[21], RECORD.reportType, ARGV[22], RECORD.state, ARGV[23],
+  RECORD.progress, ARGV[24], RECORD.phase, ARGV[25], RECORD.attemptsMade, ARGV[26],
+  RECORD.maxAttempts, ARGV[27], RECORD.failureReason, ARGV[28],
+  RECORD.createdAt, ARGV[29], RECORD.filters, ARGV[30], RECORD.priority, ARGV[31],
+  RECORD.fingerprint, ARGV[32], unpack(ARGV, 33, 32 + tonumber(ARGV[18])))
 -- The stream is new (the job id is), so its one entry cannot exceed the cap
--- (EVENT_STREAM_MAXLEN is at least 10): no capping (maxLen nil). The trace
--- id lands past the event's pairs, the end of ARGV.
+-- (EVENT_STREAM_MAXLEN is at least 10): no capping (maxLen nil).
 local traceId = ARGV[13] ~= '' and ARGV[13] or nil
-local id = appendEvent(KEYS[3], ARGV[6], nil, ARGV, recLast + 1, #ARGV, ARGV[14], traceId)
+local id = appendEvent(KEYS[3], ARGV[6], nil, {EVENT.type, 'queued', EVENT.state, 'queued',
+  EVENT.progress, '0', EVENT.phase, '', EVENT.attempt, '0', EVENT.time, ARGV[12]},
+  1, 12, ARGV[14], traceId)
 local score = ARGV[12]
 redis.call('ZADD', KEYS[4], score, jobId)
 redis.call('ZADD', KEYS[5], score, jobId)
