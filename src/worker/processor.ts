@@ -29,10 +29,11 @@
  * job or a write of it failed, or (a STARTED not sent, with its reports)
  * when the worker released it: the job goes back to the queue as it was. A
  * held STARTED refused by the job's state (CancelJob saw the job QUEUED and
- * cancelled it) ends the attempt as skipped. A refused write aborts the generator's signal with
- * `lockLostReason`, a failed one with its error (an AttemptStorageError when
- * Redis was away); the report is stored and SUCCEEDED sent only after every
- * progress write sent was answered, so nothing is published after a refusal.
+ * cancelled it) ends the attempt as skipped. A refused write aborts the
+ * generator's signal with `lockLostReason`, a failed one with its error (an
+ * AttemptStorageError when Redis was away); the report is stored and
+ * SUCCEEDED sent only after every progress write sent was answered, so
+ * nothing is published after a refusal.
  *
  * An attempt that lost its job stops as soon as it learns it (its signal
  * aborts on a lost lock; a refused write aborts it too), writes nothing more
