@@ -82,6 +82,7 @@ describe("progress reports held together (PROGRESS_LINGER_MS)", () => {
     env: Record<string, string>,
     options: AppOptions,
     whileRunning?: (jobId: string, keys: Keys) => Promise<void>,
+    beforeRunning?: (jobId: string, keys: Keys) => Promise<void>,
   ): Promise<Run & { jobId: string; client: ReportClient }> {
     const redis = connect();
     // Cached before the first call: each transition is one EVALSHA, no NOSCRIPT and EVAL.
@@ -125,6 +126,7 @@ describe("progress reports held together (PROGRESS_LINGER_MS)", () => {
     // The watch has replayed the job's QUEUED event: everything after it comes live.
     await opened.promise;
 
+    await beforeRunning?.(jobId, keys);
     await bull.queue.resume();
     await whileRunning?.(jobId, keys);
     const events = await watching;
@@ -176,6 +178,65 @@ describe("progress reports held together (PROGRESS_LINGER_MS)", () => {
       "SUCCEEDED(1)",
     ]);
     expect(run.watchedIds).toEqual(run.entries.map(([id]) => id));
+  });
+
+  it("writes STARTED before the generator starts, and every report at once, with PROGRESS_LINGER_MS=0", async () => {
+    let stateAtStart: string | null = null;
+    let redis: Redis | undefined;
+    let keys: Keys | undefined;
+    const weekly = scripted(async (input, progress) => {
+      stateAtStart = (await redis?.hget(keys?.job(input.jobId) ?? "", "state")) ?? null;
+      await progress(40, "fetch-data");
+      await progress(80, "render");
+      return csvOutput;
+    });
+    const run = await runJob(
+      { PROGRESS_LINGER_MS: "0" },
+      { generators: { weekly } },
+      undefined,
+      async (_id, k) => {
+        redis = connect();
+        keys = k;
+      },
+    );
+    expect(stateAtStart).toBe("running");
+    expect(run.calls).toEqual(["started", "progress", "progress", "succeeded"]);
+    expect(run.messages).toEqual(run.entries.slice(1));
+    expect(run.watchedIds).toEqual(run.entries.map(([id]) => id));
+  });
+
+  it("writes STARTED first for a job queued by an earlier version (its BullMQ data without queuedAt)", async () => {
+    let stateAtStart: string | null = null;
+    let redis: Redis | undefined;
+    let keys: Keys | undefined;
+    const weekly = scripted(async (input, progress) => {
+      stateAtStart = (await redis?.hget(keys?.job(input.jobId) ?? "", "state")) ?? null;
+      await progress(40, "fetch-data");
+      return csvOutput;
+    });
+    const run = await runJob(
+      { PROGRESS_LINGER_MS: "60000" },
+      { generators: { weekly } },
+      undefined,
+      async (jobId, k) => {
+        redis = connect();
+        keys = k;
+        const bullJobKey = k.bullJobLock("weekly", jobId).slice(0, -":lock".length);
+        const data = JSON.parse((await redis.hget(bullJobKey, "data")) ?? "{}");
+        expect(data).toMatchObject({ idempotencyKeyDigest: "", queuedAt: expect.any(Number) });
+        delete data.idempotencyKeyDigest;
+        delete data.queuedAt;
+        await redis.hset(bullJobKey, "data", JSON.stringify(data));
+      },
+    );
+    expect(stateAtStart).toBe("running");
+    expect(run.calls).toEqual(["started", "progress+succeeded"]);
+    expect(outlineEntries(run.entries)).toEqual([
+      "queued 0 ",
+      "started 5 started",
+      "progress 40 fetch-data",
+      "succeeded 100 completed",
+    ]);
   });
 
   it("writes a report that comes after a gap longer than the linger at once, not with the generator's end", async () => {
