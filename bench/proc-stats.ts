@@ -86,6 +86,40 @@ export async function redisScriptCalls(redis: Redis): Promise<number> {
   return calls;
 }
 
+/** Redis's calls and CPU µs per command so far (INFO commandstats; scripts' inner commands included). */
+export async function redisCommandStats(
+  redis: Redis,
+): Promise<Map<string, { calls: number; usec: number }>> {
+  const stats = await redis.info("commandstats");
+  const out = new Map<string, { calls: number; usec: number }>();
+  for (const m of stats.matchAll(/^cmdstat_([^:]+):calls=(\d+),usec=(\d+)/gm))
+    out.set(m[1] as string, { calls: Number(m[2]), usec: Number(m[3]) });
+  return out;
+}
+
+/**
+ * The commands that took the most of Redis's CPU between two readings of
+ * `redisCommandStats`, per job: "name calls/job µs/job" lines, most first.
+ */
+export function commandStatsPerJob(
+  from: Map<string, { calls: number; usec: number }>,
+  to: Map<string, { calls: number; usec: number }>,
+  jobs: number,
+  top = 12,
+): string[] {
+  const rows: Array<[string, number, number]> = [];
+  for (const [name, b] of to) {
+    const a = from.get(name) ?? { calls: 0, usec: 0 };
+    if (b.calls > a.calls) rows.push([name, (b.calls - a.calls) / jobs, (b.usec - a.usec) / jobs]);
+  }
+  rows.sort((x, y) => y[2] - x[2]);
+  return rows
+    .slice(0, top)
+    .map(
+      ([name, calls, usec]) => `${name} ${calls.toFixed(2)} calls/job ${usec.toFixed(1)} µs/job`,
+    );
+}
+
 /** Redis's connected and blocked (BLPOP, XREAD BLOCK, ...) client counts. */
 export async function redisClients(redis: Redis): Promise<{ connected: number; blocked: number }> {
   const info = await redis.info("clients");

@@ -15,7 +15,9 @@
  * (`ApplyOptions.before`) runs a drain's attempt as its worker does with the
  * reports held (PROGRESS_LINGER_MS): STARTED, then SUCCEEDED with both
  * progress reports in it, two calls; the others four calls (all of them
- * with TI_APART=1).
+ * with TI_APART=1). A checkout whose applier also takes the attempt's
+ * STARTED with SUCCEEDED (`ApplyOptions.started`: the worker holds STARTED
+ * too) runs the whole attempt in one call (two as above with TI_HELD=0).
  * Needs valgrind and callgrind_control on the PATH. The dump of the
  * last round of each root stays in the printed folder, for
  * `callgrind_annotate --inclusive=yes --tree=calling`.
@@ -99,11 +101,11 @@ async function subjectOf(root: string, index: number) {
   });
   const applier = path.join(root, "src/queue/transition-applier.ts");
   // Progress reports travel with SUCCEEDED (the worker's fold) in this checkout.
-  const fold =
-    process.env.TI_APART !== "1" &&
-    existsSync(applier) &&
-    readFileSync(applier, "utf8").includes("before?:");
-  return { root, redis, keys, transitions, encodeNewRecord, fold };
+  const source = existsSync(applier) ? readFileSync(applier, "utf8") : "";
+  const fold = process.env.TI_APART !== "1" && source.includes("before?:");
+  // STARTED travels with SUCCEEDED too (the worker holds it) in this checkout.
+  const whole = fold && process.env.TI_HELD !== "0" && source.includes("started?:");
+  return { root, redis, keys, transitions, encodeNewRecord, fold, whole };
 }
 type Subject = Awaited<ReturnType<typeof subjectOf>>;
 
@@ -127,6 +129,24 @@ async function attempts(s: Subject, jobs: JobView[]): Promise<void> {
           reportType: job.reportType,
           createdAt: 0,
         };
+        if (s.whole) {
+          // What the worker knows from the queue's job, and one call for the attempt.
+          const held = { ...subject, idempotencyKeyDigest: job.idempotencyKeyDigest };
+          const done = await s.transitions.apply(
+            held,
+            "succeeded",
+            { ...own, at: at + 400, startedAt: at + 100, artifact },
+            {
+              started: { ...own, at: at + 100, maxAttempts: 3 },
+              before: [
+                { ...own, progress: 40, phase: "fetch-data", at: at + 200 },
+                { ...own, progress: 80, phase: "render", at: at + 300 },
+              ],
+            } as Record<string, unknown>,
+          );
+          if (!done.applied) throw new Error(`the attempt of ${job.id} was refused`);
+          continue;
+        }
         const started = await s.transitions.apply(
           subject,
           "started",

@@ -24,7 +24,9 @@ import type { GetJobTask, SubmitTask } from "../load.js";
 import { createLoadRunner, type LoadRunner } from "../load-runner.js";
 import { percentile } from "../measure.js";
 import {
+  commandStatsPerJob,
   redisClients,
+  redisCommandStats,
   redisCpuUs,
   redisScriptCalls,
   redisVersion,
@@ -429,6 +431,10 @@ async function drain(env: Env, worker: ServiceProcess, conc: number): Promise<vo
   const cpu0 = worker.cpuUs();
   const redis0 = await redisCpuUs(admin);
   const scripts0 = await redisScriptCalls(admin);
+  // BENCH_COMMANDSTATS=1: where Redis's CPU went, per command (its inner
+  // commands counted inside each script's time as well).
+  const stats0 =
+    process.env.BENCH_COMMANDSTATS === "1" ? await redisCommandStats(admin) : undefined;
   const t0 = performance.now();
   await queue.resume();
   let after = before;
@@ -447,6 +453,10 @@ async function drain(env: Env, worker: ServiceProcess, conc: number): Promise<vo
   const scripts1 = await redisScriptCalls(admin);
   const gc1 = await worker.gc();
   const key = `drain.c${conc}`;
+  if (stats0 !== undefined) {
+    const lines = commandStatsPerJob(stats0, await redisCommandStats(admin), ids.length);
+    for (const line of lines) env.progress(`    ${d.label} ${key} Redis: ${line}`);
+  }
   recordGc(env, key, gc0, gc1, ids.length);
   env.figures.record(d.id, `${key}.jobsPerSec`, ids.length / seconds);
   env.figures.record(d.id, `${key}.workerCpuUsPerJob`, (cpu1 - cpu0) / ids.length);

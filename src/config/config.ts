@@ -167,8 +167,9 @@ export interface WorkerConfig {
    * its attempt's previous write is held up to this long, joined by the
    * reports that follow meanwhile, and sent with them in one write (or with
    * the attempt's SUCCEEDED write, when the generator returns first); a
-   * report after a quieter gap is sent at once. 0: every report is sent at
-   * once (worker/processor.ts).
+   * report after a quieter gap is sent at once. The attempt's STARTED is
+   * held as long from its start, the same way. 0: STARTED is written before
+   * the generator starts, every report at once (worker/processor.ts).
    */
   progressLingerMs: number;
   /** The built-in generators' simulated work. */

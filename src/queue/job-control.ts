@@ -162,11 +162,12 @@ export function createJobControl(deps: {
     const jobId = job.id;
     // Queued afresh under the same id (not Job.retry, which would keep the
     // first run's trace context in the job's options); runAt is behind it.
-    const spec = deps.bullJob({ ...job, runAt: undefined });
     const deadline = Date.now() + retryBusyWaitMs;
     for (;;) {
       throwIfAborted(signal);
       const now = Date.now();
+      // Its data says when this run was queued: now, as the record will.
+      const spec = deps.bullJob({ ...job, runAt: undefined, requeuedAt: now });
       const done = await queueTransitions.change({
         job,
         name: "requeued",

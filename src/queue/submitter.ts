@@ -61,6 +61,15 @@ export interface ReportJobData {
   reportType: ReportType;
   filters: SubmitInput["filters"];
   deadline?: number;
+  /**
+   * The record's idempotency key digest ("" without a key) and when this run
+   * was queued (the record's requeuedAt, else createdAt): with these the
+   * worker knows all its attempt writes need without reading the record, and
+   * can hold STARTED to send it with the attempt's next write. Absent in jobs
+   * queued by an earlier version: their worker writes STARTED first.
+   */
+  idempotencyKeyDigest?: string;
+  queuedAt?: number;
 }
 
 /** Settings the submitter needs: slices of the configuration. */
@@ -446,6 +455,8 @@ export function bullJobSpec(
       reportType: job.reportType,
       filters: job.filters,
       deadline: job.deadline,
+      idempotencyKeyDigest: job.idempotencyKeyDigest ?? "",
+      queuedAt: job.requeuedAt ?? job.createdAt,
     },
     opts: {
       attempts: job.maxAttempts,

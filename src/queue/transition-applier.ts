@@ -27,6 +27,7 @@ import type { JobState, JobView } from "../domain/job.js";
 import {
   type AppliedTransitionName,
   jobTransitions,
+  type RecordUpdate,
   type Transition,
   type TransitionEvent,
   type TransitionInputs,
@@ -75,6 +76,12 @@ export interface TransitionApplier {
    * nothing with it, each its own event: a refusal refuses them all. Before
    * SUCCEEDED their record writes are left out (SUCCEEDED overwrites them).
    * The result names the last event.
+   *
+   * `options.started` (SUCCEEDED only): the attempt's STARTED, not written
+   * yet (the processor held it): written first in the same call, all or
+   * nothing with the rest; refused as STARTED alone would be (the job left
+   * the live states, or the lock is not the attempt's), and then `fenced`
+   * says which. Its log line comes with SUCCEEDED's.
    */
   apply<N extends AppliedTransitionName>(
     job: TransitionSubject,
@@ -102,6 +109,8 @@ export interface ApplyOptions {
   withRecord?: boolean;
   /** Progress reports of the same attempt applied first, in the same call (PROGRESS, SUCCEEDED). */
   before?: readonly TransitionInputs["progress"][];
+  /** The attempt's STARTED, applied first of all in the same call (SUCCEEDED). */
+  started?: TransitionInputs["started"];
 }
 
 /** One transition, ready to run: apply-transition.lua's KEYS and ARGV. */
@@ -164,6 +173,13 @@ export function createTransitionApplier(deps: {
     if (before.length > 0 && !(lean && own !== undefined && carriesReports(name, options))) {
       throw new Error(`progress reports travel only with an attempt's own lean ${name} write`);
     }
+    const started = options?.started;
+    if (
+      started !== undefined &&
+      !(lean && own !== undefined && name === "succeeded" && carriesReports(name, options))
+    ) {
+      throw new Error(`a STARTED travels only with an attempt's own lean succeeded write`);
+    }
     if (lean && name === "progress" && own !== undefined) {
       const args: (string | number)[] = [
         "progress",
@@ -207,7 +223,13 @@ export function createTransitionApplier(deps: {
     ) {
       const ttl = ttlMs[transition.ttl];
       const args: (string | number)[] = [
-        before.length > 0 ? "progress+succeeded" : "succeeded",
+        started !== undefined
+          ? before.length > 0
+            ? "started+progress+succeeded"
+            : "started+succeeded"
+          : before.length > 0
+            ? "progress+succeeded"
+            : "succeeded",
         keys.eventChannel(job.id),
         settings.eventStreamMaxLen,
         own.lockToken,
@@ -221,11 +243,20 @@ export function createTransitionApplier(deps: {
         event.result.sizeBytes,
         encodeEventJson(fields),
       ];
-      if (before.length > 0) {
+      if (started !== undefined) {
         args.push(before.length);
         pushReports(args, before, own, event.attempt);
+        // STARTED's event, then its record fields under SUCCEEDED's (which win).
+        const first = pushStarted(args, started, own, event.attempt);
+        pushRecordUpdate(args, { ...first, ...record });
+        call.started = started;
+      } else {
+        if (before.length > 0) {
+          args.push(before.length);
+          pushReports(args, before, own, event.attempt);
+        }
+        pushRecordUpdate(args, record);
       }
-      pushRecordUpdate(args, record);
       const idempotent = job.idempotencyKeyDigest !== undefined;
       const callKeys = attemptKeys(keys, job, idempotent ? 2 : 1);
       callKeys[5] = keys.finished("succeeded");
@@ -281,6 +312,13 @@ export function createTransitionApplier(deps: {
     build(job, name, input, options, false);
 
   const apply: TransitionApplier["apply"] = async (job, name, input, options) => {
+    const started = options?.started;
+    if (started !== undefined && (name !== "succeeded" || !carriesReports(name, options))) {
+      // A SUCCEEDED that apply-attempt.lua does not apply: STARTED goes first, on its own.
+      const first = await apply(job, "started", started);
+      if (!first.applied) return first;
+      return apply(job, name, input, { ...options, started: undefined });
+    }
     const before = options?.before;
     if (before !== undefined && before.length > 0 && !carriesReports(name, options)) {
       // A SUCCEEDED that apply-attempt.lua does not apply: the reports go first, on their own.
@@ -330,6 +368,8 @@ class TransitionCall<N extends AppliedTransitionName> implements PreparedTransit
   args!: (string | number)[];
   /** An HGETALL of the record follows the script on its connection (STARTED's `withRecord`). */
   followWithRecord = false;
+  /** The attempt's STARTED, carried by this SUCCEEDED call: its log line comes first. */
+  started: TransitionInputs["started"] | undefined;
 
   constructor(
     private readonly logger: Logger,
@@ -372,6 +412,18 @@ class TransitionCall<N extends AppliedTransitionName> implements PreparedTransit
     const record = reply[2] === undefined ? undefined : decodeRecord(reply[2]);
     if (record !== undefined) this.job = record;
     const job = this.job;
+    const started = this.started;
+    if (started !== undefined) {
+      const line = {
+        job_id: job.id,
+        tenant: job.tenant,
+        report_type: job.reportType,
+        state: "running",
+        attempt: started.attempt,
+        ...jobTransitions.started.logFields?.(started, job),
+      };
+      inJobTrace(job.id, () => this.logger.info(line, "job running"));
+    }
     if (transition.finishes) {
       const queuedAt = job.requeuedAt ?? job.createdAt;
       reportMetrics().jobFinished(
@@ -439,6 +491,29 @@ function pushReports(
     const { event } = jobTransitions.progress.derive(report);
     args.push(event.time, event.progress, event.phase, encodeEventJson(encodeEvent(event)));
   }
+}
+
+/**
+ * Appends the attempt's STARTED for apply-attempt.lua (its time, progress,
+ * phase and event JSON) to `args`; returns its record fields. It must be of
+ * the attempt `own` names: the call writes that attempt's token.
+ */
+function pushStarted(
+  args: (string | number)[],
+  started: TransitionInputs["started"],
+  own: { token: string; lockToken: string },
+  attempt: number,
+): RecordUpdate {
+  if (
+    started.token !== own.token ||
+    started.lockToken !== own.lockToken ||
+    started.attempt !== attempt
+  ) {
+    throw new Error("a STARTED travels only with a write of its own attempt");
+  }
+  const { event, record } = jobTransitions.started.derive(started);
+  args.push(event.time, event.progress, event.phase, encodeEventJson(encodeEvent(event)));
+  return record;
 }
 
 /** The trace id of a W3C traceparent, as append-event.lua reads it ("" when malformed or empty). */

@@ -17,15 +17,23 @@
  * works on. A report that comes within PROGRESS_LINGER_MS of the attempt's
  * previous write (its STARTED answer, or its last progress write) is held up
  * to that long, and the reports made meanwhile join it: one write for all,
- * each still its own event (`ProgressWrites`). Reports still held when the
- * generator returns travel in the SUCCEEDED write (one script call, all or
- * nothing); when the attempt ends any other way, they are sent before its
- * end is recorded (RETRYING, FAILED, CANCELLED, the release or the
- * throttle), and dropped, never written, when it lost its job or a write of
- * it failed. A refused write aborts the generator's signal with
- * `lockLostReason`, a failed one with its error (an AttemptStorageError when
- * Redis was away); the report is stored and SUCCEEDED sent only after every
- * progress write sent was answered, so nothing is published after a refusal.
+ * each still its own event (`ProgressWrites`). When the queue's job says all
+ * the attempt needs (`AttemptContext.queued`), its STARTED is held too: the
+ * generator starts at once, and STARTED goes first in the attempt's next
+ * write, or alone once the linger is over (the reports held with it follow
+ * its answer). Reports (and a STARTED) still held when the generator returns
+ * travel in the SUCCEEDED write (one script call, all or nothing: a quick
+ * job's whole attempt is one call); when the attempt ends any other way,
+ * they are sent before its end is recorded (RETRYING, FAILED, CANCELLED,
+ * the release or the throttle), and dropped, never written, when it lost its
+ * job or a write of it failed, or (a STARTED not sent, with its reports)
+ * when the worker released it: the job goes back to the queue as it was. A
+ * held STARTED refused by the job's state (CancelJob saw the job QUEUED and
+ * cancelled it) ends the attempt as skipped. A refused write aborts the
+ * generator's signal with `lockLostReason`, a failed one with its error (an
+ * AttemptStorageError when Redis was away); the report is stored and
+ * SUCCEEDED sent only after every progress write sent was answered, so
+ * nothing is published after a refusal.
  *
  * An attempt that lost its job stops as soon as it learns it (its signal
  * aborts on a lost lock; a refused write aborts it too), writes nothing more
@@ -36,13 +44,14 @@
 import { context, type Span, SpanStatusCode, trace } from "@opentelemetry/api";
 import type { Logger } from "pino";
 import type { WorkerConfig } from "../config/config.js";
-import type { JobState, JobView, ReportArtifact, ReportType } from "../domain/job.js";
+import type { JobState, JobView, JsonObject, ReportArtifact, ReportType } from "../domain/job.js";
 import { terminalStates } from "../domain/job.js";
 import {
   type AttemptWrite,
   attemptStart,
   type Position,
   type TransitionInputs,
+  type TransitionSubject,
 } from "../domain/job-transitions.js";
 import type { JobReader } from "../queue/job-reader.js";
 import { isStorageUnavailable } from "../queue/storage-errors.js";
@@ -73,10 +82,26 @@ export interface AttemptContext {
    * What the queue's job says of the job (BullMQ's job data, written by the
    * submit with the record): enough to name the STARTED write's keys, so the
    * attempt starts without reading the record first (the write returns it).
-   * Without it, the record is read first.
+   * Without it, the record is read first. With all of it (the generator's
+   * input, the idempotency key digest, when the run was queued) the attempt
+   * needs nothing of the record: its STARTED is held as progress reports are
+   * (PROGRESS_LINGER_MS) and the generator starts at once.
    */
-  queued?: { tenant: string; reportType: ReportType; deadline?: number };
+  queued?: {
+    tenant: string;
+    reportType: ReportType;
+    deadline?: number;
+    userId?: string;
+    filters?: JsonObject;
+    /** "" for a job submitted without a key. */
+    idempotencyKeyDigest?: string;
+    /** When this run was queued (the record's requeuedAt, else its createdAt), ms. */
+    queuedAt?: number;
+  };
 }
+
+/** What an attempt knows of its job: the record's, or the queue's job's, fields it needs. */
+type AttemptJob = TransitionSubject & Pick<JobView, "userId" | "filters" | "deadline">;
 
 /** Settings of the processor. */
 export interface ProcessorSettings {
@@ -228,6 +253,52 @@ export function createProcessor(deps: {
     return { job, startedAt };
   }
 
+  /**
+   * The attempt's STARTED, held (not written yet), when the queue's job says
+   * all the attempt needs (`ctx.queued`) and progress reports may be held:
+   * it goes with the attempt's next write, or on its own once the linger is
+   * over (ProgressWrites). Undefined otherwise, or when the job's deadline
+   * has passed (start() reads the record and fails it).
+   */
+  function heldStart(
+    ctx: AttemptContext,
+    own: Omit<AttemptWrite, "at"> & { lockToken: string },
+  ): { job: AttemptJob; started: TransitionInputs["started"] } | undefined {
+    const queued = ctx.queued;
+    if (
+      lingerMs <= 0 ||
+      queued === undefined ||
+      queued.userId === undefined ||
+      queued.filters === undefined ||
+      queued.idempotencyKeyDigest === undefined ||
+      queued.queuedAt === undefined
+    ) {
+      return undefined;
+    }
+    const at = Date.now();
+    if (queued.deadline !== undefined && queued.deadline <= at) return undefined;
+    return {
+      job: {
+        id: ctx.id,
+        tenant: queued.tenant,
+        reportType: queued.reportType,
+        userId: queued.userId,
+        filters: queued.filters,
+        deadline: queued.deadline,
+        createdAt: queued.queuedAt,
+        idempotencyKeyDigest:
+          queued.idempotencyKeyDigest === "" ? undefined : queued.idempotencyKeyDigest,
+      },
+      started: {
+        attempt: own.attempt,
+        token: own.token,
+        lockToken: own.lockToken,
+        at,
+        maxAttempts: ctx.maxAttempts,
+      },
+    };
+  }
+
   /** One attempt; an attempt that lost its job has removed its files when this returns. */
   async function runAttempt(
     ctx: AttemptContext,
@@ -240,9 +311,18 @@ export function createProcessor(deps: {
       token: randomText(12, "base64url"),
       lockToken: ctx.lockToken,
     };
-    const begun = await start(ctx, own);
-    if ("kind" in begun) return begun;
-    const { job, startedAt } = begun;
+    const held = heldStart(ctx, own);
+    let job: AttemptJob;
+    let startedAt: number;
+    if (held !== undefined) {
+      job = held.job;
+      startedAt = held.started.at;
+    } else {
+      const begun = await start(ctx, own);
+      if ("kind" in begun) return begun;
+      job = begun.job;
+      startedAt = begun.startedAt;
+    }
 
     const limits = new AttemptLimits(
       job,
@@ -257,7 +337,14 @@ export function createProcessor(deps: {
     // Set once the SUCCEEDED write is sent: a write that timed out may still
     // have been applied (Redis frozen, then thawed), publishing this file.
     let publishing: ReportArtifact | undefined;
-    const writes = new ProgressWrites(transitions, job, limits, lingerMs, Date.now());
+    const writes = new ProgressWrites(
+      transitions,
+      job,
+      limits,
+      lingerMs,
+      Date.now(),
+      held?.started,
+    );
     try {
       const output = await generators[job.reportType].generate(
         {
@@ -296,7 +383,8 @@ export function createProcessor(deps: {
       );
       limits.signal.throwIfAborted();
       publishing = artifact;
-      // The reports still held travel with SUCCEEDED: written with it or not at all.
+      // STARTED and the reports still held travel with SUCCEEDED: written with it or not at all.
+      const started = writes.takeStarted();
       const before = writes.take();
       const done = await ownStorage(() =>
         transitions.apply(
@@ -310,12 +398,15 @@ export function createProcessor(deps: {
             startedAt,
             artifact,
           },
-          before.length > 0 ? { before } : undefined,
+          started !== undefined || before.length > 0 ? { before, started } : undefined,
         ),
       );
       phases.end();
       if (!done.applied) {
         publishing = undefined;
+        // Its STARTED refused by the job's state: the job had left the live
+        // states before this attempt began (cancelled while queued, say).
+        if (started !== undefined && done.fenced === false) return { kind: "skipped" };
         return lose("succeeded", done);
       }
       published = true;
@@ -323,9 +414,16 @@ export function createProcessor(deps: {
     } catch (thrown) {
       // A progress write still travelling decides how the attempt ended: wait for its answer.
       await writes.close();
-      // Reports still held are written before the end, unless the attempt
-      // lost its job or a write of it failed (they would be refused or fail).
-      if (limits.failure === undefined && stopOf(thrown, limits) !== "lost") await writes.flush();
+      const stopped = limits.failure === undefined ? stopOf(thrown, limits) : undefined;
+      // Released before its STARTED was written: the job was never this
+      // attempt's in the record, and goes back to the queue as it is.
+      if (stopped === "released" && writes.dropStarted()) {
+        phases.end();
+        return { kind: "released" };
+      }
+      // STARTED and the reports still held are written before the end, unless
+      // the attempt lost its job or a write of it failed (they would be refused or fail).
+      if (limits.failure === undefined && stopped !== "lost") await writes.flush();
       // A failed write of the attempt is why it stopped, whatever the generator threw then.
       const err = limits.failure ?? thrown;
       const stop = stopOf(err, limits);
@@ -335,6 +433,8 @@ export function createProcessor(deps: {
       // while a rejection of theirs waits without a handler.
       switch (stop) {
         case "lost":
+          // Its STARTED refused by the job's state: the job had left the live states.
+          if (writes.startRefused) return { kind: "skipped" };
           return lose(writes.refusal === undefined ? "running" : "progress", writes.refusal);
         case "released": {
           const r = await transitions.apply(job, "released", { ...own, at: Date.now() });
@@ -429,7 +529,7 @@ export function createProcessor(deps: {
 
   /** A failed attempt: RETRYING with the next attempt's time, or FAILED when no attempt follows. */
   async function recordFailure(
-    job: JobView,
+    job: AttemptJob,
     place: AttemptPlace,
     err: unknown,
     limits: AttemptLimits,
@@ -471,7 +571,7 @@ export function createProcessor(deps: {
    * CANCELLED with the reason CancelJob gave. The job's files go: a job that
    * ends CANCELLED published none, and no attempt can publish once it ended.
    */
-  async function recordCancelled(job: JobView, place: AttemptPlace): Promise<AttemptOutcome> {
+  async function recordCancelled(job: AttemptJob, place: AttemptPlace): Promise<AttemptOutcome> {
     const current = await jobs.get(job.id);
     const reason = current?.cancelReason || "cancelled";
     const r = await transitions.apply(current ?? job, "cancelled", {
@@ -528,7 +628,7 @@ class AttemptLimits {
   private readonly timer: NodeJS.Timeout | undefined;
 
   constructor(
-    job: JobView,
+    job: Pick<JobView, "deadline">,
     startedAt: number,
     readonly controller: AbortController,
     readonly timeoutMs: number,
@@ -576,8 +676,13 @@ class AttemptLimits {
  * sends them before another end (`flush`).
  */
 class ProgressWrites {
-  /** The first refusal of a progress write. */
+  /** The first refusal of a progress write (or of the held STARTED). */
   refusal: TransitionResult | undefined;
+  /**
+   * The held STARTED was refused by the job's state (not fenced): the job
+   * left the live states before the attempt began (cancelled while queued).
+   */
+  startRefused = false;
   /** Reports made and not sent, in order: held, or waiting for the write in flight. */
   private queue: TransitionInputs["progress"][] = [];
   /** The write on its way, if any; it settles once its answer was handled. */
@@ -591,19 +696,26 @@ class ProgressWrites {
 
   constructor(
     private readonly transitions: TransitionApplier,
-    private readonly job: JobView,
+    private readonly job: TransitionSubject,
     private readonly limits: AttemptLimits,
     private readonly lingerMs: number,
     /** When the attempt's previous write went (first: its STARTED answer), ms. */
     private lastWriteAt: number,
-  ) {}
+    /**
+     * The attempt's STARTED, held: it goes with the next write, first (the
+     * reports made meanwhile join it), or on its own once the linger is over.
+     */
+    private started?: TransitionInputs["started"],
+  ) {
+    if (started !== undefined) this.timer = setTimeout(lingerOver, lingerMs, this);
+  }
 
   /** The generator's report: resolves once it is queued or sent (see ProgressReporter). */
   async report(input: TransitionInputs["progress"]): Promise<void> {
     this.limits.signal.throwIfAborted();
     this.queue.push(input);
-    // Joins the reports that are held or waiting.
-    if (this.queue.length > 1) return;
+    // Joins the reports that are held or waiting (or the held STARTED).
+    if (this.queue.length > 1 || this.started !== undefined) return;
     if (this.lingerMs > 0 && input.at - this.lastWriteAt < this.lingerMs) {
       this.timer = setTimeout(lingerOver, this.lingerMs, this);
       return;
@@ -617,10 +729,17 @@ class ProgressWrites {
     this.limits.signal.throwIfAborted();
   }
 
-  /** The linger is over: the held reports go now, or once the write in flight is answered. */
+  /** The linger is over: the held writes go now, or once the write in flight is answered. */
   lingered(): void {
     this.timer = undefined;
-    if (this.closed || this.queue.length === 0 || this.limits.signal.aborted) return;
+    if (this.closed || this.limits.signal.aborted) return;
+    if (this.started !== undefined) {
+      // STARTED first, alone; the reports held with it go once it is answered.
+      this.send();
+      this.due = true;
+      return;
+    }
+    if (this.queue.length === 0) return;
     if (this.inFlight === undefined) this.send();
     else this.due = true;
   }
@@ -640,16 +759,48 @@ class ProgressWrites {
     return held;
   }
 
-  /** Sends the reports not sent (after `close`) and waits for the answer. */
+  /** Takes the STARTED if it was not sent (after `close`): it travels with the caller's write. */
+  takeStarted(): TransitionInputs["started"] | undefined {
+    const started = this.started;
+    this.started = undefined;
+    return started;
+  }
+
+  /**
+   * Drops the held STARTED and reports (after `close`) when STARTED was not
+   * sent: nothing of the attempt was written. False when it was sent.
+   */
+  dropStarted(): boolean {
+    if (this.started === undefined) return false;
+    this.started = undefined;
+    this.queue = [];
+    return true;
+  }
+
+  /**
+   * Sends what was not sent (after `close`), the held STARTED first, and
+   * waits for the answers; stops at a refusal or a failure.
+   */
   async flush(): Promise<void> {
-    if (this.queue.length === 0) return;
-    this.send();
-    await this.close();
+    while (
+      (this.started !== undefined || this.queue.length > 0) &&
+      !this.limits.lost &&
+      this.limits.failure === undefined
+    ) {
+      this.send();
+      await this.close();
+    }
   }
 
   private send(): void {
     clearTimeout(this.timer);
     this.timer = undefined;
+    const started = this.started;
+    if (started !== undefined) {
+      this.started = undefined;
+      this.sendStarted(started);
+      return;
+    }
     this.due = false;
     const reports = this.queue;
     this.queue = [];
@@ -682,6 +833,33 @@ class ProgressWrites {
           this.limits.fail(storageErrorOf(err));
         },
       );
+    this.inFlight = sent;
+  }
+
+  /** Sends the held STARTED; the reports held with it go once it is answered (`due`). */
+  private sendStarted(started: TransitionInputs["started"]): void {
+    this.lastWriteAt = Date.now();
+    const sent: Promise<void> = this.transitions.apply(this.job, "started", started).then(
+      (written) => {
+        if (this.inFlight === sent) this.inFlight = undefined;
+        if (!written.applied) {
+          this.refusal ??= written;
+          if (written.fenced === false) this.startRefused = true;
+          this.limits.lose();
+        } else if (
+          this.due &&
+          this.queue.length > 0 &&
+          !this.closed &&
+          !this.limits.signal.aborted
+        ) {
+          this.send();
+        }
+      },
+      (err: unknown) => {
+        if (this.inFlight === sent) this.inFlight = undefined;
+        this.limits.fail(storageErrorOf(err));
+      },
+    );
     this.inFlight = sent;
   }
 }
@@ -766,7 +944,7 @@ const tracer = trace.getTracer("report-jobs-worker");
  * lasts from the progress report that enters it to the one that leaves it;
  * "completed" covers storing the file and recording success.
  */
-function createPhaseSpans(job: JobView, attempt: number) {
+function createPhaseSpans(job: Pick<JobView, "id" | "reportType">, attempt: number) {
   const parent = context.active();
   // An unsampled job (no exporter, or the sampler said no) records none of
   // its spans: its phases would only cost a span object each.

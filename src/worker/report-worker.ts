@@ -225,7 +225,15 @@ export function createReportWorker(deps: {
           attemptsMade: job.attemptsMade,
           maxAttempts: job.opts.attempts ?? 1,
           lockToken: token,
-          queued: { tenant: job.data.tenant, reportType: type, deadline: job.data.deadline },
+          queued: {
+            tenant: job.data.tenant,
+            reportType: type,
+            deadline: job.data.deadline,
+            userId: job.data.userId,
+            filters: job.data.filters,
+            idempotencyKeyDigest: job.data.idempotencyKeyDigest,
+            queuedAt: job.data.queuedAt,
+          },
         };
         const running =
           made === undefined

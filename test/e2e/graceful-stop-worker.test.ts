@@ -1,8 +1,16 @@
+import { Redis } from "ioredis";
 import { afterAll, describe, expect, it } from "vitest";
 import { JobEventType, JobState, ReportType } from "../../gen/reports/v1/job_pb.js";
+import { createKeys } from "../../src/queue/keys.js";
 import { reportClient } from "../helpers/clients.js";
 import { killAllServices, type ServiceProcess, spawnService } from "../helpers/processes.js";
-import { getJob, history, outlineWithPhases, type ReportClient } from "../helpers/rpc.js";
+import {
+  bullQueue,
+  getJob,
+  history,
+  outlineWithPhases,
+  type ReportClient,
+} from "../helpers/rpc.js";
 import { startTestApp, type TestApp, testEnv, testPrefix } from "../helpers/test-app.js";
 import { waitFor } from "../helpers/wait-for.js";
 
@@ -118,5 +126,54 @@ describe("SIGTERM to a worker process", () => {
     ]);
     expect(events[2]?.state).toBe(JobState.QUEUED);
     expect(events.some((e) => e.type === JobEventType.FAILED)).toBe(false);
+  });
+
+  it("releases a job whose STARTED is still held without writing anything: it stays QUEUED as it was", async () => {
+    const { api, client, env } = await setup({
+      SHUTDOWN_GRACE_MS: "200",
+      REPORT_PHASE_DELAY_MS: "3000",
+      // STARTED is held far longer than the grace period.
+      PROGRESS_LINGER_MS: "60000",
+    });
+    const bull = bullQueue(api.config.redis.prefix, api.config.redis.url);
+    try {
+      const proc = await spawnService("worker", env);
+      const { jobId } = await client.submitReport({ userId: "u1", reportType: ReportType.WEEKLY });
+      await waitFor(async () => (await bull.queue.getActiveCount()) === 1, {
+        timeoutMs: 15_000,
+        what: "the worker to fetch the job",
+      });
+      // Its generator runs; its STARTED is held: the record still says QUEUED.
+      expect((await getJob(client, jobId)).state).toBe(JobState.QUEUED);
+
+      proc.kill("SIGTERM");
+      expect(await proc.exited, proc.stderr).toEqual({ code: 0, signal: null });
+      expect(proc.logs.some((l) => String(l.msg).includes("releasing running jobs"))).toBe(true);
+      // Back in BullMQ's queue; the record and the log as they were: nothing was written.
+      expect(["waiting", "prioritized"]).toContain(await bull.queue.getJobState(jobId));
+      const released = await getJob(client, jobId);
+      expect(released.state).toBe(JobState.QUEUED);
+      expect(released.attemptsMade).toBe(0);
+      const keys = createKeys(api.config.redis.prefix);
+      const redis = new Redis(api.config.redis.url);
+      expect(await redis.xlen(keys.events(jobId))).toBe(1);
+      redis.disconnect();
+
+      await spawnService("worker", {
+        ...env,
+        REPORT_PHASE_DELAY_MS: "20",
+        PROGRESS_LINGER_MS: "10",
+      });
+      const events = await history(client, jobId, { timeoutMs: 30_000 });
+      expect(outlineWithPhases(events)).toEqual([
+        "QUEUED(0)",
+        "STARTED(1)",
+        "PROGRESS(1)",
+        "PROGRESS(1)",
+        "SUCCEEDED(1)",
+      ]);
+    } finally {
+      await bull.close();
+    }
   });
 });

@@ -1,7 +1,11 @@
 import { Code } from "@connectrpc/connect";
 import { type Job, UnrecoverableError } from "bullmq";
+import { Redis } from "ioredis";
 import { afterEach, describe, expect, it } from "vitest";
 import { JobEventType, JobState, ReportType } from "../../gen/reports/v1/job_pb.js";
+import { recordField } from "../../src/queue/job-record.js";
+import { createKeys } from "../../src/queue/keys.js";
+import type { ReportJobData } from "../../src/queue/submitter.js";
 import { type ReportGenerator, TransientReportError } from "../../src/worker/generator.js";
 import { reportClient } from "../helpers/clients.js";
 import { csvOutput, deferred, scripted } from "../helpers/generators.js";
@@ -157,6 +161,20 @@ describe("dead letters and RetryJob", () => {
     const job = await waitForState(client, jobId, JobState.SUCCEEDED);
     expect(job.attemptsMade).toBe(1);
     expect(job.maxAttempts).toBe(2);
+    // The new BullMQ job tells its worker when the re-run was queued (the
+    // STARTED log line's queued_ms, the enqueue-to-complete metric): the
+    // record's requeuedAt, not the job's first submit.
+    const redis = new Redis(t.config.redis.url);
+    try {
+      const keys = createKeys(t.config.redis.prefix);
+      const requeuedAt = Number(await redis.hget(keys.job(jobId), recordField.requeuedAt));
+      const createdAt = Number(await redis.hget(keys.job(jobId), recordField.createdAt));
+      expect(requeuedAt).toBeGreaterThan(createdAt);
+      const data = (await q.getJob(jobId))?.data as ReportJobData;
+      expect(data).toMatchObject({ queuedAt: requeuedAt, idempotencyKeyDigest: "" });
+    } finally {
+      redis.disconnect();
+    }
   });
 
   it("gives a job retried after its attempts ran out a fresh set of attempts", async () => {

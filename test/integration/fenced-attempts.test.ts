@@ -305,6 +305,9 @@ describe("an attempt that lost its job", () => {
       first = false;
       entered.resolve();
       await gate.promise;
+      // Longer than PROGRESS_LINGER_MS (10) since the attempt's last write:
+      // this report is written at once, not held for the SUCCEEDED write.
+      await new Promise((resolve) => setTimeout(resolve, 30));
       await progress(60, "render");
       return { fileName: "stale.csv", contentType: "text/csv", content: "stale\n" };
     });

@@ -7,7 +7,8 @@
  * backlog set and retention, and the same refusals. Each case runs the same
  * attempt on two copies of one job (two key prefixes), one through `apply`
  * (apply-attempt.lua) and one through `prepare` and apply-transition.lua, and
- * compares everything.
+ * compares everything. The same for an attempt's STARTED, reports and
+ * SUCCEEDED in one call (a STARTED the processor held) against one call each.
  */
 import { Redis } from "ioredis";
 import { pino } from "pino";
@@ -296,6 +297,24 @@ describe("apply-attempt.lua", () => {
         ),
       ];
       expect(together, what).toEqual(refusedLean.slice(-2));
+      if (refusedGen.length === 3) {
+        // STARTED held and sent with SUCCEEDED (with reports, or without): refused as STARTED alone.
+        const whole = [
+          await lean.transitions.apply(
+            job,
+            "succeeded",
+            { ...own, at: 2_200, startedAt: 2_000, artifact },
+            { started: { ...own, at: 2_000, maxAttempts: 3 }, before: [report(own, 2_100)] },
+          ),
+          await lean.transitions.apply(
+            job,
+            "succeeded",
+            { ...own, at: 2_200, startedAt: 2_000, artifact },
+            { started: { ...own, at: 2_000, maxAttempts: 3 } },
+          ),
+        ];
+        expect(whole, what).toEqual([refusedGen[0], refusedGen[0]]);
+      }
       expect(
         refusedLean.every((r) => !r.applied),
         what,
@@ -367,6 +386,70 @@ describe("apply-attempt.lua", () => {
       expect(x.record[recordField.state]).toBe("succeeded");
       expect(x.live).toEqual([]);
       expect(x.ttl).toEqual([60, 60, expect.any(Number)]);
+    }
+  });
+
+  it("apply an attempt's STARTED, reports and SUCCEEDED in one call as they would apply one call each", async () => {
+    for (const [maxLen, reports] of [
+      [100, 2],
+      [100, 0],
+      [3, 2],
+      [3, 0],
+    ] as const) {
+      const job = newJob();
+      const [lean, gen] = [await copyOf(job, maxLen), await copyOf(job, maxLen)];
+      const lines: Array<Record<string, unknown>> = [];
+      const logged = createTransitionApplier({
+        redis,
+        keys: lean.keys,
+        settings: { eventStreamMaxLen: maxLen, succeededMs: 60_000, failedMs: 90_000 },
+        logger: pino({ level: "info" }, { write: (l: string) => lines.push(JSON.parse(l)) }),
+      });
+      const own = { attempt: 1, token: "A", lockToken: "L" };
+      // What the processor knows from the queue's job: no record read.
+      const subject: TransitionSubject = {
+        id: job.id,
+        tenant: job.tenant,
+        reportType: job.reportType,
+        createdAt: 1_000,
+        idempotencyKeyDigest: job.idempotencyKeyDigest,
+      };
+      const started = { ...own, at: 2_000, maxAttempts: 3 };
+      const before = [report(own, 2_101), { ...report(own, 2_102), phase: 'é"\\' }].slice(
+        0,
+        reports,
+      );
+      const succeeded = { ...own, at: 4_000, startedAt: 2_000, artifact };
+      const s = await logged.apply(subject, "succeeded", succeeded, { started, before });
+      await viaGeneral(gen, subject, "started", started);
+      for (const r of before) await viaGeneral(gen, subject, "progress", r);
+      await viaGeneral(gen, subject, "succeeded", succeeded);
+      const what = `${reports} reports, stream cap ${maxLen}`;
+      const count = 2 + reports;
+      await waitFor(() => lean.messages.length === count && gen.messages.length === count);
+      const x = await snapshot(lean, job);
+      expect(x, what).toEqual(await snapshot(gen, job));
+      const all = ["started", ...before.map(() => "progress"), "succeeded"];
+      expect(
+        x.events.map((f) => decodeEvent("0-1", f).type),
+        what,
+      ).toEqual(all.slice(-Math.min(maxLen, all.length)));
+      const ids = (await redis.xrange(lean.keys.events(job.id), "-", "+")).map(([id]) => id);
+      expect(s, what).toEqual({ applied: true, eventId: ids.at(-1) });
+      expect(x.record[recordField.state]).toBe("succeeded");
+      expect(x.record[recordField.attemptToken]).toBe("A");
+      expect(x.record[recordField.startedAt]).toBe("2000");
+      expect(x.live).toEqual([]);
+      expect(x.backlog).toEqual([]);
+      expect(x.ttl).toEqual([60, 60, expect.any(Number)]);
+      // Both transitions' log lines, in order.
+      expect(
+        lines.map((l) => [l.msg, l.queued_ms ?? l.duration_ms]),
+        what,
+      ).toEqual([
+        ["job running", 1_000],
+        ["job succeeded", 2_000],
+      ]);
     }
   });
 });

@@ -82,6 +82,7 @@ describe("progress reports held together (PROGRESS_LINGER_MS)", () => {
     env: Record<string, string>,
     options: AppOptions,
     whileRunning?: (jobId: string, keys: Keys) => Promise<void>,
+    beforeRunning?: (jobId: string, keys: Keys) => Promise<void>,
   ): Promise<Run & { jobId: string; client: ReportClient }> {
     const redis = connect();
     // Cached before the first call: each transition is one EVALSHA, no NOSCRIPT and EVAL.
@@ -125,6 +126,7 @@ describe("progress reports held together (PROGRESS_LINGER_MS)", () => {
     // The watch has replayed the job's QUEUED event: everything after it comes live.
     await opened.promise;
 
+    await beforeRunning?.(jobId, keys);
     await bull.queue.resume();
     await whileRunning?.(jobId, keys);
     const events = await watching;
@@ -154,7 +156,7 @@ describe("progress reports held together (PROGRESS_LINGER_MS)", () => {
     });
   }
 
-  it("writes a drain's job (REPORT_PHASE_DELAY_MS=0) in two transition script calls: STARTED, then PROGRESS, PROGRESS and SUCCEEDED together", async () => {
+  it("writes a drain's job (REPORT_PHASE_DELAY_MS=0) in one transition script call: STARTED, PROGRESS, PROGRESS and SUCCEEDED together", async () => {
     // A linger far longer than the job: the reports are held whatever the machine's load.
     const run = await runJob({ REPORT_PHASE_DELAY_MS: "0", PROGRESS_LINGER_MS: "60000" }, {});
     expect(outlineEntries(run.entries)).toEqual([
@@ -164,7 +166,7 @@ describe("progress reports held together (PROGRESS_LINGER_MS)", () => {
       "progress 80 render",
       "succeeded 100 completed",
     ]);
-    expect(run.calls).toEqual(["started", "progress+succeeded"]);
+    expect(run.calls).toEqual(["started+progress+succeeded"]);
     // Published as before, one message per event, in order: [entry id, entry fields].
     expect(run.messages).toEqual(run.entries.slice(1));
     // A watcher open before the job ran got every event once, in order.
@@ -176,6 +178,65 @@ describe("progress reports held together (PROGRESS_LINGER_MS)", () => {
       "SUCCEEDED(1)",
     ]);
     expect(run.watchedIds).toEqual(run.entries.map(([id]) => id));
+  });
+
+  it("writes STARTED before the generator starts, and every report at once, with PROGRESS_LINGER_MS=0", async () => {
+    let stateAtStart: string | null = null;
+    let redis: Redis | undefined;
+    let keys: Keys | undefined;
+    const weekly = scripted(async (input, progress) => {
+      stateAtStart = (await redis?.hget(keys?.job(input.jobId) ?? "", "state")) ?? null;
+      await progress(40, "fetch-data");
+      await progress(80, "render");
+      return csvOutput;
+    });
+    const run = await runJob(
+      { PROGRESS_LINGER_MS: "0" },
+      { generators: { weekly } },
+      undefined,
+      async (_id, k) => {
+        redis = connect();
+        keys = k;
+      },
+    );
+    expect(stateAtStart).toBe("running");
+    expect(run.calls).toEqual(["started", "progress", "progress", "succeeded"]);
+    expect(run.messages).toEqual(run.entries.slice(1));
+    expect(run.watchedIds).toEqual(run.entries.map(([id]) => id));
+  });
+
+  it("writes STARTED first for a job queued by an earlier version (its BullMQ data without queuedAt)", async () => {
+    let stateAtStart: string | null = null;
+    let redis: Redis | undefined;
+    let keys: Keys | undefined;
+    const weekly = scripted(async (input, progress) => {
+      stateAtStart = (await redis?.hget(keys?.job(input.jobId) ?? "", "state")) ?? null;
+      await progress(40, "fetch-data");
+      return csvOutput;
+    });
+    const run = await runJob(
+      { PROGRESS_LINGER_MS: "60000" },
+      { generators: { weekly } },
+      undefined,
+      async (jobId, k) => {
+        redis = connect();
+        keys = k;
+        const bullJobKey = k.bullJobLock("weekly", jobId).slice(0, -":lock".length);
+        const data = JSON.parse((await redis.hget(bullJobKey, "data")) ?? "{}");
+        expect(data).toMatchObject({ idempotencyKeyDigest: "", queuedAt: expect.any(Number) });
+        delete data.idempotencyKeyDigest;
+        delete data.queuedAt;
+        await redis.hset(bullJobKey, "data", JSON.stringify(data));
+      },
+    );
+    expect(stateAtStart).toBe("running");
+    expect(run.calls).toEqual(["started", "progress+succeeded"]);
+    expect(outlineEntries(run.entries)).toEqual([
+      "queued 0 ",
+      "started 5 started",
+      "progress 40 fetch-data",
+      "succeeded 100 completed",
+    ]);
   });
 
   it("writes a report that comes after a gap longer than the linger at once, not with the generator's end", async () => {
@@ -256,7 +317,7 @@ describe("progress reports held together (PROGRESS_LINGER_MS)", () => {
     expect(run.watched.at(-1)).toBe("FAILED(1)");
   });
 
-  it("drops the held reports of an attempt that lost its job: they are never written", async () => {
+  it("drops the held STARTED and reports of an attempt that lost its job: they are never written", async () => {
     const entered = deferred();
     let first = true;
     const weekly = scripted(async (_input, progress, signal) => {
@@ -289,7 +350,68 @@ describe("progress reports held together (PROGRESS_LINGER_MS)", () => {
       step: "running",
       fenced: "lock",
     });
-    // The first attempt wrote its STARTED only; the re-run wrote its reports with its SUCCEEDED.
+    // The first attempt wrote nothing (its STARTED and reports were held);
+    // the re-run wrote its STARTED and reports with its SUCCEEDED.
+    expect(outlineEntries(run.entries)).toEqual([
+      "queued 0 ",
+      "started 5 started",
+      "progress 40 fetch-data",
+      "progress 80 render",
+      "succeeded 100 completed",
+    ]);
+    expect(run.calls).toEqual(["started+progress+succeeded"]);
+    expect(run.messages).toEqual(run.entries.slice(1));
+    expect(weekly.calls).toEqual([1, 1]);
+  });
+
+  it("drops the held reports of an attempt that lost its job after its STARTED went: they are never written", async () => {
+    const entered = deferred();
+    let first = true;
+    let redis: Redis | undefined;
+    let keys: Keys | undefined;
+    const weekly = scripted(async (input, progress, signal) => {
+      if (first) {
+        // STARTED goes alone once the linger is over; the reports right after
+        // it are held (up to the linger again).
+        await waitFor(
+          async () =>
+            redis !== undefined &&
+            keys !== undefined &&
+            (await redis.xlen(keys.events(input.jobId))) === 2,
+          { what: "the STARTED write" },
+        );
+      }
+      await progress(40, "fetch-data");
+      await progress(80, "render");
+      if (first) {
+        first = false;
+        entered.resolve();
+        await new Promise((resolve) => signal.addEventListener("abort", resolve, { once: true }));
+        signal.throwIfAborted();
+      }
+      return csvOutput;
+    });
+    const { logger, lines } = capturedLogger();
+    const run = await runJob(
+      { PROGRESS_LINGER_MS: "3000" },
+      { generators: { weekly }, logger },
+      async (jobId, k) => {
+        redis = connect();
+        keys = k;
+        await entered.promise;
+        await connect().del(k.bullJobLock("weekly", jobId));
+        await waitFor(
+          () => lines.some((l) => l.msg === "attempt lost its job; it changes nothing"),
+          { what: "the attempt to end as lost" },
+        );
+      },
+    );
+    expect(lines.find((l) => l.msg === "attempt lost its job; it changes nothing")).toMatchObject({
+      step: "running",
+      fenced: "lock",
+    });
+    // The first attempt wrote its STARTED only; the re-run's (it began
+    // before its linger was over) went with its reports and SUCCEEDED.
     expect(outlineEntries(run.entries)).toEqual([
       "queued 0 ",
       "started 5 started",
@@ -298,7 +420,7 @@ describe("progress reports held together (PROGRESS_LINGER_MS)", () => {
       "progress 80 render",
       "succeeded 100 completed",
     ]);
-    expect(run.calls).toEqual(["started", "started", "progress+succeeded"]);
+    expect(run.calls).toEqual(["started", "started+progress+succeeded"]);
     expect(run.messages).toEqual(run.entries.slice(1));
     expect(weekly.calls).toEqual([1, 1]);
   });

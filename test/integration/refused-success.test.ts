@@ -6,7 +6,8 @@
  * completion of the job, tried and not kept: docs/performance.md; a fold that
  * completes BullMQ's job before its checks fails them.) And the same when the
  * attempt's held progress reports travel in that SUCCEEDED write: none of
- * them is written or published.
+ * them is written or published; and when the attempt's held STARTED
+ * travels in it too (the attempt ended before its linger was over).
  */
 import path from "node:path";
 import { Redis } from "ioredis";
@@ -68,19 +69,32 @@ describe("an attempt whose SUCCEEDED write is refused", () => {
   /**
    * Starts `t` with `options`, submits a weekly job whose generator calls
    * `beforeReturn` (with the job id) before returning its report, and waits
-   * for the attempt to end as lost.
+   * for the attempt to end as lost (or, `ends` "skipped", for BullMQ to
+   * complete the job: an attempt whose held STARTED was refused by the job's
+   * state never had the job).
    */
   async function refusedAtSucceeded(
     options: AppOptions,
     beforeReturn: (app: TestApp, jobId: string) => Promise<void>,
     env: Record<string, string> = {},
-    reports: "written" | "held" = "written",
+    reports: "written" | "held" | "held with STARTED" = "written",
+    ends: "lost" | "skipped" = "lost",
   ) {
     let app!: TestApp;
     const weekly = scripted(async (input, progress) => {
-      await progress(50, "render");
       if (reports === "held") {
-        // Held with the first (the linger outlasts the job): both travel with SUCCEEDED.
+        // STARTED went alone once the linger was over; reports right after
+        // it are held (the linger outlasts the rest of the job): both travel
+        // with SUCCEEDED.
+        await waitFor(
+          async () =>
+            (await getJob(reportClient("grpc", app.url), input.jobId)).state === JobState.RUNNING,
+          { what: "the STARTED write to be applied" },
+        );
+      }
+      await progress(50, "render");
+      if (reports !== "written") {
+        // Held with the first (and with STARTED, when that is still held).
         await progress(60, "render");
       } else {
         // Written first (a report right after STARTED is held up to
@@ -98,9 +112,18 @@ describe("an attempt whose SUCCEEDED write is refused", () => {
     t = app;
     const client = reportClient("grpc", app.url);
     const { jobId } = await client.submitReport({ userId: "u1", reportType: ReportType.WEEKLY });
-    await waitFor(() => lines.some((l) => l.msg === "attempt lost its job; it changes nothing"), {
-      what: "the attempt to end as lost",
-    });
+    if (ends === "lost") {
+      await waitFor(() => lines.some((l) => l.msg === "attempt lost its job; it changes nothing"), {
+        what: "the attempt to end as lost",
+      });
+    } else {
+      const keys = createKeys(app.config.redis.prefix);
+      const bullJobKey = keys.bullJobLock("weekly", jobId).slice(0, -":lock".length);
+      const redis = connect(app);
+      await waitFor(async () => (await redis.hget(bullJobKey, "finishedOn")) !== null, {
+        what: "BullMQ to complete the skipped job",
+      });
+    }
     const lost = lines.find((l) => l.msg === "attempt lost its job; it changes nothing");
     const jobDir = path.join(
       deploymentArtifactDir(app.config.worker.artifactDir, app.config.redis.prefix),
@@ -172,7 +195,11 @@ describe("an attempt whose SUCCEEDED write is refused", () => {
      * Redis held after `arrange` and after the attempt ended, and what was
      * published on the job's channel in between.
      */
-    async function refusedWithReports(arrange: (app: TestApp, jobId: string) => Promise<void>) {
+    async function refusedWithReports(
+      arrange: (app: TestApp, jobId: string) => Promise<void>,
+      reports: "held" | "held with STARTED" = "held",
+      ends: "lost" | "skipped" = "lost",
+    ) {
       const redis = (app: TestApp) => connect(app);
       let seen: { before: unknown; messages: string[]; channel: string; sub: Redis } | undefined;
       const snapshot = async (r: Redis, app: TestApp, jobId: string) => {
@@ -203,8 +230,11 @@ describe("an attempt whose SUCCEEDED write is refused", () => {
           await sub.ssubscribe(channel);
           seen = { before: await snapshot(redis(app), app, jobId), messages, channel, sub };
         },
-        { PROGRESS_LINGER_MS: "60000" },
-        "held",
+        // Held with STARTED: the linger outlasts the job. Held after it: STARTED
+        // goes at 2 s, the reports right after it are held up to 2 s more.
+        { PROGRESS_LINGER_MS: reports === "held" ? "2000" : "60000" },
+        reports,
+        ends,
       );
       if (seen === undefined) throw new Error("the generator never returned");
       const r = redis(app);
@@ -249,6 +279,51 @@ describe("an attempt whose SUCCEEDED write is refused", () => {
         what: "the job to show its end",
       });
       expect(JobState[job.state]).toBe("CANCELLED");
+    });
+
+    it("with its held STARTED too: changes nothing and publishes nothing when the lock was taken", async () => {
+      const { before, after, published, lost, jobDir } = await refusedWithReports(
+        async (app, jobId) => {
+          const keys = createKeys(app.config.redis.prefix);
+          await connect(app).set(keys.bullJobLock("weekly", jobId), "fetch-B", "PX", 60_000);
+        },
+        "held with STARTED",
+      );
+      // The record never left QUEUED: the attempt's STARTED was in the refused call.
+      expect(lost).toMatchObject({ step: "succeeded", fenced: "lock", state: "queued" });
+      expect(after).toEqual(before);
+      expect(published).toEqual(["sentinel"]);
+      const types = (before as { entries: Array<[string, string[]]> }).entries.map(
+        ([id, f]) => decodeEvent(id, f).type,
+      );
+      expect(types).toEqual(["queued"]);
+      expect(await filesUnder(jobDir)).toEqual([]);
+    });
+
+    it("with its held STARTED too: a job cancelled while it ran unseen stays CANCELLED, its attempt is skipped", async () => {
+      const { before, after, published, jobDir, app, jobId } = await refusedWithReports(
+        // CancelJob sees a QUEUED job (its STARTED is held): CANCELLED at once,
+        // BullMQ's job left to the worker that holds it.
+        async (app, jobId) => {
+          const cancelled = await reportClient("grpc", app.url).cancelJob({
+            jobId,
+            reason: "not needed",
+          });
+          expect(JobState[cancelled.job?.state ?? JobState.UNSPECIFIED]).toBe("CANCELLED");
+        },
+        "held with STARTED",
+        "skipped",
+      );
+      expect(after).toEqual(before);
+      expect(published).toEqual(["sentinel"]);
+      const types = (before as { entries: Array<[string, string[]]> }).entries.map(
+        ([id, f]) => decodeEvent(id, f).type,
+      );
+      expect(types).toEqual(["queued", "cancelled"]);
+      expect(await filesUnder(jobDir)).toEqual([]);
+      const job = await getJob(reportClient("grpc", app.url), jobId);
+      expect(JobState[job.state]).toBe("CANCELLED");
+      expect(job.failureReason).toBe("not needed");
     });
   });
 });

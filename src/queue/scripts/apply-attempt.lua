@@ -34,6 +34,14 @@
     writes (progress, phase, live index, backlog set) are left out, as
     succeeded overwrites or undoes each of them. Applied as progress then
     succeeded would be, with the checks done once.
+  - started+succeeded, started+progress+succeeded: the whole of an attempt
+    that ended before its STARTED was sent (a processor holds STARTED as it
+    holds progress reports): started's checks (the attempt's token is not
+    checked: this call writes it), then what progress+succeeded does, with
+    the STARTED event appended and published first; STARTED's record writes
+    come merged into the record pairs (the caller's), and its live-index and
+    backlog-set writes are left out (succeeded undoes both). Applied as
+    started, progress and succeeded one by one would be.
   Each appends its event (event-codec.ts encodeEvent's fields and order, the
   trace id of the record's traceparent last) and publishes it; the stream is
   capped once per call, after its last event.
@@ -73,6 +81,12 @@
     KEYS and ARGV[2 .. 13] as for succeeded, ARGV[14] n (1 or more), the
     progress reports before it, ARGV[15 .. 14 + 4n] those reports, in
     order, ARGV[15 + 4n ..] record field/value pairs
+  started+succeeded, started+progress+succeeded:
+    KEYS and ARGV[2 .. 13] as for succeeded (ARGV[5] is the token the record
+    pairs write), ARGV[14] n (0 or more), ARGV[15 .. 14 + 4n] the progress
+    reports, ARGV[15 + 4n] STARTED's time (ms), ARGV[16 + 4n] its progress,
+    ARGV[17 + 4n] its phase, ARGV[18 + 4n] its event's JSON, ARGV[19 + 4n ..]
+    record field/value pairs (STARTED's and SUCCEEDED's, merged)
   A report: its time (ms), progress (0-100), phase, and its event's JSON.
   The event's JSON: its field/value pairs as JSON list text without its
   brackets (event-codec.ts encodeEventJson), the pairs this script appends.
@@ -88,6 +102,8 @@
 --- @include "includes/append-event"
 
 local kind = ARGV[1]
+-- The attempt's STARTED travels in this call (written before the succeeded part).
+local withStart = kind == 'started+succeeded' or kind == 'started+progress+succeeded'
 -- Only the fields the transition's checks need (each costs a scan of the record).
 local rec
 if kind == 'started' then
@@ -100,7 +116,7 @@ else
 end
 local state = rec[1]
 if not state then return {0, ''} end
-if kind == 'started' then
+if kind == 'started' or withStart then
   if state ~= 'queued' and state ~= 'running' and state ~= 'retrying' then return {0, state} end
 elseif state ~= 'running' then
   return {0, state}
@@ -108,7 +124,7 @@ end
 -- The lock first: an attempt whose lock expired is refused even while the
 -- record still holds its token (no other attempt has started yet).
 if redis.call('GET', KEYS[3]) ~= ARGV[4] then return {-2, state} end
-if kind ~= 'started' and rec[3] ~= ARGV[5] then return {-1, state} end
+if kind ~= 'started' and not withStart and rec[3] ~= ARGV[5] then return {-1, state} end
 local traceId = traceIdOf(rec[2])
 
 if kind == 'started' then
@@ -138,25 +154,32 @@ if kind == 'progress' then
   return {1, id}
 end
 
-local reports = kind == 'progress+succeeded' and tonumber(ARGV[14]) or 0
-if kind ~= 'succeeded' and reports == 0 then
+local reports = (kind == 'progress+succeeded' or withStart) and tonumber(ARGV[14]) or 0
+if kind ~= 'succeeded' and not withStart and reports == 0 then
   return redis.error_reply('ERR unknown transition ' .. kind)
 end
 if not KEYS[7] and rec[4] then
   return redis.error_reply('ERR the job has an idempotency record: pass it as KEYS[7]')
 end
 local jobId, time, ttl = ARGV[6], ARGV[7], tonumber(ARGV[9])
--- The record's pairs follow the reports (progress+succeeded) or the event's JSON.
-local recordAt = reports > 0 and 15 + 4 * reports or 14
+-- The record's pairs follow STARTED's values (started+...), the reports
+-- (progress+succeeded) or the event's JSON.
+local recordAt = withStart and 19 + 4 * reports or reports > 0 and 15 + 4 * reports or 14
 redis.call('HSET', KEYS[1], unpack(ARGV, recordAt))
 redis.call('ZADD', KEYS[6], time, jobId)
 redis.call('ZREM', KEYS[4], jobId)
 redis.call('SREM', KEYS[5], jobId)
+if withStart then
+  local s = 15 + 4 * reports
+  local ev = {EVENT.type, 'started', EVENT.state, 'running', EVENT.progress, ARGV[s + 1],
+    EVENT.phase, ARGV[s + 2], EVENT.attempt, ARGV[8], EVENT.time, ARGV[s]}
+  appendEvent(KEYS[2], ARGV[2], nil, ev, 1, 12, ARGV[s + 3], traceId)
+end
 if reports > 0 then
   -- Their events only: SUCCEEDED overwrites or undoes each of their record writes.
   local ev = {EVENT.type, 'progress', EVENT.state, 'running', EVENT.progress, '',
     EVENT.phase, '', EVENT.attempt, ARGV[8], EVENT.time, ''}
-  for i = 15, recordAt - 4, 4 do
+  for i = 15, 11 + 4 * reports, 4 do
     ev[6], ev[8], ev[12] = ARGV[i + 1], ARGV[i + 2], ARGV[i]
     appendEvent(KEYS[2], ARGV[2], nil, ev, 1, 12, ARGV[i + 3], traceId)
   end
