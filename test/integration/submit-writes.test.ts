@@ -22,12 +22,16 @@ import { jobTransitions } from "../../src/domain/job-transitions.js";
 import { encodeEvent, eventField } from "../../src/events/event-codec.js";
 import { encodeNewRecord, recordField } from "../../src/queue/job-record.js";
 import { createKeys, type Keys, queueNameFor } from "../../src/queue/keys.js";
-import { createSubmitter, digest } from "../../src/queue/submitter.js";
+import { bullJobSpec, createSubmitter, digest } from "../../src/queue/submitter.js";
 import { traceIdOf } from "../../src/telemetry/trace-context.js";
 import { testPrefix } from "../helpers/test-app.js";
 import { waitFor } from "../helpers/wait-for.js";
 
 const idempotencyTtlMs = 60_000;
+const settings = {
+  worker: { retryBackoffMs: 1000 },
+  retention: { succeededMs: 60_000, failedMs: 60_000 },
+};
 
 describe("createSubmitter(): an accepted submit's writes", () => {
   let redis: Redis;
@@ -166,13 +170,7 @@ describe("createSubmitter(): an accepted submit's writes", () => {
       expect(await redis.ttl(idem)).toBe(-1);
     }
     const bull = await byType[input.reportType].getJob(job.id);
-    expect(bull?.data).toEqual({
-      tenant: input.tenant,
-      userId: input.userId,
-      reportType: input.reportType,
-      filters: input.filters,
-      deadline: input.deadline,
-    });
+    expect(bull?.data).toEqual(bullJobSpec(job, settings).data);
   }
 
   it("writes the record, event, indexes and idempotency record of a keyed submit", async () => {
