@@ -28,7 +28,7 @@ import type {
   SubmitOutcome,
 } from "../domain/job.js";
 import { jobTransitions } from "../domain/job-transitions.js";
-import { encodeEvent } from "../events/event-codec.js";
+import { encodeEvent, encodeEventJson } from "../events/event-codec.js";
 import {
   attrDeduplicated,
   attrJobId,
@@ -127,6 +127,15 @@ function composedFor(addScript: string): LuaScript {
   return script;
 }
 
+/**
+ * The trace id of a traceparent as submit.lua's QUEUED event carries it
+ * (append-event.lua traceIdOf's pattern: the hex digits between the first
+ * two dashes, after two hex digits), or "" for none.
+ */
+function scriptTraceIdOf(traceparent: string): string {
+  return /^[0-9a-fA-F]{2}-([0-9a-fA-F]+)-/.exec(traceparent)?.[1] ?? "";
+}
+
 /** The custom BullMQ backoff type the worker implements. */
 export const retryBackoffType = "report-retry";
 
@@ -154,10 +163,11 @@ export function createSubmitter(deps: {
   const backlogKeys = (queues: Record<ReportType, Queue>, shard: Keys) => {
     let found = backlogKeysOf.get(shard.bullPrefix);
     if (found === undefined) {
-      found = Object.values(queues).flatMap((queue) => {
-        const q = queue.keys;
-        return [q.wait, q.prioritized, q.delayed, q.paused] as string[]; // order matters: see the script
-      });
+      // Grouped by kind, sorted sets first: see the script.
+      const all = Object.values(queues).map((queue) => queue.keys);
+      found = (["prioritized", "delayed", "wait", "paused"] as const).flatMap((kind) =>
+        all.map((q) => q[kind] as string),
+      );
       backlogKeysOf.set(shard.bullPrefix, found);
     }
     return found;
@@ -181,7 +191,7 @@ export function createSubmitter(deps: {
   async function runThenWaitReplicas(
     script: LuaScript,
     scriptKeys: string[],
-    scriptArgs: (string | Buffer)[],
+    scriptArgs: (string | Buffer | number)[],
   ): Promise<unknown> {
     const follow: FollowingCommand[] = [["WAIT", waitReplicas, waitReplicasMs]];
     if (waitAof > 0) follow.push(["WAITAOF", waitAof, 0, waitAofTimeoutMs]);
@@ -220,7 +230,7 @@ export function createSubmitter(deps: {
   async function runThenWaitAof(
     script: LuaScript,
     scriptKeys: string[],
-    scriptArgs: (string | Buffer)[],
+    scriptArgs: (string | Buffer | number)[],
   ): Promise<unknown> {
     const waited = () =>
       redis.call("WAITAOF", String(waitAof), "0", String(waitAofTimeoutMs)) as Promise<number[]>;
@@ -330,27 +340,27 @@ export function createSubmitter(deps: {
     const shardBacklogKeys = backlogKeys(queues, shard);
     const idemKey =
       keyDigest !== undefined ? keys.idempotency(input.tenant, keyDigest) : keys.job(id);
-    const params = {
-      idem: keyDigest !== undefined,
-      fp: fingerprint,
-      idemUntil: now + settings.retention.idempotencyTtlMs,
-      maxBacklog: share(settings.limits.maxBacklog),
-      tenantMaxBacklog: share(settings.limits.tenantMaxBacklog),
-      maxLen: settings.retention.eventStreamMaxLen,
-      channel: keys.eventChannel(id),
-      jobPrefix: keys.jobPrefix,
-      backlogKeys: shardBacklogKeys.length,
-      rate:
-        shardCount === 1
-          ? settings.limits.tenantSubmitRate
-          : settings.limits.tenantSubmitRate / shardCount,
-      burst: share(settings.limits.tenantSubmitBurst),
-      tenant: input.tenant,
-      jobId: id,
-      score: String(now),
-      rec: encodeNewRecord(view, fingerprint),
-      ev: encodeEvent(jobTransitions.submitted.derive({ at: now }).event),
-    };
+    const record = encodeNewRecord(view, fingerprint);
+    const event = encodeEvent(jobTransitions.submitted.derive({ at: now }).event);
+    // Positional, in submit.lua's order: each a Lua string, none decoded from JSON.
+    const params: (string | number)[] = [
+      id,
+      fingerprint,
+      now + settings.retention.idempotencyTtlMs,
+      share(settings.limits.maxBacklog),
+      share(settings.limits.tenantMaxBacklog),
+      keys.eventChannel(id),
+      keys.jobPrefix,
+      shardBacklogKeys.length,
+      shardCount === 1
+        ? settings.limits.tenantSubmitRate
+        : settings.limits.tenantSubmitRate / shardCount,
+      share(settings.limits.tenantSubmitBurst),
+      input.tenant,
+      now,
+      scriptTraceIdOf(t.traceparent),
+      encodeEventJson(event),
+    ];
     const scriptKeys = [
       idemKey,
       keys.job(id),
@@ -364,7 +374,11 @@ export function createSubmitter(deps: {
       ...add.keys,
       keys.live,
     ];
-    const scriptArgs = [JSON.stringify(params), ...add.args];
+    const scriptArgs: (string | number | Buffer)[] = params;
+    // The record's first 14 pairs are named by the script: their values, then the optional pairs.
+    scriptArgs.push(...add.args, record.length - 28);
+    for (let i = 1; i < 28; i += 2) scriptArgs.push(record[i] as string);
+    for (let i = 28; i < record.length; i++) scriptArgs.push(record[i] as string);
     throwIfAborted(signal);
     const reply =
       // On a cluster a command sent apart goes to any node: WAITAOF rides the pipeline too.
