@@ -792,75 +792,57 @@ class ProgressWrites {
     }
   }
 
+  /**
+   * Sends the held STARTED alone (the reports held with it go once it is
+   * answered: `due`), or else the queued reports in one write.
+   */
   private send(): void {
     clearTimeout(this.timer);
     this.timer = undefined;
+    this.lastWriteAt = Date.now();
     const started = this.started;
+    let write: Promise<TransitionResult>;
     if (started !== undefined) {
       this.started = undefined;
-      this.sendStarted(started);
-      return;
-    }
-    this.due = false;
-    const reports = this.queue;
-    this.queue = [];
-    const last = reports.length - 1;
-    this.lastWriteAt = Date.now();
-    const sent: Promise<void> = this.transitions
-      .apply(
+      write = this.transitions.apply(this.job, "started", started);
+    } else {
+      this.due = false;
+      const reports = this.queue;
+      this.queue = [];
+      const last = reports.length - 1;
+      write = this.transitions.apply(
         this.job,
         "progress",
         reports[last] as TransitionInputs["progress"],
         last > 0 ? { before: reports.slice(0, last) } : undefined,
-      )
-      .then(
-        (written) => {
-          if (this.inFlight === sent) this.inFlight = undefined;
-          if (!written.applied) {
-            this.refusal ??= written;
-            this.limits.lose();
-          } else if (
-            this.due &&
-            this.queue.length > 0 &&
-            !this.closed &&
-            !this.limits.signal.aborted
-          ) {
-            this.send();
-          }
-        },
-        (err: unknown) => {
-          if (this.inFlight === sent) this.inFlight = undefined;
-          this.limits.fail(storageErrorOf(err));
-        },
       );
+    }
+    const sent: Promise<void> = write.then(
+      (written) => this.answered(sent, written, started !== undefined),
+      (err: unknown) => this.failed(sent, err),
+    );
     this.inFlight = sent;
   }
 
-  /** Sends the held STARTED; the reports held with it go once it is answered (`due`). */
-  private sendStarted(started: TransitionInputs["started"]): void {
-    this.lastWriteAt = Date.now();
-    const sent: Promise<void> = this.transitions.apply(this.job, "started", started).then(
-      (written) => {
-        if (this.inFlight === sent) this.inFlight = undefined;
-        if (!written.applied) {
-          this.refusal ??= written;
-          if (written.fenced === false) this.startRefused = true;
-          this.limits.lose();
-        } else if (
-          this.due &&
-          this.queue.length > 0 &&
-          !this.closed &&
-          !this.limits.signal.aborted
-        ) {
-          this.send();
-        }
-      },
-      (err: unknown) => {
-        if (this.inFlight === sent) this.inFlight = undefined;
-        this.limits.fail(storageErrorOf(err));
-      },
-    );
-    this.inFlight = sent;
+  /**
+   * A write's answer: a refusal aborts the attempt (a STARTED refused by the
+   * job's state marks it skipped); else what became due meanwhile goes.
+   */
+  private answered(sent: Promise<void>, written: TransitionResult, started: boolean): void {
+    if (this.inFlight === sent) this.inFlight = undefined;
+    if (!written.applied) {
+      this.refusal ??= written;
+      if (started && written.fenced === false) this.startRefused = true;
+      this.limits.lose();
+    } else if (this.due && this.queue.length > 0 && !this.closed && !this.limits.signal.aborted) {
+      this.send();
+    }
+  }
+
+  /** A write that failed: the attempt aborts with its error (storage errors marked). */
+  private failed(sent: Promise<void>, err: unknown): void {
+    if (this.inFlight === sent) this.inFlight = undefined;
+    this.limits.fail(storageErrorOf(err));
   }
 }
 
