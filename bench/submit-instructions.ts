@@ -19,10 +19,8 @@
  * (default 25) costliest functions, per submit. The dumps stay in the
  * printed folder. Needs valgrind and callgrind_control on the PATH.
  */
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdtempSync, readdirSync, readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { propagation, trace } from "@opentelemetry/api";
@@ -31,7 +29,8 @@ import { BasicTracerProvider } from "@opentelemetry/sdk-trace-base";
 import { Queue } from "bullmq";
 import { Redis } from "ioredis";
 import { pino } from "pino";
-import { freePort } from "../src/queue/private-redis.js";
+import { instructionsOf, startCallgrindRedis } from "./callgrind-redis.js";
+
 import { benchFilters } from "./load.js";
 
 const argv = process.argv.slice(2);
@@ -49,50 +48,9 @@ const inFlight = 10;
 trace.setGlobalTracerProvider(new BasicTracerProvider());
 propagation.setGlobalPropagator(new W3CTraceContextPropagator());
 
-const dumps = mkdtempSync(path.join(tmpdir(), "submit-instructions-"));
-const port = await freePort();
-const server = spawn(
-  "valgrind",
-  [
-    "--tool=callgrind",
-    `--callgrind-out-file=${dumps}/callgrind.out`,
-    "redis-server",
-    "--port",
-    String(port),
-    "--save",
-    "",
-    "--appendonly",
-    "no",
-    "--bind",
-    "127.0.0.1",
-  ],
-  { stdio: "ignore" },
-);
-const url = `redis://127.0.0.1:${port}`;
-// Refused until redis-server listens (slowly, under valgrind): retried.
-const admin = new Redis(url, {
-  maxRetriesPerRequest: null,
-  retryStrategy: (n) => (n > 400 ? null : 100),
-});
-admin.on("error", () => undefined);
-await admin.ping();
+const grind = await startCallgrindRedis("submit-instructions");
+const { url, dumps } = grind;
 const logger = pino({ level: "silent" });
-
-function callgrind(flag: "-z" | "-d"): void {
-  execFileSync("callgrind_control", [flag, String(server.pid)], { stdio: "ignore" });
-}
-
-/** The newest dump's path. */
-function lastDump(): string {
-  const files = readdirSync(dumps)
-    .filter((f) => /\.out\.\d+$/.test(f))
-    .sort((a, b) => Number(a.split(".").pop()) - Number(b.split(".").pop()));
-  return path.join(dumps, files[files.length - 1] ?? "");
-}
-
-function instructionsOf(dump: string): number {
-  return Number(/^(?:summary|totals):\s+(\d+)/m.exec(readFileSync(dump, "utf8"))?.[1]);
-}
 
 interface Subject {
   name: string;
@@ -212,10 +170,9 @@ try {
   for (const s of subjects) await submits(s, `warm-${s.name}`);
   for (let r = 0; r < rounds; r++) {
     for (const s of r % 2 === 0 ? subjects : [...subjects].reverse()) {
-      callgrind("-z");
+      grind.zero();
       await submits(s, `r${r}-${s.name}`);
-      callgrind("-d");
-      s.dump = lastDump();
+      s.dump = grind.dump();
       s.counts.push(instructionsOf(s.dump) / perRound);
     }
   }
@@ -233,7 +190,6 @@ try {
   console.log(`\n  dumps: ${dumps}`);
 } finally {
   for (const s of subjects) s.close();
-  admin.disconnect();
-  server.kill();
+  grind.stop();
   process.exit(0);
 }

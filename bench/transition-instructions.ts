@@ -1,35 +1,9 @@
-/**
- * The instructions Redis executes per job for an attempt's four transitions
- * (STARTED with the record back, two PROGRESS, SUCCEEDED, through the
- * applier as the worker runs them, 10 jobs in flight), counted by valgrind's
- * callgrind in a private redis-server: unlike CPU time on a shared machine,
- * the count hardly moves between runs (about 1 %), so two versions of the
- * scripts or the applier compare in one run of a minute. User-space only:
- * the kernel's socket work is not in it.
- *
- *   npx tsx bench/transition-instructions.ts [root ...]
- *
- * Each `root` (default: this checkout) is a checkout whose src/ is measured
- * (an export of another commit with node_modules linked); their rounds take
- * turns. A checkout whose applier takes progress reports with SUCCEEDED
- * (`ApplyOptions.before`) runs a drain's attempt as its worker does with the
- * reports held (PROGRESS_LINGER_MS): STARTED, then SUCCEEDED with both
- * progress reports in it, two calls; the others four calls (all of them
- * with TI_APART=1). A checkout whose applier also takes the attempt's
- * STARTED with SUCCEEDED (`ApplyOptions.started`: the worker holds STARTED
- * too) runs the whole attempt in one call (two as above with TI_HELD=0).
- * Needs valgrind and callgrind_control on the PATH. The dump of the
- * last round of each root stays in the printed folder, for
- * `callgrind_annotate --inclusive=yes --tree=calling`.
- */
-import { execFileSync, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
-import { Redis } from "ioredis";
 import { pino } from "pino";
 import type { JobView } from "../src/domain/job.js";
-import { freePort } from "../src/queue/private-redis.js";
+import { instructionsOf, startCallgrindRedis } from "./callgrind-redis.js";
+
 import { seedQueuedJob, transitionModulesOf } from "./checkout-modules.js";
 
 const roots = (
@@ -44,47 +18,9 @@ const artifact = {
   sizeBytes: 208,
 };
 
-const dumps = mkdtempSync(path.join(tmpdir(), "transition-instructions-"));
-const port = await freePort();
-const server = spawn(
-  "valgrind",
-  [
-    "--tool=callgrind",
-    `--callgrind-out-file=${dumps}/callgrind.out`,
-    "redis-server",
-    "--port",
-    String(port),
-    "--save",
-    "",
-    "--appendonly",
-    "no",
-    "--bind",
-    "127.0.0.1",
-  ],
-  { stdio: "ignore" },
-);
-const url = `redis://127.0.0.1:${port}`;
-// Refused until redis-server listens (slowly, under valgrind): retried.
-const admin = new Redis(url, {
-  maxRetriesPerRequest: null,
-  retryStrategy: (n) => (n > 400 ? null : 100),
-});
-admin.on("error", () => undefined);
-await admin.ping();
+const grind = await startCallgrindRedis("transition-instructions");
+const { url, admin, dumps } = grind;
 const logger = pino({ level: "silent" });
-
-function callgrind(flag: "-z" | "-d"): void {
-  execFileSync("callgrind_control", [flag, String(server.pid)], { stdio: "ignore" });
-}
-
-/** The instruction count of the newest dump. */
-function lastDumpInstructions(): number {
-  const files = readdirSync(dumps)
-    .filter((f) => /\.out\.\d+$/.test(f))
-    .sort((a, b) => Number(a.split(".").pop()) - Number(b.split(".").pop()));
-  const text = readFileSync(path.join(dumps, files[files.length - 1] ?? ""), "utf8");
-  return Number(/^(?:summary|totals):\s+(\d+)/m.exec(text)?.[1]);
-}
 
 /** One checkout under test: its applier on its own connection, its own key prefix. */
 async function subjectOf(root: string, index: number) {
@@ -183,10 +119,9 @@ try {
   for (let r = 0; r < rounds; r++) {
     for (const s of r % 2 === 0 ? subjects : [...subjects].reverse()) {
       const jobs = await queuedJobs(s, `r${r}`);
-      callgrind("-z");
+      grind.zero();
       await attempts(s, jobs);
-      callgrind("-d");
-      counts.get(s)?.push(lastDumpInstructions() / jobsPerRound);
+      counts.get(s)?.push(instructionsOf(grind.dump()) / jobsPerRound);
     }
   }
   console.log(
@@ -194,7 +129,7 @@ try {
   );
   for (const s of subjects) {
     console.log(
-      `  ${s.root}${s.fold ? " (progress with SUCCEEDED)" : ""}: ${counts
+      `  ${s.root}${s.whole ? " (STARTED and progress with SUCCEEDED)" : s.fold ? " (progress with SUCCEEDED)" : ""}: ${counts
         .get(s)
         ?.map((x) => Math.round(x))
         .join(" ")}`,
@@ -203,6 +138,5 @@ try {
   console.log(`  dumps: ${dumps}`);
 } finally {
   for (const s of subjects) s.redis.disconnect();
-  admin.disconnect();
-  server.kill();
+  grind.stop();
 }
