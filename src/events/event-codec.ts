@@ -139,3 +139,13 @@ export function compareStreamIds(a: string, b: string): number {
   if (pa[1] !== pb[1]) return pa[1] < pb[1] ? -1 : 1;
   return 0;
 }
+
+/**
+ * The trace id of a W3C traceparent as the scripts read it (append-event.lua's
+ * `traceIdOf`: the hex digits between the first two dashes, after two hex
+ * digits), "" when malformed or empty: what a caller passes for the event's
+ * trace id field when it writes the traceparent in the same call.
+ */
+export function scriptTraceIdOf(traceparent: string): string {
+  return /^[0-9a-fA-F]{2}-([0-9a-fA-F]+)-/.exec(traceparent)?.[1] ?? "";
+}

@@ -28,7 +28,7 @@ import type {
   SubmitOutcome,
 } from "../domain/job.js";
 import { jobTransitions } from "../domain/job-transitions.js";
-import { encodeEvent, encodeEventJson } from "../events/event-codec.js";
+import { encodeEvent, encodeEventJson, scriptTraceIdOf } from "../events/event-codec.js";
 import {
   attrDeduplicated,
   attrJobId,
@@ -125,15 +125,6 @@ function composedFor(addScript: string): LuaScript {
     composed.set(addScript, script);
   }
   return script;
-}
-
-/**
- * The trace id of a traceparent as submit.lua's QUEUED event carries it
- * (append-event.lua traceIdOf's pattern: the hex digits between the first
- * two dashes, after two hex digits), or "" for none.
- */
-function scriptTraceIdOf(traceparent: string): string {
-  return /^[0-9a-fA-F]{2}-([0-9a-fA-F]+)-/.exec(traceparent)?.[1] ?? "";
 }
 
 /** The custom BullMQ backoff type the worker implements. */

@@ -34,7 +34,7 @@ import {
   type TransitionSubject,
   type TtlPolicy,
 } from "../domain/job-transitions.js";
-import { encodeEvent, encodeEventJson } from "../events/event-codec.js";
+import { encodeEvent, encodeEventJson, scriptTraceIdOf } from "../events/event-codec.js";
 import { inJobTrace } from "../telemetry/job-traces.js";
 import { type JobOutcome, reportMetrics } from "../telemetry/metrics.js";
 import type { RedisClient } from "./connections.js";
@@ -299,7 +299,7 @@ export function createTransitionApplier(deps: {
           options?.withRecord === true ? "1" : "",
           // The script reads the record's traceparent anyway (with its
           // checks), unless this transition writes a new one.
-          record.traceparent === undefined ? "*" : traceIdOf(record.traceparent),
+          record.traceparent === undefined ? "*" : scriptTraceIdOf(record.traceparent),
           encodeEventJson(fields),
         ],
         updates,
@@ -514,11 +514,6 @@ function pushStarted(
   const { event, record } = jobTransitions.started.derive(started);
   args.push(event.time, event.progress, event.phase, encodeEventJson(encodeEvent(event)));
   return record;
-}
-
-/** The trace id of a W3C traceparent, as append-event.lua reads it ("" when malformed or empty). */
-function traceIdOf(traceparent: string): string {
-  return /^[0-9a-fA-F]{2}-([0-9a-fA-F]+)-/.exec(traceparent)?.[1] ?? "";
 }
 
 /** The tokens a write of an attempt carries (AttemptWrite.token and .lockToken). */
