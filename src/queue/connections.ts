@@ -118,6 +118,7 @@ export function createRedisConnection(
           connectionName: `${name}:${purpose}`,
         });
   wrapSend(redis, purpose === "command" ? timeoutMs : undefined);
+  if (!redis.isCluster) holdSubscribesUntilReady(redis as Redis);
   let lastLog = 0;
   redis.on("error", (err: unknown) => {
     const now = Date.now();
@@ -220,6 +221,40 @@ function wrapSend(redis: RedisClient, timeoutMs: number | undefined): void {
       else startDeadline(command, timeoutMs);
     }
     return send(command, ...rest);
+  };
+}
+
+/** Commands that put a connection in subscriber mode. */
+const entersSubscriberMode = new Set(["subscribe", "psubscribe", "ssubscribe"]);
+
+/**
+ * Holds a SUBSCRIBE, PSUBSCRIBE or SSUBSCRIBE sent while the connection is
+ * connected but not yet ready, until it is. ioredis 5.11.1 writes these at
+ * once in that state (Redis allows them while loading), and the reply puts
+ * the connection in subscriber mode before its ready check's INFO is sent:
+ * ioredis then refuses its own INFO ("Connection in subscriber mode"),
+ * drops the connection and reconnects, and what was published to the
+ * channel in between is lost. A worker subscribing to its control channels
+ * as it starts did exactly that.
+ */
+function holdSubscribesUntilReady(redis: Redis): void {
+  const send = redis.sendCommand.bind(redis) as (c: Command, ...r: unknown[]) => unknown;
+  (redis as { sendCommand: unknown }).sendCommand = (command: Command, ...rest: unknown[]) => {
+    if (redis.status !== "connect" || !entersSubscriberMode.has(command.name.toLowerCase())) {
+      return send(command, ...rest);
+    }
+    const onReady = () => {
+      redis.off("end", onEnd);
+      send(command, ...rest);
+    };
+    // Closed for good before it was ready: sent now, ioredis rejects it.
+    const onEnd = () => {
+      redis.off("ready", onReady);
+      send(command, ...rest);
+    };
+    redis.once("ready", onReady);
+    redis.once("end", onEnd);
+    return command.promise;
   };
 }
 

@@ -28,6 +28,7 @@ import {
   type TransitionApplier,
   type TransitionResult,
 } from "../../src/queue/transition-applier.js";
+import { openSubscriber } from "../helpers/subscriber.js";
 import { testPrefix } from "../helpers/test-app.js";
 import { waitFor } from "../helpers/wait-for.js";
 
@@ -58,7 +59,7 @@ describe("apply-attempt.lua", () => {
 
   beforeAll(() => {
     redis = new Redis(inject("redisUrl"));
-    subscriber = new Redis(inject("redisUrl"));
+    subscriber = openSubscriber(inject("redisUrl"));
   });
   afterAll(() => {
     redis.disconnect();

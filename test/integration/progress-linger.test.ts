@@ -27,6 +27,7 @@ import { csvOutput, deferred, scripted } from "../helpers/generators.js";
 import { openMonitor } from "../helpers/redis-monitor.js";
 import { type RedisServerHandle, startRedisServer } from "../helpers/redis-server.js";
 import { bullQueue, history, outline, type ReportClient } from "../helpers/rpc.js";
+import { openSubscriber } from "../helpers/subscriber.js";
 import { startTestApp, type TestApp } from "../helpers/test-app.js";
 import { waitFor } from "../helpers/wait-for.js";
 
@@ -113,7 +114,8 @@ describe("progress reports held together (PROGRESS_LINGER_MS)", () => {
         calls.push("general");
       }
     });
-    const subscriber = connect();
+    const subscriber = openSubscriber(server.url);
+    closers.push(() => subscriber.disconnect());
     const channel = keys.eventChannel(jobId);
     const sentinel = "end of the run";
     const messages: unknown[] = [];

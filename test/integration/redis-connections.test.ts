@@ -46,6 +46,45 @@ describe("createRedisConnection()", () => {
   );
 });
 
+describe("createRedisConnection() for subscribers", () => {
+  let redis: RedisServerHandle;
+  beforeAll(async () => {
+    redis = await startRedisServer();
+  });
+  afterAll(async () => {
+    await redis?.stop();
+  });
+
+  it("keeps a subscription made before the connection is ready, with no reconnect and no lost message", async () => {
+    const conn = createRedisConnection(redis.url, "subscriber", logger, "test");
+    const publisher = createRedisConnection(redis.url, "command", logger, "test");
+    const seen: string[] = [];
+    const reconnects: string[] = [];
+    conn.on("reconnecting", () => reconnects.push("reconnecting"));
+    conn.on("smessage", (_channel: string, message: string) => seen.push(message));
+    try {
+      // Connected, its ready check not yet answered: where ioredis wrote the
+      // SSUBSCRIBE at once and then refused its own INFO.
+      await new Promise((resolve) => conn.once("connect", resolve));
+      expect(conn.status).toBe("connect");
+      const subscribed = conn.ssubscribe("ch");
+      await subscribed;
+      expect(conn.status).toBe("ready");
+      await waitForReady(publisher, 5000);
+      for (const m of ["a", "b", "c"]) {
+        await publisher.spublish("ch", m);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      await new Promise((r) => setTimeout(r, 200));
+      expect(seen).toEqual(["a", "b", "c"]);
+      expect(reconnects).toEqual([]);
+    } finally {
+      conn.disconnect();
+      publisher.disconnect();
+    }
+  });
+});
+
 describe("createRedisConnection() for commands", () => {
   let redis: RedisServerHandle;
   beforeAll(async () => {

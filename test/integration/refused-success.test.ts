@@ -25,6 +25,7 @@ import { capturedLogger } from "../helpers/captured-logger.js";
 import { reportClient } from "../helpers/clients.js";
 import { csvOutput, scripted } from "../helpers/generators.js";
 import { getJob, waitForEnd } from "../helpers/rpc.js";
+import { openSubscriber } from "../helpers/subscriber.js";
 import { startTestApp, type TestApp } from "../helpers/test-app.js";
 import { waitFor } from "../helpers/wait-for.js";
 
@@ -221,7 +222,8 @@ describe("an attempt whose SUCCEEDED write is refused", () => {
         async (app, jobId) => {
           await arrange(app, jobId);
           // From here on nothing may change, and nothing may be published.
-          const sub = redis(app);
+          const sub = openSubscriber(app.config.redis.url);
+          clients.push(sub);
           const channel = createKeys(app.config.redis.prefix).eventChannel(jobId);
           const messages: string[] = [];
           sub.on("smessage", (ch: string, m: string) => {

@@ -15,6 +15,7 @@ import {
   createTransitionApplier,
   type TransitionApplier,
 } from "../../src/queue/transition-applier.js";
+import { openSubscriber } from "../helpers/subscriber.js";
 import { testPrefix } from "../helpers/test-app.js";
 import { waitFor } from "../helpers/wait-for.js";
 
@@ -31,7 +32,7 @@ describe("createTransitionApplier()", () => {
 
   beforeAll(() => {
     redis = new Redis(inject("redisUrl"));
-    subscriber = new Redis(inject("redisUrl"));
+    subscriber = openSubscriber(inject("redisUrl"));
   });
   afterAll(() => {
     redis.disconnect();
