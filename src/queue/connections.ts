@@ -239,21 +239,26 @@ const entersSubscriberMode = new Set(["subscribe", "psubscribe", "ssubscribe"]);
  */
 function holdSubscribesUntilReady(redis: Redis): void {
   const send = redis.sendCommand.bind(redis) as (c: Command, ...r: unknown[]) => unknown;
+  // The subscribes held, sent in their order once the connection is ready
+  // (or, closed for good first, sent then for ioredis to reject them).
+  let held: Array<() => void> | undefined;
+  const release = () => {
+    redis.off("ready", release);
+    redis.off("end", release);
+    const sends = held ?? [];
+    held = undefined;
+    for (const sendHeld of sends) sendHeld();
+  };
   (redis as { sendCommand: unknown }).sendCommand = (command: Command, ...rest: unknown[]) => {
     if (redis.status !== "connect" || !entersSubscriberMode.has(command.name.toLowerCase())) {
       return send(command, ...rest);
     }
-    const onReady = () => {
-      redis.off("end", onEnd);
-      send(command, ...rest);
-    };
-    // Closed for good before it was ready: sent now, ioredis rejects it.
-    const onEnd = () => {
-      redis.off("ready", onReady);
-      send(command, ...rest);
-    };
-    redis.once("ready", onReady);
-    redis.once("end", onEnd);
+    if (held === undefined) {
+      held = [];
+      redis.once("ready", release);
+      redis.once("end", release);
+    }
+    held.push(() => send(command, ...rest));
     return command.promise;
   };
 }

@@ -67,21 +67,40 @@ describe("createRedisConnection() for subscribers", () => {
       // SSUBSCRIBE at once and then refused its own INFO.
       await new Promise((resolve) => conn.once("connect", resolve));
       expect(conn.status).toBe("connect");
-      const subscribed = conn.ssubscribe("ch");
-      await subscribed;
+      const listeners = [conn.listenerCount("ready"), conn.listenerCount("end")];
+      const channels = Array.from({ length: 12 }, (_, i) => `ch${i}`);
+      const subscribed = channels.map((c) => conn.ssubscribe(c));
+      // One pair of listeners for all the subscribes held (no MaxListenersExceeded).
+      expect([conn.listenerCount("ready"), conn.listenerCount("end")]).toEqual(
+        listeners.map((n) => n + 1),
+      );
+      await Promise.all(subscribed);
       expect(conn.status).toBe("ready");
+      // Released: gone from "end" too.
+      expect(conn.listenerCount("end")).toBe(listeners[1]);
       await waitForReady(publisher, 5000);
       for (const m of ["a", "b", "c"]) {
-        await publisher.spublish("ch", m);
+        for (const c of channels) await publisher.spublish(c, `${c}:${m}`);
         await new Promise((r) => setTimeout(r, 50));
       }
       await new Promise((r) => setTimeout(r, 200));
-      expect(seen).toEqual(["a", "b", "c"]);
+      expect(seen).toEqual(["a", "b", "c"].flatMap((m) => channels.map((c) => `${c}:${m}`)));
       expect(reconnects).toEqual([]);
     } finally {
       conn.disconnect();
       publisher.disconnect();
     }
+  });
+
+  it("rejects a subscribe held before the connection was ready when it is closed for good", async () => {
+    const conn = createRedisConnection(redis.url, "subscriber", logger, "test");
+    await new Promise((resolve) => conn.once("connect", resolve));
+    expect(conn.status).toBe("connect");
+    const ends = conn.listenerCount("end");
+    const subscribed = conn.ssubscribe("gone");
+    conn.disconnect();
+    await expect(subscribed).rejects.toThrow(/Connection is closed/);
+    expect(conn.listenerCount("end")).toBe(ends);
   });
 });
 
