@@ -224,8 +224,15 @@ function wrapSend(redis: RedisClient, timeoutMs: number | undefined): void {
   };
 }
 
-/** Commands that put a connection in subscriber mode. */
-const entersSubscriberMode = new Set(["subscribe", "psubscribe", "ssubscribe"]);
+/** Commands that put a connection in subscriber mode, and those that take it out (held too, to keep their order). */
+const subscriberModeCommands = new Set([
+  "subscribe",
+  "psubscribe",
+  "ssubscribe",
+  "unsubscribe",
+  "punsubscribe",
+  "sunsubscribe",
+]);
 
 /**
  * Holds a SUBSCRIBE, PSUBSCRIBE or SSUBSCRIBE sent while the connection is
@@ -235,7 +242,8 @@ const entersSubscriberMode = new Set(["subscribe", "psubscribe", "ssubscribe"]);
  * ioredis then refuses its own INFO ("Connection in subscriber mode"),
  * drops the connection and reconnects, and what was published to the
  * channel in between is lost. A worker subscribing to its control channels
- * as it starts did exactly that.
+ * as it starts did exactly that. An unsubscribe sent meanwhile is held
+ * behind them, so it still comes after its subscribe.
  */
 function holdSubscribesUntilReady(redis: Redis): void {
   const send = redis.sendCommand.bind(redis) as (c: Command, ...r: unknown[]) => unknown;
@@ -250,7 +258,7 @@ function holdSubscribesUntilReady(redis: Redis): void {
     for (const sendHeld of sends) sendHeld();
   };
   (redis as { sendCommand: unknown }).sendCommand = (command: Command, ...rest: unknown[]) => {
-    if (redis.status !== "connect" || !entersSubscriberMode.has(command.name.toLowerCase())) {
+    if (redis.status !== "connect" || !subscriberModeCommands.has(command.name.toLowerCase())) {
       return send(command, ...rest);
     }
     if (held === undefined) {

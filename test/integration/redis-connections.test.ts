@@ -70,6 +70,8 @@ describe("createRedisConnection() for subscribers", () => {
       const listeners = [conn.listenerCount("ready"), conn.listenerCount("end")];
       const channels = Array.from({ length: 12 }, (_, i) => `ch${i}`);
       const subscribed = channels.map((c) => conn.ssubscribe(c));
+      // Held behind its subscribe: "gone" ends unsubscribed, not subscribed.
+      subscribed.push(conn.ssubscribe("gone"), conn.sunsubscribe("gone"));
       // One pair of listeners for all the subscribes held (no MaxListenersExceeded).
       expect([conn.listenerCount("ready"), conn.listenerCount("end")]).toEqual(
         listeners.map((n) => n + 1),
@@ -80,7 +82,7 @@ describe("createRedisConnection() for subscribers", () => {
       expect(conn.listenerCount("end")).toBe(listeners[1]);
       await waitForReady(publisher, 5000);
       for (const m of ["a", "b", "c"]) {
-        for (const c of channels) await publisher.spublish(c, `${c}:${m}`);
+        for (const c of [...channels, "gone"]) await publisher.spublish(c, `${c}:${m}`);
         await new Promise((r) => setTimeout(r, 50));
       }
       await new Promise((r) => setTimeout(r, 200));
