@@ -27,8 +27,7 @@ import type {
   SubmitInput,
   SubmitOutcome,
 } from "../domain/job.js";
-import { jobTransitions } from "../domain/job-transitions.js";
-import { encodeEvent, encodeEventJson, scriptTraceIdOf } from "../events/event-codec.js";
+import { scriptTraceIdOf } from "../events/event-codec.js";
 import {
   attrDeduplicated,
   attrJobId,
@@ -114,17 +113,50 @@ export interface Submitter {
   submit(input: SubmitInput, signal?: CallerSignal): Promise<SubmitOutcome>;
 }
 
-/** The composed submit script of each BullMQ add script (one per job kind). */
-const composed = new Map<string, LuaScript>();
-function composedFor(addScript: string): LuaScript {
-  let script = composed.get(addScript);
-  if (script === undefined) {
-    script = createLuaScript(
-      composeScript("submit", { "bullmq-add": bullmqScript(addScript).content }),
-    );
-    composed.set(addScript, script);
+/**
+ * A Lua string literal of `text`: every byte but letters, digits and
+ * `:_-.{}` as a three-digit decimal escape, so any key prefix is taken as
+ * written.
+ */
+export function luaString(text: string): string {
+  let out = "'";
+  for (const byte of Buffer.from(text, "utf8")) {
+    const c = String.fromCharCode(byte);
+    out += /[A-Za-z0-9:_\-.{}]/.test(c) ? c : `\\${String(byte).padStart(3, "0")}`;
   }
-  return script;
+  return `${out}'`;
+}
+
+/** What every submit of one queue of one shard passes alike: submit.lua's `C`. */
+export interface SubmitConstants {
+  tenants: string;
+  backlog: readonly string[];
+  add: readonly string[];
+  live: string;
+  maxBacklog: number;
+  tenantMaxBacklog: number;
+  jobPrefix: string;
+  rate: number;
+  burst: number;
+}
+
+/** The `constants` slot of submit.lua: `local C = {...}`, numbers read from their decimal text. */
+export function submitConstantsLua(c: SubmitConstants): string {
+  const list = (keys: readonly string[]) => `{${keys.map(luaString).join(", ")}}`;
+  const number = (n: number) => `tonumber(${luaString(String(n))})`;
+  return [
+    "local C = {",
+    `  tenants = ${luaString(c.tenants)},`,
+    `  backlog = ${list(c.backlog)},`,
+    `  add = ${list(c.add)},`,
+    `  live = ${luaString(c.live)},`,
+    `  maxBacklog = ${number(c.maxBacklog)},`,
+    `  tenantMaxBacklog = ${number(c.tenantMaxBacklog)},`,
+    `  jobPrefix = ${luaString(c.jobPrefix)},`,
+    `  rate = ${number(c.rate)},`,
+    `  burst = ${number(c.burst)},`,
+    "}",
+  ].join("\n");
 }
 
 /** The custom BullMQ backoff type the worker implements. */
@@ -168,6 +200,39 @@ export function createSubmitter(deps: {
   // (README "Scaling out": the backlog, tenant backlog and tenant rate).
   const share = (limit: number) =>
     shardCount === 1 ? limit : Math.max(1, Math.ceil(limit / shardCount));
+  // One composed script per kind of add, queue and shard: what its calls
+  // pass alike is in its text (submit.lua's constants).
+  const scripts = new Map<string, LuaScript>();
+  const scriptFor = (
+    add: { script: string; keys: readonly string[] },
+    reportType: ReportType,
+    queues: Record<ReportType, Queue>,
+    shard: Keys,
+  ): LuaScript => {
+    const key = `${shard.bullPrefix}\0${reportType}\0${add.script}`;
+    let script = scripts.get(key);
+    if (script === undefined) {
+      const constants = submitConstantsLua({
+        tenants: shard.tenants,
+        backlog: backlogKeys(queues, shard),
+        add: add.keys,
+        live: shard.live,
+        maxBacklog: share(settings.limits.maxBacklog),
+        tenantMaxBacklog: share(settings.limits.tenantMaxBacklog),
+        jobPrefix: shard.jobPrefix,
+        rate:
+          shardCount === 1
+            ? settings.limits.tenantSubmitRate
+            : settings.limits.tenantSubmitRate / shardCount,
+        burst: share(settings.limits.tenantSubmitBurst),
+      });
+      script = createLuaScript(
+        composeScript("submit", { "bullmq-add": bullmqScript(add.script).content, constants }),
+      );
+      scripts.set(key, script);
+    }
+    return script;
+  };
   const waitAof = settings.redis.submitWaitAof;
   const waitReplicas = settings.redis.submitWaitReplicas ?? 0;
   const waitReplicasMs = settings.redis.submitWaitReplicasTimeoutMs ?? 1000;
@@ -325,32 +390,20 @@ export function createSubmitter(deps: {
       data: spec.data,
       opts: { ...spec.opts, timestamp: now, telemetry: { metadata: t.metadata } },
     });
-    const script = composedFor(add.script);
+    const script = scriptFor(add, input.reportType, queues, shard);
 
     const keys = shard;
-    const shardBacklogKeys = backlogKeys(queues, shard);
     const idemKey =
       keyDigest !== undefined ? keys.idempotency(input.tenant, keyDigest) : keys.job(id);
     const record = encodeNewRecord(view, fingerprint);
-    const event = encodeEvent(jobTransitions.submitted.derive({ at: now }).event);
     // Positional, in submit.lua's order: each a Lua string, none decoded from JSON.
     const params: (string | number)[] = [
       id,
       fingerprint,
       now + settings.retention.idempotencyTtlMs,
-      share(settings.limits.maxBacklog),
-      share(settings.limits.tenantMaxBacklog),
-      keys.eventChannel(id),
-      keys.jobPrefix,
-      shardBacklogKeys.length,
-      shardCount === 1
-        ? settings.limits.tenantSubmitRate
-        : settings.limits.tenantSubmitRate / shardCount,
-      share(settings.limits.tenantSubmitBurst),
       input.tenant,
       now,
       scriptTraceIdOf(t.traceparent),
-      encodeEventJson(event),
     ];
     const scriptKeys = [
       idemKey,
@@ -358,12 +411,8 @@ export function createSubmitter(deps: {
       keys.events(id),
       keys.tenantIndex(input.tenant),
       keys.userIndex(input.tenant, digest(input.userId)),
-      keys.tenants,
       keys.submitRate(input.tenant),
-      ...shardBacklogKeys,
       keys.tenantBacklog(input.tenant),
-      ...add.keys,
-      keys.live,
     ];
     const scriptArgs: (string | number | Buffer)[] = params;
     // The record's first 14 pairs are named by the script: their values, then the optional pairs.

@@ -2,7 +2,8 @@
  * What an accepted submit leaves in Redis, exactly: the job record as
  * job-record.ts encodes the new job (every pair, in order), the QUEUED event
  * as the `submitted` transition derives it (with the trace id of the
- * record's traceparent last) and the message published for it, the indexes,
+ * record's traceparent last), not published (no one can be watching a new
+ * job), the indexes,
  * the tenant's backlog set, the idempotency record and the BullMQ job. The
  * submit script names the record's fixed fields and the event's constants
  * itself (fewer arguments per call), so these pin it to the codecs. And the
@@ -54,8 +55,8 @@ describe("createSubmitter(): an accepted submit's writes", () => {
     redis.disconnect();
   });
 
-  function setup(maxBacklog = 1000) {
-    const keys = createKeys(testPrefix());
+  function setup(maxBacklog = 1000, prefix = testPrefix()) {
+    const keys = createKeys(prefix);
     const byType = Object.fromEntries(
       reportTypes.map((type) => {
         const q = new Queue(queueNameFor(type), { connection: redis, prefix: keys.bullPrefix });
@@ -94,8 +95,8 @@ describe("createSubmitter(): an accepted submit's writes", () => {
   }
 
   /**
-   * The messages the scripts publish from now on (SPUBLISH's channel and
-   * message, as MONITOR shows the commands scripts run), read off a raw
+   * The messages published from now on (SPUBLISH's channel and message, as
+   * MONITOR shows the commands clients and scripts run), read off a raw
    * socket: ioredis's monitor mode can take a MONITOR line for a reply.
    */
   async function published(): Promise<string[][]> {
@@ -146,8 +147,15 @@ describe("createSubmitter(): an accepted submit's writes", () => {
     const event = jobTransitions.submitted.derive({ at: job.createdAt }).event;
     const expected = [...encodeEvent(event), eventField.traceId, traceIdOf(job.traceparent)];
     expect(fields).toEqual(expected);
-    await waitFor(() => messages.length > 0, { what: "the QUEUED event's message" });
-    expect(messages).toEqual([[keys.eventChannel(job.id), JSON.stringify([entryId, expected])]]);
+    // Not published: a watch subscribes to a job it has read, and no one can
+    // have read a job whose id the script has just drawn. A sentinel
+    // published after the submit is seen, and nothing on the job's channel
+    // before it.
+    const channel = keys.eventChannel(job.id);
+    await redis.spublish(`${channel}:sentinel`, entryId);
+    const mine = () => messages.filter(([c]) => c?.startsWith(channel));
+    await waitFor(() => mine().length > 0, { what: "the sentinel's message" });
+    expect(mine()).toEqual([[`${channel}:sentinel`, entryId]]);
 
     const score = String(job.createdAt);
     expect(await redis.zscore(keys.tenantIndex(input.tenant), job.id)).toBe(score);
@@ -200,6 +208,22 @@ describe("createSubmitter(): an accepted submit's writes", () => {
     };
     await expectWrites(keys, byType, input, () => submitter.submit(input));
     expect(await byType.custom.getDelayedCount()).toBe(1);
+  });
+
+  it("takes a key prefix with quotes, backslashes, a line break and non-ASCII bytes as written", async () => {
+    // The script names the keys every call of a queue shares in its own text
+    // (submit.lua's constants): they must come out as these bytes.
+    const { keys, submitter, byType } = setup(1000, `${testPrefix()}'q"\\b]\n ü1`);
+    const input: SubmitInput = {
+      tenant: "acme",
+      userId: "u-4",
+      idempotencyKey: "k-4",
+      reportType: "monthly",
+      filters: {},
+      priority: "normal",
+    };
+    await expectWrites(keys, byType, input, () => submitter.submit(input));
+    expect(await byType.monthly.getPrioritizedCount()).toBe(1);
   });
 
   it("counts every queue's prioritized, delayed, waiting and paused jobs in the backlog", async () => {

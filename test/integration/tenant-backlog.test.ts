@@ -154,7 +154,8 @@ describe("per-tenant backlog bound", () => {
   it("keeps the count inside the one submit round trip", async () => {
     const t = await start({ API_KEYS, TENANT_MAX_BACKLOG: "100" }, { mode: "api" });
     const client = reportClient("connect-binary", t.url, { apiKey: acmeKey });
-    await client.submitReport({ userId: "u", reportType: ReportType.WEEKLY }); // loads the script
+    // Loads the script of this queue's delayed add (one script per kind of add, queue and shard).
+    await client.submitReport({ userId: "u", reportType: ReportType.WEEKLY, runAt: tomorrow() });
     const commands: string[][] = [];
     const monitor = await openMonitor(inject("redisUrl"));
     try {

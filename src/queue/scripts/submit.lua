@@ -6,8 +6,27 @@
   idempotency record, all or nothing.
 
   The slot `bullmq-add` is filled, by submitter.ts, with the body of BullMQ's
-  add script for the job's kind (standard, prioritized, delayed): one
-  composed script per kind (scripts/load.ts composeScript).
+  add script for the job's kind (standard, prioritized, delayed), and the
+  slot `constants` with what every call for one queue of one shard passes
+  alike (the keys below that hold no job's or tenant's name, the bounds, the
+  rate): one composed script per kind, queue and shard (scripts/load.ts
+  composeScript). Each argument of a call costs Redis about 1,300
+  instructions (its RESP parse, its object, its Lua string); a constant of
+  the script's text costs nothing per call. The constant keys are not
+  declared: they carry the shard's tag, so on a cluster they are in the
+  slot of the declared ones (docs/cluster-notes.md).
+
+  Constants (the slot `constants`, as Lua locals):
+    C.tenants       set of tenants
+    C.backlog       the keys whose lengths make up the backlog (four per
+                    queue): every queue's prioritized sorted set, then every
+                    queue's delayed sorted set, wait list, paused list,
+                    queues in the same order each time
+    C.add           BullMQ's add script's keys
+    C.live          index of live jobs (the reconciler's)
+    C.maxBacklog, C.tenantMaxBacklog   the backlog bounds
+    C.jobPrefix     job record key prefix
+    C.rate, C.burst the tenant's submit rate (tokens/s; 0: no limit), its burst
 
   Input:
     KEYS[1] idempotency record (hash {job, fp, until}); the job record when no key was given
@@ -15,36 +34,23 @@
     KEYS[3] event stream
     KEYS[4] tenant index
     KEYS[5] user index
-    KEYS[6] set of tenants
-    KEYS[7] the tenant's submit token bucket
-    KEYS[8 .. 7+b] (b = ARGV[8], four per queue) the keys whose lengths
-            make up the backlog: every queue's prioritized sorted set, then
-            every queue's delayed sorted set, wait list, paused list, queues
-            in the same order each time
-    KEYS[8+b] the tenant's backlog: the set of its queued and retrying jobs
-    KEYS[9+b .. #KEYS-1] BullMQ's add script's keys
-    KEYS[#KEYS] index of live jobs (the reconciler's)
+    KEYS[6] the tenant's submit token bucket
+    KEYS[7] the tenant's backlog: the set of its queued and retrying jobs
 
     ARGV[1] job id
     ARGV[2] request fingerprint
     ARGV[3] idempotency record's `until` (ms: it lives at least until then)
-    ARGV[4] the backlog bound, ARGV[5] the tenant's backlog bound
-    ARGV[6] event channel
-    ARGV[7] job record key prefix
-    ARGV[8] how many backlog keys (KEYS[8 ..]) there are
-    ARGV[9] the tenant's submit rate (tokens/s; 0: no limit), ARGV[10] its burst
-    ARGV[11] tenant
-    ARGV[12] the job's creation time (ms): the indexes' score
-    ARGV[13] the trace id of the record's traceparent ('' without one): the
+    ARGV[4] tenant
+    ARGV[5] the job's creation time (ms): the indexes' score
+    ARGV[6] the trace id of the record's traceparent ('' without one): the
              QUEUED event's last pair
-    ARGV[14] the JSON text of the QUEUED event's pairs (append-event.lua)
-    ARGV[15 .. 17] BullMQ's add script's ARGV
-    ARGV[18] m, how many strings the record's optional pairs are
-    ARGV[19 .. 32] the values of the job record's first 14 pairs (job-record.ts
+    ARGV[7 .. 9] BullMQ's add script's ARGV
+    ARGV[10] m, how many strings the record's optional pairs are
+    ARGV[11 .. 24] the values of the job record's first 14 pairs (job-record.ts
              encodeNewRecord: id, tenant, user, type, state, progress,
              phase, attempts, max attempts, reason, created, filters,
              priority, fingerprint; their names are this script's)
-    ARGV[33 .. 32+m] the record's optional field/value pairs (run at,
+    ARGV[25 .. 24+m] the record's optional field/value pairs (run at,
              deadline, traceparent, idempotency key digest), as encodeNewRecord
              ends
     The QUEUED event is the submitted transition's (domain/job-transitions.ts):
@@ -63,6 +69,7 @@
     {'error', code}          BullMQ's add failed with this code
 ]]
 --- @include "includes/append-event"
+--- @compose constants
 
 local function bullmqAdd(KEYS, ARGV)
 --- @compose bullmq-add
@@ -80,18 +87,18 @@ if idem then
   local prev = redis.call('HMGET', KEYS[1], 'job', 'fp')
   if prev[1] then
     if prev[2] ~= ARGV[2] then return {'conflict', prev[1]} end
-    return {'dup', prev[1], redis.call('HGETALL', ARGV[7] .. prev[1])}
+    return {'dup', prev[1], redis.call('HGETALL', C.jobPrefix .. prev[1])}
   end
 end
 -- Token bucket (after the duplicate check: a deduplicated resubmit costs no
 -- token). Redis's clock, so every API replica shares one bucket per tenant.
-local rate = tonumber(ARGV[9])
+local rate = C.rate
 local tokens
 if rate > 0 then
-  local burst = tonumber(ARGV[10])
+  local burst = C.burst
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local b = redis.call('HMGET', KEYS[7], 'tokens', 'ts')
+  local b = redis.call('HMGET', KEYS[6], 'tokens', 'ts')
   tokens = tonumber(b[1]) or burst
   local ts = tonumber(b[2]) or now
   if now > ts then tokens = math.min(burst, tokens + (now - ts) * rate / 1000) end
@@ -102,53 +109,52 @@ if rate > 0 then
 end
 -- The tenant's own bound first, so one tenant's jobs (far-future run_at ones
 -- included) cannot fill the backlog every tenant shares.
-local backlogKeys = tonumber(ARGV[8])
-local tenantBacklog = KEYS[8 + backlogKeys]
+local tenantBacklog = KEYS[7]
 local mine = redis.call('SCARD', tenantBacklog)
-if mine >= tonumber(ARGV[5]) then return {'tenant-full', tostring(mine)} end
+if mine >= C.tenantMaxBacklog then return {'tenant-full', tostring(mine)} end
 -- An empty list or sorted set does not exist: one EXISTS says how many of
 -- the backlog's keys hold jobs, and only those are counted, the likeliest
 -- first (every job has a priority, so it waits in a prioritized set).
 local backlog = 0
-local left = redis.call('EXISTS', unpack(KEYS, 8, 7 + backlogKeys))
-local zsets = 7 + backlogKeys / 2
-for i = 8, 7 + backlogKeys do
+local left = redis.call('EXISTS', unpack(C.backlog))
+local zsets = #C.backlog / 2
+for i = 1, #C.backlog do
   if left == 0 then break end
   local n
-  if i <= zsets then n = redis.call('ZCARD', KEYS[i]) else n = redis.call('LLEN', KEYS[i]) end
+  if i <= zsets then n = redis.call('ZCARD', C.backlog[i]) else n = redis.call('LLEN', C.backlog[i]) end
   if n > 0 then
     backlog = backlog + n
     left = left - 1
   end
 end
-if backlog >= tonumber(ARGV[4]) then return {'full', tostring(backlog)} end
+if backlog >= C.maxBacklog then return {'full', tostring(backlog)} end
 -- The token is spent only by a submit that is accepted.
 if tokens then
-  redis.call('HSET', KEYS[7], 'tokens', tostring(tokens[1]), 'ts', tostring(tokens[2]))
-  redis.call('PEXPIRE', KEYS[7], math.ceil((tokens[3] - tokens[1]) * 1000 / rate) + 1000)
+  redis.call('HSET', KEYS[6], 'tokens', tostring(tokens[1]), 'ts', tostring(tokens[2]))
+  redis.call('PEXPIRE', KEYS[6], math.ceil((tokens[3] - tokens[1]) * 1000 / rate) + 1000)
 end
-local bkeys = {}
-for i = 9 + backlogKeys, #KEYS - 1 do bkeys[#bkeys + 1] = KEYS[i] end
-local added = bullmqAdd(bkeys, {ARGV[15], ARGV[16], ARGV[17]})
+local added = bullmqAdd(C.add, {ARGV[7], ARGV[8], ARGV[9]})
 if type(added) == 'number' and added < 0 then return {'error', tostring(added)} end
 redis.call('SADD', tenantBacklog, jobId)
-redis.call('HSET', KEYS[2], RECORD.id, ARGV[19], RECORD.tenant, ARGV[20],
-  RECORD.userId, ARGV[21], RECORD.reportType, ARGV[22], RECORD.state, ARGV[23],
-  RECORD.progress, ARGV[24], RECORD.phase, ARGV[25], RECORD.attemptsMade, ARGV[26],
-  RECORD.maxAttempts, ARGV[27], RECORD.failureReason, ARGV[28],
-  RECORD.createdAt, ARGV[29], RECORD.filters, ARGV[30], RECORD.priority, ARGV[31],
-  RECORD.fingerprint, ARGV[32], unpack(ARGV, 33, 32 + tonumber(ARGV[18])))
+redis.call('HSET', KEYS[2], RECORD.id, ARGV[11], RECORD.tenant, ARGV[12],
+  RECORD.userId, ARGV[13], RECORD.reportType, ARGV[14], RECORD.state, ARGV[15],
+  RECORD.progress, ARGV[16], RECORD.phase, ARGV[17], RECORD.attemptsMade, ARGV[18],
+  RECORD.maxAttempts, ARGV[19], RECORD.failureReason, ARGV[20],
+  RECORD.createdAt, ARGV[21], RECORD.filters, ARGV[22], RECORD.priority, ARGV[23],
+  RECORD.fingerprint, ARGV[24], unpack(ARGV, 25, 24 + tonumber(ARGV[10])))
 -- The stream is new (the job id is), so its one entry cannot exceed the cap
--- (EVENT_STREAM_MAXLEN is at least 10): no capping (maxLen nil).
-local traceId = ARGV[13] ~= '' and ARGV[13] or nil
-local id = appendEvent(KEYS[3], ARGV[6], nil, {EVENT.type, 'queued', EVENT.state, 'queued',
-  EVENT.progress, '0', EVENT.phase, '', EVENT.attempt, '0', EVENT.time, ARGV[12]},
-  1, 12, ARGV[14], traceId)
-local score = ARGV[12]
+-- (EVENT_STREAM_MAXLEN is at least 10): no capping (maxLen nil). Nor is it
+-- published (channel nil): a watch subscribes to a job it has read, and no
+-- one can read a job whose id this call has just drawn.
+local traceId = ARGV[6] ~= '' and ARGV[6] or nil
+local id = appendEvent(KEYS[3], nil, nil, {EVENT.type, 'queued', EVENT.state, 'queued',
+  EVENT.progress, '0', EVENT.phase, '', EVENT.attempt, '0', EVENT.time, ARGV[5]},
+  1, 12, nil, traceId)
+local score = ARGV[5]
 redis.call('ZADD', KEYS[4], score, jobId)
 redis.call('ZADD', KEYS[5], score, jobId)
-redis.call('SADD', KEYS[6], ARGV[11])
-redis.call('ZADD', KEYS[#KEYS], score, jobId)
+redis.call('SADD', C.tenants, ARGV[4])
+redis.call('ZADD', C.live, score, jobId)
 if idem then
   -- No TTL while the job is live: the job's terminal transition sets it
   -- (apply-transition.lua), to the job's retention or `until`, the later.

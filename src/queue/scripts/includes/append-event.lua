@@ -9,7 +9,8 @@
 
   Input:
     streamKey  the job's event stream
-    channel    the job's event channel (the watch hub's)
+    channel    the job's event channel (the watch hub's); nil: not published
+               (a new job's first event, which no one can be watching)
     maxLen     how many entries the stream keeps; nil: not capped now (a
                script appending several events in one call caps the stream
                with its last: it ends as after capping each, the oldest
@@ -18,7 +19,8 @@
                without a trace id, from fields[first] to fields[last]
     first, last
     json       the JSON text of those pairs as a list, without its brackets
-               (event-codec.ts encodeEventJson): the same strings
+               (event-codec.ts encodeEventJson): the same strings; nil when
+               not published
     traceId    the trace id of the job's current run, or nil: appended as the
                last pair of the entry and of the message (it overwrites
                fields[last + 1] and fields[last + 2]); hex digits only, so
@@ -46,7 +48,9 @@ local function appendEvent(streamKey, channel, maxLen, fields, first, last, json
     for i = 1, #old do ids[i] = old[i][1] end
     redis.call('XDEL', streamKey, unpack(ids))
   end
-  redis.call('SPUBLISH', channel, '["' .. id .. '",[' .. json .. tail .. ']]')
+  if channel then
+    redis.call('SPUBLISH', channel, '["' .. id .. '",[' .. json .. tail .. ']]')
+  end
   return id
 end
 
