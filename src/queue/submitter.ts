@@ -41,7 +41,7 @@ import { buildAddCall, bullmqScript } from "./bullmq-scripts.js";
 import { type CallerSignal, throwIfAborted } from "./caller-signal.js";
 import { fingerprintJson } from "./canonical-json.js";
 import type { RedisClient } from "./connections.js";
-import { decodeRecord, encodeNewRecord } from "./job-record.js";
+import { decodeRecord, encodeNewRecord, recordField } from "./job-record.js";
 import { type Keys, queueNameFor } from "./keys.js";
 import {
   createLuaScript,
@@ -138,6 +138,72 @@ export interface SubmitConstants {
   jobPrefix: string;
   rate: number;
   burst: number;
+  /** A new job's record values that every job of the queue shares, by field (submit.lua's `C.record`). */
+  record: Readonly<Record<NewRecordConstant, string>>;
+}
+
+/** A new job as SubmitReport makes it: QUEUED, no progress, no attempt yet. */
+function newJobView(
+  input: SubmitInput,
+  made: {
+    id: string;
+    maxAttempts: number;
+    createdAt: number;
+    traceparent: string;
+    idempotencyKeyDigest?: string;
+  },
+): JobView {
+  return {
+    id: made.id,
+    tenant: input.tenant,
+    userId: input.userId,
+    reportType: input.reportType,
+    state: "queued",
+    progress: 0,
+    phase: "",
+    attemptsMade: 0,
+    maxAttempts: made.maxAttempts,
+    failureReason: "",
+    createdAt: made.createdAt,
+    filters: input.filters,
+    priority: input.priority,
+    runAt: input.runAt,
+    deadline: input.deadline,
+    traceparent: made.traceparent,
+    idempotencyKeyDigest: made.idempotencyKeyDigest,
+  };
+}
+
+/** The record fields whose values at submit are the same for every job of a queue. */
+const newRecordConstants = [
+  "reportType",
+  "state",
+  "progress",
+  "phase",
+  "attemptsMade",
+  "maxAttempts",
+  "failureReason",
+] as const;
+type NewRecordConstant = (typeof newRecordConstants)[number];
+
+/**
+ * What encodeNewRecord writes for those fields of a new job of `reportType`
+ * with `maxAttempts`: the record of a job is these, whatever its caller.
+ */
+function newRecordConstantsOf(
+  reportType: ReportType,
+  maxAttempts: number,
+): Record<NewRecordConstant, string> {
+  const input = { tenant: "", userId: "", reportType, filters: {}, priority: "normal" } as const;
+  const pairs = encodeNewRecord(
+    newJobView(input, { id: "", maxAttempts, createdAt: 0, traceparent: "" }),
+    "",
+  );
+  const out = {} as Record<NewRecordConstant, string>;
+  for (const field of newRecordConstants) {
+    out[field] = pairs[pairs.indexOf(recordField[field]) + 1] as string;
+  }
+  return out;
 }
 
 /** The `constants` slot of submit.lua: `local C = {...}`, numbers read from their decimal text. */
@@ -155,6 +221,7 @@ export function submitConstantsLua(c: SubmitConstants): string {
     `  jobPrefix = ${luaString(c.jobPrefix)},`,
     `  rate = ${number(c.rate)},`,
     `  burst = ${number(c.burst)},`,
+    `  record = {${newRecordConstants.map((f) => `${f} = ${luaString(c.record[f])}`).join(", ")}},`,
     "}",
   ].join("\n");
 }
@@ -225,6 +292,7 @@ export function createSubmitter(deps: {
             ? settings.limits.tenantSubmitRate
             : settings.limits.tenantSubmitRate / shardCount,
         burst: share(settings.limits.tenantSubmitBurst),
+        record: newRecordConstantsOf(reportType, settings.worker.reportTypes[reportType].attempts),
       });
       script = createLuaScript(
         composeScript("submit", { "bullmq-add": bullmqScript(add.script).content, constants }),
@@ -355,25 +423,13 @@ export function createSubmitter(deps: {
         deadline: input.deadline ?? null,
       }),
     );
-    const view: JobView = {
+    const view = newJobView(input, {
       id,
-      tenant: input.tenant,
-      userId: input.userId,
-      reportType: input.reportType,
-      state: "queued",
-      progress: 0,
-      phase: "",
-      attemptsMade: 0,
       maxAttempts: settings.worker.reportTypes[input.reportType].attempts,
-      failureReason: "",
       createdAt: now,
-      filters: input.filters,
-      priority: input.priority,
-      runAt: input.runAt,
-      deadline: input.deadline,
       traceparent: t.traceparent,
       idempotencyKeyDigest: keyDigest,
-    };
+    });
     if (t.span.isRecording()) {
       t.span.setAttributes({
         [bullmqAttr.jobId]: id,
@@ -415,9 +471,10 @@ export function createSubmitter(deps: {
       keys.tenantBacklog(input.tenant),
     ];
     const scriptArgs: (string | number | Buffer)[] = params;
-    // The record's first 14 pairs are named by the script: their values, then the optional pairs.
-    scriptArgs.push(...add.args, record.length - 28);
-    for (let i = 1; i < 28; i += 2) scriptArgs.push(record[i] as string);
+    // Of the record's first 14 pairs (named by the script) only the user,
+    // filters and priority are not above or the queue's constants; then the
+    // optional pairs.
+    scriptArgs.push(...add.args, record[5] as string, record[23] as string, record[25] as string);
     for (let i = 28; i < record.length; i++) scriptArgs.push(record[i] as string);
     throwIfAborted(signal);
     const reply =

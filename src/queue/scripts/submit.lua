@@ -27,6 +27,9 @@
     C.maxBacklog, C.tenantMaxBacklog   the backlog bounds
     C.jobPrefix     job record key prefix
     C.rate, C.burst the tenant's submit rate (tokens/s; 0: no limit), its burst
+    C.record        the values of a new job's record fields that every job of
+                    the queue shares (reportType, state, progress, phase,
+                    attemptsMade, maxAttempts, failureReason)
 
   Input:
     KEYS[1] idempotency record (hash {job, fp, until}); the job record when no key was given
@@ -45,14 +48,14 @@
     ARGV[6] the trace id of the record's traceparent ('' without one): the
              QUEUED event's last pair
     ARGV[7 .. 9] BullMQ's add script's ARGV
-    ARGV[10] m, how many strings the record's optional pairs are
-    ARGV[11 .. 24] the values of the job record's first 14 pairs (job-record.ts
-             encodeNewRecord: id, tenant, user, type, state, progress,
-             phase, attempts, max attempts, reason, created, filters,
-             priority, fingerprint; their names are this script's)
-    ARGV[25 .. 24+m] the record's optional field/value pairs (run at,
-             deadline, traceparent, idempotency key digest), as encodeNewRecord
-             ends
+    ARGV[10 .. 12] the job record's user, filters and priority
+    ARGV[13 ..] the record's optional field/value pairs (run at, deadline,
+             traceparent, idempotency key digest), as encodeNewRecord ends
+    The record's other values are the job id, tenant, creation time and
+    fingerprint above, and the constants of a new job of this queue
+    (C.record: report type, state, progress, phase, attempts, max attempts,
+    reason); their names are this script's (job-record.ts encodeNewRecord's
+    first 14 pairs, in its order).
     The QUEUED event is the submitted transition's (domain/job-transitions.ts):
     type and state queued, progress 0, phase '', attempt 0, time ARGV[12].
     An idempotency key was given when KEYS[1] is not the job record.
@@ -136,12 +139,13 @@ end
 local added = bullmqAdd(C.add, {ARGV[7], ARGV[8], ARGV[9]})
 if type(added) == 'number' and added < 0 then return {'error', tostring(added)} end
 redis.call('SADD', tenantBacklog, jobId)
-redis.call('HSET', KEYS[2], RECORD.id, ARGV[11], RECORD.tenant, ARGV[12],
-  RECORD.userId, ARGV[13], RECORD.reportType, ARGV[14], RECORD.state, ARGV[15],
-  RECORD.progress, ARGV[16], RECORD.phase, ARGV[17], RECORD.attemptsMade, ARGV[18],
-  RECORD.maxAttempts, ARGV[19], RECORD.failureReason, ARGV[20],
-  RECORD.createdAt, ARGV[21], RECORD.filters, ARGV[22], RECORD.priority, ARGV[23],
-  RECORD.fingerprint, ARGV[24], unpack(ARGV, 25, 24 + tonumber(ARGV[10])))
+local R = C.record
+redis.call('HSET', KEYS[2], RECORD.id, jobId, RECORD.tenant, ARGV[4],
+  RECORD.userId, ARGV[10], RECORD.reportType, R.reportType, RECORD.state, R.state,
+  RECORD.progress, R.progress, RECORD.phase, R.phase, RECORD.attemptsMade, R.attemptsMade,
+  RECORD.maxAttempts, R.maxAttempts, RECORD.failureReason, R.failureReason,
+  RECORD.createdAt, ARGV[5], RECORD.filters, ARGV[11], RECORD.priority, ARGV[12],
+  RECORD.fingerprint, ARGV[2], unpack(ARGV, 13))
 -- The stream is new (the job id is), so its one entry cannot exceed the cap
 -- (EVENT_STREAM_MAXLEN is at least 10): no capping (maxLen nil). Nor is it
 -- published (channel nil): a watch subscribes to a job it has read, and no
