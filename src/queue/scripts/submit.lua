@@ -2,21 +2,22 @@
   SubmitReport in one round trip: checks the idempotency record, the tenant's
   submit rate and the backlog bound, adds the BullMQ job (BullMQ's own add
   script runs inside this one), writes the job record, appends the QUEUED
-  event, indexes the job for its tenant and user and as live, and stores the
+  event (not published: no one can be watching a job this call creates),
+  indexes the job for its tenant and user and as live, and stores the
   idempotency record, all or nothing.
 
   The slot `bullmq-add` is filled, by submitter.ts, with the body of BullMQ's
   add script for the job's kind (standard, prioritized, delayed), and the
   slot `constants` with what every call for one queue of one shard passes
-  alike (the keys below that hold no job's or tenant's name, the bounds, the
-  rate): one composed script per kind, queue and shard (scripts/load.ts
-  composeScript). Each argument of a call costs Redis about 1,300
+  alike (the keys that hold no job's or tenant's name, the bounds, the rate,
+  a new job's record values): one composed script per kind, queue and shard
+  (scripts/load.ts composeScript). Each argument of a call costs Redis about 1,300
   instructions (its RESP parse, its object, its Lua string); a constant of
   the script's text costs nothing per call. The constant keys are not
   declared: they carry the shard's tag, so on a cluster they are in the
   slot of the declared ones (docs/cluster-notes.md).
 
-  Constants (the slot `constants`, as Lua locals):
+  Constants (the slot `constants`: a table C):
     C.tenants       set of tenants
     C.backlog       the keys whose lengths make up the backlog (four per
                     queue): every queue's prioritized sorted set, then every
@@ -57,7 +58,7 @@
     reason); their names are this script's (job-record.ts encodeNewRecord's
     first 14 pairs, in its order).
     The QUEUED event is the submitted transition's (domain/job-transitions.ts):
-    type and state queued, progress 0, phase '', attempt 0, time ARGV[12].
+    type and state queued, progress 0, phase '', attempt 0, time ARGV[5].
     An idempotency key was given when KEYS[1] is not the job record.
 
   Output:
