@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createRedisConnection, waitForReady } from "../../src/queue/connections.js";
 import { createLogger } from "../../src/telemetry/logger.js";
 import { type RedisServerHandle, startRedisServer } from "../helpers/redis-server.js";
+import { waitFor } from "../helpers/wait-for.js";
 
 const logger = createLogger("silent");
 
@@ -83,10 +84,14 @@ describe("createRedisConnection() for subscribers", () => {
       await waitForReady(publisher, 5000);
       for (const m of ["a", "b", "c"]) {
         for (const c of [...channels, "gone"]) await publisher.spublish(c, `${c}:${m}`);
-        await new Promise((r) => setTimeout(r, 50));
       }
-      await new Promise((r) => setTimeout(r, 200));
-      expect(seen).toEqual(["a", "b", "c"].flatMap((m) => channels.map((c) => `${c}:${m}`)));
+      // Published last, so delivered last: once it is here, so is everything before it.
+      await publisher.spublish("ch0", "end");
+      await waitFor(() => seen.includes("end"), { what: "the last message" });
+      expect(seen).toEqual([
+        ...["a", "b", "c"].flatMap((m) => channels.map((c) => `${c}:${m}`)),
+        "end",
+      ]);
       expect(reconnects).toEqual([]);
     } finally {
       conn.disconnect();
