@@ -118,7 +118,7 @@ export interface Submitter {
  * `:_-.{}` as a three-digit decimal escape, so any key prefix is taken as
  * written.
  */
-export function luaString(text: string): string {
+function luaString(text: string): string {
   let out = "'";
   for (const byte of Buffer.from(text, "utf8")) {
     const c = String.fromCharCode(byte);
@@ -128,7 +128,7 @@ export function luaString(text: string): string {
 }
 
 /** What every submit of one queue of one shard passes alike: submit.lua's `C`. */
-export interface SubmitConstants {
+interface SubmitConstants {
   tenants: string;
   backlog: readonly string[];
   add: readonly string[];
@@ -207,7 +207,7 @@ function newRecordConstantsOf(
 }
 
 /** The `constants` slot of submit.lua: `local C = {...}`, numbers read from their decimal text. */
-export function submitConstantsLua(c: SubmitConstants): string {
+function submitConstantsLua(c: SubmitConstants): string {
   const list = (keys: readonly string[]) => `{${keys.map(luaString).join(", ")}}`;
   const number = (n: number) => `tonumber(${luaString(String(n))})`;
   return [
@@ -249,18 +249,13 @@ export function createSubmitter(deps: {
   const shardCount = deps.shards?.all.length ?? 1;
   // Waiting, prioritized, delayed and paused jobs of every type make up the
   // backlog, per shard: each shard's script sees its own queues only.
-  const backlogKeysOf = new Map<string, string[]>();
-  const backlogKeys = (queues: Record<ReportType, Queue>, shard: Keys) => {
-    let found = backlogKeysOf.get(shard.bullPrefix);
-    if (found === undefined) {
-      // Grouped by kind, sorted sets first: see the script.
-      const all = Object.values(queues).map((queue) => queue.keys);
-      found = (["prioritized", "delayed", "wait", "paused"] as const).flatMap((kind) =>
-        all.map((q) => q[kind] as string),
-      );
-      backlogKeysOf.set(shard.bullPrefix, found);
-    }
-    return found;
+  // Grouped by kind, sorted sets first: see the script. Read once per
+  // composed script (scriptFor), so not cached.
+  const backlogKeys = (queues: Record<ReportType, Queue>) => {
+    const all = Object.values(queues).map((queue) => queue.keys);
+    return (["prioritized", "delayed", "wait", "paused"] as const).flatMap((kind) =>
+      all.map((q) => q[kind] as string),
+    );
   };
   // A shard's share of a bound (at least 1): the bounds hold per shard, so
   // across shards they are exact for one shard and approximate for more
@@ -281,7 +276,7 @@ export function createSubmitter(deps: {
     if (script === undefined) {
       const constants = submitConstantsLua({
         tenants: shard.tenants,
-        backlog: backlogKeys(queues, shard),
+        backlog: backlogKeys(queues),
         add: add.keys,
         live: shard.live,
         maxBacklog: share(settings.limits.maxBacklog),
