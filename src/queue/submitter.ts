@@ -174,15 +174,7 @@ function newJobView(
 }
 
 /** The record fields whose values at submit are the same for every job of a queue. */
-const newRecordConstants = [
-  "reportType",
-  "state",
-  "progress",
-  "phase",
-  "attemptsMade",
-  "maxAttempts",
-  "failureReason",
-] as const;
+const newRecordConstants = ["reportType", "state", "maxAttempts"] as const;
 type NewRecordConstant = (typeof newRecordConstants)[number];
 
 /**
@@ -204,6 +196,32 @@ function newRecordConstantsOf(
   }
   return out;
 }
+
+/**
+ * Where encodeNewRecord puts the values the submit script takes as
+ * arguments (of its ten fixed pairs, those neither above nor the queue's
+ * constants), and where its optional pairs start.
+ */
+const newRecordAt = (() => {
+  const input = {
+    tenant: "",
+    userId: "",
+    reportType: "weekly",
+    filters: {},
+    priority: "normal",
+  } as const;
+  const pairs = encodeNewRecord(
+    newJobView(input, { id: "", maxAttempts: 1, createdAt: 0, traceparent: "" }),
+    "",
+  );
+  const valueAt = (field: keyof typeof recordField) => pairs.indexOf(recordField[field]) + 1;
+  return {
+    userId: valueAt("userId"),
+    filters: valueAt("filters"),
+    priority: valueAt("priority"),
+    optional: pairs.length,
+  };
+})();
 
 /** A Lua number literal for `n`: exact (the shortest text that reads back as `n`). */
 function luaNumber(n: number): string {
@@ -501,8 +519,13 @@ export function createSubmitter(deps: {
     // Of the record's first 14 pairs (named by the script) only the user,
     // filters and priority are not above or the queue's constants; then the
     // optional pairs.
-    scriptArgs.push(...add.args, record[5] as string, record[23] as string, record[25] as string);
-    for (let i = 28; i < record.length; i++) scriptArgs.push(record[i] as string);
+    scriptArgs.push(
+      ...add.args,
+      record[newRecordAt.userId] as string,
+      record[newRecordAt.filters] as string,
+      record[newRecordAt.priority] as string,
+    );
+    for (let i = newRecordAt.optional; i < record.length; i++) scriptArgs.push(record[i] as string);
     throwIfAborted(signal);
     const reply =
       // On a cluster a command sent apart goes to any node: WAITAOF rides the pipeline too.

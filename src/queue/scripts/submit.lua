@@ -27,8 +27,7 @@
     maxBacklog, tenantMaxBacklog   the backlog bounds
     jobPrefix       job record key prefix
     rate, burst     the tenant's submit rate (tokens/s; 0: no limit), its burst
-    newReportType, newState, newProgress, newPhase, newAttemptsMade,
-    newMaxAttempts, newFailureReason
+    newReportType, newState, newMaxAttempts
                     the values of a new job's record fields that every job of
                     the queue shares
   The slot `backlog-count` adds to the local `backlog` the jobs of the keys
@@ -58,9 +57,10 @@
              traceparent, idempotency key digest), as encodeNewRecord ends
     The record's other values are the job id, tenant, creation time and
     fingerprint above, and the constants of a new job of this queue
-    (new<Field>: report type, state, progress, phase, attempts, max
-    attempts, reason); their names are this script's (job-record.ts encodeNewRecord's
-    first 14 pairs, in its order).
+    (new<Field>: report type, state, max attempts); their names are this
+    script's (job-record.ts encodeNewRecord's ten fixed pairs, in its
+    order). Fields at their default (progress, phase, attempts, failure
+    reason) are not written: decodeRecord reads their absence as it.
     The QUEUED event is the submitted transition's (domain/job-transitions.ts):
     type and state queued, progress 0, phase '', attempt 0, time ARGV[5].
     An idempotency key was given when KEYS[1] is not the job record.
@@ -131,8 +131,7 @@ if type(added) == 'number' and added < 0 then return {'error', tostring(added)} 
 redis.call('SADD', tenantBacklog, jobId)
 redis.call('HSET', KEYS[2], RECORD.id, jobId, RECORD.tenant, ARGV[4],
   RECORD.userId, ARGV[10], RECORD.reportType, newReportType, RECORD.state, newState,
-  RECORD.progress, newProgress, RECORD.phase, newPhase, RECORD.attemptsMade, newAttemptsMade,
-  RECORD.maxAttempts, newMaxAttempts, RECORD.failureReason, newFailureReason,
+  RECORD.maxAttempts, newMaxAttempts,
   RECORD.createdAt, ARGV[5], RECORD.filters, ARGV[11], RECORD.priority, ARGV[12],
   RECORD.fingerprint, ARGV[2], unpack(ARGV, 13))
 -- The stream is new (the job id is), so its one entry cannot exceed the cap
