@@ -67,7 +67,14 @@ export const recordField = {
 const states: readonly JobState[] = jobStates;
 const priorities: readonly JobPriority[] = jobPriorities;
 
-/** Flattens the fields of a new job into HSET arguments. */
+/**
+ * Flattens the fields of a new job into HSET arguments: ten pairs always, in
+ * this order (submit.lua names them), then the others a job has. A field at
+ * its default (progress 0, no phase, no attempt made, no failure reason: a
+ * new job's) is not written; decodeRecord reads its absence as the default,
+ * as every version of it has. Each field of the hash costs its write and
+ * every later one (a listpack grows by reallocation).
+ */
 export function encodeNewRecord(job: JobView, fingerprint: string): string[] {
   const f = recordField;
   const out = [
@@ -81,16 +88,8 @@ export function encodeNewRecord(job: JobView, fingerprint: string): string[] {
     job.reportType,
     f.state,
     job.state,
-    f.progress,
-    String(job.progress),
-    f.phase,
-    job.phase,
-    f.attemptsMade,
-    String(job.attemptsMade),
     f.maxAttempts,
     String(job.maxAttempts),
-    f.failureReason,
-    job.failureReason,
     f.createdAt,
     String(job.createdAt),
     f.filters,
@@ -100,6 +99,10 @@ export function encodeNewRecord(job: JobView, fingerprint: string): string[] {
     f.fingerprint,
     fingerprint,
   ];
+  if (job.progress !== 0) out.push(f.progress, String(job.progress));
+  if (job.phase !== "") out.push(f.phase, job.phase);
+  if (job.attemptsMade !== 0) out.push(f.attemptsMade, String(job.attemptsMade));
+  if (job.failureReason !== "") out.push(f.failureReason, job.failureReason);
   if (job.runAt !== undefined) out.push(f.runAt, String(job.runAt));
   if (job.deadline !== undefined) out.push(f.deadline, String(job.deadline));
   if (job.traceparent) out.push(f.traceparent, job.traceparent);

@@ -50,3 +50,27 @@ export function isStorageUnavailable(err: unknown): boolean {
   }
   return unavailableMessages.some((m) => err.message.includes(m));
 }
+
+/**
+ * Runs `op` again while it fails because Redis could not serve it (see
+ * isStorageUnavailable), waiting 100 ms, then twice as long each time up to
+ * 2 s (a connection's reconnect pace, connections.ts), until it succeeds, it
+ * fails otherwise, `deadlineMs` have passed or `stopped()` says so; then the
+ * last error is thrown. For writes that must land once Redis is back, when
+ * nothing else would retry them: `op` must be safe to run more than once.
+ */
+export async function retryWhileUnavailable<T>(
+  op: () => Promise<T>,
+  options: { deadlineMs: number; stopped?: () => boolean },
+): Promise<T> {
+  const deadline = Date.now() + options.deadlineMs;
+  for (let wait = 100; ; wait = Math.min(2000, wait * 2)) {
+    try {
+      return await op();
+    } catch (err) {
+      const left = deadline - Date.now();
+      if (!isStorageUnavailable(err) || left <= 0 || options.stopped?.() === true) throw err;
+      await new Promise((resolve) => setTimeout(resolve, Math.min(wait, left)));
+    }
+  }
+}

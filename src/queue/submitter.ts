@@ -127,10 +127,9 @@ function luaString(text: string): string {
   return `${out}'`;
 }
 
-/** What every submit of one queue of one shard passes alike: submit.lua's `C`. */
+/** What every submit of one queue of one shard passes alike: submit.lua's constants. */
 interface SubmitConstants {
   tenants: string;
-  backlog: readonly string[];
   add: readonly string[];
   live: string;
   maxBacklog: number;
@@ -138,7 +137,7 @@ interface SubmitConstants {
   jobPrefix: string;
   rate: number;
   burst: number;
-  /** A new job's record values that every job of the queue shares, by field (submit.lua's `C.record`). */
+  /** A new job's record values that every job of the queue shares, by field (submit.lua's `new<Field>`). */
   record: Readonly<Record<NewRecordConstant, string>>;
 }
 
@@ -175,15 +174,7 @@ function newJobView(
 }
 
 /** The record fields whose values at submit are the same for every job of a queue. */
-const newRecordConstants = [
-  "reportType",
-  "state",
-  "progress",
-  "phase",
-  "attemptsMade",
-  "maxAttempts",
-  "failureReason",
-] as const;
+const newRecordConstants = ["reportType", "state", "maxAttempts"] as const;
 type NewRecordConstant = (typeof newRecordConstants)[number];
 
 /**
@@ -206,23 +197,79 @@ function newRecordConstantsOf(
   return out;
 }
 
-/** The `constants` slot of submit.lua: `local C = {...}`, numbers read from their decimal text. */
+/**
+ * Where encodeNewRecord puts the values the submit script takes as
+ * arguments (of its ten fixed pairs, those neither above nor the queue's
+ * constants), and where its optional pairs start.
+ */
+const newRecordAt = (() => {
+  const input = {
+    tenant: "",
+    userId: "",
+    reportType: "weekly",
+    filters: {},
+    priority: "normal",
+  } as const;
+  const pairs = encodeNewRecord(
+    newJobView(input, { id: "", maxAttempts: 1, createdAt: 0, traceparent: "" }),
+    "",
+  );
+  const valueAt = (field: keyof typeof recordField) => pairs.indexOf(recordField[field]) + 1;
+  return {
+    userId: valueAt("userId"),
+    filters: valueAt("filters"),
+    priority: valueAt("priority"),
+    optional: pairs.length,
+  };
+})();
+
+/** A Lua number literal for `n`: exact (the shortest text that reads back as `n`). */
+function luaNumber(n: number): string {
+  if (Number.isNaN(n)) throw new Error("submit.lua constants: NaN");
+  if (!Number.isFinite(n)) return n > 0 ? "math.huge" : "-math.huge";
+  return String(n);
+}
+
+/**
+ * The `constants` slot of submit.lua: one local per constant, each a literal
+ * of the script's text (a constant of its compiled function: nothing per
+ * call); BullMQ's add keys as a table, which its add script indexes.
+ */
 function submitConstantsLua(c: SubmitConstants): string {
-  const list = (keys: readonly string[]) => `{${keys.map(luaString).join(", ")}}`;
-  const number = (n: number) => `tonumber(${luaString(String(n))})`;
+  const record = newRecordConstants.map(
+    (f) => `local new${f[0]?.toUpperCase()}${f.slice(1)} = ${luaString(c.record[f])}`,
+  );
   return [
-    "local C = {",
-    `  tenants = ${luaString(c.tenants)},`,
-    `  backlog = ${list(c.backlog)},`,
-    `  add = ${list(c.add)},`,
-    `  live = ${luaString(c.live)},`,
-    `  maxBacklog = ${number(c.maxBacklog)},`,
-    `  tenantMaxBacklog = ${number(c.tenantMaxBacklog)},`,
-    `  jobPrefix = ${luaString(c.jobPrefix)},`,
-    `  rate = ${number(c.rate)},`,
-    `  burst = ${number(c.burst)},`,
-    `  record = {${newRecordConstants.map((f) => `${f} = ${luaString(c.record[f])}`).join(", ")}},`,
-    "}",
+    `local tenantsKey = ${luaString(c.tenants)}`,
+    `local addKeys = {${c.add.map(luaString).join(", ")}}`,
+    `local liveKey = ${luaString(c.live)}`,
+    `local maxBacklog = ${luaNumber(c.maxBacklog)}`,
+    `local tenantMaxBacklog = ${luaNumber(c.tenantMaxBacklog)}`,
+    `local jobPrefix = ${luaString(c.jobPrefix)}`,
+    `local rate = ${luaNumber(c.rate)}`,
+    `local burst = ${luaNumber(c.burst)}`,
+    ...record,
+  ].join("\n");
+}
+
+/**
+ * The `backlog-count` slot of submit.lua: sets `backlog` to the number of
+ * jobs in the backlog's keys (sorted sets first, then lists), unrolled over
+ * the keys as literals. An empty list or sorted set does not exist: one
+ * EXISTS says how many of the keys hold jobs, and only those are counted,
+ * the likeliest first (every job has a priority, so it waits in a
+ * prioritized set), until that many are found.
+ */
+function backlogCountLua(zsets: readonly string[], lists: readonly string[]): string {
+  const count = (command: "ZCARD" | "LLEN", key: string) =>
+    `if left > 0 then n = redis.call('${command}', ${luaString(key)}) if n > 0 then backlog = backlog + n left = left - 1 end end`;
+  return [
+    "do",
+    `  local left = redis.call('EXISTS', ${[...zsets, ...lists].map(luaString).join(", ")})`,
+    "  local n",
+    ...zsets.map((key) => `  ${count("ZCARD", key)}`),
+    ...lists.map((key) => `  ${count("LLEN", key)}`),
+    "end",
   ].join("\n");
 }
 
@@ -249,13 +296,13 @@ export function createSubmitter(deps: {
   const shardCount = deps.shards?.all.length ?? 1;
   // Waiting, prioritized, delayed and paused jobs of every type make up the
   // backlog, per shard: each shard's script sees its own queues only.
-  // Grouped by kind, sorted sets first: see the script. Read once per
+  // Grouped by kind, sorted sets first: see backlogCountLua. Read once per
   // composed script (scriptFor), so not cached.
-  const backlogKeys = (queues: Record<ReportType, Queue>) => {
+  const backlogCount = (queues: Record<ReportType, Queue>) => {
     const all = Object.values(queues).map((queue) => queue.keys);
-    return (["prioritized", "delayed", "wait", "paused"] as const).flatMap((kind) =>
-      all.map((q) => q[kind] as string),
-    );
+    const of = (kinds: readonly ("prioritized" | "delayed" | "wait" | "paused")[]) =>
+      kinds.flatMap((kind) => all.map((q) => q[kind] as string));
+    return backlogCountLua(of(["prioritized", "delayed"]), of(["wait", "paused"]));
   };
   // A shard's share of a bound (at least 1): the bounds hold per shard, so
   // across shards they are exact for one shard and approximate for more
@@ -276,7 +323,6 @@ export function createSubmitter(deps: {
     if (script === undefined) {
       const constants = submitConstantsLua({
         tenants: shard.tenants,
-        backlog: backlogKeys(queues),
         add: add.keys,
         live: shard.live,
         maxBacklog: share(settings.limits.maxBacklog),
@@ -290,7 +336,11 @@ export function createSubmitter(deps: {
         record: newRecordConstantsOf(reportType, settings.worker.reportTypes[reportType].attempts),
       });
       script = createLuaScript(
-        composeScript("submit", { "bullmq-add": bullmqScript(add.script).content, constants }),
+        composeScript("submit", {
+          "bullmq-add": bullmqScript(add.script).content,
+          constants,
+          "backlog-count": backlogCount(queues),
+        }),
       );
       scripts.set(key, script);
     }
@@ -469,8 +519,13 @@ export function createSubmitter(deps: {
     // Of the record's first 14 pairs (named by the script) only the user,
     // filters and priority are not above or the queue's constants; then the
     // optional pairs.
-    scriptArgs.push(...add.args, record[5] as string, record[23] as string, record[25] as string);
-    for (let i = 28; i < record.length; i++) scriptArgs.push(record[i] as string);
+    scriptArgs.push(
+      ...add.args,
+      record[newRecordAt.userId] as string,
+      record[newRecordAt.filters] as string,
+      record[newRecordAt.priority] as string,
+    );
+    for (let i = newRecordAt.optional; i < record.length; i++) scriptArgs.push(record[i] as string);
     throwIfAborted(signal);
     const reply =
       // On a cluster a command sent apart goes to any node: WAITAOF rides the pipeline too.

@@ -26,7 +26,7 @@ import type { RedisClient } from "../queue/connections.js";
 import { recordField } from "../queue/job-record.js";
 import { type Keys, queueNameFor } from "../queue/keys.js";
 import { perJobPipeline } from "../queue/per-job-pipeline.js";
-import { isStorageUnavailable } from "../queue/storage-errors.js";
+import { isStorageUnavailable, retryWhileUnavailable } from "../queue/storage-errors.js";
 import { type ReportJobData, retryBackoffType } from "../queue/submitter.js";
 import { attrAttempt, attrJobId, attrReportType, attrTenant } from "../telemetry/attributes.js";
 import { consumerContext, workerBullTelemetry } from "../telemetry/bullmq-telemetry.js";
@@ -86,6 +86,13 @@ export interface ReportWorker {
    */
   close(graceMs: number): Promise<void>;
 }
+
+/**
+ * How long a failure BullMQ recorded on its own is retried into the job's
+ * record while Redis cannot serve it; after that the reconciler's sweep
+ * records it.
+ */
+const failureRecordDeadlineMs = 60_000;
 
 /** The failure reason of an attempt whose own recording failed because Redis was away. */
 export const attemptStorageReason = "storage unavailable while recording the attempt";
@@ -384,9 +391,16 @@ export function createReportWorker(deps: {
       const reason = /stalled/i.test(err.message)
         ? "the worker running the job stopped responding too many times"
         : err.message;
-      processor
-        .markFailed(job.id, Math.max(1, job.attemptsMade), reason, job.processedOn)
-        .catch((e: unknown) => logger.warn({ err: e, jobId: job.id }, "could not record failure"));
+      const jobId = job.id;
+      // BullMQ's connection and the command connection reconnect each at
+      // its own pace after Redis comes back: the failure BullMQ has just
+      // recorded on the one may come while the other is still down (seen
+      // in CI: the record stayed RUNNING until the reconciler's sweep).
+      // markFailed reads the record again each time: safe to repeat.
+      retryWhileUnavailable(
+        () => processor.markFailed(jobId, Math.max(1, job.attemptsMade), reason, job.processedOn),
+        { deadlineMs: failureRecordDeadlineMs, stopped: () => closing !== undefined },
+      ).catch((e: unknown) => logger.warn({ err: e, jobId }, "could not record failure"));
     });
     return worker;
   };

@@ -21,7 +21,7 @@ import { BackpressureError } from "../../src/domain/errors.js";
 import { type ReportType, reportTypes, type SubmitInput } from "../../src/domain/job.js";
 import { jobTransitions } from "../../src/domain/job-transitions.js";
 import { encodeEvent, eventField } from "../../src/events/event-codec.js";
-import { encodeNewRecord, recordField } from "../../src/queue/job-record.js";
+import { decodeRecord, encodeNewRecord, recordField } from "../../src/queue/job-record.js";
 import { createKeys, type Keys, queueNameFor } from "../../src/queue/keys.js";
 import { bullJobSpec, createSubmitter, digest } from "../../src/queue/submitter.js";
 import { traceIdOf } from "../../src/telemetry/trace-context.js";
@@ -140,6 +140,12 @@ describe("createSubmitter(): an accepted submit's writes", () => {
     const fp = pairs[pairs.indexOf(recordField.fingerprint) + 1] ?? "";
     expect(fp).toMatch(/^[\w-]{43}$/);
     expect(pairs).toEqual(encodeNewRecord(job, fp));
+    // Fields at their default are left out, and read back as it: the stored
+    // record is the job the call answered.
+    for (const field of ["progress", "phase", "attemptsMade", "failureReason"] as const) {
+      expect(pairs.filter((_, i) => i % 2 === 0)).not.toContain(recordField[field]);
+    }
+    expect(decodeRecord(pairs)).toEqual(job);
 
     const entries = await redis.xrange(keys.events(job.id), "-", "+");
     expect(entries).toHaveLength(1);

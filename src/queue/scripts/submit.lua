@@ -7,30 +7,33 @@
   idempotency record, all or nothing.
 
   The slot `bullmq-add` is filled, by submitter.ts, with the body of BullMQ's
-  add script for the job's kind (standard, prioritized, delayed), and the
-  slot `constants` with what every call for one queue of one shard passes
-  alike (the keys that hold no job's or tenant's name, the bounds, the rate,
-  a new job's record values): one composed script per kind, queue and shard
-  (scripts/load.ts composeScript). Each argument of a call costs Redis about 1,300
-  instructions (its RESP parse, its object, its Lua string); a constant of
-  the script's text costs nothing per call. The constant keys are not
-  declared: they carry the shard's tag, so on a cluster they are in the
-  slot of the declared ones (docs/cluster-notes.md).
+  add script for the job's kind (standard, prioritized, delayed); the slot
+  `constants` with what every call for one queue of one shard passes alike
+  (the keys that hold no job's or tenant's name, the bounds, the rate, a new
+  job's record values); the slot `backlog-count` with the count of the
+  backlog over its keys: one composed script per kind, queue and shard
+  (scripts/load.ts composeScript). Each argument of a call costs Redis about
+  1,300 instructions (its RESP parse, its object, its Lua string), and a
+  table built per call more (a table of these constants cost 13,000 per
+  call); a literal of the script's text is a constant of its compiled
+  function, nothing per call. The constant keys are not declared: they carry
+  the shard's tag, so on a cluster they are in the slot of the declared ones
+  (docs/cluster-notes.md).
 
-  Constants (the slot `constants`: a table C):
-    C.tenants       set of tenants
-    C.backlog       the keys whose lengths make up the backlog (four per
-                    queue): every queue's prioritized sorted set, then every
-                    queue's delayed sorted set, wait list, paused list,
-                    queues in the same order each time
-    C.add           BullMQ's add script's keys
-    C.live          index of live jobs (the reconciler's)
-    C.maxBacklog, C.tenantMaxBacklog   the backlog bounds
-    C.jobPrefix     job record key prefix
-    C.rate, C.burst the tenant's submit rate (tokens/s; 0: no limit), its burst
-    C.record        the values of a new job's record fields that every job of
-                    the queue shares (reportType, state, progress, phase,
-                    attemptsMade, maxAttempts, failureReason)
+  Constants (the slot `constants`: locals holding literals):
+    tenantsKey      set of tenants
+    addKeys         BullMQ's add script's keys (a table: its KEYS)
+    liveKey         index of live jobs (the reconciler's)
+    maxBacklog, tenantMaxBacklog   the backlog bounds
+    jobPrefix       job record key prefix
+    rate, burst     the tenant's submit rate (tokens/s; 0: no limit), its burst
+    newReportType, newState, newMaxAttempts
+                    the values of a new job's record fields that every job of
+                    the queue shares
+  The slot `backlog-count` adds to the local `backlog` the jobs of the keys
+  whose lengths make up the backlog (four per queue: its prioritized and
+  delayed sorted sets, its wait and paused lists), counting only as many
+  keys as an EXISTS of them all says hold jobs.
 
   Input:
     KEYS[1] idempotency record (hash {job, fp, until}); the job record when no key was given
@@ -54,9 +57,10 @@
              traceparent, idempotency key digest), as encodeNewRecord ends
     The record's other values are the job id, tenant, creation time and
     fingerprint above, and the constants of a new job of this queue
-    (C.record: report type, state, progress, phase, attempts, max attempts,
-    reason); their names are this script's (job-record.ts encodeNewRecord's
-    first 14 pairs, in its order).
+    (new<Field>: report type, state, max attempts); their names are this
+    script's (job-record.ts encodeNewRecord's ten fixed pairs, in its
+    order). Fields at their default (progress, phase, attempts, failure
+    reason) are not written: decodeRecord reads their absence as it.
     The QUEUED event is the submitted transition's (domain/job-transitions.ts):
     type and state queued, progress 0, phase '', attempt 0, time ARGV[5].
     An idempotency key was given when KEYS[1] is not the job record.
@@ -91,15 +95,13 @@ if idem then
   local prev = redis.call('HMGET', KEYS[1], 'job', 'fp')
   if prev[1] then
     if prev[2] ~= ARGV[2] then return {'conflict', prev[1]} end
-    return {'dup', prev[1], redis.call('HGETALL', C.jobPrefix .. prev[1])}
+    return {'dup', prev[1], redis.call('HGETALL', jobPrefix .. prev[1])}
   end
 end
 -- Token bucket (after the duplicate check: a deduplicated resubmit costs no
 -- token). Redis's clock, so every API replica shares one bucket per tenant.
-local rate = C.rate
 local tokens
 if rate > 0 then
-  local burst = C.burst
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   local b = redis.call('HMGET', KEYS[6], 'tokens', 'ts')
@@ -115,36 +117,21 @@ end
 -- included) cannot fill the backlog every tenant shares.
 local tenantBacklog = KEYS[7]
 local mine = redis.call('SCARD', tenantBacklog)
-if mine >= C.tenantMaxBacklog then return {'tenant-full', tostring(mine)} end
--- An empty list or sorted set does not exist: one EXISTS says how many of
--- the backlog's keys hold jobs, and only those are counted, the likeliest
--- first (every job has a priority, so it waits in a prioritized set).
+if mine >= tenantMaxBacklog then return {'tenant-full', tostring(mine)} end
 local backlog = 0
-local left = redis.call('EXISTS', unpack(C.backlog))
-local zsets = #C.backlog / 2
-for i = 1, #C.backlog do
-  if left == 0 then break end
-  local n
-  if i <= zsets then n = redis.call('ZCARD', C.backlog[i]) else n = redis.call('LLEN', C.backlog[i]) end
-  if n > 0 then
-    backlog = backlog + n
-    left = left - 1
-  end
-end
-if backlog >= C.maxBacklog then return {'full', tostring(backlog)} end
+--- @compose backlog-count
+if backlog >= maxBacklog then return {'full', tostring(backlog)} end
 -- The token is spent only by a submit that is accepted.
 if tokens then
   redis.call('HSET', KEYS[6], 'tokens', tostring(tokens[1]), 'ts', tostring(tokens[2]))
   redis.call('PEXPIRE', KEYS[6], math.ceil((tokens[3] - tokens[1]) * 1000 / rate) + 1000)
 end
-local added = bullmqAdd(C.add, {ARGV[7], ARGV[8], ARGV[9]})
+local added = bullmqAdd(addKeys, {ARGV[7], ARGV[8], ARGV[9]})
 if type(added) == 'number' and added < 0 then return {'error', tostring(added)} end
 redis.call('SADD', tenantBacklog, jobId)
-local R = C.record
 redis.call('HSET', KEYS[2], RECORD.id, jobId, RECORD.tenant, ARGV[4],
-  RECORD.userId, ARGV[10], RECORD.reportType, R.reportType, RECORD.state, R.state,
-  RECORD.progress, R.progress, RECORD.phase, R.phase, RECORD.attemptsMade, R.attemptsMade,
-  RECORD.maxAttempts, R.maxAttempts, RECORD.failureReason, R.failureReason,
+  RECORD.userId, ARGV[10], RECORD.reportType, newReportType, RECORD.state, newState,
+  RECORD.maxAttempts, newMaxAttempts,
   RECORD.createdAt, ARGV[5], RECORD.filters, ARGV[11], RECORD.priority, ARGV[12],
   RECORD.fingerprint, ARGV[2], unpack(ARGV, 13))
 -- The stream is new (the job id is), so its one entry cannot exceed the cap
@@ -158,8 +145,8 @@ local id = appendEvent(KEYS[3], nil, nil, {EVENT.type, 'queued', EVENT.state, 'q
 local score = ARGV[5]
 redis.call('ZADD', KEYS[4], score, jobId)
 redis.call('ZADD', KEYS[5], score, jobId)
-redis.call('SADD', C.tenants, ARGV[4])
-redis.call('ZADD', C.live, score, jobId)
+redis.call('SADD', tenantsKey, ARGV[4])
+redis.call('ZADD', liveKey, score, jobId)
 if idem then
   -- No TTL while the job is live: the job's terminal transition sets it
   -- (apply-transition.lua), to the job's retention or `until`, the later.

@@ -30,12 +30,10 @@
     the new entry's id
 ]]
 local function appendEvent(streamKey, channel, maxLen, fields, first, last, json, traceId)
-  local tail = ''
   if traceId then
     fields[last + 1] = EVENT.traceId
     fields[last + 2] = traceId
     last = last + 2
-    tail = ',"' .. EVENT.traceId .. '","' .. traceId .. '"'
   end
   local id = redis.call('XADD', streamKey, '*', unpack(fields, first, last))
   -- Cap the stream with XDEL rather than XADD MAXLEN: trimming does not move
@@ -49,6 +47,7 @@ local function appendEvent(streamKey, channel, maxLen, fields, first, last, json
     redis.call('XDEL', streamKey, unpack(ids))
   end
   if channel then
+    local tail = traceId and ',"' .. EVENT.traceId .. '","' .. traceId .. '"' or ''
     redis.call('SPUBLISH', channel, '["' .. id .. '",[' .. json .. tail .. ']]')
   end
   return id
