@@ -11,7 +11,6 @@ import { pino } from "pino";
 import { afterEach, describe, expect, inject, it } from "vitest";
 import { JobState, ReportType } from "../../gen/reports/v1/job_pb.js";
 import { ReportService } from "../../gen/reports/v1/report_service_pb.js";
-import type { ReportTypeSettings } from "../../src/config/config.js";
 import { type ReportType as DomainReportType, reportTypes } from "../../src/domain/job.js";
 import { createEventHub, type EventHub } from "../../src/events/event-hub.js";
 import { watchJobEvents } from "../../src/events/watch-job-events.js";
@@ -23,14 +22,11 @@ import { csvOutput, deferred } from "../helpers/generators.js";
 import { scanKeys } from "../helpers/redis-keys.js";
 import { startRedisServer } from "../helpers/redis-server.js";
 import { connectErrorOf, getJob, waitForState } from "../helpers/rpc.js";
+import { testSubmitterSettings } from "../helpers/submitter-settings.js";
 import { startTestApp, testPrefix } from "../helpers/test-app.js";
 import { waitFor } from "../helpers/wait-for.js";
 
 const silent = pino({ level: "silent" });
-
-function perType(s: ReportTypeSettings): Record<DomainReportType, ReportTypeSettings> {
-  return { weekly: s, monthly: s, custom: s };
-}
 
 describe("the caller's signal in queue calls", () => {
   const closers: Array<() => Promise<unknown> | unknown> = [];
@@ -57,26 +53,7 @@ describe("the caller's signal in queue calls", () => {
       redis,
       queues,
       keys,
-      settings: {
-        worker: {
-          reportTypes: perType({ attempts: 1, timeoutMs: 60_000, concurrency: 1 }),
-          retryBackoffMs: 1000,
-        },
-        retention: {
-          idempotencyTtlMs: 60_000,
-          succeededMs: 60_000,
-          failedMs: 60_000,
-          eventStreamMaxLen: 100,
-        },
-        limits: {
-          maxBacklog: 1000,
-          tenantMaxBacklog: 1000,
-          backlogRetryAfterMs: 1000,
-          tenantSubmitRate: 0,
-          tenantSubmitBurst: 1,
-        },
-        redis: { submitWaitAof: 0 },
-      },
+      settings: testSubmitterSettings({ attempts: 1 }),
     });
   }
 

@@ -18,6 +18,7 @@ import { protocols, reportClient } from "../helpers/clients.js";
 import { csvOutput, deferred } from "../helpers/generators.js";
 import { scanKeys } from "../helpers/redis-keys.js";
 import { connectErrorOf, type ReportClient, waitForState } from "../helpers/rpc.js";
+import { testSubmitterSettings } from "../helpers/submitter-settings.js";
 import { startTestApp, type TestApp, testPrefix } from "../helpers/test-app.js";
 import { waitFor } from "../helpers/wait-for.js";
 
@@ -433,31 +434,11 @@ describe("createSubmitter()", () => {
         new Queue(queueNameFor(type), { connection: redis, prefix: keys.bullPrefix }),
       ]),
     ) as Record<DomainReportType, Queue>;
-    const perType = <T>(v: T) => ({ weekly: v, monthly: v, custom: v });
     const submitter = createSubmitter({
       redis,
       queues,
       keys,
-      settings: {
-        worker: {
-          reportTypes: perType({ attempts: 5, timeoutMs: 60_000, concurrency: 1 }),
-          retryBackoffMs: 1000,
-        },
-        retention: {
-          idempotencyTtlMs: 60_000,
-          succeededMs: 60_000,
-          failedMs: 60_000,
-          eventStreamMaxLen: 100,
-        },
-        limits: {
-          maxBacklog: 1000,
-          tenantMaxBacklog: 1000,
-          backlogRetryAfterMs: 1000,
-          tenantSubmitRate: 0,
-          tenantSubmitBurst: 1,
-        },
-        redis: { submitWaitAof: 0 },
-      },
+      settings: testSubmitterSettings({ attempts: 5 }),
     });
     const input = {
       idempotencyKey: "shared-key",

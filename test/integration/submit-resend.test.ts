@@ -9,7 +9,6 @@ import { Queue } from "bullmq";
 import { Redis } from "ioredis";
 import { pino } from "pino";
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from "vitest";
-import type { ReportTypeSettings } from "../../src/config/config.js";
 import { type ReportType, reportTypes, type SubmitInput } from "../../src/domain/job.js";
 import { decodeEvent } from "../../src/events/event-codec.js";
 import { createRedisConnection } from "../../src/queue/connections.js";
@@ -20,14 +19,11 @@ import { createKeys, type Keys, queueNameFor } from "../../src/queue/keys.js";
 import { createQueueTransitions } from "../../src/queue/queue-transitions.js";
 import { bullJobSpec, createSubmitter, digest, type Submitter } from "../../src/queue/submitter.js";
 import { createTransitionApplier } from "../../src/queue/transition-applier.js";
+import { testSubmitterSettings } from "../helpers/submitter-settings.js";
 import { startTcpProxy, type TcpProxy } from "../helpers/tcp-proxy.js";
 import { testPrefix } from "../helpers/test-app.js";
 
 const logger = pino({ level: "silent" });
-
-function perType(s: ReportTypeSettings): Record<ReportType, ReportTypeSettings> {
-  return { weekly: s, monthly: s, custom: s };
-}
 
 describe("scripts resent after a lost reply", () => {
   let redis: Redis;
@@ -70,26 +66,7 @@ describe("scripts resent after a lost reply", () => {
       redis: viaProxy,
       queues: byType,
       keys,
-      settings: {
-        worker: {
-          reportTypes: perType({ attempts: 3, timeoutMs: 60_000, concurrency: 1 }),
-          retryBackoffMs: 1000,
-        },
-        retention: {
-          idempotencyTtlMs: 60_000,
-          succeededMs: 60_000,
-          failedMs: 60_000,
-          eventStreamMaxLen: 100,
-        },
-        limits: {
-          maxBacklog: 1000,
-          tenantMaxBacklog: 1000,
-          backlogRetryAfterMs: 1000,
-          tenantSubmitRate: 0,
-          tenantSubmitBurst: 1,
-        },
-        redis: { submitWaitAof: 0 },
-      },
+      settings: testSubmitterSettings({ attempts: 3 }),
     });
     // The script is cached on the server now: the call under test is one EVALSHA.
     await submitter.submit(input("warm-up"));

@@ -25,6 +25,7 @@ import { decodeRecord, encodeNewRecord, recordField } from "../../src/queue/job-
 import { createKeys, type Keys, queueNameFor } from "../../src/queue/keys.js";
 import { bullJobSpec, createSubmitter, digest } from "../../src/queue/submitter.js";
 import { traceIdOf } from "../../src/telemetry/trace-context.js";
+import { testSubmitterSettings } from "../helpers/submitter-settings.js";
 import { testPrefix } from "../helpers/test-app.js";
 import { waitFor } from "../helpers/wait-for.js";
 
@@ -68,28 +69,7 @@ describe("createSubmitter(): an accepted submit's writes", () => {
       redis,
       queues: byType,
       keys,
-      settings: {
-        worker: {
-          reportTypes: Object.fromEntries(
-            reportTypes.map((t) => [t, { attempts: 4, timeoutMs: 60_000, concurrency: 1 }]),
-          ) as Record<ReportType, { attempts: number; timeoutMs: number; concurrency: number }>,
-          retryBackoffMs: 1000,
-        },
-        retention: {
-          idempotencyTtlMs,
-          succeededMs: 60_000,
-          failedMs: 60_000,
-          eventStreamMaxLen: 100,
-        },
-        limits: {
-          maxBacklog,
-          tenantMaxBacklog: 1000,
-          backlogRetryAfterMs: 1000,
-          tenantSubmitRate: 0,
-          tenantSubmitBurst: 1,
-        },
-        redis: { submitWaitAof: 0 },
-      },
+      settings: testSubmitterSettings({ attempts: 4, idempotencyTtlMs, maxBacklog }),
     });
     return { keys, submitter, byType };
   }
