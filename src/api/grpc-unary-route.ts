@@ -46,14 +46,7 @@ import {
 } from "@connectrpc/connect/protocol";
 import { parseTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
-import {
-  type Context,
-  ROOT_CONTEXT,
-  type Span,
-  SpanKind,
-  type SpanOptions,
-  trace,
-} from "@opentelemetry/api";
+import { type Context, ROOT_CONTEXT, type Span, type SpanOptions, trace } from "@opentelemetry/api";
 import type { Logger } from "pino";
 import {
   CancelJobResponseSchema,
@@ -64,18 +57,13 @@ import {
   SubmitReportResponseSchema,
 } from "../../gen/reports/v1/report_service_pb.js";
 import type { CallerSignal } from "../queue/caller-signal.js";
-import {
-  attrRpcMethod,
-  attrRpcProtocol,
-  attrRpcService,
-  attrRpcSystem,
-} from "../telemetry/attributes.js";
 import type { Authenticator } from "./auth.js";
 import { getJobResponseFrame, submitReportResponseFrame } from "./job-binary.js";
 import { createLeanCallRunner } from "./lean-call.js";
 import { asInvalidArgumentIfParseError } from "./parse-errors.js";
 import type { ReportCalls } from "./report-service.js";
 import type { RawStreamRoute } from "./server.js";
+import { rpcServerSpanOptions } from "./telemetry-interceptor.js";
 
 /** What the route needs. */
 export interface GrpcUnaryRouteDeps {
@@ -160,15 +148,7 @@ export function createGrpcUnaryRoute(deps: GrpcUnaryRouteDeps): RawStreamRoute {
       output: serialization.getO(true) as Serialization<unknown>,
       outputSchema,
       frame,
-      spanOptions: {
-        kind: SpanKind.SERVER,
-        attributes: {
-          [attrRpcSystem]: "grpc",
-          [attrRpcService]: ReportService.typeName,
-          [attrRpcMethod]: method.name,
-          [attrRpcProtocol]: "grpc",
-        },
-      },
+      spanOptions: rpcServerSpanOptions("grpc", ReportService.typeName, method.name),
       invoke,
     });
   };

@@ -33,23 +33,16 @@ import {
   defaultTextMapGetter,
   propagation,
   type Span,
-  SpanKind,
   type SpanOptions,
   trace,
 } from "@opentelemetry/api";
 import type { Logger } from "pino";
 import { ReportService, WatchJobRequestSchema } from "../../gen/reports/v1/report_service_pb.js";
-import {
-  attrRpcMethod,
-  attrRpcProtocol,
-  attrRpcService,
-  attrRpcSystem,
-} from "../telemetry/attributes.js";
 import type { Authenticator } from "./auth.js";
 import { toConnectError } from "./error-map.js";
 import { serverFaults } from "./request-log-interceptor.js";
 import type { RawStreamRoute } from "./server.js";
-import { endRpcSpan, recordRpcDuration } from "./telemetry-interceptor.js";
+import { endRpcSpan, recordRpcDuration, rpcServerSpanOptions } from "./telemetry-interceptor.js";
 import type { WatchOutput, WatchSession, WatchSessions } from "./watch-sessions.js";
 
 /** What the route needs. */
@@ -68,15 +61,11 @@ export interface GrpcWatchRouteDeps {
 const watchMethod = ReportService.method.watchJob;
 const path = `/${ReportService.typeName}/${watchMethod.name}`;
 const rpcName = `${ReportService.typeName}/${watchMethod.name}`;
-const spanOptions: SpanOptions = {
-  kind: SpanKind.SERVER,
-  attributes: {
-    [attrRpcSystem]: "grpc",
-    [attrRpcService]: ReportService.typeName,
-    [attrRpcMethod]: watchMethod.name,
-    [attrRpcProtocol]: "grpc",
-  },
-};
+const spanOptions: SpanOptions = rpcServerSpanOptions(
+  "grpc",
+  ReportService.typeName,
+  watchMethod.name,
+);
 const plainHeaders = { ":status": 200, "content-type": "application/grpc+proto" };
 const varyHeaders = { ...plainHeaders, vary: "Origin" };
 const okTrailers = { "grpc-status": "0" };

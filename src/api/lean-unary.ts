@@ -45,14 +45,7 @@ import {
 } from "@connectrpc/connect/protocol";
 import { codeToHttpStatus, errorToJsonBytes } from "@connectrpc/connect/protocol-connect";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
-import {
-  type Context,
-  ROOT_CONTEXT,
-  type Span,
-  SpanKind,
-  type SpanOptions,
-  trace,
-} from "@opentelemetry/api";
+import { type Context, ROOT_CONTEXT, type Span, type SpanOptions, trace } from "@opentelemetry/api";
 import type { Logger } from "pino";
 import {
   GetJobResponseSchema,
@@ -60,12 +53,6 @@ import {
   SubmitReportResponseSchema,
 } from "../../gen/reports/v1/report_service_pb.js";
 import type { CallerSignal } from "../queue/caller-signal.js";
-import {
-  attrRpcMethod,
-  attrRpcProtocol,
-  attrRpcService,
-  attrRpcSystem,
-} from "../telemetry/attributes.js";
 import type { Authenticator } from "./auth.js";
 import { type ConnectGetQuery, readConnectGetQuery } from "./connect-get-query.js";
 import { readGetJobJson, readGetJobJsonText } from "./get-job-json-reader.js";
@@ -76,6 +63,7 @@ import type { NodeRequest, NodeResponse } from "./node-types.js";
 import { asInvalidArgumentIfParseError } from "./parse-errors.js";
 import type { ReportCalls } from "./report-service.js";
 import { readSubmitReportJson } from "./submit-json-reader.js";
+import { rpcServerSpanOptions } from "./telemetry-interceptor.js";
 
 /** What the route needs. */
 export interface LeanUnaryDeps {
@@ -159,15 +147,7 @@ export function createLeanUnary(deps: LeanUnaryDeps): LeanUnary {
       outputSchema,
       writeJson,
       writeFrame,
-      spanOptions: {
-        kind: SpanKind.SERVER,
-        attributes: {
-          [attrRpcSystem]: "connect_rpc",
-          [attrRpcService]: ReportService.typeName,
-          [attrRpcMethod]: method.name,
-          [attrRpcProtocol]: "connect",
-        },
-      },
+      spanOptions: rpcServerSpanOptions("connect", ReportService.typeName, method.name),
       invoke,
     });
   };

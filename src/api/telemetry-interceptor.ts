@@ -38,6 +38,28 @@ import { startSpan } from "../telemetry/spans.js";
 /** The wire protocol of a call, from its Content-Type. */
 export type RpcProtocol = "grpc" | "grpc_web" | "connect";
 
+/**
+ * The options of a call's SERVER span: rpc.system (connect_rpc for the
+ * Connect protocol, grpc for gRPC and gRPC-Web), service, method and
+ * protocol. One object per route or shape serves every call (the SDK copies
+ * the attributes it is given).
+ */
+export function rpcServerSpanOptions(
+  protocol: RpcProtocol,
+  service: string,
+  method: string,
+): SpanOptions {
+  return {
+    kind: SpanKind.SERVER,
+    attributes: {
+      [attrRpcSystem]: protocol === "connect" ? "connect_rpc" : "grpc",
+      [attrRpcService]: service,
+      [attrRpcMethod]: method,
+      [attrRpcProtocol]: protocol,
+    },
+  };
+}
+
 /** Which protocol a request's Content-Type names (Connect GET requests have none). */
 export function protocolOf(contentType: string | null): RpcProtocol {
   const ct = (contentType ?? "").toLowerCase();
@@ -177,15 +199,7 @@ export function createTelemetryInterceptor(): Interceptor {
     if (shape === undefined) {
       shape = {
         name: `${service}/${method}`,
-        options: {
-          kind: SpanKind.SERVER,
-          attributes: {
-            [attrRpcSystem]: protocol === "connect" ? "connect_rpc" : "grpc",
-            [attrRpcService]: service,
-            [attrRpcMethod]: method,
-            [attrRpcProtocol]: protocol,
-          },
-        },
+        options: rpcServerSpanOptions(protocol, service, method),
         metricAttributes: new Map(),
       };
       shapes.set(key, shape);
