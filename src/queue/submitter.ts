@@ -177,19 +177,24 @@ function newJobView(
 const newRecordConstants = ["reportType", "state", "maxAttempts"] as const;
 type NewRecordConstant = (typeof newRecordConstants)[number];
 
+/** encodeNewRecord's pairs for an empty new job of `reportType` with `maxAttempts` (no optional pairs). */
+function newRecordPairs(reportType: ReportType, maxAttempts: number): string[] {
+  const input = { tenant: "", userId: "", reportType, filters: {}, priority: "normal" } as const;
+  return encodeNewRecord(
+    newJobView(input, { id: "", maxAttempts, createdAt: 0, traceparent: "" }),
+    "",
+  );
+}
+
 /**
- * What encodeNewRecord writes for those fields of a new job of `reportType`
+ * What encodeNewRecord writes for the newRecordConstants fields of a new job of `reportType`
  * with `maxAttempts`: the record of a job is these, whatever its caller.
  */
 function newRecordConstantsOf(
   reportType: ReportType,
   maxAttempts: number,
 ): Record<NewRecordConstant, string> {
-  const input = { tenant: "", userId: "", reportType, filters: {}, priority: "normal" } as const;
-  const pairs = encodeNewRecord(
-    newJobView(input, { id: "", maxAttempts, createdAt: 0, traceparent: "" }),
-    "",
-  );
+  const pairs = newRecordPairs(reportType, maxAttempts);
   const out = {} as Record<NewRecordConstant, string>;
   for (const field of newRecordConstants) {
     out[field] = pairs[pairs.indexOf(recordField[field]) + 1] as string;
@@ -203,17 +208,7 @@ function newRecordConstantsOf(
  * constants), and where its optional pairs start.
  */
 const newRecordAt = (() => {
-  const input = {
-    tenant: "",
-    userId: "",
-    reportType: "weekly",
-    filters: {},
-    priority: "normal",
-  } as const;
-  const pairs = encodeNewRecord(
-    newJobView(input, { id: "", maxAttempts: 1, createdAt: 0, traceparent: "" }),
-    "",
-  );
+  const pairs = newRecordPairs("weekly", 1);
   const valueAt = (field: keyof typeof recordField) => pairs.indexOf(recordField[field]) + 1;
   return {
     userId: valueAt("userId"),
@@ -516,7 +511,7 @@ export function createSubmitter(deps: {
       keys.tenantBacklog(input.tenant),
     ];
     const scriptArgs: (string | number | Buffer)[] = params;
-    // Of the record's first 14 pairs (named by the script) only the user,
+    // Of the record's ten fixed pairs (named by the script) only the user,
     // filters and priority are not above or the queue's constants; then the
     // optional pairs.
     scriptArgs.push(
